@@ -1,0 +1,66 @@
+//! The admin listener, separate from the proxy port so no API path can collide with it:
+//! `GET /healthz` (process up) and `GET /readyz` (config loaded, not draining).
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::body::{self, Body};
+
+pub async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            // The admin port stays up while the proxy drains so /readyz can report it; it stops
+            // with the process.
+            _ = shutdown.changed() => {
+                app.set_draining();
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(handle(&app, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body> {
+    let (status, text) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if app.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        (&Method::GET, "/readyz") => (StatusCode::OK, "ready\n"),
+        (_, "/healthz" | "/readyz") => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => (StatusCode::NOT_FOUND, "not found\n"),
+    };
+    text_response(status, Bytes::from_static(text.as_bytes()))
+}
+
+fn text_response(status: StatusCode, text: Bytes) -> Response<Body> {
+    let mut resp = Response::new(body::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}

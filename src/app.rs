@@ -1,0 +1,176 @@
+//! The one request entry point: front-door checks, then routing to the legacy token rewrite,
+//! the authorize redirect, or pass-through. The app is a value tests can call without a socket;
+//! only `server.rs` touches listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+
+use crate::body::{Body, BoxError};
+use crate::config::Config;
+use crate::error::ShimError;
+use crate::oauth::{HttpClient, build_http_client};
+use crate::refresh::RefreshCache;
+use crate::translate::V2Token;
+use crate::{authorize, forward, token};
+
+/// A validated config plus what is derived from it once (parsed URIs), swapped as a whole on
+/// reload so a request sees one consistent version.
+pub struct Runtime {
+    pub config: Config,
+    pub token_url: Uri,
+    pub api_base: forward::Base,
+}
+
+impl Runtime {
+    pub fn new(config: Config) -> Result<Self, crate::config::ConfigError> {
+        let bad = |key: &str| crate::config::ConfigError(format!("upstream.{key} is not a valid URI"));
+        let token_url: Uri = config.upstream.token_url.parse().map_err(|_| bad("token_url"))?;
+        let api_base = forward::Base::parse(&config.upstream.api_base).ok_or_else(|| bad("api_base"))?;
+        Ok(Self { config, token_url, api_base })
+    }
+}
+
+/// Which handler served a request (logs, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Token,
+    Authorize,
+    PassThrough,
+    Rejected,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Authorize => "authorize",
+            Self::PassThrough => "pass",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// What the per-request log line reports besides method, status and latency.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub client: Option<String>,
+    pub upstream_status: Option<StatusCode>,
+    pub detail: Option<&'static str>,
+}
+
+pub struct Shared {
+    runtime: ArcSwap<Runtime>,
+    pub client: HttpClient,
+    pub refresh: RefreshCache<V2Token, ShimError>,
+    draining: AtomicBool,
+}
+
+/// Cheap to clone; every connection holds one.
+#[derive(Clone)]
+pub struct App {
+    shared: Arc<Shared>,
+}
+
+impl App {
+    pub fn new(runtime: Runtime) -> Self {
+        let client = build_http_client(&runtime.config.upstream);
+        let rc = &runtime.config.refresh_cache;
+        let refresh = RefreshCache::new(rc.ttl, rc.max_entries);
+        Self {
+            shared: Arc::new(Shared {
+                runtime: ArcSwap::from_pointee(runtime),
+                client,
+                refresh,
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The config in force now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.shared.runtime.load_full()
+    }
+
+    /// Swap in a new validated config for new requests; in-flight ones finish on the old one.
+    pub fn swap_runtime(&self, runtime: Runtime) {
+        self.shared.runtime.store(Arc::new(runtime));
+    }
+
+    pub fn set_draining(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Handle one request from `peer`.
+    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let rt = self.runtime();
+        let method = req.method().clone();
+        let (route, mut outcome, resp) = match front_door(&req, &rt) {
+            Err(e) => (Route::Rejected, Outcome::default(), e.into_response()),
+            Ok(route) => {
+                let req = req.map(|b| b.map_err(|e| -> BoxError { e.into() }).boxed());
+                let mut outcome = Outcome::default();
+                let resp = match route {
+                    Route::Token => token::handle(&self.shared, &rt, req, peer, &mut outcome).await,
+                    Route::Authorize => authorize::handle(&self.shared, &rt, req, peer, &mut outcome).await,
+                    _ => forward::forward(&self.shared.client, &rt, req, peer, &mut outcome).await,
+                };
+                (route, outcome, resp)
+            }
+        };
+        let status = resp.status();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let client = outcome.client.take();
+        // One line per request. Query strings are never logged (they carry codes and tokens);
+        // neither are headers.
+        tracing::info!(
+            target: "oauth_shim::access",
+            method = %method,
+            route = route.as_str(),
+            client = client.as_deref().unwrap_or("-"),
+            status = status.as_u16(),
+            upstream_status = outcome.upstream_status.map(|s| s.as_u16()),
+            detail = outcome.detail,
+            latency_ms = format_args!("{latency_ms:.2}"),
+            "request"
+        );
+        resp
+    }
+}
+
+/// Checks made on the request head before any body is read.
+fn front_door<B>(req: &Request<B>, rt: &Runtime) -> Result<Route, ShimError> {
+    let server = &rt.config.server;
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > server.max_uri_bytes {
+        return Err(ShimError::invalid_request("request URI too long").status(StatusCode::URI_TOO_LONG));
+    }
+    let h = req.headers();
+    if h.contains_key(http::header::TRANSFER_ENCODING) && h.contains_key(http::header::CONTENT_LENGTH) {
+        return Err(ShimError::invalid_request("both Content-Length and Transfer-Encoding"));
+    }
+    Ok(match req.uri().path() {
+        "/oauth/access_token" => Route::Token,
+        "/oauth/authorize" => Route::Authorize,
+        _ => Route::PassThrough,
+    })
+}

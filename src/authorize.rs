@@ -1,0 +1,140 @@
+//! `/oauth/authorize`: the browser step. A legacy call (no `response_type`) becomes a `302` to the
+//! configured v2 authorize URL with `response_type=code` and the caller's parameters re-encoded.
+//! The `Location` host comes only from configuration. Refusals are an error page, never a
+//! redirect (RFC 6749 §4.1.2.1).
+
+use std::net::SocketAddr;
+
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
+use http::{Method, Request, Response, StatusCode};
+use url::Url;
+
+use crate::app::{Outcome, Runtime, Shared};
+use crate::body::{self, Body};
+use crate::config::ClientMode;
+use crate::error::ShimError;
+use crate::forward;
+
+/// Parameters copied to the upstream authorize URL, in this order, after `response_type` and
+/// `client_id`.
+const FORWARDED: [&str; 5] = ["redirect_uri", "state", "scope", "code_challenge", "code_challenge_method"];
+
+pub async fn handle(
+    shared: &Shared,
+    rt: &Runtime,
+    req: Request<Body>,
+    peer: SocketAddr,
+    outcome: &mut Outcome,
+) -> Response<Body> {
+    let html = wants_html(&req);
+    match plan(rt, &req, outcome) {
+        Ok(Plan::Redirect(location)) => redirect(&location),
+        Ok(Plan::PassThrough) => forward::forward(&shared.client, rt, req, peer, outcome).await,
+        Err(e) => {
+            outcome.detail = Some(e.code.as_str());
+            if html { error_page(&e) } else { e.into_response() }
+        }
+    }
+}
+
+enum Plan {
+    Redirect(String),
+    PassThrough,
+}
+
+fn plan(rt: &Runtime, req: &Request<Body>, outcome: &mut Outcome) -> Result<Plan, ShimError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ShimError::method_not_allowed("GET, HEAD"));
+    }
+    let mut values: [Option<String>; 7] = Default::default();
+    let names =
+        ["client_id", "response_type", FORWARDED[0], FORWARDED[1], FORWARDED[2], FORWARDED[3], FORWARDED[4]];
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        let Some(i) = names.iter().position(|n| *n == k) else { continue };
+        if v.is_empty() {
+            continue;
+        }
+        if values[i].replace(v.into_owned()).is_some() {
+            return Err(ShimError::invalid_request(format!("parameter {} is repeated", names[i])));
+        }
+    }
+    let [client_id, response_type, mut redirect_uri, rest @ ..] = values;
+    if response_type.as_deref().is_some_and(|t| t != "code") {
+        return Err(ShimError::invalid_request("response_type must be code"));
+    }
+    let client_id =
+        client_id.ok_or_else(|| ShimError::invalid_request("missing required parameter client_id"))?;
+    let Some(client) = rt.config.client(&client_id) else {
+        outcome.client = Some("unknown".into());
+        return Err(ShimError::invalid_client("unknown client_id").status(StatusCode::BAD_REQUEST));
+    };
+    outcome.client = Some(client.id.clone());
+    match client.mode {
+        ClientMode::Rewrite => {}
+        ClientMode::Passthrough => return Ok(Plan::PassThrough),
+        ClientMode::Deny => {
+            return Err(ShimError::unauthorized_client(
+                "this client must migrate to the OAuth v2 API: legacy authorize calls are no longer accepted",
+            ));
+        }
+    }
+    if let Some(uri) = &redirect_uri {
+        if !client.redirect_uri_allow.is_empty() && !client.redirect_uri_allow.iter().any(|a| a == uri) {
+            return Err(ShimError::invalid_request("redirect_uri is not allowed for this client"));
+        }
+        if Url::parse(uri).is_err() {
+            return Err(ShimError::invalid_request("redirect_uri is not an absolute URL"));
+        }
+    } else {
+        redirect_uri = client.redirect_uri.clone();
+    }
+
+    let mut location = Url::parse(&rt.config.upstream.authorize_url).map_err(|_| ShimError::internal())?;
+    {
+        let mut q = location.query_pairs_mut();
+        q.append_pair("response_type", "code");
+        q.append_pair("client_id", &client.id);
+        for (name, value) in FORWARDED.iter().zip(std::iter::once(&redirect_uri).chain(rest.iter())) {
+            if let Some(v) = value {
+                q.append_pair(name, v);
+            }
+        }
+    }
+    Ok(Plan::Redirect(location.into()))
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::FOUND;
+    let h = resp.headers_mut();
+    match HeaderValue::from_str(location) {
+        Ok(v) => h.insert(LOCATION, v),
+        Err(_) => return ShimError::internal().into_response(),
+    };
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn wants_html<B>(req: &Request<B>) -> bool {
+    req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
+}
+
+/// A small HTML page for browsers; the text is ours, never the caller's input.
+fn error_page(e: &ShimError) -> Response<Body> {
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Authorization error</title></head>\
+         <body><h1>Authorization error</h1><p><code>{}</code>: {}</p></body></html>\n",
+        e.code.as_str(),
+        html_escape(&e.description)
+    );
+    let mut resp = Response::new(body::full(page));
+    *resp.status_mut() = e.status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

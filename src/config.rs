@@ -1,0 +1,466 @@
+//! Typed configuration: built-in defaults < TOML file < `OAUTH_SHIM_` environment, validated once
+//! at load. Everything on the request path reads a validated [`Config`]; nothing re-parses it.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::oauth::Secret;
+
+/// The whole configuration. Field names are the public interface (the TOML keys).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub upstream: UpstreamConfig,
+    pub legacy: LegacyConfig,
+    pub refresh_cache: RefreshCacheConfig,
+    pub log: LogConfig,
+    pub clients: Vec<ClientConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
+    /// A client must send its complete request head within this time.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this time.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Concurrent client connections; further connections wait in the accept queue.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Longest request target accepted; longer gets 414.
+    pub max_uri_bytes: usize,
+    /// Largest body accepted on `/oauth/*` token requests; larger gets 413.
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_body_bytes: 64 * 1024,
+            shutdown_grace: Duration::from_secs(25),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Health/readiness listener, separate from the proxy port. Set `enabled = false` to turn off.
+    pub listen: SocketAddr,
+    pub enabled: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9901)), enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub token_url: String,
+    pub authorize_url: String,
+    pub api_base: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline for a whole upstream token call, and for response headers on pass-through.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest token response read from the upstream; larger is treated as garbage (502).
+    pub max_response_bytes: usize,
+    /// Idle pooled upstream connections are closed after this time.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            token_url: "https://api.getgo.com/oauth/v2/token".into(),
+            authorize_url: "https://api.getgo.com/oauth/v2/authorize".into(),
+            api_base: "https://api.getgo.com".into(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            max_response_bytes: 256 * 1024,
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LegacyConfig {
+    pub platform: String,
+    pub version: String,
+    /// Keep `token_type`, `scope`, `principal` and other v2-only fields in legacy answers.
+    pub keep_extra_fields: bool,
+}
+
+impl Default for LegacyConfig {
+    fn default() -> Self {
+        Self { platform: "GLOBAL".into(), version: "2".into(), keep_extra_fields: false }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefreshCacheConfig {
+    /// How long a successful refresh answer is reused; never longer than the token lives.
+    /// `"0s"` turns caching off (concurrent refreshes are still coalesced).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    pub max_entries: u64,
+}
+
+impl Default for RefreshCacheConfig {
+    fn default() -> Self {
+        Self { ttl: Duration::from_secs(30), max_entries: 100_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace` or a full filter; `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// What oauth-shim does with a configured client's legacy calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientMode {
+    /// Rewrite legacy calls to v2 and map the answers back.
+    #[default]
+    Rewrite,
+    /// Forward the call unchanged to `upstream.api_base`.
+    Passthrough,
+    /// Refuse, telling the caller it must migrate to OAuth v2.
+    Deny,
+}
+
+impl ClientMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rewrite => "rewrite",
+            Self::Passthrough => "passthrough",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    pub id: String,
+    /// The secret inline. Prefer `secret_env` or `secret_file`. After load this holds the
+    /// resolved secret whichever source it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// Name of an environment variable that holds the secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Path of a file that holds the secret (surrounding whitespace is trimmed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    pub mode: ClientMode,
+    pub allow_password_grant: bool,
+    /// Used at authorize and code exchange when the caller sends none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// When non-empty, a caller's `redirect_uri` at authorize must be one of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uri_allow: Vec<String>,
+}
+
+impl ClientConfig {
+    /// The resolved secret. Present on every client of a validated config.
+    pub fn secret(&self) -> &Secret {
+        static EMPTY: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
+        self.secret.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Secret::default))
+    }
+}
+
+/// A configuration problem, reported as one line that never contains a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where to read the config file from: an explicit path, else `OAUTH_SHIM_CONFIG`, else the
+/// default path.
+pub fn config_path(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("OAUTH_SHIM_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("config/oauth-shim.toml"))
+}
+
+impl Config {
+    /// Defaults < file < environment, then secrets resolved and everything validated.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError(format!("config file {} does not exist", path.display())));
+        }
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::file(path))
+                .merge(Env::prefixed("OAUTH_SHIM_").ignore(&["config"]).split("__")),
+        )
+    }
+
+    /// Extract from an arbitrary figment (tests and `dev` build their own), then validate.
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let mut config: Config = figment.extract().map_err(|e| {
+            // figment's messages name keys and the offending value's kind, not secret values,
+            // except for type errors on the value itself; keep only the first line and never
+            // the value for the `secret` key.
+            let mut msg = e.to_string();
+            if msg.contains("secret") {
+                msg = format!("invalid value for {}", e.path.join("."));
+            }
+            ConfigError(format!("invalid configuration: {msg}"))
+        })?;
+        config.resolve_secrets()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        for client in &mut self.clients {
+            let id = &client.id;
+            let sources =
+                [client.secret.is_some(), client.secret_env.is_some(), client.secret_file.is_some()];
+            match sources.iter().filter(|s| **s).count() {
+                0 => {
+                    return Err(ConfigError(format!(
+                        "client {id:?}: no secret configured (set one of secret_env, secret_file, secret)"
+                    )));
+                }
+                1 => {}
+                _ => {
+                    return Err(ConfigError(format!(
+                        "client {id:?}: set only one of secret, secret_env, secret_file"
+                    )));
+                }
+            }
+            if let Some(var) = &client.secret_env {
+                let value = std::env::var(var).map_err(|_| {
+                    ConfigError(format!("client {id:?}: environment variable {var} is not set"))
+                })?;
+                client.secret = Some(Secret::new(value));
+            }
+            if let Some(file) = &client.secret_file {
+                let value = std::fs::read_to_string(file).map_err(|e| {
+                    ConfigError(format!(
+                        "client {id:?}: cannot read secret_file {}: {}",
+                        file.display(),
+                        e.kind()
+                    ))
+                })?;
+                client.secret = Some(Secret::new(value.trim()));
+            }
+            if client.secret.as_ref().is_none_or(Secret::is_empty) {
+                return Err(ConfigError(format!("client {id:?}: secret is empty")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_url("upstream.token_url", &self.upstream.token_url)?;
+        check_url("upstream.authorize_url", &self.upstream.authorize_url)?;
+        check_url("upstream.api_base", &self.upstream.api_base)?;
+        let s = &self.server;
+        for (key, value) in [
+            ("server.max_connections", s.max_connections),
+            ("server.max_uri_bytes", s.max_uri_bytes),
+            ("upstream.max_response_bytes", self.upstream.max_response_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{key} must be greater than 0")));
+            }
+        }
+        if s.max_header_bytes < 8192 {
+            return Err(ConfigError("server.max_header_bytes must be at least 8192".into()));
+        }
+        for (key, value) in [
+            ("server.header_read_timeout", s.header_read_timeout),
+            ("server.idle_timeout", s.idle_timeout),
+            ("upstream.connect_timeout", self.upstream.connect_timeout),
+            ("upstream.request_timeout", self.upstream.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError(format!("{key} must be greater than 0s")));
+            }
+        }
+        if self.admin.enabled && self.admin.listen == s.listen && s.listen.port() != 0 {
+            return Err(ConfigError("admin.listen must differ from server.listen".into()));
+        }
+        let mut seen = HashSet::new();
+        for client in &self.clients {
+            if client.id.is_empty() {
+                return Err(ConfigError("a client has an empty id".into()));
+            }
+            if !seen.insert(client.id.as_str()) {
+                return Err(ConfigError(format!("client {:?} is configured twice", client.id)));
+            }
+            if let Some(uri) = &client.redirect_uri {
+                parse_redirect(&client.id, "redirect_uri", uri)?;
+            }
+            for uri in &client.redirect_uri_allow {
+                parse_redirect(&client.id, "redirect_uri_allow", uri)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured client with exactly this id (byte for byte).
+    pub fn client(&self, id: &str) -> Option<&ClientConfig> {
+        self.clients.iter().find(|c| c.id == id)
+    }
+}
+
+fn parse_redirect(id: &str, key: &str, uri: &str) -> Result<(), ConfigError> {
+    Url::parse(uri)
+        .map(|_| ())
+        .map_err(|e| ConfigError(format!("client {id:?}: {key} {uri:?} is not a URL: {e}")))
+}
+
+/// Upstream URLs must be http(s); plain http only to a loopback address.
+fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let url = Url::parse(value).map_err(|e| ConfigError(format!("{key} {value:?} is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&url) => Ok(()),
+        "http" => {
+            Err(ConfigError(format!("{key} {value:?} uses plain http to a non-loopback host; use https")))
+        }
+        other => Err(ConfigError(format!("{key} {value:?} has unsupported scheme {other:?}"))),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(jail: &Jail) -> Result<Config, ConfigError> {
+        Config::load(&jail.directory().join("shim.toml"))
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "shim.toml",
+                r#"
+                [upstream]
+                token_url = "http://127.0.0.1:9/oauth/v2/token"
+                connect_timeout = "500ms"
+                [[clients]]
+                id = "k1"
+                secret_env = "K1_SECRET"
+                "#,
+            )?;
+            jail.set_env("K1_SECRET", "s3cret");
+            jail.set_env("OAUTH_SHIM_UPSTREAM__REQUEST_TIMEOUT", "3s");
+            jail.set_env("OAUTH_SHIM_CONFIG", "ignored-here");
+            let c = load_in_jail(jail).expect("valid");
+            assert_eq!(c.upstream.token_url, "http://127.0.0.1:9/oauth/v2/token");
+            assert_eq!(c.upstream.connect_timeout, Duration::from_millis(500));
+            assert_eq!(c.upstream.request_timeout, Duration::from_secs(3));
+            assert_eq!(c.clients[0].secret().expose(), "s3cret");
+            assert_eq!(c.clients[0].mode, ClientMode::Rewrite);
+            Ok(())
+        });
+    }
+
+    fn expect_error(toml: &str, needle: &str) {
+        Jail::expect_with(|jail| {
+            jail.create_file("shim.toml", toml)?;
+            jail.set_env("EMPTY_SECRET", "");
+            let err = load_in_jail(jail).expect_err("must be invalid").to_string();
+            assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+            assert!(!err.contains("hunter2"), "secret leaked: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_configs_fail_closed_naming_the_client() {
+        expect_error("[[clients]]\nid = \"a\"\n", "client \"a\": no secret");
+        expect_error("[[clients]]\nid = \"a\"\nsecret = \"\"\n", "client \"a\": secret is empty");
+        expect_error("[[clients]]\nid = \"a\"\nsecret_env = \"EMPTY_SECRET\"\n", "secret is empty");
+        expect_error("[[clients]]\nid = \"a\"\nsecret_env = \"NOPE_NOT_SET\"\n", "NOPE_NOT_SET is not set");
+        expect_error(
+            "[[clients]]\nid = \"a\"\nsecret = \"hunter2\"\n[[clients]]\nid = \"a\"\nsecret = \"hunter2\"\n",
+            "client \"a\" is configured twice",
+        );
+        expect_error("[upstream]\ntoken_url = \"not a url\"\n", "upstream.token_url");
+        expect_error("[upstream]\napi_base = \"http://example.com\"\n", "plain http");
+        expect_error("[[clients]]\nid = \"a\"\nsecret = 5\n", "invalid");
+        expect_error("[[clients]]\nid = \"a\"\nsecret = \"hunter2\"\nmode = \"bogus\"\n", "invalid");
+        expect_error("[server]\nlisten_typo = 1\n", "listen_typo");
+    }
+
+    #[test]
+    fn secret_file_is_trimmed() {
+        Jail::expect_with(|jail| {
+            jail.create_file("secret.txt", "from-file\n")?;
+            jail.create_file("shim.toml", "[[clients]]\nid = \"f\"\nsecret_file = \"secret.txt\"\n")?;
+            let c = load_in_jail(jail).expect("valid");
+            assert_eq!(c.clients[0].secret().expose(), "from-file");
+            Ok(())
+        });
+    }
+}

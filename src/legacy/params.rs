@@ -1,0 +1,376 @@
+//! Collects the parameters of a legacy `/oauth/access_token` call from the query string, a form or
+//! JSON body, and a caller's `Authorization: Basic` header, applying SPEC §2 point 1.
+//!
+//! Pure: no I/O, no config. The token handler calls [`collect`] after the body has been read
+//! through a size limit.
+
+use base64::Engine;
+
+use crate::error::ShimError;
+use crate::oauth::Secret;
+
+/// How the caller sent its parameters (for the migration report and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body: GET with a query string, or an empty POST.
+    None,
+    Form,
+    Json,
+}
+
+/// The parameters oauth-shim understands; anything else is ignored (RFC 6749 §3.2).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LegacyParams {
+    pub grant_type: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub code: Option<Secret>,
+    pub refresh_token: Option<Secret>,
+    /// `user_id` (GoTo legacy) or `username` (generic OAuth libraries).
+    pub username: Option<Secret>,
+    pub password: Option<Secret>,
+    pub redirect_uri: Option<String>,
+    pub scope: Option<String>,
+    pub code_verifier: Option<Secret>,
+    /// The caller authenticated with its own Basic header.
+    pub basic_auth: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    GrantType,
+    ClientId,
+    ClientSecret,
+    Code,
+    RefreshToken,
+    UserId,
+    Username,
+    Password,
+    RedirectUri,
+    Scope,
+    CodeVerifier,
+}
+
+const SLOTS: usize = 11;
+
+impl Slot {
+    fn of(name: &str) -> Option<Self> {
+        Some(match name {
+            "grant_type" => Self::GrantType,
+            "client_id" => Self::ClientId,
+            "client_secret" => Self::ClientSecret,
+            "code" => Self::Code,
+            "refresh_token" => Self::RefreshToken,
+            "user_id" => Self::UserId,
+            "username" => Self::Username,
+            "password" => Self::Password,
+            "redirect_uri" => Self::RedirectUri,
+            "scope" => Self::Scope,
+            "code_verifier" => Self::CodeVerifier,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::GrantType => "grant_type",
+            Self::ClientId => "client_id",
+            Self::ClientSecret => "client_secret",
+            Self::Code => "code",
+            Self::RefreshToken => "refresh_token",
+            Self::UserId => "user_id",
+            Self::Username => "username",
+            Self::Password => "password",
+            Self::RedirectUri => "redirect_uri",
+            Self::Scope => "scope",
+            Self::CodeVerifier => "code_verifier",
+        }
+    }
+}
+
+/// Values gathered so far, with the duplicate/conflict rules applied as each source is added.
+#[derive(Default)]
+struct Collector {
+    values: [Option<String>; SLOTS],
+}
+
+impl Collector {
+    /// Add one source's pairs. Within a source a name may appear once; across sources the
+    /// values must agree. Empty values count as absent.
+    fn add_source<'a>(
+        &mut self,
+        pairs: impl Iterator<Item = (&'a str, Option<String>)>,
+    ) -> Result<(), ShimError> {
+        let mut seen = [false; SLOTS];
+        for (name, value) in pairs {
+            let Some(slot) = Slot::of(name) else { continue };
+            let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
+            let i = slot as usize;
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(ShimError::invalid_request(format!("parameter {} is repeated", slot.name())));
+            }
+            self.put(slot, value)?;
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, slot: Slot, value: String) -> Result<(), ShimError> {
+        let current = &mut self.values[slot as usize];
+        match current {
+            Some(existing) if *existing != value => {
+                Err(ShimError::invalid_request(format!("parameter {} has conflicting values", slot.name())))
+            }
+            Some(_) => Ok(()),
+            None => {
+                *current = Some(value);
+                Ok(())
+            }
+        }
+    }
+
+    fn take(&mut self, slot: Slot) -> Option<String> {
+        self.values[slot as usize].take()
+    }
+}
+
+/// Collect the parameters of one token call.
+///
+/// `content_type` is the request's `Content-Type` (absent for GET); `authorization` the raw
+/// `Authorization` header if any.
+pub fn collect(
+    query: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+    authorization: Option<&[u8]>,
+) -> Result<(LegacyParams, BodyKind), ShimError> {
+    let mut c = Collector::default();
+    if let Some(q) = query {
+        c.add_source(form_pairs(q.as_bytes()))?;
+    }
+    let kind = body_kind(content_type, body)?;
+    match kind {
+        BodyKind::None => {}
+        BodyKind::Form => c.add_source(form_pairs(body))?,
+        BodyKind::Json => {
+            let pairs = json_pairs(body)?;
+            c.add_source(pairs.iter().map(|(k, v)| (k.as_str(), v.clone())))?;
+        }
+    }
+    let mut basic_auth = false;
+    if let Some(header) = authorization
+        && let Some((id, secret)) = parse_basic(header)?
+    {
+        basic_auth = true;
+        c.add_source([("client_id", Some(id)), ("client_secret", Some(secret))].into_iter()).map_err(
+            |_| {
+                ShimError::invalid_client(
+                    "client credentials in the Authorization header and parameters differ",
+                )
+            },
+        )?;
+    }
+
+    let user_id = c.take(Slot::UserId);
+    let username = c.take(Slot::Username);
+    let username = match (user_id, username) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ShimError::invalid_request(
+                "parameters user_id and username have conflicting values",
+            ));
+        }
+        (a, b) => a.or(b),
+    };
+    let params = LegacyParams {
+        grant_type: c.take(Slot::GrantType),
+        client_id: c.take(Slot::ClientId),
+        client_secret: c.take(Slot::ClientSecret).map(Secret::new),
+        code: c.take(Slot::Code).map(Secret::new),
+        refresh_token: c.take(Slot::RefreshToken).map(Secret::new),
+        username: username.map(Secret::new),
+        password: c.take(Slot::Password).map(Secret::new),
+        redirect_uri: c.take(Slot::RedirectUri),
+        scope: c.take(Slot::Scope),
+        code_verifier: c.take(Slot::CodeVerifier).map(Secret::new),
+        basic_auth,
+    };
+    Ok((params, kind))
+}
+
+fn form_pairs(input: &[u8]) -> impl Iterator<Item = (&'static str, Option<String>)> + '_ {
+    form_urlencoded::parse(input).filter_map(|(k, v)| {
+        let slot = Slot::of(&k)?;
+        Some((slot.name(), Some(v.into_owned())))
+    })
+}
+
+/// Decide how to read the body from its `Content-Type` (sniffing only when the header is absent).
+fn body_kind(content_type: Option<&str>, body: &[u8]) -> Result<BodyKind, ShimError> {
+    let Some(ct) = content_type else {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(BodyKind::None);
+        }
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        return Ok(if first == Some(&b'{') { BodyKind::Json } else { BodyKind::Form });
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(BodyKind::Form)
+    } else if essence.eq_ignore_ascii_case("application/json")
+        || essence.to_ascii_lowercase().ends_with("+json")
+    {
+        if body.iter().all(u8::is_ascii_whitespace) { Ok(BodyKind::None) } else { Ok(BodyKind::Json) }
+    } else if body.is_empty() {
+        Ok(BodyKind::None)
+    } else {
+        Err(ShimError::invalid_request(
+            "unsupported Content-Type: send application/x-www-form-urlencoded or application/json",
+        )
+        .status(http::StatusCode::UNSUPPORTED_MEDIA_TYPE))
+    }
+}
+
+/// A JSON object whose values are strings (null counts as absent); keys in order, duplicates kept
+/// so the collector can refuse them.
+fn json_pairs(body: &[u8]) -> Result<Vec<(String, Option<String>)>, ShimError> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+
+    struct PairsVisitor;
+    impl<'de> Visitor<'de> for PairsVisitor {
+        type Value = Result<Vec<(String, Option<String>)>, &'static str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            let mut bad = false;
+            while let Some(key) = map.next_key::<String>()? {
+                match map.next_value::<serde_json::Value>()? {
+                    serde_json::Value::String(s) => out.push((key, Some(s))),
+                    serde_json::Value::Null => out.push((key, None)),
+                    _ if Slot::of(&key).is_none() => {}
+                    _ => bad = true,
+                }
+            }
+            Ok(if bad { Err("JSON parameter values must be strings") } else { Ok(out) })
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = de
+        .deserialize_map(PairsVisitor)
+        .and_then(|r| de.end().map(|()| r))
+        .map_err(|_| ShimError::invalid_request("the body is not a JSON object"))?;
+    parsed.map_err(ShimError::invalid_request)
+}
+
+/// Decode `Authorization: Basic base64(urlenc(id) ":" urlenc(secret))` (RFC 6749 §2.3.1).
+/// Other schemes are not client authentication here and are ignored.
+fn parse_basic(header: &[u8]) -> Result<Option<(String, String)>, ShimError> {
+    let header = header.trim_ascii();
+    let Some(scheme_end) = header.iter().position(|b| *b == b' ') else { return Ok(None) };
+    if !header[..scheme_end].eq_ignore_ascii_case(b"basic") {
+        return Ok(None);
+    }
+    let bad = || ShimError::invalid_client("malformed Basic authorization header");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(header[scheme_end..].trim_ascii())
+        .map_err(|_| bad())?;
+    let colon = decoded.iter().position(|b| *b == b':').ok_or_else(bad)?;
+    let decode = |part: &[u8]| -> String {
+        let plus: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+        percent_encoding::percent_decode(&plus).decode_utf8_lossy().into_owned()
+    };
+    Ok(Some((decode(&decoded[..colon]), decode(&decoded[colon + 1..]))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(q: &str) -> Result<LegacyParams, ShimError> {
+        collect(Some(q), None, b"", None).map(|(p, _)| p)
+    }
+
+    #[test]
+    fn query_parameters() {
+        let p = get("grant_type=password&user_id=u%40x.com&password=p+w&client_id=K&junk=1").unwrap();
+        assert_eq!(p.grant_type.as_deref(), Some("password"));
+        assert_eq!(p.username.as_ref().map(Secret::expose), Some("u@x.com"));
+        assert_eq!(p.password.as_ref().map(Secret::expose), Some("p w"));
+        assert_eq!(p.client_id.as_deref(), Some("K"));
+    }
+
+    #[test]
+    fn empty_and_bare_values_are_absent() {
+        let p = get("client_id=K&client_secret=&code").unwrap();
+        assert_eq!(p.client_secret, None);
+        assert_eq!(p.code, None);
+    }
+
+    #[test]
+    fn repeated_in_one_source_is_refused() {
+        let e = get("client_id=K&client_id=K").unwrap_err();
+        assert!(e.description.contains("client_id is repeated"));
+    }
+
+    #[test]
+    fn conflicting_across_sources_is_refused_but_equal_is_fine() {
+        let form = Some("application/x-www-form-urlencoded");
+        assert!(collect(Some("client_id=K"), form, b"client_id=K&code=c", None).is_ok());
+        let e = collect(Some("client_id=K"), form, b"client_id=L", None).unwrap_err();
+        assert!(e.description.contains("conflicting"));
+    }
+
+    #[test]
+    fn json_body() {
+        let (p, kind) = collect(
+            None,
+            Some("application/json; charset=utf-8"),
+            br#"{"grant_type":"refresh_token","refresh_token":"r","client_id":"K","client_secret":null,"n":1}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(kind, BodyKind::Json);
+        assert_eq!(p.refresh_token.as_ref().map(Secret::expose), Some("r"));
+        assert_eq!(p.client_secret, None);
+    }
+
+    #[test]
+    fn json_rejects_non_strings_duplicates_and_garbage() {
+        let json = Some("application/json");
+        let e = collect(None, json, br#"{"client_id":5}"#, None).unwrap_err();
+        assert!(e.description.contains("must be strings"));
+        let e = collect(None, json, br#"{"client_id":"a","client_id":"a"}"#, None).unwrap_err();
+        assert!(e.description.contains("repeated"));
+        assert!(collect(None, json, br#"["client_id"]"#, None).is_err());
+        assert!(collect(None, json, br#"{"client_id":"a"} trailing"#, None).is_err());
+    }
+
+    #[test]
+    fn unsupported_content_type() {
+        let e = collect(None, Some("text/plain"), b"client_id=K", None).unwrap_err();
+        assert_eq!(e.status, http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[test]
+    fn basic_header_counts_as_credentials() {
+        use base64::Engine;
+        let creds = base64::engine::general_purpose::STANDARD.encode("my+id:p%3Ass");
+        let header = format!("Basic {creds}");
+        let (p, _) = collect(Some("client_id=my id"), None, b"", Some(header.as_bytes())).unwrap();
+        assert_eq!(p.client_id.as_deref(), Some("my id"));
+        assert_eq!(p.client_secret.as_ref().map(Secret::expose), Some("p:ss"));
+        assert!(p.basic_auth);
+        let e = collect(Some("client_id=other"), None, b"", Some(header.as_bytes())).unwrap_err();
+        assert_eq!(e.status, http::StatusCode::UNAUTHORIZED);
+        assert!(collect(None, None, b"", Some(b"Basic !!!")).is_err());
+        let (p, _) = collect(None, None, b"", Some(b"Bearer abc")).unwrap();
+        assert!(!p.basic_auth);
+    }
+
+    #[test]
+    fn user_id_and_username_must_agree() {
+        assert!(get("user_id=a&username=a").is_ok());
+        assert!(get("user_id=a&username=b").is_err());
+    }
+}

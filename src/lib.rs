@@ -1,0 +1,34 @@
+//! oauth-shim: a reverse proxy that keeps integrations written for GoTo's retired legacy OAuth
+//! API working against the RFC 6749 ("v2") API.
+//!
+//! The request path, in order:
+//! - [`server`] accepts connections (limits, timeouts, graceful drain) and hands each request to
+//! - [`app`], the one entry point, which applies front-door checks and routes:
+//!   - `/oauth/access_token` → [`token`]: [`legacy`] collects the parameters, [`translate`]
+//!     builds the v2 form, [`oauth`] makes the upstream call (refreshes go through
+//!     [`refresh`]), and [`translate`] renders the legacy answer;
+//!   - `/oauth/authorize` → [`authorize`]: a redirect to the configured v2 authorize URL;
+//!   - everything else → [`forward`]: streamed pass-through to the API base.
+//! - Every failure becomes a response in [`error`], and only there.
+//!
+//! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness),
+//! [`standin`] (a local v2 server for `oauth-shim dev` and the tests), [`cli`] and [`telemetry`].
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod authorize;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod forward;
+pub mod legacy;
+pub mod oauth;
+pub mod refresh;
+pub mod server;
+pub mod standin;
+pub mod telemetry;
+pub mod token;
+pub mod translate;

@@ -1,0 +1,181 @@
+//! The upstream HTTP client (built once, pooled, rustls) and the v2 token call made with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{self, Body};
+use crate::config::UpstreamConfig;
+use crate::error::{ErrorCode, ErrorSource, ShimError};
+use crate::oauth::Secret;
+use crate::translate::V2Token;
+
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// What a token call produced, with the upstream status for logs and metrics.
+pub struct TokenOutcome {
+    pub upstream_status: Option<StatusCode>,
+    pub result: Result<V2Token, ShimError>,
+}
+
+/// Build the one pooled client used for token calls and pass-through. TLS is rustls with the
+/// webpki roots; HTTP/2 is negotiated by ALPN where the upstream offers it.
+pub fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            // The ring provider always supports the default versions; this is unreachable in
+            // practice but must not panic.
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+                .expect("TLS 1.3 is supported by ring")
+        });
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(cfg.pool_idle_timeout)
+        .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https)
+}
+
+/// POST the v2 form to the token URL with the client's Basic header. One attempt: nothing is
+/// retried once the request may have reached the upstream. The whole call, body included, runs
+/// under `cfg.request_timeout`.
+pub async fn token_call(
+    client: &HttpClient,
+    token_url: &Uri,
+    auth: HeaderValue,
+    form: &Secret,
+    cfg: &UpstreamConfig,
+) -> TokenOutcome {
+    match tokio::time::timeout(
+        cfg.request_timeout,
+        call(client, token_url, auth, form, cfg.max_response_bytes),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => TokenOutcome { upstream_status: None, result: Err(ShimError::upstream_timeout()) },
+    }
+}
+
+async fn call(client: &HttpClient, url: &Uri, auth: HeaderValue, form: &Secret, max: usize) -> TokenOutcome {
+    let mut req = Request::new(body::full(form.expose().to_owned()));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = url.clone();
+    let h = req.headers_mut();
+    h.insert(AUTHORIZATION, auth);
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+    h.insert(ACCEPT, HeaderValue::from_static("application/json"));
+
+    let resp = match client.request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "upstream token call failed to connect or send");
+            return TokenOutcome { upstream_status: None, result: Err(ShimError::upstream_unreachable()) };
+        }
+    };
+    let status = resp.status();
+    let retry_after = resp.headers().get(RETRY_AFTER).cloned();
+    let body = match Limited::new(resp.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return TokenOutcome { upstream_status: Some(status), result: Err(ShimError::upstream_garbage()) };
+        }
+    };
+    let result =
+        if status.is_success() { V2Token::parse(&body) } else { Err(map_error(status, &body, retry_after)) };
+    TokenOutcome { upstream_status: Some(status), result }
+}
+
+/// Map a non-2xx upstream answer. Only the RFC 6749 error code is taken from the body; its
+/// description is never echoed.
+fn map_error(status: StatusCode, body: &[u8], retry_after: Option<HeaderValue>) -> ShimError {
+    #[derive(serde::Deserialize)]
+    struct RfcError {
+        error: String,
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        let mut e = ShimError::new(
+            ErrorCode::TemporarilyUnavailable,
+            if status == StatusCode::TOO_MANY_REQUESTS { status } else { StatusCode::BAD_GATEWAY },
+            ErrorSource::Upstream,
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                "the upstream rate limit was reached; retry later"
+            } else {
+                "the upstream is temporarily unavailable"
+            },
+        );
+        e.retry_after = retry_after;
+        return e;
+    }
+    if status.is_server_error() {
+        return ShimError::new(
+            ErrorCode::ServerError,
+            StatusCode::BAD_GATEWAY,
+            ErrorSource::Upstream,
+            "the upstream failed",
+        );
+    }
+    if status.is_client_error() {
+        let code = serde_json::from_slice::<RfcError>(body).ok().and_then(|e| ErrorCode::from_rfc(&e.error));
+        let code = match (code, status) {
+            (Some(c), _) => c,
+            (None, StatusCode::UNAUTHORIZED) => ErrorCode::InvalidClient,
+            (None, _) => return ShimError::upstream_garbage(),
+        };
+        let http_status = match code {
+            ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        return ShimError::new(code, http_status, ErrorSource::Upstream, code.upstream_description());
+    }
+    ShimError::upstream_garbage()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_upstream_errors_without_echoing() {
+        let e = map_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":"invalid_grant","error_description":"leak-me"}"#,
+            None,
+        );
+        assert_eq!((e.code, e.status), (ErrorCode::InvalidGrant, StatusCode::BAD_REQUEST));
+        assert!(!String::from_utf8(e.body_bytes()).unwrap().contains("leak-me"));
+        let e = map_error(StatusCode::UNAUTHORIZED, b"", None);
+        assert_eq!((e.code, e.status), (ErrorCode::InvalidClient, StatusCode::UNAUTHORIZED));
+        let e = map_error(StatusCode::INTERNAL_SERVER_ERROR, b"stack trace", None);
+        assert_eq!((e.code, e.status), (ErrorCode::ServerError, StatusCode::BAD_GATEWAY));
+        let e = map_error(StatusCode::BAD_REQUEST, b"<html>", None);
+        assert_eq!((e.code, e.status), (ErrorCode::ServerError, StatusCode::BAD_GATEWAY));
+        let e = map_error(StatusCode::TOO_MANY_REQUESTS, b"", Some(HeaderValue::from_static("3")));
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.retry_after.unwrap(), "3");
+    }
+}

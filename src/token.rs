@@ -1,0 +1,158 @@
+//! `/oauth/access_token`: read the legacy call, decide by the client's mode, rewrite it to a v2
+//! token call (refreshes through the cache), and answer in the legacy shape (SPEC §2).
+
+use std::net::SocketAddr;
+
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, PRAGMA};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::app::{Outcome, Runtime, Shared};
+use crate::body::{self, Body};
+use crate::config::ClientMode;
+use crate::error::{ErrorCode, ShimError};
+use crate::forward;
+use crate::legacy;
+use crate::oauth::{basic_auth_header, token_call};
+use crate::translate::{self, Grant};
+
+pub async fn handle(
+    shared: &Shared,
+    rt: &Runtime,
+    req: Request<Body>,
+    peer: SocketAddr,
+    outcome: &mut Outcome,
+) -> Response<Body> {
+    match run(shared, rt, req, peer, outcome).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            outcome.detail = Some(e.code.as_str());
+            if e.source == crate::error::ErrorSource::Upstream {
+                tracing::warn!(client = outcome.client.as_deref().unwrap_or("-"), error = %e, "token call failed upstream");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn run(
+    shared: &Shared,
+    rt: &Runtime,
+    req: Request<Body>,
+    peer: SocketAddr,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, ShimError> {
+    let (parts, body) = req.into_parts();
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return Err(ShimError::method_not_allowed("GET, POST"));
+    }
+    let max = rt.config.server.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()))
+        .map(|n| n.ok_or_else(|| ShimError::invalid_request("invalid Content-Length")));
+    if let Some(n) = declared.transpose()?
+        && n > max as u64
+    {
+        return Err(too_large());
+    }
+    let bytes = crate::body::read_limited(body, max).await.map_err(|e| match e {
+        crate::body::ReadError::TooLarge => too_large(),
+        crate::body::ReadError::Body => ShimError::invalid_request("the request body could not be read"),
+    })?;
+    if parts.method == Method::GET && !bytes.is_empty() {
+        return Err(ShimError::invalid_request("a GET token request must not carry a body"));
+    }
+
+    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let auth = parts.headers.get(http::header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    let (params, _kind) = legacy::collect(parts.uri.query(), content_type, &bytes, auth)?;
+
+    let basic = params.basic_auth;
+    let challenge = |mut e: ShimError| {
+        e.challenge = basic;
+        e
+    };
+    let Some(client_id) = params.client_id.as_deref() else {
+        return Err(challenge(ShimError::invalid_client("missing client_id")));
+    };
+    let Some(client) = rt.config.client(client_id) else {
+        outcome.client = Some("unknown".into());
+        return Err(challenge(ShimError::invalid_client("unknown client_id")));
+    };
+    outcome.client = Some(client.id.clone());
+
+    match client.mode {
+        ClientMode::Rewrite => {}
+        ClientMode::Deny => {
+            return Err(ShimError::unauthorized_client(
+                "this client must migrate to the OAuth v2 API: legacy token calls are no longer accepted",
+            ));
+        }
+        ClientMode::Passthrough => {
+            let req = Request::from_parts(parts, body::full(bytes));
+            return Ok(forward::forward(&shared.client, rt, req, peer, outcome).await);
+        }
+    }
+
+    if let Some(sent) = &params.client_secret
+        && !client.secret().ct_eq(sent.expose())
+    {
+        return Err(challenge(ShimError::invalid_client("client authentication failed")));
+    }
+
+    let v2 = translate::to_v2(&params, client)?;
+    let auth = basic_auth_header(&client.id, client.secret());
+    let legacy_cfg = &rt.config.legacy;
+
+    if v2.grant == Grant::RefreshToken {
+        let sent = v2.refresh_token.clone().unwrap_or_default();
+        let http = shared.client.clone();
+        let url = rt.token_url.clone();
+        let upstream = rt.config.upstream.clone();
+        let form = v2.form;
+        let served = shared
+            .refresh
+            .get_or_refresh(&client.id, sent.expose(), move || async move {
+                token_call(&http, &url, auth, &form, &upstream).await.result
+            })
+            .await?;
+        outcome.detail = Some(served.source.as_str());
+        return Ok(success(served.value.render_legacy(served.age, Some(&sent), legacy_cfg)));
+    }
+
+    let result = token_call(&shared.client, &rt.token_url, auth, &v2.form, &rt.config.upstream).await;
+    outcome.upstream_status = result.upstream_status;
+    let token = result.result?;
+    Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
+}
+
+fn too_large() -> ShimError {
+    ShimError::invalid_request("request body too large").status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// A legacy success answer with the headers RFC 6749 §5.1 and legacy clients expect.
+fn success(json: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(body::full(json));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+impl crate::refresh::Refreshed for translate::V2Token {
+    fn lifetime(&self) -> Option<std::time::Duration> {
+        translate::V2Token::lifetime(self)
+    }
+}
+
+impl crate::refresh::RefreshFailure for ShimError {
+    fn evicts(&self) -> bool {
+        self.code == ErrorCode::InvalidGrant
+    }
+
+    fn internal() -> Self {
+        ShimError::internal()
+    }
+}

@@ -1,0 +1,346 @@
+//! Pure legacy <-> v2 mapping, no I/O: a legacy token call becomes a v2 form body (SPEC §2 point
+//! 4), and a v2 token answer becomes the legacy JSON shape (point 5).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::{ClientConfig, LegacyConfig};
+use crate::error::ShimError;
+use crate::legacy::LegacyParams;
+use crate::oauth::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    AuthorizationCode,
+    RefreshToken,
+    Password,
+}
+
+impl Grant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
+            Self::Password => "password",
+        }
+    }
+}
+
+/// The v2 token request built from a legacy call. `Debug` shows only the grant (fields are secrets).
+#[derive(Debug)]
+pub struct V2Request {
+    pub grant: Grant,
+    /// `application/x-www-form-urlencoded` body; holds codes, tokens or passwords.
+    pub form: Secret,
+    /// The refresh token the caller sent (refresh grant only), echoed back when the upstream
+    /// omits one.
+    pub refresh_token: Option<Secret>,
+}
+
+fn required<'a>(value: &'a Option<Secret>, name: &'static str) -> Result<&'a str, ShimError> {
+    value
+        .as_ref()
+        .map(Secret::expose)
+        .ok_or_else(|| ShimError::invalid_request(format!("missing required parameter {name}")))
+}
+
+/// Build the v2 form for `params` on behalf of `client`. Only v2 parameters are written: never
+/// `client_id`/`client_secret` (they travel in the Basic header), never unknown parameters.
+pub fn to_v2(params: &LegacyParams, client: &ClientConfig) -> Result<V2Request, ShimError> {
+    let grant = match params.grant_type.as_deref() {
+        None => return Err(ShimError::invalid_request("missing required parameter grant_type")),
+        Some("authorization_code") => Grant::AuthorizationCode,
+        Some("refresh_token") => Grant::RefreshToken,
+        Some("password") => Grant::Password,
+        Some(_) => return Err(ShimError::unsupported_grant_type("grant_type is not supported")),
+    };
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(128));
+    form.append_pair("grant_type", grant.as_str());
+    match grant {
+        Grant::AuthorizationCode => {
+            form.append_pair("code", required(&params.code, "code")?);
+            if let Some(uri) = params.redirect_uri.as_deref().or(client.redirect_uri.as_deref()) {
+                form.append_pair("redirect_uri", uri);
+            }
+            if let Some(verifier) = &params.code_verifier {
+                form.append_pair("code_verifier", verifier.expose());
+            }
+        }
+        Grant::RefreshToken => {
+            form.append_pair("refresh_token", required(&params.refresh_token, "refresh_token")?);
+        }
+        Grant::Password => {
+            if !client.allow_password_grant {
+                return Err(ShimError::unauthorized_client(
+                    "the password grant (direct login) is not allowed for this client",
+                ));
+            }
+            form.append_pair("username", required(&params.username, "user_id")?);
+            form.append_pair("password", required(&params.password, "password")?);
+        }
+    }
+    if let Some(scope) = &params.scope {
+        form.append_pair("scope", scope);
+    }
+    Ok(V2Request {
+        grant,
+        form: Secret::new(form.finish()),
+        refresh_token: if grant == Grant::RefreshToken { params.refresh_token.clone() } else { None },
+    })
+}
+
+/// A successful v2 token answer, parsed. Tokens stay inside [`Secret`]s.
+#[derive(Clone, Deserialize)]
+pub struct V2Token {
+    access_token: Secret,
+    #[serde(default)]
+    refresh_token: Option<Secret>,
+    #[serde(default, deserialize_with = "expires_in")]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    token_type: Option<Value>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+impl std::fmt::Debug for V2Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("V2Token").field("expires_in", &self.expires_in).finish_non_exhaustive()
+    }
+}
+
+/// `expires_in` as an integer (RFC 6749), a decimal string (legacy), or a non-negative float.
+fn expires_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    Ok(match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(v), _) => Some(v),
+            (None, Some(f)) if f >= 0.0 && f.is_finite() => Some(f as u64),
+            _ => return Err(D::Error::custom("expires_in out of range")),
+        },
+        Some(Value::String(s)) => {
+            Some(s.trim().parse().map_err(|_| D::Error::custom("expires_in not a number"))?)
+        }
+        Some(_) => return Err(D::Error::custom("expires_in has the wrong type")),
+    })
+}
+
+/// Fields of the legacy answer after `access_token`, `expires_in`, `refresh_token`, in legacy order.
+const LEGACY_FIELDS: [&str; 6] =
+    ["organizer_key", "account_key", "account_type", "firstName", "lastName", "email"];
+
+impl V2Token {
+    /// Parse an upstream 2xx body; anything without a non-empty string `access_token` is garbage.
+    pub fn parse(body: &[u8]) -> Result<Self, ShimError> {
+        let token: Self = serde_json::from_slice(body).map_err(|_| ShimError::upstream_garbage())?;
+        if token.access_token.is_empty() {
+            return Err(ShimError::upstream_garbage());
+        }
+        Ok(token)
+    }
+
+    /// The token's own lifetime, if the upstream stated one.
+    pub fn lifetime(&self) -> Option<Duration> {
+        self.expires_in.map(Duration::from_secs)
+    }
+
+    pub fn access_token(&self) -> &Secret {
+        &self.access_token
+    }
+
+    /// Render the legacy JSON answer.
+    ///
+    /// `age` is how long ago the upstream answered (non-zero for cached answers): the served
+    /// `expires_in` is the remaining lifetime. `sent_refresh_token` is echoed when the upstream
+    /// omitted `refresh_token`.
+    pub fn render_legacy(
+        &self,
+        age: Duration,
+        sent_refresh_token: Option<&Secret>,
+        legacy: &LegacyConfig,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.push(b'{');
+        let mut first = true;
+        let mut field = |out: &mut Vec<u8>, name: &str, value: &dyn erased::Json| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            erased::write_str(out, name);
+            out.push(b':');
+            value.write(out);
+        };
+        field(&mut out, "access_token", &self.access_token.expose());
+        if let Some(expires) = self.expires_in {
+            let remaining = expires.saturating_sub(age.as_secs());
+            field(&mut out, "expires_in", &remaining.to_string().as_str());
+        }
+        if let Some(refresh) = self.refresh_token.as_ref().or(sent_refresh_token) {
+            field(&mut out, "refresh_token", &refresh.expose());
+        }
+        for name in LEGACY_FIELDS {
+            if let Some(v) = self.rest.get(name) {
+                field(&mut out, name, v);
+            }
+        }
+        field(&mut out, "platform", &legacy.platform.as_str());
+        field(&mut out, "version", &legacy.version.as_str());
+        if legacy.keep_extra_fields {
+            if let Some(t) = &self.token_type {
+                field(&mut out, "token_type", t);
+            }
+            for (name, v) in &self.rest {
+                if !LEGACY_FIELDS.contains(&name.as_str()) && name != "version" && name != "platform" {
+                    field(&mut out, name, v);
+                }
+            }
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// Small JSON writer so rendering needs no intermediate `Value` tree.
+mod erased {
+    use serde_json::Value;
+
+    pub trait Json {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+
+    impl Json for &str {
+        fn write(&self, out: &mut Vec<u8>) {
+            write_str(out, self);
+        }
+    }
+
+    impl Json for Value {
+        fn write(&self, out: &mut Vec<u8>) {
+            // Writing a Value into a Vec cannot fail.
+            let _ = serde_json::to_writer(out, self);
+        }
+    }
+
+    pub fn write_str(out: &mut Vec<u8>, s: &str) {
+        let _ = serde_json::to_writer(out, s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClientConfig;
+
+    fn client(password: bool, redirect: Option<&str>) -> ClientConfig {
+        ClientConfig {
+            id: "K".into(),
+            secret: Some(Secret::new("S")),
+            allow_password_grant: password,
+            redirect_uri: redirect.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    fn params(q: &str) -> LegacyParams {
+        crate::legacy::collect(Some(q), None, b"", None).unwrap().0
+    }
+
+    #[test]
+    fn code_grant_uses_configured_redirect_when_caller_sends_none() {
+        let r = to_v2(
+            &params("grant_type=authorization_code&code=c1&client_id=K"),
+            &client(false, Some("https://app/cb")),
+        )
+        .unwrap();
+        assert_eq!(
+            r.form.expose(),
+            "grant_type=authorization_code&code=c1&redirect_uri=https%3A%2F%2Fapp%2Fcb"
+        );
+        let r = to_v2(
+            &params("grant_type=authorization_code&code=c1&client_id=K&redirect_uri=https://x/y&junk=1"),
+            &client(false, Some("https://app/cb")),
+        )
+        .unwrap();
+        assert_eq!(r.form.expose(), "grant_type=authorization_code&code=c1&redirect_uri=https%3A%2F%2Fx%2Fy");
+    }
+
+    #[test]
+    fn password_grant_needs_permission_and_renames_user_id() {
+        let p = params("grant_type=password&user_id=u&password=p&client_id=K");
+        assert_eq!(to_v2(&p, &client(false, None)).unwrap_err().code.as_str(), "unauthorized_client");
+        assert_eq!(
+            to_v2(&p, &client(true, None)).unwrap().form.expose(),
+            "grant_type=password&username=u&password=p"
+        );
+    }
+
+    #[test]
+    fn refresh_keeps_token_for_echo() {
+        let r = to_v2(&params("grant_type=refresh_token&refresh_token=r1&scope=a+b"), &client(false, None))
+            .unwrap();
+        assert_eq!(r.form.expose(), "grant_type=refresh_token&refresh_token=r1&scope=a+b");
+        assert_eq!(r.refresh_token.unwrap().expose(), "r1");
+    }
+
+    #[test]
+    fn missing_and_unknown_grants() {
+        assert_eq!(
+            to_v2(&params("client_id=K"), &client(false, None)).unwrap_err().code.as_str(),
+            "invalid_request"
+        );
+        assert_eq!(
+            to_v2(&params("grant_type=client_credentials"), &client(false, None)).unwrap_err().code.as_str(),
+            "unsupported_grant_type"
+        );
+        let e = to_v2(&params("grant_type=refresh_token"), &client(false, None)).unwrap_err();
+        assert!(e.description.contains("refresh_token"));
+    }
+
+    const V2: &str = r#"{"access_token":"at","token_type":"Bearer","refresh_token":"rt","expires_in":3600,"account_key":"ak","account_type":"","email":"jk@example.com","firstName":"Jon","lastName":"Karmak","organizer_key":"ok","version":"3","scope":"s"}"#;
+
+    #[test]
+    fn renders_legacy_order_and_string_expiry() {
+        let t = V2Token::parse(V2.as_bytes()).unwrap();
+        let out = t.render_legacy(Duration::ZERO, None, &LegacyConfig::default());
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"access_token":"at","expires_in":"3600","refresh_token":"rt","organizer_key":"ok","account_key":"ak","account_type":"","firstName":"Jon","lastName":"Karmak","email":"jk@example.com","platform":"GLOBAL","version":"2"}"#
+        );
+    }
+
+    #[test]
+    fn keeps_extras_when_configured_and_echoes_refresh() {
+        let t = V2Token::parse(br#"{"access_token":"at","expires_in":"60","scope":"s","principal":"p"}"#)
+            .unwrap();
+        let legacy = LegacyConfig { keep_extra_fields: true, ..Default::default() };
+        let out = t.render_legacy(Duration::from_secs(10), Some(&Secret::new("sent")), &legacy);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"access_token":"at","expires_in":"50","refresh_token":"sent","platform":"GLOBAL","version":"2","scope":"s","principal":"p"}"#
+        );
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        for body in [
+            &b"<html>"[..],
+            b"{}",
+            br#"{"access_token":""}"#,
+            br#"{"access_token":"a","expires_in":true}"#,
+            b"[]",
+        ] {
+            assert_eq!(V2Token::parse(body).unwrap_err().status, http::StatusCode::BAD_GATEWAY);
+        }
+    }
+
+    #[test]
+    fn debug_hides_tokens() {
+        let t = V2Token::parse(V2.as_bytes()).unwrap();
+        let s = format!("{t:?}");
+        assert!(!s.contains("at\"") && !s.contains("rt"), "{s}");
+    }
+}
