@@ -101,7 +101,10 @@ async fn call(client: &HttpClient, url: &Uri, auth: HeaderValue, form: &Secret, 
     let body = match Limited::new(resp.into_body(), max).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return TokenOutcome { upstream_status: Some(status), result: Err(ShimError::upstream_garbage()) };
+            return TokenOutcome {
+                upstream_status: Some(status),
+                result: Err(ShimError::upstream_garbage()),
+            };
         }
     };
     let result =

@@ -1,0 +1,7 @@
+//! Integration tests: everything through real sockets on 127.0.0.1:0, one binary so the crate
+//! links once.
+
+mod support;
+
+mod standin;
+mod token;

@@ -1,0 +1,114 @@
+//! Test harness: a v2 stand-in plus oauth-shim configured against it, both on 127.0.0.1:0.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use oauth_shim::app::{App, Runtime};
+use oauth_shim::config::Config;
+use oauth_shim::server::{self, Running};
+use oauth_shim::standin::{Standin, StandinClient, StandinConfig};
+use tokio::net::TcpListener;
+
+pub const ID: &str = "legacy-client";
+pub const SECRET: &str = "s3cret-canary-secret";
+
+/// The stand-in config most tests use: one client matching [`ID`]/[`SECRET`] with the password
+/// grant allowed, and the demo user.
+pub fn standin_config() -> StandinConfig {
+    StandinConfig {
+        clients: vec![StandinClient { id: ID.into(), secret: SECRET.into(), allow_password_grant: true }],
+        ..StandinConfig::default()
+    }
+}
+
+pub struct Harness {
+    pub standin: Standin,
+    pub shim: Running,
+    pub app: App,
+    pub base: String,
+}
+
+impl Harness {
+    /// Stand-in with `standin`, shim with the default client plus `extra_toml` merged on top.
+    pub async fn start(standin: StandinConfig, extra_toml: &str) -> Self {
+        let standin = Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let config = shim_config(&standin, extra_toml);
+        Self::with_config(standin, config).await
+    }
+
+    pub async fn default() -> Self {
+        Self::start(standin_config(), "").await
+    }
+
+    pub async fn with_config(standin: Standin, config: Config) -> Self {
+        let app = App::new(Runtime::new(config).unwrap());
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shim = server::start_on(app.clone(), proxy, Some(admin)).unwrap();
+        let base = format!("http://{}", shim.proxy_addr);
+        Self { standin, shim, app, base }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.base, path_and_query)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.shim.admin_addr.unwrap(), path)
+    }
+
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.shim.proxy_addr
+    }
+}
+
+/// A validated config pointing at `standin`; `extra_toml` is merged over the defaults (use it to
+/// add clients or change limits). The default client is [`ID`] in rewrite mode with the
+/// password grant allowed.
+pub fn shim_config(standin: &Standin, extra_toml: &str) -> Config {
+    let base = format!(
+        r#"
+        [upstream]
+        token_url = "{token}"
+        authorize_url = "{authz}"
+        api_base = "{api}"
+        connect_timeout = "1s"
+        request_timeout = "2s"
+        [[clients]]
+        id = "{ID}"
+        secret = "{SECRET}"
+        allow_password_grant = true
+        "#,
+        token = standin.token_url(),
+        authz = standin.authorize_url(),
+        api = standin.api_base(),
+    );
+    let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&base));
+    let figment = if extra_toml.is_empty() { figment } else { figment.merge(Toml::string(extra_toml)) };
+    Config::from_figment(figment).expect("test config is valid")
+}
+
+/// A reqwest client that never follows redirects and never uses a proxy.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap()
+}
+
+/// Decode an `Authorization: Basic` header the upstream received into (id, secret), undoing the
+/// RFC 6749 §2.3.1 form-urlencoding.
+pub fn decode_basic(value: &str) -> (String, String) {
+    use base64::Engine;
+    let b64 = value.strip_prefix("Basic ").expect("Basic scheme");
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (id, secret) = raw.split_once(':').unwrap();
+    let dec = |s: &str| form_urlencoded::parse(format!("x={s}").as_bytes()).next().unwrap().1.into_owned();
+    (dec(id), dec(secret))
+}
+
+/// Parse a form body into ordered pairs.
+pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
