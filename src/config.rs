@@ -250,7 +250,7 @@ impl Config {
 
     /// Extract from an arbitrary figment (tests and `dev` build their own), then validate.
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let mut config: Config = figment.extract().map_err(|e| {
+        let config: Config = figment.extract().map_err(|e| {
             // figment's messages name keys and the offending value's kind, not secret values,
             // except for type errors on the value itself; keep only the first line and never
             // the value for the `secret` key.
@@ -260,9 +260,14 @@ impl Config {
             }
             ConfigError(format!("invalid configuration: {msg}"))
         })?;
-        config.resolve_secrets()?;
-        config.validate()?;
-        Ok(config)
+        config.validated()
+    }
+
+    /// Validate a config built in code (as `dev` does), resolving secret sources like a loaded one.
+    pub fn validated(mut self) -> Result<Self, ConfigError> {
+        self.resolve_secrets()?;
+        self.validate()?;
+        Ok(self)
     }
 
     fn resolve_secrets(&mut self) -> Result<(), ConfigError> {

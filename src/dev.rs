@@ -3,9 +3,6 @@
 
 use std::net::SocketAddr;
 
-use figment::Figment;
-use figment::providers::Serialized;
-
 use crate::app::{App, Runtime};
 use crate::config::{ClientConfig, ClientMode, Config};
 use crate::oauth::Secret;
@@ -43,16 +40,7 @@ pub fn dev_config(standin: &Standin, listen: SocketAddr, admin: SocketAddr) -> R
             ..Default::default()
         },
     ];
-    // Through the same validation as a file config; secrets are set inline here because
-    // Serialize redacts them, so they are put back after extraction.
-    let secrets: Vec<_> = c.clients.iter().map(|cl| cl.secret.clone()).collect();
-    let mut figment = Figment::from(Serialized::defaults(&c));
-    for (i, s) in secrets.iter().enumerate() {
-        if let Some(s) = s {
-            figment = figment.merge(Serialized::default(&format!("clients.{i}.secret"), s.expose()));
-        }
-    }
-    Config::from_figment(figment).map_err(|e| e.0)
+    c.validated().map_err(|e| e.0)
 }
 
 pub async fn run(listen: SocketAddr, admin: SocketAddr, standin_listen: SocketAddr) -> Result<(), String> {

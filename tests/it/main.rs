@@ -3,5 +3,7 @@
 
 mod support;
 
+mod canary;
+mod cli;
 mod standin;
 mod token;

@@ -66,7 +66,7 @@ impl Harness {
 }
 
 /// A validated config pointing at `standin`; `extra_toml` is merged over the defaults (use it to
-/// add clients or change limits). The default client is [`ID`] in rewrite mode with the
+/// change keys); its `[[clients]]` are appended to the default one. The default client is [`ID`] in rewrite mode with the
 /// password grant allowed.
 pub fn shim_config(standin: &Standin, extra_toml: &str) -> Config {
     let base = format!(
@@ -87,7 +87,7 @@ pub fn shim_config(standin: &Standin, extra_toml: &str) -> Config {
         api = standin.api_base(),
     );
     let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&base));
-    let figment = if extra_toml.is_empty() { figment } else { figment.merge(Toml::string(extra_toml)) };
+    let figment = if extra_toml.is_empty() { figment } else { figment.admerge(Toml::string(extra_toml)) };
     Config::from_figment(figment).expect("test config is valid")
 }
 
@@ -111,4 +111,43 @@ pub fn decode_basic(value: &str) -> (String, String) {
 /// Parse a form body into ordered pairs.
 pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+/// Everything every test in this binary logs, at TRACE, from the first call on. The subscriber is
+/// process-wide, so the canary tests see the log lines of all tests running alongside them.
+pub fn captured_logs() -> LogCapture {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CAPTURE: OnceLock<LogCapture> = OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let buf = LogCapture(Arc::new(Mutex::new(Vec::new())));
+            let writer = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+            buf
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -1,0 +1,133 @@
+//! Canaries: unique secrets, codes, tokens and passwords go through every path, and none of them
+//! may appear in any log line (at TRACE) or in any error answer.
+
+use oauth_shim::standin::{Fault, Standin, StandinClient, StandinConfig};
+use serde_json::Value;
+
+use crate::support::*;
+
+const CLIENT_SECRET: &str = "canary-client-secret-9f1c";
+const PASSWORD: &str = "canary-password-77ab";
+const USER: &str = "canary-user@example.com";
+const BAD_PASSWORD: &str = "canary-wrong-password-4410";
+const CALLER_SECRET: &str = "canary-caller-secret-0d2e";
+const FAKE_REFRESH: &str = "canary-refresh-token-5b6a";
+const FAKE_CODE: &str = "canary-code-c0de";
+const BEARER: &str = "canary-bearer-token-aa11";
+
+#[tokio::test]
+async fn no_secret_token_code_or_password_in_logs_or_errors() {
+    let logs = captured_logs();
+    let standin = Standin::start(
+        StandinConfig {
+            clients: vec![StandinClient {
+                id: "canary".into(),
+                secret: CLIENT_SECRET.into(),
+                allow_password_grant: true,
+            }],
+            users: vec![(USER.into(), PASSWORD.into())],
+            ..StandinConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut config = shim_config(&standin, "");
+    config.clients[0].id = "canary".into();
+    config.clients[0].secret = Some(oauth_shim::oauth::Secret::new(CLIENT_SECRET));
+    let h = Harness::with_config(standin, config).await;
+    let token_url = h.url("/oauth/access_token");
+    let user = USER.replace('@', "%40");
+
+    let mut seen: Vec<String> = Vec::new();
+    let mut answers = String::new();
+
+    // Success paths: password, code, refresh (tokens issued by the upstream are canaries too).
+    let ok: Value = http()
+        .get(format!("{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    seen.push(ok["access_token"].as_str().unwrap().into());
+    let rt = ok["refresh_token"].as_str().unwrap().to_owned();
+    seen.push(rt.clone());
+    let code = h.standin.issue_code("canary", None);
+    seen.push(code.clone());
+    let ok: Value = http()
+        .post(&token_url)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"grant_type":"authorization_code","code":"{code}","client_id":"canary"}}"#))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    seen.push(ok["access_token"].as_str().unwrap().into());
+    let ok: Value = http()
+        .post(&token_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=refresh_token&refresh_token={rt}&client_id=canary"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    seen.push(ok["access_token"].as_str().unwrap().into());
+
+    // Error paths: wrong password, wrong caller secret, unknown refresh token and code, upstream
+    // faults echoing the secret back, an API call with a bearer token and a query token.
+    for url in [
+        format!("{token_url}?grant_type=password&user_id={user}&password={BAD_PASSWORD}&client_id=canary"),
+        format!(
+            "{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary&client_secret={CALLER_SECRET}"
+        ),
+        format!("{token_url}?grant_type=refresh_token&refresh_token={FAKE_REFRESH}&client_id=canary"),
+        format!("{token_url}?grant_type=authorization_code&code={FAKE_CODE}&client_id=canary"),
+        format!(
+            "{token_url}?grant_type=refresh_token&refresh_token={FAKE_REFRESH}&client_id=unknown&client_secret={CALLER_SECRET}"
+        ),
+        h.url(&format!("/G2W/rest/v2/organizers/1/webinars?access_token={BEARER}")),
+    ] {
+        answers.push_str(&http().get(url).bearer_auth(BEARER).send().await.unwrap().text().await.unwrap());
+    }
+    h.standin.set_fault(Some(Fault::Status(
+        400,
+        format!(r#"{{"error":"invalid_grant","error_description":"{PASSWORD} {CLIENT_SECRET}"}}"#),
+    )));
+    answers.push_str(
+        &http()
+            .get(format!(
+                "{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+
+    let text = logs.text();
+    assert!(
+        text.contains("route=\"token\"") || text.contains("route=token"),
+        "the capture must see our log lines: {text}"
+    );
+    for canary in [CLIENT_SECRET, PASSWORD, BAD_PASSWORD, CALLER_SECRET, FAKE_REFRESH, FAKE_CODE, BEARER]
+        .into_iter()
+        .map(String::from)
+        .chain(seen)
+    {
+        assert!(!text.contains(&canary), "log leaked {canary}");
+        assert!(!answers.contains(&canary), "an error answer leaked {canary}: {answers}");
+    }
+    // The user name and the Basic header's base64 are not logged either.
+    assert!(!text.contains("canary-user"));
+    let basic =
+        oauth_shim::oauth::basic_auth_header("canary", &oauth_shim::oauth::Secret::new(CLIENT_SECRET));
+    assert!(!text.contains(basic.to_str().unwrap().trim_start_matches("Basic ")));
+}
