@@ -5,5 +5,6 @@ mod support;
 
 mod canary;
 mod cli;
+mod dev;
 mod standin;
 mod token;

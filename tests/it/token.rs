@@ -187,12 +187,9 @@ async fn refresh_answer_without_refresh_token_echoes_the_sent_one() {
             .await
             .unwrap();
     let rt = first["refresh_token"].as_str().unwrap();
-    let resp = send(
-        &h,
-        Via::Form,
-        &[("grant_type", "refresh_token"), ("refresh_token", rt), ("client_id", ID)],
-    )
-    .await;
+    let resp =
+        send(&h, Via::Form, &[("grant_type", "refresh_token"), ("refresh_token", rt), ("client_id", ID)])
+            .await;
     let body = assert_legacy_success(&h, resp).await;
     assert_eq!(body["refresh_token"], rt);
 }
