@@ -6,5 +6,6 @@ mod support;
 mod canary;
 mod cli;
 mod dev;
+mod refresh;
 mod standin;
 mod token;
