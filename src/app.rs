@@ -2,6 +2,7 @@
 //! the authorize redirect, or pass-through. The app is a value tests can call without a socket;
 //! only `server.rs` touches listeners.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,13 +10,13 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 
 use crate::body::{Body, BoxError};
-use crate::config::Config;
+use crate::config::{ClientConfig, Config};
 use crate::error::ShimError;
-use crate::oauth::{HttpClient, build_http_client};
+use crate::oauth::{HttpClient, basic_auth_header, build_http_client};
 use crate::refresh::RefreshCache;
 use crate::translate::V2Token;
 use crate::{authorize, forward, token};
@@ -26,6 +27,8 @@ pub struct Runtime {
     pub config: Config,
     pub token_url: Uri,
     pub api_base: forward::Base,
+    /// Client id -> (index into `config.clients`, its precomputed Basic header).
+    clients: HashMap<String, (usize, HeaderValue)>,
 }
 
 impl Runtime {
@@ -33,7 +36,20 @@ impl Runtime {
         let bad = |key: &str| crate::config::ConfigError(format!("upstream.{key} is not a valid URI"));
         let token_url: Uri = config.upstream.token_url.parse().map_err(|_| bad("token_url"))?;
         let api_base = forward::Base::parse(&config.upstream.api_base).ok_or_else(|| bad("api_base"))?;
-        Ok(Self { config, token_url, api_base })
+        let clients = config
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), (i, basic_auth_header(&c.id, c.secret()))))
+            .collect();
+        Ok(Self { config, token_url, api_base, clients })
+    }
+
+    /// The configured client with exactly this id (byte for byte), with the `Authorization`
+    /// header oauth-shim sends upstream on its behalf.
+    pub fn client(&self, id: &str) -> Option<(&ClientConfig, &HeaderValue)> {
+        let (i, auth) = self.clients.get(id)?;
+        Some((self.config.clients.get(*i)?, auth))
     }
 }
 

@@ -64,7 +64,7 @@ fn plan(rt: &Runtime, req: &Request<Body>, outcome: &mut Outcome) -> Result<Plan
     }
     let client_id =
         client_id.ok_or_else(|| ShimError::invalid_request("missing required parameter client_id"))?;
-    let Some(client) = rt.config.client(&client_id) else {
+    let Some((client, _)) = rt.client(&client_id) else {
         outcome.client = Some("unknown".into());
         return Err(ShimError::invalid_client("unknown client_id").status(StatusCode::BAD_REQUEST));
     };

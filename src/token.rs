@@ -2,6 +2,7 @@
 //! token call (refreshes through the cache), and answer in the legacy shape (SPEC §2).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, PRAGMA};
 use http::{Method, Request, Response, StatusCode};
@@ -12,12 +13,12 @@ use crate::config::ClientMode;
 use crate::error::{ErrorCode, ShimError};
 use crate::forward;
 use crate::legacy;
-use crate::oauth::{basic_auth_header, token_call};
+use crate::oauth::token_call;
 use crate::translate::{self, Grant};
 
 pub async fn handle(
     shared: &Shared,
-    rt: &Runtime,
+    rt: &Arc<Runtime>,
     req: Request<Body>,
     peer: SocketAddr,
     outcome: &mut Outcome,
@@ -36,7 +37,7 @@ pub async fn handle(
 
 async fn run(
     shared: &Shared,
-    rt: &Runtime,
+    rt: &Arc<Runtime>,
     req: Request<Body>,
     peer: SocketAddr,
     outcome: &mut Outcome,
@@ -76,7 +77,7 @@ async fn run(
     let Some(client_id) = params.client_id.as_deref() else {
         return Err(challenge(ShimError::invalid_client("missing client_id")));
     };
-    let Some(client) = rt.config.client(client_id) else {
+    let Some((client, auth)) = rt.client(client_id) else {
         outcome.client = Some("unknown".into());
         return Err(challenge(ShimError::invalid_client("unknown client_id")));
     };
@@ -102,19 +103,18 @@ async fn run(
     }
 
     let v2 = translate::to_v2(&params, client)?;
-    let auth = basic_auth_header(&client.id, client.secret());
+    let auth = auth.clone();
     let legacy_cfg = &rt.config.legacy;
 
     if v2.grant == Grant::RefreshToken {
         let sent = v2.refresh_token.clone().unwrap_or_default();
         let http = shared.client.clone();
-        let url = rt.token_url.clone();
-        let upstream = rt.config.upstream.clone();
+        let rt_owned = Arc::clone(rt);
         let form = v2.form;
         let served = shared
             .refresh
             .get_or_refresh(&client.id, sent.expose(), move || async move {
-                token_call(&http, &url, auth, &form, &upstream).await.result
+                token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream).await.result
             })
             .await?;
         outcome.detail = Some(served.source.as_str());

@@ -536,3 +536,23 @@ async fn upstream_unreachable_is_502() {
             .await;
     assert_error(resp, 502, "temporarily_unavailable").await;
 }
+
+#[tokio::test]
+async fn upstream_answer_over_the_size_cap_is_garbage_and_nothing_is_retried() {
+    let h = Harness::start(standin_config(), "[upstream]\nmax_response_bytes = 1024\n").await;
+    let pw = [
+        ("grant_type", "password"),
+        ("user_id", "demo@example.com"),
+        ("password", "demo-password"),
+        ("client_id", ID),
+    ];
+    let big = format!(r#"{{"access_token":"{}","expires_in":3600}}"#, "a".repeat(4096));
+    h.standin.set_fault(Some(Fault::Status(200, big)));
+    assert_error(send(&h, Via::Get, &pw).await, 502, "server_error").await;
+    // An upstream that drops the connection after receiving the request is not asked again:
+    // the request may have reached it.
+    h.standin.clear_requests();
+    h.standin.set_fault(Some(Fault::Close));
+    assert_error(send(&h, Via::Get, &pw).await, 502, "temporarily_unavailable").await;
+    assert_eq!(h.standin.token_calls(), 1);
+}
