@@ -96,6 +96,27 @@ pub struct UpstreamConfig {
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// PEM file of extra CA certificates trusted for upstream TLS (a private CA or an internal
+    /// gateway), in addition to the public web roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl UpstreamConfig {
+    /// The certificates of `ca_file`, if set. Read at start-up (validation and client build).
+    pub fn extra_roots(&self) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let Some(path) = &self.ca_file else { return Ok(Vec::new()) };
+        let bad = |why: String| ConfigError(format!("upstream.ca_file {}: {why}", path.display()));
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("contains no PEM certificate".into()));
+        }
+        Ok(certs)
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -109,6 +130,7 @@ impl Default for UpstreamConfig {
             max_response_bytes: 256 * 1024,
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
+            ca_file: None,
         }
     }
 }
@@ -315,6 +337,7 @@ impl Config {
         check_url("upstream.token_url", &self.upstream.token_url)?;
         check_url("upstream.authorize_url", &self.upstream.authorize_url)?;
         check_url("upstream.api_base", &self.upstream.api_base)?;
+        self.upstream.extra_roots()?;
         let s = &self.server;
         for (key, value) in [
             ("server.max_connections", s.max_connections),

@@ -33,7 +33,9 @@ pub fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
     http.set_connect_timeout(Some(cfg.connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
 
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    // Validated at config load; a certificate rustls cannot use is skipped, not fatal.
+    let (_added, _ignored) = roots.add_parsable_certificates(cfg.extra_roots().unwrap_or_default());
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())

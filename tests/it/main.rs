@@ -9,4 +9,5 @@ mod dev;
 mod properties;
 mod refresh;
 mod standin;
+mod tls;
 mod token;
