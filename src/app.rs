@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use crate::body::{Body, BoxError};
 use crate::config::{ClientConfig, Config};
 use crate::error::ShimError;
-use crate::oauth::{HttpClient, basic_auth_header, build_http_client};
+use crate::oauth::{HttpClient, basic_auth_header_with, build_http_client};
 use crate::refresh::RefreshCache;
 use crate::translate::V2Token;
 use crate::{authorize, forward, token};
@@ -40,7 +40,10 @@ impl Runtime {
             .clients
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.id.clone(), (i, basic_auth_header(&c.id, c.secret()))))
+            .map(|(i, c)| {
+                let auth = basic_auth_header_with(&c.id, c.secret(), config.upstream.basic_auth_encoding);
+                (c.id.clone(), (i, auth))
+            })
             .collect();
         Ok(Self { config, token_url, api_base, clients })
     }

@@ -100,6 +100,18 @@ pub struct UpstreamConfig {
     /// gateway), in addition to the public web roots.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// How client credentials are encoded inside the upstream Basic header.
+    pub basic_auth_encoding: BasicAuthEncoding,
+}
+
+/// RFC 6749 §2.3.1 form-urlencodes id and secret before base64; GoTo's migration guide shows
+/// plain `base64(id:secret)`. The two agree unless a credential holds reserved characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BasicAuthEncoding {
+    #[default]
+    FormUrlencoded,
+    Raw,
 }
 
 impl UpstreamConfig {
@@ -131,6 +143,7 @@ impl Default for UpstreamConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
             ca_file: None,
+            basic_auth_encoding: BasicAuthEncoding::FormUrlencoded,
         }
     }
 }
@@ -368,6 +381,12 @@ impl Config {
         for client in &self.clients {
             if client.id.is_empty() {
                 return Err(ConfigError("a client has an empty id".into()));
+            }
+            if self.upstream.basic_auth_encoding == BasicAuthEncoding::Raw && client.id.contains(':') {
+                return Err(ConfigError(format!(
+                    "client {:?}: an id containing ':' needs upstream.basic_auth_encoding = \"form-urlencoded\"",
+                    client.id
+                )));
             }
             if !seen.insert(client.id.as_str()) {
                 return Err(ConfigError(format!("client {:?} is configured twice", client.id)));
