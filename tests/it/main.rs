@@ -3,5 +3,7 @@
 
 mod support;
 
+mod front_door;
+mod passthrough;
 mod standin;
 mod token;
