@@ -3,6 +3,7 @@
 
 mod support;
 
+mod authorize;
 mod front_door;
 mod passthrough;
 mod standin;
