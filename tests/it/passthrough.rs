@@ -258,6 +258,19 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
 }
 
 #[tokio::test]
+async fn connect_is_refused() {
+    let echo = Echo::start().await;
+    let h = harness(&echo, "").await;
+    let raw = raw_exchange(
+        h.proxy_addr(),
+        b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 405, "{raw}");
+    assert!(echo.seen().is_empty());
+}
+
+#[tokio::test]
 async fn upstream_failures_become_502_and_504() {
     // Nothing listens on the port of a dropped listener: connect is refused.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
@@ -304,6 +317,17 @@ async fn http2_prior_knowledge_clients_are_served() {
     assert_eq!(&seen.body[..], b"h2 body");
     // A plain-http upstream is spoken to in HTTP/1.1 (HTTP/2 upstream is negotiated by ALPN on https).
     assert_eq!(seen.version, Version::HTTP_11);
+
+    // Over HTTP/2 the same head limits apply: a header list over max_header_bytes gets 431, a
+    // target over max_uri_bytes 414, and neither reaches the upstream.
+    let before = echo.seen().len();
+    let big = "a".repeat(20 * 1024);
+    let req = Request::get(h.url("/api/h2-big")).header("x-big", big).body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(client.request(req).await.expect("h2 request").status(), 431);
+    let long = format!("/api/h2-long?{}", "q".repeat(9 * 1024));
+    let req = Request::get(h.url(&long)).body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(client.request(req).await.expect("h2 request").status(), 414);
+    assert_eq!(echo.seen().len(), before);
 
     // The token path over h2 too.
     let url = h.url(&format!(
