@@ -2,6 +2,7 @@
 //! `GET /healthz` (process up) and `GET /readyz` (config loaded, not draining).
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -14,22 +15,25 @@ use tokio::sync::watch;
 use crate::app::App;
 use crate::body::{self, Body};
 
+/// Serve the admin port until the process ends. It keeps answering while the proxy drains, so
+/// `/readyz` can report the drain.
 pub async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bool>) {
+    let mut watching = true;
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            // The admin port stays up while the proxy drains so /readyz can report it; it stops
-            // with the process.
-            _ = shutdown.changed() => {
-                app.set_draining();
-                std::future::pending::<()>().await;
-                return;
+            changed = shutdown.changed(), if watching => {
+                watching = false;
+                if changed.is_ok() {
+                    app.set_draining();
+                }
+                continue;
             }
         };
         let app = app.clone();
@@ -38,11 +42,12 @@ pub async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receive
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(handle(&app, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            // Probes reconnect; an admin connection never outlives a minute.
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
         });
     }
 }

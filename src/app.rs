@@ -144,7 +144,7 @@ impl App {
         let rt = self.runtime();
         let method = req.method().clone();
         let (route, mut outcome, resp) = match front_door(&req, &rt) {
-            Err(e) => (Route::Rejected, Outcome::default(), e.into_response()),
+            Err(e) => (Route::Rejected, Outcome::default(), refuse(&req, e)),
             Ok(route) => {
                 let req = req.map(|b| b.map_err(|e| -> BoxError { e.into() }).boxed());
                 let mut outcome = Outcome::default();
@@ -176,20 +176,54 @@ impl App {
     }
 }
 
-/// Checks made on the request head before any body is read.
+/// Checks made on the request head before any body is read, beyond what hyper already refuses
+/// (malformed heads, oversized heads (431), targets over 64 KiB (414), differing duplicate
+/// `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`). hyper resolves
+/// `Content-Length` + `Transfer-Encoding` itself (RFC 9112 §6.3: the length is dropped, the body
+/// read as chunked, the connection closed after the answer), so that pair never reaches here.
 fn front_door<B>(req: &Request<B>, rt: &Runtime) -> Result<Route, ShimError> {
     let server = &rt.config.server;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > server.max_uri_bytes {
         return Err(ShimError::invalid_request("request URI too long").status(StatusCode::URI_TOO_LONG));
     }
-    let h = req.headers();
-    if h.contains_key(http::header::TRANSFER_ENCODING) && h.contains_key(http::header::CONTENT_LENGTH) {
-        return Err(ShimError::invalid_request("both Content-Length and Transfer-Encoding"));
-    }
+    check_transfer_coding(req.headers())?;
     Ok(match req.uri().path() {
         "/oauth/access_token" => Route::Token,
         "/oauth/authorize" => Route::Authorize,
         _ => Route::PassThrough,
     })
+}
+
+/// `chunked`, once, is the only transfer coding we accept (RFC 9112 §6.1: a coding the server
+/// does not understand gets 501). Anything else would reach the upstream still encoded, since
+/// `Transfer-Encoding` is hop-by-hop and stripped when forwarding.
+fn check_transfer_coding(h: &http::HeaderMap) -> Result<(), ShimError> {
+    let mut chunked = 0;
+    for value in h.get_all(http::header::TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return Err(ShimError::invalid_request("invalid Transfer-Encoding"));
+        };
+        for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(ShimError::invalid_request("unsupported transfer coding")
+                    .status(StatusCode::NOT_IMPLEMENTED));
+            }
+            chunked += 1;
+        }
+    }
+    if chunked > 1 {
+        return Err(ShimError::invalid_request("chunked applied more than once"));
+    }
+    Ok(())
+}
+
+/// A front-door refusal. On HTTP/1 the connection is closed after it: the body was not read, so
+/// the next request's start on this connection is unknown.
+fn refuse<B>(req: &Request<B>, e: ShimError) -> Response<Body> {
+    let mut resp = e.into_response();
+    if req.version() < http::Version::HTTP_2 {
+        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    resp
 }

@@ -31,15 +31,19 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address the proxy listens on.
     pub listen: SocketAddr,
-    /// A client must send its complete request head within this time.
+    /// A client must send its complete request head within this time; a new connection must
+    /// start its first request within it (HTTP/1.1 and HTTP/2). Slower clients are disconnected.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// A keep-alive connection with no request in flight is closed after this time.
+    /// A keep-alive connection with no request in flight is closed after this time (HTTP/1.1 and
+    /// HTTP/2). hyper also times an HTTP/1.1 connection's wait for its next request with
+    /// `header_read_timeout`, so idle HTTP/1.1 connections close after the smaller of the two.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Concurrent client connections; further connections wait in the accept queue.
     pub max_connections: usize,
-    /// Largest request head (request line and headers) accepted; larger gets 431.
+    /// Largest request head (request line and headers; HTTP/2: decoded header list) accepted;
+    /// larger gets 431. At least 8192.
     pub max_header_bytes: usize,
     /// Longest request target accepted; longer gets 414.
     pub max_uri_bytes: usize,

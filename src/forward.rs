@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 
 use crate::app::{Outcome, Runtime};
@@ -98,6 +98,10 @@ async fn send(
     peer: SocketAddr,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, ShimError> {
+    if req.method() == Method::CONNECT {
+        // A forward proxy's tunnel, not an API call: never opened to the API host.
+        return Err(ShimError::method_not_allowed("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+    }
     let (mut parts, body) = req.into_parts();
     parts.uri =
         rt.api_base.join(&parts.uri).ok_or_else(|| ShimError::invalid_request("invalid request target"))?;

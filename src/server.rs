@@ -1,22 +1,34 @@
-//! Listeners: the proxy port (HTTP/1.1 and HTTP/2, connection limit, header timeout, graceful
-//! drain) and the admin port. The only module that touches sockets.
+//! Listeners: the proxy port (HTTP/1.1 and HTTP/2, connection limit, header and idle timeouts,
+//! graceful drain) and the admin port. The only module that touches sockets.
+//!
+//! Per connection, hyper enforces the HTTP/1 header-read timeout and the head-size limit
+//! (431/414); a watchdog here adds what hyper lacks: a deadline for the *first* request (hyper's
+//! HTTP/1 timer starts only after the h1/h2 sniffing, and HTTP/2 has none), and the idle
+//! keep-alive timeout for both protocols. "Idle" means no request in flight, counted from when
+//! the last response body finished.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::admin;
 use crate::app::App;
+use crate::body::{Body, BoxError};
 use crate::config::ServerConfig;
 
 /// A running proxy (and admin listener), as returned by [`start`].
@@ -34,7 +46,7 @@ impl Running {
         let _ = self.shutdown.send(true);
     }
 
-    /// Wait until the drain is complete.
+    /// Wait until the drain is complete (or the grace period ran out).
     pub async fn wait(self) {
         let _ = self.task.await;
     }
@@ -79,25 +91,28 @@ pub async fn shutdown_signal() {
 
 fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper's header_read_timeout is silently off.
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
+        // The read buffer may not grow past this while a head is incomplete: larger heads get 431.
         .max_buf_size(cfg.max_header_bytes)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(cfg.idle_timeout))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
     b
 }
 
 async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bool>) {
     let cfg = app.runtime().config.server.clone();
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder(&cfg));
+    // Every connection task holds a receiver; the sender's `closed()` is the drain barrier.
+    let (drain_tx, drain_rx) = watch::channel(false);
     let mut backoff = Duration::from_millis(5);
     loop {
+        // At the limit, stop accepting: further connections wait in the kernel's accept queue.
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.changed() => break,
@@ -116,32 +131,145 @@ async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bo
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let svc = service_fn(move |req| {
-            let app = app.clone();
-            let fut: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
-                Box::pin(async move { Ok::<_, Infallible>(app.handle(req, peer).await) });
-            fut
-        });
-        let conn_builder = builder(&cfg);
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let conn = conn_builder.serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        let conn = Conn {
+            app: app.clone(),
+            builder: builder.clone(),
+            first_request_timeout: cfg.header_read_timeout,
+            idle_timeout: cfg.idle_timeout,
+            drain: drain_rx.clone(),
+            _permit: permit,
+        };
+        tokio::spawn(conn.run(stream, peer));
     }
     app.set_draining();
     drop(listener);
+    let _ = drain_tx.send(true);
+    drop(drain_rx);
     tracing::info!(grace = ?cfg.shutdown_grace, "draining connections");
-    if tokio::time::timeout(cfg.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(cfg.shutdown_grace, drain_tx.closed()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with connections still open");
     }
 }
 
-/// Run `fut` and shut `running` down gracefully when `signal` fires.
+/// One accepted connection and what it needs.
+struct Conn {
+    app: App,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    first_request_timeout: Duration,
+    idle_timeout: Duration,
+    drain: watch::Receiver<bool>,
+    /// Released when the connection ends, admitting the next one.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
+        let (in_flight, activity) = watch::channel(0usize);
+        let in_flight = Arc::new(in_flight);
+        let app = self.app.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let app = app.clone();
+            let guard = InFlight::start(in_flight.clone());
+            let fut: Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>> =
+                Box::pin(async move {
+                    let resp = app.handle(req, peer).await;
+                    Ok(resp.map(|body| Tracked { body, _guard: guard }))
+                });
+            fut
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
+        let mut conn = std::pin::pin!(conn);
+        let idle = idle_expired(activity, self.first_request_timeout, self.idle_timeout);
+        let mut idle = std::pin::pin!(idle);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = self.drain.wait_for(|d| *d), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = &mut idle, if !closing => {
+                    tracing::debug!("closing idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once the connection has had no request in flight for the limit: `first` until the
+/// first request arrives, then `idle` after each response. `activity` carries the number of
+/// requests in flight; every change is activity.
+async fn idle_expired(mut activity: watch::Receiver<usize>, first: Duration, idle: Duration) {
+    let mut limit = first;
+    loop {
+        let busy = *activity.borrow_and_update() > 0;
+        let changed = if busy {
+            activity.changed().await
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(limit) => return,
+                c = activity.changed() => c,
+            }
+        };
+        if changed.is_err() {
+            // The connection dropped its service: it is ending on its own.
+            std::future::pending::<()>().await;
+        }
+        limit = idle;
+    }
+}
+
+/// Counts one request as in flight until its response body is finished or dropped.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn start(count: Arc<watch::Sender<usize>>) -> Self {
+        count.send_modify(|n| *n += 1);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A response body that keeps its request counted as in flight while it streams.
+struct Tracked {
+    body: Body,
+    _guard: InFlight,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Wait for `signal`, then shut `running` down gracefully and wait for the drain.
 pub async fn run_until(running: Running, signal: impl Future<Output = ()>) {
     signal.await;
     tracing::info!("shutdown signal received");

@@ -3,9 +3,12 @@
 
 mod support;
 
+mod authorize;
 mod canary;
 mod cli;
 mod dev;
+mod front_door;
+mod passthrough;
 mod properties;
 mod refresh;
 mod standin;

@@ -151,3 +151,69 @@ impl std::io::Write for LogCapture {
         Ok(())
     }
 }
+
+// ---- Front-door helpers: raw sockets and a recording echo upstream. ----
+
+/// A raw HTTP/1 exchange: write `request` as is, read until the server closes (at most 10 s).
+/// Returns everything read, lossily decoded. Use `Connection: close` (or a request the server
+/// refuses) so the server closes.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw exchange's output (0 when there is none).
+pub fn raw_status(raw: &str) -> u16 {
+    raw.strip_prefix("HTTP/1.1 ").and_then(|s| s.get(..3)).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// A generated body of `len` bytes in 64 KiB frames, never held in memory as a whole.
+pub struct Generated {
+    pub remaining: u64,
+    chunk: bytes::Bytes,
+}
+
+impl Generated {
+    pub fn new(len: u64) -> Self {
+        let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        Self { remaining: len, chunk: chunk.into() }
+    }
+}
+
+impl http_body::Body for Generated {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len() as u64) as usize;
+        self.remaining -= n as u64;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+}
+
+/// Memory figures of a process from `/proc/<pid>/status`, in KiB: (VmRSS, VmHWM).
+pub fn proc_memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

@@ -1,0 +1,212 @@
+//! `/oauth/authorize`: the exact `Location` for each variant, and every refusal without one.
+
+use http::StatusCode;
+
+use crate::passthrough::Echo;
+use crate::support::*;
+
+/// Appended to the harness's default client.
+const CLIENTS: &str = r#"
+[[clients]]
+id = "with-default"
+secret = "x"
+redirect_uri = "https://app.example/default-cb"
+[[clients]]
+id = "allow-listed"
+secret = "x"
+redirect_uri_allow = ["https://app.example/cb", "https://app.example/other"]
+[[clients]]
+id = "odd id+&"
+secret = "x"
+[[clients]]
+id = "moved-on"
+secret = "x"
+mode = "deny"
+"#;
+
+async fn harness() -> Harness {
+    Harness::start(standin_config(), CLIENTS).await
+}
+
+async fn get(h: &Harness, query: &str) -> reqwest::Response {
+    http().get(h.url(&format!("/oauth/authorize?{query}"))).send().await.unwrap()
+}
+
+async fn location(h: &Harness, query: &str) -> String {
+    let resp = get(h, query).await;
+    assert_eq!(resp.status(), StatusCode::FOUND, "{query}");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    resp.headers()["location"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn redirects_with_exact_location() {
+    let h = harness().await;
+    let up = h.standin.authorize_url();
+    // Minimal legacy call: no response_type needed.
+    assert_eq!(
+        location(&h, &format!("client_id={ID}")).await,
+        format!("{up}?response_type=code&client_id={ID}")
+    );
+    // Every forwarded parameter, in a fixed order, re-encoded; unknown ones dropped; empty ones
+    // count as absent; response_type=code accepted.
+    let q = "foo=bar&code_challenge_method=S256&scope=collab%3A+webinar&state=a%20b%26c%3Dd%2F%C3%A9%3F%23\
+             &redirect_uri=https%3A%2F%2Fapp.example%2Fcb%3Fx%3D1&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM\
+             &client_id=legacy-client&response_type=code&prompt=&access_type=offline";
+    assert_eq!(
+        location(&h, q).await,
+        format!(
+            "{up}?response_type=code&client_id={ID}&redirect_uri=https%3A%2F%2Fapp.example%2Fcb%3Fx%3D1\
+             &state=a+b%26c%3Dd%2F%C3%A9%3F%23&scope=collab%3A+webinar\
+             &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+        )
+    );
+    // CR/LF in state stay encoded: no header injection.
+    assert_eq!(
+        location(&h, &format!("client_id={ID}&state=x%0D%0ALocation%3A%20https%3A%2F%2Fevil.example")).await,
+        format!("{up}?response_type=code&client_id={ID}&state=x%0D%0ALocation%3A+https%3A%2F%2Fevil.example")
+    );
+    // The client's configured redirect_uri when the caller sends none.
+    assert_eq!(
+        location(&h, "client_id=with-default&state=s").await,
+        format!(
+            "{up}?response_type=code&client_id=with-default&redirect_uri=https%3A%2F%2Fapp.example%2Fdefault-cb&state=s"
+        )
+    );
+    // The caller's wins over the configured one.
+    assert_eq!(
+        location(&h, "client_id=with-default&redirect_uri=https%3A%2F%2Fapp.example%2Fmine").await,
+        format!(
+            "{up}?response_type=code&client_id=with-default&redirect_uri=https%3A%2F%2Fapp.example%2Fmine"
+        )
+    );
+    // A client id with reserved characters is re-encoded.
+    assert_eq!(
+        location(&h, "client_id=odd+id%2B%26").await,
+        format!("{up}?response_type=code&client_id=odd+id%2B%26")
+    );
+    // Allow-listed redirect_uri.
+    assert_eq!(
+        location(&h, "client_id=allow-listed&redirect_uri=https%3A%2F%2Fapp.example%2Fother").await,
+        format!(
+            "{up}?response_type=code&client_id=allow-listed&redirect_uri=https%3A%2F%2Fapp.example%2Fother"
+        )
+    );
+    assert!(h.standin.requests().is_empty(), "a redirect needs no upstream call");
+}
+
+#[tokio::test]
+async fn location_comes_from_configuration_only() {
+    let h = harness().await;
+    let up = h.standin.authorize_url();
+    let raw = raw_exchange(
+        h.proxy_addr(),
+        format!(
+            "GET /oauth/authorize?client_id={ID}&state=s HTTP/1.1\r\nHost: evil.example\r\n\
+             X-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\nForwarded: host=evil.example\r\n\
+             X-Original-URL: /evil\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 302, "{raw}");
+    let want = format!("location: {up}?response_type=code&client_id={ID}&state=s\r\n");
+    assert!(raw.to_ascii_lowercase().contains(&want.to_ascii_lowercase()), "{raw}");
+    assert!(!raw.contains("evil"), "{raw}");
+
+    // A configured authorize URL with its own query keeps it, ours appended.
+    let h = Harness::start(
+        standin_config(),
+        "[upstream]\nauthorize_url = \"https://login.example/oauth/authorize?tenant=t1\"\n",
+    )
+    .await;
+    assert_eq!(
+        location(&h, &format!("client_id={ID}&state=s")).await,
+        format!("https://login.example/oauth/authorize?tenant=t1&response_type=code&client_id={ID}&state=s")
+    );
+}
+
+#[tokio::test]
+async fn refusals_are_an_error_and_never_a_redirect() {
+    let h = harness().await;
+    let cases: [(&str, u16, &str); 9] = [
+        ("client_id=nobody&redirect_uri=https%3A%2F%2Fevil.example%2F", 400, "invalid_client"),
+        ("redirect_uri=https%3A%2F%2Fapp.example%2Fcb", 400, "invalid_request"),
+        ("client_id=allow-listed&redirect_uri=https%3A%2F%2Fevil.example%2Fcb", 400, "invalid_request"),
+        // Allow-list matches whole strings only.
+        ("client_id=allow-listed&redirect_uri=https%3A%2F%2Fapp.example%2Fcb%2F..", 400, "invalid_request"),
+        (&format!("client_id={ID}&client_id=other"), 400, "invalid_request"),
+        (&format!("client_id={ID}&state=a&state=b"), 400, "invalid_request"),
+        (
+            &format!("client_id={ID}&redirect_uri=https%3A%2F%2Fa%2F&redirect_uri=https%3A%2F%2Fb%2F"),
+            400,
+            "invalid_request",
+        ),
+        (&format!("client_id={ID}&response_type=token"), 400, "invalid_request"),
+        ("client_id=moved-on", 400, "unauthorized_client"),
+    ];
+    for (query, status, error) in cases {
+        let resp = get(&h, query).await;
+        assert_eq!(resp.status().as_u16(), status, "{query}");
+        assert!(resp.headers().get("location").is_none(), "{query}");
+        assert_eq!(resp.headers()["content-type"], "application/json", "{query}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"], error, "{query}");
+    }
+    let resp = http().post(h.url(&format!("/oauth/authorize?client_id={ID}"))).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(resp.headers().get("location").is_none());
+
+    // Browsers get a small HTML page that does not reflect the caller's input.
+    let resp = http()
+        .get(h.url("/oauth/authorize?client_id=%3Cscript%3Ealert(1)%3C%2Fscript%3E"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.headers().get("location").is_none());
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("invalid_client"), "{page}");
+    assert!(!page.contains("script"), "{page}");
+    assert!(h.standin.requests().is_empty(), "no upstream call for a refusal");
+}
+
+#[tokio::test]
+async fn passthrough_client_is_forwarded_unchanged() {
+    let echo = Echo::start().await;
+    let toml =
+        format!("{}[[clients]]\nid = \"v2-ready\"\nsecret = \"x\"\nmode = \"passthrough\"\n", echo.toml());
+    let h = Harness::start(standin_config(), &toml).await;
+    let q = "client_id=v2-ready&state=a%20b&redirect_uri=https%3A%2F%2Fapp.example%2Fcb&extra=1";
+    let resp = get(&h, q).await;
+    assert_eq!(resp.status(), 200, "the upstream's answer");
+    assert!(resp.headers().get("location").is_none());
+    let seen = echo.seen().pop().unwrap();
+    assert_eq!((seen.path.as_str(), seen.query.as_deref()), ("/oauth/authorize", Some(q)));
+}
+
+/// The whole browser flow: shim redirect → v2 authorize (the stand-in approves) → code →
+/// legacy code exchange through the shim.
+#[tokio::test]
+async fn redirect_leads_to_a_code_the_token_path_exchanges() {
+    let h = harness().await;
+    let cb = "http://127.0.0.1:9/cb";
+    let loc =
+        location(&h, &format!("client_id={ID}&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&state=st")).await;
+    let resp = http().get(&loc).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let back = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    let pairs: std::collections::HashMap<_, _> = back.query_pairs().into_owned().collect();
+    assert_eq!(pairs["state"], "st");
+    let token_url = format!(
+        "/oauth/access_token?grant_type=authorization_code&code={}&client_id={ID}&redirect_uri={}",
+        pairs["code"],
+        form_urlencoded::byte_serialize(cb.as_bytes()).collect::<String>()
+    );
+    let resp = http().get(h.url(&token_url)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(h.standin.is_access_token_valid(v["access_token"].as_str().unwrap()));
+}
