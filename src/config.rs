@@ -23,6 +23,7 @@ pub struct Config {
     pub legacy: LegacyConfig,
     pub refresh_cache: RefreshCacheConfig,
     pub log: LogConfig,
+    pub reload: ReloadConfig,
     pub clients: Vec<ClientConfig>,
 }
 
@@ -163,6 +164,23 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Reload when the config file's content changes (polled, so Kubernetes ConfigMap symlink
+    /// swaps are seen). SIGHUP, `POST /reload` and `oauth-shim reload` work either way.
+    pub watch: bool,
+    /// How often the file is checked.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { watch: true, watch_interval: Duration::from_secs(2) }
     }
 }
 
@@ -333,6 +351,7 @@ impl Config {
             ("server.idle_timeout", s.idle_timeout),
             ("upstream.connect_timeout", self.upstream.connect_timeout),
             ("upstream.request_timeout", self.upstream.request_timeout),
+            ("reload.watch_interval", self.reload.watch_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{key} must be greater than 0s")));

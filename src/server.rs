@@ -116,6 +116,7 @@ async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bo
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        let permit = (permit, app.shared().ops.metrics.connection_opened());
         let app = app.clone();
         let svc = service_fn(move |req| {
             let app = app.clone();

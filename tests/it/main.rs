@@ -6,6 +6,7 @@ mod support;
 mod canary;
 mod cli;
 mod dev;
+mod ops;
 mod refresh;
 mod standin;
 mod token;
