@@ -3,6 +3,7 @@
 //! it through [`Ops`], held in the app's shared state; [`admin_route`] is called by the admin
 //! listener.
 
+pub mod cli;
 pub mod metrics;
 pub mod migration;
 pub mod reload;

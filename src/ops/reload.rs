@@ -197,15 +197,18 @@ fn fingerprint(path: &Path) -> Option<[u8; 32]> {
     std::fs::read(path).ok().map(|bytes| Sha256::digest(&bytes).into())
 }
 
-/// Reload on SIGHUP, for the life of the process.
+/// Reload on SIGHUP, for the life of the process. The handler is installed before this returns,
+/// so a SIGHUP sent once the process reports it is listening never kills it.
 pub fn spawn_sighup(app: App) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /reload instead");
+        return;
+    };
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; reload with POST /reload instead");
-            return;
-        };
         while hup.recv().await.is_some() {
-            if let Err(ReloadError::NoSource) = reload(&app, "sighup") {
+            let app = app.clone();
+            let result = tokio::task::spawn_blocking(move || reload(&app, "sighup")).await;
+            if let Ok(Err(ReloadError::NoSource)) = result {
                 tracing::warn!("SIGHUP: no config file to reload");
             }
         }
