@@ -1,6 +1,7 @@
 //! `oauth-shim dev`: a local v2 stand-in plus oauth-shim configured against it, so anyone can
 //! watch a legacy call being rewritten without a GoTo account. Prints ready-to-paste commands.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -80,7 +81,11 @@ pub async fn run(
     crate::ops::reload::spawn_sighup(app.clone());
     crate::ops::reload::spawn_watcher(app.clone());
     let running = server::start(app).await.map_err(|e| format!("cannot bind {listen} or {admin}: {e}"))?;
-    println!("{}", instructions(running.proxy_addr, running.admin_addr, &standin, &path));
+    // Not println!: a reader that closes our stdout (a pipe) must not stop the server.
+    let text = instructions(running.proxy_addr, running.admin_addr, &standin, &path);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    drop(out);
     server::run_until(running, server::shutdown_signal()).await;
     standin.shutdown();
     Ok(())
