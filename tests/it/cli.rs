@@ -196,3 +196,35 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     assert!(logs.contains("config reload failed"), "{logs}");
     assert!(!logs.contains(crate::support::SECRET) && !logs.contains("demo-password"));
 }
+
+/// The deployment examples' configs are valid as shipped (secrets supplied as they would be).
+#[test]
+fn example_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples");
+    let secret = write("example-secret", "crm-secret\n");
+    let shared = std::fs::read_to_string(format!("{dir}/shared-service.toml"))
+        .unwrap()
+        .replace("/run/secrets/goto-crm-bridge", secret.to_str().unwrap());
+    let sidecar = std::fs::read_to_string(format!("{dir}/sidecar.yaml")).unwrap();
+    // The TOML embedded in the ConfigMap: the block under `oauth-shim.toml: |`, de-indented.
+    let embedded: String = sidecar
+        .lines()
+        .skip_while(|l| !l.contains("oauth-shim.toml: |"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("---"))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(embedded.contains("[[clients]]"));
+    for (name, text) in [("shared", shared), ("sidecar", embedded)] {
+        let path = write(&format!("example-{name}"), &text);
+        let out = bin()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env("GOTO_SECRET_WEBINAR_SYNC", "a")
+            .env("GOTO_SECRET_REPORTING", "b")
+            .env("GOTO_CLIENT_SECRET", "c")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
