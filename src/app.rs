@@ -82,12 +82,17 @@ pub struct Outcome {
     pub client: Option<String>,
     pub upstream_status: Option<StatusCode>,
     pub detail: Option<&'static str>,
+    /// Set by handlers that time their own upstream call (token calls); otherwise a request
+    /// that reached the upstream is timed as a whole (pass-through: until response headers).
+    pub upstream_latency: Option<std::time::Duration>,
 }
 
 pub struct Shared {
     runtime: ArcSwap<Runtime>,
     pub client: HttpClient,
     pub refresh: RefreshCache<V2Token, ShimError>,
+    /// Metrics, migration report, reload state; survive reloads.
+    pub ops: crate::ops::Ops,
     draining: AtomicBool,
 }
 
@@ -107,6 +112,7 @@ impl App {
                 runtime: ArcSwap::from_pointee(runtime),
                 client,
                 refresh,
+                ops: crate::ops::Ops::default(),
                 draining: AtomicBool::new(false),
             }),
         }
@@ -141,13 +147,18 @@ impl App {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
+        let ops = &self.shared.ops;
         let rt = self.runtime();
+        let _in_flight = ops.metrics.in_flight();
         let method = req.method().clone();
         let (route, mut outcome, resp) = match front_door(&req, &rt) {
             Err(e) => (Route::Rejected, Outcome::default(), refuse(&req, e)),
             Ok(route) => {
                 let req = req.map(|b| b.map_err(|e| -> BoxError { e.into() }).boxed());
                 let mut outcome = Outcome::default();
+                if route == Route::PassThrough && req.uri().path().starts_with("/oauth/v2/") {
+                    outcome.client = ops.record_v2_native(&rt, req.headers());
+                }
                 let resp = match route {
                     Route::Token => token::handle(&self.shared, &rt, req, peer, &mut outcome).await,
                     Route::Authorize => authorize::handle(&self.shared, &rt, req, peer, &mut outcome).await,
@@ -157,8 +168,17 @@ impl App {
             }
         };
         let status = resp.status();
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let client = outcome.client.take();
+        let client_label = crate::ops::client_label(&rt, client.as_deref());
+        let result = outcome.detail.unwrap_or(if status.as_u16() < 400 { "ok" } else { "error" });
+        ops.metrics.request(route.as_str(), client_label, result, status.as_u16());
+        match (outcome.upstream_latency, outcome.upstream_status) {
+            (Some(took), _) => ops.metrics.upstream_latency("token", took),
+            (None, Some(_)) => ops.metrics.upstream_latency("pass", elapsed),
+            (None, None) => {}
+        }
         // One line per request. Query strings are never logged (they carry codes and tokens);
         // neither are headers.
         tracing::info!(

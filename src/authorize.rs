@@ -27,6 +27,7 @@ pub async fn handle(
     outcome: &mut Outcome,
 ) -> Response<Body> {
     let html = wants_html(&req);
+    shared.ops.record_authorize(rt, req.uri().query());
     match plan(rt, &req, outcome) {
         Ok(Plan::Redirect(location)) => redirect(&location),
         Ok(Plan::PassThrough) => forward::forward(&shared.client, rt, req, peer, outcome).await,

@@ -1,5 +1,5 @@
-//! Command line: `serve`, `check-config`, `dev`. Config errors print one line and exit 64
-//! before any port is bound.
+//! Command line: `serve`, `check-config`, `dev`, and the admin clients `reload` and `report`.
+//! Config errors print one line and exit 64 before any port is bound.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{App, Runtime};
 use crate::config::{self, Config, ConfigError};
-use crate::{server, telemetry};
+use crate::{ops, server, telemetry};
 
 /// EX_USAGE from sysexits.h: the configuration is unusable.
 pub const EXIT_CONFIG: u8 = 64;
@@ -49,18 +49,47 @@ pub enum Command {
         /// Address of the v2 stand-in.
         #[arg(long, default_value = "127.0.0.1:9090")]
         standin_listen: std::net::SocketAddr,
+        /// Where dev writes the config it runs on (edit it: changes are picked up live).
+        #[arg(long)]
+        config_file: Option<PathBuf>,
+    },
+    /// Ask a running oauth-shim to reload its config file (like SIGHUP). Exit 0 when the new
+    /// config is in force, 1 when it was refused (the old one keeps serving), 69 when the admin
+    /// listener cannot be reached.
+    Reload {
+        /// Config file, used to find the admin listener (default as for `serve`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Admin listener URL, e.g. http://127.0.0.1:9901 (default: from the config's [admin]).
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Print the migration report of a running oauth-shim: per client, which legacy features it
+    /// still uses, how often, and when last.
+    Report {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        admin: Option<String>,
+        /// Print the JSON from GET /migration instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
+
+/// EX_UNAVAILABLE from sysexits.h: the admin listener could not be reached.
+pub const EXIT_UNAVAILABLE: u8 = 69;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            let config = match load(config) {
+            let path = config::config_path(config.as_deref());
+            let config = match load(Some(path.clone())) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            run(serve(config))
+            run(serve(config, path))
         }
         Command::CheckConfig { config } => match load(config) {
             Ok(c) => match toml::to_string_pretty(&c) {
@@ -75,8 +104,67 @@ pub fn main() -> ExitCode {
             },
             Err(code) => code,
         },
-        Command::Dev { listen, admin_listen, standin_listen } => {
-            run(crate::dev::run(listen, admin_listen, standin_listen))
+        Command::Dev { listen, admin_listen, standin_listen, config_file } => {
+            run(crate::dev::run(listen, admin_listen, standin_listen, config_file))
+        }
+        Command::Reload { config, admin } => admin_command(config, admin, |base| async move {
+            let (status, body) = ops::cli::call(http::Method::POST, &format!("{base}/reload")).await?;
+            let text = String::from_utf8_lossy(&body);
+            match status {
+                http::StatusCode::OK => {
+                    println!("{}", text.trim_end());
+                    Ok(ExitCode::SUCCESS)
+                }
+                _ => {
+                    eprintln!("oauth-shim: reload refused ({status}); the previous config stays in force");
+                    eprintln!("{}", text.trim_end());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }),
+        Command::Report { config, admin, json } => admin_command(config, admin, move |base| async move {
+            let (status, body) = ops::cli::call(http::Method::GET, &format!("{base}/migration")).await?;
+            if status != http::StatusCode::OK {
+                return Err(format!("GET {base}/migration answered {status}"));
+            }
+            if json {
+                println!("{}", String::from_utf8_lossy(&body).trim_end());
+            } else {
+                let report: ops::migration::Report = serde_json::from_slice(&body)
+                    .map_err(|e| format!("GET {base}/migration: unexpected answer: {e}"))?;
+                print!("{}", ops::migration::table(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+    }
+}
+
+/// Run an admin client command against the admin listener named by `--admin` or the config.
+fn admin_command<F, Fut>(config: Option<PathBuf>, admin: Option<String>, f: F) -> ExitCode
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode, String>>,
+{
+    let path = config::config_path(config.as_deref());
+    let base = match ops::cli::admin_base(&path, admin.as_deref()) {
+        Ok(b) => b,
+        Err(msg) => {
+            eprintln!("oauth-shim: {msg}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oauth-shim: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(f(base)) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("oauth-shim: {msg}");
+            ExitCode::from(EXIT_UNAVAILABLE)
         }
     }
 }
@@ -106,10 +194,13 @@ fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
     telemetry::init(&config.log);
     let runtime = Runtime::new(config).map_err(|e| e.0)?;
     let app = App::new(runtime);
+    app.shared().ops.reload.set_source(path);
+    ops::reload::spawn_sighup(app.clone());
+    ops::reload::spawn_watcher(app.clone());
     let running = server::start(app.clone()).await.map_err(|e| format!("cannot bind: {e}"))?;
     tracing::info!(
         proxy = %running.proxy_addr,

@@ -23,6 +23,7 @@ pub struct Config {
     pub legacy: LegacyConfig,
     pub refresh_cache: RefreshCacheConfig,
     pub log: LogConfig,
+    pub reload: ReloadConfig,
     pub clients: Vec<ClientConfig>,
 }
 
@@ -205,6 +206,23 @@ impl Default for LogConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Reload when the config file's content changes (polled, so Kubernetes ConfigMap symlink
+    /// swaps are seen). SIGHUP, `POST /reload` and `oauth-shim reload` work either way.
+    pub watch: bool,
+    /// How often the file is checked.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { watch: true, watch_interval: Duration::from_secs(2) }
+    }
+}
+
 /// What oauth-shim does with a configured client's legacy calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -373,6 +391,7 @@ impl Config {
             ("server.idle_timeout", s.idle_timeout),
             ("upstream.connect_timeout", self.upstream.connect_timeout),
             ("upstream.request_timeout", self.upstream.request_timeout),
+            ("reload.watch_interval", self.reload.watch_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{key} must be greater than 0s")));

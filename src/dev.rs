@@ -1,11 +1,12 @@
 //! `oauth-shim dev`: a local v2 stand-in plus oauth-shim configured against it, so anyone can
 //! watch a legacy call being rewritten without a GoTo account. Prints ready-to-paste commands.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use crate::app::{App, Runtime};
-use crate::config::{ClientConfig, ClientMode, Config};
-use crate::oauth::Secret;
+use crate::config::Config;
 use crate::server;
 use crate::standin::{Standin, StandinConfig};
 
@@ -15,56 +16,91 @@ pub const DEMO_USER: &str = "demo@example.com";
 pub const DEMO_PASSWORD: &str = "demo-password";
 pub const DEMO_REDIRECT: &str = "http://localhost:3000/callback";
 
-/// The config `dev` runs with: every upstream URL on the stand-in, one demo client in rewrite
-/// mode with the password grant allowed, and a second one in deny mode.
-pub fn dev_config(standin: &Standin, listen: SocketAddr, admin: SocketAddr) -> Result<Config, String> {
-    let mut c = Config::default();
-    c.server.listen = listen;
-    c.admin.listen = admin;
-    c.upstream.token_url = standin.token_url();
-    c.upstream.authorize_url = standin.authorize_url();
-    c.upstream.api_base = standin.api_base();
-    c.clients = vec![
-        ClientConfig {
-            id: DEMO_CLIENT.into(),
-            secret: Some(Secret::new(DEMO_SECRET)),
-            mode: ClientMode::Rewrite,
-            allow_password_grant: true,
-            redirect_uri: Some(DEMO_REDIRECT.into()),
-            ..Default::default()
-        },
-        ClientConfig {
-            id: "retired-client".into(),
-            secret: Some(Secret::new("retired-secret")),
-            mode: ClientMode::Deny,
-            ..Default::default()
-        },
-    ];
-    c.validated().map_err(|e| e.0)
+/// The config `dev` runs with, as a TOML file the user can edit while it runs: every upstream
+/// URL on the stand-in, one demo client in rewrite mode with the password grant allowed, and a
+/// second one in deny mode. Secrets are inline: they are the stand-in's demo secrets.
+pub fn dev_config_toml(standin: &Standin, listen: SocketAddr, admin: SocketAddr) -> String {
+    format!(
+        r#"# oauth-shim dev: this file is watched. Edit it (e.g. a client's mode) and save;
+# the change applies to new requests within a couple of seconds, without a restart.
+
+[server]
+listen = "{listen}"
+
+[admin]
+listen = "{admin}"
+
+[upstream]
+token_url = "{token}"
+authorize_url = "{authz}"
+api_base = "{api}"
+
+[reload]
+watch = true
+watch_interval = "1s"
+
+[[clients]]
+id = "{DEMO_CLIENT}"
+secret = "{DEMO_SECRET}"
+mode = "rewrite"              # rewrite | passthrough | deny
+allow_password_grant = true
+redirect_uri = "{DEMO_REDIRECT}"
+
+[[clients]]
+id = "retired-client"
+secret = "retired-secret"
+mode = "deny"
+"#,
+        token = standin.token_url(),
+        authz = standin.authorize_url(),
+        api = standin.api_base(),
+    )
 }
 
-pub async fn run(listen: SocketAddr, admin: SocketAddr, standin_listen: SocketAddr) -> Result<(), String> {
+/// Where `dev` writes its config when `--config-file` is not given.
+pub fn default_config_file() -> PathBuf {
+    std::env::temp_dir().join("oauth-shim-dev.toml")
+}
+
+pub async fn run(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    standin_listen: SocketAddr,
+    config_file: Option<PathBuf>,
+) -> Result<(), String> {
     let standin = Standin::start(StandinConfig::default(), standin_listen)
         .await
         .map_err(|e| format!("cannot start the v2 stand-in on {standin_listen}: {e}"))?;
-    let config = dev_config(&standin, listen, admin)?;
+    let path = config_file.unwrap_or_else(default_config_file);
+    std::fs::write(&path, dev_config_toml(&standin, listen, admin))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let config = Config::load(&path).map_err(|e| format!("{}: {}", path.display(), e.0))?;
     crate::telemetry::init(&config.log);
     let app = App::new(Runtime::new(config).map_err(|e| e.0)?);
+    app.shared().ops.reload.set_source(path.clone());
+    crate::ops::reload::spawn_sighup(app.clone());
+    crate::ops::reload::spawn_watcher(app.clone());
     let running = server::start(app).await.map_err(|e| format!("cannot bind {listen} or {admin}: {e}"))?;
-    println!("{}", instructions(running.proxy_addr, running.admin_addr, &standin));
+    // Not println!: a reader that closes our stdout (a pipe) must not stop the server.
+    let text = instructions(running.proxy_addr, running.admin_addr, &standin, &path);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    drop(out);
     server::run_until(running, server::shutdown_signal()).await;
     standin.shutdown();
     Ok(())
 }
 
-fn instructions(proxy: SocketAddr, admin: Option<SocketAddr>, standin: &Standin) -> String {
+fn instructions(proxy: SocketAddr, admin: Option<SocketAddr>, standin: &Standin, config: &Path) -> String {
     let p = format!("http://{proxy}");
     let admin = admin.map(|a| format!("http://{a}")).unwrap_or_else(|| "(disabled)".into());
+    let config = config.display();
     format!(
         r#"
 oauth-shim dev is running.
   proxy      {p}   (point legacy integrations here)
-  admin      {admin}   (/healthz, /readyz)
+  admin      {admin}   (/healthz, /readyz, /metrics, /migration, /reload)
+  config     {config}   (watched: edit and save to change it live)
   v2 stand-in {standin}   (plays GoTo's OAuth v2 API; client {DEMO_CLIENT} / {DEMO_SECRET})
 
 Try a legacy integration's calls (copy and paste):
@@ -86,6 +122,12 @@ curl -s -H "Authorization: Bearer $AT" '{p}/G2W/rest/v2/organizers/1/webinars'; 
 
 # 5. A client in deny mode is told to migrate
 curl -s '{p}/oauth/access_token?grant_type=refresh_token&refresh_token=x&client_id=retired-client'; echo
+
+# 6. Who still speaks legacy, and how (also: curl -s {admin}/migration, {admin}/metrics)
+oauth-shim report --admin {admin}
+
+# 7. Flip {DEMO_CLIENT} to deny by editing the config, then repeat call 1: it is now refused
+sed -i.bak 's/^mode = "rewrite"/mode = "deny"/' '{config}'
 
 Stop with Ctrl-C.
 "#,

@@ -11,7 +11,8 @@
 //!   - everything else → [`forward`]: streamed pass-through to the API base.
 //! - Every failure becomes a response in [`error`], and only there.
 //!
-//! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness),
+//! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
+//! routes of [`ops`]: metrics, the migration report, hot reload),
 //! [`standin`] (a local v2 server for `oauth-shim dev` and the tests), [`cli`] and [`telemetry`].
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod error;
 pub mod forward;
 pub mod legacy;
 pub mod oauth;
+pub mod ops;
 pub mod refresh;
 pub mod server;
 pub mod standin;

@@ -138,6 +138,7 @@ async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bo
             idle_timeout: cfg.idle_timeout,
             drain: drain_rx.clone(),
             _permit: permit,
+            _open: app.shared().ops.metrics.connection_opened(),
         };
         tokio::spawn(conn.run(stream, peer));
     }
@@ -160,6 +161,8 @@ struct Conn {
     drain: watch::Receiver<bool>,
     /// Released when the connection ends, admitting the next one.
     _permit: OwnedSemaphorePermit,
+    /// Keeps the open-connections gauge up while the connection lives.
+    _open: crate::ops::metrics::GaugeGuard,
 }
 
 impl Conn {

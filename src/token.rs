@@ -67,7 +67,7 @@ async fn run(
 
     let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let auth = parts.headers.get(http::header::AUTHORIZATION).map(HeaderValue::as_bytes);
-    let (params, _kind) = legacy::collect(parts.uri.query(), content_type, &bytes, auth)?;
+    let (params, kind) = legacy::collect(parts.uri.query(), content_type, &bytes, auth)?;
 
     let basic = params.basic_auth;
     let challenge = |mut e: ShimError| {
@@ -77,6 +77,7 @@ async fn run(
     let Some(client_id) = params.client_id.as_deref() else {
         return Err(challenge(ShimError::invalid_client("missing client_id")));
     };
+    record_usage(shared, rt, client_id, &parts.method, kind, &params);
     let Some((client, auth)) = rt.client(client_id) else {
         outcome.client = Some("unknown".into());
         return Err(challenge(ShimError::invalid_client("unknown client_id")));
@@ -111,20 +112,47 @@ async fn run(
         let http = shared.client.clone();
         let rt_owned = Arc::clone(rt);
         let form = v2.form;
+        let metrics = shared.ops.metrics.clone();
         let served = shared
             .refresh
             .get_or_refresh(&client.id, sent.expose(), move || async move {
-                token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream).await.result
+                let started = std::time::Instant::now();
+                let result = token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream)
+                    .await
+                    .result;
+                metrics.upstream_latency("token", started.elapsed());
+                result
             })
             .await?;
         outcome.detail = Some(served.source.as_str());
         return Ok(success(served.value.render_legacy(served.age, Some(&sent), legacy_cfg)));
     }
 
+    let started = std::time::Instant::now();
     let result = token_call(&shared.client, &rt.token_url, auth, &v2.form, &rt.config.upstream).await;
+    outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
     let token = result.result?;
     Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
+}
+
+/// Feed the migration report: how this client sent its call, and which legacy features it used.
+fn record_usage(
+    shared: &Shared,
+    rt: &Runtime,
+    client_id: &str,
+    method: &Method,
+    kind: legacy::BodyKind,
+    params: &legacy::LegacyParams,
+) {
+    use crate::ops::migration::{Call, Feature};
+    let call = Call::default()
+        .with(Feature::TokenGet, method == Method::GET)
+        .with(Feature::TokenJson, kind == legacy::BodyKind::Json)
+        .with(Feature::TokenForm, kind == legacy::BodyKind::Form)
+        .with(Feature::PasswordGrant, params.grant_type.as_deref() == Some("password"))
+        .with(Feature::ClientSecretSent, params.client_secret.is_some());
+    shared.ops.migration.record(client_id, rt.config.client(client_id).is_some(), call);
 }
 
 fn too_large() -> ShimError {

@@ -147,3 +147,156 @@ async fn serve_binary_answers_legacy_grants() {
         assert!(standin.is_access_token_valid(body["access_token"].as_str().unwrap()));
     }
 }
+
+/// The operator's loop against a real process: `serve` from a file, legacy calls, `report`,
+/// a mode flip by editing the file and sending SIGHUP, a refused `reload`, an unreachable admin.
+#[tokio::test]
+async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let standin =
+        oauth_shim::standin::Standin::start(crate::support::standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+    let file = |mode: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\
+             [reload]\nwatch = false\n[upstream]\ntoken_url = \"{}\"\nauthorize_url = \"{}\"\napi_base = \"{}\"\n\
+             [[clients]]\nid = \"{}\"\nsecret_env = \"OPS_CLI_SECRET\"\nallow_password_grant = true\nmode = \"{mode}\"\n",
+            standin.token_url(),
+            standin.authorize_url(),
+            standin.api_base(),
+            crate::support::ID,
+        )
+    };
+    let path = write("serve-ops", &file("rewrite"));
+    let mut child = bin()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("OPS_CLI_SECRET", crate::support::SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut logs = Vec::new();
+    let listening: serde_json::Value = loop {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("serve starts");
+        logs.push(line.clone());
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if v["message"] == "oauth-shim listening" {
+            break v;
+        }
+    };
+    let proxy = listening["proxy"].as_str().unwrap().to_owned();
+    let admin =
+        listening["admin"].as_str().unwrap().trim_start_matches("Some(").trim_end_matches(')').to_owned();
+    let admin = format!("http://{admin}");
+    let call = format!(
+        "http://{proxy}/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={}",
+        crate::support::ID
+    );
+    for _ in 0..2 {
+        assert_eq!(reqwest::get(&call).await.unwrap().status(), 200);
+    }
+
+    let run = |args: &[&str]| {
+        let out = bin().args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, table, _) = run(&["report", "--admin", &admin]);
+    assert_eq!(code, Some(0));
+    let row = table.lines().find(|l| l.starts_with(crate::support::ID)).expect("a row per client");
+    // CLIENT MODE CALLS GET JSON FORM PASSWD
+    assert!(
+        row.split_whitespace().take(7).eq([crate::support::ID, "rewrite", "2", "2", "0", "0", "2"]),
+        "{table}"
+    );
+    let (code, json, _) = run(&["report", "--json", "--admin", &admin]);
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["clients"][0]["features"]["token_get"]["count"], 2);
+
+    // Flip the client to deny by editing the file; SIGHUP applies it.
+    std::fs::write(&path, file("deny")).unwrap();
+    let kill = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let mut denied = false;
+    for _ in 0..500 {
+        if reqwest::get(&call).await.unwrap().status() == 400 {
+            denied = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(denied, "SIGHUP reloaded the edited file");
+
+    // An invalid file is refused by `oauth-shim reload` (exit 1) and the old config stays.
+    std::fs::write(&path, file("bogus")).unwrap();
+    let (code, _, err) = run(&["reload", "--admin", &admin]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("reload refused") && err.contains("mode"), "{err}");
+    assert_eq!(reqwest::get(&call).await.unwrap().status(), 400);
+    std::fs::write(&path, file("rewrite")).unwrap();
+    let (code, out, err) = run(&["reload", "--admin", &admin]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("\"generation\": 3"), "{out}");
+    assert_eq!(reqwest::get(&call).await.unwrap().status(), 200);
+
+    // No admin listener there: 69.
+    let (code, _, _) = run(&["report", "--admin", "http://127.0.0.1:1"]);
+    assert_eq!(code, Some(69));
+
+    let _ = child.kill();
+    let _ = child.wait();
+    logs.extend(rx.try_iter());
+    let logs = logs.join("\n");
+    assert!(logs.contains("config reload failed"), "{logs}");
+    assert!(!logs.contains(crate::support::SECRET) && !logs.contains("demo-password"));
+}
+
+/// The deployment examples' configs are valid as shipped (secrets supplied as they would be).
+#[test]
+fn example_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples");
+    let secret = write("example-secret", "crm-secret\n");
+    let shared = std::fs::read_to_string(format!("{dir}/shared-service.toml"))
+        .unwrap()
+        .replace("/run/secrets/goto-crm-bridge", secret.to_str().unwrap());
+    let sidecar = std::fs::read_to_string(format!("{dir}/sidecar.yaml")).unwrap();
+    // The TOML embedded in the ConfigMap: the block under `oauth-shim.toml: |`, de-indented.
+    let embedded: String = sidecar
+        .lines()
+        .skip_while(|l| !l.contains("oauth-shim.toml: |"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("---"))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(embedded.contains("[[clients]]"));
+    for (name, text) in [("shared", shared), ("sidecar", embedded)] {
+        let path = write(&format!("example-{name}"), &text);
+        let out = bin()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env("GOTO_SECRET_WEBINAR_SYNC", "a")
+            .env("GOTO_SECRET_REPORTING", "b")
+            .env("GOTO_CLIENT_SECRET", "c")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

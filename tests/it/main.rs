@@ -8,6 +8,7 @@ mod canary;
 mod cli;
 mod dev;
 mod front_door;
+mod ops;
 mod passthrough;
 mod properties;
 mod refresh;

@@ -133,7 +133,7 @@ pub fn captured_logs() -> LogCapture {
         .clone()
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl LogCapture {

@@ -1,0 +1,184 @@
+//! Prometheus metrics served at the admin listener's `GET /metrics`: requests by route, client,
+//! outcome and status class; upstream latency; in-flight requests; open connections; refresh
+//! cache counters; config reloads. Client labels are bounded: only configured client ids appear,
+//! every other id folds into `unknown`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::refresh::RefreshStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    client: String,
+    outcome: &'static str,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    call: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms .. ~10 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 12))
+}
+
+/// The process's metrics. Cheap to clone (every metric is shared behind an `Arc`).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: std::sync::Arc<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    upstream: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    connections: Gauge,
+    reloads: Family<ReloadLabels, Counter>,
+    reload_ok: Gauge,
+    generation: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let upstream = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let in_flight = Gauge::default();
+        let connections = Gauge::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        let reload_ok = Gauge::default();
+        let generation = Gauge::default();
+        reload_ok.set(1);
+        generation.set(1);
+        let mut r = Registry::with_prefix("oauth_shim");
+        r.register(
+            "requests",
+            "Requests answered, by route kind, client (configured ids only), outcome and status class",
+            requests.clone(),
+        );
+        r.register(
+            "upstream_duration_seconds",
+            "Time until the upstream answered: token calls (whole call) and pass-through (headers)",
+            upstream.clone(),
+        );
+        r.register("in_flight_requests", "Requests being handled now", in_flight.clone());
+        r.register("open_connections", "Client connections open on the proxy port", connections.clone());
+        r.register("config_reloads", "Config reload attempts, by result", reloads.clone());
+        r.register(
+            "config_last_reload_success",
+            "1 if the last config reload succeeded (or none was tried), 0 if it failed",
+            reload_ok.clone(),
+        );
+        r.register(
+            "config_generation",
+            "Config version in force: 1 at start, +1 per applied reload",
+            generation.clone(),
+        );
+        Self {
+            registry: std::sync::Arc::new(r),
+            requests,
+            upstream,
+            in_flight,
+            connections,
+            reloads,
+            reload_ok,
+            generation,
+        }
+    }
+
+    /// Count one answered request. `client` must already be bounded (a configured id,
+    /// `unknown` or `none`).
+    pub fn request(&self, route: &'static str, client: &str, outcome: &'static str, status: u16) {
+        let status_class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .get_or_create(&RequestLabels { route, client: client.to_owned(), outcome, status_class })
+            .inc();
+    }
+
+    /// Record how long an upstream call took; `call` is `token` or `pass`.
+    pub fn upstream_latency(&self, call: &'static str, took: Duration) {
+        self.upstream.get_or_create(&UpstreamLabels { call }).observe(took.as_secs_f64());
+    }
+
+    /// Hold the returned guard while a request is handled.
+    pub fn in_flight(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.in_flight)
+    }
+
+    /// Requests being handled now.
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// Hold the returned guard while a client connection is open.
+    pub fn connection_opened(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.connections)
+    }
+
+    pub fn reloaded(&self, ok: bool, generation: u64) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.reload_ok.set(i64::from(ok));
+        self.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// The exposition text (OpenMetrics text format, which Prometheus also reads as its text
+    /// format), with the refresh cache's counters read at scrape time.
+    pub fn render(&self, refresh: RefreshStats) -> String {
+        let mut scrape = Registry::with_prefix("oauth_shim_refresh_cache");
+        for (name, help, value) in [
+            ("hits", "Refreshes answered from the cache", refresh.hits),
+            ("misses", "Refreshes that started an upstream call", refresh.misses),
+            ("coalesced", "Refreshes that waited on an upstream call already in flight", refresh.coalesced),
+            ("upstream_errors", "Upstream refresh calls that failed", refresh.upstream_errors),
+        ] {
+            scrape.register(name, help, ConstCounter::new(value));
+        }
+        let mut out = String::with_capacity(4096);
+        // Writing to a String cannot fail.
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &scrape);
+        let _ = encode_eof(&mut out);
+        out
+    }
+}
+
+/// Increments a gauge now and decrements it when dropped.
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

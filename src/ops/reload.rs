@@ -1,0 +1,244 @@
+//! Hot reload: load and validate the config file again and, if it is valid, swap it in for new
+//! requests (in-flight requests finish on the old one; connections, the upstream pool and the
+//! refresh cache are kept). Triggered by SIGHUP, by a change of the file's content (polled), by
+//! `POST /reload` on the admin listener, and so by `oauth-shim reload`. An invalid file leaves
+//! the old config serving; why is logged and shown at `GET /reload`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::app::{App, Runtime};
+use crate::config::Config;
+
+use super::migration::rfc3339;
+
+/// What `GET /reload` and `POST /reload` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    /// The config file reloads read, if the process was started from one.
+    pub source: Option<PathBuf>,
+    /// 1 at start, +1 per applied reload.
+    pub generation: u64,
+    /// When the config in force was loaded.
+    pub loaded_at: String,
+    /// The last attempt, successful or not.
+    pub last_attempt: Option<Attempt>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub at: String,
+    /// `sighup`, `file`, `admin`.
+    pub trigger: &'static str,
+    pub ok: bool,
+    /// Why the new config was refused (one line, never a secret).
+    pub error: Option<String>,
+    /// Keys that changed but take effect only after a restart.
+    pub restart_required: Vec<&'static str>,
+    /// Clients whose mode changed, as `id: old -> new`.
+    pub mode_changes: Vec<String>,
+}
+
+pub struct ReloadState {
+    source: OnceLock<PathBuf>,
+    status: Mutex<ReloadStatus>,
+    /// Hash of the file content last read by a reload or the watcher.
+    fingerprint: Mutex<Option<[u8; 32]>>,
+    /// One reload at a time.
+    serial: Mutex<()>,
+}
+
+impl Default for ReloadState {
+    fn default() -> Self {
+        Self {
+            source: OnceLock::new(),
+            status: Mutex::new(ReloadStatus {
+                source: None,
+                generation: 1,
+                loaded_at: rfc3339(SystemTime::now()),
+                last_attempt: None,
+            }),
+            fingerprint: Mutex::new(None),
+            serial: Mutex::new(()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ReloadState {
+    /// Name the file the running config came from; reloads read it. Set once.
+    pub fn set_source(&self, path: PathBuf) {
+        *lock(&self.fingerprint) = fingerprint(&path);
+        lock(&self.status).source = Some(path.clone());
+        let _ = self.source.set(path);
+    }
+
+    pub fn source(&self) -> Option<&Path> {
+        self.source.get().map(PathBuf::as_path)
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        lock(&self.status).clone()
+    }
+}
+
+/// Why a reload did not apply.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The process runs on a config built in code; there is no file to read.
+    NoSource,
+    /// The new config is invalid; the old one keeps serving.
+    Invalid(Box<ReloadStatus>),
+}
+
+/// Reload now. Blocking file I/O (a small file); safe to call from async code.
+pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadError> {
+    let state = &app.shared().ops.reload;
+    let Some(path) = state.source() else { return Err(ReloadError::NoSource) };
+    let _one_at_a_time = lock(&state.serial);
+    *lock(&state.fingerprint) = fingerprint(path);
+    let old = app.runtime();
+    let loaded = Config::load(path).and_then(Runtime::new);
+    let metrics = &app.shared().ops.metrics;
+    let mut status = lock(&state.status);
+    let at = rfc3339(SystemTime::now());
+    match loaded {
+        Err(e) => {
+            tracing::warn!(trigger, path = %path.display(), error = %e.0, "config reload failed; the previous config stays in force");
+            status.last_attempt = Some(Attempt {
+                at,
+                trigger,
+                ok: false,
+                error: Some(e.0),
+                restart_required: Vec::new(),
+                mode_changes: Vec::new(),
+            });
+            metrics.reloaded(false, status.generation);
+            Err(ReloadError::Invalid(Box::new(status.clone())))
+        }
+        Ok(new) => {
+            let restart_required = needs_restart(&old.config, &new.config);
+            if !restart_required.is_empty() {
+                tracing::warn!(trigger, keys = ?restart_required, "config reload: these keys changed but only take effect after a restart");
+            }
+            let mode_changes = mode_changes(&old.config, &new.config);
+            for change in &mode_changes {
+                tracing::info!(trigger, change = %change, "client mode changed");
+            }
+            let clients = new.config.clients.len();
+            app.swap_runtime(new);
+            status.generation += 1;
+            status.loaded_at = at.clone();
+            status.last_attempt =
+                Some(Attempt { at, trigger, ok: true, error: None, restart_required, mode_changes });
+            metrics.reloaded(true, status.generation);
+            tracing::info!(trigger, generation = status.generation, clients, "config reloaded");
+            Ok(status.clone())
+        }
+    }
+}
+
+/// Keys read once at start-up: listeners and their limits, the upstream connection pool, the
+/// refresh cache's size and ttl, and logging.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    let (ou, nu) = (&old.upstream, &new.upstream);
+    [
+        ("server.listen", o.listen != n.listen),
+        ("server.header_read_timeout", o.header_read_timeout != n.header_read_timeout),
+        ("server.idle_timeout", o.idle_timeout != n.idle_timeout),
+        ("server.max_connections", o.max_connections != n.max_connections),
+        ("server.max_header_bytes", o.max_header_bytes != n.max_header_bytes),
+        ("server.shutdown_grace", o.shutdown_grace != n.shutdown_grace),
+        ("admin.listen", old.admin.listen != new.admin.listen),
+        ("admin.enabled", old.admin.enabled != new.admin.enabled),
+        ("upstream.connect_timeout", ou.connect_timeout != nu.connect_timeout),
+        ("upstream.pool_idle_timeout", ou.pool_idle_timeout != nu.pool_idle_timeout),
+        ("upstream.pool_max_idle_per_host", ou.pool_max_idle_per_host != nu.pool_max_idle_per_host),
+        ("refresh_cache.ttl", old.refresh_cache.ttl != new.refresh_cache.ttl),
+        ("refresh_cache.max_entries", old.refresh_cache.max_entries != new.refresh_cache.max_entries),
+        ("log.level", old.log.level != new.log.level),
+        ("log.format", old.log.format != new.log.format),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+fn mode_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &new.clients {
+        match old.client(&c.id) {
+            Some(o) if o.mode != c.mode => {
+                out.push(format!("{}: {} -> {}", c.id, o.mode.as_str(), c.mode.as_str()))
+            }
+            None => out.push(format!("{}: added ({})", c.id, c.mode.as_str())),
+            _ => {}
+        }
+    }
+    for o in &old.clients {
+        if new.client(&o.id).is_none() {
+            out.push(format!("{}: removed", o.id));
+        }
+    }
+    out
+}
+
+/// SHA-256 of the file's content (following symlinks, as ConfigMap mounts need); `None` when
+/// it cannot be read.
+fn fingerprint(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|bytes| Sha256::digest(&bytes).into())
+}
+
+/// Reload on SIGHUP, for the life of the process. The handler is installed before this returns,
+/// so a SIGHUP sent once the process reports it is listening never kills it.
+pub fn spawn_sighup(app: App) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /reload instead");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let app = app.clone();
+            let result = tokio::task::spawn_blocking(move || reload(&app, "sighup")).await;
+            if let Ok(Err(ReloadError::NoSource)) = result {
+                tracing::warn!("SIGHUP: no config file to reload");
+            }
+        }
+    });
+}
+
+/// Poll the config file every `reload.watch_interval` (read from the config in force, so it can
+/// itself be reloaded) and reload when its content changes. A file that cannot be read (for
+/// instance mid-swap) is skipped until the next tick; a content that failed to load is not
+/// retried until it changes again.
+pub fn spawn_watcher(app: App) {
+    tokio::spawn(async move {
+        loop {
+            let cfg = app.runtime().config.reload.clone();
+            tokio::time::sleep(cfg.watch_interval).await;
+            if !cfg.watch {
+                continue;
+            }
+            let state = &app.shared().ops.reload;
+            let Some(path) = state.source() else { return };
+            let path = path.to_path_buf();
+            let now = match tokio::task::spawn_blocking(move || fingerprint(&path)).await {
+                Ok(Some(fp)) => fp,
+                _ => continue,
+            };
+            if *lock(&state.fingerprint) == Some(now) {
+                continue;
+            }
+            let app2 = app.clone();
+            let _ = tokio::task::spawn_blocking(move || reload(&app2, "file")).await;
+        }
+    });
+}
