@@ -138,6 +138,10 @@ async fn no_secret_token_code_or_password_in_logs_or_errors() {
 #[tokio::test(flavor = "current_thread")]
 async fn json_logs_at_trace_hold_no_secret_across_ops_paths() {
     use oauth_shim::config::{LogConfig, LogFormat};
+    // tracing caches per-callsite interest process-wide: a callsite first hit by another test
+    // while no subscriber existed is cached as "never" and a later scoped subscriber misses it.
+    // The global TRACE capture keeps every callsite enabled, so this scoped one sees them all.
+    let _ = captured_logs();
     let capture = LogCapture::default();
     let writer = capture.clone();
     let cfg = LogConfig { level: "trace".into(), format: LogFormat::Json };
@@ -263,10 +267,7 @@ async fn json_logs_at_trace_hold_no_secret_across_ops_paths() {
             }
         }
     }
-    // Normally one access line per request (9); with other tests installing scoped subscribers
-    // in parallel, tracing's shared callsite-interest cache can drop an odd event, so only
-    // "the capture works" is asserted here. The TRACE text canary checks every line.
-    assert!(access >= 5, "access lines: {access}\n{text}");
+    assert!(access >= 9, "access lines: {access}\n{text}");
     assert!(text.contains("config reload failed"), "{text}");
     assert!(text.contains("client mode changed"), "{text}");
     for canary in [CLIENT_SECRET, PASSWORD, BAD_PASSWORD, CALLER_SECRET, FAKE_REFRESH, FAKE_CODE, BEARER]
