@@ -60,7 +60,7 @@ pub fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            run(serve(config))
+            run(config.server.resolved_worker_threads(), serve(config))
         }
         Command::CheckConfig { config } => match load(config) {
             Ok(c) => match toml::to_string_pretty(&c) {
@@ -76,7 +76,8 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Dev { listen, admin_listen, standin_listen } => {
-            run(crate::dev::run(listen, admin_listen, standin_listen))
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            run(threads, crate::dev::run(listen, admin_listen, standin_listen))
         }
     }
 }
@@ -89,8 +90,8 @@ fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
-fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+fn run(threads: usize, fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let rt = match runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("oauth-shim: cannot start the runtime: {e}");
@@ -103,6 +104,16 @@ fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
             eprintln!("oauth-shim: {msg}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// One thread: tokio's single-threaded scheduler (no work-stealing bookkeeping, no cross-thread
+/// wake-ups; the accept loop and the connections share the thread). More: the multi-threaded one.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     }
 }
 
