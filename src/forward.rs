@@ -21,13 +21,23 @@ pub struct Base {
     authority: Authority,
     /// Without a trailing slash; empty for a bare host.
     prefix: String,
+    /// The `Host` header for the upstream, computed once: what hyper-util's client would
+    /// otherwise format and allocate for every request (host, and the port unless default).
+    host: HeaderValue,
 }
 
 impl Base {
     pub fn parse(base: &str) -> Option<Self> {
         let uri: Uri = base.parse().ok()?;
         let prefix = uri.path().trim_end_matches('/').to_owned();
-        Some(Self { scheme: uri.scheme()?.clone(), authority: uri.authority()?.clone(), prefix })
+        let authority = uri.authority()?.clone();
+        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host = HeaderValue::from_str(&host).ok()?;
+        Some(Self { scheme: uri.scheme()?.clone(), authority, prefix, host })
     }
 
     /// The upstream URI for an incoming request target.
@@ -109,8 +119,8 @@ async fn send(
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
-    // hyper's client sets Host from the URI (HTTP/1) or :authority (HTTP/2).
-    h.remove(header::HOST);
+    // The upstream's Host (HTTP/2 also sends :authority, from the URI: the same host).
+    h.insert(header::HOST, rt.api_base.host.clone());
     append_forwarded(h, peer);
 
     let upstream = client.request(Request::from_parts(parts, body));
@@ -196,6 +206,17 @@ mod tests {
         assert_eq!(u.to_string(), "https://api.example.com/base/G2W/rest/v2/x?a=1&b=%20");
         let b = Base::parse("http://127.0.0.1:9").unwrap();
         assert_eq!(b.join(&"/x".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/x");
+    }
+
+    #[test]
+    fn host_header_drops_only_the_default_port() {
+        let host = |base: &str| Base::parse(base).unwrap().host;
+        assert_eq!(host("https://api.example.com/base/"), "api.example.com");
+        assert_eq!(host("https://api.example.com:443"), "api.example.com");
+        assert_eq!(host("https://api.example.com:8443"), "api.example.com:8443");
+        assert_eq!(host("http://127.0.0.1:80"), "127.0.0.1");
+        assert_eq!(host("http://127.0.0.1:18081"), "127.0.0.1:18081");
+        assert_eq!(host("http://[::1]:9"), "[::1]:9");
     }
 
     #[test]
