@@ -4,6 +4,7 @@
 #
 #   benches/load/run.sh                       # defaults: 10 s per run, 64 connections, 3 reps
 #   DURATION=5 REPS=1 benches/load/run.sh     # a quick look
+#   SHIM_BIN=/path/to/oauth-shim benches/load/run.sh   # measure another build (e.g. a baseline)
 #
 # Targets, interleaved within each repetition:
 #   direct      wrk -> upstream nginx                       (the physical limit)
@@ -59,6 +60,9 @@ if [ -z "${SHIM_BIN:-}" ]; then
   log "building oauth-shim (release)"
   (cd "$ROOT" && cargo build --release --quiet)
   SHIM_BIN="$ROOT/target/release/oauth-shim"
+  SHIM_LABEL="oauth-shim $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '(no git)')"
+else
+  SHIM_LABEL="oauth-shim from SHIM_BIN=$SHIM_BIN"
 fi
 
 # --- processes ---------------------------------------------------------------------------------
@@ -214,8 +218,7 @@ EOF
 machine() {
   echo "- CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $ncpu cores;" \
     "kernel $(uname -r)"
-  echo "- nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')," \
-    "oauth-shim $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "- nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $SHIM_LABEL"
   echo "- load: wrk -t1 -c$CONNS -d${DURATION}s on CPU $LOAD_CPU; servers on CPU $SERVER_CPU;" \
     "$REPS repetitions, interleaved; ${WARMUP}s warm-up per target"
 }
