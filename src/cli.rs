@@ -89,7 +89,7 @@ pub fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            run(serve(config, path))
+            run(config.server.resolved_worker_threads(), serve(config, path))
         }
         Command::CheckConfig { config } => match load(config) {
             Ok(c) => match toml::to_string_pretty(&c) {
@@ -104,9 +104,10 @@ pub fn main() -> ExitCode {
             },
             Err(code) => code,
         },
-        Command::Dev { listen, admin_listen, standin_listen, config_file } => {
-            run(crate::dev::run(listen, admin_listen, standin_listen, config_file))
-        }
+        Command::Dev { listen, admin_listen, standin_listen, config_file } => run(
+            std::thread::available_parallelism().map_or(1, usize::from),
+            crate::dev::run(listen, admin_listen, standin_listen, config_file),
+        ),
         Command::Reload { config, admin } => admin_command(config, admin, |base| async move {
             let (status, body) = ops::cli::call(http::Method::POST, &format!("{base}/reload")).await?;
             let text = String::from_utf8_lossy(&body);
@@ -177,8 +178,8 @@ fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
-fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+fn run(threads: usize, fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let rt = match runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("oauth-shim: cannot start the runtime: {e}");
@@ -191,6 +192,16 @@ fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
             eprintln!("oauth-shim: {msg}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// One thread: tokio's single-threaded scheduler (no work-stealing bookkeeping, no cross-thread
+/// wake-ups; the accept loop and the connections share the thread). More: the multi-threaded one.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     }
 }
 

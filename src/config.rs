@@ -53,6 +53,10 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Threads that run requests; `0` means one per CPU this process may use. With one,
+    /// oauth-shim runs tokio's single-threaded scheduler, which spends less CPU per request than
+    /// a one-worker multi-threaded one (benches/load).
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +70,7 @@ impl Default for ServerConfig {
             max_uri_bytes: 8 * 1024,
             max_body_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(25),
+            worker_threads: 0,
         }
     }
 }
@@ -76,6 +81,17 @@ pub struct AdminConfig {
     /// Health/readiness listener, separate from the proxy port. Set `enabled = false` to turn off.
     pub listen: SocketAddr,
     pub enabled: bool,
+}
+
+impl ServerConfig {
+    /// `worker_threads` with `0` resolved to the CPUs available to this process (its affinity
+    /// mask and cgroup quota).
+    pub fn resolved_worker_threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
 }
 
 impl Default for AdminConfig {

@@ -21,34 +21,44 @@ pub struct Base {
     authority: Authority,
     /// Without a trailing slash; empty for a bare host.
     prefix: String,
+    /// The `Host` header for the upstream, computed once: what hyper-util's client would
+    /// otherwise format and allocate for every request (host, and the port unless default).
+    host: HeaderValue,
 }
 
 impl Base {
     pub fn parse(base: &str) -> Option<Self> {
         let uri: Uri = base.parse().ok()?;
         let prefix = uri.path().trim_end_matches('/').to_owned();
-        Some(Self { scheme: uri.scheme()?.clone(), authority: uri.authority()?.clone(), prefix })
+        let authority = uri.authority()?.clone();
+        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host = HeaderValue::from_str(&host).ok()?;
+        Some(Self { scheme: uri.scheme()?.clone(), authority, prefix, host })
     }
 
     /// The upstream URI for an incoming request target.
     pub fn join(&self, incoming: &Uri) -> Option<Uri> {
-        let pq = incoming.path_and_query().map_or("/", PathAndQuery::as_str);
-        let pq: PathAndQuery = if self.prefix.is_empty() {
-            pq.parse().ok()?
-        } else {
-            format!("{}{}", self.prefix, pq).parse().ok()?
+        let pq = match incoming.path_and_query() {
+            // The common case: no prefix, so the request target is reused as it is (a cheap
+            // clone of already-validated bytes, not a re-parse).
+            Some(pq) if self.prefix.is_empty() => pq.clone(),
+            Some(pq) => format!("{}{}", self.prefix, pq).parse().ok()?,
+            None => PathAndQuery::from_static("/"),
         };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .ok()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).ok()
     }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -61,17 +71,22 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let is_hop = |name: &HeaderName| HOP_BY_HOP.contains(name) || name == header::UPGRADE;
+    // Most requests carry none, and most responses only `Connection`: one pass over the names
+    // is cheaper than nine hashed removals.
+    if !headers.keys().any(is_hop) {
+        return;
+    }
+    let named = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok());
+    let doomed: Vec<HeaderName> = headers.keys().filter(|name| is_hop(name)).cloned().chain(named).collect();
+    for name in &doomed {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
 }
 
 /// Forward `req` to the API base and stream the answer back.
@@ -108,8 +123,8 @@ async fn send(
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
-    // hyper's client sets Host from the URI (HTTP/1) or :authority (HTTP/2).
-    h.remove(header::HOST);
+    // The upstream's Host (HTTP/2 also sends :authority, from the URI: the same host).
+    h.insert(header::HOST, rt.api_base.host.clone());
     append_forwarded(h, peer);
 
     let upstream = client.request(Request::from_parts(parts, body));
@@ -127,21 +142,60 @@ async fn send(
     Ok(Response::from_parts(parts, body.map_err(|e| -> BoxError { e.into() }).boxed()))
 }
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 fn append_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    let mut ip = IpText::default();
+    let ip = ip.format(peer.ip());
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
+        _ => HeaderValue::from_str(ip).ok(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    let proto = match h.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
+    let proto = match h.get(&X_FORWARDED_PROTO).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, http")).ok(),
         _ => Some(HeaderValue::from_static("http")),
     };
     if let Some(v) = proto {
-        h.insert("x-forwarded-proto", v);
+        h.insert(X_FORWARDED_PROTO.clone(), v);
+    }
+}
+
+/// An IP address as text without `core::fmt` (IPv4, every pass-through request's case, is
+/// written by hand; IPv6 falls back to `Display`).
+#[derive(Default)]
+struct IpText {
+    buf: [u8; 15],
+    other: String,
+}
+
+impl IpText {
+    fn format(&mut self, ip: std::net::IpAddr) -> &str {
+        let std::net::IpAddr::V4(v4) = ip else {
+            self.other = ip.to_string();
+            return &self.other;
+        };
+        let mut n = 0;
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.buf[n] = b'.';
+                n += 1;
+            }
+            if octet >= 100 {
+                self.buf[n] = b'0' + octet / 100;
+                n += 1;
+            }
+            if octet >= 10 {
+                self.buf[n] = b'0' + octet / 10 % 10;
+                n += 1;
+            }
+            self.buf[n] = b'0' + octet % 10;
+            n += 1;
+        }
+        std::str::from_utf8(&self.buf[..n]).unwrap_or_default()
     }
 }
 
@@ -156,6 +210,17 @@ mod tests {
         assert_eq!(u.to_string(), "https://api.example.com/base/G2W/rest/v2/x?a=1&b=%20");
         let b = Base::parse("http://127.0.0.1:9").unwrap();
         assert_eq!(b.join(&"/x".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/x");
+    }
+
+    #[test]
+    fn host_header_drops_only_the_default_port() {
+        let host = |base: &str| Base::parse(base).unwrap().host;
+        assert_eq!(host("https://api.example.com/base/"), "api.example.com");
+        assert_eq!(host("https://api.example.com:443"), "api.example.com");
+        assert_eq!(host("https://api.example.com:8443"), "api.example.com:8443");
+        assert_eq!(host("http://127.0.0.1:80"), "127.0.0.1");
+        assert_eq!(host("http://127.0.0.1:18081"), "127.0.0.1:18081");
+        assert_eq!(host("http://[::1]:9"), "[::1]:9");
     }
 
     #[test]
@@ -178,5 +243,15 @@ mod tests {
         append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
+        let mut h = HeaderMap::new();
+        append_forwarded(&mut h, "[2001:db8::1]:5".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+    }
+
+    #[test]
+    fn formats_ipv4_like_display() {
+        for ip in ["0.0.0.0", "1.2.3.4", "10.20.30.40", "100.199.200.255", "255.255.255.255", "127.0.0.1"] {
+            assert_eq!(IpText::default().format(ip.parse().unwrap()), ip);
+        }
     }
 }

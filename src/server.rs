@@ -1,10 +1,11 @@
 //! Listeners: the proxy port (HTTP/1.1 and HTTP/2, connection limit, header and idle timeouts,
 //! graceful drain) and the admin port. The only module that touches sockets.
 //!
-//! Per connection, hyper enforces the HTTP/1 header-read timeout and the head-size limit
-//! (431/414); a watchdog here adds what hyper lacks: a deadline for the *first* request (hyper's
-//! HTTP/1 timer starts only after the h1/h2 sniffing, and HTTP/2 has none), and the idle
-//! keep-alive timeout for both protocols. "Idle" means no request in flight, counted from when
+//! Per connection, the protocol is chosen by peeking for the HTTP/2 preface (nothing is consumed,
+//! so hyper's HTTP/1 read buffer stays at its initial size). hyper enforces the HTTP/1
+//! header-read timeout and the head-size limit (431/414); a watchdog here adds what hyper lacks:
+//! a deadline for the *first* request (HTTP/2 has no header timer), and the idle keep-alive
+//! timeout for both protocols. "Idle" means no request in flight, counted from when
 //! the last response body finished.
 
 use std::convert::Infallible;
@@ -20,9 +21,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -89,25 +91,61 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    // Without a timer hyper's header_read_timeout is silently off.
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        // The read buffer may not grow past this while a head is incomplete: larger heads get 431.
-        .max_buf_size(cfg.max_header_bytes)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
-    b
+/// The HTTP/1 and HTTP/2 connection settings, built once and shared by every connection.
+struct Protocols {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(cfg: &ServerConfig) -> Self {
+        let mut h1 = http1::Builder::new();
+        // Without a timer hyper's header_read_timeout is silently off. The read buffer may not
+        // grow past max_buf_size while a head is incomplete: larger heads get 431.
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .max_buf_size(cfg.max_header_bytes)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
+        Self { h1, h2 }
+    }
+}
+
+/// The HTTP/2 prior-knowledge connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a new connection opens with the HTTP/2 preface, decided by peeking at its first
+/// bytes without consuming them. (hyper-util's `auto` builder reads them instead and replays
+/// them through a wrapper; hyper's HTTP/1 reader then grows its 8 KiB read buffer to 16 KiB on
+/// the very first request, which every idle keep-alive connection keeps.) `None` when the
+/// peer closes or sends nothing within `patience`.
+async fn sniff_h2(stream: &TcpStream, patience: Duration) -> Option<bool> {
+    let sniff = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            // Part of the preface so far: peeking again at once would spin on the same bytes.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(patience, sniff).await.ok().flatten()
 }
 
 async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bool>) {
     let cfg = app.runtime().config.server.clone();
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
-    let builder = Arc::new(builder(&cfg));
+    let protocols = Arc::new(Protocols::new(&cfg));
     // Every connection task holds a receiver; the sender's `closed()` is the drain barrier.
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut backoff = Duration::from_millis(5);
@@ -133,7 +171,7 @@ async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bo
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             app: app.clone(),
-            builder: builder.clone(),
+            protocols: protocols.clone(),
             first_request_timeout: cfg.header_read_timeout,
             idle_timeout: cfg.idle_timeout,
             drain: drain_rx.clone(),
@@ -155,7 +193,7 @@ async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bo
 /// One accepted connection and what it needs.
 struct Conn {
     app: App,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    protocols: Arc<Protocols>,
     first_request_timeout: Duration,
     idle_timeout: Duration,
     drain: watch::Receiver<bool>,
@@ -180,8 +218,18 @@ impl Conn {
                 });
             fut
         });
-        let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
-        let mut conn = std::pin::pin!(conn);
+        let first = self.first_request_timeout;
+        let conn: Pin<Box<dyn Served>> = match sniff_h2(&stream, first).await {
+            // Nothing (or not even a preface) within the first-request deadline: close.
+            None => return,
+            Some(false) => Box::pin(self.protocols.h1.serve_connection(TokioIo::new(stream), svc)),
+            Some(true) => Box::pin(self.protocols.h2.serve_connection(TokioIo::new(stream), svc)),
+        };
+        self.drive(conn, activity).await;
+    }
+
+    /// Run a connection until it ends, closing it gracefully on drain or when idle.
+    async fn drive(&mut self, mut conn: Pin<Box<dyn Served>>, activity: watch::Receiver<usize>) {
         let idle = idle_expired(activity, self.first_request_timeout, self.idle_timeout);
         let mut idle = std::pin::pin!(idle);
         let mut closing = false;
@@ -204,6 +252,17 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+/// An HTTP/1 or HTTP/2 server connection, as one type.
+trait Served: Future<Output = Result<(), hyper::Error>> + Send {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<T: GracefulConnection<Error = hyper::Error> + Send> Served for T {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        GracefulConnection::graceful_shutdown(self);
     }
 }
 
@@ -278,4 +337,38 @@ pub async fn run_until(running: Running, signal: impl Future<Output = ()>) {
     tracing::info!("shutdown signal received");
     running.shutdown();
     running.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn sniff_after(writes: &[&[u8]]) -> Option<bool> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        for w in writes {
+            client.write_all(w).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if writes.is_empty() {
+            client.shutdown().await.unwrap();
+        }
+        let sniffed = sniff_h2(&server, Duration::from_secs(2)).await;
+        // Peeking consumed nothing: hyper still reads the whole first request.
+        let mut buf = [0u8; 64];
+        let n = if writes.is_empty() { 0 } else { server.try_read(&mut buf).unwrap() };
+        assert_eq!(n, writes.iter().map(|w| w.len()).sum::<usize>().min(64));
+        sniffed
+    }
+
+    #[tokio::test]
+    async fn sniffs_h2_preface_and_h1_without_consuming() {
+        assert_eq!(sniff_after(&[H2_PREFACE]).await, Some(true));
+        assert_eq!(sniff_after(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]).await, Some(true));
+        assert_eq!(sniff_after(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]).await, Some(false));
+        assert_eq!(sniff_after(&[b"P", b"OST / HTTP/1.1\r\n"]).await, Some(false));
+        assert_eq!(sniff_after(&[]).await, None);
+    }
 }

@@ -92,17 +92,105 @@ pub fn to_v2(params: &LegacyParams, client: &ClientConfig) -> Result<V2Request, 
 }
 
 /// A successful v2 token answer, parsed. Tokens stay inside [`Secret`]s.
-#[derive(Clone, Deserialize)]
+#[derive(Clone)]
 pub struct V2Token {
     access_token: Secret,
-    #[serde(default)]
     refresh_token: Option<Secret>,
-    #[serde(default, deserialize_with = "expires_in")]
     expires_in: Option<u64>,
-    #[serde(default)]
     token_type: Option<Value>,
-    #[serde(flatten)]
+    /// Every other field, in the upstream's order.
     rest: Map<String, Value>,
+}
+
+/// Deserialized by hand rather than derived with `#[serde(flatten)]` for `rest`: flatten
+/// buffers the whole object into serde's intermediate `Content` and deserializes it twice,
+/// which made parsing the largest pure cost of a token call (benches/hot_path.rs).
+impl<'de> Deserialize<'de> for V2Token {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+
+        enum Key {
+            AccessToken,
+            RefreshToken,
+            ExpiresIn,
+            TokenType,
+            Other(String),
+        }
+        impl<'de> Deserialize<'de> for Key {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct KeyVisitor;
+                impl Visitor<'_> for KeyVisitor {
+                    type Value = Key;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a field name")
+                    }
+                    fn visit_str<E: Error>(self, v: &str) -> Result<Key, E> {
+                        Ok(match v {
+                            "access_token" => Key::AccessToken,
+                            "refresh_token" => Key::RefreshToken,
+                            "expires_in" => Key::ExpiresIn,
+                            "token_type" => Key::TokenType,
+                            other => Key::Other(other.to_owned()),
+                        })
+                    }
+                }
+                d.deserialize_identifier(KeyVisitor)
+            }
+        }
+        struct ExpiresIn(Option<u64>);
+        impl<'de> Deserialize<'de> for ExpiresIn {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                expires_in(d).map(ExpiresIn)
+            }
+        }
+
+        struct TokenVisitor;
+        impl<'de> Visitor<'de> for TokenVisitor {
+            type Value = V2Token;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a token object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<V2Token, A::Error> {
+                let (mut access_token, mut refresh_token, mut expires_in, mut token_type) =
+                    (None, None, None, None);
+                let mut rest = Map::new();
+                let mut seen = [false; 4];
+                let mut once = |i: usize, name: &'static str| {
+                    if std::mem::replace(&mut seen[i], true) {
+                        Err(A::Error::duplicate_field(name))
+                    } else {
+                        Ok(())
+                    }
+                };
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::AccessToken => {
+                            once(0, "access_token")?;
+                            access_token = Some(map.next_value::<Secret>()?);
+                        }
+                        Key::RefreshToken => {
+                            once(1, "refresh_token")?;
+                            refresh_token = map.next_value::<Option<Secret>>()?;
+                        }
+                        Key::ExpiresIn => {
+                            once(2, "expires_in")?;
+                            expires_in = map.next_value::<ExpiresIn>()?.0;
+                        }
+                        Key::TokenType => {
+                            once(3, "token_type")?;
+                            token_type = map.next_value::<Option<Value>>()?;
+                        }
+                        Key::Other(name) => {
+                            rest.insert(name, map.next_value::<Value>()?);
+                        }
+                    }
+                }
+                let access_token = access_token.ok_or_else(|| A::Error::missing_field("access_token"))?;
+                Ok(V2Token { access_token, refresh_token, expires_in, token_type, rest })
+            }
+        }
+        d.deserialize_map(TokenVisitor)
+    }
 }
 
 impl std::fmt::Debug for V2Token {
@@ -313,6 +401,18 @@ mod tests {
     }
 
     #[test]
+    fn nulls_count_as_absent_and_escaped_names_match() {
+        let t = V2Token::parse(br#"{"access_\u0074oken":"at","refresh_token":null,"token_type":null,"expires_in":null,"email":"e"}"#)
+            .unwrap();
+        let legacy = LegacyConfig { keep_extra_fields: true, ..Default::default() };
+        let out = t.render_legacy(Duration::ZERO, None, &legacy);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"access_token":"at","email":"e","platform":"GLOBAL","version":"2"}"#
+        );
+    }
+
+    #[test]
     fn keeps_extras_when_configured_and_echoes_refresh() {
         let t = V2Token::parse(br#"{"access_token":"at","expires_in":"60","scope":"s","principal":"p"}"#)
             .unwrap();
@@ -329,6 +429,9 @@ mod tests {
         for body in [
             &b"<html>"[..],
             b"{}",
+            br#"{"access_token":"a","access_token":"b"}"#,
+            br#"{"access_token":null}"#,
+            br#"{"access_token":"a","refresh_token":5}"#,
             br#"{"access_token":""}"#,
             br#"{"access_token":"a","expires_in":true}"#,
             b"[]",

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Turn the raw results of benches/load/run.sh into the markdown table and the bar checks.
+
+Usage: report.py RESULTS_TSV CLK_TCK [MEMORY_LINE]
+RESULTS_TSV columns: rep target requests duration_us p50_us p99_us p999_us errors
+                     proxy_ticks upstream_ticks   (ticks are "-" where there is no such process)
+"""
+
+import statistics
+import sys
+
+TARGETS = ["direct", "nginx", "shim-pass", "shim-token", "shim-cached"]
+
+
+def fmt(values, scale=1.0, digits=0):
+    vals = [v * scale for v in values]
+    med = statistics.median(vals)
+    f = f"{{:,.{digits}f}}"
+    if len(vals) == 1:
+        return f.format(med)
+    return f"{f.format(med)} ({f.format(min(vals))}–{f.format(max(vals))})"
+
+
+def main():
+    path, clk_tck = sys.argv[1], int(sys.argv[2])
+    memory = sys.argv[3] if len(sys.argv) > 3 else ""
+    runs = {t: [] for t in TARGETS}
+    for line in open(path):
+        cols = line.split()
+        if len(cols) != 10 or cols[0] == "rep":
+            continue
+        _, target, req, dur, p50, p99, p999, errors, pticks, uticks = cols
+        req, dur = int(req), int(dur)
+        r = {
+            "rps": req / (dur / 1e6),
+            "p50": int(p50) / 1000,
+            "p99": int(p99) / 1000,
+            "p999": int(p999) / 1000,
+            "errors": int(errors),
+            # CPU seconds / requests, in microseconds per request.
+            "pcpu": None if pticks == "-" else int(pticks) / clk_tck / req * 1e6,
+            "ucpu": None if uticks == "-" else int(uticks) / clk_tck / req * 1e6,
+        }
+        runs[target].append(r)
+
+    def med(target, key):
+        vals = [r[key] for r in runs[target] if r[key] is not None]
+        return statistics.median(vals) if vals else None
+
+    def ratio(target, key):
+        a, b = med(target, key), med("nginx", key)
+        if a is None or b is None or b == 0:
+            return "–"
+        return f"{a / b:.2f}×"
+
+    print("| target | req/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/req | upstream CPU µs/req "
+          "| req/s ÷ nginx | p99 ÷ nginx | proxy CPU ÷ nginx | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for t in TARGETS:
+        rs = runs[t]
+        if not rs:
+            continue
+        col = lambda k, d: fmt([r[k] for r in rs], digits=d) if rs[0][k] is not None else "–"  # noqa: E731
+        print(f"| {t} | {col('rps', 0)} | {col('p50', 2)} | {col('p99', 2)} | {col('p999', 2)} "
+              f"| {col('pcpu', 1)} | {col('ucpu', 1)} | {ratio(t, 'rps')} | {ratio(t, 'p99')} "
+              f"| {ratio(t, 'pcpu')} | {sum(r['errors'] for r in rs)} |")
+    print()
+    print("Medians over the repetitions, (min–max) in brackets; ratios are median ÷ nginx median "
+          "from this run. CPU is user+system time of the proxy process(es) from /proc/PID/stat.")
+    print()
+
+    checks = []
+
+    def bar(name, value, op, limit, unit="×"):
+        if value is None:
+            checks.append(f"- [ ] {name}: not measured")
+            return
+        ok = value <= limit if op == "<=" else value >= limit
+        checks.append(f"- [{'x' if ok else ' '}] {name}: {value:.2f}{unit} (bar {op} {limit}{unit})"
+                      f"{'' if ok else '  **NOT MET**'}")
+
+    def r(t, k):
+        a, b = med(t, k), med("nginx", k)
+        return None if a is None or b is None or b == 0 else a / b
+
+    bar("shim-pass proxy CPU/req ÷ nginx", r("shim-pass", "pcpu"), "<=", 1.0)
+    bar("shim-pass p99 ÷ nginx", r("shim-pass", "p99"), "<=", 1.1)
+    bar("shim-token proxy CPU/req ÷ nginx pass-through", r("shim-token", "pcpu"), "<=", 1.3)
+    bar("shim-cached req/s ÷ nginx pass-through", r("shim-cached", "rps"), ">=", 2.0)
+    if memory:
+        kv = dict(p.split("=") for p in memory.split()[1:])
+        idle, held = int(kv["idle_kib"]) / 1024, int(kv["held_kib"]) / 1024
+        bar("idle RSS", idle, "<=", 16, " MiB")
+        bar(f"RSS added by {kv['open']} idle keep-alive connections ({kv['closed']} closed early)",
+            held - idle, "<=", 64, " MiB")
+    print("Bars:")
+    print("\n".join(checks))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# Load bench for oauth-shim against nginx as the peer (issue #6). Loopback only, bounded in time:
+# about (WARMUP + REPS * DURATION) * 5 targets + ~15 s for the memory probe, plus the release build.
+#
+#   benches/load/run.sh                       # defaults: 10 s per run, 64 connections, 3 reps
+#   DURATION=5 REPS=1 benches/load/run.sh     # a quick look
+#   SHIM_BIN=/path/to/oauth-shim benches/load/run.sh   # measure another build (e.g. a baseline)
+#
+# Targets, interleaved within each repetition:
+#   direct      wrk -> upstream nginx                       (the physical limit)
+#   nginx       wrk -> nginx proxy_pass (keepalive pool) -> upstream   (the peer)
+#   shim-pass   wrk -> oauth-shim pass-through -> upstream
+#   shim-token  wrk -> oauth-shim legacy GET /oauth/access_token, refresh cache off -> upstream
+#   shim-cached the same with the refresh cache on (30 s TTL)
+# The load tool runs on LOAD_CPU, every server on SERVER_CPU (taskset). Prints a markdown table.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+REPS=${REPS:-3}
+CONNS=${CONNS:-64}
+LOAD_CPU=${LOAD_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
+HOLD=${HOLD:-5000}
+BASE_PORT=${BASE_PORT:-18080}
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+SHIM_PORT=$BASE_PORT
+UP_PORT=$((BASE_PORT + 1))
+NGX_PORT=$((BASE_PORT + 2))
+CACHED_PORT=$((BASE_PORT + 3))
+MEM_PORT=$((BASE_PORT + 4))
+API_PATH=/G2W/rest/v2/organizers/1252383132521359990/webinars/1235813213455
+TOKEN_PATH='/oauth/access_token?grant_type=refresh_token&refresh_token=bench-refresh-token&client_id=bench-client'
+
+log() { echo "load: $*" >&2; }
+
+# --- tools -------------------------------------------------------------------------------------
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]} from Debian's packages"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+CLK_TCK=$(getconf CLK_TCK)
+ncpu=$(nproc --all)
+if [ "$ncpu" -le "$SERVER_CPU" ] || [ "$ncpu" -le "$LOAD_CPU" ]; then
+  log "need CPUs $LOAD_CPU and $SERVER_CPU; this machine has $ncpu"; exit 1
+fi
+
+if [ -z "${SHIM_BIN:-}" ]; then
+  log "building oauth-shim (release)"
+  (cd "$ROOT" && cargo build --release --quiet)
+  SHIM_BIN="$ROOT/target/release/oauth-shim"
+  SHIM_LABEL="oauth-shim $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '(no git)')"
+else
+  SHIM_LABEL="oauth-shim from SHIM_BIN=$SHIM_BIN"
+fi
+
+# --- processes ---------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/oauth-shim-load.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# A fixed ~300-byte API answer and a fixed v2 token answer.
+API_JSON='{"webinarKey":"1235813213455","webinarID":"123-456-789","organizerKey":"1252383132521359990","accountKey":"3792314532151329654","subject":"Quarterly product update","description":"A fixed answer for the oauth-shim load bench.","times":[{"startTime":"2025-01-01T16:00:00Z","endTime":"2025-01-01T17:00:00Z"}],"timeZone":"Europe/Berlin","locale":"en_US"}'
+TOKEN_JSON='{"access_token":"eyJraWQiOiJiZW5jaCIsImFsZyI6IlJTMjU2In0.bench-access-token","token_type":"Bearer","refresh_token":"bench-refresh-token","expires_in":3600,"account_key":"3792314532151329654","account_type":"","email":"jk@example.com","firstName":"Jon","lastName":"Karmak","organizer_key":"1252383132521359990","version":"3"}'
+
+# Both nginx instances: one worker on the server core, no access log, keep-alive without a
+# per-connection request cap (wrk holds its connections for the whole run).
+nginx_common="worker_processes 1;
+daemon off;
+error_log $WORK/NAME-error.log warn;
+pid $WORK/NAME.pid;
+events { worker_connections 8192; }"
+
+mkdir -p "$WORK/up" "$WORK/ngx"
+cat >"$WORK/up.conf" <<EOF
+${nginx_common//NAME/up}
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path $WORK/up; proxy_temp_path $WORK/up; fastcgi_temp_path $WORK/up;
+  uwsgi_temp_path $WORK/up; scgi_temp_path $WORK/up;
+  server {
+    listen 127.0.0.1:$UP_PORT reuseport backlog=4096;
+    default_type application/json;
+    location = /oauth/v2/token { return 200 '$TOKEN_JSON'; }
+    location / { return 200 '$API_JSON'; }
+  }
+}
+EOF
+cat >"$WORK/ngx.conf" <<EOF
+${nginx_common//NAME/ngx}
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path $WORK/ngx; proxy_temp_path $WORK/ngx; fastcgi_temp_path $WORK/ngx;
+  uwsgi_temp_path $WORK/ngx; scgi_temp_path $WORK/ngx;
+  upstream api {
+    server 127.0.0.1:$UP_PORT;
+    keepalive 256;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGX_PORT reuseport backlog=4096;
+    location / {
+      proxy_pass http://api;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$proxy_host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+EOF
+
+shim_conf() { # port ttl header_read_timeout
+  cat <<EOF
+[server]
+listen = "127.0.0.1:$1"
+header_read_timeout = "$3"
+[admin]
+enabled = false
+[upstream]
+token_url = "http://127.0.0.1:$UP_PORT/oauth/v2/token"
+authorize_url = "http://127.0.0.1:$UP_PORT/oauth/v2/authorize"
+api_base = "http://127.0.0.1:$UP_PORT"
+[refresh_cache]
+ttl = "$2"
+[log]
+level = "warn"
+[[clients]]
+id = "bench-client"
+secret = "bench-secret"
+EOF
+}
+shim_conf "$SHIM_PORT" 0s 10s >"$WORK/shim.toml"
+shim_conf "$CACHED_PORT" 30s 10s >"$WORK/shim-cached.toml"
+# The memory probe holds idle keep-alive connections for a few seconds; hyper's header read
+# timeout (10 s by default) also closes idle HTTP/1 keep-alive connections, so raise it there.
+shim_conf "$MEM_PORT" 0s 60s >"$WORK/shim-mem.toml"
+
+start() { # name, command...
+  local name=$1; shift
+  taskset -c "$SERVER_CPU" "$@" >"$WORK/$name.out" 2>&1 &
+  PIDS+=($!)
+  eval "PID_${name//-/_}=$!"
+}
+children() { # pids of the children of $1
+  local stat
+  for stat in /proc/[0-9]*/stat; do
+    awk -v p="$1" '{ sub(/^.*\) /, ""); if ($2 == p) { split(FILENAME, a, "/"); print a[3] } }' \
+      "$stat" 2>/dev/null || true
+  done
+}
+ticks() { # utime+stime of the given pids, in clock ticks
+  local total=0 pid t
+  for pid in "$@"; do
+    t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")
+    total=$((total + t))
+  done
+  echo "$total"
+}
+wait_port() {
+  local i
+  for i in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "nothing listens on port $1"; cat "$WORK"/*.out "$WORK"/*-error.log >&2 2>/dev/null || true
+  exit 1
+}
+
+start up "$NGINX" -p "$WORK/up" -e "$WORK/up-error.log" -c "$WORK/up.conf"
+start ngx "$NGINX" -p "$WORK/ngx" -e "$WORK/ngx-error.log" -c "$WORK/ngx.conf"
+start shim "$SHIM_BIN" serve --config "$WORK/shim.toml"
+start shim-cached "$SHIM_BIN" serve --config "$WORK/shim-cached.toml"
+for p in "$UP_PORT" "$NGX_PORT" "$SHIM_PORT" "$CACHED_PORT"; do wait_port "$p"; done
+UP_WORKERS=$(children "$PID_up")
+NGX_WORKERS=$(children "$PID_ngx")
+
+declare -A URL PROXY
+URL[direct]="http://127.0.0.1:$UP_PORT$API_PATH";         PROXY[direct]=""
+URL[nginx]="http://127.0.0.1:$NGX_PORT$API_PATH";         PROXY[nginx]="$NGX_WORKERS"
+URL[shim-pass]="http://127.0.0.1:$SHIM_PORT$API_PATH";    PROXY[shim-pass]="$PID_shim"
+URL[shim-token]="http://127.0.0.1:$SHIM_PORT$TOKEN_PATH"; PROXY[shim-token]="$PID_shim"
+URL[shim-cached]="http://127.0.0.1:$CACHED_PORT$TOKEN_PATH"; PROXY[shim-cached]="$PID_shim_cached"
+TARGETS=(direct nginx shim-pass shim-token shim-cached)
+
+# Every target must answer 200 with the expected body before it is measured.
+python3 - "${URL[@]}" <<'EOF'
+import json, sys, urllib.request
+for url in sys.argv[1:]:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        body = json.loads(r.read())
+        assert r.status == 200 and ("webinarKey" in body or body.get("expires_in") == "3600"), (url, body)
+EOF
+
+machine() {
+  echo "- CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $ncpu cores;" \
+    "kernel $(uname -r)"
+  echo "- nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $SHIM_LABEL"
+  echo "- load: wrk -t1 -c$CONNS -d${DURATION}s on CPU $LOAD_CPU; servers on CPU $SERVER_CPU;" \
+    "$REPS repetitions, interleaved; ${WARMUP}s warm-up per target"
+}
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+run_one() { # target duration -> one TSV line
+  local t=$1 d=$2 p0 p1 u0 u1 out line
+  p0=-; [ -n "${PROXY[$t]}" ] && p0=$(ticks ${PROXY[$t]})
+  u0=$(ticks $UP_WORKERS)
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${d}s" --timeout 2s -s "$HERE/report.lua" "${URL[$t]}")
+  u1=$(ticks $UP_WORKERS)
+  p1=-; [ -n "${PROXY[$t]}" ] && p1=$(ticks ${PROXY[$t]})
+  line=$(grep '^RESULT' <<<"$out")
+  # shellcheck disable=SC2086
+  set -- $(sed 's/[a-z_0-9]*=//g' <<<"${line#RESULT }")
+  local errors=$(($6 + $7 + $8 + $9 + ${10}))
+  local pt=-; [ "$p0" != - ] && pt=$((p1 - p0))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$1" "$2" "$3" "$4" "$5" "$errors" "$pt" \
+    "$((u1 - u0))"
+}
+
+log "warm-up: ${WARMUP}s per target"
+for t in "${TARGETS[@]}"; do run_one "$t" "$WARMUP" >/dev/null; done
+RESULTS=$WORK/results.tsv
+for rep in $(seq 1 "$REPS"); do
+  for t in "${TARGETS[@]}"; do
+    log "rep $rep/$REPS: $t (${DURATION}s)"
+    printf '%s\t%s\n' "$rep" "$(run_one "$t" "$DURATION")" >>"$RESULTS"
+  done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- memory ------------------------------------------------------------------------------------
+kill "$PID_shim" "$PID_shim_cached" "$PID_ngx" 2>/dev/null || true
+start shim-mem "$SHIM_BIN" serve --config "$WORK/shim-mem.toml"
+wait_port "$MEM_PORT"
+sleep 1
+log "memory: idle, then $HOLD idle keep-alive connections"
+MEM=$(python3 "$HERE/hold_conns.py" "$MEM_PORT" "$API_PATH" "$HOLD" "$PID_shim_mem" | grep '^RSS')
+
+echo
+echo "## oauth-shim load bench ($(date -u +%Y-%m-%dT%H:%MZ))"
+echo
+machine
+echo "- load average before / after the runs: $LOAD_BEFORE / $LOAD_AFTER"
+echo
+python3 "$HERE/report.py" "$RESULTS" "$CLK_TCK" "$MEM"
+echo
+echo "Memory (VmRSS of oauth-shim, header_read_timeout raised to 60s for this probe): $MEM"
