@@ -10,7 +10,8 @@
 #   direct      wrk -> upstream nginx                       (the physical limit)
 #   nginx       wrk -> nginx proxy_pass (keepalive pool) -> upstream   (the peer)
 #   shim-pass   wrk -> oauth-shim pass-through -> upstream
-#   shim-token  wrk -> oauth-shim legacy GET /oauth/access_token, refresh cache off -> upstream
+#   shim-token  wrk -> oauth-shim legacy GET /oauth/access_token, refresh cache off and a new
+#               refresh token per request (so nothing coalesces) -> upstream
 #   shim-cached the same with the refresh cache on (30 s TTL)
 # The load tool runs on LOAD_CPU, every server on SERVER_CPU (taskset). Prints a markdown table.
 set -euo pipefail
@@ -225,10 +226,11 @@ machine() {
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 run_one() { # target duration -> one TSV line
-  local t=$1 d=$2 p0 p1 u0 u1 out line
+  local t=$1 d=$2 p0 p1 u0 u1 out line unique
   p0=-; [ -n "${PROXY[$t]}" ] && p0=$(ticks ${PROXY[$t]})
   u0=$(ticks $UP_WORKERS)
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${d}s" --timeout 2s -s "$HERE/report.lua" "${URL[$t]}")
+  unique=0; [ "$t" = shim-token ] && unique=1
+  out=$(UNIQUE_TOKENS=$unique taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${d}s" --timeout 2s -s "$HERE/report.lua" "${URL[$t]}")
   u1=$(ticks $UP_WORKERS)
   p1=-; [ -n "${PROXY[$t]}" ] && p1=$(ticks ${PROXY[$t]})
   line=$(grep '^RESULT' <<<"$out")
