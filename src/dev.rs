@@ -124,7 +124,7 @@ curl -s -H "Authorization: Bearer $AT" '{p}/G2W/rest/v2/organizers/1/webinars'; 
 curl -s '{p}/oauth/access_token?grant_type=refresh_token&refresh_token=x&client_id=retired-client'; echo
 
 # 6. Who still speaks legacy, and how (also: curl -s {admin}/migration, {admin}/metrics)
-oauth-shim report --admin {admin}
+{exe} report --admin {admin}
 
 # 7. Flip {DEMO_CLIENT} to deny by editing the config, then repeat call 1: it is now refused
 sed -i.bak 's/^mode = "rewrite"/mode = "deny"/' '{config}'
@@ -133,5 +133,7 @@ Stop with Ctrl-C.
 "#,
         standin = standin.api_base(),
         user = DEMO_USER.replace('@', "%40"),
+        // The running binary itself, so the command works under `cargo run` too.
+        exe = std::env::current_exe().map_or_else(|_| "oauth-shim".into(), |p| p.display().to_string()),
     )
 }

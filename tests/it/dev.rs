@@ -50,7 +50,7 @@ async fn dev_starts_and_its_printed_commands_work() {
 
     // The walkthrough's second half: the report shows the call, and editing the printed config
     // file to put the client in deny mode takes effect without a restart.
-    let report = lines.iter().find(|l| l.starts_with("oauth-shim report --admin ")).unwrap();
+    let report = lines.iter().find(|l| l.contains("oauth-shim report --admin ")).unwrap();
     let admin = report.rsplit(' ').next().unwrap();
     let out =
         Command::new(env!("CARGO_BIN_EXE_oauth-shim")).args(["report", "--admin", admin]).output().unwrap();
