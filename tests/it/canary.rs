@@ -15,10 +15,9 @@ const FAKE_REFRESH: &str = "canary-refresh-token-5b6a";
 const FAKE_CODE: &str = "canary-code-c0de";
 const BEARER: &str = "canary-bearer-token-aa11";
 
-#[tokio::test]
-async fn no_secret_token_code_or_password_in_logs_or_errors() {
-    let logs = captured_logs();
-    let standin = Standin::start(
+/// The stand-in both canary tests use: client `canary` with the canary secret and user.
+async fn canary_standin() -> Standin {
+    Standin::start(
         StandinConfig {
             clients: vec![StandinClient {
                 id: "canary".into(),
@@ -31,7 +30,13 @@ async fn no_secret_token_code_or_password_in_logs_or_errors() {
         "127.0.0.1:0".parse().unwrap(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn no_secret_token_code_or_password_in_logs_or_errors() {
+    let logs = captured_logs();
+    let standin = canary_standin().await;
     let mut config = shim_config(&standin, "");
     config.clients[0].id = "canary".into();
     config.clients[0].secret = Some(oauth_shim::oauth::Secret::new(CLIENT_SECRET));
@@ -43,14 +48,10 @@ async fn no_secret_token_code_or_password_in_logs_or_errors() {
     let mut answers = String::new();
 
     // Success paths: password, code, refresh (tokens issued by the upstream are canaries too).
-    let ok: Value = http()
-        .get(format!("{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ok: Value = get_json(format!(
+        "{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary"
+    ))
+    .await;
     seen.push(ok["access_token"].as_str().unwrap().into());
     let rt = ok["refresh_token"].as_str().unwrap().to_owned();
     seen.push(rt.clone());
@@ -152,20 +153,7 @@ async fn json_logs_at_trace_hold_no_secret_across_ops_paths() {
         false,
     ));
 
-    let standin = Standin::start(
-        StandinConfig {
-            clients: vec![StandinClient {
-                id: "canary".into(),
-                secret: CLIENT_SECRET.into(),
-                allow_password_grant: true,
-            }],
-            users: vec![(USER.into(), PASSWORD.into())],
-            ..StandinConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let standin = canary_standin().await;
     let dir = std::env::temp_dir().join(format!("oauth-shim-canary-json-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("shim.toml");
@@ -186,14 +174,10 @@ async fn json_logs_at_trace_hold_no_secret_across_ops_paths() {
     let mut seen: Vec<String> = Vec::new();
     let mut answers = String::new();
 
-    let ok: Value = http()
-        .get(format!("{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ok: Value = get_json(format!(
+        "{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary"
+    ))
+    .await;
     let at = ok["access_token"].as_str().unwrap().to_owned();
     let rt = ok["refresh_token"].as_str().unwrap().to_owned();
     seen.extend([at.clone(), rt.clone()]);

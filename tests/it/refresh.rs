@@ -14,14 +14,10 @@ fn refresh_url(h: &Harness, client: &str, rt: &str) -> String {
 /// A fresh grant's refresh token, obtained through the shim.
 async fn grant(h: &Harness) -> String {
     let code = h.standin.issue_code(ID, None);
-    let body: Value = http()
-        .get(h.url(&format!("/oauth/access_token?grant_type=authorization_code&code={code}&client_id={ID}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(
+        h.url(&format!("/oauth/access_token?grant_type=authorization_code&code={code}&client_id={ID}")),
+    )
+    .await;
     body["refresh_token"].as_str().unwrap().to_owned()
 }
 
@@ -79,7 +75,7 @@ async fn first_caller_hanging_up_cancels_nothing() {
     let others: Vec<_> = (0..5)
         .map(|_| {
             let url = url.clone();
-            tokio::spawn(async move { http().get(url).send().await.unwrap().json::<Value>().await.unwrap() })
+            tokio::spawn(async move { get_json(url).await })
         })
         .collect();
     first.abort(); // the first caller hangs up mid-flight
@@ -124,7 +120,7 @@ async fn another_client_never_gets_a_cached_answer_for_the_same_token() {
     };
     let h = Harness::start(standin, "[[clients]]\nid = \"client-b\"\nsecret = \"secret-b\"\n").await;
     let rt = grant(&h).await;
-    let a: Value = http().get(refresh_url(&h, ID, &rt)).send().await.unwrap().json().await.unwrap();
+    let a: Value = get_json(refresh_url(&h, ID, &rt)).await;
     assert!(a["access_token"].is_string());
     h.standin.clear_requests();
 
@@ -146,16 +142,16 @@ async fn cached_expires_in_counts_down_and_the_entry_expires() {
     let h = Harness::start(standin_config(), "[refresh_cache]\nttl = \"2500ms\"\n").await;
     let rt = grant(&h).await;
     h.standin.clear_requests();
-    let first: Value = http().get(refresh_url(&h, ID, &rt)).send().await.unwrap().json().await.unwrap();
+    let first: Value = get_json(refresh_url(&h, ID, &rt)).await;
     assert_eq!(first["expires_in"], "3600");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let cached: Value = http().get(refresh_url(&h, ID, &rt)).send().await.unwrap().json().await.unwrap();
+    let cached: Value = get_json(refresh_url(&h, ID, &rt)).await;
     assert_eq!(h.standin.token_calls(), 1, "served from the cache");
     assert_eq!(cached["access_token"], first["access_token"]);
     let remaining: u64 = cached["expires_in"].as_str().unwrap().parse().unwrap();
     assert!(remaining < 3600, "remaining lifetime, not the original: {remaining}");
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    let fresh: Value = http().get(refresh_url(&h, ID, &rt)).send().await.unwrap().json().await.unwrap();
+    let fresh: Value = get_json(refresh_url(&h, ID, &rt)).await;
     assert_eq!(h.standin.token_calls(), 2, "the entry expired after the ttl");
     assert_ne!(fresh["access_token"], first["access_token"]);
     assert_eq!(fresh["expires_in"], "3600");
@@ -185,14 +181,11 @@ async fn rotating_upstream_two_workers_same_token_grant_survives() {
     let h = Harness::start(standin, "").await;
     let rt = grant(&h).await;
     let url = refresh_url(&h, ID, &rt);
-    let (a, b) = tokio::join!(
-        async { http().get(&url).send().await.unwrap().json::<Value>().await.unwrap() },
-        async { http().get(&url).send().await.unwrap().json::<Value>().await.unwrap() },
-    );
+    let (a, b) = tokio::join!(async { get_json(&url).await }, async { get_json(&url).await },);
     assert_eq!(a, b);
     assert_ne!(a["refresh_token"], rt.as_str(), "the upstream rotated the refresh token");
     // A third worker a moment later with the same (now retired) token is answered from the cache.
-    let c: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    let c: Value = get_json(&url).await;
     assert_eq!(c["access_token"], a["access_token"]);
     assert_eq!(h.standin.revoked_grants(), 0);
     assert!(h.standin.is_access_token_valid(a["access_token"].as_str().unwrap()));

@@ -92,14 +92,10 @@ async fn shim_for(port: u16, ca_pem: Option<&str>) -> Harness {
 async fn token_call_and_pass_through_over_tls_with_h2() {
     let (port, pem, seen) = tls_upstream(true).await;
     let h = shim_for(port, Some(&pem)).await;
-    let body: serde_json::Value = http()
-        .get(h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token=x&client_id={ID}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = get_json(
+        h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token=x&client_id={ID}")),
+    )
+    .await;
     assert_eq!(body["access_token"], "tls-at");
     assert_eq!(body["expires_in"], "3600");
     let resp = http().get(h.url("/G2W/rest/v2/organizers/1/webinars")).send().await.unwrap();
