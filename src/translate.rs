@@ -98,6 +98,8 @@ pub struct V2Token {
     refresh_token: Option<Secret>,
     expires_in: Option<u64>,
     token_type: Option<Value>,
+    /// The fields the legacy answer carries, in fixed slots ([`LEGACY_FIELDS`] order).
+    legacy: [Option<Value>; LEGACY_FIELDS.len()],
     /// Every other field, in the upstream's order.
     rest: Map<String, Value>,
 }
@@ -114,6 +116,7 @@ impl<'de> Deserialize<'de> for V2Token {
             RefreshToken,
             ExpiresIn,
             TokenType,
+            Legacy(usize),
             Other(String),
         }
         impl<'de> Deserialize<'de> for Key {
@@ -130,7 +133,10 @@ impl<'de> Deserialize<'de> for V2Token {
                             "refresh_token" => Key::RefreshToken,
                             "expires_in" => Key::ExpiresIn,
                             "token_type" => Key::TokenType,
-                            other => Key::Other(other.to_owned()),
+                            other => match LEGACY_FIELDS.iter().position(|f| *f == other) {
+                                Some(i) => Key::Legacy(i),
+                                None => Key::Other(other.to_owned()),
+                            },
                         })
                     }
                 }
@@ -153,6 +159,7 @@ impl<'de> Deserialize<'de> for V2Token {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<V2Token, A::Error> {
                 let (mut access_token, mut refresh_token, mut expires_in, mut token_type) =
                     (None, None, None, None);
+                let mut legacy: [Option<Value>; LEGACY_FIELDS.len()] = Default::default();
                 let mut rest = Map::new();
                 let mut seen = [false; 4];
                 let mut once = |i: usize, name: &'static str| {
@@ -180,13 +187,15 @@ impl<'de> Deserialize<'de> for V2Token {
                             once(3, "token_type")?;
                             token_type = map.next_value::<Option<Value>>()?;
                         }
+                        // A repeated name keeps its last value, as a map insert would.
+                        Key::Legacy(i) => legacy[i] = Some(map.next_value::<Value>()?),
                         Key::Other(name) => {
                             rest.insert(name, map.next_value::<Value>()?);
                         }
                     }
                 }
                 let access_token = access_token.ok_or_else(|| A::Error::missing_field("access_token"))?;
-                Ok(V2Token { access_token, refresh_token, expires_in, token_type, rest })
+                Ok(V2Token { access_token, refresh_token, expires_in, token_type, legacy, rest })
             }
         }
         d.deserialize_map(TokenVisitor)
@@ -270,8 +279,8 @@ impl V2Token {
         if let Some(refresh) = self.refresh_token.as_ref().or(sent_refresh_token) {
             field(&mut out, "refresh_token", &refresh.expose());
         }
-        for name in LEGACY_FIELDS {
-            if let Some(v) = self.rest.get(name) {
+        for (name, v) in LEGACY_FIELDS.iter().zip(&self.legacy) {
+            if let Some(v) = v {
                 field(&mut out, name, v);
             }
         }
@@ -282,7 +291,8 @@ impl V2Token {
                 field(&mut out, "token_type", t);
             }
             for (name, v) in &self.rest {
-                if !LEGACY_FIELDS.contains(&name.as_str()) && name != "version" && name != "platform" {
+                // The legacy fields are never in `rest`.
+                if name != "version" && name != "platform" {
                     field(&mut out, name, v);
                 }
             }
