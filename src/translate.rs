@@ -1,6 +1,7 @@
 //! Pure legacy <-> v2 mapping, no I/O: a legacy token call becomes a v2 form body (SPEC §2 point
 //! 4), and a v2 token answer becomes the legacy JSON shape (point 5).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -91,13 +92,18 @@ pub fn to_v2(params: &LegacyParams, client: &ClientConfig) -> Result<V2Request, 
     })
 }
 
-/// A successful v2 token answer, parsed. Tokens stay inside [`Secret`]s.
+/// A successful v2 token answer, parsed. Tokens stay inside [`Secret`]s. Cheap to clone: a
+/// refresh answer is cloned for every caller it is served to (cache replays included).
 #[derive(Clone)]
-pub struct V2Token {
+pub struct V2Token(Arc<Fields>);
+
+struct Fields {
     access_token: Secret,
     refresh_token: Option<Secret>,
     expires_in: Option<u64>,
     token_type: Option<Value>,
+    /// The fields the legacy answer carries, in fixed slots ([`LEGACY_FIELDS`] order).
+    legacy: [Option<Value>; LEGACY_FIELDS.len()],
     /// Every other field, in the upstream's order.
     rest: Map<String, Value>,
 }
@@ -114,6 +120,7 @@ impl<'de> Deserialize<'de> for V2Token {
             RefreshToken,
             ExpiresIn,
             TokenType,
+            Legacy(usize),
             Other(String),
         }
         impl<'de> Deserialize<'de> for Key {
@@ -130,7 +137,10 @@ impl<'de> Deserialize<'de> for V2Token {
                             "refresh_token" => Key::RefreshToken,
                             "expires_in" => Key::ExpiresIn,
                             "token_type" => Key::TokenType,
-                            other => Key::Other(other.to_owned()),
+                            other => match LEGACY_FIELDS.iter().position(|f| *f == other) {
+                                Some(i) => Key::Legacy(i),
+                                None => Key::Other(other.to_owned()),
+                            },
                         })
                     }
                 }
@@ -153,6 +163,7 @@ impl<'de> Deserialize<'de> for V2Token {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<V2Token, A::Error> {
                 let (mut access_token, mut refresh_token, mut expires_in, mut token_type) =
                     (None, None, None, None);
+                let mut legacy: [Option<Value>; LEGACY_FIELDS.len()] = Default::default();
                 let mut rest = Map::new();
                 let mut seen = [false; 4];
                 let mut once = |i: usize, name: &'static str| {
@@ -180,13 +191,22 @@ impl<'de> Deserialize<'de> for V2Token {
                             once(3, "token_type")?;
                             token_type = map.next_value::<Option<Value>>()?;
                         }
+                        // A repeated name keeps its last value, as a map insert would.
+                        Key::Legacy(i) => legacy[i] = Some(map.next_value::<Value>()?),
                         Key::Other(name) => {
                             rest.insert(name, map.next_value::<Value>()?);
                         }
                     }
                 }
                 let access_token = access_token.ok_or_else(|| A::Error::missing_field("access_token"))?;
-                Ok(V2Token { access_token, refresh_token, expires_in, token_type, rest })
+                Ok(V2Token(Arc::new(Fields {
+                    access_token,
+                    refresh_token,
+                    expires_in,
+                    token_type,
+                    legacy,
+                    rest,
+                })))
             }
         }
         d.deserialize_map(TokenVisitor)
@@ -195,7 +215,7 @@ impl<'de> Deserialize<'de> for V2Token {
 
 impl std::fmt::Debug for V2Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("V2Token").field("expires_in", &self.expires_in).finish_non_exhaustive()
+        f.debug_struct("V2Token").field("expires_in", &self.0.expires_in).finish_non_exhaustive()
     }
 }
 
@@ -224,7 +244,7 @@ impl V2Token {
     /// Parse an upstream 2xx body; anything without a non-empty string `access_token` is garbage.
     pub fn parse(body: &[u8]) -> Result<Self, ShimError> {
         let token: Self = serde_json::from_slice(body).map_err(|_| ShimError::upstream_garbage())?;
-        if token.access_token.is_empty() {
+        if token.0.access_token.is_empty() {
             return Err(ShimError::upstream_garbage());
         }
         Ok(token)
@@ -232,11 +252,11 @@ impl V2Token {
 
     /// The token's own lifetime, if the upstream stated one.
     pub fn lifetime(&self) -> Option<Duration> {
-        self.expires_in.map(Duration::from_secs)
+        self.0.expires_in.map(Duration::from_secs)
     }
 
     pub fn access_token(&self) -> &Secret {
-        &self.access_token
+        &self.0.access_token
     }
 
     /// Render the legacy JSON answer.
@@ -262,27 +282,28 @@ impl V2Token {
             out.push(b':');
             value.write(out);
         };
-        field(&mut out, "access_token", &self.access_token.expose());
-        if let Some(expires) = self.expires_in {
+        field(&mut out, "access_token", &self.0.access_token.expose());
+        if let Some(expires) = self.0.expires_in {
             let remaining = expires.saturating_sub(age.as_secs());
             field(&mut out, "expires_in", &remaining.to_string().as_str());
         }
-        if let Some(refresh) = self.refresh_token.as_ref().or(sent_refresh_token) {
+        if let Some(refresh) = self.0.refresh_token.as_ref().or(sent_refresh_token) {
             field(&mut out, "refresh_token", &refresh.expose());
         }
-        for name in LEGACY_FIELDS {
-            if let Some(v) = self.rest.get(name) {
+        for (name, v) in LEGACY_FIELDS.iter().zip(&self.0.legacy) {
+            if let Some(v) = v {
                 field(&mut out, name, v);
             }
         }
         field(&mut out, "platform", &legacy.platform.as_str());
         field(&mut out, "version", &legacy.version.as_str());
         if legacy.keep_extra_fields {
-            if let Some(t) = &self.token_type {
+            if let Some(t) = &self.0.token_type {
                 field(&mut out, "token_type", t);
             }
-            for (name, v) in &self.rest {
-                if !LEGACY_FIELDS.contains(&name.as_str()) && name != "version" && name != "platform" {
+            for (name, v) in &self.0.rest {
+                // The legacy fields are never in `rest`.
+                if name != "version" && name != "platform" {
                     field(&mut out, name, v);
                 }
             }

@@ -3,6 +3,9 @@
 //! cache counters; config reloads. Client labels are bounded: only configured client ids appear,
 //! every other id folds into `unknown`.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -38,12 +41,42 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 12))
 }
 
+/// FNV-1a: the handle caches below are keyed by short, bounded strings (configured client ids),
+/// where SipHash's setup dominates the lookup.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A request counter's labels other than the client, all from fixed sets.
+type Slot = (&'static str, &'static str, &'static str);
+
+/// Request counter handles already resolved in `requests`, by client label, then by
+/// (route, outcome, status class): a request increments its counter without building an owned
+/// label set or hashing it into the family. Bounded like the labels themselves.
+type RequestHandles = RwLock<HashMap<Box<str>, Vec<(Slot, Counter)>, BuildHasherDefault<Fnv>>>;
+
 /// The process's metrics. Cheap to clone (every metric is shared behind an `Arc`).
 #[derive(Clone)]
 pub struct Metrics {
     registry: std::sync::Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
+    request_handles: Arc<RequestHandles>,
     upstream: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    /// The `token` and `pass` histograms, resolved on first use.
+    upstream_handles: Arc<[OnceLock<Histogram>; 2]>,
     in_flight: Gauge,
     connections: Gauge,
     reloads: Family<ReloadLabels, Counter>,
@@ -95,7 +128,9 @@ impl Metrics {
         Self {
             registry: std::sync::Arc::new(r),
             requests,
+            request_handles: Arc::default(),
             upstream,
+            upstream_handles: Arc::default(),
             in_flight,
             connections,
             reloads,
@@ -114,14 +149,35 @@ impl Metrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        self.requests
-            .get_or_create(&RequestLabels { route, client: client.to_owned(), outcome, status_class })
-            .inc();
+        let slot = (route, outcome, status_class);
+        {
+            let map = self.request_handles.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, counter)) = map.get(client).and_then(|h| h.iter().find(|(s, _)| *s == slot)) {
+                counter.inc();
+                return;
+            }
+        }
+        let mut map = self.request_handles.write().unwrap_or_else(PoisonError::into_inner);
+        let handles = map.entry(client.into()).or_default();
+        if let Some((_, counter)) = handles.iter().find(|(s, _)| *s == slot) {
+            counter.inc();
+            return;
+        }
+        let labels = RequestLabels { route, client: client.to_owned(), outcome, status_class };
+        let counter = self.requests.get_or_create(&labels).clone();
+        counter.inc();
+        handles.push((slot, counter));
     }
 
     /// Record how long an upstream call took; `call` is `token` or `pass`.
     pub fn upstream_latency(&self, call: &'static str, took: Duration) {
-        self.upstream.get_or_create(&UpstreamLabels { call }).observe(took.as_secs_f64());
+        let seconds = took.as_secs_f64();
+        let slot = match call {
+            "token" => &self.upstream_handles[0],
+            "pass" => &self.upstream_handles[1],
+            _ => return self.upstream.get_or_create(&UpstreamLabels { call }).observe(seconds),
+        };
+        slot.get_or_init(|| self.upstream.get_or_create(&UpstreamLabels { call }).clone()).observe(seconds);
     }
 
     /// Hold the returned guard while a request is handled.
