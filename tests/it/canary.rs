@@ -101,16 +101,10 @@ async fn no_secret_token_code_or_password_in_logs_or_errors() {
         format!(r#"{{"error":"invalid_grant","error_description":"{PASSWORD} {CLIENT_SECRET}"}}"#),
     )));
     answers.push_str(
-        &http()
-            .get(format!(
-                "{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        &get_text(format!(
+            "{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary"
+        ))
+        .await,
     );
 
     let text = logs.text();
@@ -225,19 +219,13 @@ async fn json_logs_at_trace_hold_no_secret_across_ops_paths() {
     answers.push_str(&http().post(admin("/reload")).send().await.unwrap().text().await.unwrap());
     std::fs::write(&path, file("deny", "")).unwrap();
     answers.push_str(&http().post(admin("/reload")).send().await.unwrap().text().await.unwrap());
-    answers.push_str(&http().get(admin("/migration")).send().await.unwrap().text().await.unwrap());
-    answers.push_str(&http().get(admin("/metrics")).send().await.unwrap().text().await.unwrap());
+    answers.push_str(&get_text(admin("/migration")).await);
+    answers.push_str(&get_text(admin("/metrics")).await);
     answers.push_str(
-        &http()
-            .get(format!(
-                "{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        &get_text(format!(
+            "{token_url}?grant_type=password&user_id={user}&password={PASSWORD}&client_id=canary"
+        ))
+        .await,
     );
 
     let text = capture.text();

@@ -66,8 +66,8 @@ impl Harness {
 }
 
 /// A validated config pointing at `standin`; `extra_toml` is merged over the defaults (use it to
-/// change keys); its `[[clients]]` are appended to the default one. The default client is [`ID`] in rewrite mode with the
-/// password grant allowed.
+/// change keys), and its `[[clients]]` are appended to the default client: [`ID`] in rewrite
+/// mode with the password grant allowed.
 pub fn shim_config(standin: &Standin, extra_toml: &str) -> Config {
     let base = format!(
         r#"
@@ -221,4 +221,9 @@ pub fn proc_memory_kib(pid: u32) -> (u64, u64) {
 /// GET `url` and parse the answer as JSON (whatever its status).
 pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
     http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// GET `url` and return the answer's body as text (whatever its status).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
 }
