@@ -9,6 +9,7 @@
 //!     [`refresh`]), and [`translate`] renders the legacy answer;
 //!   - `/oauth/authorize` → [`authorize`]: a redirect to the configured v2 authorize URL;
 //!   - everything else → [`forward`]: streamed pass-through to the API base.
+//! - Both upstream calls go through [`upstream`], the connection pool.
 //! - Every failure becomes a response in [`error`], and only there.
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
@@ -34,3 +35,4 @@ pub mod standin;
 pub mod telemetry;
 pub mod token;
 pub mod translate;
+pub mod upstream;

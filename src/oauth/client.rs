@@ -6,17 +6,15 @@ use std::time::Duration;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::{self, Body};
+use crate::body;
 use crate::config::UpstreamConfig;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::oauth::Secret;
 use crate::translate::V2Token;
 
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+pub use crate::upstream::Upstream as HttpClient;
 
 /// What a token call produced, with the upstream status for logs and metrics.
 pub struct TokenOutcome {
@@ -53,12 +51,7 @@ pub fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(cfg.pool_idle_timeout)
-        .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(https)
+    HttpClient::new(https, cfg.pool_idle_timeout, cfg.pool_max_idle_per_host)
 }
 
 /// POST the v2 form to the token URL with the client's Basic header. One attempt: nothing is

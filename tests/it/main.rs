@@ -10,6 +10,7 @@ mod dev;
 mod front_door;
 mod ops;
 mod passthrough;
+mod pool;
 mod properties;
 mod refresh;
 mod standin;
