@@ -221,7 +221,12 @@ impl Inner {
 
 impl Hosts {
     fn entry(&mut self, scheme: &Scheme, authority: &Authority) -> &mut Host {
-        let i = match self.list.iter().position(|h| h.authority == *authority && h.scheme == *scheme) {
+        // Byte equality first: the URIs come from config, so the same host is spelled the same
+        // way and the case-insensitive `Authority` comparison rarely has to run.
+        let same = |h: &Host| {
+            (h.authority.as_str() == authority.as_str() || h.authority == *authority) && h.scheme == *scheme
+        };
+        let i = match self.list.iter().position(same) {
             Some(i) => i,
             None => {
                 self.list.push(Host::new(scheme, authority));
