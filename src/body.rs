@@ -35,3 +35,78 @@ pub async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, ReadError
     }
     Ok(buf.freeze())
 }
+
+/// A streamed body that fails when it makes no progress for `idle`: a pass-through upstream (or
+/// client) that stops sending in the middle of a body would otherwise hold the connection on
+/// both sides for good. The timer is only armed when the inner body has nothing ready, so a
+/// body that arrives with its head (the common small answer) never touches it; each frame
+/// restarts the clock.
+pub struct StallGuard<B> {
+    inner: B,
+    idle: std::time::Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// A frame arrived since the timer was last armed.
+    progressed: bool,
+}
+
+impl<B> StallGuard<B> {
+    pub fn new(inner: B, idle: std::time::Duration) -> Self {
+        Self { inner, idle, sleep: None, progressed: false }
+    }
+}
+
+/// The error a [`StallGuard`] ends a body with.
+#[derive(Debug, thiserror::Error)]
+#[error("body made no progress within {0:?}")]
+pub struct Stalled(std::time::Duration);
+
+impl<B> http_body::Body for StallGuard<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.progressed = true;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                let sleep = match &mut this.sleep {
+                    Some(sleep) => {
+                        if std::mem::take(&mut this.progressed) {
+                            sleep.as_mut().reset(deadline);
+                        }
+                        sleep
+                    }
+                    None => {
+                        this.progressed = false;
+                        this.sleep.insert(Box::pin(tokio::time::sleep_until(deadline)))
+                    }
+                };
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Stalled(this.idle).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

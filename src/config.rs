@@ -113,6 +113,9 @@ pub struct UpstreamConfig {
     pub request_timeout: Duration,
     /// Largest token response read from the upstream; larger is treated as garbage (502).
     pub max_response_bytes: usize,
+    /// A pass-through body, either way, that makes no progress for this long is cut off.
+    #[serde(with = "humantime_serde")]
+    pub body_stall_timeout: Duration,
     /// Idle pooled upstream connections are closed after this time.
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
@@ -161,6 +164,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             max_response_bytes: 256 * 1024,
+            body_stall_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
             ca_file: None,
@@ -407,6 +411,7 @@ impl Config {
             ("server.idle_timeout", s.idle_timeout),
             ("upstream.connect_timeout", self.upstream.connect_timeout),
             ("upstream.request_timeout", self.upstream.request_timeout),
+            ("upstream.body_stall_timeout", self.upstream.body_stall_timeout),
             ("reload.watch_interval", self.reload.watch_interval),
         ] {
             if value.is_zero() {

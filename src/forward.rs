@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use crate::app::{Outcome, Runtime};
-use crate::body::{Body, BoxError};
+use crate::body::{Body, StallGuard};
 use crate::error::ShimError;
 use crate::oauth::HttpClient;
 
@@ -161,6 +162,9 @@ async fn send(
     h.insert(header::HOST, rt.api_base.host.clone());
     append_forwarded(h, peer);
 
+    let stall = rt.config.upstream.body_stall_timeout;
+    // A bodiless request (most API calls) skips the guard and its allocation.
+    let body = if body.is_end_stream() { body } else { StallGuard::new(body, stall).boxed() };
     let upstream = client.request(Request::from_parts(parts, body));
     let resp = match tokio::time::timeout(rt.config.upstream.request_timeout, upstream).await {
         Ok(Ok(resp)) => resp,
@@ -173,7 +177,7 @@ async fn send(
     outcome.upstream_status = Some(resp.status());
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(|e| -> BoxError { e.into() }).boxed()))
+    Ok(Response::from_parts(parts, StallGuard::new(body, stall).boxed()))
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -383,3 +383,61 @@ async fn large_bodies_stream_with_bounded_memory() {
     );
     shim.terminate_and_wait().await;
 }
+
+/// A raw upstream that answers every connection with a 100-byte `Content-Length` head, sends
+/// `sent` bytes of the body in `chunks` pieces 100 ms apart, then holds the connection open.
+async fn trickling_upstream(sent: usize, chunks: usize) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n").await;
+                for _ in 0..chunks {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = s.write_all(&vec![b'x'; sent / chunks]).await;
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_body_that_stalls_is_cut_off() {
+    let up = trickling_upstream(10, 1).await;
+    let toml = format!("[upstream]\napi_base = \"http://{up}\"\nbody_stall_timeout = \"300ms\"\n");
+    let h = Harness::start(standin_config(), &toml).await;
+    let resp = http().get(h.url("/G2W/rest/stall")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Bounded (the upstream holds for 30 s): the body ends in an error, not a hang.
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.bytes()).await.expect("no hang");
+    assert!(body.is_err(), "a truncated body is an error for the client");
+}
+
+#[tokio::test]
+async fn a_slow_body_that_keeps_moving_is_not_cut_off() {
+    // 100 bytes in 10 pieces, 100 ms apart: ~1 s in all, each gap well inside the 2 s limit.
+    let up = trickling_upstream(100, 10).await;
+    let toml = format!("[upstream]\napi_base = \"http://{up}\"\nbody_stall_timeout = \"2s\"\n");
+    let h = Harness::start(standin_config(), &toml).await;
+    let resp = http().get(h.url("/G2W/rest/slow")).send().await.unwrap();
+    assert_eq!(resp.bytes().await.unwrap().len(), 100);
+}
+
+#[tokio::test]
+async fn a_client_body_that_stalls_is_cut_off() {
+    let echo = Echo::start().await;
+    let h = harness(&echo, "body_stall_timeout = \"300ms\"\n").await;
+    // 10 of 100 announced bytes, then nothing; `raw_exchange` gives up after 10 s.
+    let raw = raw_exchange(
+        h.proxy_addr(),
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\n0123456789",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 502, "{raw}");
+}
