@@ -37,7 +37,7 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// A keep-alive connection with no request in flight is closed after this time (HTTP/1.1 and
-    /// HTTP/2). hyper also times an HTTP/1.1 connection's wait for its next request with
+    /// HTTP/2). An HTTP/1.1 connection's wait for its next request is also limited by
     /// `header_read_timeout`, so idle HTTP/1.1 connections close after the smaller of the two.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,

@@ -2,11 +2,11 @@
 //! graceful drain) and the admin port. The only module that touches sockets.
 //!
 //! Per connection, the protocol is chosen by peeking for the HTTP/2 preface (nothing is consumed,
-//! so hyper's HTTP/1 read buffer stays at its initial size). hyper enforces the HTTP/1
-//! header-read timeout and the head-size limit (431/414); a watchdog here adds what hyper lacks:
-//! a deadline for the *first* request (HTTP/2 has no header timer), and the idle keep-alive
-//! timeout for both protocols. "Idle" means no request in flight, counted from when
-//! the last response body finished.
+//! so hyper's HTTP/1 read buffer stays at its initial size). hyper enforces the head-size limit
+//! (431/414). A watchdog per connection enforces the time limits with no timer per request: a
+//! deadline for the *first* request, the HTTP/1 header-read timeout between requests, and the
+//! idle keep-alive timeout for both protocols. "Idle" means no request in flight, counted from
+//! when the last response body finished.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -102,10 +102,12 @@ struct Protocols {
 impl Protocols {
     fn new(cfg: &ServerConfig) -> Self {
         let mut h1 = http1::Builder::new();
-        // Without a timer hyper's header_read_timeout is silently off. The read buffer may not
-        // grow past max_buf_size while a head is incomplete: larger heads get 431.
+        // hyper's own header_read_timeout is off: it allocates, arms and drops a timer for every
+        // request. The watchdog enforces the same limit per connection (see `Conn::run`). The
+        // read buffer may not grow past max_buf_size while a head is incomplete: larger heads
+        // get 431.
         h1.timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(cfg.max_header_bytes)
             .keep_alive(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
@@ -224,18 +226,29 @@ impl Conn {
             fut
         });
         let first = self.first_request_timeout;
-        let conn: Pin<Box<dyn Served>> = match sniff_h2(&stream, first).await {
+        let (conn, idle, h1): (Pin<Box<dyn Served>>, _, _) = match sniff_h2(&stream, first).await {
             // Nothing (or not even a preface) within the first-request deadline: close.
             None => return,
-            Some(false) => Box::pin(self.protocols.h1.serve_connection(TokioIo::new(stream), svc)),
-            Some(true) => Box::pin(self.protocols.h2.serve_connection(TokioIo::new(stream), svc)),
+            // HTTP/1.1 between requests: the next head must be complete within
+            // header_read_timeout (a slow head and an idle connection look the same from here,
+            // and hyper's own header timer would close both), so the smaller limit applies.
+            Some(false) => (
+                Box::pin(self.protocols.h1.serve_connection(TokioIo::new(stream), svc)),
+                self.idle_timeout.min(first),
+                true,
+            ),
+            Some(true) => (
+                Box::pin(self.protocols.h2.serve_connection(TokioIo::new(stream), svc)),
+                self.idle_timeout,
+                false,
+            ),
         };
-        self.drive(conn, &activity).await;
+        self.drive(conn, &activity, idle, h1).await;
     }
 
     /// Run a connection until it ends, closing it gracefully on drain or when idle.
-    async fn drive(&mut self, mut conn: Pin<Box<dyn Served>>, activity: &Activity) {
-        let idle = idle_expired(activity, self.first_request_timeout, self.idle_timeout);
+    async fn drive(&mut self, mut conn: Pin<Box<dyn Served>>, activity: &Activity, idle: Duration, h1: bool) {
+        let idle = idle_expired(activity, self.first_request_timeout, idle);
         let mut idle = std::pin::pin!(idle);
         let mut closing = false;
         loop {
@@ -252,6 +265,12 @@ impl Conn {
                 }
                 _ = &mut idle, if !closing => {
                     tracing::debug!("closing idle connection");
+                    // Nothing is in flight. HTTP/1.1 is simply closed: a head that is still
+                    // arriving is too slow, and hyper's graceful shutdown would wait for it on
+                    // a connection that has not finished a request yet. HTTP/2 gets a GOAWAY.
+                    if h1 {
+                        break;
+                    }
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }

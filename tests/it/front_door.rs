@@ -218,6 +218,19 @@ async fn slow_clients_are_cut_off_by_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn a_slow_second_request_on_a_kept_alive_connection_is_cut_off() {
+    let echo = Echo::start().await;
+    let h = harness(&echo, "[server]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"60s\"\n").await;
+    let mut s = TcpStream::connect(h.proxy_addr()).await.unwrap();
+    s.write_all(b"GET /api/first HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut s).await.map(|r| r.0), Some(200));
+    // The next head starts, then stalls: header_read_timeout applies, not the 60 s idle limit.
+    s.write_all(b"GET /api/second HTTP/1.1\r\nHost: x\r\nX-Partial: ").await.unwrap();
+    assert!(closed_without_answer(&mut s).await, "slow second head cut off");
+    assert_eq!(echo.seen().len(), 1);
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connections_close_but_busy_ones_do_not() {
     let echo = Echo::start().await;
     let h = harness(&echo, "[server]\nheader_read_timeout = \"30s\"\nidle_timeout = \"300ms\"\n").await;
