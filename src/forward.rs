@@ -89,32 +89,32 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests carry none, and most responses only `Connection: keep-alive`: one pass over
-    // the names finds which fixed ones are present, and only those are removed (hashed).
+    // One pass over the headers finds which fixed ones are present, and whether `Connection`
+    // names anything beyond `keep-alive`/`close` (it rarely does: most responses carry only
+    // `Connection: keep-alive`). Only what is present is then removed (hashed).
     let mut present = [false; HOP_BY_HOP.len() + 1];
     let mut any = false;
-    for name in headers.keys() {
+    let mut names_others = false;
+    for (name, value) in headers.iter() {
         if let Some(i) = hop_index(name) {
             present[i] = true;
             any = true;
+            if i == 0 {
+                names_others |= connection_options(value)
+                    .any(|o| !o.eq_ignore_ascii_case("keep-alive") && !o.eq_ignore_ascii_case("close"));
+            }
         }
     }
     if !any {
         return;
     }
     // Headers the `Connection` options name (RFC 9110 §7.6.1), matched against the names
-    // present (stored lowercase) instead of parsing each option into a `HeaderName`. Usually
-    // empty: `keep-alive` is in the fixed set and `close` names no header.
+    // present (stored lowercase) instead of parsing each option into a `HeaderName`.
     let mut named: Vec<HeaderName> = Vec::new();
-    for option in headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
-    {
-        named.extend(headers.keys().filter(|k| k.as_str().eq_ignore_ascii_case(option)).cloned());
+    if names_others {
+        for option in headers.get_all(header::CONNECTION).iter().flat_map(connection_options) {
+            named.extend(headers.keys().filter(|k| k.as_str().eq_ignore_ascii_case(option)).cloned());
+        }
     }
     for (name, _) in HOP_BY_HOP.iter().chain([&header::UPGRADE]).zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
@@ -122,6 +122,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &named {
         headers.remove(name);
     }
+}
+
+/// The comma-separated options of one `Connection` value, trimmed, empty ones skipped.
+fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value.to_str().unwrap_or_default().split(',').map(str::trim).filter(|o| !o.is_empty())
 }
 
 /// Forward `req` to the API base and stream the answer back.
