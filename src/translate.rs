@@ -57,7 +57,7 @@ pub fn to_v2(params: &LegacyParams, client: &ClientConfig) -> Result<V2Request, 
         Some("password") => Grant::Password,
         Some(_) => return Err(ShimError::unsupported_grant_type("grant_type is not supported")),
     };
-    let mut form = form_urlencoded::Serializer::new(String::with_capacity(128));
+    let mut form = Form(String::with_capacity(128));
     form.append_pair("grant_type", grant.as_str());
     match grant {
         Grant::AuthorizationCode => {
@@ -87,9 +87,25 @@ pub fn to_v2(params: &LegacyParams, client: &ClientConfig) -> Result<V2Request, 
     }
     Ok(V2Request {
         grant,
-        form: Secret::new(form.finish()),
+        form: Secret::new(form.0),
         refresh_token: if grant == Grant::RefreshToken { params.refresh_token.clone() } else { None },
     })
+}
+
+/// An `application/x-www-form-urlencoded` body, written as `form_urlencoded::Serializer` writes
+/// it; the names are this module's own and need no encoding, so only values go through the encoder.
+struct Form(String);
+
+impl Form {
+    fn append_pair(&mut self, name: &'static str, value: &str) {
+        debug_assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        if !self.0.is_empty() {
+            self.0.push('&');
+        }
+        self.0.push_str(name);
+        self.0.push('=');
+        self.0.extend(form_urlencoded::byte_serialize(value.as_bytes()));
+    }
 }
 
 /// A successful v2 token answer, parsed. Tokens stay inside [`Secret`]s. Cheap to clone: a
