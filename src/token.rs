@@ -115,13 +115,18 @@ async fn run(
         let metrics = shared.ops.metrics.clone();
         let served = shared
             .refresh
-            .get_or_refresh(&client.id, sent.expose(), move || async move {
-                let started = std::time::Instant::now();
-                let result = token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream)
-                    .await
-                    .result;
-                metrics.upstream_latency("token", started.elapsed());
-                result
+            // Boxed: the upstream call's future is large, and the spawned task (and every move of
+            // it on the way into the runtime) would otherwise carry all of it inline.
+            .get_or_refresh(&client.id, sent.expose(), move || {
+                Box::pin(async move {
+                    let started = std::time::Instant::now();
+                    let result =
+                        token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream)
+                            .await
+                            .result;
+                    metrics.upstream_latency("token", started.elapsed());
+                    result
+                })
             })
             .await?;
         outcome.detail = Some(served.source.as_str());
