@@ -282,7 +282,10 @@ const LEGACY_FIELDS: [&str; 6] =
 impl V2Token {
     /// Parse an upstream 2xx body; anything without a non-empty string `access_token` is garbage.
     pub fn parse(body: &[u8]) -> Result<Self, ShimError> {
-        let token: Self = serde_json::from_slice(body).map_err(|_| ShimError::upstream_garbage())?;
+        // One UTF-8 check of the whole body instead of one per string: every string in it is
+        // parsed (none skipped), so `from_slice` accepted exactly the bodies that pass this.
+        let body = std::str::from_utf8(body).map_err(|_| ShimError::upstream_garbage())?;
+        let token: Self = serde_json::from_str(body).map_err(|_| ShimError::upstream_garbage())?;
         if token.0.access_token.is_empty() {
             return Err(ShimError::upstream_garbage());
         }
@@ -604,6 +607,7 @@ mod tests {
             br#"{"access_token":"a","refresh_token":5}"#,
             br#"{"access_token":""}"#,
             br#"{"access_token":"a","expires_in":true}"#,
+            b"{\"access_token\":\"a\",\"email\":\"\xff\"}",
             b"[]",
         ] {
             assert_eq!(V2Token::parse(body).unwrap_err().status, http::StatusCode::BAD_GATEWAY);
