@@ -199,13 +199,35 @@ pub fn collect(
 /// The known parameters of an `application/x-www-form-urlencoded` string, split and decoded as
 /// `form_urlencoded::parse` does. An empty value is `None` (absent), without allocating.
 fn form_pairs(input: &[u8]) -> impl Iterator<Item = (Slot, Option<String>)> + '_ {
-    input.split(|b| *b == b'&').filter(|pair| !pair.is_empty()).filter_map(|pair| {
-        let (name, value) = match pair.iter().position(|b| *b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &[][..]),
-        };
-        let slot = if is_plain(name) { Slot::of_bytes(name) } else { Slot::of(&form_decode(name)) }?;
-        Some((slot, (!value.is_empty()).then(|| form_decode(value).into_owned())))
+    let mut rest = input;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            // One pass over the pair: where it ends, its first `=`, and whether its name and its
+            // value need decoding.
+            let (mut end, mut eq, mut plain) = (rest.len(), None, [true; 2]);
+            for (i, b) in rest.iter().enumerate() {
+                match b {
+                    b'&' => {
+                        end = i;
+                        break;
+                    }
+                    b'=' if eq.is_none() => eq = Some(i),
+                    b'+' | b'%' => plain[usize::from(eq.is_some())] = false,
+                    _ => {}
+                }
+            }
+            let pair = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or_default();
+            let (name, value) = match eq {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            let slot = if plain[0] { Slot::of_bytes(name) } else { Slot::of(&decode(name, false)) };
+            if let Some(slot) = slot {
+                return Some((slot, (!value.is_empty()).then(|| decode(value, plain[1]).into_owned())));
+            }
+        }
+        None
     })
 }
 
@@ -215,9 +237,14 @@ fn is_plain(part: &[u8]) -> bool {
 }
 
 /// `+` is a space, then percent-decoding, then UTF-8 with replacement characters (as
-/// `form_urlencoded::parse`); borrowed for plain UTF-8.
+/// `form_urlencoded::parse`).
 fn form_decode(part: &[u8]) -> std::borrow::Cow<'_, str> {
-    if is_plain(part) {
+    decode(part, is_plain(part))
+}
+
+/// [`form_decode`] for a part already known to be plain or not; borrowed for plain UTF-8.
+fn decode(part: &[u8], plain: bool) -> std::borrow::Cow<'_, str> {
+    if plain {
         return String::from_utf8_lossy(part);
     }
     let plus: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
