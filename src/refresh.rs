@@ -35,6 +35,7 @@ use std::{
     collections::HashMap,
     fmt,
     future::Future,
+    hash::{BuildHasherDefault, Hasher},
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -112,6 +113,30 @@ pub struct RefreshStats {
 /// HMAC-SHA256 of the length-prefixed client id and the refresh token.
 type Key = [u8; 32];
 
+/// Hashes a [`Key`] by its first eight bytes. Keys are HMAC outputs under a per-process random
+/// secret, so they are already uniform and unpredictable to callers: SipHash over all 32 bytes
+/// added no protection, only work on every lookup.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(32) ^ u64::from_ne_bytes(word);
+    }
+
+    /// The length prefix of a fixed-size key carries nothing.
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type KeyHash = BuildHasherDefault<KeyHasher>;
+
 /// A successful upstream answer and when it arrived.
 struct Stored<V> {
     value: V,
@@ -145,8 +170,8 @@ struct Inner<V: Refreshed, E: RefreshFailure> {
     mac: Hmac<Sha256>,
     ttl: Duration,
     max_entries: u64,
-    cache: Cache<Key, Arc<Stored<V>>>,
-    in_flight: Mutex<HashMap<Key, Flight<V, E>>>,
+    cache: Cache<Key, Arc<Stored<V>>, KeyHash>,
+    in_flight: Mutex<HashMap<Key, Flight<V, E>, KeyHash>>,
     next_flight_id: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -230,7 +255,7 @@ impl<V: Refreshed, E: RefreshFailure> Drop for FlightGuard<V, E> {
 }
 
 impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
-    fn lock_in_flight(&self) -> MutexGuard<'_, HashMap<Key, Flight<V, E>>> {
+    fn lock_in_flight(&self) -> MutexGuard<'_, HashMap<Key, Flight<V, E>, KeyHash>> {
         // No code panics while holding this lock, but never turn poisoning into a panic.
         self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -335,7 +360,10 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
         let mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
 
         let capacity = if ttl.is_zero() { 0 } else { max_entries };
-        let cache = Cache::builder().max_capacity(capacity).expire_after(RefreshExpiry { ttl }).build();
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(RefreshExpiry { ttl })
+            .build_with_hasher(KeyHash::default());
 
         Self {
             inner: Arc::new(Inner {
@@ -343,7 +371,7 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
                 ttl,
                 max_entries,
                 cache,
-                in_flight: Mutex::new(HashMap::new()),
+                in_flight: Mutex::new(HashMap::default()),
                 next_flight_id: AtomicU64::new(0),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),

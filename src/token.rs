@@ -108,20 +108,27 @@ async fn run(
     let legacy_cfg = &rt.config.legacy;
 
     if v2.grant == Grant::RefreshToken {
-        let sent = v2.refresh_token.clone().unwrap_or_default();
-        let http = shared.client.clone();
-        let rt_owned = Arc::clone(rt);
-        let form = v2.form;
-        let metrics = shared.ops.metrics.clone();
+        let translate::V2Request { form, refresh_token, .. } = v2;
+        let sent = refresh_token.unwrap_or_default();
         let served = shared
             .refresh
-            .get_or_refresh(&client.id, sent.expose(), move || async move {
-                let started = std::time::Instant::now();
-                let result = token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream)
-                    .await
-                    .result;
-                metrics.upstream_latency("token", started.elapsed());
-                result
+            // Only the caller that starts the upstream call runs this, so cache hits and joined
+            // callers clone nothing for it. Boxed: the upstream call's future is large, and the
+            // spawned task (and every move of it on the way into the runtime) would otherwise
+            // carry all of it inline.
+            .get_or_refresh(&client.id, sent.expose(), || {
+                let http = shared.client.clone();
+                let rt_owned = Arc::clone(rt);
+                let metrics = shared.ops.metrics.clone();
+                Box::pin(async move {
+                    let started = std::time::Instant::now();
+                    let result =
+                        token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream)
+                            .await
+                            .result;
+                    metrics.upstream_latency("token", started.elapsed());
+                    result
+                })
             })
             .await?;
         outcome.detail = Some(served.source.as_str());

@@ -57,7 +57,7 @@ pub fn to_v2(params: &LegacyParams, client: &ClientConfig) -> Result<V2Request, 
         Some("password") => Grant::Password,
         Some(_) => return Err(ShimError::unsupported_grant_type("grant_type is not supported")),
     };
-    let mut form = form_urlencoded::Serializer::new(String::with_capacity(128));
+    let mut form = Form(String::with_capacity(128));
     form.append_pair("grant_type", grant.as_str());
     match grant {
         Grant::AuthorizationCode => {
@@ -87,9 +87,25 @@ pub fn to_v2(params: &LegacyParams, client: &ClientConfig) -> Result<V2Request, 
     }
     Ok(V2Request {
         grant,
-        form: Secret::new(form.finish()),
+        form: Secret::new(form.0),
         refresh_token: if grant == Grant::RefreshToken { params.refresh_token.clone() } else { None },
     })
+}
+
+/// An `application/x-www-form-urlencoded` body, written as `form_urlencoded::Serializer` writes
+/// it; the names are this module's own and need no encoding, so only values go through the encoder.
+struct Form(String);
+
+impl Form {
+    fn append_pair(&mut self, name: &'static str, value: &str) {
+        debug_assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        if !self.0.is_empty() {
+            self.0.push('&');
+        }
+        self.0.push_str(name);
+        self.0.push('=');
+        self.0.extend(form_urlencoded::byte_serialize(value.as_bytes()));
+    }
 }
 
 /// A successful v2 token answer, parsed. Tokens stay inside [`Secret`]s. Cheap to clone: a
@@ -97,14 +113,21 @@ pub fn to_v2(params: &LegacyParams, client: &ClientConfig) -> Result<V2Request, 
 #[derive(Clone)]
 pub struct V2Token(Arc<Fields>);
 
+/// A byte range of [`Fields::json`].
+type Span = std::ops::Range<usize>;
+
 struct Fields {
     access_token: Secret,
     refresh_token: Option<Secret>,
     expires_in: Option<u64>,
-    token_type: Option<Value>,
+    /// The values of `token_type` and the legacy fields, written as JSON once at parse time (they
+    /// are not secrets) so that rendering, for every caller and cache replay, only copies them.
+    json: Vec<u8>,
+    token_type: Option<Span>,
     /// The fields the legacy answer carries, in fixed slots ([`LEGACY_FIELDS`] order).
-    legacy: [Option<Value>; LEGACY_FIELDS.len()],
-    /// Every other field, in the upstream's order.
+    legacy: [Option<Span>; LEGACY_FIELDS.len()],
+    /// Every other field, in the upstream's order, except `version` and `platform` (the legacy
+    /// answer always writes its own).
     rest: Map<String, Value>,
 }
 
@@ -121,6 +144,8 @@ impl<'de> Deserialize<'de> for V2Token {
             ExpiresIn,
             TokenType,
             Legacy(usize),
+            /// `version` or `platform`: never rendered from the upstream's answer.
+            Shadowed,
             Other(String),
         }
         impl<'de> Deserialize<'de> for Key {
@@ -137,6 +162,7 @@ impl<'de> Deserialize<'de> for V2Token {
                             "refresh_token" => Key::RefreshToken,
                             "expires_in" => Key::ExpiresIn,
                             "token_type" => Key::TokenType,
+                            "version" | "platform" => Key::Shadowed,
                             other => match LEGACY_FIELDS.iter().position(|f| *f == other) {
                                 Some(i) => Key::Legacy(i),
                                 None => Key::Other(other.to_owned()),
@@ -163,7 +189,8 @@ impl<'de> Deserialize<'de> for V2Token {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<V2Token, A::Error> {
                 let (mut access_token, mut refresh_token, mut expires_in, mut token_type) =
                     (None, None, None, None);
-                let mut legacy: [Option<Value>; LEGACY_FIELDS.len()] = Default::default();
+                let mut json = Vec::with_capacity(128);
+                let mut legacy: [Option<Span>; LEGACY_FIELDS.len()] = Default::default();
                 let mut rest = Map::new();
                 let mut seen = [false; 4];
                 let mut once = |i: usize, name: &'static str| {
@@ -174,6 +201,7 @@ impl<'de> Deserialize<'de> for V2Token {
                     }
                 };
                 while let Some(key) = map.next_key::<Key>()? {
+                    let start = json.len();
                     match key {
                         Key::AccessToken => {
                             once(0, "access_token")?;
@@ -189,10 +217,20 @@ impl<'de> Deserialize<'de> for V2Token {
                         }
                         Key::TokenType => {
                             once(3, "token_type")?;
-                            token_type = map.next_value::<Option<Value>>()?;
+                            if map.next_value_seed(json::RenderOption(&mut json))? {
+                                token_type = Some(start..json.len());
+                            }
                         }
                         // A repeated name keeps its last value, as a map insert would.
-                        Key::Legacy(i) => legacy[i] = Some(map.next_value::<Value>()?),
+                        Key::Legacy(i) => {
+                            map.next_value_seed(json::Render(&mut json))?;
+                            legacy[i] = Some(start..json.len());
+                        }
+                        // Read as strictly as any other value, then dropped.
+                        Key::Shadowed => {
+                            map.next_value_seed(json::Render(&mut json))?;
+                            json.truncate(start);
+                        }
                         Key::Other(name) => {
                             rest.insert(name, map.next_value::<Value>()?);
                         }
@@ -203,6 +241,7 @@ impl<'de> Deserialize<'de> for V2Token {
                     access_token,
                     refresh_token,
                     expires_in,
+                    json,
                     token_type,
                     legacy,
                     rest,
@@ -243,7 +282,10 @@ const LEGACY_FIELDS: [&str; 6] =
 impl V2Token {
     /// Parse an upstream 2xx body; anything without a non-empty string `access_token` is garbage.
     pub fn parse(body: &[u8]) -> Result<Self, ShimError> {
-        let token: Self = serde_json::from_slice(body).map_err(|_| ShimError::upstream_garbage())?;
+        // One UTF-8 check of the whole body instead of one per string: every string in it is
+        // parsed (none skipped), so `from_slice` accepted exactly the bodies that pass this.
+        let body = std::str::from_utf8(body).map_err(|_| ShimError::upstream_garbage())?;
+        let token: Self = serde_json::from_str(body).map_err(|_| ShimError::upstream_garbage())?;
         if token.0.access_token.is_empty() {
             return Err(ShimError::upstream_garbage());
         }
@@ -270,42 +312,40 @@ impl V2Token {
         sent_refresh_token: Option<&Secret>,
         legacy: &LegacyConfig,
     ) -> Vec<u8> {
+        let f = &*self.0;
         let mut out = Vec::with_capacity(512);
-        out.push(b'{');
-        let mut first = true;
-        let mut field = |out: &mut Vec<u8>, name: &str, value: &dyn erased::Json| {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            erased::write_str(out, name);
-            out.push(b':');
-            value.write(out);
-        };
-        field(&mut out, "access_token", &self.0.access_token.expose());
-        if let Some(expires) = self.0.expires_in {
-            let remaining = expires.saturating_sub(age.as_secs());
-            field(&mut out, "expires_in", &remaining.to_string().as_str());
+        // `access_token` always comes first; every later field starts with a comma.
+        out.extend_from_slice(b"{\"access_token\":");
+        json::write_str(&mut out, f.access_token.expose());
+        if let Some(expires) = f.expires_in {
+            json::key(&mut out, "expires_in");
+            out.push(b'"');
+            json::write_u64(&mut out, expires.saturating_sub(age.as_secs()));
+            out.push(b'"');
         }
-        if let Some(refresh) = self.0.refresh_token.as_ref().or(sent_refresh_token) {
-            field(&mut out, "refresh_token", &refresh.expose());
+        if let Some(refresh) = f.refresh_token.as_ref().or(sent_refresh_token) {
+            json::key(&mut out, "refresh_token");
+            json::write_str(&mut out, refresh.expose());
         }
-        for (name, v) in LEGACY_FIELDS.iter().zip(&self.0.legacy) {
-            if let Some(v) = v {
-                field(&mut out, name, v);
+        for (name, span) in LEGACY_FIELDS.iter().zip(&f.legacy) {
+            if let Some(span) = span {
+                json::key(&mut out, name);
+                out.extend_from_slice(&f.json[span.clone()]);
             }
         }
-        field(&mut out, "platform", &legacy.platform.as_str());
-        field(&mut out, "version", &legacy.version.as_str());
+        json::key(&mut out, "platform");
+        json::write_str(&mut out, &legacy.platform);
+        json::key(&mut out, "version");
+        json::write_str(&mut out, &legacy.version);
         if legacy.keep_extra_fields {
-            if let Some(t) = &self.0.token_type {
-                field(&mut out, "token_type", t);
+            if let Some(span) = &f.token_type {
+                json::key(&mut out, "token_type");
+                out.extend_from_slice(&f.json[span.clone()]);
             }
-            for (name, v) in &self.0.rest {
-                // The legacy fields are never in `rest`.
-                if name != "version" && name != "platform" {
-                    field(&mut out, name, v);
-                }
+            for (name, v) in &f.rest {
+                json::name(&mut out, name);
+                // Writing a Value into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut out, v);
             }
         }
         out.push(b'}');
@@ -313,29 +353,141 @@ impl V2Token {
     }
 }
 
-/// Small JSON writer so rendering needs no intermediate `Value` tree.
-mod erased {
+/// Small JSON writer so rendering needs no intermediate `Value` tree. It writes exactly what
+/// `serde_json` writes for the same values.
+mod json {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use serde_json::Value;
 
-    pub trait Json {
-        fn write(&self, out: &mut Vec<u8>);
+    /// `,"name":` for a name that needs no escaping (the names this module writes itself).
+    pub fn key(out: &mut Vec<u8>, name: &'static str) {
+        debug_assert!(!needs_escape(name));
+        out.reserve(name.len() + 4);
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
     }
 
-    impl Json for &str {
-        fn write(&self, out: &mut Vec<u8>) {
-            write_str(out, self);
-        }
+    /// `,"name":` for any name.
+    pub fn name(out: &mut Vec<u8>, name: &str) {
+        out.push(b',');
+        write_str(out, name);
+        out.push(b':');
     }
 
-    impl Json for Value {
-        fn write(&self, out: &mut Vec<u8>) {
-            // Writing a Value into a Vec cannot fail.
-            let _ = serde_json::to_writer(out, self);
-        }
+    /// Whether `serde_json` escapes anything in `s`. Checks every byte without stopping early,
+    /// which the compiler turns into a few wide compares for typical lengths.
+    fn needs_escape(s: &str) -> bool {
+        s.bytes().fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\'))
     }
 
     pub fn write_str(out: &mut Vec<u8>, s: &str) {
-        let _ = serde_json::to_writer(out, s);
+        // Most strings need no escaping; copy those without going through serde_json's writer.
+        if !needs_escape(s) {
+            out.reserve(s.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        } else {
+            let _ = serde_json::to_writer(out, s);
+        }
+    }
+
+    pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[i..]);
+    }
+
+    /// Deserializes any JSON value by writing it to the buffer, as `serde_json` would write the
+    /// `Value` it deserializes to, without building one for scalars.
+    pub struct Render<'a>(pub &'a mut Vec<u8>);
+
+    impl<'de> DeserializeSeed<'de> for Render<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Render<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+            self.0.extend_from_slice(if v { b"true" } else { b"false" });
+            Ok(())
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+            let _ = serde_json::to_writer(self.0, &Value::from(v));
+            Ok(())
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+            write_u64(self.0, v);
+            Ok(())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+            // `Value::from(f64)` is `null` for non-finite numbers.
+            let _ = serde_json::to_writer(self.0, &Value::from(v));
+            Ok(())
+        }
+        fn visit_str<E>(self, v: &str) -> Result<(), E> {
+            write_str(self.0, v);
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            self.0.extend_from_slice(b"null");
+            Ok(())
+        }
+        // Arrays and objects are rare here: build the `Value` (an object's repeated keys keep
+        // their first place and last value) and write that.
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+            let v: Value =
+                serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+            let _ = serde_json::to_writer(self.0, &v);
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+            let v: Value =
+                serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            let _ = serde_json::to_writer(self.0, &v);
+            Ok(())
+        }
+    }
+
+    /// As [`Render`], for a value where `null` means absent: true if a value was written.
+    pub struct RenderOption<'a>(pub &'a mut Vec<u8>);
+
+    impl<'de> DeserializeSeed<'de> for RenderOption<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_option(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for RenderOption<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_none<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            Render(self.0).deserialize(d).map(|()| true)
+        }
     }
 }
 
@@ -455,6 +607,7 @@ mod tests {
             br#"{"access_token":"a","refresh_token":5}"#,
             br#"{"access_token":""}"#,
             br#"{"access_token":"a","expires_in":true}"#,
+            b"{\"access_token\":\"a\",\"email\":\"\xff\"}",
             b"[]",
         ] {
             assert_eq!(V2Token::parse(body).unwrap_err().status, http::StatusCode::BAD_GATEWAY);

@@ -55,18 +55,22 @@ const SLOTS: usize = 11;
 
 impl Slot {
     fn of(name: &str) -> Option<Self> {
+        Self::of_bytes(name.as_bytes())
+    }
+
+    fn of_bytes(name: &[u8]) -> Option<Self> {
         Some(match name {
-            "grant_type" => Self::GrantType,
-            "client_id" => Self::ClientId,
-            "client_secret" => Self::ClientSecret,
-            "code" => Self::Code,
-            "refresh_token" => Self::RefreshToken,
-            "user_id" => Self::UserId,
-            "username" => Self::Username,
-            "password" => Self::Password,
-            "redirect_uri" => Self::RedirectUri,
-            "scope" => Self::Scope,
-            "code_verifier" => Self::CodeVerifier,
+            b"grant_type" => Self::GrantType,
+            b"client_id" => Self::ClientId,
+            b"client_secret" => Self::ClientSecret,
+            b"code" => Self::Code,
+            b"refresh_token" => Self::RefreshToken,
+            b"user_id" => Self::UserId,
+            b"username" => Self::Username,
+            b"password" => Self::Password,
+            b"redirect_uri" => Self::RedirectUri,
+            b"scope" => Self::Scope,
+            b"code_verifier" => Self::CodeVerifier,
             _ => return None,
         })
     }
@@ -97,13 +101,9 @@ struct Collector {
 impl Collector {
     /// Add one source's pairs. Within a source a name may appear once; across sources the
     /// values must agree. Empty values count as absent.
-    fn add_source<'a>(
-        &mut self,
-        pairs: impl Iterator<Item = (&'a str, Option<String>)>,
-    ) -> Result<(), ShimError> {
+    fn add_source(&mut self, pairs: impl Iterator<Item = (Slot, Option<String>)>) -> Result<(), ShimError> {
         let mut seen = [false; SLOTS];
-        for (name, value) in pairs {
-            let Some(slot) = Slot::of(name) else { continue };
+        for (slot, value) in pairs {
             let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
             let i = slot as usize;
             if std::mem::replace(&mut seen[i], true) {
@@ -153,7 +153,7 @@ pub fn collect(
         BodyKind::Form => c.add_source(form_pairs(body))?,
         BodyKind::Json => {
             let pairs = json_pairs(body)?;
-            c.add_source(pairs.iter().map(|(k, v)| (k.as_str(), v.clone())))?;
+            c.add_source(pairs.into_iter().filter_map(|(k, v)| Some((Slot::of(&k)?, v))))?;
         }
     }
     let mut basic_auth = false;
@@ -161,7 +161,7 @@ pub fn collect(
         && let Some((id, secret)) = parse_basic(header)?
     {
         basic_auth = true;
-        c.add_source([("client_id", Some(id)), ("client_secret", Some(secret))].into_iter()).map_err(
+        c.add_source([(Slot::ClientId, Some(id)), (Slot::ClientSecret, Some(secret))].into_iter()).map_err(
             |_| {
                 ShimError::invalid_client(
                     "client credentials in the Authorization header and parameters differ",
@@ -196,11 +196,59 @@ pub fn collect(
     Ok((params, kind))
 }
 
-fn form_pairs(input: &[u8]) -> impl Iterator<Item = (&'static str, Option<String>)> + '_ {
-    form_urlencoded::parse(input).filter_map(|(k, v)| {
-        let slot = Slot::of(&k)?;
-        Some((slot.name(), Some(v.into_owned())))
+/// The known parameters of an `application/x-www-form-urlencoded` string, split and decoded as
+/// `form_urlencoded::parse` does. An empty value is `None` (absent), without allocating.
+fn form_pairs(input: &[u8]) -> impl Iterator<Item = (Slot, Option<String>)> + '_ {
+    let mut rest = input;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            // One pass over the pair: where it ends, its first `=`, and whether its name and its
+            // value need decoding.
+            let (mut end, mut eq, mut plain) = (rest.len(), None, [true; 2]);
+            for (i, b) in rest.iter().enumerate() {
+                match b {
+                    b'&' => {
+                        end = i;
+                        break;
+                    }
+                    b'=' if eq.is_none() => eq = Some(i),
+                    b'+' | b'%' => plain[usize::from(eq.is_some())] = false,
+                    _ => {}
+                }
+            }
+            let pair = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or_default();
+            let (name, value) = match eq {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            let slot = if plain[0] { Slot::of_bytes(name) } else { Slot::of(&decode(name, false)) };
+            if let Some(slot) = slot {
+                return Some((slot, (!value.is_empty()).then(|| decode(value, plain[1]).into_owned())));
+            }
+        }
+        None
     })
+}
+
+/// No `+` or `%`: form decoding leaves the bytes as they are.
+fn is_plain(part: &[u8]) -> bool {
+    !part.iter().any(|b| *b == b'+' || *b == b'%')
+}
+
+/// `+` is a space, then percent-decoding, then UTF-8 with replacement characters (as
+/// `form_urlencoded::parse`).
+fn form_decode(part: &[u8]) -> std::borrow::Cow<'_, str> {
+    decode(part, is_plain(part))
+}
+
+/// [`form_decode`] for a part already known to be plain or not; borrowed for plain UTF-8.
+fn decode(part: &[u8], plain: bool) -> std::borrow::Cow<'_, str> {
+    if plain {
+        return String::from_utf8_lossy(part);
+    }
+    let plus: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    percent_encoding::percent_decode(&plus).decode_utf8_lossy().into_owned().into()
 }
 
 /// Decide how to read the body from its `Content-Type` (sniffing only when the header is absent).
@@ -276,10 +324,7 @@ fn parse_basic(header: &[u8]) -> Result<Option<(String, String)>, ShimError> {
         .decode(header[scheme_end..].trim_ascii())
         .map_err(|_| bad())?;
     let colon = decoded.iter().position(|b| *b == b':').ok_or_else(bad)?;
-    let decode = |part: &[u8]| -> String {
-        let plus: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
-        percent_encoding::percent_decode(&plus).decode_utf8_lossy().into_owned()
-    };
+    let decode = |part: &[u8]| form_decode(part).into_owned();
     Ok(Some((decode(&decoded[..colon]), decode(&decoded[colon + 1..]))))
 }
 
