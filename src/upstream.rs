@@ -146,7 +146,8 @@ impl Upstream {
             self.inner.set_h2(uri, tx.clone());
             Ok(Tx::H2(tx))
         } else {
-            let (tx, conn) = http1::Builder::new().handshake::<_, Body>(io).await?;
+            // One buffer per message, as on the server side (`server.rs`).
+            let (tx, conn) = http1::Builder::new().writev(false).handshake::<_, Body>(io).await?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "upstream HTTP/1 connection ended");
