@@ -156,8 +156,8 @@ EOF
 }
 shim_conf "$SHIM_PORT" 0s 10s >"$WORK/shim.toml"
 shim_conf "$CACHED_PORT" 30s 10s >"$WORK/shim-cached.toml"
-# The memory probe holds idle keep-alive connections for a few seconds; hyper's header read
-# timeout (10 s by default) also closes idle HTTP/1 keep-alive connections, so raise it there.
+# The memory probe holds idle keep-alive connections for a few seconds; the header read timeout
+# (10 s by default) also closes idle HTTP/1 keep-alive connections, so raise it there.
 shim_conf "$MEM_PORT" 0s 60s >"$WORK/shim-mem.toml"
 
 start() { # name, command...
