@@ -22,8 +22,8 @@ pub struct Base {
     authority: Authority,
     /// Without a trailing slash; empty for a bare host.
     prefix: String,
-    /// The `Host` header for the upstream, computed once: what hyper-util's client would
-    /// otherwise format and allocate for every request (host, and the port unless default).
+    /// The `Host` header for the upstream, computed once (host, and the port unless default). It
+    /// replaces the client's `Host`; the pool would add the same value if none were set.
     host: HeaderValue,
 }
 
