@@ -2,6 +2,7 @@
 //! `GET /healthz` (process up) and `GET /readyz` (config loaded, not draining).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::app::App;
 use crate::body::{self, Body};
@@ -19,7 +20,10 @@ use crate::body::{self, Body};
 /// `/readyz` can report the drain.
 pub async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bool>) {
     let mut watching = true;
+    let slots = Arc::new(Semaphore::new(app.runtime().config.admin.max_connections));
     loop {
+        // A free slot first: over the limit, connections wait in the kernel's accept queue.
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
@@ -48,6 +52,7 @@ pub async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receive
                 .serve_connection(TokioIo::new(stream), svc);
             // Probes reconnect; an admin connection never outlives a minute.
             let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+            drop(permit);
         });
     }
 }

@@ -81,6 +81,9 @@ pub struct AdminConfig {
     /// Health/readiness listener, separate from the proxy port. Set `enabled = false` to turn off.
     pub listen: SocketAddr,
     pub enabled: bool,
+    /// Concurrent admin connections; further ones wait in the accept queue, so a flood of them
+    /// cannot starve the process (probes and scrapes need only a few).
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -96,7 +99,7 @@ impl ServerConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9901)), enabled: true }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9901)), enabled: true, max_connections: 64 }
     }
 }
 
@@ -396,6 +399,7 @@ impl Config {
         let s = &self.server;
         for (key, value) in [
             ("server.max_connections", s.max_connections),
+            ("admin.max_connections", self.admin.max_connections),
             ("server.max_uri_bytes", s.max_uri_bytes),
             ("upstream.max_response_bytes", self.upstream.max_response_bytes),
         ] {

@@ -276,6 +276,31 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
 }
 
 #[tokio::test]
+async fn admin_connections_over_the_limit_wait_for_a_free_slot() {
+    let echo = Echo::start().await;
+    let h = harness(&echo, "[admin]\nmax_connections = 1\n").await;
+    let admin = h.shim.admin_addr.unwrap();
+    let mut first = TcpStream::connect(admin).await.unwrap();
+    first.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut first).await.map(|r| r.0), Some(200));
+    let mut second = TcpStream::connect(admin).await.unwrap();
+    second.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 16];
+    let early = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+    assert!(early.is_err(), "second admin connection is not served while the first holds the only slot");
+    // The proxy port is not affected.
+    assert_eq!(
+        raw_status(
+            &raw_exchange(h.proxy_addr(), b"GET /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+        ),
+        200
+    );
+    drop(first);
+    assert_eq!(read_response(&mut second).await.map(|r| r.0), Some(200), "served once the slot frees");
+}
+
+#[tokio::test]
 async fn admin_port_is_separate() {
     let echo = Echo::start().await;
     let h = harness(&echo, "").await;
