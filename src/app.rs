@@ -129,7 +129,13 @@ impl App {
 
     /// Swap in a new validated config for new requests; in-flight ones finish on the old one.
     pub fn swap_runtime(&self, runtime: Runtime) {
-        self.shared.runtime.store(Arc::new(runtime));
+        let old = self.shared.runtime.swap(Arc::new(runtime));
+        let new = self.shared.runtime.load();
+        crate::oauth::reconfigure_http_client(
+            &self.shared.client,
+            &old.config.upstream,
+            &new.config.upstream,
+        );
     }
 
     pub fn set_draining(&self) {

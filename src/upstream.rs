@@ -33,17 +33,18 @@ pub struct Upstream {
 }
 
 struct Inner {
-    connector: Connector,
-    idle_timeout: Duration,
-    max_idle: usize,
+    /// Replaced by [`Upstream::reconfigure`]; cloned for each new connection.
+    connector: Mutex<Connector>,
     hosts: Mutex<Hosts>,
 }
 
-#[derive(Default)]
 struct Hosts {
     list: Vec<Host>,
     /// Whether the task that closes expired idle connections runs.
     sweeping: bool,
+    idle_timeout: Duration,
+    /// Idle connections kept per host; 0 keeps none.
+    max_idle: usize,
 }
 
 struct Host {
@@ -69,9 +70,33 @@ enum Tx {
 
 impl Upstream {
     pub fn new(connector: Connector, idle_timeout: Duration, max_idle: usize) -> Self {
+        let hosts = Hosts { list: Vec::new(), sweeping: false, idle_timeout, max_idle: 0 };
+        let upstream =
+            Self { inner: Arc::new(Inner { connector: Mutex::new(connector), hosts: Mutex::new(hosts) }) };
+        upstream.reconfigure(None, idle_timeout, max_idle);
+        upstream
+    }
+
+    /// Apply new limits (a config reload). A new connector (another connect timeout or CA set)
+    /// also closes the idle connections, so every later request connects under the new settings.
+    pub fn reconfigure(&self, connector: Option<Connector>, idle_timeout: Duration, max_idle: usize) {
+        let mut hosts = self.inner.hosts();
+        hosts.idle_timeout = idle_timeout;
         // A zero idle timeout means no connection is kept.
-        let max_idle = if idle_timeout.is_zero() { 0 } else { max_idle };
-        Self { inner: Arc::new(Inner { connector, idle_timeout, max_idle, hosts: Mutex::default() }) }
+        hosts.max_idle = if idle_timeout.is_zero() { 0 } else { max_idle };
+        let max = hosts.max_idle;
+        for host in &mut hosts.list {
+            // The oldest go first (most recently used are last).
+            let excess = host.idle.len().saturating_sub(max);
+            host.idle.drain(..excess);
+        }
+        if let Some(connector) = connector {
+            *self.inner.connector.lock().unwrap_or_else(|p| p.into_inner()) = connector;
+            for host in &mut hosts.list {
+                host.idle.clear();
+                host.h2 = None;
+            }
+        }
     }
 
     /// Send `req` (absolute URI) and return the response once its head has arrived. The body
@@ -131,7 +156,7 @@ impl Upstream {
 
     /// Open a new connection (TCP, then TLS for https) and start hyper's connection task.
     async fn connect(&self, uri: &Uri) -> Result<Tx, BoxError> {
-        let mut connector = self.inner.connector.clone();
+        let mut connector = self.inner.connector.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let io = connector.call(uri.clone()).await?;
         if io.connected().is_negotiated_h2() {
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
@@ -160,7 +185,7 @@ impl Upstream {
     /// Pool an HTTP/1 connection once it can take the next request: at once when the whole
     /// response has been read already (the common small answer), else when its body is done.
     fn give_back(&self, scheme: &Scheme, authority: &Authority, mut tx: http1::SendRequest<Body>) {
-        if self.inner.max_idle == 0 || tx.is_closed() {
+        if tx.is_closed() {
             return;
         }
         if tx.is_ready() {
@@ -182,7 +207,8 @@ impl Upstream {
 impl Inner {
     /// A ready pooled connection to the host, if any, and the host's `Host` header.
     fn checkout(&self, scheme: &Scheme, authority: &Authority) -> (Option<Tx>, HeaderValue) {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hosts = self.hosts();
+        let idle_timeout = hosts.idle_timeout;
         let host = hosts.entry(scheme, authority);
         if let Some(h2) = &host.h2 {
             if !h2.is_closed() {
@@ -192,7 +218,7 @@ impl Inner {
         }
         let now = Instant::now();
         while let Some(idle) = host.idle.pop() {
-            if idle.tx.is_ready() && now.duration_since(idle.since) < self.idle_timeout {
+            if idle.tx.is_ready() && now.duration_since(idle.since) < idle_timeout {
                 return (Some(Tx::H1(idle.tx)), host.host_header.clone());
             }
             // Closed by the upstream, or expired: dropping the sender closes the connection.
@@ -201,22 +227,27 @@ impl Inner {
     }
 
     fn put(self: &Arc<Self>, scheme: &Scheme, authority: &Authority, tx: http1::SendRequest<Body>) {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hosts = self.hosts();
+        let max_idle = hosts.max_idle;
         let host = hosts.entry(scheme, authority);
-        if host.idle.len() >= self.max_idle {
+        if host.idle.len() >= max_idle {
             return;
         }
         host.idle.push(Idle { tx, since: Instant::now() });
         if !hosts.sweeping {
             hosts.sweeping = true;
-            tokio::spawn(sweep(Arc::downgrade(self), self.idle_timeout));
+            tokio::spawn(sweep(Arc::downgrade(self)));
         }
     }
 
     fn set_h2(&self, uri: &Uri, tx: http2::SendRequest<Body>) {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else { return };
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hosts = self.hosts();
         hosts.entry(scheme, authority).h2 = Some(tx);
+    }
+
+    fn hosts(&self) -> std::sync::MutexGuard<'_, Hosts> {
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -270,13 +301,16 @@ fn origin_form(uri: &Uri) -> Uri {
 }
 
 /// Close idle connections older than the idle timeout, until the pool is dropped.
-async fn sweep(inner: Weak<Inner>, idle_timeout: Duration) {
-    let every = (idle_timeout / 2).max(Duration::from_millis(100));
+async fn sweep(inner: Weak<Inner>) {
+    let mut every = Duration::ZERO;
     loop {
         tokio::time::sleep(every).await;
         let Some(inner) = inner.upgrade() else { return };
         let now = Instant::now();
-        let mut hosts = inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hosts = inner.hosts();
+        // Read each round: a reload may change it.
+        let idle_timeout = hosts.idle_timeout;
+        every = (idle_timeout / 2).max(Duration::from_millis(100));
         for host in &mut hosts.list {
             host.idle.retain(|i| !i.tx.is_closed() && now.duration_since(i.since) < idle_timeout);
             if host.h2.as_ref().is_some_and(|h2| h2.is_closed()) {

@@ -25,6 +25,25 @@ pub struct TokenOutcome {
 /// Build the one pooled client used for token calls and pass-through. TLS is rustls with the
 /// webpki roots; HTTP/2 is negotiated by ALPN where the upstream offers it.
 pub fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
+    HttpClient::new(build_connector(cfg), cfg.pool_idle_timeout, cfg.pool_max_idle_per_host)
+}
+
+/// Apply a reloaded `[upstream]` to the pool: its limits, and a new connector (connect timeout,
+/// extra CA certificates) when those changed.
+pub fn reconfigure_http_client(client: &HttpClient, old: &UpstreamConfig, new: &UpstreamConfig) {
+    let connector_changed = old.connect_timeout != new.connect_timeout || old.ca_file != new.ca_file;
+    if !connector_changed
+        && old.pool_idle_timeout == new.pool_idle_timeout
+        && old.pool_max_idle_per_host == new.pool_max_idle_per_host
+    {
+        return;
+    }
+    let connector = connector_changed.then(|| build_connector(new));
+    client.reconfigure(connector, new.pool_idle_timeout, new.pool_max_idle_per_host);
+}
+
+/// TCP (with the connect timeout) and rustls for https, offering HTTP/2 and HTTP/1.1 by ALPN.
+fn build_connector(cfg: &UpstreamConfig) -> hyper_rustls::HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -45,13 +64,12 @@ pub fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
                 .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
                 .expect("TLS 1.3 is supported by ring")
         });
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
-    HttpClient::new(https, cfg.pool_idle_timeout, cfg.pool_max_idle_per_host)
+        .wrap_connector(http)
 }
 
 /// POST the v2 form to the token URL with the client's Basic header. One attempt: nothing is

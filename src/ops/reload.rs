@@ -145,11 +145,10 @@ pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadEr
     }
 }
 
-/// Keys read once at start-up: listeners and their limits, the upstream connection pool, the
-/// refresh cache's size and ttl, and logging.
+/// Keys read once at start-up: listeners and their limits, the refresh cache's size and ttl,
+/// and logging.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
-    let (ou, nu) = (&old.upstream, &new.upstream);
     [
         ("server.listen", o.listen != n.listen),
         ("server.header_read_timeout", o.header_read_timeout != n.header_read_timeout),
@@ -161,9 +160,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("admin.enabled", old.admin.enabled != new.admin.enabled),
         ("admin.max_connections", old.admin.max_connections != new.admin.max_connections),
-        ("upstream.connect_timeout", ou.connect_timeout != nu.connect_timeout),
-        ("upstream.pool_idle_timeout", ou.pool_idle_timeout != nu.pool_idle_timeout),
-        ("upstream.pool_max_idle_per_host", ou.pool_max_idle_per_host != nu.pool_max_idle_per_host),
         ("refresh_cache.ttl", old.refresh_cache.ttl != new.refresh_cache.ttl),
         ("refresh_cache.max_entries", old.refresh_cache.max_entries != new.refresh_cache.max_entries),
         ("log.level", old.log.level != new.log.level),

@@ -200,3 +200,48 @@ async fn token_calls_reuse_their_connection_too() {
     }
     assert_eq!(up.accepted(), 1, "10 token calls share one upstream connection");
 }
+
+#[tokio::test]
+async fn a_reload_applies_the_pool_limits() {
+    use oauth_shim::config::Config;
+    let up = CountingUpstream::start(Mode::KeepAlive).await;
+    let standin =
+        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("oauth-shim-pool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shim.toml");
+    let (token_url, authorize_url) = (standin.token_url(), standin.authorize_url());
+    let write = |max_idle: usize| {
+        let text = format!(
+            "[upstream]\ntoken_url = \"{token_url}\"\nauthorize_url = \"{authorize_url}\"\n\
+             api_base = \"http://{}\"\npool_max_idle_per_host = {max_idle}\n\
+             [[clients]]\nid = \"{ID}\"\nsecret = \"{SECRET}\"\n",
+            up.addr,
+        );
+        std::fs::write(&path, text).unwrap();
+    };
+    write(8);
+    let shim = Harness::with_config(standin, Config::load(&path).unwrap()).await;
+    shim.app.shared().ops.reload.set_source(path.clone());
+    let client = http();
+    for _ in 0..5 {
+        get_ok(&client, &shim.url("/G2W/rest/ping")).await;
+    }
+    assert_eq!(up.accepted(), 1);
+
+    // Keep no idle connection: the pooled one is closed, and every request connects anew.
+    write(0);
+    let status = oauth_shim::ops::reload::reload(&shim.app, "test").unwrap();
+    assert!(status.last_attempt.unwrap().restart_required.is_empty(), "applied, no restart needed");
+    for _ in 0..3 {
+        get_ok(&client, &shim.url("/G2W/rest/ping")).await;
+    }
+    assert_eq!(up.accepted(), 4);
+    for _ in 0..100 {
+        if up.open() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.open(), 0, "no upstream connection is kept open");
+}
