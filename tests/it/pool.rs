@@ -68,6 +68,16 @@ impl CountingUpstream {
     fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
+
+    /// Wait (bounded, at most 5 s; not a timing assertion) until no connection is open.
+    async fn wait_all_closed(&self) {
+        for _ in 0..100 {
+            if self.open() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Serve one connection until the peer closes it, or as `mode` says.
@@ -163,13 +173,8 @@ async fn idle_connections_close_after_the_idle_timeout() {
     let client = http();
     get_ok(&client, &shim.url("/G2W/rest/ping")).await;
     assert_eq!(up.accepted(), 1);
-    // Bounded wait (not a timing assertion): the sweeper closes it some time after 200 ms.
-    for _ in 0..100 {
-        if up.open() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The sweeper closes it some time after 200 ms.
+    up.wait_all_closed().await;
     assert_eq!(up.open(), 0, "the idle connection was closed");
     get_ok(&client, &shim.url("/G2W/rest/ping")).await;
     assert_eq!(up.accepted(), 2, "a new connection after the idle one closed");
@@ -237,11 +242,6 @@ async fn a_reload_applies_the_pool_limits() {
         get_ok(&client, &shim.url("/G2W/rest/ping")).await;
     }
     assert_eq!(up.accepted(), 4);
-    for _ in 0..100 {
-        if up.open() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    up.wait_all_closed().await;
     assert_eq!(up.open(), 0, "no upstream connection is kept open");
 }
