@@ -116,6 +116,9 @@ pub struct UpstreamConfig {
     pub request_timeout: Duration,
     /// Largest token response read from the upstream; larger is treated as garbage (502).
     pub max_response_bytes: usize,
+    /// Largest answer head (status line and headers) read from the upstream, token calls and
+    /// pass-through alike; a larger one is a 502.
+    pub max_response_header_bytes: usize,
     /// A pass-through body, either way, that makes no progress for this long is cut off.
     #[serde(with = "humantime_serde")]
     pub body_stall_timeout: Duration,
@@ -167,6 +170,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             max_response_bytes: 256 * 1024,
+            max_response_header_bytes: 64 * 1024,
             body_stall_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
@@ -409,6 +413,9 @@ impl Config {
         }
         if s.max_header_bytes < 8192 {
             return Err(ConfigError("server.max_header_bytes must be at least 8192".into()));
+        }
+        if self.upstream.max_response_header_bytes < 1024 {
+            return Err(ConfigError("upstream.max_response_header_bytes must be at least 1024".into()));
         }
         for (key, value) in [
             ("server.header_read_timeout", s.header_read_timeout),

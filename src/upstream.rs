@@ -8,13 +8,20 @@
 //! that negotiates HTTP/2 by ALPN gets one multiplexed connection. A request that could not be
 //! written on a reused connection (the upstream closed it while idle) is retried once on a new
 //! one; a request that may have reached the upstream is never retried.
+//!
+//! A request whose body is known up front (none, or the token call's form) on an HTTP/1
+//! connection is exchanged by [`h1`] in the caller's task; hyper's `client::conn` handles a
+//! streamed request body and HTTP/2. Both kinds share the pool.
+
+mod h1;
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use http::header::HOST;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Method, Request, Response, Uri, request};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
@@ -22,7 +29,7 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
-use crate::body::{Body, BoxError};
+use crate::body::{self, Body, BoxError};
 
 type Connector = HttpsConnector<HttpConnector>;
 
@@ -40,6 +47,10 @@ struct Inner {
 
 struct Hosts {
     list: Vec<Host>,
+    /// Bumped when the connector changes: connections opened before are not pooled again.
+    generation: u64,
+    /// Largest answer head read from an upstream (`upstream.max_response_header_bytes`).
+    max_head: usize,
     /// Whether the task that closes expired idle connections runs.
     sweeping: bool,
     idle_timeout: Duration,
@@ -59,29 +70,113 @@ struct Host {
 }
 
 struct Idle {
-    tx: http1::SendRequest<Body>,
+    conn: IdleConn,
     since: Instant,
+}
+
+enum IdleConn {
+    Hyper(http1::SendRequest<Body>),
+    Raw(h1::Conn),
+}
+
+impl IdleConn {
+    /// Whether it can take a request now (not closed by the upstream).
+    fn is_usable(&mut self) -> bool {
+        match self {
+            IdleConn::Hyper(tx) => tx.is_ready(),
+            IdleConn::Raw(conn) => conn.is_usable(),
+        }
+    }
 }
 
 enum Tx {
     H1(http1::SendRequest<Body>),
     H2(http2::SendRequest<Body>),
+    /// An HTTP/1 connection no hyper dispatcher drives (yet).
+    Raw(h1::Conn),
+}
+
+/// A request's body: known up front (exchanged by [`h1`] on HTTP/1), or streamed (hyper).
+enum Payload {
+    Known(Bytes),
+    Stream(Body),
+}
+
+impl Payload {
+    fn into_body(self) -> Body {
+        match self {
+            Payload::Known(b) if b.is_empty() => body::empty(),
+            Payload::Known(b) => body::full(b),
+            Payload::Stream(body) => body,
+        }
+    }
+}
+
+/// What [`Inner::checkout`] tells a request about its host.
+struct HostInfo {
+    index: usize,
+    host_header: HeaderValue,
+    generation: u64,
+    max_head: usize,
+}
+
+/// An upstream answer's body: read by [`h1`], or hyper's.
+pub enum UpBody {
+    Hyper(Incoming),
+    Raw(h1::Body),
+}
+
+impl http_body::Body for UpBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpBody::Raw(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Hyper(b) => b.is_end_stream(),
+            UpBody::Raw(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpBody::Hyper(b) => b.size_hint(),
+            UpBody::Raw(b) => b.size_hint(),
+        }
+    }
 }
 
 impl Upstream {
-    pub fn new(connector: Connector, idle_timeout: Duration, max_idle: usize) -> Self {
-        let hosts = Hosts { list: Vec::new(), sweeping: false, idle_timeout, max_idle: 0 };
+    pub fn new(connector: Connector, idle_timeout: Duration, max_idle: usize, max_head: usize) -> Self {
+        let hosts =
+            Hosts { list: Vec::new(), generation: 0, max_head, sweeping: false, idle_timeout, max_idle: 0 };
         let upstream =
             Self { inner: Arc::new(Inner { connector: Mutex::new(connector), hosts: Mutex::new(hosts) }) };
-        upstream.reconfigure(None, idle_timeout, max_idle);
+        upstream.reconfigure(None, idle_timeout, max_idle, max_head);
         upstream
     }
 
     /// Apply new limits (a config reload). A new connector (another connect timeout or CA set)
     /// also closes the idle connections, so every later request connects under the new settings.
-    pub fn reconfigure(&self, connector: Option<Connector>, idle_timeout: Duration, max_idle: usize) {
+    pub fn reconfigure(
+        &self,
+        connector: Option<Connector>,
+        idle_timeout: Duration,
+        max_idle: usize,
+        max_head: usize,
+    ) {
         let mut hosts = self.inner.hosts();
         hosts.idle_timeout = idle_timeout;
+        hosts.max_head = max_head;
         // A zero idle timeout means no connection is kept.
         hosts.max_idle = if idle_timeout.is_zero() { 0 } else { max_idle };
         let max = hosts.max_idle;
@@ -92,6 +187,7 @@ impl Upstream {
         }
         if let Some(connector) = connector {
             *self.inner.connector.lock().unwrap_or_else(|p| p.into_inner()) = connector;
+            hosts.generation += 1;
             for host in &mut hosts.list {
                 host.idle.clear();
                 host.h2 = None;
@@ -102,65 +198,138 @@ impl Upstream {
     /// Send `req` (absolute URI) and return the response once its head has arrived. The body
     /// streams from the connection; an HTTP/1 connection goes back to the pool when it is ready
     /// for the next request.
-    pub async fn request(&self, mut req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
-        let uri = req.uri().clone();
+    pub async fn request(&self, req: Request<Body>) -> Result<Response<UpBody>, BoxError> {
+        use http_body::Body as _;
+        let (parts, body) = req.into_parts();
+        let payload = if body.is_end_stream() && known_body_fits(&parts, 0) {
+            Payload::Known(Bytes::new())
+        } else {
+            Payload::Stream(body)
+        };
+        self.send(parts, payload).await
+    }
+
+    /// [`Upstream::request`] with a body held in memory (the token call's form).
+    pub async fn request_full(&self, req: Request<Bytes>) -> Result<Response<UpBody>, BoxError> {
+        let (parts, body) = req.into_parts();
+        let payload = if known_body_fits(&parts, body.len()) {
+            Payload::Known(body)
+        } else {
+            Payload::Stream(body::full(body))
+        };
+        self.send(parts, payload).await
+    }
+
+    async fn send(&self, parts: request::Parts, payload: Payload) -> Result<Response<UpBody>, BoxError> {
+        let uri = parts.uri.clone();
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err("upstream URI without scheme or authority".into());
         };
-        let (mut pooled, host) = self.inner.checkout(scheme, authority);
+        let (pooled, host) = self.inner.checkout(scheme, authority);
+        let reused = pooled.is_some();
+        let tx = match pooled {
+            Some(tx) => tx,
+            // Boxed: the connect and handshake futures are large, and every request's future
+            // (moved into place per request) would otherwise be sized for them.
+            None => Box::pin(self.connect(&uri, host.generation, host.max_head)).await?,
+        };
+        let (tx, payload) = match (tx, payload) {
+            (Tx::Raw(conn), Payload::Known(bytes)) => return self.exchange(conn, parts, bytes, &host).await,
+            (Tx::Raw(conn), payload) => {
+                (Tx::H1(Box::pin(handshake(conn.into_io(), host.max_head)).await?), payload)
+            }
+            (tx, payload) => (tx, payload),
+        };
+        let req = Request::from_parts(parts, payload.into_body());
+        Box::pin(self.send_hyper(tx, req, reused, &uri, &host)).await
+    }
+
+    /// Send through hyper's connection-level client: HTTP/2, or HTTP/1 with a streamed body.
+    async fn send_hyper(
+        &self,
+        mut tx: Tx,
+        mut req: Request<Body>,
+        mut reused: bool,
+        uri: &Uri,
+        host: &HostInfo,
+    ) -> Result<Response<UpBody>, BoxError> {
         loop {
-            let reused = pooled.is_some();
-            let tx = match pooled.take() {
-                Some(tx) => tx,
-                // Boxed: the connect and handshake futures are large, and every request's future
-                // (moved into place per request) would otherwise be sized for them.
-                None => Box::pin(self.connect(&uri)).await?,
-            };
-            let (resp, tx) = match tx {
-                Tx::H1(mut tx) => {
+            let (resp, tx1) = match tx {
+                Tx::H1(mut tx1) => {
                     // HTTP/1 sends the origin form, and the authority as `Host` (HTTP/2 sends
                     // `:authority` from the URI).
-                    *req.uri_mut() = origin_form(&uri);
+                    *req.uri_mut() = origin_form(uri);
                     if !req.headers().contains_key(HOST) {
-                        req.headers_mut().insert(HOST, host.clone());
+                        req.headers_mut().insert(HOST, host.host_header.clone());
                     }
-                    match tx.try_send_request(req).await {
-                        Ok(resp) => (resp, tx),
+                    match tx1.try_send_request(req).await {
+                        Ok(resp) => (resp, tx1),
                         Err(mut e) => match e.take_message() {
                             // Never written: the idle connection had closed. Retry once, on a
                             // new connection.
                             Some(back) if reused => {
                                 req = back;
                                 *req.uri_mut() = uri.clone();
+                                (tx, reused) = (self.connect_hyper(uri, host).await?, false);
                                 continue;
                             }
                             _ => return Err(e.into_error().into()),
                         },
                     }
                 }
-                Tx::H2(mut tx) => match tx.try_send_request(req).await {
-                    Ok(resp) => return Ok(resp),
+                Tx::H2(mut tx1) => match tx1.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp.map(UpBody::Hyper)),
                     Err(mut e) => match e.take_message() {
                         Some(back) if reused => {
                             req = back;
+                            (tx, reused) = (self.connect_hyper(uri, host).await?, false);
                             continue;
                         }
                         _ => return Err(e.into_error().into()),
                     },
                 },
+                Tx::Raw(conn) => {
+                    tx = Tx::H1(handshake(conn.into_io(), host.max_head).await?);
+                    continue;
+                }
             };
-            self.give_back(scheme, authority, tx);
-            return Ok(resp);
+            self.give_back(host.index, host.generation, tx1);
+            return Ok(resp.map(UpBody::Hyper));
         }
     }
 
-    /// Open a new connection (TCP, then TLS for https) and start hyper's connection task.
-    async fn connect(&self, uri: &Uri) -> Result<Tx, BoxError> {
+    /// A new connection with hyper's client on it.
+    async fn connect_hyper(&self, uri: &Uri, host: &HostInfo) -> Result<Tx, BoxError> {
+        match self.connect(uri, host.generation, host.max_head).await? {
+            Tx::Raw(conn) => Ok(Tx::H1(handshake(conn.into_io(), host.max_head).await?)),
+            tx => Ok(tx),
+        }
+    }
+
+    /// One exchange on an HTTP/1 connection in this task (see [`h1`]).
+    async fn exchange(
+        &self,
+        conn: h1::Conn,
+        parts: request::Parts,
+        body: Bytes,
+        host: &HostInfo,
+    ) -> Result<Response<UpBody>, BoxError> {
+        let (head, conn, framing, reuse) =
+            conn.exchange(&parts, &host.host_header, &body, host.max_head).await?;
+        let back = h1::Return { pool: Arc::clone(&self.inner), host: host.index };
+        let body = h1::Body::new(conn, framing, reuse, back, host.max_head);
+        Ok(Response::from_parts(head, UpBody::Raw(body)))
+    }
+
+    /// Open a new connection (TCP, then TLS for https). HTTP/2 (by ALPN) starts hyper's
+    /// connection task; HTTP/1 is returned as it is, for [`h1`] or a hyper handshake.
+    async fn connect(&self, uri: &Uri, generation: u64, max_head: usize) -> Result<Tx, BoxError> {
         let mut connector = self.inner.connector.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let io = connector.call(uri.clone()).await?;
         if io.connected().is_negotiated_h2() {
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
                 .handshake::<_, Body>(io)
                 .await?;
             tokio::spawn(async move {
@@ -171,79 +340,120 @@ impl Upstream {
             self.inner.set_h2(uri, tx.clone());
             Ok(Tx::H2(tx))
         } else {
-            // One buffer per message, as on the server side (`server.rs`).
-            let (tx, conn) = http1::Builder::new().writev(false).handshake::<_, Body>(io).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/1 connection ended");
-                }
-            });
-            Ok(Tx::H1(tx))
+            Ok(Tx::Raw(h1::Conn::new(hyper_util::rt::TokioIo::new(io), generation)))
         }
     }
 
     /// Pool an HTTP/1 connection once it can take the next request: at once when the whole
     /// response has been read already (the common small answer), else when its body is done.
-    fn give_back(&self, scheme: &Scheme, authority: &Authority, mut tx: http1::SendRequest<Body>) {
+    fn give_back(&self, host: usize, generation: u64, mut tx: http1::SendRequest<Body>) {
         if tx.is_closed() {
             return;
         }
         if tx.is_ready() {
-            self.inner.put(scheme, authority, tx);
+            self.inner.put(host, generation, IdleConn::Hyper(tx));
             return;
         }
         let inner = Arc::downgrade(&self.inner);
-        let (scheme, authority) = (scheme.clone(), authority.clone());
         tokio::spawn(async move {
             if tx.ready().await.is_ok()
                 && let Some(inner) = inner.upgrade()
             {
-                inner.put(&scheme, &authority, tx);
+                inner.put(host, generation, IdleConn::Hyper(tx));
             }
         });
     }
 }
 
+/// Whether [`h1`] can send a request with a body of `len` bytes known up front: it frames the
+/// body by `Content-Length` only, and never asks for an upgrade.
+fn known_body_fits(parts: &request::Parts, len: usize) -> bool {
+    let h = &parts.headers;
+    if parts.method == Method::CONNECT || h.contains_key(TRANSFER_ENCODING) || h.contains_key(UPGRADE) {
+        return false;
+    }
+    match h.get(CONTENT_LENGTH) {
+        None => true,
+        Some(v) => {
+            v.to_str().ok().and_then(|v| v.parse::<usize>().ok()) == Some(len)
+                && h.get_all(CONTENT_LENGTH).iter().count() == 1
+        }
+    }
+}
+
+/// Start hyper's HTTP/1 client on a connection (a request with a streamed body).
+async fn handshake(
+    io: hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>,
+    max_head: usize,
+) -> Result<http1::SendRequest<Body>, BoxError> {
+    // One buffer per message, as on the server side (`server.rs`).
+    let (tx, conn) =
+        http1::Builder::new().writev(false).max_buf_size(max_head.max(8192)).handshake::<_, Body>(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream HTTP/1 connection ended");
+        }
+    });
+    Ok(tx)
+}
+
 impl Inner {
-    /// A ready pooled connection to the host, if any, and the host's `Host` header.
-    fn checkout(&self, scheme: &Scheme, authority: &Authority) -> (Option<Tx>, HeaderValue) {
+    /// A ready pooled connection to the host, if any, and what a request needs to know about
+    /// the host.
+    fn checkout(&self, scheme: &Scheme, authority: &Authority) -> (Option<Tx>, HostInfo) {
         let mut hosts = self.hosts();
-        let idle_timeout = hosts.idle_timeout;
-        let host = hosts.entry(scheme, authority);
+        let (idle_timeout, generation, max_head) = (hosts.idle_timeout, hosts.generation, hosts.max_head);
+        let index = hosts.index(scheme, authority);
+        let host = &mut hosts.list[index];
+        let info = HostInfo { index, host_header: host.host_header.clone(), generation, max_head };
         if let Some(h2) = &host.h2 {
             if !h2.is_closed() {
-                return (Some(Tx::H2(h2.clone())), host.host_header.clone());
+                return (Some(Tx::H2(h2.clone())), info);
             }
             host.h2 = None;
         }
         let now = Instant::now();
-        while let Some(idle) = host.idle.pop() {
-            if idle.tx.is_ready() && now.duration_since(idle.since) < idle_timeout {
-                return (Some(Tx::H1(idle.tx)), host.host_header.clone());
+        // Most recently used last.
+        while let Some(mut idle) = host.idle.pop() {
+            if now.duration_since(idle.since) < idle_timeout && idle.conn.is_usable() {
+                return match idle.conn {
+                    IdleConn::Hyper(tx) => (Some(Tx::H1(tx)), info),
+                    IdleConn::Raw(conn) => (Some(Tx::Raw(conn)), info),
+                };
             }
-            // Closed by the upstream, or expired: dropping the sender closes the connection.
+            // Closed by the upstream, or expired: dropping it closes the connection.
         }
-        (None, host.host_header.clone())
+        (None, info)
     }
 
-    fn put(self: &Arc<Self>, scheme: &Scheme, authority: &Authority, tx: http1::SendRequest<Body>) {
+    fn put(self: &Arc<Self>, host: usize, generation: u64, conn: IdleConn) {
         let mut hosts = self.hosts();
+        if generation != hosts.generation {
+            return;
+        }
         let max_idle = hosts.max_idle;
-        let host = hosts.entry(scheme, authority);
+        let Some(host) = hosts.list.get_mut(host) else { return };
         if host.idle.len() >= max_idle {
             return;
         }
-        host.idle.push(Idle { tx, since: Instant::now() });
+        host.idle.push(Idle { conn, since: Instant::now() });
         if !hosts.sweeping {
             hosts.sweeping = true;
             tokio::spawn(sweep(Arc::downgrade(self)));
         }
     }
 
+    /// Pool a connection [`h1`] has read an answer to the end on.
+    fn put_raw(self: &Arc<Self>, host: usize, conn: h1::Conn) {
+        let generation = conn.generation();
+        self.put(host, generation, IdleConn::Raw(conn));
+    }
+
     fn set_h2(&self, uri: &Uri, tx: http2::SendRequest<Body>) {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else { return };
         let mut hosts = self.hosts();
-        hosts.entry(scheme, authority).h2 = Some(tx);
+        let index = hosts.index(scheme, authority);
+        hosts.list[index].h2 = Some(tx);
     }
 
     fn hosts(&self) -> std::sync::MutexGuard<'_, Hosts> {
@@ -252,20 +462,20 @@ impl Inner {
 }
 
 impl Hosts {
-    fn entry(&mut self, scheme: &Scheme, authority: &Authority) -> &mut Host {
+    /// The host's place in the list (hosts are never removed, so it stays valid).
+    fn index(&mut self, scheme: &Scheme, authority: &Authority) -> usize {
         // Byte equality first: the URIs come from config, so the same host is spelled the same
         // way and the case-insensitive `Authority` comparison rarely has to run.
         let same = |h: &Host| {
             (h.authority.as_str() == authority.as_str() || h.authority == *authority) && h.scheme == *scheme
         };
-        let i = match self.list.iter().position(same) {
+        match self.list.iter().position(same) {
             Some(i) => i,
             None => {
                 self.list.push(Host::new(scheme, authority));
                 self.list.len() - 1
             }
-        };
-        &mut self.list[i]
+        }
     }
 }
 
@@ -312,7 +522,7 @@ async fn sweep(inner: Weak<Inner>) {
         let idle_timeout = hosts.idle_timeout;
         every = (idle_timeout / 2).max(Duration::from_millis(100));
         for host in &mut hosts.list {
-            host.idle.retain(|i| !i.tx.is_closed() && now.duration_since(i.since) < idle_timeout);
+            host.idle.retain_mut(|i| now.duration_since(i.since) < idle_timeout && i.conn.is_usable());
             if host.h2.as_ref().is_some_and(|h2| h2.is_closed()) {
                 host.h2 = None;
             }

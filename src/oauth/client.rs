@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::body;
 use crate::config::UpstreamConfig;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::oauth::Secret;
@@ -25,7 +25,12 @@ pub struct TokenOutcome {
 /// Build the one pooled client used for token calls and pass-through. TLS is rustls with the
 /// webpki roots; HTTP/2 is negotiated by ALPN where the upstream offers it.
 pub fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
-    HttpClient::new(build_connector(cfg), cfg.pool_idle_timeout, cfg.pool_max_idle_per_host)
+    HttpClient::new(
+        build_connector(cfg),
+        cfg.pool_idle_timeout,
+        cfg.pool_max_idle_per_host,
+        cfg.max_response_header_bytes,
+    )
 }
 
 /// Apply a reloaded `[upstream]` to the pool: its limits, and a new connector (connect timeout,
@@ -35,11 +40,17 @@ pub fn reconfigure_http_client(client: &HttpClient, old: &UpstreamConfig, new: &
     if !connector_changed
         && old.pool_idle_timeout == new.pool_idle_timeout
         && old.pool_max_idle_per_host == new.pool_max_idle_per_host
+        && old.max_response_header_bytes == new.max_response_header_bytes
     {
         return;
     }
     let connector = connector_changed.then(|| build_connector(new));
-    client.reconfigure(connector, new.pool_idle_timeout, new.pool_max_idle_per_host);
+    client.reconfigure(
+        connector,
+        new.pool_idle_timeout,
+        new.pool_max_idle_per_host,
+        new.max_response_header_bytes,
+    );
 }
 
 /// TCP (with the connect timeout) and rustls for https, offering HTTP/2 and HTTP/1.1 by ALPN.
@@ -94,7 +105,7 @@ pub async fn token_call(
 }
 
 async fn call(client: &HttpClient, url: &Uri, auth: HeaderValue, form: &Secret, max: usize) -> TokenOutcome {
-    let mut req = Request::new(body::full(form.expose().to_owned()));
+    let mut req = Request::new(Bytes::copy_from_slice(form.expose().as_bytes()));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = url.clone();
     let h = req.headers_mut();
@@ -102,7 +113,7 @@ async fn call(client: &HttpClient, url: &Uri, auth: HeaderValue, form: &Secret, 
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
     h.insert(ACCEPT, HeaderValue::from_static("application/json"));
 
-    let resp = match client.request(req).await {
+    let resp = match client.request_full(req).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "upstream token call failed to connect or send");

@@ -7,6 +7,7 @@ mod authorize;
 mod canary;
 mod cli;
 mod dev;
+mod framing;
 mod front_door;
 mod ops;
 mod passthrough;

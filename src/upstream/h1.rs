@@ -1,0 +1,706 @@
+//! A small HTTP/1.1 client for the common upstream exchange: a request whose body is known up
+//! front (none, for most API calls, or the token call's form), on an HTTP/1 connection. The
+//! request is written and the answer read in the caller's own task, so an exchange costs no
+//! hop through a connection task and its channels (hyper's client dispatcher: a channel, a
+//! oneshot, and a wake-up of each task in each direction). Everything else (a streamed request
+//! body, HTTP/2) goes through hyper's `client::conn` as before.
+//!
+//! Answers are framed as RFC 9112 §6.3 says: no body for HEAD, 1xx, 204 and 304; chunked when
+//! `Transfer-Encoding` ends in `chunked` (a `Content-Length` beside it is dropped and the
+//! connection not reused); read to the end of the connection for any other transfer coding or
+//! when no length is given; otherwise `Content-Length`, which must be one valid number.
+//! Interim 1xx answers are skipped; `101` is refused, since no upgrade is ever asked for. A
+//! connection is reused only when its answer was read to the end with nothing after it, and the
+//! upstream did not ask to close it.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version, request, response};
+use http_body::{Frame, SizeHint};
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::body::BoxError;
+
+/// The connector's stream (plain TCP, or rustls over it), seen through tokio's I/O traits.
+pub(super) type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
+
+/// At most this many headers in an answer's head (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// At most this many interim (1xx) answers before the final one.
+const MAX_INTERIM: usize = 16;
+/// A chunk-size line, extensions included, longer than this is refused.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Read in steps of this much.
+const READ_STEP: usize = 8192;
+
+/// Why an exchange failed. Messages are fixed text: nothing the upstream sent is echoed.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream HTTP/1: {0}")]
+pub(super) struct Error(&'static str);
+
+fn err(what: &'static str) -> BoxError {
+    Box::new(Error(what))
+}
+
+/// One HTTP/1 connection to an upstream host, with its read buffer. Boxed once per
+/// connection: the stream (with rustls' state) is large, and a connection moves from the pool
+/// through the request's future into the answer's body on every exchange.
+pub(super) struct Conn(Box<ConnState>);
+
+pub(super) struct ConnState {
+    io: Io,
+    buf: BytesMut,
+    /// The pool's connector generation this connection was opened under.
+    generation: u64,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = ConnState;
+    fn deref(&self) -> &ConnState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut ConnState {
+        &mut self.0
+    }
+}
+
+/// How an answer's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+impl Conn {
+    pub(super) fn new(io: Io, generation: u64) -> Self {
+        Self(Box::new(ConnState { io, buf: BytesMut::new(), generation }))
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.0.generation
+    }
+
+    /// The stream, for hyper's connection-level client (a request with a streamed body). An
+    /// idle connection has nothing buffered.
+    pub(super) fn into_io(self) -> MaybeHttpsStream<TokioIo<TcpStream>> {
+        self.0.io.into_inner()
+    }
+
+    /// Whether an idle connection can take a request: the upstream has not closed it or sent
+    /// anything unasked. Never waits: it polls once with a no-op waker, so it costs a system call
+    /// only when the reactor has seen the socket become readable.
+    pub(super) fn is_usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        // Pending: nothing to read and not closed. Anything else (the end of the stream, an
+        // error, bytes nobody asked for) makes the connection unusable.
+        Pin::new(&mut self.io).poll_read(&mut cx, &mut probe).is_pending()
+    }
+
+    /// Write the request (origin form, `Host` added when missing, `Content-Length` for a body)
+    /// in one buffer, and read the answer's head.
+    pub(super) async fn exchange(
+        mut self,
+        parts: &request::Parts,
+        host: &HeaderValue,
+        body: &Bytes,
+        max_head: usize,
+    ) -> Result<(response::Parts, Self, Framing, bool), BoxError> {
+        self.buf.clear();
+        encode_head(parts, host, body.len(), &mut self.buf);
+        // A small body goes out with the head in one write; a large one after it.
+        let inline = body.len() <= READ_STEP;
+        if inline {
+            self.buf.extend_from_slice(body);
+        }
+        let state = &mut *self.0;
+        state.io.write_all(&state.buf).await?;
+        if !inline {
+            state.io.write_all(body).await?;
+        }
+        state.io.flush().await?;
+        self.buf.clear();
+
+        let head_request = parts.method == Method::HEAD;
+        let mut interim = 0;
+        loop {
+            if let Some(mut head) = parse_head(&mut self.buf, max_head)? {
+                if head.status.is_informational() {
+                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(err("101 Switching Protocols without an upgrade request"));
+                    }
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(err("too many interim answers"));
+                    }
+                    continue;
+                }
+                let (framing, reuse) = framing(&mut head, head_request)?;
+                return Ok((head, self, framing, reuse));
+            }
+            if self.read_more().await? == 0 {
+                return Err(err("connection closed before an answer"));
+            }
+        }
+    }
+
+    async fn read_more(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read_more(cx)).await
+    }
+
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let state = &mut *self.0;
+        if state.buf.capacity() - state.buf.len() < READ_STEP / 4 {
+            state.buf.reserve(READ_STEP);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut state.io), cx, &mut state.buf)
+    }
+}
+
+fn encode_head(parts: &request::Parts, host: &HeaderValue, body_len: usize, out: &mut BytesMut) {
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let h = &parts.headers;
+    let mut size = parts.method.as_str().len() + target.len() + 64 + host.len();
+    for (name, value) in h {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    out.reserve(size);
+    out.put_slice(parts.method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    if !h.contains_key(header::HOST) {
+        put_header(out, "host", host.as_bytes());
+    }
+    for (name, value) in h {
+        put_header(out, name.as_str(), value.as_bytes());
+    }
+    if !h.contains_key(header::CONTENT_LENGTH)
+        && (body_len > 0 || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH))
+    {
+        out.put_slice(b"content-length: ");
+        put_decimal(out, body_len as u64);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn put_header(out: &mut BytesMut, name: &str, value: &[u8]) {
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+}
+
+/// Parse a complete answer head off the front of `buf`, or `None` when more is needed.
+fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<response::Parts>, BoxError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => return Err(err("answer head too large")),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(err("too many headers in the answer")),
+        Err(_) => return Err(err("malformed answer head")),
+    };
+    if len > max_head {
+        return Err(err("answer head too large"));
+    }
+    let status = resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or_else(|| err("invalid status"))?;
+    let version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    // Where each name and value lies in the head, so the values can share its bytes.
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<(usize, usize, usize, usize)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (name, name + h.name.len(), value, value + h.value.len())
+        })
+        .collect();
+    let head = buf.split_to(len).freeze();
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for &(ns, ne, vs, ve) in &spans {
+        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| err("invalid header name"))?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| err("invalid header value"))?;
+        map.append(name, value);
+    }
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    parts.headers = map;
+    Ok(Some(parts))
+}
+
+/// How the body is delimited, and whether the connection may be reused after it.
+fn framing(head: &mut response::Parts, head_request: bool) -> Result<(Framing, bool), BoxError> {
+    let h = &mut head.headers;
+    let mut reuse = match head.version {
+        Version::HTTP_10 => has_token(h, &header::CONNECTION, "keep-alive"),
+        _ => !has_token(h, &header::CONNECTION, "close"),
+    };
+    if head_request || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Empty, reuse));
+    }
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        if head.version == Version::HTTP_10 {
+            return Err(err("Transfer-Encoding in an HTTP/1.0 answer"));
+        }
+        let last = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let chunked = last.rsplit(',').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+        if !chunked {
+            return Ok((Framing::Close, false));
+        }
+        if h.remove(header::CONTENT_LENGTH).is_some() {
+            // Both: chunked wins, and a connection that framed an answer both ways is not
+            // trusted with another request.
+            reuse = false;
+        }
+        return Ok((Framing::Chunked, reuse));
+    }
+    match content_length(h)? {
+        Some(0) => Ok((Framing::Empty, reuse)),
+        Some(n) => Ok((Framing::Length(n), reuse)),
+        None => Ok((Framing::Close, false)),
+    }
+}
+
+/// The one length every `Content-Length` value states (repeats of the same number allowed and
+/// folded into one header), or an error for anything else.
+fn content_length(h: &mut HeaderMap) -> Result<Option<u64>, BoxError> {
+    let mut found: Option<u64> = None;
+    let mut values = 0;
+    for value in h.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| err("invalid Content-Length"))?;
+        for part in text.split(',') {
+            values += 1;
+            let part = part.trim();
+            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err("invalid Content-Length"));
+            }
+            let n: u64 = part.parse().map_err(|_| err("invalid Content-Length"))?;
+            if found.is_some_and(|f| f != n) {
+                return Err(err("conflicting Content-Length"));
+            }
+            found = Some(n);
+        }
+    }
+    if values > 1
+        && let Some(n) = found
+    {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    Ok(found)
+}
+
+fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Where a connection goes once its answer has been read to the end.
+pub(super) struct Return {
+    pub(super) pool: Arc<super::Inner>,
+    pub(super) host: usize,
+}
+
+/// An answer's body, read from the connection as the caller polls it. The connection goes
+/// back to the pool the moment the last byte has been taken.
+pub struct Body {
+    conn: Option<Conn>,
+    state: State,
+    reuse: bool,
+    back: Option<Return>,
+    /// Bytes already split off the connection's buffer: the whole body of a small answer that
+    /// arrived with its head.
+    ready: Option<Bytes>,
+    /// Trailer lines of a chunked body (read and discarded) may take this many bytes.
+    max_trailers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Length(u64),
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// Inside a chunk: this many data bytes left, then CRLF.
+    ChunkData(u64),
+    ChunkEnd,
+    /// After the last chunk: trailer lines (discarded) up to an empty line; bytes seen so far.
+    Trailers(usize),
+    Close,
+    Done,
+}
+
+impl Body {
+    /// The body after a head. A small answer that is already buffered whole is split off, and
+    /// the connection goes back to the pool at once.
+    pub(super) fn new(
+        mut conn: Conn,
+        framing: Framing,
+        reuse: bool,
+        back: Return,
+        max_trailers: usize,
+    ) -> Self {
+        let state = match framing {
+            Framing::Empty => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Close => State::Close,
+        };
+        let ready = match state {
+            State::Length(n) if conn.buf.len() as u64 >= n => Some(conn.buf.split_to(n as usize).freeze()),
+            _ => None,
+        };
+        let done = ready.is_some() || state == State::Done;
+        let mut body = Self { conn: Some(conn), state, reuse, back: Some(back), ready, max_trailers };
+        if done {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body is complete: pool the connection if it can take another request.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        let (Some(conn), Some(back)) = (self.conn.take(), self.back.take()) else { return };
+        if self.reuse && conn.buf.is_empty() {
+            back.pool.put_raw(back.host, conn);
+        }
+    }
+
+    /// The next data frame from what is buffered, or `None` when more must be read (or the body
+    /// is done).
+    fn decode(&mut self) -> Result<Option<Bytes>, BoxError> {
+        let Some(conn) = self.conn.as_mut() else { return Ok(None) };
+        let buf = &mut conn.buf;
+        loop {
+            match self.state {
+                State::Done => return Ok(None),
+                State::Length(n) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (buf.len() as u64).min(n);
+                    self.state = if take == n { State::Done } else { State::Length(n - take) };
+                    return Ok(Some(buf.split_to(take as usize).freeze()));
+                }
+                State::Close => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(buf.split().freeze()));
+                }
+                State::ChunkSize => {
+                    let Some(end) = line_end(buf, MAX_CHUNK_LINE)? else { return Ok(None) };
+                    let size = chunk_size(&buf[..end])?;
+                    let _ = buf.split_to(end + 2);
+                    self.state = if size == 0 { State::Trailers(0) } else { State::ChunkData(size) };
+                }
+                State::ChunkData(n) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (buf.len() as u64).min(n);
+                    self.state = if take == n { State::ChunkEnd } else { State::ChunkData(n - take) };
+                    return Ok(Some(buf.split_to(take as usize).freeze()));
+                }
+                State::ChunkEnd => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(err("malformed chunked body"));
+                    }
+                    let _ = buf.split_to(2);
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers(seen) => {
+                    let Some(end) = line_end(buf, self.max_trailers.saturating_sub(seen))? else {
+                        return Ok(None);
+                    };
+                    let _ = buf.split_to(end + 2);
+                    self.state = if end == 0 { State::Done } else { State::Trailers(seen + end + 2) };
+                }
+            }
+        }
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        if let Some(ready) = self.ready.take() {
+            return Poll::Ready(Some(Ok(ready)));
+        }
+        loop {
+            let decoded = self.decode();
+            match decoded {
+                Err(e) => {
+                    self.fail();
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Ok(Some(data)) => {
+                    if self.state == State::Done {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Ok(None) if self.state == State::Done => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+            }
+            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
+            match ready!(conn.poll_read_more(cx)) {
+                Ok(0) if self.state == State::Close => {
+                    self.state = State::Done;
+                    self.fail();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    self.fail();
+                    return Poll::Ready(Some(Err(err("connection closed in the middle of the body"))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.fail();
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    /// The connection cannot be reused: close it.
+    fn fail(&mut self) {
+        self.conn = None;
+        self.back = None;
+        self.state = State::Done;
+    }
+}
+
+/// The index of the CRLF ending the first line of `buf`, if it is there; an error when none
+/// appears within `max` bytes or a bare LF ends the line.
+fn line_end(buf: &[u8], max: usize) -> Result<Option<usize>, BoxError> {
+    let window = &buf[..buf.len().min(max.saturating_add(2))];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(0) => Err(err("malformed chunked body")),
+        Some(i) if window[i - 1] == b'\r' => Ok(Some(i - 1)),
+        Some(_) => Err(err("malformed chunked body")),
+        None if buf.len() >= max.saturating_add(2) => Err(err("chunk line too long")),
+        None => Ok(None),
+    }
+}
+
+/// A chunk-size line: hex digits (at most 16), then optional whitespace and `;` extensions.
+fn chunk_size(line: &[u8]) -> Result<u64, BoxError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(err("invalid chunk size"));
+    }
+    let rest = &line[digits..];
+    let rest_ok = rest.iter().position(|&b| b != b' ' && b != b'\t').is_none_or(|i| rest[i] == b';');
+    if !rest_ok {
+        return Err(err("invalid chunk size"));
+    }
+    let mut n: u64 = 0;
+    for &b in &line[..digits] {
+        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+        n = n.checked_mul(16).and_then(|n| n.checked_add(d)).ok_or_else(|| err("invalid chunk size"))?;
+    }
+    Ok(n)
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.poll_data(cx).map(|d| d.map(|d| d.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_none() && self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (self.state, &self.ready) {
+            (_, Some(ready)) => SizeHint::with_exact(ready.len() as u64),
+            (State::Done, None) => SizeHint::with_exact(0),
+            (State::Length(n), None) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"0").unwrap(), 0);
+        assert_eq!(chunk_size(b"1aF").unwrap(), 0x1af);
+        assert_eq!(chunk_size(b"10 ;name=value").unwrap(), 16);
+        assert_eq!(chunk_size(b"ffffffffffffffff").unwrap(), u64::MAX);
+        for bad in [&b""[..], b"x", b"10x", b"-1", b"1 2", b"fffffffffffffffff", b"+5"] {
+            assert!(chunk_size(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn lines_end_in_crlf_only() {
+        assert_eq!(line_end(b"5\r\nhello", 10).unwrap(), Some(1));
+        assert_eq!(line_end(b"5\r", 10).unwrap(), None);
+        assert!(line_end(b"5\nhello", 10).is_err());
+        assert!(line_end(b"\nhello", 10).is_err());
+        assert!(line_end(b"0123456789abc", 10).is_err());
+    }
+
+    fn head(raw: &str) -> Result<(response::Parts, Framing, bool), BoxError> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        let mut parts = parse_head(&mut buf, 64 * 1024)?.expect("complete head");
+        let (framing, reuse) = framing(&mut parts, false)?;
+        Ok((parts, framing, reuse))
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f = |raw: &str| head(raw).map(|(_, f, r)| (f, r)).map_err(|e| e.to_string());
+        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"), Ok((Framing::Length(5), true)));
+        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"), Ok((Framing::Length(5), true)));
+        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), Ok((Framing::Empty, true)));
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\n"),
+            Ok((Framing::Length(5), false))
+        );
+        assert_eq!(f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), Ok((Framing::Chunked, true)));
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"),
+            Ok((Framing::Chunked, true))
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok((Framing::Chunked, false))
+        );
+        assert_eq!(f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"), Ok((Framing::Close, false)));
+        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n"), Ok((Framing::Close, false)));
+        assert_eq!(f("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"), Ok((Framing::Empty, true)));
+        assert_eq!(f("HTTP/1.1 304 Not Modified\r\n\r\n"), Ok((Framing::Empty, true)));
+        assert_eq!(f("HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n"), Ok((Framing::Length(5), false)));
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\n"),
+            Ok((Framing::Length(5), true))
+        );
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(f(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn both_lengths_drop_content_length_and_repeats_fold() {
+        let (parts, _, _) =
+            head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert!(parts.headers.get(header::CONTENT_LENGTH).is_none());
+        let (parts, _, _) =
+            head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(parts.headers.get_all(header::CONTENT_LENGTH).iter().count(), 1);
+    }
+
+    #[test]
+    fn heads_parse_and_limits_hold() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-b: two\r\n\r\nbody"[..]);
+        let parts = parse_head(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(parts.status, 200);
+        assert_eq!(parts.headers["x-a"], "1");
+        assert_eq!(parts.headers["x-b"], "two");
+        assert_eq!(&buf[..], b"body");
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: 1\r\n"[..]);
+        assert!(parse_head(&mut partial, 1024).unwrap().is_none());
+        assert!(parse_head(&mut partial, 16).is_err(), "over the head limit");
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let mut buf = BytesMut::from(format!("HTTP/1.1 200 OK\r\n{many}\r\n").as_bytes());
+        assert!(parse_head(&mut buf, 1 << 20).is_err(), "too many headers");
+        let mut buf = BytesMut::from(&b"HTTP/1.1 2000 Huh\r\n\r\n"[..]);
+        assert!(parse_head(&mut buf, 1024).is_err());
+        let mut buf = BytesMut::from(&b"SSH-2.0-OpenSSH\r\n\r\n"[..]);
+        assert!(parse_head(&mut buf, 1024).is_err());
+    }
+
+    #[test]
+    fn request_heads_are_encoded_in_origin_form() {
+        let req = http::Request::post("http://up.example:8080/oauth/v2/token?x=1")
+            .header("authorization", "Basic abc")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let mut out = BytesMut::new();
+        encode_head(&parts, &HeaderValue::from_static("up.example:8080"), 12, &mut out);
+        assert_eq!(
+            &out[..],
+            b"POST /oauth/v2/token?x=1 HTTP/1.1\r\nhost: up.example:8080\r\nauthorization: Basic abc\r\ncontent-length: 12\r\n\r\n"
+        );
+        let (parts, ()) =
+            http::Request::get("http://up/a").header("host", "other").body(()).unwrap().into_parts();
+        let mut out = BytesMut::new();
+        encode_head(&parts, &HeaderValue::from_static("up"), 0, &mut out);
+        assert_eq!(&out[..], b"GET /a HTTP/1.1\r\nhost: other\r\n\r\n");
+    }
+}
