@@ -13,12 +13,13 @@
 //!    answered) is served as [`Source::Cache`];
 //! 2. otherwise, if a fetch for the key is in flight, the caller waits for its result
 //!    ([`Source::Coalesced`]);
-//! 3. otherwise the caller registers a new flight, calls `fetch()` and runs the returned
-//!    future in a detached `tokio::spawn`ed task ([`Source::Upstream`]). The caller merely
-//!    waits on that task, so a caller hanging up never cancels the upstream call the
-//!    others (and the cache) are waiting on.
+//! 3. otherwise the caller registers a new flight, calls `fetch()` and drives the returned
+//!    future itself ([`Source::Upstream`]). Should that caller hang up (its future dropped)
+//!    before the call ends, the rest of the call is moved into a `tokio::spawn`ed task, so
+//!    a caller hanging up never cancels the upstream call the others (and the cache) are
+//!    waiting on. (Driving it in the caller's task saves a task and a wake-up per refresh.)
 //!
-//! The spawned task inserts a successful answer into the cache *before* it unregisters the
+//! The flight inserts a successful answer into the cache *before* it unregisters the
 //! flight, and a caller that finds no flight re-checks the cache under the same lock before
 //! registering one. A caller whose first cache check raced with a finishing flight
 //! therefore sees the cached answer instead of spending the refresh token a second time.
@@ -225,9 +226,9 @@ enum Step<V: Refreshed, E: RefreshFailure> {
     Lead(watch::Sender<Outcome<V, E>>, FlightGuard<V, E>),
 }
 
-/// Unregisters a flight when dropped, whatever happened to the upstream call. It is
-/// moved into the spawned task, so it drops when the task finishes, panics or is dropped
-/// by a shutting-down runtime, or in the caller if `fetch()` itself panics.
+/// Unregisters a flight when dropped, whatever happened to the upstream call. It lives in
+/// the flight's future, so it drops when the call finishes or panics, when a shutting-down
+/// runtime drops the detached rest of it, or in the caller if `fetch()` itself panics.
 struct FlightGuard<V: Refreshed, E: RefreshFailure> {
     inner: Arc<Inner<V, E>>,
     key: Key,
@@ -300,14 +301,16 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
         Step::Lead(tx, guard)
     }
 
-    /// The body of the spawned upstream task. It owns the cache insert and the flight's
-    /// unregistration, so both happen even if every caller has hung up.
+    /// The upstream call of a flight, driven by its leader (or, once the leader hung up, by
+    /// a spawned task). It owns the cache insert and the flight's unregistration, so both
+    /// happen even if every caller has hung up.
     async fn run_flight<Fut>(
         self: Arc<Self>,
         tx: watch::Sender<Outcome<V, E>>,
         mut guard: FlightGuard<V, E>,
         fut: Fut,
-    ) where
+    ) -> Result<Arc<Stored<V>>, E>
+    where
         Fut: Future<Output = Result<V, E>>,
     {
         let result = fut.await;
@@ -339,7 +342,50 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
         // is no longer in flight and a success is already in the cache.
         drop(guard);
         // `send_replace` stores the value even if every waiter has gone.
-        tx.send_replace(Some(outcome));
+        tx.send_replace(Some(outcome.clone()));
+        outcome
+    }
+}
+
+/// A flight's future as its leader drives it. Dropped before it finished (the leader hung
+/// up), it hands the rest of the call to a spawned task instead of cancelling it.
+struct Detach<T: Send + 'static> {
+    fut: Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>,
+}
+
+impl<T: Send + 'static> Future for Detach<T> {
+    /// `None` when the call panicked (its flight is unregistered by then).
+    type Output = Option<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        let Some(fut) = self.fut.as_mut() else { return std::task::Poll::Ready(None) };
+        // A panic in the call must not take the leader's connection down with it: the flight
+        // is dropped (its guard unregisters it and its waiters see `E::internal()`), and so
+        // does the leader.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(out)) => {
+                self.fut = None;
+                std::task::Poll::Ready(Some(out))
+            }
+            Err(_) => {
+                self.fut = None;
+                std::task::Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Detach<T> {
+    fn drop(&mut self) {
+        if let Some(fut) = self.fut.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            drop(handle.spawn(fut));
+        }
     }
 }
 
@@ -382,15 +428,15 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
     }
 
     /// Serves a refresh of `refresh_token` for `client_id`: from the cache, by joining the
-    /// refresh already in flight for the same pair, or by calling `fetch` once and running
-    /// its future in a spawned task that outlives this caller.
+    /// refresh already in flight for the same pair, or by calling `fetch` once and driving its
+    /// future here, handed to a spawned task if this caller hangs up first.
     ///
     /// `fetch` is called only by the caller that starts the upstream call, so it should
     /// do its work in the returned future (which is what an `async` block does). If the
     /// task dies without answering, every waiter gets `E::internal()`.
     ///
-    /// Needs a Tokio runtime to detach the upstream call; polled outside one, the call runs
-    /// inline instead and is then cancelled with this caller.
+    /// Needs a Tokio runtime to detach the upstream call of a caller that hangs up; outside
+    /// one, the call is cancelled with this caller.
     pub async fn get_or_refresh<F, Fut>(
         &self,
         client_id: &str,
@@ -419,16 +465,15 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
                 }
                 Step::Lead(tx, guard) => {
                     inner.misses.fetch_add(1, Ordering::Relaxed);
-                    let rx = tx.subscribe();
                     // If `fetch` panics, `guard` unregisters the flight and the joined
                     // waiters see the sender drop.
                     let fut = fetch();
-                    let task = Arc::clone(inner).run_flight(tx, guard, fut);
-                    match tokio::runtime::Handle::try_current() {
-                        Ok(handle) => drop(handle.spawn(task)),
-                        Err(_) => task.await,
-                    }
-                    return wait(rx, Source::Upstream).await;
+                    let flight = Detach { fut: Some(Box::pin(Arc::clone(inner).run_flight(tx, guard, fut))) };
+                    return match flight.await {
+                        Some(Ok(stored)) => Ok(served(&stored, Source::Upstream)),
+                        Some(Err(error)) => Err(error),
+                        None => Err(E::internal()),
+                    };
                 }
             }
         }
