@@ -368,17 +368,23 @@ impl Upstream {
 /// Whether [`h1`] can send a request with a body of `len` bytes known up front: it frames the
 /// body by `Content-Length` only, and never asks for an upgrade.
 fn known_body_fits(parts: &request::Parts, len: usize) -> bool {
-    let h = &parts.headers;
-    if parts.method == Method::CONNECT || h.contains_key(TRANSFER_ENCODING) || h.contains_key(UPGRADE) {
+    if parts.method == Method::CONNECT {
         return false;
     }
-    match h.get(CONTENT_LENGTH) {
-        None => true,
-        Some(v) => {
-            v.to_str().ok().and_then(|v| v.parse::<usize>().ok()) == Some(len)
-                && h.get_all(CONTENT_LENGTH).iter().count() == 1
+    // One pass over the headers rather than a hashed lookup per name.
+    let mut lengths = 0;
+    for (name, value) in &parts.headers {
+        if *name == TRANSFER_ENCODING || *name == UPGRADE {
+            return false;
+        }
+        if *name == CONTENT_LENGTH {
+            lengths += 1;
+            if value.to_str().ok().and_then(|v| v.parse::<usize>().ok()) != Some(len) {
+                return false;
+            }
         }
     }
+    lengths <= 1
 }
 
 /// Start hyper's HTTP/1 client on a connection (a request with a streamed body).

@@ -142,7 +142,7 @@ impl Conn {
         let head_request = parts.method == Method::HEAD;
         let mut interim = 0;
         loop {
-            if let Some(mut head) = parse_head(&mut self.buf, max_head)? {
+            if let Some((mut head, seen)) = parse_head(&mut self.buf, max_head)? {
                 if head.status.is_informational() {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(err("101 Switching Protocols without an upgrade request"));
@@ -153,7 +153,7 @@ impl Conn {
                     }
                     continue;
                 }
-                let (framing, reuse) = framing(&mut head, head_request)?;
+                let (framing, reuse) = framing(&mut head, &seen, head_request)?;
                 return Ok((head, self, framing, reuse));
             }
             if self.read_more().await? == 0 {
@@ -190,12 +190,12 @@ fn encode_head(parts: &request::Parts, host: &HeaderValue, body_len: usize, out:
     if !h.contains_key(header::HOST) {
         put_header(out, "host", host.as_bytes());
     }
+    let mut has_length = false;
     for (name, value) in h {
+        has_length |= *name == header::CONTENT_LENGTH;
         put_header(out, name.as_str(), value.as_bytes());
     }
-    if !h.contains_key(header::CONTENT_LENGTH)
-        && (body_len > 0 || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH))
-    {
+    if !has_length && (body_len > 0 || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)) {
         out.put_slice(b"content-length: ");
         put_decimal(out, body_len as u64);
         out.put_slice(b"\r\n");
@@ -224,8 +224,51 @@ fn put_decimal(out: &mut BytesMut, mut n: u64) {
     out.put_slice(&digits[i..]);
 }
 
+/// What the framing headers of an answer said, noted while its head is parsed (so framing
+/// needs no hashed header lookups).
+#[derive(Default)]
+struct Seen {
+    /// `Connection` named `close` / `keep-alive`.
+    close: bool,
+    keep_alive: bool,
+    /// `Transfer-Encoding` appeared; whether its last coding is `chunked`.
+    transfer_encoding: Option<bool>,
+    /// The length every `Content-Length` value stated, how many values there were, and the
+    /// first problem with them.
+    length: Option<u64>,
+    length_values: usize,
+    length_error: Option<&'static str>,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if *name == header::CONNECTION {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+            self.transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
+        } else if *name == header::CONTENT_LENGTH {
+            for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.length_values += 1;
+                let n = (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
+                    .then(|| part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')));
+                match (n, self.length) {
+                    (None, _) => self.length_error = self.length_error.or(Some("invalid Content-Length")),
+                    (Some(n), Some(before)) if n != before => {
+                        self.length_error = self.length_error.or(Some("conflicting Content-Length"));
+                    }
+                    (Some(n), _) => self.length = Some(n),
+                }
+            }
+        }
+    }
+}
+
 /// Parse a complete answer head off the front of `buf`, or `None` when more is needed.
-fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<response::Parts>, BoxError> {
+fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<(response::Parts, Seen)>, BoxError> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -260,91 +303,60 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<response::Pa
         .collect();
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(spans.len());
+    let mut seen = Seen::default();
     for &(ns, ne, vs, ve) in &spans {
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| err("invalid header name"))?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| err("invalid header value"))?;
+        seen.note(&name, value.as_bytes());
         map.append(name, value);
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
     parts.headers = map;
-    Ok(Some(parts))
+    Ok(Some((parts, seen)))
 }
 
 /// How the body is delimited, and whether the connection may be reused after it.
-fn framing(head: &mut response::Parts, head_request: bool) -> Result<(Framing, bool), BoxError> {
-    let h = &mut head.headers;
+fn framing(head: &mut response::Parts, seen: &Seen, head_request: bool) -> Result<(Framing, bool), BoxError> {
     let mut reuse = match head.version {
-        Version::HTTP_10 => has_token(h, &header::CONNECTION, "keep-alive"),
-        _ => !has_token(h, &header::CONNECTION, "close"),
+        Version::HTTP_10 => seen.keep_alive,
+        _ => !seen.close,
     };
     if head_request || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Empty, reuse));
     }
-    if h.contains_key(header::TRANSFER_ENCODING) {
+    if let Some(chunked) = seen.transfer_encoding {
         if head.version == Version::HTTP_10 {
             return Err(err("Transfer-Encoding in an HTTP/1.0 answer"));
         }
-        let last = h
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let chunked = last.rsplit(',').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
         if !chunked {
             return Ok((Framing::Close, false));
         }
-        if h.remove(header::CONTENT_LENGTH).is_some() {
+        if seen.length_values > 0 {
             // Both: chunked wins, and a connection that framed an answer both ways is not
             // trusted with another request.
+            head.headers.remove(header::CONTENT_LENGTH);
             reuse = false;
         }
         return Ok((Framing::Chunked, reuse));
     }
-    match content_length(h)? {
+    if let Some(problem) = seen.length_error {
+        return Err(err(problem));
+    }
+    match seen.length {
+        // Repeats of one number are folded into one header.
+        Some(n) if seen.length_values > 1 => {
+            head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        _ => {}
+    }
+    match seen.length {
         Some(0) => Ok((Framing::Empty, reuse)),
         Some(n) => Ok((Framing::Length(n), reuse)),
         None => Ok((Framing::Close, false)),
     }
-}
-
-/// The one length every `Content-Length` value states (repeats of the same number allowed and
-/// folded into one header), or an error for anything else.
-fn content_length(h: &mut HeaderMap) -> Result<Option<u64>, BoxError> {
-    let mut found: Option<u64> = None;
-    let mut values = 0;
-    for value in h.get_all(header::CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| err("invalid Content-Length"))?;
-        for part in text.split(',') {
-            values += 1;
-            let part = part.trim();
-            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(err("invalid Content-Length"));
-            }
-            let n: u64 = part.parse().map_err(|_| err("invalid Content-Length"))?;
-            if found.is_some_and(|f| f != n) {
-                return Err(err("conflicting Content-Length"));
-            }
-            found = Some(n);
-        }
-    }
-    if values > 1
-        && let Some(n) = found
-    {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
-    Ok(found)
-}
-
-fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    h.get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Where a connection goes once its answer has been read to the end.
@@ -609,8 +621,8 @@ mod tests {
 
     fn head(raw: &str) -> Result<(response::Parts, Framing, bool), BoxError> {
         let mut buf = BytesMut::from(raw.as_bytes());
-        let mut parts = parse_head(&mut buf, 64 * 1024)?.expect("complete head");
-        let (framing, reuse) = framing(&mut parts, false)?;
+        let (mut parts, seen) = parse_head(&mut buf, 64 * 1024)?.expect("complete head");
+        let (framing, reuse) = framing(&mut parts, &seen, false)?;
         Ok((parts, framing, reuse))
     }
 
@@ -667,7 +679,7 @@ mod tests {
     #[test]
     fn heads_parse_and_limits_hold() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-b: two\r\n\r\nbody"[..]);
-        let parts = parse_head(&mut buf, 1024).unwrap().unwrap();
+        let (parts, _) = parse_head(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(parts.status, 200);
         assert_eq!(parts.headers["x-a"], "1");
         assert_eq!(parts.headers["x-b"], "two");
