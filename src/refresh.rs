@@ -274,7 +274,9 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
     }
 
     async fn cached(&self, key: &Key) -> Option<Arc<Stored<V>>> {
-        if self.caching() { self.cache.get(key).await } else { None }
+        // moka's futures are large; boxed, they do not size every refresh's future (cache
+        // off included) for themselves.
+        if self.caching() { Box::pin(self.cache.get(key)).await } else { None }
     }
 
     /// Under the in-flight lock: join a running flight, notice an answer that landed in
@@ -323,7 +325,7 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
                 let expiry = RefreshExpiry { ttl: self.ttl };
                 if self.caching() && !expiry.remaining(&stored, Instant::now()).is_zero() {
                     // Before the guard unregisters the flight: see `join_or_lead`.
-                    self.cache.insert(key, Arc::clone(&stored)).await;
+                    Box::pin(self.cache.insert(key, Arc::clone(&stored))).await;
                 }
                 Ok(stored)
             }
@@ -331,7 +333,7 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
                 self.upstream_errors.fetch_add(1, Ordering::Relaxed);
                 if error.evicts() {
                     tracing::debug!("refresh token rejected upstream; evicting cached answer");
-                    self.cache.invalidate(&key).await;
+                    Box::pin(self.cache.invalidate(&key)).await;
                 } else {
                     tracing::debug!("upstream refresh failed; not cached");
                 }
@@ -341,8 +343,11 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
         // Unregister before publishing, so that by the time any caller returns, the key
         // is no longer in flight and a success is already in the cache.
         drop(guard);
-        // `send_replace` stores the value even if every waiter has gone.
-        tx.send_replace(Some(outcome.clone()));
+        // The flight is unregistered, so no caller can join any more: with no receiver left
+        // (nobody joined, the usual case) there is no one to tell.
+        if tx.receiver_count() > 0 {
+            tx.send_replace(Some(outcome.clone()));
+        }
         outcome
     }
 }
