@@ -165,9 +165,13 @@ impl App {
                 if route == Route::PassThrough && req.uri().path().starts_with("/oauth/v2/") {
                     outcome.client = ops.record_v2_native(&rt, req.headers());
                 }
+                // The authorize future is boxed: this future is as large as the largest
+                // route's, and the rare authorize route need not size every request's.
                 let resp = match route {
                     Route::Token => token::handle(&self.shared, &rt, req, peer, &mut outcome).await,
-                    Route::Authorize => authorize::handle(&self.shared, &rt, req, peer, &mut outcome).await,
+                    Route::Authorize => {
+                        Box::pin(authorize::handle(&self.shared, &rt, req, peer, &mut outcome)).await
+                    }
                     _ => forward::forward(&self.shared.client, &rt, req, peer, &mut outcome).await,
                 };
                 (route, outcome, resp)

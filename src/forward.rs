@@ -137,22 +137,34 @@ pub async fn forward(
     peer: SocketAddr,
     outcome: &mut Outcome,
 ) -> Response<Body> {
-    match send(client, rt, req, peer, outcome).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            outcome.detail = Some(e.code.as_str());
-            e.into_response()
+    // One async level (the head is prepared synchronously): each nested future would be
+    // moved into its parent's state per request.
+    let req = match prepare(rt, req, peer) {
+        Ok(req) => req,
+        Err(e) => return fail(e, outcome),
+    };
+    let resp = match tokio::time::timeout(rt.config.upstream.request_timeout, client.request(req)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "pass-through upstream request failed");
+            return fail(ShimError::upstream_unreachable(), outcome);
         }
-    }
+        Err(_) => return fail(ShimError::upstream_timeout(), outcome),
+    };
+    outcome.upstream_status = Some(resp.status());
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, StallGuard::new(body, rt.config.upstream.body_stall_timeout).boxed())
 }
 
-async fn send(
-    client: &HttpClient,
-    rt: &Runtime,
-    req: Request<Body>,
-    peer: SocketAddr,
-    outcome: &mut Outcome,
-) -> Result<Response<Body>, ShimError> {
+fn fail(e: ShimError, outcome: &mut Outcome) -> Response<Body> {
+    outcome.detail = Some(e.code.as_str());
+    e.into_response()
+}
+
+/// The upstream request for `req`: the API base's URI and `Host`, hop-by-hop headers removed,
+/// `X-Forwarded-For`/`-Proto` appended.
+fn prepare(rt: &Runtime, req: Request<Body>, peer: SocketAddr) -> Result<Request<Body>, ShimError> {
     if req.method() == Method::CONNECT {
         // A forward proxy's tunnel, not an API call: never opened to the API host.
         return Err(ShimError::method_not_allowed("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
@@ -166,23 +178,13 @@ async fn send(
     // The upstream's Host (HTTP/2 also sends :authority, from the URI: the same host).
     h.insert(header::HOST, rt.api_base.host.clone());
     append_forwarded(h, peer);
-
-    let stall = rt.config.upstream.body_stall_timeout;
     // A bodiless request (most API calls) skips the guard and its allocation.
-    let body = if body.is_end_stream() { body } else { StallGuard::new(body, stall).boxed() };
-    let upstream = client.request(Request::from_parts(parts, body));
-    let resp = match tokio::time::timeout(rt.config.upstream.request_timeout, upstream).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "pass-through upstream request failed");
-            return Err(ShimError::upstream_unreachable());
-        }
-        Err(_) => return Err(ShimError::upstream_timeout()),
+    let body = if body.is_end_stream() {
+        body
+    } else {
+        StallGuard::new(body, rt.config.upstream.body_stall_timeout).boxed()
     };
-    outcome.upstream_status = Some(resp.status());
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, StallGuard::new(body, stall).boxed()))
+    Ok(Request::from_parts(parts, body))
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -106,6 +106,9 @@ async fn run(
     let v2 = translate::to_v2(&params, client)?;
     let auth = auth.clone();
     let legacy_cfg = &rt.config.legacy;
+    // Not held while the upstream answers: the head shares hyper's read buffer, which hyper
+    // can then reuse for the connection's next request instead of allocating another.
+    drop((parts, bytes));
 
     if v2.grant == Grant::RefreshToken {
         let translate::V2Request { form, refresh_token, .. } = v2;

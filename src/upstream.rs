@@ -198,7 +198,10 @@ impl Upstream {
     /// Send `req` (absolute URI) and return the response once its head has arrived. The body
     /// streams from the connection; an HTTP/1 connection goes back to the pool when it is ready
     /// for the next request.
-    pub async fn request(&self, req: Request<Body>) -> Result<Response<UpBody>, BoxError> {
+    pub fn request(
+        &self,
+        req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<UpBody>, BoxError>> + '_ {
         use http_body::Body as _;
         let (parts, body) = req.into_parts();
         let payload = if body.is_end_stream() && known_body_fits(&parts, 0) {
@@ -206,23 +209,25 @@ impl Upstream {
         } else {
             Payload::Stream(body)
         };
-        self.send(parts, payload).await
+        self.send(parts, payload)
     }
 
     /// [`Upstream::request`] with a body held in memory (the token call's form).
-    pub async fn request_full(&self, req: Request<Bytes>) -> Result<Response<UpBody>, BoxError> {
+    pub fn request_full(
+        &self,
+        req: Request<Bytes>,
+    ) -> impl Future<Output = Result<Response<UpBody>, BoxError>> + '_ {
         let (parts, body) = req.into_parts();
         let payload = if known_body_fits(&parts, body.len()) {
             Payload::Known(body)
         } else {
             Payload::Stream(body::full(body))
         };
-        self.send(parts, payload).await
+        self.send(parts, payload)
     }
 
     async fn send(&self, parts: request::Parts, payload: Payload) -> Result<Response<UpBody>, BoxError> {
-        let uri = parts.uri.clone();
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        let (Some(scheme), Some(authority)) = (parts.uri.scheme(), parts.uri.authority()) else {
             return Err("upstream URI without scheme or authority".into());
         };
         let (pooled, host) = self.inner.checkout(scheme, authority);
@@ -231,15 +236,25 @@ impl Upstream {
             Some(tx) => tx,
             // Boxed: the connect and handshake futures are large, and every request's future
             // (moved into place per request) would otherwise be sized for them.
-            None => Box::pin(self.connect(&uri, host.generation, host.max_head)).await?,
+            None => Box::pin(self.connect(&parts.uri, host.generation, host.max_head)).await?,
         };
         let (tx, payload) = match (tx, payload) {
-            (Tx::Raw(conn), Payload::Known(bytes)) => return self.exchange(conn, parts, bytes, &host).await,
+            // The request's parts go by value: [`h1`] drops them once the head is encoded, so
+            // nothing here holds bytes of the incoming request (hyper's read buffer) while the
+            // answer is awaited, and hyper can reuse that buffer instead of allocating another.
+            (Tx::Raw(conn), Payload::Known(bytes)) => {
+                let (head, conn, framing, reuse) =
+                    conn.exchange(parts, &host.host_header, &bytes, host.max_head).await?;
+                let back = h1::Return { pool: Arc::clone(&self.inner), host: host.index };
+                let body = h1::Body::new(conn, framing, reuse, back, host.max_head);
+                return Ok(Response::from_parts(head, UpBody::Raw(body)));
+            }
             (Tx::Raw(conn), payload) => {
                 (Tx::H1(Box::pin(handshake(conn.into_io(), host.max_head)).await?), payload)
             }
             (tx, payload) => (tx, payload),
         };
+        let uri = parts.uri.clone();
         let req = Request::from_parts(parts, payload.into_body());
         Box::pin(self.send_hyper(tx, req, reused, &uri, &host)).await
     }
@@ -304,21 +319,6 @@ impl Upstream {
             Tx::Raw(conn) => Ok(Tx::H1(handshake(conn.into_io(), host.max_head).await?)),
             tx => Ok(tx),
         }
-    }
-
-    /// One exchange on an HTTP/1 connection in this task (see [`h1`]).
-    async fn exchange(
-        &self,
-        conn: h1::Conn,
-        parts: request::Parts,
-        body: Bytes,
-        host: &HostInfo,
-    ) -> Result<Response<UpBody>, BoxError> {
-        let (head, conn, framing, reuse) =
-            conn.exchange(&parts, &host.host_header, &body, host.max_head).await?;
-        let back = h1::Return { pool: Arc::clone(&self.inner), host: host.index };
-        let body = h1::Body::new(conn, framing, reuse, back, host.max_head);
-        Ok(Response::from_parts(head, UpBody::Raw(body)))
     }
 
     /// Open a new connection (TCP, then TLS for https). HTTP/2 (by ALPN) starts hyper's

@@ -119,13 +119,16 @@ impl Conn {
     /// in one buffer, and read the answer's head.
     pub(super) async fn exchange(
         mut self,
-        parts: &request::Parts,
+        parts: request::Parts,
         host: &HeaderValue,
         body: &Bytes,
         max_head: usize,
     ) -> Result<(response::Parts, Self, Framing, bool), BoxError> {
         self.buf.clear();
-        encode_head(parts, host, body.len(), &mut self.buf);
+        encode_head(&parts, host, body.len(), &mut self.buf);
+        let head_request = parts.method == Method::HEAD;
+        // Before the first wait: the parts may share the bytes of the incoming request.
+        drop(parts);
         // A small body goes out with the head in one write; a large one after it.
         let inline = body.len() <= READ_STEP;
         if inline {
@@ -139,7 +142,6 @@ impl Conn {
         state.io.flush().await?;
         self.buf.clear();
 
-        let head_request = parts.method == Method::HEAD;
         let mut interim = 0;
         loop {
             if let Some((mut head, seen)) = parse_head(&mut self.buf, max_head)? {
