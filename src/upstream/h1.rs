@@ -243,15 +243,25 @@ struct Seen {
 }
 
 impl Seen {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+    /// Note one header; false for a hop-by-hop header this client has consumed and does not
+    /// hand on: `Transfer-Encoding` (the body is decoded here), and a `Connection` that says
+    /// only `close`/`keep-alive` (one naming other headers is kept, so a proxy still strips
+    /// those).
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         if *name == header::CONNECTION {
+            let mut others = false;
             for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                others |= !close && !keep_alive && !token.is_empty();
             }
+            return others;
         } else if *name == header::TRANSFER_ENCODING {
             let last = value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
             self.transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
+            return false;
         } else if *name == header::CONTENT_LENGTH {
             for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 self.length_values += 1;
@@ -266,6 +276,7 @@ impl Seen {
                 }
             }
         }
+        true
     }
 }
 
@@ -310,8 +321,9 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<(response::P
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| err("invalid header name"))?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| err("invalid header value"))?;
-        seen.note(&name, value.as_bytes());
-        map.append(name, value);
+        if seen.note(&name, value.as_bytes()) {
+            map.append(name, value);
+        }
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
@@ -666,6 +678,19 @@ mod tests {
         ] {
             assert!(f(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn consumed_hop_by_hop_headers_are_not_handed_on() {
+        let (parts, _, reuse) =
+            head("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n")
+                .unwrap();
+        assert!(reuse);
+        assert_eq!(parts.headers.len(), 1, "{:?}", parts.headers);
+        let (parts, _, reuse) =
+            head("HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(!reuse);
+        assert_eq!(parts.headers["connection"], "close, X-A", "kept: it names a header to strip");
     }
 
     #[test]
