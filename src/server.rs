@@ -249,35 +249,66 @@ impl Conn {
     }
 
     /// Run a connection until it ends, closing it gracefully on drain or when idle.
+    ///
+    /// The connection is polled on every wake-up; the drain signal and the idle timer only when
+    /// they may have fired (a version check, an `is_elapsed`), not on each of the several
+    /// wake-ups every request causes: once polled, both keep the task's waker registered.
     async fn drive(&mut self, mut conn: Pin<Box<dyn Served>>, activity: &Activity, idle: Duration, h1: bool) {
-        let idle = idle_expired(activity, self.first_request_timeout, idle);
-        let mut idle = std::pin::pin!(idle);
+        let first = self.first_request_timeout;
+        let mut probe = self.drain.clone();
+        let mut drain = std::pin::pin!(self.drain.wait_for(|d| *d));
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        // Whether the drain future and the timer have been polled (so hold our waker).
+        let (mut drain_polled, mut timer_polled) = (false, false);
         let mut closing = false;
-        loop {
-            tokio::select! {
-                res = conn.as_mut() => {
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
                     if let Err(e) = res {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
-                    break;
+                    return Poll::Ready(());
                 }
-                _ = self.drain.wait_for(|d| *d), if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+                if closing {
+                    return Poll::Pending;
                 }
-                _ = &mut idle, if !closing => {
-                    tracing::debug!("closing idle connection");
-                    // Nothing is in flight. HTTP/1.1 is simply closed: a head that is still
-                    // arriving is too slow, and hyper's graceful shutdown would wait for it on
-                    // a connection that has not finished a request yet. HTTP/2 gets a GOAWAY.
-                    if h1 {
-                        break;
+                if !drain_polled || probe.has_changed().unwrap_or(true) {
+                    drain_polled = true;
+                    probe.borrow_and_update();
+                    if drain.as_mut().poll(cx).is_ready() {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        continue;
                     }
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+                }
+                if timer_polled && !timer.is_elapsed() {
+                    return Poll::Pending;
+                }
+                match idle_deadline(activity, first, idle) {
+                    Some(wake) => {
+                        timer.as_mut().reset(wake);
+                        timer_polled = true;
+                        if timer.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        // Already due: look again.
+                    }
+                    None => {
+                        tracing::debug!("closing idle connection");
+                        // Nothing is in flight. HTTP/1.1 is simply closed: a head that is
+                        // still arriving is too slow, and hyper's graceful shutdown would wait
+                        // for it on a connection that has not finished a request yet. HTTP/2
+                        // gets a GOAWAY.
+                        if h1 {
+                            return Poll::Ready(());
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
                 }
             }
-        }
+        })
+        .await;
     }
 }
 
@@ -320,31 +351,28 @@ impl Activity {
     }
 }
 
-/// Resolves once the connection has had no request in flight for the limit: `first` (from
-/// accept) until the first request arrives, then `idle` after each response.
-async fn idle_expired(activity: &Activity, first: Duration, idle: Duration) {
-    loop {
-        // `finished` before `started`: both only grow and finished <= started, so a request
-        // that starts in between is seen as in flight, never the other way round.
-        let finished = activity.finished.load(Ordering::SeqCst);
-        let started = activity.started.load(Ordering::SeqCst);
-        let wake = if started > finished {
-            // Busy: idle for the limit no sooner than `idle` from now.
-            Instant::now() + idle
-        } else {
-            let limit = if started == 0 { first } else { idle };
-            let since = Duration::from_nanos(activity.last_done.load(Ordering::SeqCst));
-            let deadline = activity.opened + since + limit;
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            // A request could start and finish right now, making `now + idle` the deadline
-            // (earlier than the first-request one when `idle` is the shorter limit).
-            deadline.min(now + idle)
-        };
-        tokio::time::sleep_until(wake).await;
+/// When to check the connection for idleness next, or `None` once it has had no request in
+/// flight for the limit: `first` (from accept) until the first request arrives, then `idle`
+/// after each response.
+fn idle_deadline(activity: &Activity, first: Duration, idle: Duration) -> Option<Instant> {
+    // `finished` before `started`: both only grow and finished <= started, so a request that
+    // starts in between is seen as in flight, never the other way round.
+    let finished = activity.finished.load(Ordering::SeqCst);
+    let started = activity.started.load(Ordering::SeqCst);
+    if started > finished {
+        // Busy: idle for the limit no sooner than `idle` from now.
+        return Some(Instant::now() + idle);
     }
+    let limit = if started == 0 { first } else { idle };
+    let since = Duration::from_nanos(activity.last_done.load(Ordering::SeqCst));
+    let deadline = activity.opened + since + limit;
+    let now = Instant::now();
+    if now >= deadline {
+        return None;
+    }
+    // A request could start and finish right now, making `now + idle` the deadline (earlier
+    // than the first-request one when `idle` is the shorter limit).
+    Some(deadline.min(now + idle))
 }
 
 /// Counts one request as in flight until its response body is finished or dropped.
