@@ -193,17 +193,27 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 fn append_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
     let mut ip = IpText::default();
     let ip = ip.format(peer.ip());
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    // One walk over the (few) request headers finds both, usually absent, instead of two
+    // hashed lookups.
+    let (mut prev_for, mut prev_proto) = (None, None);
+    for (name, value) in h.iter() {
+        if *name == X_FORWARDED_FOR {
+            prev_for = prev_for.or(Some(value));
+        } else if *name == X_FORWARDED_PROTO {
+            prev_proto = prev_proto.or(Some(value));
+        }
+    }
+    let xff = match prev_for.and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
         _ => HeaderValue::from_str(ip).ok(),
+    };
+    let proto = match prev_proto.and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, http")).ok(),
+        _ => Some(HeaderValue::from_static("http")),
     };
     if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    let proto = match h.get(&X_FORWARDED_PROTO).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, http")).ok(),
-        _ => Some(HeaderValue::from_static("http")),
-    };
     if let Some(v) = proto {
         h.insert(X_FORWARDED_PROTO.clone(), v);
     }
