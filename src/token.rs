@@ -93,7 +93,10 @@ async fn run(
         }
         ClientMode::Passthrough => {
             let req = Request::from_parts(parts, body::full(bytes));
-            return Ok(forward::forward(&shared.client, rt, req, peer, outcome).await);
+            // Boxed, as is the other grants' upstream call below: this future is sized by its
+            // largest branch, and every token request (and, through `App::handle`, every
+            // request) would otherwise allocate and move that much.
+            return Ok(Box::pin(forward::forward(&shared.client, rt, req, peer, outcome)).await);
         }
     }
 
@@ -139,7 +142,8 @@ async fn run(
     }
 
     let started = std::time::Instant::now();
-    let result = token_call(&shared.client, &rt.token_url, auth, &v2.form, &rt.config.upstream).await;
+    let result =
+        Box::pin(token_call(&shared.client, &rt.token_url, auth, &v2.form, &rt.config.upstream)).await;
     outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
     let token = result.result?;
