@@ -151,7 +151,9 @@ type Outcome<V, E> = Option<Result<Arc<Stored<V>>, E>>;
 struct Flight<V, E> {
     /// Distinguishes this registration from any later one for the same key.
     id: u64,
-    rx: watch::Receiver<Outcome<V, E>>,
+    /// Where the outcome is published; made by the first caller that joins, so a refresh
+    /// nobody joins (the usual case) never allocates a channel.
+    tx: Option<watch::Sender<Outcome<V, E>>>,
 }
 
 /// Coalesces concurrent refreshes of one refresh token into one upstream call and replays
@@ -223,7 +225,7 @@ enum Step<V: Refreshed, E: RefreshFailure> {
     /// An answer landed in the cache after our first check: look again.
     Recheck,
     /// Nothing in flight or cached: this caller starts the upstream call.
-    Lead(watch::Sender<Outcome<V, E>>, FlightGuard<V, E>),
+    Lead(FlightGuard<V, E>),
 }
 
 /// Unregisters a flight when dropped, whatever happened to the upstream call. It lives in
@@ -234,23 +236,37 @@ struct FlightGuard<V: Refreshed, E: RefreshFailure> {
     key: Key,
     id: u64,
     answered: bool,
+    /// Already unregistered (by [`FlightGuard::unregister`]).
+    done: bool,
+}
+
+impl<V: Refreshed, E: RefreshFailure> FlightGuard<V, E> {
+    /// Remove the flight from the in-flight map, returning its channel if anyone joined.
+    fn unregister(&mut self) -> Option<watch::Sender<Outcome<V, E>>> {
+        self.done = true;
+        let mut map = self.inner.lock_in_flight();
+        let tx = match map.get(&self.key) {
+            Some(f) if f.id == self.id => map.remove(&self.key).and_then(|f| f.tx),
+            _ => None,
+        };
+        // Give back the memory of a past burst once it has drained.
+        if map.is_empty() && map.capacity() > 1024 {
+            map.shrink_to(64);
+        }
+        tx
+    }
 }
 
 impl<V: Refreshed, E: RefreshFailure> Drop for FlightGuard<V, E> {
     fn drop(&mut self) {
         if !self.answered {
             // Panicked or dropped before the upstream answered: that call failed, and
-            // every waiter gets `E::internal()`.
+            // every waiter gets `E::internal()` (their channel's sender drops here).
             self.inner.upstream_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("upstream refresh task died without answering");
         }
-        let mut map = self.inner.lock_in_flight();
-        if map.get(&self.key).is_some_and(|f| f.id == self.id) {
-            map.remove(&self.key);
-        }
-        // Give back the memory of a past burst once it has drained.
-        if map.is_empty() && map.capacity() > 1024 {
-            map.shrink_to(64);
+        if !self.done {
+            drop(self.unregister());
         }
     }
 }
@@ -290,17 +306,24 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
     /// should the cache keep reporting an entry that `get` does not return.
     fn join_or_lead(self: &Arc<Self>, key: &Key, may_recheck: bool) -> Step<V, E> {
         let mut map = self.lock_in_flight();
-        if let Some(flight) = map.get(key) {
-            return Step::Join(flight.rx.clone());
+        if let Some(flight) = map.get_mut(key) {
+            let rx = match &flight.tx {
+                Some(tx) => tx.subscribe(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    flight.tx = Some(tx);
+                    rx
+                }
+            };
+            return Step::Join(rx);
         }
         if may_recheck && self.caching() && self.cache.contains_key(key) {
             return Step::Recheck;
         }
         let id = self.next_flight_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(None);
-        map.insert(*key, Flight { id, rx });
-        let guard = FlightGuard { inner: Arc::clone(self), key: *key, id, answered: false };
-        Step::Lead(tx, guard)
+        map.insert(*key, Flight { id, tx: None });
+        let guard = FlightGuard { inner: Arc::clone(self), key: *key, id, answered: false, done: false };
+        Step::Lead(guard)
     }
 
     /// The upstream call of a flight, driven by its leader (or, once the leader hung up, by
@@ -308,7 +331,6 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
     /// happen even if every caller has hung up.
     async fn run_flight<Fut>(
         self: Arc<Self>,
-        tx: watch::Sender<Outcome<V, E>>,
         mut guard: FlightGuard<V, E>,
         fut: Fut,
     ) -> Result<Arc<Stored<V>>, E>
@@ -341,13 +363,13 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
             }
         };
         // Unregister before publishing, so that by the time any caller returns, the key
-        // is no longer in flight and a success is already in the cache.
-        drop(guard);
-        // The flight is unregistered, so no caller can join any more: with no receiver left
-        // (nobody joined, the usual case) there is no one to tell.
-        if tx.receiver_count() > 0 {
+        // is no longer in flight and a success is already in the cache. A channel exists
+        // only if someone joined; the flight is gone from the map, so nobody else can.
+        if let Some(tx) = guard.unregister() {
+            // `send_replace` stores the value even if every waiter has gone.
             tx.send_replace(Some(outcome.clone()));
         }
+        drop(guard);
         outcome
     }
 }
@@ -468,12 +490,12 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
                     inner.coalesced.fetch_add(1, Ordering::Relaxed);
                     return wait(rx, Source::Coalesced).await;
                 }
-                Step::Lead(tx, guard) => {
+                Step::Lead(guard) => {
                     inner.misses.fetch_add(1, Ordering::Relaxed);
                     // If `fetch` panics, `guard` unregisters the flight and the joined
                     // waiters see the sender drop.
                     let fut = fetch();
-                    let flight = Detach { fut: Some(Box::pin(Arc::clone(inner).run_flight(tx, guard, fut))) };
+                    let flight = Detach { fut: Some(Box::pin(Arc::clone(inner).run_flight(guard, fut))) };
                     return match flight.await {
                         Some(Ok(stored)) => Ok(served(&stored, Source::Upstream)),
                         Some(Err(error)) => Err(error),
