@@ -107,10 +107,16 @@ impl Protocols {
         // read buffer may not grow past max_buf_size while a head is incomplete: larger heads
         // get 431. `writev(false)`: a small answer's head and body leave in one buffer, one
         // `send` instead of a two-part `writev` (cheaper in the kernel; see BENCHMARKS.md).
+        // `half_close(true)`: while a request is being answered hyper does not poll the client
+        // for EOF, which made it allocate a fresh 8 KiB read buffer for every request (the old
+        // one is still shared by the request being served). A client that closes its side
+        // early still gets its answer; one that went away is noticed when the answer is
+        // written, and the upstream call runs to its answer or `request_timeout` meanwhile.
         h1.timer(TokioTimer::new())
             .header_read_timeout(None)
             .max_buf_size(cfg.max_header_bytes)
             .writev(false)
+            .half_close(true)
             .keep_alive(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())

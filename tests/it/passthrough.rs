@@ -441,3 +441,18 @@ async fn a_client_body_that_stalls_is_cut_off() {
     .await;
     assert_eq!(raw_status(&raw), 502, "{raw}");
 }
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = Echo::start().await;
+    let h = harness(&echo, "").await;
+    let mut s = tokio::net::TcpStream::connect(h.proxy_addr()).await.unwrap();
+    s.write_all(b"GET /slow/200 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    // The client is done sending; the upstream answers only after the server has seen that.
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let raw = String::from_utf8_lossy(&out);
+    assert_eq!(raw_status(&raw), 200, "{raw}");
+}
