@@ -355,7 +355,7 @@ impl V2Token {
 
 /// Small JSON writer so rendering needs no intermediate `Value` tree. It writes exactly what
 /// `serde_json` writes for the same values.
-mod json {
+pub(crate) mod json {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use serde_json::Value;
 
@@ -393,7 +393,9 @@ mod json {
         }
     }
 
-    pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    /// Decimal digits of `n`, without `core::fmt` (also used for the upstream client's
+    /// `Content-Length`).
+    pub fn write_u64(out: &mut impl bytes::BufMut, mut n: u64) {
         let mut digits = [0u8; 20];
         let mut i = digits.len();
         loop {
@@ -404,7 +406,7 @@ mod json {
                 break;
             }
         }
-        out.extend_from_slice(&digits[i..]);
+        out.put_slice(&digits[i..]);
     }
 
     /// Deserializes any JSON value by writing it to the buffer, as `serde_json` would write the

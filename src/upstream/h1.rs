@@ -199,7 +199,7 @@ fn encode_head(parts: &request::Parts, host: &HeaderValue, body_len: usize, out:
     }
     if !has_length && (body_len > 0 || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)) {
         out.put_slice(b"content-length: ");
-        put_decimal(out, body_len as u64);
+        crate::translate::json::write_u64(out, body_len as u64);
         out.put_slice(b"\r\n");
     }
     out.put_slice(b"\r\n");
@@ -210,20 +210,6 @@ fn put_header(out: &mut BytesMut, name: &str, value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
-}
-
-fn put_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[i..]);
 }
 
 /// What the framing headers of an answer said, noted while its head is parsed (so framing

@@ -70,17 +70,7 @@ async fn serve(
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        buf.drain(..head_end);
+        let Some(head) = read_request_head(&mut stream, &mut buf).await else { return };
         // A body the request announced (the token call's form).
         let len = head
             .lines()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
@@ -83,19 +83,8 @@ impl CountingUpstream {
 /// Serve one connection until the peer closes it, or as `mode` says.
 async fn serve(mut stream: TcpStream, mode: Mode, requests: &AtomicUsize) {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     for n in 1.. {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        buf.drain(..head_end);
+        let Some(head) = read_request_head(&mut stream, &mut buf).await else { return };
         requests.fetch_add(1, Ordering::SeqCst);
         if mode == Mode::DropSecondRequest && n == 2 {
             return;

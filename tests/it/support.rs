@@ -227,3 +227,23 @@ pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
 pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
     http().get(url).send().await.unwrap().text().await.unwrap()
 }
+
+/// Read one request head from a raw upstream connection, as text. `buf` carries bytes read past
+/// the head (a body, or the next request) from one call to the next. `None` once the peer has
+/// closed (or the read failed).
+pub async fn read_request_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    buf.drain(..head_end);
+    Some(head)
+}
