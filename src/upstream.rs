@@ -269,7 +269,8 @@ impl Upstream {
         host: &HostInfo,
     ) -> Result<Response<UpBody>, BoxError> {
         loop {
-            let (resp, tx1) = match tx {
+            // An HTTP/1 sender comes back with the answer, to be pooled again.
+            let sent = match tx {
                 Tx::H1(mut tx1) => {
                     // HTTP/1 sends the origin form, and the authority as `Host` (HTTP/2 sends
                     // `:authority` from the URI).
@@ -277,39 +278,32 @@ impl Upstream {
                     if !req.headers().contains_key(HOST) {
                         req.headers_mut().insert(HOST, host.host_header.clone());
                     }
-                    match tx1.try_send_request(req).await {
-                        Ok(resp) => (resp, tx1),
-                        Err(mut e) => match e.take_message() {
-                            // Never written: the idle connection had closed. Retry once, on a
-                            // new connection.
-                            Some(back) if reused => {
-                                req = back;
-                                *req.uri_mut() = uri.clone();
-                                (tx, reused) = (self.connect_hyper(uri, host).await?, false);
-                                continue;
-                            }
-                            _ => return Err(e.into_error().into()),
-                        },
-                    }
+                    tx1.try_send_request(req).await.map(|resp| (resp, Some(tx1)))
                 }
-                Tx::H2(mut tx1) => match tx1.try_send_request(req).await {
-                    Ok(resp) => return Ok(resp.map(UpBody::Hyper)),
-                    Err(mut e) => match e.take_message() {
-                        Some(back) if reused => {
-                            req = back;
-                            (tx, reused) = (self.connect_hyper(uri, host).await?, false);
-                            continue;
-                        }
-                        _ => return Err(e.into_error().into()),
-                    },
-                },
+                Tx::H2(mut tx1) => tx1.try_send_request(req).await.map(|resp| (resp, None)),
                 Tx::Raw(conn) => {
                     tx = Tx::H1(handshake(conn.into_io(), host.max_head).await?);
                     continue;
                 }
             };
-            self.give_back(host.index, host.generation, tx1);
-            return Ok(resp.map(UpBody::Hyper));
+            match sent {
+                Ok((resp, h1)) => {
+                    if let Some(tx1) = h1 {
+                        self.give_back(host.index, host.generation, tx1);
+                    }
+                    return Ok(resp.map(UpBody::Hyper));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the idle connection had closed. Retry once, on a new
+                    // connection.
+                    Some(back) if reused => {
+                        req = back;
+                        *req.uri_mut() = uri.clone();
+                        (tx, reused) = (self.connect_hyper(uri, host).await?, false);
+                    }
+                    _ => return Err(e.into_error().into()),
+                },
+            }
         }
     }
 

@@ -442,9 +442,9 @@ impl Body {
                     if buf.is_empty() {
                         return Ok(None);
                     }
-                    let take = (buf.len() as u64).min(n);
-                    self.state = if take == n { State::Done } else { State::Length(n - take) };
-                    return Ok(Some(buf.split_to(take as usize).freeze()));
+                    let (data, left) = take(buf, n);
+                    self.state = if left == 0 { State::Done } else { State::Length(left) };
+                    return Ok(Some(data));
                 }
                 State::Close => {
                     if buf.is_empty() {
@@ -462,9 +462,9 @@ impl Body {
                     if buf.is_empty() {
                         return Ok(None);
                     }
-                    let take = (buf.len() as u64).min(n);
-                    self.state = if take == n { State::ChunkEnd } else { State::ChunkData(n - take) };
-                    return Ok(Some(buf.split_to(take as usize).freeze()));
+                    let (data, left) = take(buf, n);
+                    self.state = if left == 0 { State::ChunkEnd } else { State::ChunkData(left) };
+                    return Ok(Some(data));
                 }
                 State::ChunkEnd => {
                     if buf.len() < 2 {
@@ -536,6 +536,12 @@ impl Body {
         self.back = None;
         self.state = State::Done;
     }
+}
+
+/// Up to `n` of the buffered bytes, and how many of the `n` are still to come.
+fn take(buf: &mut BytesMut, n: u64) -> (Bytes, u64) {
+    let taken = (buf.len() as u64).min(n);
+    (buf.split_to(taken as usize).freeze(), n - taken)
 }
 
 /// The index of the CRLF ending the first line of `buf`, if it is there; an error when none
