@@ -112,6 +112,34 @@ impl Payload {
     }
 }
 
+type Sent = Result<Response<UpBody>, BoxError>;
+
+pin_project_lite::pin_project! {
+    /// A request [`Upstream::send`] started. A hand-written future rather than an `async`
+    /// block, which would hold the exchange twice (as its capture and as the awaited value).
+    #[project = SendingProj]
+    enum Sending<F> {
+        /// Encoded on a pooled HTTP/1 connection, being exchanged there.
+        Raw { #[pin] exchange: F },
+        Other { send: std::pin::Pin<Box<dyn Future<Output = Sent> + Send>> },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F: Future<Output = Sent>> Future for Sending<F> {
+    type Output = Sent;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Sent> {
+        match self.project() {
+            SendingProj::Raw { exchange } => exchange.poll(cx),
+            SendingProj::Other { send } => send.as_mut().poll(cx),
+            SendingProj::Failed { error } => {
+                std::task::Poll::Ready(Err(error.take().unwrap_or_else(|| "polled after completion".into())))
+            }
+        }
+    }
+}
+
 /// What [`Inner::checkout`] tells a request about its host.
 struct HostInfo {
     index: usize,
@@ -201,7 +229,7 @@ impl Upstream {
     pub fn request(
         &self,
         req: Request<Body>,
-    ) -> impl Future<Output = Result<Response<UpBody>, BoxError>> + '_ {
+    ) -> impl Future<Output = Result<Response<UpBody>, BoxError>> + Send + 'static {
         use http_body::Body as _;
         let (parts, body) = req.into_parts();
         let payload = if body.is_end_stream() && known_body_fits(&parts, 0) {
@@ -226,37 +254,59 @@ impl Upstream {
         self.send(parts, payload)
     }
 
-    async fn send(&self, parts: request::Parts, payload: Payload) -> Result<Response<UpBody>, BoxError> {
+    /// Checkout, and on a pooled HTTP/1 connection with a known body the request's encoding,
+    /// happen here, before the returned future first waits: that future holds neither the
+    /// request's parts (which may share hyper's read buffer of the incoming request) nor the
+    /// state of the rarer paths (a new connection, hyper's client), which are boxed. It owns
+    /// what it needs (no borrow of the pool), so a caller can start a request synchronously.
+    fn send(
+        &self,
+        parts: request::Parts,
+        payload: Payload,
+    ) -> impl Future<Output = Result<Response<UpBody>, BoxError>> + Send + 'static {
         let (Some(scheme), Some(authority)) = (parts.uri.scheme(), parts.uri.authority()) else {
-            return Err("upstream URI without scheme or authority".into());
+            return Sending::Failed { error: Some("upstream URI without scheme or authority".into()) };
         };
         let (pooled, host) = self.inner.checkout(scheme, authority);
+        match (pooled, payload) {
+            (Some(Tx::Raw(mut conn)), Payload::Known(bytes)) => {
+                let pending = conn.start(parts, &host.host_header, &bytes);
+                Sending::Raw { exchange: exchange(conn, pending, host, Arc::clone(&self.inner)) }
+            }
+            (pooled, payload) => {
+                let this = self.clone();
+                Sending::Other {
+                    send: Box::pin(async move { this.send_other(parts, payload, pooled, host).await }),
+                }
+            }
+        }
+    }
+
+    /// Every case but a known body on a pooled HTTP/1 connection: a new connection first, or a
+    /// streamed body or HTTP/2 through hyper.
+    async fn send_other(
+        &self,
+        parts: request::Parts,
+        payload: Payload,
+        pooled: Option<Tx>,
+        host: HostInfo,
+    ) -> Result<Response<UpBody>, BoxError> {
         let reused = pooled.is_some();
         let tx = match pooled {
             Some(tx) => tx,
-            // Boxed: the connect and handshake futures are large, and every request's future
-            // (moved into place per request) would otherwise be sized for them.
-            None => Box::pin(self.connect(&parts.uri, host.generation, host.max_head)).await?,
+            None => self.connect(&parts.uri, host.generation, host.max_head).await?,
         };
         let (tx, payload) = match (tx, payload) {
-            // The request's parts go by value: [`h1`] drops them once the head is encoded, so
-            // nothing here holds bytes of the incoming request (hyper's read buffer) while the
-            // answer is awaited, and hyper can reuse that buffer instead of allocating another.
-            (Tx::Raw(conn), Payload::Known(bytes)) => {
-                let (head, conn, framing, reuse) =
-                    conn.exchange(parts, &host.host_header, &bytes, host.max_head).await?;
-                let back = h1::Return { pool: Arc::clone(&self.inner), host: host.index };
-                let body = h1::Body::new(conn, framing, reuse, back, host.max_head);
-                return Ok(Response::from_parts(head, UpBody::Raw(body)));
+            (Tx::Raw(mut conn), Payload::Known(bytes)) => {
+                let pending = conn.start(parts, &host.host_header, &bytes);
+                return exchange(conn, pending, host, Arc::clone(&self.inner)).await;
             }
-            (Tx::Raw(conn), payload) => {
-                (Tx::H1(Box::pin(handshake(conn.into_io(), host.max_head)).await?), payload)
-            }
+            (Tx::Raw(conn), payload) => (Tx::H1(handshake(conn.into_io(), host.max_head).await?), payload),
             (tx, payload) => (tx, payload),
         };
         let uri = parts.uri.clone();
         let req = Request::from_parts(parts, payload.into_body());
-        Box::pin(self.send_hyper(tx, req, reused, &uri, &host)).await
+        self.send_hyper(tx, req, reused, &uri, &host).await
     }
 
     /// Send through hyper's connection-level client: HTTP/2, or HTTP/1 with a streamed body.
@@ -357,6 +407,20 @@ impl Upstream {
             }
         });
     }
+}
+
+/// Write a request [`h1::Conn::start`] encoded and read the answer's head; the body streams
+/// from the connection, which goes back to `pool` once it has been read to the end.
+async fn exchange(
+    conn: h1::Conn,
+    pending: h1::Pending,
+    host: HostInfo,
+    pool: Arc<Inner>,
+) -> Result<Response<UpBody>, BoxError> {
+    let (head, conn, framing, reuse) = conn.exchange(pending, host.max_head).await?;
+    let back = h1::Return { pool, host: host.index };
+    let body = h1::Body::new(conn, framing, reuse, back, host.max_head);
+    Ok(Response::from_parts(head, UpBody::Raw(body)))
 }
 
 /// Whether [`h1`] can send a request with a body of `len` bytes known up front: it frames the

@@ -58,6 +58,8 @@ pub(super) struct Conn(Box<ConnState>);
 pub(super) struct ConnState {
     io: Io,
     buf: BytesMut,
+    /// Scratch space for parsing answer heads.
+    spans: Spans,
     /// The pool's connector generation this connection was opened under.
     generation: u64,
 }
@@ -85,9 +87,16 @@ pub(super) enum Framing {
     Close,
 }
 
+/// A request [`Conn::start`] has encoded, as [`Conn::exchange`] needs it.
+pub(super) struct Pending {
+    head_request: bool,
+    /// A body too large to go out with the head; written after it.
+    rest: Bytes,
+}
+
 impl Conn {
     pub(super) fn new(io: Io, generation: u64) -> Self {
-        Self(Box::new(ConnState { io, buf: BytesMut::new(), generation }))
+        Self(Box::new(ConnState { io, buf: BytesMut::new(), spans: Vec::new(), generation }))
     }
 
     pub(super) fn generation(&self) -> u64 {
@@ -115,36 +124,44 @@ impl Conn {
         Pin::new(&mut self.io).poll_read(&mut cx, &mut probe).is_pending()
     }
 
-    /// Write the request (origin form, `Host` added when missing, `Content-Length` for a body)
-    /// in one buffer, and read the answer's head.
-    pub(super) async fn exchange(
-        mut self,
-        parts: request::Parts,
-        host: &HeaderValue,
-        body: &Bytes,
-        max_head: usize,
-    ) -> Result<(response::Parts, Self, Framing, bool), BoxError> {
+    /// Encode the request (origin form, `Host` added when missing, `Content-Length` for a body)
+    /// into the connection's buffer, with a small body inline. Synchronous, so the request's
+    /// parts (which may share the bytes of the incoming request, hyper's read buffer) are
+    /// dropped before any wait and are never part of a future's state. Returns what
+    /// [`Conn::exchange`] needs to know: whether the request was a HEAD.
+    pub(super) fn start(&mut self, parts: request::Parts, host: &HeaderValue, body: &Bytes) -> Pending {
         self.buf.clear();
         encode_head(&parts, host, body.len(), &mut self.buf);
         let head_request = parts.method == Method::HEAD;
-        // Before the first wait: the parts may share the bytes of the incoming request.
         drop(parts);
         // A small body goes out with the head in one write; a large one after it.
-        let inline = body.len() <= READ_STEP;
-        if inline {
+        let rest = if body.len() <= READ_STEP {
             self.buf.extend_from_slice(body);
-        }
+            Bytes::new()
+        } else {
+            body.clone()
+        };
+        Pending { head_request, rest }
+    }
+
+    /// Write what [`Conn::start`] encoded and read the answer's head.
+    pub(super) async fn exchange(
+        mut self,
+        pending: Pending,
+        max_head: usize,
+    ) -> Result<(response::Parts, Self, Framing, bool), BoxError> {
         let state = &mut *self.0;
         state.io.write_all(&state.buf).await?;
-        if !inline {
-            state.io.write_all(body).await?;
+        if !pending.rest.is_empty() {
+            state.io.write_all(&pending.rest).await?;
         }
         state.io.flush().await?;
         self.buf.clear();
 
         let mut interim = 0;
         loop {
-            if let Some((mut head, seen)) = parse_head(&mut self.buf, max_head)? {
+            let state = &mut *self.0;
+            if let Some((mut head, seen)) = parse_head_with(&mut state.buf, &mut state.spans, max_head)? {
                 if head.status.is_informational() {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(err("101 Switching Protocols without an upgrade request"));
@@ -155,7 +172,7 @@ impl Conn {
                     }
                     continue;
                 }
-                let (framing, reuse) = framing(&mut head, &seen, head_request)?;
+                let (framing, reuse) = framing(&mut head, &seen, pending.head_request)?;
                 return Ok((head, self, framing, reuse));
             }
             if self.read_more().await? == 0 {
@@ -266,8 +283,23 @@ impl Seen {
     }
 }
 
-/// Parse a complete answer head off the front of `buf`, or `None` when more is needed.
+/// [`parse_head_with`] with a fresh list of spans.
+#[cfg(test)]
 fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<(response::Parts, Seen)>, BoxError> {
+    parse_head_with(buf, &mut Vec::new(), max_head)
+}
+
+/// Where each header's name and value lie in a head: (name start, name end, value start,
+/// value end). Kept per connection, so parsing an answer allocates no list.
+type Spans = Vec<(usize, usize, usize, usize)>;
+
+/// Parse a complete answer head off the front of `buf`, or `None` when more is needed.
+/// `spans` is scratch space (cleared first).
+fn parse_head_with(
+    buf: &mut BytesMut,
+    spans: &mut Spans,
+    max_head: usize,
+) -> Result<Option<(response::Parts, Seen)>, BoxError> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -291,19 +323,16 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<(response::P
     let version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     // Where each name and value lies in the head, so the values can share its bytes.
     let base = buf.as_ptr() as usize;
-    let spans: Vec<(usize, usize, usize, usize)> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name, name + h.name.len(), value, value + h.value.len())
-        })
-        .collect();
+    spans.clear();
+    spans.extend(resp.headers.iter().map(|h| {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        (name, name + h.name.len(), value, value + h.value.len())
+    }));
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(spans.len());
     let mut seen = Seen::default();
-    for &(ns, ne, vs, ve) in &spans {
+    for &(ns, ne, vs, ve) in spans.iter() {
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| err("invalid header name"))?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| err("invalid header value"))?;
