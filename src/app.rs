@@ -3,7 +3,9 @@
 //! only `server.rs` touches listeners.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -146,44 +148,116 @@ impl App {
         self.shared.draining.load(Ordering::SeqCst)
     }
 
-    /// Handle one request from `peer`.
-    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Body>
+    /// Handle one request from `peer`. The front-door checks and routing run now; the returned
+    /// future is the route's whole handling, boxed once and sized by that route (the server
+    /// holds it per request, so the largest route does not size every request). On
+    /// pass-through the upstream request is already on its way to the pool when this returns.
+    pub fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Handling
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        let started = Instant::now();
-        let ops = &self.shared.ops;
-        let rt = self.runtime();
-        let _in_flight = ops.metrics.in_flight();
-        let method = req.method().clone();
-        let (route, mut outcome, resp) = match front_door(&req, &rt) {
-            Err(e) => (Route::Rejected, Outcome::default(), refuse(&req, e)),
-            Ok(route) => {
-                let req = req.map(|b| b.map_err(|e| -> BoxError { e.into() }).boxed());
-                let mut outcome = Outcome::default();
-                if route == Route::PassThrough && req.uri().path().starts_with("/oauth/v2/") {
-                    outcome.client = ops.record_v2_native(&rt, req.headers());
-                }
-                // Each route's future is boxed, so this one (boxed per request by the server)
-                // stays small instead of being as large as the largest route's. Measured: with
-                // a multi-kilobyte service future the RSS of 5,000 idle keep-alive connections
-                // swung by ~10 MiB with the heap's layout (BENCHMARKS.md).
-                let resp = match route {
-                    Route::Token => Box::pin(token::handle(&self.shared, &rt, req, peer, &mut outcome)).await,
-                    Route::Authorize => {
-                        Box::pin(authorize::handle(&self.shared, &rt, req, peer, &mut outcome)).await
-                    }
-                    _ => Box::pin(forward::forward(&self.shared.client, &rt, req, peer, &mut outcome)).await,
-                };
-                (route, outcome, resp)
+        let done = Done {
+            started: Instant::now(),
+            app: self.clone(),
+            rt: self.runtime(),
+            method: req.method().clone(),
+            _in_flight: self.shared.ops.metrics.in_flight(),
+        };
+        let route = match front_door(&req, &done.rt) {
+            Ok(route) => route,
+            Err(e) => {
+                let resp = refuse(&req, e);
+                return Box::pin(std::future::ready(done.finish(Route::Rejected, Outcome::default(), resp)));
             }
         };
+        let req = req.map(into_body);
+        match route {
+            Route::Token => Box::pin(async move {
+                let mut outcome = Outcome::default();
+                let resp = token::handle(&done.app.shared, &done.rt, req, peer, &mut outcome).await;
+                done.finish(Route::Token, outcome, resp)
+            }),
+            Route::Authorize => Box::pin(async move {
+                let mut outcome = Outcome::default();
+                let resp = authorize::handle(&done.app.shared, &done.rt, req, peer, &mut outcome).await;
+                done.finish(Route::Authorize, outcome, resp)
+            }),
+            _ => {
+                let mut outcome = Outcome::default();
+                if req.uri().path().starts_with("/oauth/v2/") {
+                    outcome.client = self.shared.ops.record_v2_native(&done.rt, req.headers());
+                }
+                let forwarded = forward::start(&self.shared.client, &done.rt, req, peer);
+                Box::pin(Passing { forwarded, done: Some(done), outcome })
+            }
+        }
+    }
+}
+
+/// A request's handling, boxed once.
+pub type Handling = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// A request body as every route takes it. An empty one (most API calls) is boxed without an
+/// allocation (`Empty` is zero-sized).
+fn into_body<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    if body.is_end_stream() {
+        crate::body::empty()
+    } else {
+        body.map_err(|e| -> BoxError { e.into() }).boxed()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A pass-through request's handling: the upstream call, then the log line and metrics.
+    /// Written by hand: an `async` block would hold the upstream call twice (as its capture
+    /// and as the value it awaits), and this is the one allocation of every API call.
+    struct Passing<F> {
+        #[pin]
+        forwarded: F,
+        done: Option<Done>,
+        outcome: Outcome,
+    }
+}
+
+impl<F: Future<Output = forward::Forwarded>> Future for Passing<F> {
+    type Output = Response<Body>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Response<Body>> {
+        let this = self.project();
+        let resp = std::task::ready!(this.forwarded.poll(cx)).record(this.outcome);
+        let outcome = std::mem::take(this.outcome);
+        std::task::Poll::Ready(match this.done.take() {
+            Some(done) => done.finish(Route::PassThrough, outcome, resp),
+            None => resp,
+        })
+    }
+}
+
+/// What a request's log line and metrics need once it has been answered; holds the in-flight
+/// gauge up until then.
+struct Done {
+    started: Instant,
+    app: App,
+    rt: Arc<Runtime>,
+    method: http::Method,
+    _in_flight: crate::ops::metrics::GaugeGuard,
+}
+
+impl Done {
+    /// Count and log the request, and hand on its answer.
+    fn finish(self, route: Route, mut outcome: Outcome, resp: Response<Body>) -> Response<Body> {
+        let ops = &self.app.shared.ops;
+        let rt = &self.rt;
         let status = resp.status();
-        let elapsed = started.elapsed();
+        let elapsed = self.started.elapsed();
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let client = outcome.client.take();
-        let client_label = crate::ops::client_label(&rt, client.as_deref());
+        let client_label = crate::ops::client_label(rt, client.as_deref());
         let result = outcome.detail.unwrap_or(if status.as_u16() < 400 { "ok" } else { "error" });
         ops.metrics.request(route.as_str(), client_label, result, status.as_u16());
         match (outcome.upstream_latency, outcome.upstream_status) {
@@ -195,7 +269,7 @@ impl App {
         // neither are headers.
         tracing::info!(
             target: "oauth_shim::access",
-            method = %method,
+            method = %self.method,
             route = route.as_str(),
             client = client.as_deref().unwrap_or("-"),
             status = status.as_u16(),

@@ -137,29 +137,90 @@ pub async fn forward(
     peer: SocketAddr,
     outcome: &mut Outcome,
 ) -> Response<Body> {
-    // One async level (the head is prepared synchronously): each nested future would be
-    // moved into its parent's state per request.
-    let req = match prepare(rt, req, peer) {
-        Ok(req) => req,
-        Err(e) => return fail(e, outcome),
-    };
-    let resp = match tokio::time::timeout(rt.config.upstream.request_timeout, client.request(req)).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "pass-through upstream request failed");
-            return fail(ShimError::upstream_unreachable(), outcome);
-        }
-        Err(_) => return fail(ShimError::upstream_timeout(), outcome),
-    };
-    outcome.upstream_status = Some(resp.status());
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, StallGuard::new(body, rt.config.upstream.body_stall_timeout).boxed())
+    start(client, rt, req, peer).await.record(outcome)
 }
 
-fn fail(e: ShimError, outcome: &mut Outcome) -> Response<Body> {
-    outcome.detail = Some(e.code.as_str());
-    e.into_response()
+/// A pass-through answer, and what the request log and metrics note of it.
+pub struct Forwarded {
+    pub resp: Response<Body>,
+    pub upstream_status: Option<http::StatusCode>,
+    pub detail: Option<&'static str>,
+}
+
+impl Forwarded {
+    /// Note the outcome and hand on the answer.
+    pub fn record(self, outcome: &mut Outcome) -> Response<Body> {
+        outcome.upstream_status = self.upstream_status;
+        if self.detail.is_some() {
+            outcome.detail = self.detail;
+        }
+        self.resp
+    }
+
+    fn failed(e: ShimError) -> Self {
+        Self { detail: Some(e.code.as_str()), resp: e.into_response(), upstream_status: None }
+    }
+}
+
+/// [`forward`], started now: the request is prepared and handed to the pool (which, on a
+/// pooled HTTP/1 connection, encodes it) before this returns. The future owns what it needs
+/// and holds the upstream call and its timer, not the request.
+pub fn start(
+    client: &HttpClient,
+    rt: &Runtime,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> impl Future<Output = Forwarded> + Send + 'static {
+    let upstream = &rt.config.upstream;
+    match prepare(rt, req, peer) {
+        Ok(req) => Forwarding::Sending {
+            sent: tokio::time::timeout(upstream.request_timeout, client.request(req)),
+            stall: upstream.body_stall_timeout,
+        },
+        Err(e) => Forwarding::Failed { error: Some(e) },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`start`]'s future. Written by hand: an `async` block would hold the upstream call
+    /// twice, as its capture and as the value it awaits.
+    #[project = ForwardingProj]
+    enum Forwarding<F> {
+        Sending { #[pin] sent: tokio::time::Timeout<F>, stall: std::time::Duration },
+        Failed { error: Option<ShimError> },
+    }
+}
+
+impl<F, B> Future for Forwarding<F>
+where
+    F: Future<Output = Result<Response<B>, crate::body::BoxError>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<crate::body::BoxError>,
+{
+    type Output = Forwarded;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Forwarded> {
+        let (sent, stall) = match self.project() {
+            ForwardingProj::Sending { sent, stall } => (sent, *stall),
+            ForwardingProj::Failed { error } => {
+                let e = error.take().unwrap_or_else(ShimError::internal);
+                return std::task::Poll::Ready(Forwarded::failed(e));
+            }
+        };
+        let resp = match std::task::ready!(sent.poll(cx)) {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "pass-through upstream request failed");
+                return std::task::Poll::Ready(Forwarded::failed(ShimError::upstream_unreachable()));
+            }
+            Err(_) => return std::task::Poll::Ready(Forwarded::failed(ShimError::upstream_timeout())),
+        };
+        let upstream_status = Some(resp.status());
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let resp = Response::from_parts(parts, StallGuard::new(body, stall).boxed());
+        std::task::Poll::Ready(Forwarded { resp, upstream_status, detail: None })
+    }
 }
 
 /// The upstream request for `req`: the API base's URI and `Host`, hop-by-hop headers removed,
