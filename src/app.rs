@@ -215,7 +215,7 @@ where
 pin_project_lite::pin_project! {
     /// A pass-through request's handling: the upstream call, then the log line and metrics.
     /// Written by hand: an `async` block would hold the upstream call twice (as its capture
-    /// and as the value it awaits), and this is the one allocation of every API call.
+    /// and as the value it awaits), and this is the box every API call allocates.
     struct Passing<F> {
         #[pin]
         forwarded: F,
