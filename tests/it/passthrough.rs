@@ -198,6 +198,34 @@ async fn methods_paths_queries_and_bodies_reach_the_upstream() {
     assert_eq!(h.standin.token_calls(), 0, "nothing reached the token endpoint");
 }
 
+/// Bodiless requests (most API calls) take the short path: no request body is streamed, and
+/// the upstream still sees the framing a server needs (`Content-Length: 0` on a bodiless
+/// POST, none invented for a GET or DELETE).
+#[tokio::test]
+async fn bodiless_requests_keep_their_framing() {
+    let echo = Echo::start().await;
+    let h = harness(&echo, "").await;
+    for (request, method, length) in [
+        ("GET /api/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Method::GET, None),
+        ("DELETE /api/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Method::DELETE, None),
+        (
+            "POST /api/c HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            Method::POST,
+            Some("0"),
+        ),
+        ("POST /api/d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Method::POST, Some("0")),
+    ] {
+        let raw = raw_exchange(h.proxy_addr(), request.as_bytes()).await;
+        assert_eq!(raw_status(&raw), 200, "{request}: {raw}");
+        let seen = echo.seen().pop().unwrap();
+        assert_eq!(seen.method, method, "{request}");
+        assert!(seen.body.is_empty(), "{request}");
+        let sent = seen.headers.get("content-length").map(|v| v.to_str().unwrap());
+        assert_eq!(sent, length, "{request}");
+        assert!(seen.headers.get("transfer-encoding").is_none(), "{request}");
+    }
+}
+
 #[tokio::test]
 async fn api_base_path_prefix_is_prepended() {
     let echo = Echo::start().await;
