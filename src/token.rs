@@ -125,14 +125,14 @@ async fn run(
             .get_or_refresh(&client.id, sent.expose(), || {
                 let http = shared.client.clone();
                 let rt_owned = Arc::clone(rt);
-                let metrics = shared.ops.metrics.clone();
+                let latency = shared.ops.metrics.upstream_histogram("token");
                 Box::pin(async move {
                     let started = std::time::Instant::now();
                     let result =
                         token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream)
                             .await
                             .result;
-                    metrics.upstream_latency("token", started.elapsed());
+                    latency.observe(started.elapsed().as_secs_f64());
                     result
                 })
             })

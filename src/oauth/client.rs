@@ -105,24 +105,22 @@ pub async fn token_call(
 }
 
 async fn call(client: &HttpClient, url: &Uri, auth: HeaderValue, form: &Secret, max: usize) -> TokenOutcome {
-    let mut req = Request::new(Bytes::copy_from_slice(form.expose().as_bytes()));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = url.clone();
-    let h = req.headers_mut();
-    h.insert(AUTHORIZATION, auth);
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
-    h.insert(ACCEPT, HeaderValue::from_static("application/json"));
-
-    let resp = match client.request_full(req).await {
-        Ok(r) => r,
+    // The request and the answer's head are temporaries of their statements rather than named
+    // locals: a named local stays in the future's state across every later wait even once it
+    // has been moved, which made this future (and the refresh flight's box around it) larger
+    // than glibc's fast allocation paths.
+    let (status, retry_after, collect) = match client.request_full(token_request(url, auth, form)).await {
+        Ok(resp) => (
+            resp.status(),
+            resp.headers().get(RETRY_AFTER).cloned(),
+            Limited::new(resp.into_body(), max).collect(),
+        ),
         Err(e) => {
             tracing::debug!(error = %e, "upstream token call failed to connect or send");
             return TokenOutcome { upstream_status: None, result: Err(ShimError::upstream_unreachable()) };
         }
     };
-    let status = resp.status();
-    let retry_after = resp.headers().get(RETRY_AFTER).cloned();
-    let body = match Limited::new(resp.into_body(), max).collect().await {
+    let body = match collect.await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return TokenOutcome {
@@ -134,6 +132,18 @@ async fn call(client: &HttpClient, url: &Uri, auth: HeaderValue, form: &Secret, 
     let result =
         if status.is_success() { V2Token::parse(&body) } else { Err(map_error(status, &body, retry_after)) };
     TokenOutcome { upstream_status: Some(status), result }
+}
+
+/// The v2 token request: the form, POSTed with the client's Basic header.
+fn token_request(url: &Uri, auth: HeaderValue, form: &Secret) -> Request<Bytes> {
+    let mut req = Request::new(Bytes::copy_from_slice(form.expose().as_bytes()));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = url.clone();
+    let h = req.headers_mut();
+    h.insert(AUTHORIZATION, auth);
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+    h.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    req
 }
 
 /// Map a non-2xx upstream answer. Only the RFC 6749 error code is taken from the body; its
