@@ -128,7 +128,8 @@ impl Conn {
     /// into the connection's buffer, with a small body inline. Synchronous, so the request's
     /// parts (which may share the bytes of the incoming request, hyper's read buffer) are
     /// dropped before any wait and are never part of a future's state. Returns what
-    /// [`Conn::exchange`] needs to know: whether the request was a HEAD.
+    /// [`Conn::exchange`] still needs: whether the request was a HEAD, and a body too large to
+    /// go out with the head.
     pub(super) fn start(&mut self, parts: request::Parts, host: &HeaderValue, body: &Bytes) -> Pending {
         self.buf.clear();
         encode_head(&parts, host, body.len(), &mut self.buf);
