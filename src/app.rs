@@ -2,7 +2,6 @@
 //! the authorize redirect, or pass-through. The app is a value tests can call without a socket;
 //! only `server.rs` touches listeners.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -12,49 +11,60 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::body::{Body, BoxError};
 use crate::config::{ClientConfig, Config};
 use crate::error::ShimError;
-use crate::oauth::{HttpClient, basic_auth_header_with, build_http_client};
+use crate::provider::{self, Provider};
 use crate::refresh::RefreshCache;
 use crate::translate::V2Token;
-use crate::{authorize, forward, token};
+use crate::{authorize, forward, token, v2token};
 
-/// A validated config plus what is derived from it once (parsed URIs), swapped as a whole on
-/// reload so a request sees one consistent version.
+/// A validated config plus what is derived from it once (parsed URIs, providers and their
+/// clients), swapped as a whole on reload so a request sees one consistent version.
 pub struct Runtime {
     pub config: Config,
-    pub token_url: Uri,
-    pub api_base: forward::Base,
-    /// Client id -> (index into `config.clients`, its precomputed Basic header).
-    clients: HashMap<String, (usize, HeaderValue)>,
+    /// Every provider, the default (`[upstream]`) first.
+    pub providers: Vec<Provider>,
+    /// `Host` -> provider index, for the providers other than the default.
+    hosts: Vec<(String, usize)>,
 }
 
 impl Runtime {
+    /// A runtime with new upstream pools.
     pub fn new(config: Config) -> Result<Self, crate::config::ConfigError> {
-        let bad = |key: &str| crate::config::ConfigError(format!("upstream.{key} is not a valid URI"));
-        let token_url: Uri = config.upstream.token_url.parse().map_err(|_| bad("token_url"))?;
-        let api_base = forward::Base::parse(&config.upstream.api_base).ok_or_else(|| bad("api_base"))?;
-        let clients = config
-            .clients
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let auth = basic_auth_header_with(&c.id, c.secret(), config.upstream.basic_auth_encoding);
-                (c.id.clone(), (i, auth))
-            })
-            .collect();
-        Ok(Self { config, token_url, api_base, clients })
+        let providers = provider::build(&config, None)?;
+        Ok(Self { hosts: provider::host_table(&config), config, providers })
     }
 
-    /// The configured client with exactly this id (byte for byte), with the `Authorization`
-    /// header oauth-shim sends upstream on its behalf.
+    /// A runtime for a reloaded config: providers that `old` had keep their upstream pools
+    /// (and lookup caches).
+    pub fn reloaded(config: Config, old: &Runtime) -> Result<Self, crate::config::ConfigError> {
+        let providers = provider::build(&config, Some(&old.providers))?;
+        Ok(Self { hosts: provider::host_table(&config), config, providers })
+    }
+
+    /// The default provider (`[upstream]`).
+    pub fn default_provider(&self) -> &Provider {
+        &self.providers[0]
+    }
+
+    /// The provider at `index` (as [`Runtime::select`] returned it for this runtime).
+    pub fn provider(&self, index: usize) -> &Provider {
+        self.providers.get(index).unwrap_or(&self.providers[0])
+    }
+
+    /// The index of the provider a request selects by its `Host`.
+    pub fn select<B>(&self, req: &Request<B>) -> usize {
+        provider::select(&self.hosts, req)
+    }
+
+    /// The configured client of the default provider with exactly this id (byte for byte),
+    /// with the `Authorization` header oauth-shim sends upstream on its behalf.
     pub fn client(&self, id: &str) -> Option<(&ClientConfig, &HeaderValue)> {
-        let (i, auth) = self.clients.get(id)?;
-        Some((self.config.clients.get(*i)?, auth))
+        self.default_provider().client(id)
     }
 }
 
@@ -63,6 +73,8 @@ impl Runtime {
 pub enum Route {
     Token,
     Authorize,
+    /// A `POST` to the selected provider's token path: a v2 token call.
+    V2Token,
     PassThrough,
     Rejected,
 }
@@ -72,6 +84,7 @@ impl Route {
         match self {
             Self::Token => "token",
             Self::Authorize => "authorize",
+            Self::V2Token => "v2_token",
             Self::PassThrough => "pass",
             Self::Rejected => "rejected",
         }
@@ -91,8 +104,11 @@ pub struct Outcome {
 
 pub struct Shared {
     runtime: ArcSwap<Runtime>,
-    pub client: HttpClient,
+    /// Legacy refreshes, keyed by provider, client id and refresh token.
     pub refresh: RefreshCache<V2Token, ShimError>,
+    /// v2 refreshes (answers kept as they came), keyed by provider, client id, the secret the
+    /// caller presented and refresh token.
+    pub refresh_v2: RefreshCache<crate::oauth::RawAnswer, v2token::Failure>,
     /// Metrics, migration report, reload state; survive reloads.
     pub ops: crate::ops::Ops,
     draining: AtomicBool,
@@ -106,14 +122,14 @@ pub struct App {
 
 impl App {
     pub fn new(runtime: Runtime) -> Self {
-        let client = build_http_client(&runtime.config.upstream);
         let rc = &runtime.config.refresh_cache;
         let refresh = RefreshCache::new(rc.ttl, rc.max_entries);
+        let refresh_v2 = RefreshCache::new(rc.ttl, rc.max_entries);
         Self {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
-                client,
                 refresh,
+                refresh_v2,
                 ops: crate::ops::Ops::default(),
                 draining: AtomicBool::new(false),
             }),
@@ -129,15 +145,17 @@ impl App {
         self.shared.runtime.load_full()
     }
 
-    /// Swap in a new validated config for new requests; in-flight ones finish on the old one.
+    /// Swap in a new validated config (built by [`Runtime::reloaded`] from the one in force)
+    /// for new requests; in-flight ones finish on the old one. The pools providers kept are
+    /// reconfigured to the new `[upstream]` settings.
     pub fn swap_runtime(&self, runtime: Runtime) {
         let old = self.shared.runtime.swap(Arc::new(runtime));
         let new = self.shared.runtime.load();
-        crate::oauth::reconfigure_http_client(
-            &self.shared.client,
-            &old.config.upstream,
-            &new.config.upstream,
-        );
+        for p in &new.providers {
+            if old.providers.iter().any(|o| o.name == p.name) {
+                crate::oauth::reconfigure_http_client(&p.pool, &old.config.upstream, &new.config.upstream);
+            }
+        }
     }
 
     pub fn set_draining(&self) {
@@ -157,14 +175,16 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
+        let rt = self.runtime();
         let done = Done {
             started: Instant::now(),
             app: self.clone(),
-            rt: self.runtime(),
+            provider: rt.select(&req),
+            rt,
             method: req.method().clone(),
             _in_flight: self.shared.ops.metrics.in_flight(),
         };
-        let route = match front_door(&req, &done.rt) {
+        let route = match front_door(&req, &done.rt, done.provider) {
             Ok(route) => route,
             Err(e) => {
                 let resp = refuse(&req, e);
@@ -175,20 +195,26 @@ impl App {
         match route {
             Route::Token => Box::pin(async move {
                 let mut outcome = Outcome::default();
-                let resp = token::handle(&done.app.shared, &done.rt, req, peer, &mut outcome).await;
+                let resp = token::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
                 done.finish(Route::Token, outcome, resp)
             }),
             Route::Authorize => Box::pin(async move {
                 let mut outcome = Outcome::default();
-                let resp = authorize::handle(&done.app.shared, &done.rt, req, peer, &mut outcome).await;
+                let resp = authorize::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
                 done.finish(Route::Authorize, outcome, resp)
+            }),
+            Route::V2Token => Box::pin(async move {
+                let mut outcome = Outcome::default();
+                let resp = v2token::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
+                done.finish(Route::V2Token, outcome, resp)
             }),
             _ => {
                 let mut outcome = Outcome::default();
+                let provider = done.rt.provider(done.provider);
                 if req.uri().path().starts_with("/oauth/v2/") {
-                    outcome.client = self.shared.ops.record_v2_native(&done.rt, req.headers());
+                    outcome.client = self.shared.ops.record_v2_native(provider, req.headers());
                 }
-                let forwarded = forward::start(&self.shared.client, &done.rt, req, peer);
+                let forwarded = forward::start(provider, &done.rt, req, peer);
                 Box::pin(Passing { forwarded, done: Some(done), outcome })
             }
         }
@@ -244,6 +270,8 @@ struct Done {
     started: Instant,
     app: App,
     rt: Arc<Runtime>,
+    /// The index of the provider the request selected.
+    provider: usize,
     method: http::Method,
     _in_flight: crate::ops::metrics::GaugeGuard,
 }
@@ -257,9 +285,10 @@ impl Done {
         let elapsed = self.started.elapsed();
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let client = outcome.client.take();
-        let client_label = crate::ops::client_label(rt, client.as_deref());
+        let provider = rt.provider(self.provider);
+        let client_label = crate::ops::client_label(provider, client.as_deref());
         let result = outcome.detail.unwrap_or(if status.as_u16() < 400 { "ok" } else { "error" });
-        ops.metrics.request(route.as_str(), client_label, result, status.as_u16());
+        ops.metrics.request(route.as_str(), &provider.name, client_label, result, status.as_u16());
         match (outcome.upstream_latency, outcome.upstream_status) {
             (Some(took), _) => ops.metrics.upstream_latency("token", took),
             (None, Some(_)) => ops.metrics.upstream_latency("pass", elapsed),
@@ -271,6 +300,7 @@ impl Done {
             target: "oauth_shim::access",
             method = %self.method,
             route = route.as_str(),
+            provider = provider.name.as_str(),
             client = client.as_deref().unwrap_or("-"),
             status = status.as_u16(),
             upstream_status = outcome.upstream_status.map(|s| s.as_u16()),
@@ -287,7 +317,7 @@ impl Done {
 /// `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`). hyper resolves
 /// `Content-Length` + `Transfer-Encoding` itself (RFC 9112 §6.3: the length is dropped, the body
 /// read as chunked, the connection closed after the answer), so that pair never reaches here.
-fn front_door<B>(req: &Request<B>, rt: &Runtime) -> Result<Route, ShimError> {
+fn front_door<B>(req: &Request<B>, rt: &Runtime, provider: usize) -> Result<Route, ShimError> {
     let server = &rt.config.server;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > server.max_uri_bytes {
@@ -297,6 +327,7 @@ fn front_door<B>(req: &Request<B>, rt: &Runtime) -> Result<Route, ShimError> {
     Ok(match req.uri().path() {
         "/oauth/access_token" => Route::Token,
         "/oauth/authorize" => Route::Authorize,
+        path if req.method() == Method::POST && path == rt.provider(provider).token_path => Route::V2Token,
         _ => Route::PassThrough,
     })
 }

@@ -1,5 +1,5 @@
 //! `/oauth/authorize`: the browser step. A legacy call (no `response_type`) becomes a `302` to the
-//! configured v2 authorize URL with `response_type=code` and the caller's parameters re-encoded.
+//! selected provider's v2 authorize URL with `response_type=code` and the caller's parameters re-encoded.
 //! The `Location` host comes only from configuration. Refusals are an error page, never a
 //! redirect (RFC 6749 §4.1.2.1).
 
@@ -14,6 +14,7 @@ use crate::body::{self, Body};
 use crate::config::ClientMode;
 use crate::error::ShimError;
 use crate::forward;
+use crate::provider::Provider;
 
 /// Parameters copied to the upstream authorize URL, in this order, after `response_type` and
 /// `client_id`.
@@ -22,15 +23,17 @@ const FORWARDED: [&str; 5] = ["redirect_uri", "state", "scope", "code_challenge"
 pub async fn handle(
     shared: &Shared,
     rt: &Runtime,
+    provider: usize,
     req: Request<Body>,
     peer: SocketAddr,
     outcome: &mut Outcome,
 ) -> Response<Body> {
     let html = wants_html(&req);
-    shared.ops.record_authorize(rt, req.uri().query());
-    match plan(rt, &req, outcome) {
+    let provider = rt.provider(provider);
+    shared.ops.record_authorize(provider, req.uri().query());
+    match plan(provider, &req, outcome) {
         Ok(Plan::Redirect(location)) => redirect(&location),
-        Ok(Plan::PassThrough) => forward::forward(&shared.client, rt, req, peer, outcome).await,
+        Ok(Plan::PassThrough) => forward::forward(provider, rt, req, peer, outcome).await,
         Err(e) => {
             outcome.detail = Some(e.code.as_str());
             if html { error_page(&e) } else { e.into_response() }
@@ -43,7 +46,7 @@ enum Plan {
     PassThrough,
 }
 
-fn plan(rt: &Runtime, req: &Request<Body>, outcome: &mut Outcome) -> Result<Plan, ShimError> {
+fn plan(provider: &Provider, req: &Request<Body>, outcome: &mut Outcome) -> Result<Plan, ShimError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(ShimError::method_not_allowed("GET, HEAD"));
     }
@@ -65,7 +68,7 @@ fn plan(rt: &Runtime, req: &Request<Body>, outcome: &mut Outcome) -> Result<Plan
     }
     let client_id =
         client_id.ok_or_else(|| ShimError::invalid_request("missing required parameter client_id"))?;
-    let Some((client, _)) = rt.client(&client_id) else {
+    let Some((client, _)) = provider.client(&client_id) else {
         outcome.client = Some("unknown".into());
         return Err(ShimError::invalid_client("unknown client_id").status(StatusCode::BAD_REQUEST));
     };
@@ -90,7 +93,7 @@ fn plan(rt: &Runtime, req: &Request<Body>, outcome: &mut Outcome) -> Result<Plan
         redirect_uri = client.redirect_uri.clone();
     }
 
-    let mut location = Url::parse(&rt.config.upstream.authorize_url).map_err(|_| ShimError::internal())?;
+    let mut location = Url::parse(&provider.authorize_url).map_err(|_| ShimError::internal())?;
     {
         let mut q = location.query_pairs_mut();
         q.append_pair("response_type", "code");

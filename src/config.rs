@@ -24,8 +24,14 @@ pub struct Config {
     pub refresh_cache: RefreshCacheConfig,
     pub log: LogConfig,
     pub reload: ReloadConfig,
+    /// Providers besides the default one (`[upstream]`), selected by the request's `Host`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderConfig>,
     pub clients: Vec<ClientConfig>,
 }
+
+/// The name of the provider `[upstream]` describes; clients without `provider` belong to it.
+pub const DEFAULT_PROVIDER: &str = "default";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -132,6 +138,133 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// How client credentials are encoded inside the upstream Basic header.
     pub basic_auth_encoding: BasicAuthEncoding,
+    /// How client credentials go upstream: the Basic header, or the form body.
+    pub client_auth: ClientAuth,
+    /// Optional lookup filling legacy fields the token answer lacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_fields: Option<LegacyFieldsConfig>,
+}
+
+/// How the upstream wants client credentials (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `Authorization: Basic`, encoded as `basic_auth_encoding` says.
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+/// Built-in endpoint sets for `[[providers]] preset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// GoTo's v2 endpoints on api.getgo.com (the default provider's defaults).
+    Goto,
+    /// GoTo's identity host, authentication.logmeininc.com; the API stays on api.getgo.com.
+    GotoIdentity,
+}
+
+impl Preset {
+    /// (token_url, authorize_url, api_base).
+    pub fn urls(self) -> [&'static str; 3] {
+        match self {
+            Self::Goto => [
+                "https://api.getgo.com/oauth/v2/token",
+                "https://api.getgo.com/oauth/v2/authorize",
+                "https://api.getgo.com",
+            ],
+            Self::GotoIdentity => [
+                "https://authentication.logmeininc.com/oauth/token",
+                "https://authentication.logmeininc.com/oauth/authorize",
+                "https://api.getgo.com",
+            ],
+        }
+    }
+}
+
+/// An OAuth provider besides the default one. Connection settings (timeouts, pool sizes, CA
+/// file) come from `[upstream]`; each provider still gets a pool of its own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// Fills `token_url`, `authorize_url` and `api_base` where they are not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// `Host` values (port ignored, case-insensitive) whose requests this provider serves.
+    pub hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    pub client_auth: ClientAuth,
+    pub basic_auth_encoding: BasicAuthEncoding,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_fields: Option<LegacyFieldsConfig>,
+}
+
+impl ProviderConfig {
+    /// The endpoints, filled by the preset at load (empty only before validation).
+    pub fn urls(&self) -> [&str; 3] {
+        [&self.token_url, &self.authorize_url, &self.api_base].map(|u| u.as_deref().unwrap_or_default())
+    }
+}
+
+/// A `GET` of `url` with the new access token as `Bearer`, and an RFC 6901 JSON pointer into its
+/// answer per legacy field. Fields without a pointer are never looked up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LegacyFieldsConfig {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organizer_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_type: Option<String>,
+    #[serde(rename = "firstName", skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(rename = "lastName", skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Lookup answers kept (one per access token, for the token's life).
+    pub cache_max_entries: u64,
+}
+
+impl Default for LegacyFieldsConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            organizer_key: None,
+            account_key: None,
+            account_type: None,
+            first_name: None,
+            last_name: None,
+            email: None,
+            cache_max_entries: 10_000,
+        }
+    }
+}
+
+impl LegacyFieldsConfig {
+    /// The pointers in legacy field order: organizer_key, account_key, account_type,
+    /// firstName, lastName, email.
+    pub fn pointers(&self) -> [Option<&str>; 6] {
+        [
+            &self.organizer_key,
+            &self.account_key,
+            &self.account_type,
+            &self.first_name,
+            &self.last_name,
+            &self.email,
+        ]
+        .map(|p| p.as_deref())
+    }
 }
 
 /// RFC 6749 §2.3.1 form-urlencodes id and secret before base64; GoTo's migration guide shows
@@ -176,6 +309,8 @@ impl Default for UpstreamConfig {
             pool_max_idle_per_host: 256,
             ca_file: None,
             basic_auth_encoding: BasicAuthEncoding::FormUrlencoded,
+            client_auth: ClientAuth::ClientSecretBasic,
+            legacy_fields: None,
         }
     }
 }
@@ -277,6 +412,9 @@ impl ClientMode {
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     pub id: String,
+    /// The provider this client belongs to (a `[[providers]]` name); default: `[upstream]`'s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     /// The secret inline. Prefer `secret_env` or `secret_file`. After load this holds the
     /// resolved secret whichever source it came from.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -298,6 +436,11 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// The name of the provider this client belongs to.
+    pub fn provider_name(&self) -> &str {
+        self.provider.as_deref().unwrap_or(DEFAULT_PROVIDER)
+    }
+
     /// The resolved secret. Present on every client of a validated config.
     pub fn secret(&self) -> &Secret {
         static EMPTY: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
@@ -349,9 +492,25 @@ impl Config {
 
     /// Validate a config built in code (as `dev` does), resolving secret sources like a loaded one.
     pub fn validated(mut self) -> Result<Self, ConfigError> {
+        self.resolve_presets();
         self.resolve_secrets()?;
         self.validate()?;
         Ok(self)
+    }
+
+    /// Fill each provider's unset endpoints from its preset, and normalise its hosts.
+    fn resolve_presets(&mut self) {
+        for p in &mut self.providers {
+            if let Some(preset) = p.preset {
+                let [token, authorize, api] = preset.urls();
+                p.token_url.get_or_insert_with(|| token.into());
+                p.authorize_url.get_or_insert_with(|| authorize.into());
+                p.api_base.get_or_insert_with(|| api.into());
+            }
+            for host in &mut p.hosts {
+                *host = normalise_host(host);
+            }
+        }
     }
 
     fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
@@ -432,19 +591,38 @@ impl Config {
         if self.admin.enabled && self.admin.listen == s.listen && s.listen.port() != 0 {
             return Err(ConfigError("admin.listen must differ from server.listen".into()));
         }
+        self.validate_providers()?;
         let mut seen = HashSet::new();
         for client in &self.clients {
             if client.id.is_empty() {
                 return Err(ConfigError("a client has an empty id".into()));
             }
-            if self.upstream.basic_auth_encoding == BasicAuthEncoding::Raw && client.id.contains(':') {
+            let provider = client.provider_name();
+            let encoding = if provider == DEFAULT_PROVIDER {
+                self.upstream.basic_auth_encoding
+            } else {
+                match self.providers.iter().find(|p| p.name == provider) {
+                    Some(p) => p.basic_auth_encoding,
+                    None => {
+                        return Err(ConfigError(format!(
+                            "client {:?}: provider {provider:?} is not configured",
+                            client.id
+                        )));
+                    }
+                }
+            };
+            if encoding == BasicAuthEncoding::Raw && client.id.contains(':') {
                 return Err(ConfigError(format!(
-                    "client {:?}: an id containing ':' needs upstream.basic_auth_encoding = \"form-urlencoded\"",
+                    "client {:?}: an id containing ':' needs basic_auth_encoding = \"form-urlencoded\"",
                     client.id
                 )));
             }
-            if !seen.insert(client.id.as_str()) {
-                return Err(ConfigError(format!("client {:?} is configured twice", client.id)));
+            if !seen.insert((provider, client.id.as_str())) {
+                return Err(ConfigError(if provider == DEFAULT_PROVIDER {
+                    format!("client {:?} is configured twice", client.id)
+                } else {
+                    format!("client {:?} is configured twice for provider {provider:?}", client.id)
+                }));
             }
             if let Some(uri) = &client.redirect_uri {
                 parse_redirect(&client.id, "redirect_uri", uri)?;
@@ -456,10 +634,106 @@ impl Config {
         Ok(())
     }
 
-    /// The configured client with exactly this id (byte for byte).
-    pub fn client(&self, id: &str) -> Option<&ClientConfig> {
-        self.clients.iter().find(|c| c.id == id)
+    /// Names unique (and not the default's), hosts unique across providers, URLs usable, the
+    /// token path not one oauth-shim answers itself, lookups well formed.
+    fn validate_providers(&self) -> Result<(), ConfigError> {
+        check_token_path("upstream.token_url", &self.upstream.token_url)?;
+        if let Some(lookup) = &self.upstream.legacy_fields {
+            check_lookup("upstream.legacy_fields", lookup)?;
+        }
+        let mut names = HashSet::new();
+        let mut hosts = HashSet::new();
+        for p in &self.providers {
+            let name = &p.name;
+            let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if name.is_empty() || !name.chars().all(ok_char) {
+                return Err(ConfigError(format!(
+                    "provider {name:?}: a name is required, made of letters, digits, '-', '_' and '.'"
+                )));
+            }
+            if name == DEFAULT_PROVIDER {
+                return Err(ConfigError(format!(
+                    "provider {name:?}: the name is reserved for the [upstream] provider"
+                )));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(ConfigError(format!("provider {name:?} is configured twice")));
+            }
+            if p.hosts.is_empty() {
+                return Err(ConfigError(format!("provider {name:?}: hosts is empty, so no request can select it")));
+            }
+            for host in &p.hosts {
+                if host.is_empty() || host.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) {
+                    return Err(ConfigError(format!(
+                        "provider {name:?}: host {host:?} must be a host name without scheme or port"
+                    )));
+                }
+                if !hosts.insert(host.as_str()) {
+                    return Err(ConfigError(format!("host {host:?} is listed by more than one provider")));
+                }
+            }
+            for (key, url) in ["token_url", "authorize_url", "api_base"].into_iter().zip(p.urls()) {
+                if url.is_empty() {
+                    return Err(ConfigError(format!("provider {name:?}: {key} is required (or set a preset)")));
+                }
+                check_url(&format!("providers.{name}.{key}"), url)?;
+            }
+            check_token_path(&format!("providers.{name}.token_url"), p.urls()[0])?;
+            if let Some(lookup) = &p.legacy_fields {
+                check_lookup(&format!("providers.{name}.legacy_fields"), lookup)?;
+            }
+        }
+        Ok(())
     }
+
+    /// The configured client of the default provider with exactly this id (byte for byte).
+    pub fn client(&self, id: &str) -> Option<&ClientConfig> {
+        self.client_in(DEFAULT_PROVIDER, id)
+    }
+
+    /// The configured client of `provider` with exactly this id (byte for byte).
+    pub fn client_in(&self, provider: &str, id: &str) -> Option<&ClientConfig> {
+        self.clients.iter().find(|c| c.id == id && c.provider_name() == provider)
+    }
+
+    /// Every provider's name, the default's first.
+    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(DEFAULT_PROVIDER).chain(self.providers.iter().map(|p| p.name.as_str()))
+    }
+}
+
+/// A `Host` as providers match it: lowercase, without a trailing dot.
+pub fn normalise_host(host: &str) -> String {
+    host.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Token calls on these paths are oauth-shim's own legacy routes, so a provider's token URL
+/// must not use them.
+fn check_token_path(key: &str, url: &str) -> Result<(), ConfigError> {
+    let path = Url::parse(url).map(|u| u.path().to_owned()).unwrap_or_default();
+    if path == "/oauth/access_token" || path == "/oauth/authorize" {
+        return Err(ConfigError(format!("{key} {url:?}: the path {path} is oauth-shim's own legacy route")));
+    }
+    Ok(())
+}
+
+fn check_lookup(key: &str, lookup: &LegacyFieldsConfig) -> Result<(), ConfigError> {
+    check_url(&format!("{key}.url"), &lookup.url)?;
+    let pointers = lookup.pointers();
+    if pointers.iter().all(Option::is_none) {
+        return Err(ConfigError(format!("{key}: name at least one field and its JSON pointer")));
+    }
+    for pointer in pointers.into_iter().flatten() {
+        if !pointer.is_empty() && !pointer.starts_with('/') {
+            return Err(ConfigError(format!(
+                "{key}: {pointer:?} is not an RFC 6901 JSON pointer (it starts with '/')"
+            )));
+        }
+    }
+    if lookup.cache_max_entries == 0 {
+        return Err(ConfigError(format!("{key}.cache_max_entries must be greater than 0")));
+    }
+    Ok(())
 }
 
 fn parse_redirect(id: &str, key: &str, uri: &str) -> Result<(), ConfigError> {

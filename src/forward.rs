@@ -1,6 +1,8 @@
-//! Pass-through: every path that is not a legacy OAuth call goes to `upstream.api_base`
-//! unchanged (method, path, query, headers, body streamed both ways), minus hop-by-hop headers,
-//! with `Host` set to the upstream and `X-Forwarded-For`/`-Proto` appended.
+//! Pass-through: every path that is not a legacy OAuth call goes to the selected provider's API
+//! base (`upstream.api_base` for the default) unchanged (method, path, query, headers, body
+//! streamed both ways), minus hop-by-hop headers, with `Host` set to the upstream and
+//! `X-Forwarded-For`/`-Proto` appended. v2 token calls that need no normalisation go the same
+//! way to the provider's token URL.
 
 use std::net::SocketAddr;
 
@@ -14,6 +16,7 @@ use crate::app::{Outcome, Runtime};
 use crate::body::{Body, StallGuard};
 use crate::error::ShimError;
 use crate::oauth::HttpClient;
+use crate::provider::Provider;
 
 /// The upstream API base split once at config load: scheme, authority, and a path prefix.
 #[derive(Debug, Clone)]
@@ -129,15 +132,27 @@ fn connection_options(value: &HeaderValue) -> impl Iterator<Item = &str> {
     value.to_str().unwrap_or_default().split(',').map(str::trim).filter(|o| !o.is_empty())
 }
 
-/// Forward `req` to the API base and stream the answer back.
+/// Forward `req` to the provider's API base and stream the answer back.
 pub async fn forward(
-    client: &HttpClient,
+    provider: &Provider,
     rt: &Runtime,
     req: Request<Body>,
     peer: SocketAddr,
     outcome: &mut Outcome,
 ) -> Response<Body> {
-    start(client, rt, req, peer).await.record(outcome)
+    start(provider, rt, req, peer).await.record(outcome)
+}
+
+/// Forward `req` unchanged to the host of the provider's token URL (same path and query) and
+/// stream the answer back.
+pub async fn forward_to_token_url(
+    provider: &Provider,
+    rt: &Runtime,
+    req: Request<Body>,
+    peer: SocketAddr,
+    outcome: &mut Outcome,
+) -> Response<Body> {
+    start_on(&provider.pool, &provider.token_base, rt, req, peer).await.record(outcome)
 }
 
 /// A pass-through answer, and what the request log and metrics note of it.
@@ -166,13 +181,24 @@ impl Forwarded {
 /// pooled HTTP/1 connection, encodes it) before this returns. The future owns what it needs
 /// and holds the upstream call and its timer, not the request.
 pub fn start(
+    provider: &Provider,
+    rt: &Runtime,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> impl Future<Output = Forwarded> + Send + 'static {
+    start_on(&provider.pool, &provider.api_base, rt, req, peer)
+}
+
+/// [`start`] towards `base` through `client`.
+fn start_on(
     client: &HttpClient,
+    base: &Base,
     rt: &Runtime,
     req: Request<Body>,
     peer: SocketAddr,
 ) -> impl Future<Output = Forwarded> + Send + 'static {
     let upstream = &rt.config.upstream;
-    match prepare(rt, req, peer) {
+    match prepare(rt, base, req, peer) {
         Ok(req) => Forwarding::Sending {
             sent: tokio::time::timeout(upstream.request_timeout, client.request(req)),
             stall: upstream.body_stall_timeout,
@@ -223,21 +249,20 @@ where
     }
 }
 
-/// The upstream request for `req`: the API base's URI and `Host`, hop-by-hop headers removed,
+/// The upstream request for `req`: the base's URI and `Host`, hop-by-hop headers removed,
 /// `X-Forwarded-For`/`-Proto` appended.
-fn prepare(rt: &Runtime, req: Request<Body>, peer: SocketAddr) -> Result<Request<Body>, ShimError> {
+fn prepare(rt: &Runtime, base: &Base, req: Request<Body>, peer: SocketAddr) -> Result<Request<Body>, ShimError> {
     if req.method() == Method::CONNECT {
         // A forward proxy's tunnel, not an API call: never opened to the API host.
         return Err(ShimError::method_not_allowed("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
     }
     let (mut parts, body) = req.into_parts();
-    parts.uri =
-        rt.api_base.join(&parts.uri).ok_or_else(|| ShimError::invalid_request("invalid request target"))?;
+    parts.uri = base.join(&parts.uri).ok_or_else(|| ShimError::invalid_request("invalid request target"))?;
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
     // The upstream's Host (HTTP/2 also sends :authority, from the URI: the same host).
-    h.insert(header::HOST, rt.api_base.host.clone());
+    h.insert(header::HOST, base.host.clone());
     append_forwarded(h, peer);
     // A bodiless request (most API calls) skips the guard and its allocation.
     let body = if body.is_end_stream() {

@@ -8,7 +8,11 @@
 //!     builds the v2 form, [`oauth`] makes the upstream call (refreshes go through
 //!     [`refresh`]), and [`translate`] renders the legacy answer;
 //!   - `/oauth/authorize` → [`authorize`]: a redirect to the configured v2 authorize URL;
+//!   - a `POST` to the provider's token path → [`v2token`]: a v2 call with a JSON body or body
+//!     credentials is normalised, one already correct is forwarded unchanged;
 //!   - everything else → [`forward`]: streamed pass-through to the API base.
+//! - The request's `Host` selects the [`provider`] (endpoints, clients, pool) first; legacy
+//!   answers lacking legacy fields are filled by the provider's [`lookup`].
 //! - Both upstream calls go through [`upstream`], the connection pool.
 //! - Every failure becomes a response in [`error`], and only there.
 //!
@@ -27,8 +31,10 @@ pub mod dev;
 pub mod error;
 pub mod forward;
 pub mod legacy;
+pub mod lookup;
 pub mod oauth;
 pub mod ops;
+pub mod provider;
 pub mod refresh;
 pub mod server;
 pub mod standin;
@@ -36,3 +42,4 @@ pub mod telemetry;
 pub mod token;
 pub mod translate;
 pub mod upstream;
+pub mod v2token;

@@ -7,7 +7,9 @@
 //!
 //! [`RefreshCache::get_or_refresh`] derives a key with HMAC-SHA256 under a per-process
 //! random key over the length-prefixed client id followed by the refresh token, so the raw
-//! token is never stored, logged or printed, and two clients never share an entry. Then:
+//! token is never stored, logged or printed, and two clients never share an entry
+//! ([`RefreshCache::get_or_refresh_in`] prefixes more length-prefixed parts, such as the
+//! provider's name, so two providers never share one either). Then:
 //!
 //! 1. a cached answer (still inside `min(ttl, lifetime)` measured from when the upstream
 //!    answered) is served as [`Source::Cache`];
@@ -281,10 +283,19 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
         !self.ttl.is_zero() && self.max_entries > 0
     }
 
+    #[cfg(test)]
     fn key(&self, client_id: &str, refresh_token: &str) -> Key {
+        self.key_in(&[client_id], refresh_token)
+    }
+
+    /// The key of `refresh_token` within `scope` (e.g. provider, client id): each part
+    /// length-prefixed, then the token.
+    fn key_in(&self, scope: &[&str], refresh_token: &str) -> Key {
         let mut mac = self.mac.clone();
-        mac.update(&(client_id.len() as u64).to_be_bytes());
-        mac.update(client_id.as_bytes());
+        for part in scope {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
         mac.update(refresh_token.as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -474,8 +485,24 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
+        self.get_or_refresh_in(&[client_id], refresh_token, fetch).await
+    }
+
+    /// [`RefreshCache::get_or_refresh`] with the key scoped by several parts (a provider's
+    /// name, then the client id, and for v2 callers the secret they presented): two scopes
+    /// never share an entry or a flight. Callers use one arity per cache.
+    pub async fn get_or_refresh_in<F, Fut>(
+        &self,
+        scope: &[&str],
+        refresh_token: &str,
+        fetch: F,
+    ) -> Result<Served<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
         let inner = &self.inner;
-        let key = inner.key(client_id, refresh_token);
+        let key = inner.key_in(scope, refresh_token);
         // An answer can land in the cache between our `get` and the locked step at most
         // once per flight; a few retries cover entries expiring in between as well.
         let mut rechecks_left = 3u8;

@@ -9,21 +9,24 @@ use http::{Method, Request, Response, StatusCode};
 
 use crate::app::{Outcome, Runtime, Shared};
 use crate::body::{self, Body};
-use crate::config::ClientMode;
+use crate::config::{ClientAuth, ClientMode};
 use crate::error::{ErrorCode, ShimError};
 use crate::forward;
 use crate::legacy;
 use crate::oauth::token_call;
-use crate::translate::{self, Grant};
+use crate::ops::metrics::LookupCounters;
+use crate::provider::Provider;
+use crate::translate::{self, Grant, V2Token};
 
 pub async fn handle(
     shared: &Shared,
     rt: &Arc<Runtime>,
+    provider: usize,
     req: Request<Body>,
     peer: SocketAddr,
     outcome: &mut Outcome,
 ) -> Response<Body> {
-    match run(shared, rt, req, peer, outcome).await {
+    match run(shared, rt, provider, req, peer, outcome).await {
         Ok(resp) => resp,
         Err(e) => {
             outcome.detail = Some(e.code.as_str());
@@ -35,18 +38,9 @@ pub async fn handle(
     }
 }
 
-async fn run(
-    shared: &Shared,
-    rt: &Arc<Runtime>,
-    req: Request<Body>,
-    peer: SocketAddr,
-    outcome: &mut Outcome,
-) -> Result<Response<Body>, ShimError> {
-    let (parts, body) = req.into_parts();
-    if parts.method != Method::GET && parts.method != Method::POST {
-        return Err(ShimError::method_not_allowed("GET, POST"));
-    }
-    let max = rt.config.server.max_body_bytes;
+/// Read a token call's body: at most `max` bytes, refused from a declared `Content-Length`
+/// before any of it is read.
+pub(crate) async fn read_body(parts: &http::request::Parts, body: Body, max: usize) -> Result<bytes::Bytes, ShimError> {
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -57,10 +51,26 @@ async fn run(
     {
         return Err(too_large());
     }
-    let bytes = crate::body::read_limited(body, max).await.map_err(|e| match e {
+    crate::body::read_limited(body, max).await.map_err(|e| match e {
         crate::body::ReadError::TooLarge => too_large(),
         crate::body::ReadError::Body => ShimError::invalid_request("the request body could not be read"),
-    })?;
+    })
+}
+
+async fn run(
+    shared: &Shared,
+    rt: &Arc<Runtime>,
+    provider_index: usize,
+    req: Request<Body>,
+    peer: SocketAddr,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, ShimError> {
+    let (parts, body) = req.into_parts();
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return Err(ShimError::method_not_allowed("GET, POST"));
+    }
+    let provider = rt.provider(provider_index);
+    let bytes = read_body(&parts, body, rt.config.server.max_body_bytes).await?;
     if parts.method == Method::GET && !bytes.is_empty() {
         return Err(ShimError::invalid_request("a GET token request must not carry a body"));
     }
@@ -77,8 +87,8 @@ async fn run(
     let Some(client_id) = params.client_id.as_deref() else {
         return Err(challenge(ShimError::invalid_client("missing client_id")));
     };
-    record_usage(shared, rt, client_id, &parts.method, kind, &params);
-    let Some((client, auth)) = rt.client(client_id) else {
+    record_usage(shared, provider, client_id, &parts.method, kind, &params);
+    let Some((client, auth)) = provider.client(client_id) else {
         outcome.client = Some("unknown".into());
         return Err(challenge(ShimError::invalid_client("unknown client_id")));
     };
@@ -96,7 +106,7 @@ async fn run(
             // Boxed, as is the other grants' upstream call below: this future is sized by its
             // largest branch, and every token request (and, through `App::handle`, every
             // request) would otherwise allocate and move that much.
-            return Ok(Box::pin(forward::forward(&shared.client, rt, req, peer, outcome)).await);
+            return Ok(Box::pin(forward::forward(provider, rt, req, peer, outcome)).await);
         }
     }
 
@@ -106,8 +116,14 @@ async fn run(
         return Err(challenge(ShimError::invalid_client("client authentication failed")));
     }
 
-    let v2 = translate::to_v2(&params, client)?;
-    let auth = auth.clone();
+    let mut v2 = translate::to_v2(&params, client)?;
+    let auth = match provider.client_auth {
+        ClientAuth::ClientSecretBasic => Some(auth.clone()),
+        ClientAuth::ClientSecretPost => {
+            v2.form = translate::with_client_credentials(&v2.form, &client.id, client.secret());
+            None
+        }
+    };
     let legacy_cfg = &rt.config.legacy;
     // Not held while the upstream answers: the head shares hyper's read buffer, which hyper
     // can then reuse for the connection's next request instead of allocating another.
@@ -122,16 +138,22 @@ async fn run(
             // callers clone nothing for it. Boxed: the upstream call's future is large, and the
             // spawned task (and every move of it on the way into the runtime) would otherwise
             // carry all of it inline.
-            .get_or_refresh(&client.id, sent.expose(), || {
-                let http = shared.client.clone();
+            .get_or_refresh_in(&[&provider.name, &client.id], sent.expose(), || {
                 let rt_owned = Arc::clone(rt);
                 let latency = shared.ops.metrics.upstream_histogram("token");
+                let lookup = provider.lookup.as_ref().map(|_| shared.ops.metrics.lookup_counters(&provider.name));
                 Box::pin(async move {
                     let started = std::time::Instant::now();
-                    let result =
-                        token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream)
-                            .await
-                            .result;
+                    let provider = rt_owned.provider(provider_index);
+                    let cfg = &rt_owned.config.upstream;
+                    let result = token_call(&provider.pool, &provider.token_url, auth, &form, cfg).await.result;
+                    let result = match (result, lookup) {
+                        (Ok(token), Some(counters)) => {
+                            let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
+                            Ok(Box::pin(fill_legacy_fields(provider, token, deadline, cfg, &counters)).await)
+                        }
+                        (result, _) => result,
+                    };
                     latency.observe(started.elapsed().as_secs_f64());
                     result
                 })
@@ -142,18 +164,39 @@ async fn run(
     }
 
     let started = std::time::Instant::now();
-    let result =
-        Box::pin(token_call(&shared.client, &rt.token_url, auth, &v2.form, &rt.config.upstream)).await;
+    let cfg = &rt.config.upstream;
+    let result = Box::pin(token_call(&provider.pool, &provider.token_url, auth, &v2.form, cfg)).await;
     outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
-    let token = result.result?;
+    let mut token = result.result?;
+    if provider.lookup.is_some() {
+        let counters = shared.ops.metrics.lookup_counters(&provider.name);
+        let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
+        token = Box::pin(fill_legacy_fields(provider, token, deadline, cfg, &counters)).await;
+    }
     Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
+}
+
+/// The provider's legacy-fields lookup, when it has one and the answer lacks a field it fills.
+async fn fill_legacy_fields(
+    provider: &Provider,
+    token: V2Token,
+    deadline: tokio::time::Instant,
+    cfg: &crate::config::UpstreamConfig,
+    counters: &LookupCounters,
+) -> V2Token {
+    match &provider.lookup {
+        Some(lookup) if lookup.wants(&token) => {
+            lookup.fill(&provider.pool, &token, deadline, cfg.max_response_bytes, &provider.name, counters).await
+        }
+        _ => token,
+    }
 }
 
 /// Feed the migration report: how this client sent its call, and which legacy features it used.
 fn record_usage(
     shared: &Shared,
-    rt: &Runtime,
+    provider: &Provider,
     client_id: &str,
     method: &Method,
     kind: legacy::BodyKind,
@@ -166,10 +209,10 @@ fn record_usage(
         .with(Feature::TokenForm, kind == legacy::BodyKind::Form)
         .with(Feature::PasswordGrant, params.grant_type.as_deref() == Some("password"))
         .with(Feature::ClientSecretSent, params.client_secret.is_some());
-    shared.ops.migration.record(client_id, rt.config.client(client_id).is_some(), call);
+    shared.ops.migration.record(&provider.name, client_id, provider.client(client_id).is_some(), call);
 }
 
-fn too_large() -> ShimError {
+pub(crate) fn too_large() -> ShimError {
     ShimError::invalid_request("request body too large").status(StatusCode::PAYLOAD_TOO_LARGE)
 }
 

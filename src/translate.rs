@@ -92,6 +92,16 @@ pub fn to_v2(params: &LegacyParams, client: &ClientConfig) -> Result<V2Request, 
     })
 }
 
+/// `form` with `client_id` and `client_secret` appended, for upstreams that take the client's
+/// credentials in the form (`client_secret_post`, RFC 6749 §2.3.1).
+pub fn with_client_credentials(form: &Secret, id: &str, secret: &Secret) -> Secret {
+    let mut out = Form(String::with_capacity(form.expose().len() + id.len() + secret.expose().len() + 32));
+    out.0.push_str(form.expose());
+    out.append_pair("client_id", id);
+    out.append_pair("client_secret", secret.expose());
+    Secret::new(out.0)
+}
+
 /// An `application/x-www-form-urlencoded` body, written as `form_urlencoded::Serializer` writes
 /// it; the names are this module's own and need no encoding, so only values go through the encoder.
 struct Form(String);
@@ -276,7 +286,7 @@ fn expires_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::
 }
 
 /// Fields of the legacy answer after `access_token`, `expires_in`, `refresh_token`, in legacy order.
-const LEGACY_FIELDS: [&str; 6] =
+pub const LEGACY_FIELDS: [&str; 6] =
     ["organizer_key", "account_key", "account_type", "firstName", "lastName", "email"];
 
 impl V2Token {
@@ -299,6 +309,35 @@ impl V2Token {
 
     pub fn access_token(&self) -> &Secret {
         &self.0.access_token
+    }
+
+    /// Which legacy fields (in [`LEGACY_FIELDS`] order) the upstream's answer lacks.
+    pub fn missing_legacy_fields(&self) -> [bool; LEGACY_FIELDS.len()] {
+        self.0.legacy.clone().map(|span| span.is_none())
+    }
+
+    /// This answer with the missing legacy fields given in `values` (legacy field order) filled
+    /// in as JSON strings; fields the upstream sent are kept as they were.
+    pub fn with_legacy_fields(&self, values: &[Option<String>; LEGACY_FIELDS.len()]) -> V2Token {
+        let f = &*self.0;
+        let mut json = f.json.clone();
+        let mut legacy = f.legacy.clone();
+        for (slot, value) in legacy.iter_mut().zip(values) {
+            if let (None, Some(value)) = (&slot, value) {
+                let start = json.len();
+                json::write_str(&mut json, value);
+                *slot = Some(start..json.len());
+            }
+        }
+        V2Token(Arc::new(Fields {
+            access_token: f.access_token.clone(),
+            refresh_token: f.refresh_token.clone(),
+            expires_in: f.expires_in,
+            json,
+            token_type: f.token_type.clone(),
+            legacy,
+            rest: f.rest.clone(),
+        }))
     }
 
     /// Render the legacy JSON answer.

@@ -196,6 +196,40 @@ pub fn collect(
     Ok((params, kind))
 }
 
+/// Every parameter of a token call, for a v2 call that is forwarded with all its parameters
+/// (SPEC §5): the body's in order, then the query's that the body does not repeat. Empty values
+/// count as absent, as in [`collect`] (run it first: it applies the duplicate, conflict and
+/// credential rules). JSON values must be strings (`null` counts as absent).
+pub fn all_pairs(query: Option<&str>, kind: BodyKind, body: &[u8]) -> Result<Vec<(String, String)>, ShimError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    match kind {
+        BodyKind::None => {}
+        BodyKind::Form => {
+            out.extend(
+                form_urlencoded::parse(body).filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.into_owned(), v.into_owned())),
+            );
+        }
+        BodyKind::Json => {
+            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+                .map_err(|_| ShimError::invalid_request("the body is not a JSON object"))?;
+            for (k, v) in map {
+                match v {
+                    serde_json::Value::String(s) if !s.is_empty() => out.push((k, s)),
+                    serde_json::Value::String(_) | serde_json::Value::Null => {}
+                    _ => return Err(ShimError::invalid_request("JSON parameter values must be strings")),
+                }
+            }
+        }
+    }
+    let from_body = out.len();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if !v.is_empty() && !out[..from_body].iter().any(|(bk, bv)| *bk == k && *bv == v) {
+            out.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    Ok(out)
+}
+
 /// The known parameters of an `application/x-www-form-urlencoded` string, split and decoded as
 /// `form_urlencoded::parse` does. An empty value is `None` (absent), without allocating.
 fn form_pairs(input: &[u8]) -> impl Iterator<Item = (Slot, Option<String>)> + '_ {
@@ -411,6 +445,17 @@ mod tests {
         assert!(collect(None, None, b"", Some(b"Basic !!!")).is_err());
         let (p, _) = collect(None, None, b"", Some(b"Bearer abc")).unwrap();
         assert!(!p.basic_auth);
+    }
+
+    #[test]
+    fn all_pairs_keeps_every_parameter_in_order() {
+        let json = br#"{"grant_type":"authorization_code","code":"c","resource":"r","client_secret":null,"x":""}"#;
+        let pairs = all_pairs(Some("code=c&audience=a"), BodyKind::Json, json).unwrap();
+        let want = [("grant_type", "authorization_code"), ("code", "c"), ("resource", "r"), ("audience", "a")];
+        assert_eq!(pairs, want.map(|(k, v)| (k.to_owned(), v.to_owned())));
+        assert!(all_pairs(None, BodyKind::Json, br#"{"n":1}"#).is_err());
+        let pairs = all_pairs(None, BodyKind::Form, b"a=1&a=2&b=").unwrap();
+        assert_eq!(pairs, [("a".to_owned(), "1".to_owned()), ("a".to_owned(), "2".to_owned())]);
     }
 
     #[test]

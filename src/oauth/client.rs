@@ -89,7 +89,7 @@ fn build_connector(cfg: &UpstreamConfig) -> hyper_rustls::HttpsConnector<HttpCon
 pub async fn token_call(
     client: &HttpClient,
     token_url: &Uri,
-    auth: HeaderValue,
+    auth: Option<HeaderValue>,
     form: &Secret,
     cfg: &UpstreamConfig,
 ) -> TokenOutcome {
@@ -104,7 +104,7 @@ pub async fn token_call(
     }
 }
 
-async fn call(client: &HttpClient, url: &Uri, auth: HeaderValue, form: &Secret, max: usize) -> TokenOutcome {
+async fn call(client: &HttpClient, url: &Uri, auth: Option<HeaderValue>, form: &Secret, max: usize) -> TokenOutcome {
     // The request and the answer's head are temporaries of their statements rather than named
     // locals: a named local stays in the future's state across every later wait even once it
     // has been moved, which made this future (and the refresh flight's box around it) larger
@@ -134,16 +134,64 @@ async fn call(client: &HttpClient, url: &Uri, auth: HeaderValue, form: &Secret, 
     TokenOutcome { upstream_status: Some(status), result }
 }
 
-/// The v2 token request: the form, POSTed with the client's Basic header.
-fn token_request(url: &Uri, auth: HeaderValue, form: &Secret) -> Request<Bytes> {
+/// The v2 token request: the form, POSTed with the client's Basic header (none when the
+/// credentials travel in the form).
+fn token_request(url: &Uri, auth: Option<HeaderValue>, form: &Secret) -> Request<Bytes> {
     let mut req = Request::new(Bytes::copy_from_slice(form.expose().as_bytes()));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = url.clone();
     let h = req.headers_mut();
-    h.insert(AUTHORIZATION, auth);
+    if let Some(auth) = auth {
+        h.insert(AUTHORIZATION, auth);
+    }
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
     h.insert(ACCEPT, HeaderValue::from_static("application/json"));
     req
+}
+
+/// An upstream token answer kept as it came, for v2 callers (SPEC §5: not mapped).
+#[derive(Clone)]
+pub struct RawAnswer {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub retry_after: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+/// Shows the status only: the body holds tokens.
+impl std::fmt::Debug for RawAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawAnswer").field("status", &self.status).finish_non_exhaustive()
+    }
+}
+
+/// POST `form` to the token URL (with `auth` when the credentials go in the Basic header) and
+/// keep the answer, whatever its status, as it came. Only a failure to get an answer (no
+/// connection, no answer within `cfg.request_timeout`, an unreadable or oversized body) is an
+/// error.
+pub async fn raw_token_call(
+    client: &HttpClient,
+    token_url: &Uri,
+    auth: Option<HeaderValue>,
+    form: &Secret,
+    cfg: &UpstreamConfig,
+) -> Result<RawAnswer, ShimError> {
+    let call = async {
+        let resp = client.request_full(token_request(token_url, auth, form)).await.map_err(|e| {
+            tracing::debug!(error = %e, "upstream token call failed to connect or send");
+            ShimError::upstream_unreachable()
+        })?;
+        let status = resp.status();
+        let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+        let retry_after = resp.headers().get(RETRY_AFTER).cloned();
+        let body = Limited::new(resp.into_body(), cfg.max_response_bytes)
+            .collect()
+            .await
+            .map_err(|_| ShimError::upstream_garbage())?
+            .to_bytes();
+        Ok(RawAnswer { status, content_type, retry_after, body })
+    };
+    tokio::time::timeout(cfg.request_timeout, call).await.unwrap_or_else(|_| Err(ShimError::upstream_timeout()))
 }
 
 /// Map a non-2xx upstream answer. Only the RFC 6749 error code is taken from the body; its

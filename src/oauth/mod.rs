@@ -4,7 +4,9 @@
 mod client;
 mod secret;
 
-pub use client::{HttpClient, TokenOutcome, build_http_client, reconfigure_http_client, token_call};
+pub use client::{
+    HttpClient, RawAnswer, TokenOutcome, build_http_client, raw_token_call, reconfigure_http_client, token_call,
+};
 pub use secret::Secret;
 
 use base64::Engine;

@@ -21,6 +21,7 @@ use crate::refresh::RefreshStats;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
+    provider: String,
     client: String,
     outcome: &'static str,
     status_class: &'static str,
@@ -29,6 +30,20 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     call: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    provider: String,
+    result: &'static str,
+}
+
+/// One provider's legacy-fields lookup counters (see [`Metrics::lookup_counters`]).
+#[derive(Clone)]
+pub struct LookupCounters {
+    pub ok: Counter,
+    pub failed: Counter,
+    pub cached: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,9 +79,9 @@ impl Hasher for Fnv {
 type Slot = (&'static str, &'static str, &'static str);
 
 /// Request counter handles already resolved in `requests`, by client label, then by
-/// (route, outcome, status class): a request increments its counter without building an owned
+/// (route, outcome, status class) and provider: a request increments its counter without building an owned
 /// label set or hashing it into the family. Bounded like the labels themselves.
-type RequestHandles = RwLock<HashMap<Box<str>, Vec<(Slot, Counter)>, BuildHasherDefault<Fnv>>>;
+type RequestHandles = RwLock<HashMap<Box<str>, Vec<(Slot, Box<str>, Counter)>, BuildHasherDefault<Fnv>>>;
 
 /// The process's metrics. Cheap to clone (every metric is shared behind an `Arc`).
 #[derive(Clone)]
@@ -82,6 +97,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     reload_ok: Gauge,
     generation: Gauge,
+    lookups: Family<LookupLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,6 +115,7 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let reload_ok = Gauge::default();
         let generation = Gauge::default();
+        let lookups = Family::<LookupLabels, Counter>::default();
         reload_ok.set(1);
         generation.set(1);
         let mut r = Registry::with_prefix("oauth_shim");
@@ -111,6 +128,11 @@ impl Metrics {
             "upstream_duration_seconds",
             "Time until the upstream answered: token calls (whole call) and pass-through (headers)",
             upstream.clone(),
+        );
+        r.register(
+            "legacy_fields_lookups",
+            "Legacy-fields lookups, by provider and result (ok, failed, cached)",
+            lookups.clone(),
         );
         r.register("in_flight_requests", "Requests being handled now", in_flight.clone());
         r.register("open_connections", "Client connections open on the proxy port", connections.clone());
@@ -136,12 +158,19 @@ impl Metrics {
             reloads,
             reload_ok,
             generation,
+            lookups,
         }
     }
 
+    /// The legacy-fields lookup counters of `provider`.
+    pub fn lookup_counters(&self, provider: &str) -> LookupCounters {
+        let get = |result| self.lookups.get_or_create(&LookupLabels { provider: provider.into(), result }).clone();
+        LookupCounters { ok: get("ok"), failed: get("failed"), cached: get("cached") }
+    }
+
     /// Count one answered request. `client` must already be bounded (a configured id,
-    /// `unknown` or `none`).
-    pub fn request(&self, route: &'static str, client: &str, outcome: &'static str, status: u16) {
+    /// `unknown` or `none`), and so must `provider` (a configured provider's name).
+    pub fn request(&self, route: &'static str, provider: &str, client: &str, outcome: &'static str, status: u16) {
         let status_class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -152,21 +181,24 @@ impl Metrics {
         let slot = (route, outcome, status_class);
         {
             let map = self.request_handles.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some((_, counter)) = map.get(client).and_then(|h| h.iter().find(|(s, _)| *s == slot)) {
+            if let Some((_, _, counter)) =
+                map.get(client).and_then(|h| h.iter().find(|(s, p, _)| *s == slot && **p == *provider))
+            {
                 counter.inc();
                 return;
             }
         }
         let mut map = self.request_handles.write().unwrap_or_else(PoisonError::into_inner);
         let handles = map.entry(client.into()).or_default();
-        if let Some((_, counter)) = handles.iter().find(|(s, _)| *s == slot) {
+        if let Some((_, _, counter)) = handles.iter().find(|(s, p, _)| *s == slot && **p == *provider) {
             counter.inc();
             return;
         }
-        let labels = RequestLabels { route, client: client.to_owned(), outcome, status_class };
+        let labels =
+            RequestLabels { route, provider: provider.to_owned(), client: client.to_owned(), outcome, status_class };
         let counter = self.requests.get_or_create(&labels).clone();
         counter.inc();
-        handles.push((slot, counter));
+        handles.push((slot, provider.into(), counter));
     }
 
     /// Record how long an upstream call took; `call` is `token` or `pass`.

@@ -22,10 +22,11 @@ pub enum Feature {
     MissingRedirectUri,
     ClientSecretSent,
     V2Native,
+    V2Normalised,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 8] = [
+    pub const ALL: [Feature; 9] = [
         Self::TokenGet,
         Self::TokenJson,
         Self::TokenForm,
@@ -34,6 +35,7 @@ impl Feature {
         Self::MissingRedirectUri,
         Self::ClientSecretSent,
         Self::V2Native,
+        Self::V2Normalised,
     ];
 
     /// The key in the JSON report.
@@ -47,6 +49,7 @@ impl Feature {
             Self::MissingRedirectUri => "authorize_missing_redirect_uri",
             Self::ClientSecretSent => "client_secret_sent",
             Self::V2Native => "v2_native",
+            Self::V2Normalised => "v2_normalised",
         }
     }
 
@@ -61,6 +64,7 @@ impl Feature {
             Self::MissingRedirectUri => "NO-REDIR",
             Self::ClientSecretSent => "SECRET",
             Self::V2Native => "V2",
+            Self::V2Normalised => "V2-NORM",
         }
     }
 
@@ -74,6 +78,7 @@ impl Feature {
             Self::MissingRedirectUri => "authorize without redirect_uri",
             Self::ClientSecretSent => "caller sent client_secret (parameter or Basic header)",
             Self::V2Native => "v2-native call (/oauth/v2/*) seen on pass-through",
+            Self::V2Normalised => "v2, needed normalisation: a v2 token call with a JSON body or body credentials",
         }
     }
 }
@@ -108,7 +113,8 @@ struct Usage {
 
 #[derive(Default)]
 struct State {
-    by_id: HashMap<String, Usage>,
+    /// By (provider, client id).
+    by_id: HashMap<(String, String), Usage>,
     unknown_ids: usize,
     folded: Usage,
     unattributed_v2: Tally,
@@ -136,19 +142,21 @@ pub struct Migration {
 }
 
 impl Migration {
-    /// Record one call by `client_id`; `configured` says whether the id is a configured client.
-    pub fn record(&self, client_id: &str, configured: bool, call: Call) {
+    /// Record one call by `client_id` of `provider`; `configured` says whether the id is a
+    /// configured client of that provider.
+    pub fn record(&self, provider: &str, client_id: &str, configured: bool, call: Call) {
         let now = SystemTime::now();
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let state = &mut *state;
-        let usage = if let Some(u) = state.by_id.get_mut(client_id) {
-            u
+        let id: String = if configured { client_id.to_owned() } else { cut(client_id) };
+        let key = (provider.to_owned(), id);
+        let usage = if state.by_id.contains_key(&key) {
+            state.by_id.entry(key).or_default()
         } else if configured || state.unknown_ids < MAX_UNKNOWN_IDS {
             if !configured {
                 state.unknown_ids += 1;
             }
-            let id: String = if configured { client_id.to_owned() } else { cut(client_id) };
-            state.by_id.entry(id).or_default()
+            state.by_id.entry(key).or_default()
         } else {
             &mut state.folded
         };
@@ -174,17 +182,19 @@ impl Migration {
             .clients
             .iter()
             .map(|c| {
-                let usage = state.by_id.get(&c.id).copied().unwrap_or_default();
-                ClientReport::new(Some(c.id.clone()), true, c.mode.as_str(), usage)
+                let key = (c.provider_name().to_owned(), c.id.clone());
+                let usage = state.by_id.get(&key).copied().unwrap_or_default();
+                ClientReport::new(c.provider_name(), Some(c.id.clone()), true, c.mode.as_str(), usage)
             })
             .collect();
-        let mut others: Vec<_> = state.by_id.iter().filter(|(id, _)| config.client(id).is_none()).collect();
+        let mut others: Vec<_> =
+            state.by_id.iter().filter(|((p, id), _)| config.client_in(p, id).is_none()).collect();
         others.sort_by(|a, b| a.0.cmp(b.0));
-        for (id, usage) in others {
-            clients.push(ClientReport::new(Some(id.clone()), false, "unknown", *usage));
+        for ((provider, id), usage) in others {
+            clients.push(ClientReport::new(provider, Some(id.clone()), false, "unknown", *usage));
         }
         if state.folded.calls.count > 0 {
-            clients.push(ClientReport::new(None, false, "unknown", state.folded));
+            clients.push(ClientReport::new("", None, false, "unknown", state.folded));
         }
         Report {
             generated_at: rfc3339(SystemTime::now()),
@@ -229,6 +239,9 @@ pub struct Report {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientReport {
+    /// The provider the id was seen on (or is configured for); empty on the folded row.
+    #[serde(default)]
+    pub provider: String,
     /// `null` for the row that folds unknown ids beyond the tracking limit.
     pub id: Option<String>,
     pub configured: bool,
@@ -240,13 +253,20 @@ pub struct ClientReport {
 }
 
 impl ClientReport {
-    fn new(id: Option<String>, configured: bool, mode: &str, usage: Usage) -> Self {
+    fn new(provider: &str, id: Option<String>, configured: bool, mode: &str, usage: Usage) -> Self {
         let features = Feature::ALL
             .iter()
             .zip(usage.features)
             .map(|(f, t)| (f.as_str().to_owned(), serde_json::to_value(t.report()).unwrap_or_default()))
             .collect();
-        Self { id, configured, mode: mode.to_owned(), calls: usage.calls.report(), features }
+        Self {
+            provider: provider.to_owned(),
+            id,
+            configured,
+            mode: mode.to_owned(),
+            calls: usage.calls.report(),
+            features,
+        }
     }
 
     /// Count of `feature` in this row (0 when absent).
@@ -265,13 +285,24 @@ pub struct Seen {
 /// Render the report as a table for a terminal. Client ids are caller input: control
 /// characters are replaced so a crafted id cannot drive the terminal.
 pub fn table(report: &Report) -> String {
-    let mut header: Vec<String> = vec!["CLIENT".into(), "MODE".into(), "CALLS".into()];
+    // The provider column only when some client belongs to another provider than the default.
+    let providers = report.clients.iter().any(|c| !c.provider.is_empty() && c.provider != "default");
+    let mut header: Vec<String> = vec!["CLIENT".into()];
+    if providers {
+        header.push("PROVIDER".into());
+    }
+    header.extend(["MODE".into(), "CALLS".into()]);
     header.extend(Feature::ALL.iter().map(|f| f.short().to_owned()));
     header.push("LAST SEEN".into());
+    let left = if providers { 3 } else { 2 };
     let mut rows = vec![header];
     for c in &report.clients {
         let id = c.id.as_deref().map_or_else(|| "(other unknown ids)".to_owned(), printable);
-        let mut row = vec![id, c.mode.clone(), c.calls.count.to_string()];
+        let mut row = vec![id];
+        if providers {
+            row.push(printable(&c.provider));
+        }
+        row.extend([c.mode.clone(), c.calls.count.to_string()]);
         row.extend(Feature::ALL.iter().map(|f| c.count(*f).to_string()));
         row.push(c.calls.last_seen.clone().unwrap_or_else(|| "never".into()));
         rows.push(row);
@@ -284,7 +315,7 @@ pub fn table(report: &Report) -> String {
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (cell, w))| if i < 2 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+            .map(|(i, (cell, w))| if i < left { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -316,9 +347,9 @@ mod tests {
     fn unknown_ids_are_bounded_and_cut() {
         let m = Migration::default();
         for i in 0..MAX_UNKNOWN_IDS + 5 {
-            m.record(&format!("u{i}"), false, Call::default().with(Feature::TokenGet, true));
+            m.record("default", &format!("u{i}"), false, Call::default().with(Feature::TokenGet, true));
         }
-        m.record(&"x".repeat(500), false, Call::default());
+        m.record("default", &"x".repeat(500), false, Call::default());
         let r = m.report(&Config::default());
         assert_eq!(r.clients.len(), MAX_UNKNOWN_IDS + 1);
         let folded = r.clients.last().unwrap();
@@ -331,7 +362,7 @@ mod tests {
     #[test]
     fn table_neutralises_control_characters() {
         let m = Migration::default();
-        m.record("evil\u{1b}[2J", false, Call::default());
+        m.record("default", "evil\u{1b}[2J", false, Call::default());
         let t = table(&m.report(&Config::default()));
         assert!(!t.contains('\u{1b}'));
         assert!(t.contains("evil?[2J"));

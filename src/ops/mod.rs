@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 
-use crate::app::{App, Runtime};
+use crate::app::App;
+use crate::provider::Provider;
 use crate::body::{self, Body};
 use metrics::Metrics;
 use migration::{Call, Feature, Migration};
@@ -29,16 +30,16 @@ pub struct Ops {
 
 /// The metrics label for a client: its id if configured now, else `unknown`; `none` when the
 /// request named no client.
-pub fn client_label<'a>(rt: &'a Runtime, client: Option<&'a str>) -> &'a str {
+pub fn client_label<'a>(provider: &'a Provider, client: Option<&'a str>) -> &'a str {
     match client {
         None => "none",
-        Some(id) => rt.config.client(id).map_or("unknown", |c| c.id.as_str()),
+        Some(id) => provider.client(id).map_or("unknown", |(c, _)| c.id.as_str()),
     }
 }
 
 impl Ops {
     /// Record a legacy `/oauth/authorize` call from its query string.
-    pub fn record_authorize(&self, rt: &Runtime, query: Option<&str>) {
+    pub fn record_authorize(&self, provider: &Provider, query: Option<&str>) {
         let (mut client_id, mut response_type, mut redirect_uri) = (None, false, false);
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             if v.is_empty() {
@@ -55,18 +56,18 @@ impl Ops {
         let call = Call::default()
             .with(Feature::AuthorizeWithoutResponseType, !response_type)
             .with(Feature::MissingRedirectUri, !redirect_uri);
-        self.migration.record(&id, rt.config.client(&id).is_some(), call);
+        self.migration.record(&provider.name, &id, provider.client(&id).is_some(), call);
     }
 
     /// Record a pass-through request to `/oauth/v2/*`, attributed to the client its
     /// `Authorization: Basic` header names (only the id is decoded). Returns the client id for
     /// the access log: the configured id, `unknown`, or `None` when no client was named.
-    pub fn record_v2_native(&self, rt: &Runtime, headers: &HeaderMap) -> Option<String> {
+    pub fn record_v2_native(&self, provider: &Provider, headers: &HeaderMap) -> Option<String> {
         let call = Call::default().with(Feature::V2Native, true);
         match basic_client_id(headers) {
             Some(id) => {
-                let configured = rt.config.client(&id).is_some();
-                self.migration.record(&id, configured, call);
+                let configured = provider.client(&id).is_some();
+                self.migration.record(&provider.name, &id, configured, call);
                 Some(if configured { id } else { "unknown".into() })
             }
             None => {
@@ -96,7 +97,14 @@ pub fn admin_route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
     let method = req.method();
     Some(match req.uri().path() {
         "/metrics" if method == Method::GET => {
-            let text = ops.metrics.render(app.shared().refresh.stats());
+            let (legacy, v2) = (app.shared().refresh.stats(), app.shared().refresh_v2.stats());
+            let stats = crate::refresh::RefreshStats {
+                hits: legacy.hits + v2.hits,
+                misses: legacy.misses + v2.misses,
+                coalesced: legacy.coalesced + v2.coalesced,
+                upstream_errors: legacy.upstream_errors + v2.upstream_errors,
+            };
+            let text = ops.metrics.render(stats);
             let openmetrics = req
                 .headers()
                 .get(ACCEPT)

@@ -105,7 +105,7 @@ pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadEr
     let _one_at_a_time = lock(&state.serial);
     *lock(&state.fingerprint) = fingerprint(path);
     let old = app.runtime();
-    let loaded = Config::load(path).and_then(Runtime::new);
+    let loaded = Config::load(path).and_then(|config| Runtime::reloaded(config, &old));
     let metrics = &app.shared().ops.metrics;
     let mut status = lock(&state.status);
     let at = rfc3339(SystemTime::now());
@@ -170,20 +170,26 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     .collect()
 }
 
+/// Clients added, removed or with another mode, as `id: …` (`provider/id: …` for clients of a
+/// provider other than the default).
 fn mode_changes(old: &Config, new: &Config) -> Vec<String> {
+    let name = |c: &crate::config::ClientConfig| match &c.provider {
+        Some(p) if p != crate::config::DEFAULT_PROVIDER => format!("{p}/{}", c.id),
+        _ => c.id.clone(),
+    };
     let mut out = Vec::new();
     for c in &new.clients {
-        match old.client(&c.id) {
+        match old.client_in(c.provider_name(), &c.id) {
             Some(o) if o.mode != c.mode => {
-                out.push(format!("{}: {} -> {}", c.id, o.mode.as_str(), c.mode.as_str()))
+                out.push(format!("{}: {} -> {}", name(c), o.mode.as_str(), c.mode.as_str()))
             }
-            None => out.push(format!("{}: added ({})", c.id, c.mode.as_str())),
+            None => out.push(format!("{}: added ({})", name(c), c.mode.as_str())),
             _ => {}
         }
     }
     for o in &old.clients {
-        if new.client(&o.id).is_none() {
-            out.push(format!("{}: removed", o.id));
+        if new.client_in(o.provider_name(), &o.id).is_none() {
+            out.push(format!("{}: removed", name(o)));
         }
     }
     out

@@ -1,0 +1,188 @@
+//! The legacy-fields lookup (SPEC §5): when a provider's token answer lacks `organizer_key`,
+//! `account_key`, `account_type`, `firstName`, `lastName` or `email` and the provider names a
+//! lookup for them, the legacy token call `GET`s the configured URL with the new access token as
+//! `Bearer` and takes each field from the answer by an RFC 6901 JSON pointer.
+//!
+//! Made only when a field it can fill is missing, at most once per access token (answers are
+//! cached under an HMAC of the token, never the token, for the token's life), and within the
+//! token call's deadline. A failure leaves the fields out: the token answer is still served,
+//! and the failure is logged and counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac, digest::KeyInit};
+use http::header::{ACCEPT, AUTHORIZATION};
+use http::{HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Limited};
+use moka::Expiry;
+use moka::future::Cache;
+use rand::RngCore;
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::config::{ConfigError, LegacyFieldsConfig};
+use crate::oauth::{HttpClient, Secret};
+use crate::ops::metrics::LookupCounters;
+use crate::translate::{LEGACY_FIELDS, V2Token};
+
+/// How long a lookup answer is kept when the token states no lifetime.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+type Values = [Option<String>; LEGACY_FIELDS.len()];
+
+/// One provider's lookup: its config, and the answers of recent tokens.
+pub struct Lookup {
+    config: LegacyFieldsConfig,
+    url: Uri,
+    /// HMAC-SHA256 under a per-process random key; the cache key of an access token.
+    mac: Hmac<Sha256>,
+    cache: Cache<[u8; 32], Arc<Found>>,
+}
+
+/// The fields one lookup answer gave, and how long its token lives.
+struct Found {
+    values: Values,
+    lifetime: Duration,
+}
+
+struct TokenLife;
+
+impl Expiry<[u8; 32], Arc<Found>> for TokenLife {
+    fn expire_after_create(&self, _: &[u8; 32], found: &Arc<Found>, _: std::time::Instant) -> Option<Duration> {
+        Some(found.lifetime)
+    }
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookup").field("url", &self.config.url).finish_non_exhaustive()
+    }
+}
+
+impl Lookup {
+    pub fn new(config: &LegacyFieldsConfig) -> Result<Self, ConfigError> {
+        let url: Uri = config
+            .url
+            .parse()
+            .map_err(|_| ConfigError(format!("legacy_fields.url {:?} is not a valid URI", config.url)))?;
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&secret);
+        let cache = Cache::builder()
+            .max_capacity(config.cache_max_entries)
+            .expire_after(TokenLife)
+            .build();
+        Ok(Self { config: config.clone(), url, mac: <Hmac<Sha256> as KeyInit>::new(&block.into()), cache })
+    }
+
+    pub fn config(&self) -> &LegacyFieldsConfig {
+        &self.config
+    }
+
+    /// Whether this answer lacks a field the lookup can fill.
+    pub fn wants(&self, token: &V2Token) -> bool {
+        token.missing_legacy_fields().iter().zip(self.config.pointers()).any(|(missing, p)| *missing && p.is_some())
+    }
+
+    fn key(&self, access_token: &Secret) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(access_token.expose().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// `token` with the fields it lacks filled from the lookup (cached, or fetched before
+    /// `deadline`); `token` unchanged if the lookup fails.
+    pub async fn fill(
+        &self,
+        pool: &HttpClient,
+        token: &V2Token,
+        deadline: tokio::time::Instant,
+        max_bytes: usize,
+        provider: &str,
+        counters: &LookupCounters,
+    ) -> V2Token {
+        let key = self.key(token.access_token());
+        if let Some(found) = self.cache.get(&key).await {
+            counters.cached.inc();
+            return token.with_legacy_fields(&found.values);
+        }
+        let fetched = tokio::time::timeout_at(deadline, self.fetch(pool, token.access_token(), max_bytes)).await;
+        let why = match fetched {
+            Ok(Ok(doc)) => {
+                let values = self.extract(&doc);
+                counters.ok.inc();
+                let lifetime = token.lifetime().unwrap_or(DEFAULT_LIFETIME);
+                if !lifetime.is_zero() {
+                    self.cache.insert(key, Arc::new(Found { values: values.clone(), lifetime })).await;
+                }
+                return token.with_legacy_fields(&values);
+            }
+            Ok(Err(why)) => why,
+            Err(_) => "no answer within the token call's deadline",
+        };
+        counters.failed.inc();
+        tracing::warn!(provider, reason = why, "legacy fields lookup failed; answering without those fields");
+        token.clone()
+    }
+
+    async fn fetch(&self, pool: &HttpClient, access_token: &Secret, max: usize) -> Result<Value, &'static str> {
+        let mut req = Request::new(Bytes::new());
+        *req.method_mut() = Method::GET;
+        *req.uri_mut() = self.url.clone();
+        let mut bearer = HeaderValue::from_str(&format!("Bearer {}", access_token.expose()))
+            .map_err(|_| "the access token cannot be sent in a header")?;
+        bearer.set_sensitive(true);
+        req.headers_mut().insert(AUTHORIZATION, bearer);
+        req.headers_mut().insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let resp = pool.request_full(req).await.map_err(|e| {
+            tracing::debug!(error = %e, "legacy fields lookup could not reach the upstream");
+            "the lookup URL could not be reached"
+        })?;
+        if !resp.status().is_success() {
+            return Err("the lookup URL answered with an error status");
+        }
+        let body = Limited::new(resp.into_body(), max)
+            .collect()
+            .await
+            .map_err(|_| "the lookup answer could not be read or is too large")?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|_| "the lookup answer is not JSON")
+    }
+
+    /// Each configured field's value: a string as it is, a number as its decimal text (legacy
+    /// fields were strings); anything else, or nothing at the pointer, leaves the field out.
+    fn extract(&self, doc: &Value) -> Values {
+        self.config.pointers().map(|p| match doc.pointer(p?)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_by_rfc6901_pointer() {
+        let cfg = LegacyFieldsConfig {
+            url: "https://api.example.com/me".into(),
+            organizer_key: Some("/key".into()),
+            account_key: Some("/accounts/0/key".into()),
+            first_name: Some("/name~1given".into()),
+            email: Some("/missing".into()),
+            account_type: Some("/flag".into()),
+            ..Default::default()
+        };
+        let lookup = Lookup::new(&cfg).unwrap();
+        let doc = serde_json::json!({"key": 1234, "accounts": [{"key": "ak"}], "name/given": "Jon", "flag": true});
+        assert_eq!(
+            lookup.extract(&doc),
+            [Some("1234".into()), Some("ak".into()), None, Some("Jon".into()), None, None]
+        );
+    }
+}

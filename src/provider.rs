@@ -1,0 +1,188 @@
+//! Providers: the named sets of upstream endpoints one oauth-shim fronts (SPEC §5). `[upstream]`
+//! is the default provider; `[[providers]]` add more, each selected by the request's `Host`.
+//! Each has its own clients, upstream pool, refresh-cache namespace, metrics label and
+//! migration-report rows. Built once per config version, as part of [`crate::app::Runtime`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Uri};
+
+use crate::config::{
+    BasicAuthEncoding, ClientAuth, ClientConfig, Config, ConfigError, DEFAULT_PROVIDER, LegacyFieldsConfig,
+};
+use crate::forward;
+use crate::lookup::Lookup;
+use crate::oauth::{HttpClient, basic_auth_header_with, build_http_client};
+
+/// One provider as the request path uses it.
+pub struct Provider {
+    /// `default` for `[upstream]`, else the `[[providers]]` name (also its metrics label).
+    pub name: String,
+    pub token_url: Uri,
+    /// The token URL's path: a `POST` there is a v2 token call (normalised when it needs it).
+    pub token_path: String,
+    /// The token URL's scheme and host, for v2 token calls forwarded unchanged.
+    pub token_base: forward::Base,
+    pub authorize_url: String,
+    pub api_base: forward::Base,
+    pub client_auth: ClientAuth,
+    pub encoding: BasicAuthEncoding,
+    /// The legacy-fields lookup, if configured.
+    pub lookup: Option<Arc<Lookup>>,
+    /// This provider's upstream connections (token calls, lookups, pass-through).
+    pub pool: HttpClient,
+    /// Client id -> (its config, the `Authorization` header sent upstream on its behalf).
+    clients: HashMap<String, (ClientConfig, HeaderValue)>,
+}
+
+impl Provider {
+    /// The configured client of this provider with exactly this id (byte for byte), with the
+    /// Basic header oauth-shim sends upstream on its behalf.
+    pub fn client(&self, id: &str) -> Option<(&ClientConfig, &HeaderValue)> {
+        self.clients.get(id).map(|(c, h)| (c, h))
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.name == DEFAULT_PROVIDER
+    }
+}
+
+/// The endpoints of one provider as configured, whichever table they came from.
+struct Endpoints<'a> {
+    name: &'a str,
+    urls: [&'a str; 3],
+    client_auth: ClientAuth,
+    encoding: BasicAuthEncoding,
+    legacy_fields: Option<&'a LegacyFieldsConfig>,
+}
+
+fn endpoints(config: &Config) -> Vec<Endpoints<'_>> {
+    let u = &config.upstream;
+    let mut out = vec![Endpoints {
+        name: DEFAULT_PROVIDER,
+        urls: [&u.token_url, &u.authorize_url, &u.api_base],
+        client_auth: u.client_auth,
+        encoding: u.basic_auth_encoding,
+        legacy_fields: u.legacy_fields.as_ref(),
+    }];
+    out.extend(config.providers.iter().map(|p| Endpoints {
+        name: &p.name,
+        urls: p.urls(),
+        client_auth: p.client_auth,
+        encoding: p.basic_auth_encoding,
+        legacy_fields: p.legacy_fields.as_ref(),
+    }));
+    out
+}
+
+/// Build every provider of `config`, the default first. A provider that `previous` also had
+/// (same name) keeps its pool, and its lookup cache when the lookup is configured the same.
+pub fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Vec<Provider>, ConfigError> {
+    endpoints(config)
+        .into_iter()
+        .map(|e| {
+            let old = previous.and_then(|ps| ps.iter().find(|p| p.name == e.name));
+            let bad = |key: &str| ConfigError(format!("provider {:?}: {key} is not a valid URI", e.name));
+            let [token, authorize, api] = e.urls;
+            let token_url: Uri = token.parse().map_err(|_| bad("token_url"))?;
+            let token_base = match (token_url.scheme_str(), token_url.authority()) {
+                (Some(scheme), Some(authority)) => forward::Base::parse(&format!("{scheme}://{authority}")),
+                _ => None,
+            }
+            .ok_or_else(|| bad("token_url"))?;
+            let api_base = forward::Base::parse(api).ok_or_else(|| bad("api_base"))?;
+            let lookup = match e.legacy_fields {
+                None => None,
+                Some(cfg) => match old.and_then(|p| p.lookup.as_ref()).filter(|l| l.config() == cfg) {
+                    Some(kept) => Some(Arc::clone(kept)),
+                    None => Some(Arc::new(Lookup::new(cfg)?)),
+                },
+            };
+            let clients = config
+                .clients
+                .iter()
+                .filter(|c| c.provider_name() == e.name)
+                .map(|c| {
+                    let auth = basic_auth_header_with(&c.id, c.secret(), e.encoding);
+                    (c.id.clone(), (c.clone(), auth))
+                })
+                .collect();
+            Ok(Provider {
+                name: e.name.to_owned(),
+                token_path: token_url.path().to_owned(),
+                token_url,
+                token_base,
+                authorize_url: authorize.to_owned(),
+                api_base,
+                client_auth: e.client_auth,
+                encoding: e.encoding,
+                lookup,
+                pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.pool.clone()),
+                clients,
+            })
+        })
+        .collect()
+}
+
+/// `Host` (lowercase, no trailing dot) -> provider index, for every provider but the default.
+pub fn host_table(config: &Config) -> Vec<(String, usize)> {
+    config
+        .providers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.hosts.iter().map(move |h| (h.clone(), i + 1)))
+        .collect()
+}
+
+/// The index of the provider a request selects by its host (the URI's authority, as HTTP/2
+/// and absolute-form requests carry it, else the `Host` header), port ignored and
+/// case-insensitive; 0, the default, when no provider lists it.
+pub fn select<B>(hosts: &[(String, usize)], req: &Request<B>) -> usize {
+    if hosts.is_empty() {
+        return 0;
+    }
+    let host = match req.uri().host() {
+        Some(h) => h,
+        None => match req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()) {
+            Some(h) => h,
+            None => return 0,
+        },
+    };
+    let host = strip_port(host.trim()).trim_end_matches('.');
+    hosts.iter().find(|(h, _)| h.eq_ignore_ascii_case(host)).map_or(0, |(_, i)| *i)
+}
+
+/// `host[:port]` or `[v6]:port` without the port.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.split(':').next().unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn selects_by_host_ignoring_port_and_case() {
+        let hosts = vec![("authentication.logmeininc.com".to_owned(), 1), ("[::1]".to_owned(), 2)];
+        assert_eq!(select(&hosts, &req("/x", Some("authentication.logmeininc.com"))), 1);
+        assert_eq!(select(&hosts, &req("/x", Some("Authentication.LogMeInInc.com:8443"))), 1);
+        assert_eq!(select(&hosts, &req("/x", Some("authentication.logmeininc.com."))), 1);
+        assert_eq!(select(&hosts, &req("http://authentication.logmeininc.com:80/x", None)), 1);
+        assert_eq!(select(&hosts, &req("/x", Some("[::1]:8080"))), 2);
+        assert_eq!(select(&hosts, &req("/x", Some("api.getgo.com"))), 0);
+        assert_eq!(select(&hosts, &req("/x", None)), 0);
+        assert_eq!(select(&[], &req("/x", Some("authentication.logmeininc.com"))), 0);
+    }
+}

@@ -1,0 +1,285 @@
+//! A `POST` to the selected provider's token path (e.g. `/oauth/v2/token`, `/oauth/token`): a
+//! client that already speaks v2 (SPEC §5). A call with a JSON body or with `client_id` /
+//! `client_secret` among its parameters is normalised into the call the provider accepts: a
+//! form body with every parameter as sent, the credentials in the Basic header or the form as
+//! the provider wants, with the caller's own secret when it sent one (else the configured one).
+//! The upstream's answer goes back as it came (status, body, plus `Cache-Control: no-store`).
+//! Refreshes go through the single flight, keyed by provider, client id, the presented secret
+//! and the refresh token. A call already correct is forwarded unchanged to the token URL.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Request, Response};
+
+use crate::app::{Outcome, Runtime, Shared};
+use crate::body::{self, Body};
+use crate::config::{ClientAuth, ClientMode};
+use crate::error::{ErrorSource, ShimError};
+use crate::legacy::{self, BodyKind};
+use crate::oauth::{RawAnswer, Secret, basic_auth_header_with, raw_token_call};
+use crate::ops::migration::{Call, Feature};
+use crate::provider::Provider;
+use crate::{forward, token};
+
+/// A v2 refresh that is not served as a cacheable success.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The upstream answered, but not with a token (returned to the caller as it came).
+    Answer(Arc<RawAnswer>),
+    /// No usable answer: oauth-shim's own error.
+    Shim(ShimError),
+}
+
+impl crate::refresh::Refreshed for RawAnswer {
+    fn lifetime(&self) -> Option<Duration> {
+        #[derive(serde::Deserialize)]
+        struct Expiry {
+            expires_in: Option<u64>,
+        }
+        serde_json::from_slice::<Expiry>(&self.body).ok()?.expires_in.map(Duration::from_secs)
+    }
+}
+
+impl crate::refresh::RefreshFailure for Failure {
+    fn evicts(&self) -> bool {
+        #[derive(serde::Deserialize)]
+        struct RfcError {
+            error: String,
+        }
+        match self {
+            Failure::Answer(a) => {
+                serde_json::from_slice::<RfcError>(&a.body).is_ok_and(|e| e.error == "invalid_grant")
+            }
+            Failure::Shim(_) => false,
+        }
+    }
+
+    fn internal() -> Self {
+        Failure::Shim(ShimError::internal())
+    }
+}
+
+pub async fn handle(
+    shared: &Shared,
+    rt: &Arc<Runtime>,
+    provider: usize,
+    req: Request<Body>,
+    peer: SocketAddr,
+    outcome: &mut Outcome,
+) -> Response<Body> {
+    match run(shared, rt, provider, req, peer, outcome).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            outcome.detail = Some(e.code.as_str());
+            if e.source == ErrorSource::Upstream {
+                tracing::warn!(client = outcome.client.as_deref().unwrap_or("-"), error = %e, "v2 token call failed upstream");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn run(
+    shared: &Shared,
+    rt: &Arc<Runtime>,
+    provider_index: usize,
+    req: Request<Body>,
+    peer: SocketAddr,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, ShimError> {
+    let provider = rt.provider(provider_index);
+    let (parts, body) = req.into_parts();
+    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if !readable(content_type) {
+        // Not a body oauth-shim can read (nor one a v2 token endpoint takes): as it came.
+        let req = Request::from_parts(parts, body);
+        return Ok(Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await);
+    }
+    let bytes = token::read_body(&parts, body, rt.config.server.max_body_bytes).await?;
+    let auth_header = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let (params, kind) = legacy::collect(parts.uri.query(), content_type, &bytes, auth_header)?;
+    let pairs = legacy::all_pairs(parts.uri.query(), kind, &bytes)?;
+    let is_credential = |k: &str| k == "client_id" || k == "client_secret";
+    if kind != BodyKind::Json && !pairs.iter().any(|(k, _)| is_credential(k)) {
+        outcome.client = shared.ops.record_v2_native(provider, &parts.headers);
+        let req = Request::from_parts(parts, body::full(bytes));
+        return Ok(Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await);
+    }
+
+    let client_id = params.client_id.as_deref();
+    let configured = client_id.and_then(|id| provider.client(id));
+    if let Some(id) = client_id {
+        let call = Call::default()
+            .with(Feature::V2Normalised, true)
+            .with(Feature::ClientSecretSent, params.client_secret.is_some());
+        shared.ops.migration.record(&provider.name, id, configured.is_some(), call);
+        outcome.client = Some(configured.map_or_else(|| "unknown".into(), |(c, _)| c.id.clone()));
+    }
+    if let Some((client, _)) = configured {
+        match client.mode {
+            ClientMode::Rewrite => {}
+            ClientMode::Passthrough => {
+                let req = Request::from_parts(parts, body::full(bytes));
+                return Ok(Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await);
+            }
+            ClientMode::Deny => {
+                return Err(ShimError::unauthorized_client(
+                    "this client is refused by oauth-shim's configuration (mode deny)",
+                ));
+            }
+        }
+    }
+    let presented = params.client_secret.as_ref();
+    let secret = presented.or(configured.map(|(c, _)| c.secret()));
+    if client_id.is_none() && presented.is_some() {
+        return Err(ShimError::invalid_client("client_secret sent without client_id"));
+    }
+
+    let (form, auth) = upstream_form(provider, &pairs, client_id, secret);
+    drop((parts, bytes));
+    let cfg = &rt.config.upstream;
+
+    if params.grant_type.as_deref() == Some("refresh_token")
+        && let Some(refresh_token) = &params.refresh_token
+    {
+        let scope = [
+            provider.name.as_str(),
+            client_id.unwrap_or_default(),
+            presented.map(Secret::expose).unwrap_or_default(),
+        ];
+        let served = shared
+            .refresh_v2
+            .get_or_refresh_in(&scope, refresh_token.expose(), || {
+                let rt = Arc::clone(rt);
+                Box::pin(async move {
+                    let provider = rt.provider(provider_index);
+                    let cfg = &rt.config.upstream;
+                    match raw_token_call(&provider.pool, &provider.token_url, auth, &form, cfg).await {
+                        Ok(answer) if answer.status.is_success() && is_token(&answer) => Ok(answer),
+                        Ok(answer) => Err(Failure::Answer(Arc::new(answer))),
+                        Err(e) => Err(Failure::Shim(e)),
+                    }
+                })
+            })
+            .await;
+        return match served {
+            Ok(served) => {
+                outcome.detail = Some(served.source.as_str());
+                outcome.upstream_status = Some(served.value.status);
+                Ok(respond(&served.value, served.age))
+            }
+            Err(Failure::Answer(answer)) => {
+                outcome.upstream_status = Some(answer.status);
+                Ok(respond(&answer, Duration::ZERO))
+            }
+            Err(Failure::Shim(e)) => Err(e),
+        };
+    }
+
+    let started = std::time::Instant::now();
+    let answer = Box::pin(raw_token_call(&provider.pool, &provider.token_url, auth, &form, cfg)).await;
+    outcome.upstream_latency = Some(started.elapsed());
+    let answer = answer?;
+    outcome.upstream_status = Some(answer.status);
+    Ok(respond(&answer, Duration::ZERO))
+}
+
+/// The form the provider gets: every parameter as sent but the credentials, which go in the
+/// Basic header or the form as the provider wants (a client without a secret is a public
+/// client: its id in the form).
+fn upstream_form(
+    provider: &Provider,
+    pairs: &[(String, String)],
+    client_id: Option<&str>,
+    secret: Option<&Secret>,
+) -> (Secret, Option<HeaderValue>) {
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(256));
+    for (k, v) in pairs.iter().filter(|(k, _)| k != "client_id" && k != "client_secret") {
+        form.append_pair(k, v);
+    }
+    let auth = match (client_id, secret, provider.client_auth) {
+        (Some(id), Some(secret), ClientAuth::ClientSecretBasic) => {
+            Some(basic_auth_header_with(id, secret, provider.encoding))
+        }
+        (Some(id), Some(secret), ClientAuth::ClientSecretPost) => {
+            form.append_pair("client_id", id);
+            form.append_pair("client_secret", secret.expose());
+            None
+        }
+        (Some(id), None, _) => {
+            form.append_pair("client_id", id);
+            None
+        }
+        (None, _, _) => None,
+    };
+    (Secret::new(form.finish()), auth)
+}
+
+/// Bodies oauth-shim reads on the token path: none, a form, or JSON.
+fn readable(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return true };
+    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/x-www-form-urlencoded" || essence == "application/json" || essence.ends_with("+json")
+}
+
+/// A 2xx answer worth caching: a JSON object with a non-empty string `access_token`.
+fn is_token(answer: &RawAnswer) -> bool {
+    serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| v.get("access_token")?.as_str().map(|s| !s.is_empty()))
+        .unwrap_or(false)
+}
+
+/// The upstream's answer as it came, plus `Cache-Control: no-store`. An answer replayed from the
+/// refresh cache states its remaining lifetime in `expires_in`.
+fn respond(answer: &RawAnswer, age: Duration) -> Response<Body> {
+    let body = if age.as_secs() > 0 { with_remaining_lifetime(&answer.body, age) } else { answer.body.clone() };
+    let mut resp = Response::new(body::full(body));
+    *resp.status_mut() = answer.status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        answer.content_type.clone().unwrap_or_else(|| HeaderValue::from_static("application/json")),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(v) = &answer.retry_after {
+        h.insert(RETRY_AFTER, v.clone());
+    }
+    resp
+}
+
+/// `body` with its integer `expires_in` lowered by `age` (field order kept).
+fn with_remaining_lifetime(body: &bytes::Bytes, age: Duration) -> bytes::Bytes {
+    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.clone();
+    };
+    let Some(expires) = map.get("expires_in").and_then(serde_json::Value::as_u64) else {
+        return body.clone();
+    };
+    map.insert("expires_in".into(), expires.saturating_sub(age.as_secs()).into());
+    serde_json::to_vec(&map).map_or_else(|_| body.clone(), bytes::Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_states_remaining_lifetime_in_place() {
+        let body = bytes::Bytes::from_static(br#"{"access_token":"a","expires_in":3600,"scope":"s"}"#);
+        let out = with_remaining_lifetime(&body, Duration::from_secs(10));
+        assert_eq!(&out[..], br#"{"access_token":"a","expires_in":3590,"scope":"s"}"#);
+        assert_eq!(with_remaining_lifetime(&bytes::Bytes::from_static(b"nope"), Duration::from_secs(1)), "nope");
+    }
+
+    #[test]
+    fn reads_only_form_json_or_nothing() {
+        assert!(readable(None));
+        assert!(readable(Some("application/json; charset=utf-8")));
+        assert!(readable(Some("Application/X-WWW-Form-Urlencoded")));
+        assert!(!readable(Some("multipart/form-data; boundary=x")));
+    }
+}
