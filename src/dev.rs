@@ -16,9 +16,14 @@ pub const DEMO_USER: &str = "demo@example.com";
 pub const DEMO_PASSWORD: &str = "demo-password";
 pub const DEMO_REDIRECT: &str = "http://localhost:3000/callback";
 
+/// The `Host` that selects the identity-host provider in `dev`.
+pub const IDENTITY_HOST: &str = "authentication.logmeininc.com";
+
 /// The config `dev` runs with, as a TOML file the user can edit while it runs: every upstream
 /// URL on the stand-in, one demo client in rewrite mode with the password grant allowed, and a
-/// second one in deny mode. Secrets are inline: they are the stand-in's demo secrets.
+/// second one in deny mode; a second provider plays GoTo's identity host (selected by `Host`),
+/// with the legacy-fields lookup on the stand-in's user endpoint and the demo client again.
+/// Secrets are inline: they are the stand-in's demo secrets.
 pub fn dev_config_toml(standin: &Standin, listen: SocketAddr, admin: SocketAddr) -> String {
     format!(
         r#"# oauth-shim dev: this file is watched. Edit it (e.g. a client's mode) and save;
@@ -50,10 +55,35 @@ redirect_uri = "{DEMO_REDIRECT}"
 id = "retired-client"
 secret = "retired-secret"
 mode = "deny"
+
+# GoTo's identity host, as the stand-in plays it: requests with `Host: {IDENTITY_HOST}`
+# use it. Its token answers lack organizer_key and the names; the lookup fills them.
+[[providers]]
+name = "identity"
+hosts = ["{IDENTITY_HOST}"]
+token_url = "{identity_token}"
+authorize_url = "{identity_authz}"
+api_base = "{api}"
+[providers.legacy_fields]
+url = "{me}"
+organizer_key = "/key"
+account_key = "/accountKey"
+firstName = "/firstName"
+lastName = "/lastName"
+email = "/email"
+
+[[clients]]
+id = "{DEMO_CLIENT}"
+provider = "identity"
+secret = "{DEMO_SECRET}"
+allow_password_grant = true
 "#,
         token = standin.token_url(),
         authz = standin.authorize_url(),
         api = standin.api_base(),
+        identity_token = standin.identity_token_url(),
+        identity_authz = standin.identity_authorize_url(),
+        me = standin.me_url(),
     )
 }
 
@@ -128,6 +158,16 @@ curl -s '{p}/oauth/access_token?grant_type=refresh_token&refresh_token=x&client_
 
 # 7. Flip {DEMO_CLIENT} to deny by editing the config, then repeat call 1: it is now refused
 sed -i.bak 's/^mode = "rewrite"/mode = "deny"/' '{config}'
+
+# 8. A v2 integration as the GoToWebinar write-up codes it: a code from the (v2) authorize URL,
+#    then axios.post(tokenUrl, {{...}}): a JSON body with client_secret inside, which a v2
+#    server refuses. oauth-shim sends it as a form with Basic; the v2 answer comes back as is.
+CODE2=$(curl -s '{standin}/oauth/v2/authorize?client_id={DEMO_CLIENT}&response_type=code' | sed 's/.*"code":"\([^"]*\)".*/\1/')
+curl -s -H 'Content-Type: application/json' -d "{{\"grant_type\":\"authorization_code\",\"code\":\"$CODE2\",\"client_id\":\"{DEMO_CLIENT}\",\"client_secret\":\"{DEMO_SECRET}\"}}" '{p}/oauth/v2/token'; echo
+
+# 9. GoTo's identity host, selected by Host: a legacy call gets organizer_key and the names
+#    from the lookup, though that host's token answer lacks them
+curl -s -H 'Host: {IDENTITY_HOST}' '{p}/oauth/access_token?grant_type=password&user_id={user}&password={DEMO_PASSWORD}&client_id={DEMO_CLIENT}'; echo
 
 Stop with Ctrl-C.
 "#,

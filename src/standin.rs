@@ -1,5 +1,10 @@
 //! Local stand-in for GoTo's OAuth v2 token endpoint and a toy G2W/G2M API: strict, recording, no account needed.
 //!
+//! It plays both GoTo hosts on one listener: api.getgo.com's `/oauth/v2/{token,authorize}`
+//! (answers with the legacy fields) and the identity host's `/oauth/{token,authorize}` (answers
+//! without them, as authentication.logmeininc.com does), plus the user endpoint
+//! `/admin/rest/v1/me` a legacy-fields lookup reads.
+//!
 //! Used by `oauth-shim dev` (try the product without a GoTo account) and by the integration
 //! tests as a fake upstream that is as strict as the real v2 endpoint and records every request.
 //! [`Standin::start`] spawns the server onto the current tokio runtime; it keeps running until
@@ -29,6 +34,12 @@ use tokio::sync::watch;
 pub const TOKEN_PATH: &str = "/oauth/v2/token";
 /// Path of the (auto-approving) authorization endpoint.
 pub const AUTHORIZE_PATH: &str = "/oauth/v2/authorize";
+/// The identity host's token endpoint: answers carry no legacy fields.
+pub const IDENTITY_TOKEN_PATH: &str = "/oauth/token";
+/// The identity host's (auto-approving) authorization endpoint.
+pub const IDENTITY_AUTHORIZE_PATH: &str = "/oauth/authorize";
+/// The user endpoint: the legacy fields, for a valid bearer token.
+pub const ME_PATH: &str = "/admin/rest/v1/me";
 /// Largest request body accepted on any path; bigger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -56,6 +67,8 @@ pub struct StandinConfig {
     pub token_delay: Duration,
     /// `expires_in` of issued access tokens, in seconds.
     pub access_token_ttl: u64,
+    /// Take client credentials from the form (`client_secret_post`) instead of HTTP Basic.
+    pub client_secret_post: bool,
 }
 
 impl Default for StandinConfig {
@@ -71,6 +84,7 @@ impl Default for StandinConfig {
             omit_refresh_token_on_refresh: false,
             token_delay: Duration::ZERO,
             access_token_ttl: 3600,
+            client_secret_post: false,
         }
     }
 }
@@ -110,6 +124,8 @@ struct Shared {
     state: Mutex<State>,
     requests: Mutex<Vec<Recorded>>,
     fault: Mutex<Option<Fault>>,
+    /// Failure injected on the user endpoint.
+    me_fault: Mutex<Option<Fault>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -195,6 +211,7 @@ impl Standin {
             state: Mutex::new(State::default()),
             requests: Mutex::new(Vec::new()),
             fault: Mutex::new(None),
+            me_fault: Mutex::new(None),
             shutdown,
         });
         tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
@@ -217,15 +234,39 @@ impl Standin {
         format!("http://{}", self.addr)
     }
 
+    /// The identity host's token URL (answers without legacy fields).
+    pub fn identity_token_url(&self) -> String {
+        format!("http://{}{IDENTITY_TOKEN_PATH}", self.addr)
+    }
+
+    pub fn identity_authorize_url(&self) -> String {
+        format!("http://{}{IDENTITY_AUTHORIZE_PATH}", self.addr)
+    }
+
+    /// The user endpoint a legacy-fields lookup reads.
+    pub fn me_url(&self) -> String {
+        format!("http://{}{ME_PATH}", self.addr)
+    }
+
+    /// Overrides normal handling of the user endpoint until cleared with `None`.
+    pub fn set_me_fault(&self, fault: Option<Fault>) {
+        *lock(&self.shared.me_fault) = fault;
+    }
+
+    /// Number of recorded requests to the user endpoint.
+    pub fn me_calls(&self) -> usize {
+        lock(&self.shared.requests).iter().filter(|r| r.path == ME_PATH).count()
+    }
+
     /// Every request received since start (or the last `clear_requests`), in order.
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.shared.requests).clone()
     }
 
-    /// Number of recorded requests to the token path (reset by `clear_requests`).
+    /// Number of recorded requests to either token path (reset by `clear_requests`).
     pub fn token_calls(&self) -> usize {
         let requests = lock(&self.shared.requests);
-        requests.iter().filter(|r| r.path == TOKEN_PATH).count()
+        requests.iter().filter(|r| r.path == TOKEN_PATH || r.path == IDENTITY_TOKEN_PATH).count()
     }
 
     pub fn clear_requests(&self) {
@@ -323,10 +364,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> std::io::Result<
         Err(false) => return Ok(oauth_error(invalid_request("could not read request body"))),
     };
     let path = parts.uri.path();
-    if path == TOKEN_PATH {
-        return token_path(&shared, &parts, &body).await;
+    if path == TOKEN_PATH || path == IDENTITY_TOKEN_PATH {
+        return token_path(&shared, &parts, &body, path == IDENTITY_TOKEN_PATH).await;
     }
-    Ok(if path == AUTHORIZE_PATH {
+    if path == ME_PATH {
+        return me(&shared, &parts.headers).await;
+    }
+    Ok(if path == AUTHORIZE_PATH || path == IDENTITY_AUTHORIZE_PATH {
         authorize(&shared, &parts)
     } else if path.starts_with("/G2W/") || path.starts_with("/G2M/") {
         api(&shared, &parts.headers)
@@ -389,6 +433,31 @@ impl TokenResponse {
     }
 }
 
+/// The identity host's success body: no legacy fields, plus `scope` and `principal`.
+#[derive(Serialize)]
+struct IdentityTokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    expires_in: u64,
+    scope: &'static str,
+    principal: &'static str,
+}
+
+impl<'a> From<&'a TokenResponse> for IdentityTokenResponse<'a> {
+    fn from(t: &'a TokenResponse) -> Self {
+        IdentityTokenResponse {
+            access_token: &t.access_token,
+            token_type: t.token_type,
+            refresh_token: t.refresh_token.as_deref(),
+            expires_in: t.expires_in,
+            scope: "collab: identity:",
+            principal: t.email,
+        }
+    }
+}
+
 /// RFC 6749 §5.2 error.
 #[derive(Debug)]
 struct OAuthError {
@@ -434,30 +503,46 @@ fn oauth_error(e: OAuthError) -> Resp {
     resp
 }
 
-async fn token_path(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> std::io::Result<Resp> {
-    if !shared.config.token_delay.is_zero() {
-        tokio::time::sleep(shared.config.token_delay).await;
-    }
-    let fault = lock(&shared.fault).clone();
+/// Answer an injected fault; `None` when there is none (or it was only a delay).
+async fn injected(fault: Option<Fault>) -> Option<std::io::Result<Resp>> {
     match fault {
         Some(Fault::Status(code, body)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let is_json = serde_json::from_str::<serde_json::Value>(&body).is_ok();
             let content_type = if is_json { "application/json" } else { "text/plain" };
-            return Ok(response(status, content_type, body));
+            return Some(Ok(response(status, content_type, body)));
         }
         Some(Fault::Garbage) => {
-            return Ok(response(StatusCode::OK, "text/html", "<html>oops</html>"));
+            return Some(Ok(response(StatusCode::OK, "text/html", "<html>oops</html>")));
         }
         Some(Fault::Close) => {
             let kind = std::io::ErrorKind::ConnectionAborted;
-            return Err(std::io::Error::new(kind, "standin fault: close connection"));
+            return Some(Err(std::io::Error::new(kind, "standin fault: close connection")));
         }
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
         None => {}
     }
-    Ok(match token_grant(shared, parts, body) {
-        Ok(tokens) => match serde_json::to_string(&tokens) {
+    None
+}
+
+async fn token_path(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    identity: bool,
+) -> std::io::Result<Resp> {
+    if !shared.config.token_delay.is_zero() {
+        tokio::time::sleep(shared.config.token_delay).await;
+    }
+    let fault = lock(&shared.fault).clone();
+    if let Some(answer) = injected(fault).await {
+        return answer;
+    }
+    let json = token_grant(shared, parts, body).map(|t| {
+        if identity { serde_json::to_string(&IdentityTokenResponse::from(&t)) } else { serde_json::to_string(&t) }
+    });
+    Ok(match json {
+        Ok(json) => match json {
             Ok(body) => json_response(StatusCode::OK, body),
             Err(e) => oauth_error(OAuthError::new("server_error", e.to_string())),
         },
@@ -477,12 +562,17 @@ fn token_grant(
     }
     check_form_content_type(&parts.headers)?;
     let params = parse_params(body)?;
-    let client = authenticate(&shared.config, &parts.headers)?;
-    if params.contains_key("client_id") || params.contains_key("client_secret") {
-        return Err(invalid_request(
-            "client credentials must not be sent in the body when HTTP Basic is used",
-        ));
-    }
+    let client = if shared.config.client_secret_post {
+        authenticate_post(&shared.config, &parts.headers, &params)?
+    } else {
+        let client = authenticate(&shared.config, &parts.headers)?;
+        if params.contains_key("client_id") || params.contains_key("client_secret") {
+            return Err(invalid_request(
+                "client credentials must not be sent in the body when HTTP Basic is used",
+            ));
+        }
+        client
+    };
     let param = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let required = |name: &str| param(name).ok_or_else(|| invalid_request(format!("missing {name}")));
     let config = &shared.config;
@@ -606,6 +696,26 @@ fn authenticate<'a>(config: &'a StandinConfig, headers: &HeaderMap) -> Result<&'
         .ok_or_else(|| bad("unknown client or wrong secret"))
 }
 
+/// `client_secret_post`: the credentials in the form, and no `Authorization` header.
+fn authenticate_post<'a>(
+    config: &'a StandinConfig,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<&'a StandinClient, OAuthError> {
+    let bad = |d: &str| OAuthError::new("invalid_client", d);
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Err(bad("client authentication must use client_secret_post, not a header"));
+    }
+    let (Some(id), Some(secret)) = (params.get("client_id"), params.get("client_secret")) else {
+        return Err(bad("client_id and client_secret are required in the form"));
+    };
+    config
+        .clients
+        .iter()
+        .find(|c| c.id == *id && c.secret == *secret)
+        .ok_or_else(|| bad("unknown client or wrong secret"))
+}
+
 /// Strict `application/x-www-form-urlencoded` decoding of one value; `None` on malformed input
 /// or on raw characters (space, `:`, `&`, `=`, non-ASCII, ...) that an encoder must have escaped.
 fn form_decode(s: &str) -> Option<String> {
@@ -686,21 +796,48 @@ fn authorize(shared: &Shared, parts: &http::request::Parts) -> Resp {
     }
 }
 
-/// Any path under `/G2W/` or `/G2M/`: needs a valid bearer token.
-fn api(shared: &Shared, headers: &HeaderMap) -> Resp {
-    let token = headers
+/// The user endpoint: the legacy fields for a valid bearer token, in GoTo's admin API's names.
+async fn me(shared: &Shared, headers: &HeaderMap) -> std::io::Result<Resp> {
+    let fault = lock(&shared.me_fault).clone();
+    if let Some(answer) = injected(fault).await {
+        return answer;
+    }
+    if !bearer(headers).is_some_and(|t| lock(&shared.state).access_valid(t)) {
+        return Ok(invalid_token());
+    }
+    let body = json!({
+        "key": "18889842069694200",
+        "accountKey": "3792882212321659654",
+        "email": "jk@example.com",
+        "firstName": "Jon",
+        "lastName": "Karmak",
+        "locale": "en_US",
+    });
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    if token.is_some_and(|t| lock(&shared.state).access_valid(t)) {
-        let body = json!([{"webinarKey": "1235813", "subject": "Stand-in webinar"}]);
-        return json_response(StatusCode::OK, body.to_string());
-    }
+        .map(|(_, token)| token.trim())
+}
+
+fn invalid_token() -> Resp {
     let body = json!({"int_err_code": "InvalidToken", "msg": "Invalid token passed"});
     let mut resp = json_response(StatusCode::UNAUTHORIZED, body.to_string());
     let challenge = HeaderValue::from_static("Bearer realm=\"standin\"");
     resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
     resp
+}
+
+/// Any path under `/G2W/` or `/G2M/`: needs a valid bearer token.
+fn api(shared: &Shared, headers: &HeaderMap) -> Resp {
+    if bearer(headers).is_some_and(|t| lock(&shared.state).access_valid(t)) {
+        let body = json!([{"webinarKey": "1235813", "subject": "Stand-in webinar"}]);
+        return json_response(StatusCode::OK, body.to_string());
+    }
+    invalid_token()
 }
