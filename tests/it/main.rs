@@ -13,6 +13,7 @@ mod ops;
 mod passthrough;
 mod pool;
 mod properties;
+mod providers;
 mod refresh;
 mod standin;
 mod tls;
