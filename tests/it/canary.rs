@@ -96,6 +96,40 @@ async fn no_secret_token_code_or_password_in_logs_or_errors() {
     ] {
         answers.push_str(&http().get(url).bearer_auth(BEARER).send().await.unwrap().text().await.unwrap());
     }
+    // v2 calls that oauth-shim normalises: JSON with the secret inside (code, then refresh),
+    // and one the upstream refuses.
+    let code = h.standin.issue_code("canary", None);
+    seen.push(code.clone());
+    let v2 = |body: String| {
+        http().post(h.url("/oauth/v2/token")).header("content-type", "application/json").body(body).send()
+    };
+    let ok: Value = v2(format!(
+        r#"{{"grant_type":"authorization_code","code":"{code}","client_id":"canary","client_secret":"{CLIENT_SECRET}"}}"#
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    seen.push(ok["access_token"].as_str().unwrap().into());
+    let rt2 = ok["refresh_token"].as_str().unwrap().to_owned();
+    seen.push(rt2.clone());
+    let ok: Value = v2(format!(
+        r#"{{"grant_type":"refresh_token","refresh_token":"{rt2}","client_id":"canary","client_secret":"{CLIENT_SECRET}"}}"#
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    seen.push(ok["access_token"].as_str().unwrap().into());
+    let refused = v2(format!(
+        r#"{{"grant_type":"refresh_token","refresh_token":"{FAKE_REFRESH}","client_id":"canary","client_secret":"{CALLER_SECRET}"}}"#
+    ))
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 401);
+    answers.push_str(&refused.text().await.unwrap());
     h.standin.set_fault(Some(Fault::Status(
         400,
         format!(r#"{{"error":"invalid_grant","error_description":"{PASSWORD} {CLIENT_SECRET}"}}"#),

@@ -287,7 +287,8 @@ fn example_configs_are_valid() {
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
         .collect();
     assert!(embedded.contains("[[clients]]"));
-    for (name, text) in [("shared", shared), ("sidecar", embedded)] {
+    let providers = std::fs::read_to_string(format!("{dir}/providers.toml")).unwrap();
+    for (name, text) in [("shared", shared), ("sidecar", embedded), ("providers", providers)] {
         let path = write(&format!("example-{name}"), &text);
         let out = bin()
             .args(["check-config", "--config"])
@@ -295,8 +296,51 @@ fn example_configs_are_valid() {
             .env("GOTO_SECRET_WEBINAR_SYNC", "a")
             .env("GOTO_SECRET_REPORTING", "b")
             .env("GOTO_CLIENT_SECRET", "c")
+            .env("GOTO_SECRET_MEETING_BRIDGE", "d")
+            .env("VIDEOASK_RETIRED_SECRET", "e")
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        if name == "providers" {
+            // GoTo on both hosts, WebinarGeek and VideoAsk by URL; the preset filled its URLs.
+            let effective = String::from_utf8_lossy(&out.stdout);
+            for needle in [
+                "token_url = \"https://api.getgo.com/oauth/v2/token\"",
+                "token_url = \"https://authentication.logmeininc.com/oauth/token\"",
+                "token_url = \"https://app.webinargeek.com/oauth/token\"",
+                "token_url = \"https://app.videoask.com/oauth/token\"",
+                "api_base = \"https://api.videoask.com\"",
+            ] {
+                assert!(effective.contains(needle), "{needle}: {effective}");
+            }
+        }
     }
+}
+
+/// Provider mistakes stop `check-config` (and `serve`) with exit 64 and one line naming them.
+#[test]
+fn provider_mistakes_fail_closed() {
+    let base = "[[providers]]\nname = \"p\"\npreset = \"goto-identity\"\nhosts = [\"p.example\"]\n";
+    for (toml, needle) in [
+        (format!("{base}[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"nope\"\n"), "provider \"nope\" is not configured"),
+        (format!("{base}{base}"), "provider \"p\" is configured twice"),
+        (format!("{base}[[providers]]\nname = \"q\"\npreset = \"goto\"\nhosts = [\"P.example\"]\n"), "host \"p.example\" is listed by more than one provider"),
+        (
+            format!("{base}[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"p\"\n[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"p\"\n"),
+            "client \"k\" is configured twice for provider \"p\"",
+        ),
+        ("[[providers]]\nname = \"x\"\nhosts = [\"x\"]\n".into(), "token_url is required"),
+        ("[[providers]]\nname = \"default\"\npreset = \"goto\"\nhosts = [\"x\"]\n".into(), "reserved"),
+        (format!("{base}[providers.legacy_fields]\nurl = \"https://x/me\"\nemail = \"email\"\n"), "RFC 6901"),
+    ] {
+        let path = write("provider-mistake", &toml);
+        let out = bin().args(["check-config", "--config"]).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{toml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle) && err.lines().count() == 1, "{needle}: {err}");
+    }
+    // The same id in two providers is fine.
+    let ok = format!("{base}[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"p\"\n[[clients]]\nid = \"k\"\nsecret = \"s\"\n");
+    let out = bin().args(["check-config", "--config"]).arg(write("provider-ok", &ok)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

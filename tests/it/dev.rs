@@ -48,6 +48,36 @@ async fn dev_starts_and_its_printed_commands_work() {
     let url = cmd.split('\'').nth(1).unwrap();
     let body: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
 
+    // The seed-000-style call: a code from the printed authorize URL, then the printed JSON
+    // POST (with client_secret inside) to /oauth/v2/token, through oauth-shim.
+    let code_cmd = lines.iter().find(|l| l.starts_with("CODE2=$(curl -s '")).unwrap();
+    let authorize = code_cmd.split('\'').nth(1).unwrap();
+    let code: serde_json::Value = reqwest::get(authorize).await.unwrap().json().await.unwrap();
+    let json_cmd = lines.iter().find(|l| l.contains("/oauth/v2/token") && l.contains("-d \"")).unwrap();
+    let payload = json_cmd.split("-d \"").nth(1).unwrap().split("\" '").next().unwrap();
+    let payload = payload.replace("\\\"", "\"").replace("$CODE2", code["code"].as_str().unwrap());
+    let token_url = json_cmd.rsplit('\'').nth(1).unwrap();
+    let resp = reqwest::Client::new()
+        .post(token_url)
+        .header("content-type", "application/json")
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{text}");
+    let v2: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v2["expires_in"], 3600, "the v2 answer as it came: {v2}");
+    assert_eq!(v2["token_type"], "Bearer");
+
+    // The identity-host legacy call: Host selects the provider, the lookup fills the fields.
+    let identity = lines.iter().find(|l| l.starts_with("curl -s -H 'Host: ")).unwrap();
+    let host = identity.split('\'').nth(1).unwrap().strip_prefix("Host: ").unwrap();
+    let identity_url = identity.split('\'').nth(3).unwrap();
+    let legacy: serde_json::Value =
+        reqwest::Client::new().get(identity_url).header("host", host).send().await.unwrap().json().await.unwrap();
+    assert_eq!(legacy["organizer_key"], "18889842069694200", "{legacy}");
+    assert_eq!(legacy["firstName"], "Jon");
+
     // The walkthrough's second half: the report shows the call, and editing the printed config
     // file to put the client in deny mode takes effect without a restart.
     let report = lines.iter().find(|l| l.contains("oauth-shim report --admin ")).unwrap();
