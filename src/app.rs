@@ -195,17 +195,21 @@ impl App {
         match route {
             Route::Token => Box::pin(async move {
                 let mut outcome = Outcome::default();
-                let resp = token::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
+                let resp =
+                    token::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
                 done.finish(Route::Token, outcome, resp)
             }),
             Route::Authorize => Box::pin(async move {
                 let mut outcome = Outcome::default();
-                let resp = authorize::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
+                let resp =
+                    authorize::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome)
+                        .await;
                 done.finish(Route::Authorize, outcome, resp)
             }),
             Route::V2Token => Box::pin(async move {
                 let mut outcome = Outcome::default();
-                let resp = v2token::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
+                let resp =
+                    v2token::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
                 done.finish(Route::V2Token, outcome, resp)
             }),
             _ => {

@@ -660,7 +660,9 @@ impl Config {
                 return Err(ConfigError(format!("provider {name:?} is configured twice")));
             }
             if p.hosts.is_empty() {
-                return Err(ConfigError(format!("provider {name:?}: hosts is empty, so no request can select it")));
+                return Err(ConfigError(format!(
+                    "provider {name:?}: hosts is empty, so no request can select it"
+                )));
             }
             for host in &p.hosts {
                 if host.is_empty() || host.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) {
@@ -674,7 +676,9 @@ impl Config {
             }
             for (key, url) in ["token_url", "authorize_url", "api_base"].into_iter().zip(p.urls()) {
                 if url.is_empty() {
-                    return Err(ConfigError(format!("provider {name:?}: {key} is required (or set a preset)")));
+                    return Err(ConfigError(format!(
+                        "provider {name:?}: {key} is required (or set a preset)"
+                    )));
                 }
                 check_url(&format!("providers.{name}.{key}"), url)?;
             }

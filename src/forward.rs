@@ -251,7 +251,12 @@ where
 
 /// The upstream request for `req`: the base's URI and `Host`, hop-by-hop headers removed,
 /// `X-Forwarded-For`/`-Proto` appended.
-fn prepare(rt: &Runtime, base: &Base, req: Request<Body>, peer: SocketAddr) -> Result<Request<Body>, ShimError> {
+fn prepare(
+    rt: &Runtime,
+    base: &Base,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> Result<Request<Body>, ShimError> {
     if req.method() == Method::CONNECT {
         // A forward proxy's tunnel, not an API call: never opened to the API host.
         return Err(ShimError::method_not_allowed("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));

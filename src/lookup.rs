@@ -50,7 +50,12 @@ struct Found {
 struct TokenLife;
 
 impl Expiry<[u8; 32], Arc<Found>> for TokenLife {
-    fn expire_after_create(&self, _: &[u8; 32], found: &Arc<Found>, _: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        found: &Arc<Found>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
         Some(found.lifetime)
     }
 }
@@ -71,10 +76,7 @@ impl Lookup {
         rand::rng().fill_bytes(&mut secret);
         let mut block = [0u8; 64];
         block[..32].copy_from_slice(&secret);
-        let cache = Cache::builder()
-            .max_capacity(config.cache_max_entries)
-            .expire_after(TokenLife)
-            .build();
+        let cache = Cache::builder().max_capacity(config.cache_max_entries).expire_after(TokenLife).build();
         Ok(Self { config: config.clone(), url, mac: <Hmac<Sha256> as KeyInit>::new(&block.into()), cache })
     }
 
@@ -84,7 +86,11 @@ impl Lookup {
 
     /// Whether this answer lacks a field the lookup can fill.
     pub fn wants(&self, token: &V2Token) -> bool {
-        token.missing_legacy_fields().iter().zip(self.config.pointers()).any(|(missing, p)| *missing && p.is_some())
+        token
+            .missing_legacy_fields()
+            .iter()
+            .zip(self.config.pointers())
+            .any(|(missing, p)| *missing && p.is_some())
     }
 
     fn key(&self, access_token: &Secret) -> [u8; 32] {
@@ -109,7 +115,8 @@ impl Lookup {
             counters.cached.inc();
             return token.with_legacy_fields(&found.values);
         }
-        let fetched = tokio::time::timeout_at(deadline, self.fetch(pool, token.access_token(), max_bytes)).await;
+        let fetched =
+            tokio::time::timeout_at(deadline, self.fetch(pool, token.access_token(), max_bytes)).await;
         let why = match fetched {
             Ok(Ok(doc)) => {
                 let values = self.extract(&doc);
@@ -128,7 +135,12 @@ impl Lookup {
         token.clone()
     }
 
-    async fn fetch(&self, pool: &HttpClient, access_token: &Secret, max: usize) -> Result<Value, &'static str> {
+    async fn fetch(
+        &self,
+        pool: &HttpClient,
+        access_token: &Secret,
+        max: usize,
+    ) -> Result<Value, &'static str> {
         let mut req = Request::new(Bytes::new());
         *req.method_mut() = Method::GET;
         *req.uri_mut() = self.url.clone();
@@ -179,7 +191,8 @@ mod tests {
             ..Default::default()
         };
         let lookup = Lookup::new(&cfg).unwrap();
-        let doc = serde_json::json!({"key": 1234, "accounts": [{"key": "ak"}], "name/given": "Jon", "flag": true});
+        let doc =
+            serde_json::json!({"key": 1234, "accounts": [{"key": "ak"}], "name/given": "Jon", "flag": true});
         assert_eq!(
             lookup.extract(&doc),
             [Some("1234".into()), Some("ak".into()), None, Some("Jon".into()), None, None]

@@ -539,7 +539,11 @@ async fn token_path(
         return answer;
     }
     let json = token_grant(shared, parts, body).map(|t| {
-        if identity { serde_json::to_string(&IdentityTokenResponse::from(&t)) } else { serde_json::to_string(&t) }
+        if identity {
+            serde_json::to_string(&IdentityTokenResponse::from(&t))
+        } else {
+            serde_json::to_string(&t)
+        }
     });
     Ok(match json {
         Ok(json) => match json {

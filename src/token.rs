@@ -40,7 +40,11 @@ pub async fn handle(
 
 /// Read a token call's body: at most `max` bytes, refused from a declared `Content-Length`
 /// before any of it is read.
-pub(crate) async fn read_body(parts: &http::request::Parts, body: Body, max: usize) -> Result<bytes::Bytes, ShimError> {
+pub(crate) async fn read_body(
+    parts: &http::request::Parts,
+    body: Body,
+    max: usize,
+) -> Result<bytes::Bytes, ShimError> {
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -141,12 +145,14 @@ async fn run(
             .get_or_refresh_in(&[&provider.name, &client.id], sent.expose(), || {
                 let rt_owned = Arc::clone(rt);
                 let latency = shared.ops.metrics.upstream_histogram("token");
-                let lookup = provider.lookup.as_ref().map(|_| shared.ops.metrics.lookup_counters(&provider.name));
+                let lookup =
+                    provider.lookup.as_ref().map(|_| shared.ops.metrics.lookup_counters(&provider.name));
                 Box::pin(async move {
                     let started = std::time::Instant::now();
                     let provider = rt_owned.provider(provider_index);
                     let cfg = &rt_owned.config.upstream;
-                    let result = token_call(&provider.pool, &provider.token_url, auth, &form, cfg).await.result;
+                    let result =
+                        token_call(&provider.pool, &provider.token_url, auth, &form, cfg).await.result;
                     let result = match (result, lookup) {
                         (Ok(token), Some(counters)) => {
                             let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
@@ -187,7 +193,9 @@ async fn fill_legacy_fields(
 ) -> V2Token {
     match &provider.lookup {
         Some(lookup) if lookup.wants(&token) => {
-            lookup.fill(&provider.pool, &token, deadline, cfg.max_response_bytes, &provider.name, counters).await
+            lookup
+                .fill(&provider.pool, &token, deadline, cfg.max_response_bytes, &provider.name, counters)
+                .await
         }
         _ => token,
     }

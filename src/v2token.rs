@@ -222,7 +222,9 @@ fn upstream_form(
 fn readable(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return true };
     let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/x-www-form-urlencoded" || essence == "application/json" || essence.ends_with("+json")
+    essence == "application/x-www-form-urlencoded"
+        || essence == "application/json"
+        || essence.ends_with("+json")
 }
 
 /// A 2xx answer worth caching: a JSON object with a non-empty string `access_token`.
@@ -236,7 +238,8 @@ fn is_token(answer: &RawAnswer) -> bool {
 /// The upstream's answer as it came, plus `Cache-Control: no-store`. An answer replayed from the
 /// refresh cache states its remaining lifetime in `expires_in`.
 fn respond(answer: &RawAnswer, age: Duration) -> Response<Body> {
-    let body = if age.as_secs() > 0 { with_remaining_lifetime(&answer.body, age) } else { answer.body.clone() };
+    let body =
+        if age.as_secs() > 0 { with_remaining_lifetime(&answer.body, age) } else { answer.body.clone() };
     let mut resp = Response::new(body::full(body));
     *resp.status_mut() = answer.status;
     let h = resp.headers_mut();
@@ -272,7 +275,10 @@ mod tests {
         let body = bytes::Bytes::from_static(br#"{"access_token":"a","expires_in":3600,"scope":"s"}"#);
         let out = with_remaining_lifetime(&body, Duration::from_secs(10));
         assert_eq!(&out[..], br#"{"access_token":"a","expires_in":3590,"scope":"s"}"#);
-        assert_eq!(with_remaining_lifetime(&bytes::Bytes::from_static(b"nope"), Duration::from_secs(1)), "nope");
+        assert_eq!(
+            with_remaining_lifetime(&bytes::Bytes::from_static(b"nope"), Duration::from_secs(1)),
+            "nope"
+        );
     }
 
     #[test]

@@ -200,13 +200,19 @@ pub fn collect(
 /// (SPEC §5): the body's in order, then the query's that the body does not repeat. Empty values
 /// count as absent, as in [`collect`] (run it first: it applies the duplicate, conflict and
 /// credential rules). JSON values must be strings (`null` counts as absent).
-pub fn all_pairs(query: Option<&str>, kind: BodyKind, body: &[u8]) -> Result<Vec<(String, String)>, ShimError> {
+pub fn all_pairs(
+    query: Option<&str>,
+    kind: BodyKind,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, ShimError> {
     let mut out: Vec<(String, String)> = Vec::new();
     match kind {
         BodyKind::None => {}
         BodyKind::Form => {
             out.extend(
-                form_urlencoded::parse(body).filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.into_owned(), v.into_owned())),
+                form_urlencoded::parse(body)
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned())),
             );
         }
         BodyKind::Json => {
@@ -449,9 +455,11 @@ mod tests {
 
     #[test]
     fn all_pairs_keeps_every_parameter_in_order() {
-        let json = br#"{"grant_type":"authorization_code","code":"c","resource":"r","client_secret":null,"x":""}"#;
+        let json =
+            br#"{"grant_type":"authorization_code","code":"c","resource":"r","client_secret":null,"x":""}"#;
         let pairs = all_pairs(Some("code=c&audience=a"), BodyKind::Json, json).unwrap();
-        let want = [("grant_type", "authorization_code"), ("code", "c"), ("resource", "r"), ("audience", "a")];
+        let want =
+            [("grant_type", "authorization_code"), ("code", "c"), ("resource", "r"), ("audience", "a")];
         assert_eq!(pairs, want.map(|(k, v)| (k.to_owned(), v.to_owned())));
         assert!(all_pairs(None, BodyKind::Json, br#"{"n":1}"#).is_err());
         let pairs = all_pairs(None, BodyKind::Form, b"a=1&a=2&b=").unwrap();

@@ -104,7 +104,13 @@ pub async fn token_call(
     }
 }
 
-async fn call(client: &HttpClient, url: &Uri, auth: Option<HeaderValue>, form: &Secret, max: usize) -> TokenOutcome {
+async fn call(
+    client: &HttpClient,
+    url: &Uri,
+    auth: Option<HeaderValue>,
+    form: &Secret,
+    max: usize,
+) -> TokenOutcome {
     // The request and the answer's head are temporaries of their statements rather than named
     // locals: a named local stays in the future's state across every later wait even once it
     // has been moved, which made this future (and the refresh flight's box around it) larger
@@ -191,7 +197,9 @@ pub async fn raw_token_call(
             .to_bytes();
         Ok(RawAnswer { status, content_type, retry_after, body })
     };
-    tokio::time::timeout(cfg.request_timeout, call).await.unwrap_or_else(|_| Err(ShimError::upstream_timeout()))
+    tokio::time::timeout(cfg.request_timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(ShimError::upstream_timeout()))
 }
 
 /// Map a non-2xx upstream answer. Only the RFC 6749 error code is taken from the body; its

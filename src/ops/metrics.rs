@@ -164,13 +164,21 @@ impl Metrics {
 
     /// The legacy-fields lookup counters of `provider`.
     pub fn lookup_counters(&self, provider: &str) -> LookupCounters {
-        let get = |result| self.lookups.get_or_create(&LookupLabels { provider: provider.into(), result }).clone();
+        let get =
+            |result| self.lookups.get_or_create(&LookupLabels { provider: provider.into(), result }).clone();
         LookupCounters { ok: get("ok"), failed: get("failed"), cached: get("cached") }
     }
 
     /// Count one answered request. `client` must already be bounded (a configured id,
     /// `unknown` or `none`), and so must `provider` (a configured provider's name).
-    pub fn request(&self, route: &'static str, provider: &str, client: &str, outcome: &'static str, status: u16) {
+    pub fn request(
+        &self,
+        route: &'static str,
+        provider: &str,
+        client: &str,
+        outcome: &'static str,
+        status: u16,
+    ) {
         let status_class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -194,8 +202,13 @@ impl Metrics {
             counter.inc();
             return;
         }
-        let labels =
-            RequestLabels { route, provider: provider.to_owned(), client: client.to_owned(), outcome, status_class };
+        let labels = RequestLabels {
+            route,
+            provider: provider.to_owned(),
+            client: client.to_owned(),
+            outcome,
+            status_class,
+        };
         let counter = self.requests.get_or_create(&labels).clone();
         counter.inc();
         handles.push((slot, provider.into(), counter));

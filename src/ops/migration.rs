@@ -78,7 +78,9 @@ impl Feature {
             Self::MissingRedirectUri => "authorize without redirect_uri",
             Self::ClientSecretSent => "caller sent client_secret (parameter or Basic header)",
             Self::V2Native => "v2-native call (/oauth/v2/*) seen on pass-through",
-            Self::V2Normalised => "v2, needed normalisation: a v2 token call with a JSON body or body credentials",
+            Self::V2Normalised => {
+                "v2, needed normalisation: a v2 token call with a JSON body or body credentials"
+            }
         }
     }
 }

@@ -14,8 +14,8 @@ use http::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 
 use crate::app::App;
-use crate::provider::Provider;
 use crate::body::{self, Body};
+use crate::provider::Provider;
 use metrics::Metrics;
 use migration::{Call, Feature, Migration};
 use reload::{ReloadError, ReloadState};

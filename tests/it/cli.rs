@@ -322,11 +322,19 @@ fn example_configs_are_valid() {
 fn provider_mistakes_fail_closed() {
     let base = "[[providers]]\nname = \"p\"\npreset = \"goto-identity\"\nhosts = [\"p.example\"]\n";
     for (toml, needle) in [
-        (format!("{base}[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"nope\"\n"), "provider \"nope\" is not configured"),
-        (format!("{base}{base}"), "provider \"p\" is configured twice"),
-        (format!("{base}[[providers]]\nname = \"q\"\npreset = \"goto\"\nhosts = [\"P.example\"]\n"), "host \"p.example\" is listed by more than one provider"),
         (
-            format!("{base}[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"p\"\n[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"p\"\n"),
+            format!("{base}[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"nope\"\n"),
+            "provider \"nope\" is not configured",
+        ),
+        (format!("{base}{base}"), "provider \"p\" is configured twice"),
+        (
+            format!("{base}[[providers]]\nname = \"q\"\npreset = \"goto\"\nhosts = [\"P.example\"]\n"),
+            "host \"p.example\" is listed by more than one provider",
+        ),
+        (
+            format!(
+                "{base}[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"p\"\n[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"p\"\n"
+            ),
             "client \"k\" is configured twice for provider \"p\"",
         ),
         ("[[providers]]\nname = \"x\"\nhosts = [\"x\"]\n".into(), "token_url is required"),
@@ -340,7 +348,9 @@ fn provider_mistakes_fail_closed() {
         assert!(err.contains(needle) && err.lines().count() == 1, "{needle}: {err}");
     }
     // The same id in two providers is fine.
-    let ok = format!("{base}[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"p\"\n[[clients]]\nid = \"k\"\nsecret = \"s\"\n");
+    let ok = format!(
+        "{base}[[clients]]\nid = \"k\"\nsecret = \"s\"\nprovider = \"p\"\n[[clients]]\nid = \"k\"\nsecret = \"s\"\n"
+    );
     let out = bin().args(["check-config", "--config"]).arg(write("provider-ok", &ok)).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

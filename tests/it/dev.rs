@@ -73,8 +73,15 @@ async fn dev_starts_and_its_printed_commands_work() {
     let identity = lines.iter().find(|l| l.starts_with("curl -s -H 'Host: ")).unwrap();
     let host = identity.split('\'').nth(1).unwrap().strip_prefix("Host: ").unwrap();
     let identity_url = identity.split('\'').nth(3).unwrap();
-    let legacy: serde_json::Value =
-        reqwest::Client::new().get(identity_url).header("host", host).send().await.unwrap().json().await.unwrap();
+    let legacy: serde_json::Value = reqwest::Client::new()
+        .get(identity_url)
+        .header("host", host)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(legacy["organizer_key"], "18889842069694200", "{legacy}");
     assert_eq!(legacy["firstName"], "Jon");
 

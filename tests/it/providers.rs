@@ -20,7 +20,11 @@ const REDIRECT: &str = "https://app.example.com/callback";
 
 fn standin_clients() -> StandinConfig {
     let mut config = standin_config();
-    config.clients.push(StandinClient { id: APP.into(), secret: APP_SECRET.into(), allow_password_grant: true });
+    config.clients.push(StandinClient {
+        id: APP.into(),
+        secret: APP_SECRET.into(),
+        allow_password_grant: true,
+    });
     config
 }
 
@@ -65,7 +69,10 @@ async fn start(extra: impl Fn(&Standin) -> String) -> Harness {
 /// `Basic base64(urlenc(id):urlenc(secret))`, as RFC 6749 §2.3.1 has it.
 fn basic(id: &str, secret: &str) -> String {
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret))))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
 }
 
 async fn post_json(h: &Harness, path: &str, host: Option<&str>, body: Value) -> reqwest::Response {
@@ -176,7 +183,8 @@ async fn seed_001_json_to_identity_host_selected_by_host() {
     let resp = post_json(&h, "/oauth/token", None, call.clone()).await;
     assert_eq!(resp.status(), 400, "the default provider passes /oauth/token through as it came");
 
-    let answer = v2_answer(post_json(&h, "/oauth/token", Some("AUTHENTICATION.logmeininc.com:443"), call).await).await;
+    let answer =
+        v2_answer(post_json(&h, "/oauth/token", Some("AUTHENTICATION.logmeininc.com:443"), call).await).await;
     assert_upstream(
         &last(&h, "/oauth/token"),
         "/oauth/token",
@@ -247,7 +255,10 @@ async fn form_with_body_credentials_is_normalised() {
     let resp = http()
         .post(h.url("/oauth/v2/token"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("grant_type=refresh_token&refresh_token={rt}&client_id={APP}&client_secret={}", enc(APP_SECRET)))
+        .body(format!(
+            "grant_type=refresh_token&refresh_token={rt}&client_id={APP}&client_secret={}",
+            enc(APP_SECRET)
+        ))
         .send()
         .await
         .unwrap();
@@ -300,7 +311,10 @@ async fn client_secret_post_provider_gets_credentials_in_the_form() {
     assert!(!r.headers.contains_key("authorization"));
     assert_eq!(
         std::str::from_utf8(&r.body).unwrap(),
-        format!("grant_type=authorization_code&code={code}&client_id={APP}&client_secret={}", enc(APP_SECRET))
+        format!(
+            "grant_type=authorization_code&code={code}&client_id={APP}&client_secret={}",
+            enc(APP_SECRET)
+        )
     );
     assert!(h.standin.is_access_token_valid(answer["access_token"].as_str().unwrap()));
 }
@@ -329,7 +343,11 @@ impl Strict {
                     while let Some(head) = read_request_head(&mut stream, &mut buf).await {
                         let len = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().to_owned())
+                            })
                             .and_then(|v| v.parse::<usize>().ok())
                             .unwrap_or(0);
                         let mut chunk = [0u8; 4096];
@@ -404,8 +422,7 @@ async fn strict_fake_gets_the_normalised_calls_byte_for_byte() {
     let refresh_form = "grant_type=refresh_token&refresh_token=rt-1".to_owned();
     let code_json = json!({"grant_type": "authorization_code", "code": "c-1", "client_id": APP,
         "client_secret": APP_SECRET, "redirect_uri": REDIRECT});
-    let refresh_json =
-        json!({"grant_type": "refresh_token", "refresh_token": "rt-1", "client_id": APP, "client_secret": APP_SECRET});
+    let refresh_json = json!({"grant_type": "refresh_token", "refresh_token": "rt-1", "client_id": APP, "client_secret": APP_SECRET});
     let mut expected = Vec::new();
     for (path, host) in [("/oauth/v2/token", None), ("/oauth/token", Some(IDENTITY_HOST))] {
         for (call, form) in [(&code_json, &code_form), (&refresh_json, &refresh_form)] {
@@ -417,8 +434,9 @@ async fn strict_fake_gets_the_normalised_calls_byte_for_byte() {
         }
     }
     for form in [&code_form, &refresh_form] {
-        let mut body: String =
-            form_urlencoded::Serializer::new(String::new()).extend_pairs(form_urlencoded::parse(form.as_bytes())).finish();
+        let mut body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form_urlencoded::parse(form.as_bytes()))
+            .finish();
         body.push_str(&format!("&client_id={APP}&client_secret={}", enc(APP_SECRET)));
         let resp = http()
             .post(h.url("/oauth/v2/token"))
@@ -448,7 +466,18 @@ async fn legacy_call_on_identity_host_gets_fields_from_the_lookup() {
     let keys: Vec<&str> = body.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["access_token", "expires_in", "refresh_token", "organizer_key", "account_key", "firstName", "lastName", "email", "platform", "version"]
+        [
+            "access_token",
+            "expires_in",
+            "refresh_token",
+            "organizer_key",
+            "account_key",
+            "firstName",
+            "lastName",
+            "email",
+            "platform",
+            "version"
+        ]
     );
     assert_eq!(body["organizer_key"], "18889842069694200");
     assert_eq!(body["account_key"], "3792882212321659654");
@@ -456,16 +485,21 @@ async fn legacy_call_on_identity_host_gets_fields_from_the_lookup() {
     assert_eq!(body["email"], "jk@example.com");
     let me = last(&h, "/admin/rest/v1/me");
     assert_eq!(me.method, "GET");
-    assert_eq!(me.headers["authorization"], format!("Bearer {}", body["access_token"].as_str().unwrap()).as_str());
+    assert_eq!(
+        me.headers["authorization"],
+        format!("Bearer {}", body["access_token"].as_str().unwrap()).as_str()
+    );
     assert_eq!(h.standin.me_calls(), 1);
     let r = last(&h, "/oauth/token");
     assert_eq!(r.headers["authorization"], basic(ID, SECRET).as_str());
 
     // Refresh: one lookup for the new access token, none for the cache's replay.
     let rt = body["refresh_token"].as_str().unwrap();
-    let refresh = h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"));
+    let refresh =
+        h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"));
     for _ in 0..2 {
-        let v: Value = http().get(&refresh).header("host", IDENTITY_HOST).send().await.unwrap().json().await.unwrap();
+        let v: Value =
+            http().get(&refresh).header("host", IDENTITY_HOST).send().await.unwrap().json().await.unwrap();
         assert_eq!(v["organizer_key"], "18889842069694200", "{v}");
         assert_eq!(v["firstName"], "Jon");
     }
@@ -559,21 +593,27 @@ async fn two_providers_keep_clients_caches_and_pools_apart() {
     );
     let v = get_json(h.url(&login)).await;
     let rt = v["refresh_token"].as_str().unwrap();
-    let refresh = h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"));
+    let refresh =
+        h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"));
     let a1 = get_json(&refresh).await;
     let a2 = get_json(&refresh).await;
     assert_eq!(a1["access_token"], a2["access_token"], "A's second refresh is A's cached answer");
     let calls = h.standin.token_calls();
-    let b: Value = http().get(&refresh).header("host", "b.example").send().await.unwrap().json().await.unwrap();
+    let b: Value =
+        http().get(&refresh).header("host", "b.example").send().await.unwrap().json().await.unwrap();
     assert_eq!(h.standin.token_calls(), calls + 1, "B's refresh went upstream, not to A's cache");
     assert_ne!(b["access_token"], a1["access_token"]);
-    let b2: Value = http().get(&refresh).header("host", "b.example").send().await.unwrap().json().await.unwrap();
+    let b2: Value =
+        http().get(&refresh).header("host", "b.example").send().await.unwrap().json().await.unwrap();
     assert_eq!(b2["access_token"], b["access_token"], "B has its own cached answer");
     assert_eq!(h.standin.token_calls(), calls + 1);
 
     // Metrics: the provider is a label.
     let metrics = get_text(h.admin_url("/metrics")).await;
-    assert!(metrics.contains(r#"route="token",provider="b",client="legacy-client",outcome="cache""#), "{metrics}");
+    assert!(
+        metrics.contains(r#"route="token",provider="b",client="legacy-client",outcome="cache""#),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"route="token",provider="default",client="legacy-client",outcome="cache""#));
     // The report has a row per provider for the same id.
     let report = get_json(h.admin_url("/migration")).await;
