@@ -323,8 +323,11 @@ async fn client_secret_post_provider_gets_credentials_in_the_form() {
 /// anything that is not a form POST with Basic, and answers a token otherwise.
 struct Strict {
     addr: std::net::SocketAddr,
-    seen: Arc<Mutex<Vec<(usize, Vec<u8>)>>>,
+    seen: Seen,
 }
+
+/// Each request's connection index and exact bytes.
+type Seen = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
 
 const STRICT_TOKEN: &str = r#"{"access_token":"at-strict","token_type":"Bearer","refresh_token":"rt-strict","expires_in":3600,"scope":"collab:"}"#;
 
@@ -332,7 +335,7 @@ impl Strict {
     async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<(usize, Vec<u8>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let log = Arc::clone(&seen);
         tokio::spawn(async move {
             for conn in 0.. {
