@@ -1134,6 +1134,16 @@ mod tests {
     }
 
     #[test]
+    fn scoped_keys_never_collide_across_scopes() {
+        let cache = TestCache::new(Duration::from_secs(60), 10);
+        let k = |scope: &[&str], t: &str| cache.inner.key_in(scope, t);
+        assert_eq!(k(&["client"], "t"), cache.inner.key("client", "t"));
+        assert_ne!(k(&["provider-a", "client"], "t"), k(&["provider-b", "client"], "t"));
+        assert_ne!(k(&["ab", "c"], "t"), k(&["a", "bc"], "t"));
+        assert_ne!(k(&["p", "client", "secret-1"], "t"), k(&["p", "client", "secret-2"], "t"));
+    }
+
+    #[test]
     fn key_is_keyed_hmac_of_length_prefixed_client_and_token() {
         let cache = TestCache::new(Duration::from_secs(60), 10);
         let other = TestCache::new(Duration::from_secs(60), 10);
