@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::body::{Body, BoxError};
-use crate::config::{ClientConfig, Config};
+use crate::config::Config;
 use crate::error::ShimError;
 use crate::provider::{self, Provider};
 use crate::refresh::RefreshCache;
@@ -59,12 +59,6 @@ impl Runtime {
     /// The index of the provider a request selects by its `Host`.
     pub fn select<B>(&self, req: &Request<B>) -> usize {
         provider::select(&self.hosts, req)
-    }
-
-    /// The configured client of the default provider with exactly this id (byte for byte),
-    /// with the `Authorization` header oauth-shim sends upstream on its behalf.
-    pub fn client(&self, id: &str) -> Option<(&ClientConfig, &HeaderValue)> {
-        self.default_provider().client(id)
     }
 }
 

@@ -54,7 +54,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Longest request target accepted; longer gets 414.
     pub max_uri_bytes: usize,
-    /// Largest body accepted on `/oauth/*` token requests; larger gets 413.
+    /// Largest body accepted on `/oauth/access_token` and on POSTs to a provider's token path;
+    /// larger gets 413.
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[serde(with = "humantime_serde")]

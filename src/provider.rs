@@ -42,10 +42,6 @@ impl Provider {
     pub fn client(&self, id: &str) -> Option<(&ClientConfig, &HeaderValue)> {
         self.clients.get(id).map(|(c, h)| (c, h))
     }
-
-    pub fn is_default(&self) -> bool {
-        self.name == DEFAULT_PROVIDER
-    }
 }
 
 /// The endpoints of one provider as configured, whichever table they came from.
