@@ -4,7 +4,7 @@
 //! migration-report rows. Built once per config version, as part of [`crate::app::Runtime`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::{HeaderValue, Request, Uri};
 
@@ -14,6 +14,7 @@ use crate::config::{
 use crate::forward;
 use crate::lookup::Lookup;
 use crate::oauth::{HttpClient, basic_auth_header_with, build_http_client};
+use crate::refresh::Namespace;
 
 /// One provider as the request path uses it.
 pub struct Provider {
@@ -32,6 +33,10 @@ pub struct Provider {
     pub lookup: Option<Arc<Lookup>>,
     /// This provider's upstream connections (token calls, lookups, pass-through).
     pub pool: HttpClient,
+    /// Its namespaces in the legacy and the v2 refresh caches, derived from its name on first
+    /// use (the same name gives the same namespace, so cached answers survive a reload).
+    pub legacy_refresh: OnceLock<Namespace>,
+    pub v2_refresh: OnceLock<Namespace>,
     /// Client id -> (its config, the `Authorization` header sent upstream on its behalf).
     clients: HashMap<String, (ClientConfig, HeaderValue)>,
 }
@@ -115,6 +120,8 @@ pub fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Vec<Provi
                 encoding: e.encoding,
                 lookup,
                 pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.pool.clone()),
+                legacy_refresh: OnceLock::new(),
+                v2_refresh: OnceLock::new(),
                 clients,
             })
         })

@@ -7,9 +7,10 @@
 //!
 //! [`RefreshCache::get_or_refresh`] derives a key with HMAC-SHA256 under a per-process
 //! random key over the length-prefixed client id followed by the refresh token, so the raw
-//! token is never stored, logged or printed, and two clients never share an entry
-//! ([`RefreshCache::get_or_refresh_in`] prefixes more length-prefixed parts, such as the
-//! provider's name, so two providers never share one either). Then:
+//! token is never stored, logged or printed, and two clients never share an entry.
+//! [`RefreshCache::get_or_refresh_in`] derives the key within a [`Namespace`] (a provider's:
+//! an HMAC sub-key of the cache's key and the namespace's name), so two providers never share
+//! one either, and may add more length-prefixed parts before the token. Then:
 //!
 //! 1. a cached answer (still inside `min(ttl, lifetime)` measured from when the upstream
 //!    answered) is served as [`Source::Cache`];
@@ -283,21 +284,8 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
         !self.ttl.is_zero() && self.max_entries > 0
     }
 
-    #[cfg(test)]
     fn key(&self, client_id: &str, refresh_token: &str) -> Key {
-        self.key_in(&[client_id], refresh_token)
-    }
-
-    /// The key of `refresh_token` within `scope` (e.g. provider, client id): each part
-    /// length-prefixed, then the token.
-    fn key_in(&self, scope: &[&str], refresh_token: &str) -> Key {
-        let mut mac = self.mac.clone();
-        for part in scope {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part.as_bytes());
-        }
-        mac.update(refresh_token.as_bytes());
-        mac.finalize().into_bytes().into()
+        key_in(&self.mac, &[client_id], refresh_token)
     }
 
     async fn cached(&self, key: &Key) -> Option<Arc<Stored<V>>> {
@@ -382,6 +370,34 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
         }
         drop(guard);
         outcome
+    }
+}
+
+/// The key of `refresh_token` within `scope` under `mac`: each part length-prefixed, then the
+/// token.
+fn key_in(mac: &Hmac<Sha256>, scope: &[&str], refresh_token: &str) -> Key {
+    let mut mac = mac.clone();
+    for part in scope {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part.as_bytes());
+    }
+    mac.update(refresh_token.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// A part of the cache of its own (a provider's): its keys are HMACs under a sub-key derived
+/// from the cache's key and the namespace's name, so two namespaces never share an entry or a
+/// flight, and a lookup costs what it costs without one. Derive it once
+/// ([`RefreshCache::namespace`]) and keep it; the same name gives the same namespace.
+#[derive(Clone)]
+pub struct Namespace {
+    mac: Hmac<Sha256>,
+}
+
+/// Never shows the sub-key.
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Namespace")
     }
 }
 
@@ -485,14 +501,27 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
-        self.get_or_refresh_in(&[client_id], refresh_token, fetch).await
+        let key = self.inner.key(client_id, refresh_token);
+        self.serve(key, fetch).await
     }
 
-    /// [`RefreshCache::get_or_refresh`] with the key scoped by several parts (a provider's
-    /// name, then the client id, and for v2 callers the secret they presented): two scopes
-    /// never share an entry or a flight. Callers use one arity per cache.
+    /// The namespace `name` of this cache (see [`Namespace`]).
+    pub fn namespace(&self, name: &str) -> Namespace {
+        let mut mac = self.inner.mac.clone();
+        mac.update(b"namespace\0");
+        mac.update(name.as_bytes());
+        let sub: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&sub);
+        Namespace { mac: <Hmac<Sha256> as KeyInit>::new(&block.into()) }
+    }
+
+    /// [`RefreshCache::get_or_refresh`] within `namespace`, the key scoped by `scope` (the
+    /// client id, and for v2 callers the secret they presented): two namespaces or scopes never
+    /// share an entry or a flight. Callers use one arity of `scope` per namespace.
     pub async fn get_or_refresh_in<F, Fut>(
         &self,
+        namespace: &Namespace,
         scope: &[&str],
         refresh_token: &str,
         fetch: F,
@@ -501,8 +530,15 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
+        self.serve(key_in(&namespace.mac, scope, refresh_token), fetch).await
+    }
+
+    async fn serve<F, Fut>(&self, key: Key, fetch: F) -> Result<Served<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
         let inner = &self.inner;
-        let key = inner.key_in(scope, refresh_token);
         // An answer can land in the cache between our `get` and the locked step at most
         // once per flight; a few retries cover entries expiring in between as well.
         let mut rechecks_left = 3u8;
@@ -1133,14 +1169,24 @@ mod tests {
         send(&fut);
     }
 
-    #[test]
-    fn scoped_keys_never_collide_across_scopes() {
+    #[tokio::test]
+    async fn namespaces_and_scopes_never_share_an_entry() {
         let cache = TestCache::new(Duration::from_secs(60), 10);
-        let k = |scope: &[&str], t: &str| cache.inner.key_in(scope, t);
-        assert_eq!(k(&["client"], "t"), cache.inner.key("client", "t"));
-        assert_ne!(k(&["provider-a", "client"], "t"), k(&["provider-b", "client"], "t"));
-        assert_ne!(k(&["ab", "c"], "t"), k(&["a", "bc"], "t"));
-        assert_ne!(k(&["p", "client", "secret-1"], "t"), k(&["p", "client", "secret-2"], "t"));
+        let (a, b) = (cache.namespace("provider-a"), cache.namespace("provider-b"));
+        let k = |ns: &Namespace, scope: &[&str], t: &str| key_in(&ns.mac, scope, t);
+        assert_eq!(k(&a, &["client"], "t"), k(&cache.namespace("provider-a"), &["client"], "t"));
+        assert_ne!(k(&a, &["client"], "t"), k(&b, &["client"], "t"));
+        assert_ne!(k(&a, &["client"], "t"), cache.inner.key("client", "t"));
+        assert_ne!(k(&a, &["ab", "c"], "t"), k(&a, &["a", "bc"], "t"));
+        assert_ne!(k(&a, &["client", "secret-1"], "t"), k(&a, &["client", "secret-2"], "t"));
+
+        let fake = Fake::new(0);
+        let first = cache.get_or_refresh_in(&a, &["client"], "rt", || fake.ok()).await.expect("ok");
+        let other = cache.get_or_refresh_in(&b, &["client"], "rt", || fake.ok()).await.expect("ok");
+        assert_eq!((first.source, other.source), (Source::Upstream, Source::Upstream));
+        let again = cache.get_or_refresh_in(&a, &["client"], "rt", || fake.ok()).await.expect("ok");
+        assert_eq!((again.source, again.value), (Source::Cache, first.value));
+        assert_eq!(fake.calls(), 2);
     }
 
     #[test]

@@ -91,8 +91,9 @@ async fn run(
     let Some(client_id) = params.client_id.as_deref() else {
         return Err(challenge(ShimError::invalid_client("missing client_id")));
     };
-    record_usage(shared, provider, client_id, &parts.method, kind, &params);
-    let Some((client, auth)) = provider.client(client_id) else {
+    let configured = provider.client(client_id);
+    record_usage(shared, provider, client_id, configured.is_some(), &parts.method, kind, &params);
+    let Some((client, auth)) = configured else {
         outcome.client = Some("unknown".into());
         return Err(challenge(ShimError::invalid_client("unknown client_id")));
     };
@@ -136,13 +137,14 @@ async fn run(
     if v2.grant == Grant::RefreshToken {
         let translate::V2Request { form, refresh_token, .. } = v2;
         let sent = refresh_token.unwrap_or_default();
+        let namespace = provider.legacy_refresh.get_or_init(|| shared.refresh.namespace(&provider.name));
         let served = shared
             .refresh
             // Only the caller that starts the upstream call runs this, so cache hits and joined
             // callers clone nothing for it. Boxed: the upstream call's future is large, and the
             // spawned task (and every move of it on the way into the runtime) would otherwise
             // carry all of it inline.
-            .get_or_refresh_in(&[&provider.name, &client.id], sent.expose(), || {
+            .get_or_refresh_in(namespace, &[&client.id], sent.expose(), || {
                 let rt_owned = Arc::clone(rt);
                 let latency = shared.ops.metrics.upstream_histogram("token");
                 let lookup =
@@ -206,6 +208,7 @@ fn record_usage(
     shared: &Shared,
     provider: &Provider,
     client_id: &str,
+    configured: bool,
     method: &Method,
     kind: legacy::BodyKind,
     params: &legacy::LegacyParams,
@@ -217,7 +220,7 @@ fn record_usage(
         .with(Feature::TokenForm, kind == legacy::BodyKind::Form)
         .with(Feature::PasswordGrant, params.grant_type.as_deref() == Some("password"))
         .with(Feature::ClientSecretSent, params.client_secret.is_some());
-    shared.ops.migration.record(&provider.name, client_id, provider.client(client_id).is_some(), call);
+    shared.ops.migration.record(&provider.name, client_id, configured, call);
 }
 
 pub(crate) fn too_large() -> ShimError {

@@ -145,14 +145,11 @@ async fn run(
     if params.grant_type.as_deref() == Some("refresh_token")
         && let Some(refresh_token) = &params.refresh_token
     {
-        let scope = [
-            provider.name.as_str(),
-            client_id.unwrap_or_default(),
-            presented.map(Secret::expose).unwrap_or_default(),
-        ];
+        let namespace = provider.v2_refresh.get_or_init(|| shared.refresh_v2.namespace(&provider.name));
+        let scope = [client_id.unwrap_or_default(), presented.map(Secret::expose).unwrap_or_default()];
         let served = shared
             .refresh_v2
-            .get_or_refresh_in(&scope, refresh_token.expose(), || {
+            .get_or_refresh_in(namespace, &scope, refresh_token.expose(), || {
                 let rt = Arc::clone(rt);
                 Box::pin(async move {
                     let provider = rt.provider(provider_index);

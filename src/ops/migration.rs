@@ -115,8 +115,8 @@ struct Usage {
 
 #[derive(Default)]
 struct State {
-    /// By (provider, client id).
-    by_id: HashMap<(String, String), Usage>,
+    /// By provider, then client id.
+    by_id: HashMap<String, HashMap<String, Usage>>,
     unknown_ids: usize,
     folded: Usage,
     unattributed_v2: Tally,
@@ -149,18 +149,27 @@ impl Migration {
     pub fn record(&self, provider: &str, client_id: &str, configured: bool, call: Call) {
         let now = SystemTime::now();
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let state = &mut *state;
-        let id: String = if configured { client_id.to_owned() } else { cut(client_id) };
-        let key = (provider.to_owned(), id);
-        let usage = if state.by_id.contains_key(&key) {
-            state.by_id.entry(key).or_default()
-        } else if configured || state.unknown_ids < MAX_UNKNOWN_IDS {
+        let State { by_id, unknown_ids, folded, .. } = &mut *state;
+        let ids = match by_id.get_mut(provider) {
+            Some(ids) => ids,
+            None => by_id.entry(provider.to_owned()).or_default(),
+        };
+        let long = !configured && client_id.chars().count() > MAX_ID_CHARS;
+        let cut_id = long.then(|| cut(client_id));
+        let id = cut_id.as_deref().unwrap_or(client_id);
+        let usage = if let Some(u) = ids.get_mut(id) {
+            Some(u)
+        } else if configured || *unknown_ids < MAX_UNKNOWN_IDS {
             if !configured {
-                state.unknown_ids += 1;
+                *unknown_ids += 1;
             }
-            state.by_id.entry(key).or_default()
+            Some(ids.entry(id.to_owned()).or_default())
         } else {
-            &mut state.folded
+            None
+        };
+        let usage = match usage {
+            Some(u) => u,
+            None => folded,
         };
         usage.calls.hit(now);
         for (tally, used) in usage.features.iter_mut().zip(call.features) {
@@ -184,14 +193,18 @@ impl Migration {
             .clients
             .iter()
             .map(|c| {
-                let key = (c.provider_name().to_owned(), c.id.clone());
-                let usage = state.by_id.get(&key).copied().unwrap_or_default();
+                let usage =
+                    state.by_id.get(c.provider_name()).and_then(|ids| ids.get(&c.id)).copied().unwrap_or_default();
                 ClientReport::new(c.provider_name(), Some(c.id.clone()), true, c.mode.as_str(), usage)
             })
             .collect();
-        let mut others: Vec<_> =
-            state.by_id.iter().filter(|((p, id), _)| config.client_in(p, id).is_none()).collect();
-        others.sort_by(|a, b| a.0.cmp(b.0));
+        let mut others: Vec<_> = state
+            .by_id
+            .iter()
+            .flat_map(|(p, ids)| ids.iter().map(move |(id, usage)| ((p, id), usage)))
+            .filter(|((p, id), _)| config.client_in(p, id).is_none())
+            .collect();
+        others.sort_by(|a, b| a.0.cmp(&b.0));
         for ((provider, id), usage) in others {
             clients.push(ClientReport::new(provider, Some(id.clone()), false, "unknown", *usage));
         }
