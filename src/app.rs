@@ -88,6 +88,8 @@ impl Route {
 /// What the per-request log line reports besides method, status and latency.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// A configured client's id, or `unknown` when the request named one that is not
+    /// configured (a metrics label: never a caller's unchecked id).
     pub client: Option<String>,
     pub upstream_status: Option<StatusCode>,
     pub detail: Option<&'static str>,
@@ -284,7 +286,7 @@ impl Done {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let client = outcome.client.take();
         let provider = rt.provider(self.provider);
-        let client_label = crate::ops::client_label(provider, client.as_deref());
+        let client_label = crate::ops::client_label(client.as_deref());
         let result = outcome.detail.unwrap_or(if status.as_u16() < 400 { "ok" } else { "error" });
         ops.metrics.request(route.as_str(), &provider.name, client_label, result, status.as_u16());
         match (outcome.upstream_latency, outcome.upstream_status) {
@@ -298,7 +300,7 @@ impl Done {
             target: "oauth_shim::access",
             method = %self.method,
             route = route.as_str(),
-            provider = provider.name.as_str(),
+            provider = &*provider.name,
             client = client.as_deref().unwrap_or("-"),
             status = status.as_u16(),
             upstream_status = outcome.upstream_status.map(|s| s.as_u16()),

@@ -4,6 +4,7 @@
 //! migration-report rows. Built once per config version, as part of [`crate::app::Runtime`].
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, OnceLock};
 
 use http::{HeaderValue, Request, Uri};
@@ -14,12 +15,13 @@ use crate::config::{
 use crate::forward;
 use crate::lookup::Lookup;
 use crate::oauth::{HttpClient, basic_auth_header_with, build_http_client};
+use crate::ops::metrics::Fnv;
 use crate::refresh::Namespace;
 
 /// One provider as the request path uses it.
 pub struct Provider {
     /// `default` for `[upstream]`, else the `[[providers]]` name (also its metrics label).
-    pub name: String,
+    pub name: Arc<str>,
     pub token_url: Uri,
     /// The token URL's path: a `POST` there is a v2 token call (normalised when it needs it).
     pub token_path: String,
@@ -38,7 +40,8 @@ pub struct Provider {
     pub legacy_refresh: OnceLock<Namespace>,
     pub v2_refresh: OnceLock<Namespace>,
     /// Client id -> (its config, the `Authorization` header sent upstream on its behalf).
-    clients: HashMap<String, (ClientConfig, HeaderValue)>,
+    /// FNV: a read-only map of configured ids, where SipHash's setup dominated the lookup.
+    clients: HashMap<String, (ClientConfig, HeaderValue), BuildHasherDefault<Fnv>>,
 }
 
 impl Provider {
@@ -83,7 +86,7 @@ pub fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Vec<Provi
     endpoints(config)
         .into_iter()
         .map(|e| {
-            let old = previous.and_then(|ps| ps.iter().find(|p| p.name == e.name));
+            let old = previous.and_then(|ps| ps.iter().find(|p| *p.name == *e.name));
             let bad = |key: &str| ConfigError(format!("provider {:?}: {key} is not a valid URI", e.name));
             let [token, authorize, api] = e.urls;
             let token_url: Uri = token.parse().map_err(|_| bad("token_url"))?;
@@ -110,7 +113,7 @@ pub fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Vec<Provi
                 })
                 .collect();
             Ok(Provider {
-                name: e.name.to_owned(),
+                name: Arc::from(e.name),
                 token_path: token_url.path().to_owned(),
                 token_url,
                 token_base,

@@ -59,7 +59,7 @@ fn latency_histogram() -> Histogram {
 /// FNV-1a: the handle caches below are keyed by short, bounded strings (configured client ids),
 /// where SipHash's setup dominates the lookup.
 #[derive(Default)]
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
@@ -81,7 +81,7 @@ type Slot = (&'static str, &'static str, &'static str);
 /// Request counter handles already resolved in `requests`, by client label, then by
 /// (route, outcome, status class) and provider: a request increments its counter without building an owned
 /// label set or hashing it into the family. Bounded like the labels themselves.
-type RequestHandles = RwLock<HashMap<Box<str>, Vec<(Slot, Box<str>, Counter)>, BuildHasherDefault<Fnv>>>;
+type RequestHandles = RwLock<HashMap<Box<str>, Vec<(Slot, Arc<str>, Counter)>, BuildHasherDefault<Fnv>>>;
 
 /// The process's metrics. Cheap to clone (every metric is shared behind an `Arc`).
 #[derive(Clone)]
@@ -174,7 +174,7 @@ impl Metrics {
     pub fn request(
         &self,
         route: &'static str,
-        provider: &str,
+        provider: &Arc<str>,
         client: &str,
         outcome: &'static str,
         status: u16,
@@ -190,7 +190,7 @@ impl Metrics {
         {
             let map = self.request_handles.read().unwrap_or_else(PoisonError::into_inner);
             if let Some((_, _, counter)) =
-                map.get(client).and_then(|h| h.iter().find(|(s, p, _)| *s == slot && **p == *provider))
+                map.get(client).and_then(|h| h.iter().find(|(s, p, _)| *s == slot && same(p, provider)))
             {
                 counter.inc();
                 return;
@@ -198,20 +198,20 @@ impl Metrics {
         }
         let mut map = self.request_handles.write().unwrap_or_else(PoisonError::into_inner);
         let handles = map.entry(client.into()).or_default();
-        if let Some((_, _, counter)) = handles.iter().find(|(s, p, _)| *s == slot && **p == *provider) {
+        if let Some((_, _, counter)) = handles.iter().find(|(s, p, _)| *s == slot && same(p, provider)) {
             counter.inc();
             return;
         }
         let labels = RequestLabels {
             route,
-            provider: provider.to_owned(),
+            provider: provider.to_string(),
             client: client.to_owned(),
             outcome,
             status_class,
         };
         let counter = self.requests.get_or_create(&labels).clone();
         counter.inc();
-        handles.push((slot, provider.into(), counter));
+        handles.push((slot, Arc::clone(provider), counter));
     }
 
     /// Record how long an upstream call took; `call` is `token` or `pass`.
@@ -283,6 +283,12 @@ impl Metrics {
         let _ = encode_eof(&mut out);
         out
     }
+}
+
+/// The same provider name: by pointer for the runtime the handle was made under (the common
+/// case, no compare of bytes), else by content (a provider kept across a reload).
+fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
 }
 
 /// Increments a gauge now and decrements it when dropped.

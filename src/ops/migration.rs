@@ -113,10 +113,16 @@ struct Usage {
     features: [Tally; Feature::ALL.len()],
 }
 
+impl State {
+    fn ids(&self, provider: &str) -> Option<&HashMap<String, Usage>> {
+        self.by_id.iter().find(|(p, _)| p == provider).map(|(_, ids)| ids)
+    }
+}
+
 #[derive(Default)]
 struct State {
-    /// By provider, then client id.
-    by_id: HashMap<String, HashMap<String, Usage>>,
+    /// By provider (a short list, scanned), then client id.
+    by_id: Vec<(String, HashMap<String, Usage>)>,
     unknown_ids: usize,
     folded: Usage,
     unattributed_v2: Tally,
@@ -150,10 +156,14 @@ impl Migration {
         let now = SystemTime::now();
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let State { by_id, unknown_ids, folded, .. } = &mut *state;
-        let ids = match by_id.get_mut(provider) {
-            Some(ids) => ids,
-            None => by_id.entry(provider.to_owned()).or_default(),
+        let at = match by_id.iter().position(|(p, _)| p == provider) {
+            Some(at) => at,
+            None => {
+                by_id.push((provider.to_owned(), HashMap::new()));
+                by_id.len() - 1
+            }
         };
+        let ids = &mut by_id[at].1;
         let long = !configured && client_id.chars().count() > MAX_ID_CHARS;
         let cut_id = long.then(|| cut(client_id));
         let id = cut_id.as_deref().unwrap_or(client_id);
@@ -194,7 +204,7 @@ impl Migration {
             .iter()
             .map(|c| {
                 let usage =
-                    state.by_id.get(c.provider_name()).and_then(|ids| ids.get(&c.id)).copied().unwrap_or_default();
+                    state.ids(c.provider_name()).and_then(|ids| ids.get(&c.id)).copied().unwrap_or_default();
                 ClientReport::new(c.provider_name(), Some(c.id.clone()), true, c.mode.as_str(), usage)
             })
             .collect();

@@ -28,13 +28,11 @@ pub struct Ops {
     pub reload: ReloadState,
 }
 
-/// The metrics label for a client: its id if configured now, else `unknown`; `none` when the
+/// The metrics label for a request's client: as its handler noted it (a configured client's
+/// id, or `unknown`: handlers never note an id they did not find configured), `none` when the
 /// request named no client.
-pub fn client_label<'a>(provider: &'a Provider, client: Option<&'a str>) -> &'a str {
-    match client {
-        None => "none",
-        Some(id) => provider.client(id).map_or("unknown", |(c, _)| c.id.as_str()),
-    }
+pub fn client_label(client: Option<&str>) -> &str {
+    client.unwrap_or("none")
 }
 
 impl Ops {
