@@ -121,12 +121,14 @@ impl App {
         let rc = &runtime.config.refresh_cache;
         let refresh = RefreshCache::new(rc.ttl, rc.max_entries);
         let refresh_v2 = RefreshCache::new(rc.ttl, rc.max_entries);
+        let ops = crate::ops::Ops::default();
+        attach_lookups(&runtime, &ops.metrics);
         Self {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
                 refresh,
                 refresh_v2,
-                ops: crate::ops::Ops::default(),
+                ops,
                 draining: AtomicBool::new(false),
             }),
         }
@@ -145,6 +147,7 @@ impl App {
     /// for new requests; in-flight ones finish on the old one. The pools providers kept are
     /// reconfigured to the new `[upstream]` settings.
     pub fn swap_runtime(&self, runtime: Runtime) {
+        attach_lookups(&runtime, &self.shared.ops.metrics);
         let old = self.shared.runtime.swap(Arc::new(runtime));
         let new = self.shared.runtime.load();
         for p in &new.providers {
@@ -217,6 +220,15 @@ impl App {
                 let forwarded = forward::start(provider, &done.rt, req, peer);
                 Box::pin(Passing { forwarded, done: Some(done), outcome })
             }
+        }
+    }
+}
+
+/// Count each provider's legacy-fields lookups under its name.
+fn attach_lookups(runtime: &Runtime, metrics: &crate::ops::metrics::Metrics) {
+    for p in &runtime.providers {
+        if let Some(lookup) = &p.lookup {
+            lookup.attach(|| metrics.lookup_counters(&p.name));
         }
     }
 }

@@ -8,7 +8,7 @@
 //! token call's deadline. A failure leaves the fields out: the token answer is still served,
 //! and the failure is logged and counted.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,6 +39,8 @@ pub struct Lookup {
     /// HMAC-SHA256 under a per-process random key; the cache key of an access token.
     mac: Hmac<Sha256>,
     cache: Cache<[u8; 32], Arc<Found>>,
+    /// Its counters in the metrics, attached by the app ([`Lookup::attach`]).
+    counters: OnceLock<LookupCounters>,
 }
 
 /// The fields one lookup answer gave, and how long its token lives.
@@ -77,7 +79,24 @@ impl Lookup {
         let mut block = [0u8; 64];
         block[..32].copy_from_slice(&secret);
         let cache = Cache::builder().max_capacity(config.cache_max_entries).expire_after(TokenLife).build();
-        Ok(Self { config: config.clone(), url, mac: <Hmac<Sha256> as KeyInit>::new(&block.into()), cache })
+        Ok(Self {
+            config: config.clone(),
+            url,
+            mac: <Hmac<Sha256> as KeyInit>::new(&block.into()),
+            cache,
+            counters: OnceLock::new(),
+        })
+    }
+
+    /// Count this lookup's results in `counters` (the first counters attached stay).
+    pub fn attach(&self, counters: impl FnOnce() -> LookupCounters) {
+        self.counters.get_or_init(counters);
+    }
+
+    fn count(&self, result: impl Fn(&LookupCounters) -> &prometheus_client::metrics::counter::Counter) {
+        if let Some(c) = self.counters.get() {
+            result(c).inc();
+        }
     }
 
     pub fn config(&self) -> &LegacyFieldsConfig {
@@ -108,11 +127,10 @@ impl Lookup {
         deadline: tokio::time::Instant,
         max_bytes: usize,
         provider: &str,
-        counters: &LookupCounters,
     ) -> V2Token {
         let key = self.key(token.access_token());
         if let Some(found) = self.cache.get(&key).await {
-            counters.cached.inc();
+            self.count(|c| &c.cached);
             return token.with_legacy_fields(&found.values);
         }
         let fetched =
@@ -120,7 +138,7 @@ impl Lookup {
         let why = match fetched {
             Ok(Ok(doc)) => {
                 let values = self.extract(&doc);
-                counters.ok.inc();
+                self.count(|c| &c.ok);
                 let lifetime = token.lifetime().unwrap_or(DEFAULT_LIFETIME);
                 if !lifetime.is_zero() {
                     self.cache.insert(key, Arc::new(Found { values: values.clone(), lifetime })).await;
@@ -130,7 +148,7 @@ impl Lookup {
             Ok(Err(why)) => why,
             Err(_) => "no answer within the token call's deadline",
         };
-        counters.failed.inc();
+        self.count(|c| &c.failed);
         tracing::warn!(provider, reason = why, "legacy fields lookup failed; answering without those fields");
         token.clone()
     }
