@@ -374,7 +374,8 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
 }
 
 /// The key of `refresh_token` within `scope` under `mac`: each part length-prefixed, then the
-/// token.
+/// token. Inlined into each caller, as the one derivation was before namespaces.
+#[inline(always)]
 fn key_in(mac: &Hmac<Sha256>, scope: &[&str], refresh_token: &str) -> Key {
     let mut mac = mac.clone();
     for part in scope {

@@ -54,10 +54,19 @@ pub(crate) async fn read_body(
     {
         return Err(too_large());
     }
-    crate::body::read_limited(body, max).await.map_err(|e| match e {
-        crate::body::ReadError::TooLarge => too_large(),
-        crate::body::ReadError::Body => ShimError::invalid_request("the request body could not be read"),
-    })
+    // Not `body::read_limited`: the legacy route is its one caller, where it is inlined.
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.map_err(|_| ShimError::invalid_request("the request body could not be read"))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 async fn run(
@@ -260,3 +269,4 @@ impl crate::refresh::RefreshFailure for ShimError {
         ShimError::internal()
     }
 }
+
