@@ -30,6 +30,7 @@ pub mod legacy;
 pub mod oauth;
 pub mod ops;
 pub mod refresh;
+pub mod request_id;
 pub mod server;
 pub mod standin;
 pub mod telemetry;

@@ -65,8 +65,57 @@ fn check_config_redacts_and_applies_env() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("request_timeout = \"3s\""), "{text}");
-    assert!(text.contains("secret = \"[redacted]\""), "{text}");
+    assert!(text.contains("secret_env = \"ACME_SECRET\""), "{text}");
     assert!(!text.contains("canary-env-secret"));
+    // The output is a config: fed back in, it loads (the secret comes from its source again).
+    let again = write("ok-again", &text);
+    let out = bin().args(["check-config", "--config"]).arg(&again).env("ACME_SECRET", "x").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn check_config_warns_about_zero_clients_and_service_link_variables() {
+    let path = write("empty", "[server]\nlisten = \"0.0.0.0:8080\"\n");
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("OAUTH_SHIM_PORT", "tcp://10.96.0.12:8080")
+        .env("OAUTH_SHIM_SERVICE_HOST", "10.96.0.12")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("warning: no [[clients]] configured"), "{err}");
+    assert!(err.contains("OAUTH_SHIM_PORT, OAUTH_SHIM_SERVICE_HOST"), "{err}");
+    assert_eq!(err.lines().count(), 2, "one line per warning: {err}");
+}
+
+#[test]
+fn a_mistyped_log_level_fails_check_config() {
+    let path = write("verbose", "[log]\nlevel = \"verbose\"\n");
+    let out = bin().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log.level \"verbose\""));
+}
+
+/// A port taken by someone else: the error names the listener, its key, the address and the
+/// OS error, and the process exits without serving.
+#[test]
+fn bind_errors_name_the_listener_and_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    for (key, toml) in [
+        ("server.listen", format!("[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n")),
+        ("admin.listen", format!("[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{addr}\"\n")),
+    ] {
+        let path = write(&format!("bind-{key}"), &toml);
+        let out = bin().args(["serve", "--config"]).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        let which = if key == "server.listen" { "proxy" } else { "admin" };
+        assert!(err.contains(&format!("cannot bind the {which} listener ({key}) on {addr}")), "{err}");
+        assert!(err.contains("in use"), "the OS error: {err}");
+    }
 }
 
 #[test]
