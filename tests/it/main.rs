@@ -10,6 +10,7 @@ mod dev;
 mod framing;
 mod front_door;
 mod observability;
+mod operator;
 mod ops;
 mod passthrough;
 mod pool;
