@@ -296,6 +296,7 @@ impl Done {
         let client_label = crate::ops::client_label(rt, client.as_deref());
         let result = outcome.detail.unwrap_or(if status.as_u16() < 400 { "ok" } else { "error" });
         ops.metrics.request(route.as_str(), client_label, result, status.as_u16());
+        ops.metrics.request_duration(route.as_str(), status.as_u16(), elapsed);
         match (outcome.upstream_latency, outcome.upstream_status) {
             (Some(took), _) => ops.metrics.upstream_latency("token", took),
             (None, Some(_)) => ops.metrics.upstream_latency("pass", elapsed),

@@ -120,18 +120,10 @@ pub fn admin_route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
     }
     Some(match path {
         "/metrics" if method == Method::GET => {
-            let text = ops.metrics.render(app.shared().refresh.stats());
-            let openmetrics = req
-                .headers()
-                .get(ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|a| a.contains("application/openmetrics-text"));
-            let ct = if openmetrics {
-                "application/openmetrics-text; version=1.0.0; charset=utf-8"
-            } else {
-                "text/plain; version=0.0.4; charset=utf-8"
-            };
-            respond(StatusCode::OK, ct, text.into())
+            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+            let format = metrics::Format::from_accept(accept);
+            let text = ops.metrics.render(app.shared().refresh.stats(), format);
+            respond(StatusCode::OK, format.content_type(), text.into())
         }
         "/migration" if method == Method::GET => {
             let rt = app.runtime();
