@@ -318,25 +318,39 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     assert!(!logs.contains(crate::support::SECRET) && !logs.contains("demo-password"));
 }
 
-/// The deployment examples' configs are valid as shipped (secrets supplied as they would be).
-#[test]
-fn example_configs_are_valid() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples");
-    let secret = write("example-secret", "crm-secret\n");
-    let shared = std::fs::read_to_string(format!("{dir}/shared-service.toml"))
-        .unwrap()
-        .replace("/run/secrets/goto-crm-bridge", secret.to_str().unwrap());
-    let sidecar = std::fs::read_to_string(format!("{dir}/sidecar.yaml")).unwrap();
-    // The TOML embedded in the ConfigMap: the block under `oauth-shim.toml: |`, de-indented.
-    let embedded: String = sidecar
+/// The TOML embedded in a manifest's ConfigMap: the block under `oauth-shim.toml: |`, de-indented.
+pub fn embedded_toml(manifest: &str) -> String {
+    manifest
         .lines()
         .skip_while(|l| !l.contains("oauth-shim.toml: |"))
         .skip(1)
         .take_while(|l| !l.starts_with("---"))
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
-        .collect();
-    assert!(embedded.contains("[[clients]]"));
-    for (name, text) in [("shared", shared), ("sidecar", embedded)] {
+        .collect()
+}
+
+/// The deployment examples' configs are valid as shipped (secrets supplied as they would be):
+/// the plain-file shared service, and the ConfigMaps of both Kubernetes examples.
+#[test]
+fn example_configs_are_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let secret = write("example-secret", "crm-secret\n");
+    let shared = std::fs::read_to_string(format!("{root}/config/examples/shared-service.toml"))
+        .unwrap()
+        .replace("/run/secrets/goto-crm-bridge", secret.to_str().unwrap());
+    let sidecar = embedded_toml(&std::fs::read_to_string(format!("{root}/deploy/sidecar.yaml")).unwrap());
+    // The shared service's secrets are files of a mounted Secret.
+    let secrets = secret.parent().unwrap().join("mounted");
+    std::fs::create_dir_all(&secrets).unwrap();
+    for name in ["admin-token", "webinar-sync", "crm-bridge", "reporting"] {
+        std::fs::write(secrets.join(name), format!("{name}-value\n")).unwrap();
+    }
+    let k8s_shared = embedded_toml(
+        &std::fs::read_to_string(format!("{root}/deploy/shared-service/configmap.yaml")).unwrap(),
+    )
+    .replace("/run/secrets/oauth-shim", secrets.to_str().unwrap());
+    for (name, text) in [("shared", shared), ("sidecar", sidecar), ("k8s-shared", k8s_shared)] {
+        assert!(text.contains("[[clients]]"), "{name}");
         let path = write(&format!("example-{name}"), &text);
         let out = bin()
             .args(["check-config", "--config"])
@@ -347,5 +361,10 @@ fn example_configs_are_valid() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stderr.is_empty(),
+            "{name} loads without warnings: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -9,6 +9,7 @@ mod cli;
 mod dev;
 mod framing;
 mod front_door;
+mod image;
 mod observability;
 mod operator;
 mod ops;
