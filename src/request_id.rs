@@ -15,19 +15,13 @@ pub use crate::oauth::X_REQUEST_ID;
 /// Longest caller id kept; longer ones are replaced.
 pub const MAX_LEN: usize = 128;
 
-/// The caller's id if it is usable (1 to [`MAX_LEN`] characters from `A-Z a-z 0-9 - _ . : + / = @`,
-/// and exactly one such header), else `None`.
-pub fn incoming(headers: &HeaderMap) -> Option<&HeaderValue> {
-    let mut values = headers.get_all(&X_REQUEST_ID).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
+/// Whether a caller's id is usable: 1 to [`MAX_LEN`] characters from
+/// `A-Z a-z 0-9 - _ . : + / = @`.
+fn usable(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
-    let ok = !bytes.is_empty()
+    !bytes.is_empty()
         && bytes.len() <= MAX_LEN
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(b));
-    ok.then_some(value)
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(b))
 }
 
 /// A new id.
@@ -43,23 +37,37 @@ pub fn generate() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-fn hex(mut v: u64, out: &mut [u8]) {
+/// `v` as 16 lowercase hex digits, a byte (two digits) at a time.
+fn hex(v: u64, out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
+    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
-/// The request's id: the caller's if usable, else a new one written into `headers` (replacing
-/// any unusable ones), so everything sent upstream carries it.
+/// The request's id: the caller's if usable (exactly one `X-Request-Id`), else a new one
+/// written into `headers` (replacing any unusable ones), so everything sent upstream carries it.
+/// One lookup of the header either way.
 pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = incoming(headers) {
-        return v.clone();
+    match headers.entry(&X_REQUEST_ID) {
+        http::header::Entry::Occupied(mut e) => {
+            let mut values = e.iter();
+            if let (Some(v), None) = (values.next(), values.next())
+                && usable(v)
+            {
+                return v.clone();
+            }
+            let id = generate();
+            e.insert(id.clone());
+            id
+        }
+        http::header::Entry::Vacant(e) => {
+            let id = generate();
+            e.insert(id.clone());
+            id
+        }
     }
-    let id = generate();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
 }
 
 #[cfg(test)]
