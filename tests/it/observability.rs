@@ -178,11 +178,14 @@ async fn upstream_failures_are_logged_once_with_host_and_cause() {
         (format!("http://127.0.0.1:{refused}"), "connection refused", 502),
         (format!("http://{silent}"), "timeout", 504),
         (format!("https://{tls}"), "tls", 502),
+        // RFC 6761: `.invalid` never resolves.
+        ("https://oauth-shim-test.invalid".to_owned(), "dns", 502),
     ];
     for (base, class, status) in cases {
+        let timeout = if class == "timeout" { "300ms" } else { "5s" };
         let host = base.split("://").nth(1).unwrap().to_owned();
         let lines = json_logs("info", async {
-            let mut config = shim_config(&standin, "[upstream]\nrequest_timeout = \"300ms\"\n");
+            let mut config = shim_config(&standin, &format!("[upstream]\nrequest_timeout = \"{timeout}\"\n"));
             config.upstream.api_base = base.clone();
             config.upstream.token_url = format!("{base}/oauth/v2/token");
             let h = Harness::with_config(standin.clone(), config).await;
