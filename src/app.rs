@@ -58,7 +58,8 @@ impl Runtime {
     }
 }
 
-/// Which handler served a request (logs, metrics).
+/// Which handler served a request (logs, metrics). The discriminants index
+/// `ops::metrics::ROUTES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Token,
@@ -296,7 +297,7 @@ impl Done {
         let client_label = crate::ops::client_label(rt, client.as_deref());
         let result = outcome.detail.unwrap_or(if status.as_u16() < 400 { "ok" } else { "error" });
         ops.metrics.request(route.as_str(), client_label, result, status.as_u16());
-        ops.metrics.request_duration(route.as_str(), status.as_u16(), elapsed);
+        ops.metrics.request_duration(route as usize, status.as_u16(), elapsed);
         match (outcome.upstream_latency, outcome.upstream_status) {
             (Some(took), _) => ops.metrics.upstream_latency("token", took),
             (None, Some(_)) => ops.metrics.upstream_latency("pass", elapsed),
@@ -379,4 +380,16 @@ fn refuse<B>(req: &Request<B>, e: ShimError) -> Response<Body> {
         resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_discriminants_index_the_metric_labels() {
+        for route in [Route::Token, Route::Authorize, Route::PassThrough, Route::Rejected] {
+            assert_eq!(crate::ops::metrics::ROUTES[route as usize], route.as_str());
+        }
+    }
 }

@@ -65,8 +65,9 @@ fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-/// The route labels of the request duration histogram, in the order of its handles.
-const ROUTES: [&str; 4] = ["token", "authorize", "pass", "rejected"];
+/// The route labels of the request duration histogram, in the order of its handles (the order
+/// of `app::Route`).
+pub const ROUTES: [&str; 4] = ["token", "authorize", "pass", "rejected"];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 fn status_class(status: u16) -> usize {
@@ -240,10 +241,12 @@ impl Metrics {
         }
     }
 
-    /// Record how long a request took until its answer's head, by route and status.
-    pub fn request_duration(&self, route: &'static str, status: u16, took: Duration) {
-        let Some(r) = ROUTES.iter().position(|x| *x == route) else { return };
-        self.durations[r][status_class(status)].observe(took.as_secs_f64());
+    /// Record how long a request took until its answer's head, by route (an index into
+    /// [`ROUTES`]; one out of range is not recorded) and status.
+    pub fn request_duration(&self, route: usize, status: u16, took: Duration) {
+        if let Some(by_class) = self.durations.get(route) {
+            by_class[status_class(status)].observe(took.as_secs_f64());
+        }
     }
 
     /// Count one answered request. `client` must already be bounded (a configured id,
