@@ -3,7 +3,8 @@
 //!
 //! The request path, in order:
 //! - [`server`] accepts connections (limits, timeouts, graceful drain) and hands each request to
-//! - [`app`], the one entry point, which applies front-door checks and routes:
+//! - [`app`], the one entry point, which gives the request its id ([`request_id`]), applies
+//!   front-door checks and routes:
 //!   - `/oauth/access_token` → [`token`]: [`legacy`] collects the parameters, [`translate`]
 //!     builds the v2 form, [`oauth`] makes the upstream call (refreshes go through
 //!     [`refresh`]), and [`translate`] renders the legacy answer;
@@ -13,7 +14,8 @@
 //!   - everything else → [`forward`]: streamed pass-through to the API base.
 //! - The request's `Host` selects the [`provider`] (endpoints, clients, pool) first; legacy
 //!   answers lacking legacy fields are filled by the provider's [`lookup`].
-//! - Both upstream calls go through [`upstream`], the connection pool.
+//! - Both upstream calls go through [`upstream`], the connection pool; a failed call is
+//!   classified there ([`upstream::Cause`]) and logged once by its caller.
 //! - Every failure becomes a response in [`error`], and only there.
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
@@ -36,6 +38,7 @@ pub mod oauth;
 pub mod ops;
 pub mod provider;
 pub mod refresh;
+pub mod request_id;
 pub mod server;
 pub mod standin;
 pub mod telemetry;

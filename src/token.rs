@@ -29,8 +29,15 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(e) => {
             outcome.detail = Some(e.code.as_str());
-            if e.source == crate::error::ErrorSource::Upstream {
-                tracing::warn!(client = outcome.client.as_deref().unwrap_or("-"), error = %e, "token call failed upstream");
+            // Transport failures and upstream 5xx are logged once where the upstream call is
+            // made. An upstream verdict on the caller's grant (invalid_grant, invalid_scope, ...)
+            // is the caller's business, not an operator's; the upstream refusing the client's
+            // own credentials means the configured secret is wrong, which is.
+            let client = outcome.client.as_deref().unwrap_or("-");
+            if e.source == crate::error::ErrorSource::Upstream && e.code == ErrorCode::InvalidClient {
+                tracing::warn!(client, error = %e, "the upstream refused this client's credentials; check its secret");
+            } else {
+                tracing::debug!(client, error = %e, "token call refused");
             }
             e.into_response()
         }
@@ -102,6 +109,7 @@ async fn run(
         return Err(ShimError::invalid_request("a GET token request must not carry a body"));
     }
 
+    let trace = crate::oauth::TraceHeaders::from_headers(&parts.headers);
     let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let auth = parts.headers.get(http::header::AUTHORIZATION).map(HeaderValue::as_bytes);
     let (params, kind) = legacy::collect(parts.uri.query(), content_type, &bytes, auth)?;
@@ -175,7 +183,7 @@ async fn run(
                     let provider = rt_owned.provider(provider_index);
                     let cfg = &rt_owned.config.upstream;
                     let result =
-                        token_call(&provider.pool, &provider.token_url, auth, &form, cfg).await.result;
+                        token_call(&provider.pool, &provider.token_url, auth, &form, cfg, trace).await.result;
                     let result = match result {
                         Ok(token) if provider.lookup.is_some() => {
                             let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
@@ -194,7 +202,7 @@ async fn run(
 
     let started = std::time::Instant::now();
     let cfg = &rt.config.upstream;
-    let result = Box::pin(token_call(&provider.pool, &provider.token_url, auth, &v2.form, cfg)).await;
+    let result = Box::pin(token_call(&provider.pool, &provider.token_url, auth, &v2.form, cfg, trace)).await;
     outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
     let mut token = result.result?;
@@ -269,4 +277,3 @@ impl crate::refresh::RefreshFailure for ShimError {
         ShimError::internal()
     }
 }
-

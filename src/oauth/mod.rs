@@ -5,8 +5,8 @@ mod client;
 mod secret;
 
 pub use client::{
-    HttpClient, RawAnswer, TokenOutcome, build_http_client, raw_token_call, reconfigure_http_client,
-    token_call,
+    HttpClient, RawAnswer, TokenOutcome, TraceHeaders, X_REQUEST_ID, build_http_client, raw_token_call,
+    reconfigure_http_client, token_call,
 };
 pub use secret::Secret;
 

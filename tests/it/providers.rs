@@ -414,9 +414,10 @@ async fn strict_fake_gets_the_normalised_calls_byte_for_byte() {
     );
     let h = Harness::start(standin_config(), &toml).await;
     let auth = basic(APP, APP_SECRET);
-    let head = |path: &str, body: &str| {
+    // The caller's request id goes upstream with the call (docs/protocol.md §7).
+    let head = |path: &str, body: &str, id: usize| {
         format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: {auth}\r\ncontent-type: application/x-www-form-urlencoded\r\naccept: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: {auth}\r\ncontent-type: application/x-www-form-urlencoded\r\naccept: application/json\r\nx-request-id: call-{id}\r\ncontent-length: {}\r\n\r\n{body}",
             up.addr,
             body.len()
         )
@@ -429,11 +430,20 @@ async fn strict_fake_gets_the_normalised_calls_byte_for_byte() {
     let mut expected = Vec::new();
     for (path, host) in [("/oauth/v2/token", None), ("/oauth/token", Some(IDENTITY_HOST))] {
         for (call, form) in [(&code_json, &code_form), (&refresh_json, &refresh_form)] {
-            let resp = post_json(&h, path, host, call.clone()).await;
+            let id = expected.len();
+            let mut req = http()
+                .post(h.url(path))
+                .header("content-type", "application/json")
+                .header("x-request-id", format!("call-{id}"))
+                .body(call.to_string());
+            if let Some(host) = host {
+                req = req.header("host", host);
+            }
+            let resp = req.send().await.unwrap();
             assert_eq!(resp.status(), 200);
             assert_eq!(resp.headers()["cache-control"], "no-store");
             assert_eq!(resp.text().await.unwrap(), STRICT_TOKEN, "the answer as it came");
-            expected.push(head(path, form));
+            expected.push(head(path, form, id));
         }
     }
     for form in [&code_form, &refresh_form] {
@@ -441,15 +451,17 @@ async fn strict_fake_gets_the_normalised_calls_byte_for_byte() {
             .extend_pairs(form_urlencoded::parse(form.as_bytes()))
             .finish();
         body.push_str(&format!("&client_id={APP}&client_secret={}", enc(APP_SECRET)));
+        let id = expected.len();
         let resp = http()
             .post(h.url("/oauth/v2/token"))
             .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-request-id", format!("call-{id}"))
             .body(body)
             .send()
             .await
             .unwrap();
         assert_eq!(resp.text().await.unwrap(), STRICT_TOKEN);
-        expected.push(head("/oauth/v2/token", form));
+        expected.push(head("/oauth/v2/token", form, id));
     }
     let seen: Vec<String> = up.seen().into_iter().map(|(_, raw)| String::from_utf8(raw).unwrap()).collect();
     assert_eq!(seen, expected);
