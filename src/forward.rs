@@ -218,7 +218,9 @@ pub fn start(
     start_on(&provider.pool, &provider.api_base, rt, req, peer)
 }
 
-/// [`start`] towards `base` through `client`.
+/// [`start`] towards `base` through `client`. Always inlined: pass-through's `start` is the
+/// hot caller, and it stays what it was before the token URL became a second one.
+#[inline(always)]
 fn start_on(
     client: &HttpClient,
     base: &Base,

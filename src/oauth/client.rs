@@ -98,7 +98,8 @@ static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate"
 
 impl TraceHeaders {
     /// The three headers' first values, found in one walk over the (few) request headers
-    /// rather than three hashed lookups.
+    /// rather than three hashed lookups. Inlined into both token routes.
+    #[inline(always)]
     pub fn from_headers(h: &http::HeaderMap) -> Self {
         let mut out = Self::default();
         for (name, value) in h {
