@@ -243,7 +243,9 @@ impl Upstream {
         self.send(parts, payload)
     }
 
-    /// [`Upstream::request`] with a body held in memory (the token call's form).
+    /// [`Upstream::request`] with a body held in memory (the token call's form). Inlined into
+    /// its callers (legacy and v2 token calls, lookups): it is small and on the token path.
+    #[inline(always)]
     pub fn request_full(
         &self,
         req: Request<Bytes>,

@@ -119,6 +119,7 @@ impl TraceHeaders {
         out
     }
 
+    #[inline(always)]
     fn apply(self, h: &mut http::HeaderMap) {
         for (name, value) in [
             (&X_REQUEST_ID, self.request_id),
@@ -276,15 +277,23 @@ pub async fn raw_token_call(
         let status = resp.status();
         let content_type = resp.headers().get(CONTENT_TYPE).cloned();
         let retry_after = resp.headers().get(RETRY_AFTER).cloned();
-        let body = Limited::new(resp.into_body(), cfg.max_response_bytes)
-            .collect()
-            .await
-            .map_err(|e| {
+        // Read frame by frame rather than by `Limited::collect`, which the legacy token call
+        // then keeps inlined as its one user.
+        let mut body = resp.into_body();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            let frame = frame.map_err(|e| {
                 upstream_failed(token_url, &crate::upstream::Cause::of(&*e));
                 ShimError::upstream_garbage()
-            })?
-            .to_bytes();
-        Ok(RawAnswer { status, content_type, retry_after, body })
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > cfg.max_response_bytes {
+                    return Err(ShimError::upstream_garbage());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(RawAnswer { status, content_type, retry_after, body: buf.freeze() })
     };
     tokio::time::timeout(cfg.request_timeout, call).await.unwrap_or_else(|_| {
         upstream_failed(token_url, &crate::upstream::Cause::timeout());
