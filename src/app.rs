@@ -20,6 +20,8 @@ use crate::config::{ClientConfig, Config};
 use crate::error::ShimError;
 use crate::oauth::{HttpClient, basic_auth_header_with, build_http_client};
 use crate::refresh::RefreshCache;
+use crate::refresh::shared::{Refresher, SharedRefresh};
+use crate::state::redis::Redis;
 use crate::translate::V2Token;
 use crate::{authorize, forward, token};
 
@@ -92,7 +94,9 @@ pub struct Outcome {
 pub struct Shared {
     runtime: ArcSwap<Runtime>,
     pub client: HttpClient,
-    pub refresh: RefreshCache<V2Token, ShimError>,
+    pub refresh: Refresher<V2Token, ShimError>,
+    /// The Redis connection, with `[state] backend = "redis"`.
+    pub redis: Option<Redis>,
     /// Metrics, migration report, reload state; survive reloads.
     pub ops: crate::ops::Ops,
     draining: AtomicBool,
@@ -107,13 +111,13 @@ pub struct App {
 impl App {
     pub fn new(runtime: Runtime) -> Self {
         let client = build_http_client(&runtime.config.upstream);
-        let rc = &runtime.config.refresh_cache;
-        let refresh = RefreshCache::new(rc.ttl, rc.max_entries);
+        let (refresh, redis) = refresher(&runtime.config);
         Self {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
                 client,
                 refresh,
+                redis,
                 ops: crate::ops::Ops::default(),
                 draining: AtomicBool::new(false),
             }),
@@ -191,6 +195,36 @@ impl App {
                 let forwarded = forward::start(&self.shared.client, &done.rt, req, peer);
                 Box::pin(Passing { forwarded, done: Some(done), outcome })
             }
+        }
+    }
+}
+
+/// The refresh cache `[state]` asks for. Needs a Tokio runtime for the Redis backend.
+fn refresher(config: &Config) -> (Refresher<V2Token, ShimError>, Option<Redis>) {
+    let rc = &config.refresh_cache;
+    let memory = || Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries));
+    if config.state.backend != crate::config::StateBackend::Redis {
+        return (memory(), None);
+    }
+    // Validated at load; failing here (a CA file removed since) keeps the process serving.
+    let started = config.state.key_set().and_then(|keys| {
+        let keys = keys.ok_or_else(|| crate::config::ConfigError("no state encryption key".into()))?;
+        Ok((Redis::start(&config.state)?, keys))
+    });
+    match started {
+        Ok((redis, keys)) => {
+            let shared = SharedRefresh::new(
+                redis.clone(),
+                Arc::new(keys),
+                rc.ttl,
+                rc.max_entries,
+                config.upstream.request_timeout,
+            );
+            (Refresher::Shared(shared), Some(redis))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "state: cannot use redis; refreshes use in-process state");
+            (memory(), None)
         }
     }
 }
