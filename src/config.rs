@@ -249,9 +249,9 @@ pub struct StateConfig {
     /// unset: the public web roots, as for the upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    /// Name of an environment variable holding the encryption keys (see [`StateConfig`] docs
-    /// in the README): one or more 32-byte keys as 64 hex digits or base64, separated by
-    /// commas or whitespace; the first encrypts, all decrypt.
+    /// Name of an environment variable holding the encryption keys: one or more keys of 32
+    /// random bytes, each as 64 hex digits or base64, separated by commas or whitespace; the
+    /// first encrypts, all decrypt. Required with the Redis backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption_key_env: Option<String>,
     /// Path of a file holding the encryption keys, in the same format.
@@ -344,6 +344,8 @@ impl StateConfig {
                 "state.url must not contain a password; use state.password_env or state.password_file".into(),
             ));
         }
+        redis::IntoConnectionInfo::into_connection_info(url.as_str())
+            .map_err(|e| ConfigError(format!("state.url is not a usable Redis URL: {}", e.category())))?;
         if self.encryption_keys.is_none() {
             return Err(ConfigError(
                 "state.backend = \"redis\" needs state.encryption_key_env or state.encryption_key_file"
@@ -730,6 +732,53 @@ mod tests {
         expect_error("[[clients]]\nid = \"a\"\nsecret = 5\n", "invalid");
         expect_error("[[clients]]\nid = \"a\"\nsecret = \"hunter2\"\nmode = \"bogus\"\n", "invalid");
         expect_error("[server]\nlisten_typo = 1\n", "listen_typo");
+    }
+
+    #[test]
+    fn state_backend_redis_is_validated() {
+        const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        Jail::expect_with(|jail| {
+            jail.create_file("state.key", &format!("{KEY}\n"))?;
+            jail.set_env("REDIS_PW", "hunter2");
+            let base = "[state]\nbackend = \"redis\"\nencryption_key_file = \"state.key\"\n";
+            let cases = [
+                ("", "state.url is required"),
+                ("url = \"http://127.0.0.1\"\n", "redis:// or rediss://"),
+                ("url = \"redis://:hunter2@127.0.0.1\"\n", "must not contain a password"),
+                ("url = \"redis://127.0.0.1\"\ncommand_timeout = \"0s\"\n", "state.command_timeout"),
+                ("url = \"redis://127.0.0.1\"\nca_file = \"state.key\"\n", "needs a rediss:// url"),
+                ("url = \"rediss://127.0.0.1\"\nca_file = \"state.key\"\n", "no PEM certificate"),
+                ("url = \"redis://127.0.0.1\"\npassword_env = \"NOPE\"\n", "NOPE is not set"),
+            ];
+            for (extra, needle) in cases {
+                jail.create_file("shim.toml", &format!("{base}{extra}"))?;
+                let err = load_in_jail(jail).expect_err(needle).to_string();
+                assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+                assert!(!err.contains("hunter2"), "{err}");
+            }
+            jail.create_file("shim.toml", "[state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1\"\n")?;
+            let err = load_in_jail(jail).expect_err("no key").to_string();
+            assert!(err.contains("encryption_key_env or state.encryption_key_file"), "{err}");
+            jail.create_file("bad.key", "hunter2-not-a-key")?;
+            jail.create_file("shim.toml", "[state]\nencryption_key_file = \"bad.key\"\n")?;
+            let err = load_in_jail(jail).expect_err("bad key").to_string();
+            assert!(err.contains("key 1 is not 32 bytes"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+
+            jail.create_file(
+                "shim.toml",
+                &format!("{base}url = \"redis://127.0.0.1:6390/2\"\npassword_env = \"REDIS_PW\"\n"),
+            )?;
+            jail.set_env("OAUTH_SHIM_STATE__KEY_PREFIX", "team-a:");
+            let c = load_in_jail(jail).expect("valid");
+            assert_eq!(c.state.backend, StateBackend::Redis);
+            assert_eq!(c.state.password.as_ref().unwrap().expose(), "hunter2");
+            assert_eq!(c.state.key_prefix, "team-a:");
+            assert_eq!(c.state.key_set().unwrap().unwrap().len(), 1);
+            assert!(!format!("{c:?}").contains("hunter2"));
+            assert!(!format!("{c:?}").contains(KEY));
+            Ok(())
+        });
     }
 
     #[test]
