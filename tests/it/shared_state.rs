@@ -333,3 +333,67 @@ async fn redis_down_at_start_serves_from_memory_and_says_degraded() {
     assert!(ready.contains("degraded"), "{ready}");
     assert!(replica.metric("oauth_shim_state_fallback_total").await >= 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_a_password_file() {
+    // A private CA and a server certificate for `localhost` issued by it.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("oauth-shim-rediss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca_file, cert, key, password) =
+        (dir.join("ca.crt"), dir.join("redis.crt"), dir.join("redis.key"), dir.join("password"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert, server_cert.pem()).unwrap();
+    std::fs::write(&key, server_key.serialize_pem()).unwrap();
+    std::fs::write(&password, "canary-redis-password-6e1f\n").unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let redis = RedisServer::start_with(
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            "{port}",
+            "--tls-cert-file",
+            &path(&cert),
+            "--tls-key-file",
+            &path(&key),
+            "--tls-ca-cert-file",
+            &path(&cert),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "canary-redis-password-6e1f",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+    )
+    .await;
+    let standin = start_standin(standin_config()).await;
+    let toml = format!(
+        "[state]\nbackend = \"redis\"\nurl = \"rediss://localhost:{}\"\nca_file = \"{}\"\npassword_file = \"{}\"\nencryption_key_file = \"{}\"\ncommand_timeout = \"3s\"\n",
+        redis.port,
+        path(&ca_file),
+        path(&password),
+        state_key_file().display()
+    );
+    let replica = Replica::start(&standin, &toml).await;
+    eventually("connected over TLS with the password", || replica.redis_up()).await;
+    let rt = grant(&standin, &replica).await;
+    standin.clear_requests();
+    let first: Value = get_json(replica.refresh_url(&rt)).await;
+    let again: Value = get_json(replica.refresh_url(&rt)).await;
+    assert_eq!(first["access_token"], again["access_token"]);
+    assert_eq!(standin.token_calls(), 1);
+    let stats = replica.app.shared().refresh.stats();
+    assert_eq!((stats.misses, stats.hits), (1, 1), "answered from Redis the second time");
+    assert_eq!(replica.metric("oauth_shim_state_fallback_total").await, 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
