@@ -1,5 +1,6 @@
 //! Shared state on a real Redis (SPEC §6): replicas spend a refresh token once between them,
-//! survive Redis dying and coming back, and leave nothing readable in Redis.
+//! survive Redis dying, stalling or refusing and coming back, and leave nothing readable in
+//! Redis. Each test starts its own `redis-server` on a free loopback port.
 
 use std::time::Duration;
 
@@ -246,6 +247,7 @@ async fn redis_dying_falls_back_and_coming_back_resumes_sharing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     const CLIENT_SECRET: &str = "canary-state-client-secret-31d9";
+    let logs = captured_logs();
     let redis = RedisServer::start().await;
     // Everything sent to Redis, as Redis received it.
     let monitor = redis.client().get_async_monitor().await.unwrap();
@@ -308,6 +310,7 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
             assert!(!value.windows(canary.len()).any(|w| w == canary.as_bytes()), "value holds {canary}");
         }
         assert!(!monitored.contains(canary.as_str()), "a command sent {canary} to Redis");
+        assert!(!logs.text().contains(canary.as_str()), "a log line holds {canary}");
     }
 }
 
