@@ -439,10 +439,17 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         let aad = keys.value.as_bytes();
         match stored.split_first()? {
             (b's', sealed) => {
-                let plain = self.keys.open(aad, sealed)?;
-                let (at, encoded) = plain.split_first_chunk::<8>()?;
-                let age = Duration::from_millis(unix_ms().saturating_sub(u64::from_be_bytes(*at)));
-                Some(Ok((V::decode(encoded)?, age)))
+                let opened = self.keys.open(aad, sealed).and_then(|plain| {
+                    let (at, encoded) = plain.split_first_chunk::<8>()?;
+                    let age = Duration::from_millis(unix_ms().saturating_sub(u64::from_be_bytes(*at)));
+                    Some((V::decode(encoded)?, age))
+                });
+                if opened.is_none() {
+                    tracing::warn!(
+                        "state: a refresh answer in Redis does not open with this [state] key set; calling upstream"
+                    );
+                }
+                opened.map(Ok)
             }
             (b'e', rest) if rest.len() > 16 && Some(&rest[..16]) == waiting_on => {
                 let plain = self.keys.open(aad, &rest[16..])?;

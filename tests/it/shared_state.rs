@@ -529,3 +529,28 @@ async fn measure_shared_state() {
         (m1 - m0) / N as u64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_another_key_set_neither_reads_nor_breaks_the_others() {
+    let redis = RedisServer::start().await;
+    let standin = start_standin(standin_config()).await;
+    let replicas = replicas(&standin, &redis, 1, "").await;
+    let other_key = std::env::temp_dir().join(format!("oauth-shim-test-other-key-{}", std::process::id()));
+    std::fs::write(&other_key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    let toml = format!(
+        "[state]\nbackend = \"redis\"\nurl = \"{}\"\nencryption_key_file = \"{}\"\n",
+        redis.url(),
+        other_key.display()
+    );
+    let stranger = Replica::start(&standin, &toml).await;
+    eventually("connected", || stranger.redis_up()).await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+    let first: Value = get_json(replicas[0].refresh_url(&rt)).await;
+    assert!(first["access_token"].is_string());
+    // Its keys differ, so it finds nothing of the others' and refreshes on its own.
+    let resp = http().get(stranger.refresh_url(&rt)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(standin.token_calls(), 2);
+    let _ = std::fs::remove_file(&other_key);
+}
