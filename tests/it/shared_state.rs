@@ -554,3 +554,32 @@ async fn a_replica_with_another_key_set_neither_reads_nor_breaks_the_others() {
     assert_eq!(standin.token_calls(), 2);
     let _ = std::fs::remove_file(&other_key);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_entries_follow_the_cache_ttl_and_count_down_across_replicas() {
+    let redis = RedisServer::start().await;
+    let standin = start_standin(standin_config()).await;
+    let replicas = replicas(&standin, &redis, 2, "[refresh_cache]\nttl = \"2500ms\"\n").await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+    let first: Value = get_json(replicas[0].refresh_url(&rt)).await;
+    assert_eq!(first["expires_in"], "3600");
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("oauth-shim:refresh:*").query_async(&mut conn).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    assert!(pttl > 0 && pttl <= 2500, "stored for refresh_cache.ttl: {pttl} ms");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let cached: Value = get_json(replicas[1].refresh_url(&rt)).await;
+    assert_eq!(standin.token_calls(), 1, "the other replica answered from Redis");
+    assert_eq!(cached["access_token"], first["access_token"]);
+    let remaining: u64 = cached["expires_in"].as_str().unwrap().parse().unwrap();
+    assert!(remaining < 3600, "the remaining lifetime, not the original: {remaining}");
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let fresh: Value = get_json(replicas[1].refresh_url(&rt)).await;
+    assert_eq!(standin.token_calls(), 2, "the entry expired after the ttl");
+    assert_ne!(fresh["access_token"], first["access_token"]);
+}
