@@ -105,6 +105,17 @@ impl<V: Clone + Send + Sync + 'static> Refreshed for Answer<V> {
     }
 }
 
+/// A value in the fallback cache: a type of its own, so the cache code compiled for the memory
+/// backend has that backend as its only caller and is inlined there as before.
+#[derive(Clone)]
+struct Held<V>(V);
+
+impl<V: Refreshed> Refreshed for Held<V> {
+    fn lifetime(&self) -> Option<Duration> {
+        self.0.lifetime()
+    }
+}
+
 /// The shared backend. Cheap to clone.
 pub struct SharedRefresh<V: Refreshed, E: RefreshFailure> {
     inner: Arc<Inner<V, E>>,
@@ -122,7 +133,7 @@ struct Inner<V: Refreshed, E: RefreshFailure> {
     /// Coalesces this process's callers; caches nothing.
     local: RefreshCache<Answer<V>, E>,
     /// Cache and single flight while Redis is down.
-    fallback: RefreshCache<V, E>,
+    fallback: RefreshCache<Held<V>, E>,
     ttl: Duration,
     recheck: Duration,
     hits: AtomicU64,
@@ -259,7 +270,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         // An answer this process got while Redis was down is still the answer.
         if let Some(served) = self.fallback.peek(client_id, refresh_token.expose()).await {
             self.redis.fell_back();
-            return Ok(Answer { value: served.value, age: served.age, source: Source::Cache });
+            return Ok(Answer { value: served.value.0, age: served.age, source: Source::Cache });
         }
         if !self.redis.is_up() {
             return self.fall_back(client_id, refresh_token, upstream).await;
@@ -469,9 +480,9 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         self.redis.fell_back();
-        let served =
-            self.fallback.get_or_refresh(client_id, refresh_token.expose(), move || upstream).await?;
-        Ok(Answer { value: served.value, age: served.age, source: served.source })
+        let held = async move { upstream.await.map(Held) };
+        let served = self.fallback.get_or_refresh(client_id, refresh_token.expose(), move || held).await?;
+        Ok(Answer { value: served.value.0, age: served.age, source: served.source })
     }
 }
 
