@@ -24,6 +24,8 @@ pub struct Config {
     pub refresh_cache: RefreshCacheConfig,
     pub log: LogConfig,
     pub reload: ReloadConfig,
+    pub state: StateConfig,
+    pub continuity: ContinuityConfig,
     pub clients: Vec<ClientConfig>,
 }
 
@@ -273,7 +275,7 @@ impl ClientMode {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     pub id: String,
@@ -295,6 +297,86 @@ pub struct ClientConfig {
     /// When non-empty, a caller's `redirect_uri` at authorize must be one of these.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub redirect_uri_allow: Vec<String>,
+    /// Token continuity: legacy token calls answer with oauth-shim-minted long-lived tokens,
+    /// and API calls with them go upstream with the session's current v2 token.
+    pub continuity: bool,
+    /// How long a minted token lives (the legacy `expires_in`); a legacy refresh renews it.
+    #[serde(with = "humantime_serde")]
+    pub continuity_lifetime: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            secret: None,
+            secret_env: None,
+            secret_file: None,
+            mode: ClientMode::default(),
+            allow_password_grant: false,
+            redirect_uri: None,
+            redirect_uri_allow: Vec::new(),
+            continuity: false,
+            continuity_lifetime: DEFAULT_CONTINUITY_LIFETIME,
+        }
+    }
+}
+
+/// What legacy access tokens lived: 365 days.
+pub const DEFAULT_CONTINUITY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Where state that outlives a request is kept, and the key set that seals it.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    /// Name of an environment variable holding the key set: one or more keys (32 random bytes
+    /// as 64 hex digits or base64), separated by commas or whitespace. The first seals, all open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_env: Option<String>,
+    /// Path of a file holding the key set (same format).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// The key set, resolved at load from one of the two sources above.
+    #[serde(skip)]
+    pub keys: Option<std::sync::Arc<crate::state::crypto::KeySet>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// In this process (sessions: the embedded store file under `[continuity] dir`).
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContinuityConfig {
+    /// Directory of the embedded session store (`sessions.redb`), used unless `[state]` is Redis.
+    pub dir: PathBuf,
+    /// How often expired sessions are deleted.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// A session's v2 access token is refreshed once it has less than this left (in the
+    /// background while it is still valid; capped at half the token's lifetime).
+    #[serde(with = "humantime_serde")]
+    pub refresh_margin: Duration,
+    /// Most sessions the store holds; a token call that would create one more is refused
+    /// (`temporarily_unavailable`).
+    pub max_sessions: u64,
+}
+
+impl Default for ContinuityConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/oauth-shim"),
+            sweep_interval: Duration::from_secs(600),
+            refresh_margin: Duration::from_secs(300),
+            max_sessions: 1_000_000,
+        }
+    }
 }
 
 impl ClientConfig {
@@ -350,6 +432,7 @@ impl Config {
     /// Validate a config built in code (as `dev` does), resolving secret sources like a loaded one.
     pub fn validated(mut self) -> Result<Self, ConfigError> {
         self.resolve_secrets()?;
+        self.resolve_state_keys()?;
         self.validate()?;
         Ok(self)
     }
@@ -395,6 +478,48 @@ impl Config {
         Ok(())
     }
 
+    /// Read `[state]`'s key set from its source. Required once any client uses continuity;
+    /// never generated (a key written beside the data it protects protects nothing).
+    fn resolve_state_keys(&mut self) -> Result<(), ConfigError> {
+        let st = &mut self.state;
+        let text = match (&st.encryption_key_env, &st.encryption_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "state: set only one of encryption_key_env, encryption_key_file".into(),
+                ));
+            }
+            (Some(var), None) => std::env::var(var).map_err(|_| {
+                ConfigError(format!("state.encryption_key_env: environment variable {var} is not set"))
+            })?,
+            (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+                ConfigError(format!(
+                    "state.encryption_key_file: cannot read {}: {}",
+                    file.display(),
+                    e.kind()
+                ))
+            })?,
+            (None, None) => {
+                if let Some(c) = self.clients.iter().find(|c| c.continuity) {
+                    return Err(ConfigError(format!(
+                        "client {:?}: continuity needs [state] encryption_key_env or encryption_key_file \
+                         (the session store is always encrypted)",
+                        c.id
+                    )));
+                }
+                return Ok(());
+            }
+        };
+        let keys = crate::state::crypto::KeySet::parse(&text)
+            .map_err(|e| ConfigError(format!("state encryption key set: {e}")))?;
+        st.keys = Some(std::sync::Arc::new(keys));
+        Ok(())
+    }
+
+    /// Whether any client uses token continuity.
+    pub fn continuity_enabled(&self) -> bool {
+        self.clients.iter().any(|c| c.continuity)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         check_url("upstream.token_url", &self.upstream.token_url)?;
         check_url("upstream.authorize_url", &self.upstream.authorize_url)?;
@@ -424,6 +549,7 @@ impl Config {
             ("upstream.request_timeout", self.upstream.request_timeout),
             ("upstream.body_stall_timeout", self.upstream.body_stall_timeout),
             ("reload.watch_interval", self.reload.watch_interval),
+            ("continuity.sweep_interval", self.continuity.sweep_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{key} must be greater than 0s")));
@@ -445,6 +571,12 @@ impl Config {
             }
             if !seen.insert(client.id.as_str()) {
                 return Err(ConfigError(format!("client {:?} is configured twice", client.id)));
+            }
+            if client.continuity && client.continuity_lifetime < Duration::from_secs(60) {
+                return Err(ConfigError(format!(
+                    "client {:?}: continuity_lifetime must be at least 60s",
+                    client.id
+                )));
             }
             if let Some(uri) = &client.redirect_uri {
                 parse_redirect(&client.id, "redirect_uri", uri)?;

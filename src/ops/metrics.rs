@@ -32,6 +32,16 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -82,6 +92,10 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     reload_ok: Gauge,
     generation: Gauge,
+    continuity_sessions: Gauge,
+    continuity_refreshes: Family<TriggerLabels, Counter>,
+    continuity_refresh_failures: Family<ReasonLabels, Counter>,
+    continuity_rejected: Counter,
 }
 
 impl Default for Metrics {
@@ -101,6 +115,10 @@ impl Metrics {
         let generation = Gauge::default();
         reload_ok.set(1);
         generation.set(1);
+        let continuity_sessions = Gauge::default();
+        let continuity_refreshes = Family::<TriggerLabels, Counter>::default();
+        let continuity_refresh_failures = Family::<ReasonLabels, Counter>::default();
+        let continuity_rejected = Counter::default();
         let mut r = Registry::with_prefix("oauth_shim");
         r.register(
             "requests",
@@ -125,6 +143,26 @@ impl Metrics {
             "Config version in force: 1 at start, +1 per applied reload",
             generation.clone(),
         );
+        r.register(
+            "continuity_sessions",
+            "Live token-continuity sessions in the store (as of the last write or sweep)",
+            continuity_sessions.clone(),
+        );
+        r.register(
+            "continuity_refreshes",
+            "Upstream refreshes made for continuity sessions: background (token still valid), inline (expired) or retry (after a 401)",
+            continuity_refreshes.clone(),
+        );
+        r.register(
+            "continuity_refresh_failures",
+            "Failed continuity refreshes: invalid_grant (the session ended) or upstream",
+            continuity_refresh_failures.clone(),
+        );
+        r.register(
+            "continuity_rejected_tokens",
+            "API calls refused because their minted token was unknown, revoked or expired",
+            continuity_rejected.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(r),
             requests,
@@ -136,7 +174,27 @@ impl Metrics {
             reloads,
             reload_ok,
             generation,
+            continuity_sessions,
+            continuity_refreshes,
+            continuity_refresh_failures,
+            continuity_rejected,
         }
+    }
+
+    pub fn continuity_sessions(&self, n: u64) {
+        self.continuity_sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn continuity_refresh(&self, trigger: &'static str) {
+        self.continuity_refreshes.get_or_create(&TriggerLabels { trigger }).inc();
+    }
+
+    pub fn continuity_refresh_failure(&self, reason: &'static str) {
+        self.continuity_refresh_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn continuity_rejected(&self) {
+        self.continuity_rejected.inc();
     }
 
     /// Count one answered request. `client` must already be bounded (a configured id,
