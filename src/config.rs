@@ -572,9 +572,9 @@ impl Config {
             if !seen.insert(client.id.as_str()) {
                 return Err(ConfigError(format!("client {:?} is configured twice", client.id)));
             }
-            if client.continuity && client.continuity_lifetime < Duration::from_secs(60) {
+            if client.continuity && client.continuity_lifetime < Duration::from_secs(1) {
                 return Err(ConfigError(format!(
-                    "client {:?}: continuity_lifetime must be at least 60s",
+                    "client {:?}: continuity_lifetime must be at least 1s",
                     client.id
                 )));
             }

@@ -29,9 +29,10 @@ pub fn mint(prefix: &'static str) -> Result<Secret, ShimError> {
     Ok(Secret::new(token))
 }
 
-/// The minted access token of an `Authorization` header value, if it carries one
-/// (`Bearer osh_at_…`, scheme case-insensitive). A few byte compares and no allocation: this
-/// runs on every pass-through request while any client uses continuity.
+/// The minted token of an `Authorization` header value, if it carries one (`Bearer osh_at_…`,
+/// or a minted refresh token misused as a bearer token, which must not reach the upstream
+/// either; scheme case-insensitive). A few byte compares and no allocation: this runs on every
+/// pass-through request while any client uses continuity.
 #[inline]
 pub fn bearer(header: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = header.split_at_checked(7)?;
@@ -39,7 +40,8 @@ pub fn bearer(header: &[u8]) -> Option<&[u8]> {
         return None;
     }
     let token = rest.trim_ascii();
-    token.starts_with(ACCESS_PREFIX.as_bytes()).then_some(token)
+    let minted = token.starts_with(ACCESS_PREFIX.as_bytes()) || token.starts_with(REFRESH_PREFIX.as_bytes());
+    minted.then_some(token)
 }
 
 /// Whether `token` has the shape of a minted token with `prefix` (checked before any lookup).
@@ -72,7 +74,8 @@ mod tests {
         assert!(bearer(format!("bearer  {} ", t.expose()).as_bytes()).is_some());
         assert!(bearer(b"Bearer upstream-token").is_none());
         assert!(bearer(b"Basic osh_at_x").is_none());
-        assert!(bearer(b"Bearer osh_rt_x").is_none());
+        assert!(bearer(b"Bearer osh_rt_x").is_some());
+        assert!(bearer(b"Bearer osh_xx_x").is_none());
         assert!(bearer(b"Bear").is_none());
     }
 }

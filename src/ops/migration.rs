@@ -285,15 +285,16 @@ pub struct Seen {
 /// Render the report as a table for a terminal. Client ids are caller input: control
 /// characters are replaced so a crafted id cannot drive the terminal.
 pub fn table(report: &Report) -> String {
-    let mut header: Vec<String> = vec!["CLIENT".into(), "MODE".into(), "CONTINUITY".into(), "CALLS".into()];
+    let mut header: Vec<String> = vec!["CLIENT".into(), "MODE".into(), "CALLS".into()];
     header.extend(Feature::ALL.iter().map(|f| f.short().to_owned()));
+    header.push("CONTINUITY".into());
     header.push("LAST SEEN".into());
     let mut rows = vec![header];
     for c in &report.clients {
         let id = c.id.as_deref().map_or_else(|| "(other unknown ids)".to_owned(), printable);
-        let continuity = if c.continuity { "yes" } else { "no" };
-        let mut row = vec![id, c.mode.clone(), continuity.into(), c.calls.count.to_string()];
+        let mut row = vec![id, c.mode.clone(), c.calls.count.to_string()];
         row.extend(Feature::ALL.iter().map(|f| c.count(*f).to_string()));
+        row.push(if c.continuity { "on" } else { "off" }.into());
         row.push(c.calls.last_seen.clone().unwrap_or_else(|| "never".into()));
         rows.push(row);
     }
@@ -305,7 +306,7 @@ pub fn table(report: &Report) -> String {
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (cell, w))| if i < 3 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+            .map(|(i, (cell, w))| if i < 2 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod metrics;
 pub mod migration;
 pub mod reload;
+pub mod sessions;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -125,17 +126,20 @@ pub fn admin_route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
             ),
         },
         "/metrics" | "/migration" | "/reload" => {
-            let allow = if req.uri().path() == "/reload" { "GET, POST" } else { "GET" };
-            let mut resp = respond(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain; charset=utf-8",
-                Bytes::from_static(b"method not allowed\n"),
-            );
-            resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
-            resp
+            method_not_allowed(if req.uri().path() == "/reload" { "GET, POST" } else { "GET" })
         }
         _ => return None,
     })
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut resp = respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(b"method not allowed\n"),
+    );
+    resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    resp
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
