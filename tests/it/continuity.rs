@@ -392,3 +392,139 @@ async fn expired_minted_tokens_are_refused_and_swept() {
     }
     assert!(swept, "the sweep removed the expired session");
 }
+
+fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-shim"));
+    c.env_remove("OAUTH_SHIM_CONFIG");
+    c
+}
+
+/// `oauth-shim serve` on `config`; returns the child, its proxy and admin base URLs, and the
+/// receiver of its log lines.
+fn serve(
+    config: &std::path::Path,
+) -> (std::process::Child, String, String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin()
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let listening: Value = loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("serve starts");
+        let v: Value = serde_json::from_str(&line).expect("JSON log lines");
+        if v["message"] == "oauth-shim listening" {
+            break v;
+        }
+    };
+    let proxy = format!("http://{}", listening["proxy"].as_str().unwrap());
+    let admin = listening["admin"].as_str().unwrap().trim_start_matches("Some(").trim_end_matches(')');
+    (child, proxy, format!("http://{admin}"), rx)
+}
+
+fn stop(mut child: std::process::Child) {
+    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn a_minted_token_survives_a_restart_and_operators_revoke_it_from_the_command_line() {
+    let (store, key) = scratch("restart");
+    let standin =
+        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let config = store.parent().unwrap().join("shim.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [log]\nformat = \"json\"\n[reload]\nwatch = false\n\
+             [upstream]\ntoken_url = \"{}\"\nauthorize_url = \"{}\"\napi_base = \"{}\"\n\
+             [state]\nencryption_key_file = \"{}\"\n[continuity]\ndir = \"{}\"\n\
+             [[clients]]\nid = \"{ID}\"\nsecret = \"{SECRET}\"\nallow_password_grant = true\ncontinuity = true\n",
+            standin.token_url(),
+            standin.authorize_url(),
+            standin.api_base(),
+            key.display(),
+            store.display(),
+        ),
+    )
+    .unwrap();
+
+    let (child, proxy, _, _) = serve(&config);
+    let legacy: Value = get_json(format!(
+        "{proxy}/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
+    ))
+    .await;
+    let access = legacy["access_token"].as_str().unwrap().to_owned();
+    let call = |proxy: String| {
+        let access = access.clone();
+        async move {
+            http().get(format!("{proxy}/G2W/rest/v2/x")).bearer_auth(access).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(call(proxy.clone()).await, 200);
+    stop(child);
+
+    let (child, proxy, admin, logs) = serve(&config);
+    assert_eq!(call(proxy.clone()).await, 200, "the minted token works after a restart");
+
+    let run = |args: &[&str]| {
+        let out = bin().args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, table) = run(&["sessions", "list", "--client", ID, "--admin", &admin]);
+    assert_eq!(code, Some(0));
+    assert_eq!(table.lines().filter(|l| l.contains(ID)).count(), 1, "{table}");
+    assert!(!table.contains("osh_"));
+    let (code, out) = run(&["sessions", "revoke", "--client", ID, "--admin", &admin]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"revoked\": 1"), "{out}");
+    assert_eq!(call(proxy).await, 401, "revoked at once");
+    stop(child);
+    let logs: String = logs.try_iter().collect::<Vec<_>>().join("\n");
+    assert!(!logs.contains(&access) && !logs.contains("osh_at_"), "{logs}");
+}
+
+#[test]
+fn a_continuity_client_without_a_state_key_is_a_config_error() {
+    let dir = std::env::temp_dir().join(format!("oauth-shim-continuity-nokey-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shim.toml");
+    std::fs::write(
+        &path,
+        "[[clients]]\nid = \"acme\"\nsecret = \"canary-nokey-secret\"\ncontinuity = true\n",
+    )
+    .unwrap();
+    let out = bin().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("client \"acme\": continuity needs [state] encryption_key_env"), "{err}");
+    assert!(!err.contains("canary-nokey-secret"));
+    // A malformed key is refused without being echoed.
+    std::fs::write(dir.join("bad.key"), "canary-not-a-key\n").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[state]\nencryption_key_file = \"{}\"\n[[clients]]\nid = \"acme\"\nsecret = \"x\"\ncontinuity = true\n",
+            dir.join("bad.key").display()
+        ),
+    )
+    .unwrap();
+    let out = bin().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("key 1 is not 32 bytes") && !err.contains("canary-not-a-key"), "{err}");
+}
