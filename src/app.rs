@@ -21,6 +21,8 @@ use crate::continuity::Continuity;
 use crate::error::ShimError;
 use crate::oauth::{HttpClient, basic_auth_header_with, build_http_client};
 use crate::refresh::RefreshCache;
+use crate::refresh::shared::{Refresher, SharedRefresh};
+use crate::state::redis::Redis;
 use crate::translate::V2Token;
 use crate::{authorize, forward, token};
 
@@ -34,6 +36,8 @@ pub struct Runtime {
     clients: HashMap<String, (usize, HeaderValue)>,
     /// Some client uses token continuity: pass-through requests are checked for a minted token.
     pub continuity: bool,
+    /// The `[state]` key set, parsed once per config.
+    pub state_keys: Option<Arc<crate::state::crypto::KeySet>>,
 }
 
 impl Runtime {
@@ -51,7 +55,8 @@ impl Runtime {
             })
             .collect();
         let continuity = config.continuity_enabled();
-        Ok(Self { config, token_url, api_base, clients, continuity })
+        let state_keys = config.state.key_set()?.map(Arc::new);
+        Ok(Self { config, token_url, api_base, clients, continuity, state_keys })
     }
 
     /// The configured client with exactly this id (byte for byte), with the `Authorization`
@@ -96,7 +101,9 @@ pub struct Outcome {
 pub struct Shared {
     runtime: ArcSwap<Runtime>,
     pub client: HttpClient,
-    pub refresh: RefreshCache<V2Token, ShimError>,
+    pub refresh: Refresher<V2Token, ShimError>,
+    /// The Redis connection, with `[state] backend = "redis"`.
+    pub redis: Option<Redis>,
     /// Metrics, migration report, reload state; survive reloads.
     pub ops: crate::ops::Ops,
     /// The continuity service, opened when a config first enables continuity (its store and
@@ -135,13 +142,13 @@ pub struct App {
 impl App {
     pub fn new(runtime: Runtime) -> Self {
         let client = build_http_client(&runtime.config.upstream);
-        let rc = &runtime.config.refresh_cache;
-        let refresh = RefreshCache::new(rc.ttl, rc.max_entries);
+        let (refresh, redis) = refresher(&runtime.config);
         let app = Self {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
                 client,
                 refresh,
+                redis,
                 ops: crate::ops::Ops::default(),
                 continuity: std::sync::OnceLock::new(),
                 draining: AtomicBool::new(false),
@@ -247,6 +254,36 @@ impl App {
                 let forwarded = forward::start(&self.shared.client, &done.rt, req, peer);
                 Box::pin(Passing { forwarded, done: Some(done), outcome })
             }
+        }
+    }
+}
+
+/// The refresh cache `[state]` asks for. Needs a Tokio runtime for the Redis backend.
+fn refresher(config: &Config) -> (Refresher<V2Token, ShimError>, Option<Redis>) {
+    let rc = &config.refresh_cache;
+    let memory = || Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries));
+    if config.state.backend != crate::config::StateBackend::Redis {
+        return (memory(), None);
+    }
+    // Validated at load; failing here (a CA file removed since) keeps the process serving.
+    let started = config.state.key_set().and_then(|keys| {
+        let keys = keys.ok_or_else(|| crate::config::ConfigError("no state encryption key".into()))?;
+        Ok((Redis::start(&config.state)?, keys))
+    });
+    match started {
+        Ok((redis, keys)) => {
+            let shared = SharedRefresh::new(
+                redis.clone(),
+                Arc::new(keys),
+                rc.ttl,
+                rc.max_entries,
+                config.upstream.request_timeout,
+            );
+            (Refresher::Shared(shared), Some(redis))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "state: cannot use redis; refreshes use in-process state");
+            (memory(), None)
         }
     }
 }

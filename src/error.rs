@@ -108,6 +108,16 @@ impl ErrorSource {
             Self::Internal => "internal",
         }
     }
+
+    /// The side named by [`ErrorSource::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "downstream" => Self::Downstream,
+            "upstream" => Self::Upstream,
+            "internal" => Self::Internal,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,8 @@
 //! - [`app`], the one entry point, which applies front-door checks and routes:
 //!   - `/oauth/access_token` → [`token`]: [`legacy`] collects the parameters, [`translate`]
 //!     builds the v2 form, [`oauth`] makes the upstream call (refreshes go through
-//!     [`refresh`]), and [`translate`] renders the legacy answer;
+//!     [`refresh`], in this process or shared by replicas through [`state`]), and
+//!     [`translate`] renders the legacy answer;
 //!   - `/oauth/authorize` → [`authorize`]: a redirect to the configured v2 authorize URL;
 //!   - everything else → [`forward`]: streamed pass-through to the API base.
 //! - Both upstream calls go through [`upstream`], the connection pool.

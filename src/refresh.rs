@@ -50,6 +50,8 @@ use rand::RngCore;
 use sha2::Sha256;
 use tokio::sync::watch;
 
+pub mod shared;
+
 /// What a successful refresh yields; the cache asks it how long it lives.
 pub trait Refreshed: Clone + Send + Sync + 'static {
     /// The token's own lifetime as the upstream stated it (`expires_in`), if any.
@@ -503,6 +505,19 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
                     };
                 }
             }
+        }
+    }
+
+    /// The cached answer for the pair, if any, without counting or starting anything.
+    pub async fn peek(&self, client_id: &str, refresh_token: &str) -> Option<Served<V>> {
+        let stored = self.inner.cached(&self.inner.key(client_id, refresh_token)).await?;
+        Some(served(&stored, Source::Cache))
+    }
+
+    /// Drop the cached answer for the pair, if any.
+    pub async fn invalidate(&self, client_id: &str, refresh_token: &str) {
+        if self.inner.caching() {
+            Box::pin(self.inner.cache.invalidate(&self.inner.key(client_id, refresh_token))).await;
         }
     }
 

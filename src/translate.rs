@@ -321,6 +321,40 @@ impl V2Token {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// The answer as a v2 JSON object again, every field kept (order: tokens, `expires_in`,
+    /// `token_type`, the legacy fields, the rest), so that [`V2Token::parse`] reads back an
+    /// equal token. What the shared refresh cache stores (sealed).
+    pub fn to_v2_json(&self) -> Vec<u8> {
+        let f = &*self.0;
+        let mut out = Vec::with_capacity(256 + f.json.len());
+        out.extend_from_slice(b"{\"access_token\":");
+        json::write_str(&mut out, f.access_token.expose());
+        if let Some(refresh) = &f.refresh_token {
+            json::key(&mut out, "refresh_token");
+            json::write_str(&mut out, refresh.expose());
+        }
+        if let Some(expires) = f.expires_in {
+            json::key(&mut out, "expires_in");
+            json::write_u64(&mut out, expires);
+        }
+        if let Some(span) = &f.token_type {
+            json::key(&mut out, "token_type");
+            out.extend_from_slice(&f.json[span.clone()]);
+        }
+        for (name, span) in LEGACY_FIELDS.iter().zip(&f.legacy) {
+            if let Some(span) = span {
+                json::key(&mut out, name);
+                out.extend_from_slice(&f.json[span.clone()]);
+            }
+        }
+        for (name, v) in &f.rest {
+            json::name(&mut out, name);
+            let _ = serde_json::to_writer(&mut out, v);
+        }
+        out.push(b'}');
+        out
+    }
+
     /// Render the legacy JSON answer.
     ///
     /// `age` is how long ago the upstream answered (non-zero for cached answers): the served
@@ -621,6 +655,27 @@ mod tests {
             std::str::from_utf8(&out).unwrap(),
             r#"{"access_token":"at","expires_in":"3600","refresh_token":"rt","organizer_key":"ok","account_key":"ak","account_type":"","firstName":"Jon","lastName":"Karmak","email":"jk@example.com","platform":"GLOBAL","version":"2"}"#
         );
+    }
+
+    #[test]
+    fn v2_json_round_trips_every_field() {
+        let legacy = LegacyConfig { keep_extra_fields: true, ..Default::default() };
+        for body in [
+            V2,
+            r#"{"access_token":"a\"t","expires_in":"60","principal":{"x":[1,null]},"email":null}"#,
+            r#"{"access_token":"at"}"#,
+        ] {
+            let t = V2Token::parse(body.as_bytes()).unwrap();
+            let again = V2Token::parse(&t.to_v2_json()).unwrap();
+            for age in [Duration::ZERO, Duration::from_secs(7)] {
+                assert_eq!(
+                    again.render_legacy(age, None, &legacy),
+                    t.render_legacy(age, None, &legacy),
+                    "{body}"
+                );
+            }
+            assert_eq!(again.lifetime(), t.lifetime());
+        }
     }
 
     #[test]

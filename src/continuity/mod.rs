@@ -100,7 +100,7 @@ fn store_failed(e: StoreError) -> ShimError {
 
 fn keys(rt: &Runtime) -> Result<&KeySet, ShimError> {
     // A validated config with a continuity client always has keys.
-    rt.config.state.keys.as_deref().ok_or_else(ShimError::internal)
+    rt.state_keys.as_deref().ok_or_else(ShimError::internal)
 }
 
 impl Continuity {

@@ -1,6 +1,6 @@
 //! Prometheus metrics served at the admin listener's `GET /metrics`: requests by route, client,
 //! outcome and status class; upstream latency; in-flight requests; open connections; refresh
-//! cache counters; config reloads. Client labels are bounded: only configured client ids appear,
+//! cache counters; shared-state (Redis) fallbacks; config reloads. Client labels are bounded: only configured client ids appear,
 //! every other id folds into `unknown`.
 
 use std::collections::HashMap;
@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::refresh::RefreshStats;
+use crate::state::redis::RedisStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -279,7 +280,7 @@ impl Metrics {
 
     /// The exposition text (OpenMetrics text format, which Prometheus also reads as its text
     /// format), with the refresh cache's counters read at scrape time.
-    pub fn render(&self, refresh: RefreshStats) -> String {
+    pub fn render(&self, refresh: RefreshStats, state: Option<RedisStats>) -> String {
         let mut scrape = Registry::with_prefix("oauth_shim_refresh_cache");
         for (name, help, value) in [
             ("hits", "Refreshes answered from the cache", refresh.hits),
@@ -289,10 +290,27 @@ impl Metrics {
         ] {
             scrape.register(name, help, ConstCounter::new(value));
         }
+        let mut shared = Registry::with_prefix("oauth_shim_state");
+        if let Some(state) = state {
+            shared.register(
+                "fallback",
+                "Refreshes served from in-process state because Redis was unavailable",
+                ConstCounter::new(state.fallbacks),
+            );
+            shared.register(
+                "outages",
+                "Redis outages seen (each logged once)",
+                ConstCounter::new(state.outages),
+            );
+            let up = Gauge::<i64>::default();
+            up.set(i64::from(state.up));
+            shared.register("redis_up", "1 while Redis is used, 0 while this replica falls back", up);
+        }
         let mut out = String::with_capacity(4096);
         // Writing to a String cannot fail.
         let _ = encode_registry(&mut out, &self.registry);
         let _ = encode_registry(&mut out, &scrape);
+        let _ = encode_registry(&mut out, &shared);
         let _ = encode_eof(&mut out);
         out
     }

@@ -97,7 +97,9 @@ pub fn admin_route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
     let method = req.method();
     Some(match req.uri().path() {
         "/metrics" if method == Method::GET => {
-            let text = ops.metrics.render(app.shared().refresh.stats());
+            let text = ops
+                .metrics
+                .render(app.shared().refresh.stats(), app.shared().redis.as_ref().map(|r| r.stats()));
             let openmetrics = req
                 .headers()
                 .get(ACCEPT)

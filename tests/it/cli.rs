@@ -295,6 +295,8 @@ fn example_configs_are_valid() {
             .env("GOTO_SECRET_WEBINAR_SYNC", "a")
             .env("GOTO_SECRET_REPORTING", "b")
             .env("GOTO_CLIENT_SECRET", "c")
+            .env("REDIS_PASSWORD", "d")
+            .env("STATE_ENCRYPTION_KEYS", "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));

@@ -100,7 +100,7 @@ async fn minted_token_outlives_a_short_v2_token_and_upstream_sees_only_v2_tokens
     assert!(access.starts_with("osh_at_") && access.len() >= 7 + 43, "{legacy}");
     assert!(refresh.starts_with("osh_rt_"), "{legacy}");
     assert_eq!(legacy["expires_in"], "31536000");
-    assert_eq!(legacy["organizer_key"].as_str().is_some(), true, "legacy fields kept: {legacy}");
+    assert!(legacy["organizer_key"].as_str().is_some(), "legacy fields kept: {legacy}");
     assert_eq!(legacy["version"], "2");
 
     assert_eq!(api(&h, &access).await.status(), 200);

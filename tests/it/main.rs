@@ -15,6 +15,7 @@ mod passthrough;
 mod pool;
 mod properties;
 mod refresh;
+mod shared_state;
 mod standin;
 mod tls;
 mod token;

@@ -1,0 +1,335 @@
+//! Shared state on a real Redis (SPEC §6): replicas spend a refresh token once between them,
+//! survive Redis dying and coming back, and leave nothing readable in Redis.
+
+use std::time::Duration;
+
+use oauth_shim::app::{App, Runtime};
+use oauth_shim::server::{self, Running};
+use oauth_shim::standin::{Fault, Standin, StandinConfig};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use crate::support::*;
+
+/// One oauth-shim replica (its own app, listeners and Redis connection).
+struct Replica {
+    app: App,
+    shim: Running,
+}
+
+impl Replica {
+    async fn start(standin: &Standin, extra_toml: &str) -> Self {
+        let app = App::new(Runtime::new(shim_config(standin, extra_toml)).unwrap());
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shim = server::start_on(app.clone(), proxy, Some(admin)).unwrap();
+        Self { app, shim }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.shim.proxy_addr, path)
+    }
+
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.shim.admin_addr.unwrap(), path)
+    }
+
+    fn refresh_url(&self, rt: &str) -> String {
+        self.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"))
+    }
+
+    fn redis_up(&self) -> bool {
+        self.app.shared().redis.as_ref().is_some_and(|r| r.is_up())
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = get_text(self.admin_url("/metrics")).await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+    }
+}
+
+async fn replicas(standin: &Standin, redis: &RedisServer, n: usize, extra: &str) -> Vec<Replica> {
+    let toml = format!("{}{extra}", redis_state_toml(redis));
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Replica::start(standin, &toml).await);
+    }
+    eventually("every replica connected to redis", || out.iter().all(Replica::redis_up)).await;
+    out
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A fresh grant's refresh token, straight from the stand-in (no shim involved).
+async fn grant(standin: &Standin, via: &Replica) -> String {
+    let code = standin.issue_code(ID, None);
+    let body: Value = get_json(
+        via.url(&format!("/oauth/access_token?grant_type=authorization_code&code={code}&client_id={ID}")),
+    )
+    .await;
+    body["refresh_token"].as_str().unwrap().to_owned()
+}
+
+/// `n` concurrent refreshes of `rt`, spread round-robin over `replicas`: (status, body) each.
+async fn burst(replicas: &[Replica], rt: &str, n: usize) -> Vec<(u16, Value)> {
+    let client = http();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url) = (client.clone(), replicas[i % replicas.len()].refresh_url(rt));
+            tokio::spawn(async move {
+                let resp = client.get(url).send().await.unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn rotating(delay_ms: u64) -> StandinConfig {
+    StandinConfig {
+        rotate_refresh_tokens: true,
+        token_delay: Duration::from_millis(delay_ms),
+        ..standin_config()
+    }
+}
+
+async fn start_standin(config: StandinConfig) -> Standin {
+    Standin::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_spend_a_rotating_refresh_token_once() {
+    let redis = RedisServer::start().await;
+    let standin = start_standin(rotating(300)).await;
+    let replicas = replicas(&standin, &redis, 3, "").await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+
+    let answers = burst(&replicas, &rt, 300).await;
+    assert_eq!(standin.token_calls(), 1, "300 refreshes over 3 replicas reached the upstream once");
+    let first = &answers[0].1;
+    assert_ne!(first["refresh_token"], rt.as_str(), "the upstream rotated the refresh token");
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["access_token"], first["access_token"]);
+        assert_eq!(body["refresh_token"], first["refresh_token"]);
+    }
+    assert_eq!(standin.revoked_grants(), 0);
+    assert!(standin.is_access_token_valid(first["access_token"].as_str().unwrap()));
+    // Exactly one replica called upstream; the others waited on it through Redis or found
+    // its answer there.
+    let misses: u64 = replicas.iter().map(|r| r.app.shared().refresh.stats().misses).sum();
+    assert_eq!(misses, 1);
+    for r in &replicas {
+        assert_eq!(r.metric("oauth_shim_state_fallback_total").await, 0.0);
+    }
+
+    // A late worker on any replica with the retired token gets the cached answer.
+    let late: Value = get_json(replicas[2].refresh_url(&rt)).await;
+    assert_eq!(late["access_token"], first["access_token"]);
+    assert_eq!(standin.token_calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_reach_every_replica_as_errors_and_are_not_cached() {
+    let redis = RedisServer::start().await;
+    let standin =
+        start_standin(StandinConfig { token_delay: Duration::from_millis(300), ..standin_config() }).await;
+    let replicas = replicas(&standin, &redis, 3, "").await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+
+    standin.set_fault(Some(Fault::Status(500, "boom".into())));
+    let answers = burst(&replicas, &rt, 30).await;
+    assert!(answers.iter().all(|(s, _)| *s == 502), "{answers:?}");
+    assert_eq!(standin.token_calls(), 1);
+
+    // Not cached: the next attempt, on any replica, goes upstream and succeeds.
+    standin.set_fault(None);
+    let ok = http().get(replicas[1].refresh_url(&rt)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(standin.token_calls(), 2);
+
+    // invalid_grant: one upstream call, every replica's callers get invalid_grant.
+    let answers = burst(&replicas, "no-such-refresh-token", 30).await;
+    assert_eq!(standin.token_calls(), 3);
+    for (status, body) in &answers {
+        assert_eq!(*status, 400);
+        assert_eq!(body["error"], "invalid_grant");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_leaders_lock_expires_and_a_waiter_takes_over() {
+    let redis = RedisServer::start().await;
+    let standin = start_standin(standin_config()).await;
+    let replicas = replicas(&standin, &redis, 1, "").await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+
+    // A leader on some replica took the lock and died: only its lock is left.
+    let keys = oauth_shim::state::crypto::KeySet::parse(STATE_KEY).unwrap();
+    let hash = keys.hash("refresh", &[ID.as_bytes(), rt.as_bytes()]);
+    let lock: String =
+        format!("oauth-shim:refresh-lock:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&lock)
+        .arg("dead-leader")
+        .arg("PX")
+        .arg(800)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let answer = http().get(replicas[0].refresh_url(&rt)).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(standin.token_calls(), 1, "the waiter took over once the lock expired");
+    let exists: bool = redis::cmd("EXISTS").arg(&lock).query_async(&mut conn).await.unwrap();
+    assert!(!exists, "the new leader released its lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dying_falls_back_and_coming_back_resumes_sharing() {
+    let mut redis = RedisServer::start().await;
+    let standin = start_standin(rotating(300)).await;
+    let replicas = replicas(&standin, &redis, 2, "").await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+    let answers = burst(&replicas, &rt, 20).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200));
+    assert_eq!(standin.token_calls(), 1);
+
+    redis.stop();
+    // Requests keep succeeding: new grants and their refreshes, through both replicas.
+    for i in 0..6 {
+        let via = &replicas[i % 2];
+        let rt = grant(&standin, via).await;
+        let resp = http().get(via.refresh_url(&rt)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "refresh {i} during the outage");
+    }
+    let fallbacks = replicas[0].metric("oauth_shim_state_fallback_total").await
+        + replicas[1].metric("oauth_shim_state_fallback_total").await;
+    assert!(fallbacks >= 6.0, "every refresh during the outage fell back: {fallbacks}");
+    assert_eq!(replicas[0].metric("oauth_shim_state_redis_up").await, 0.0);
+    let ready = http().get(replicas[0].admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "a Redis outage does not take replicas out of rotation");
+    assert!(ready.text().await.unwrap().contains("degraded"));
+
+    redis.restart().await;
+    eventually("replicas reconnect on their own", || replicas.iter().all(Replica::redis_up)).await;
+    let ready = get_text(replicas[0].admin_url("/readyz")).await;
+    assert!(!ready.contains("degraded"), "{ready}");
+    let rt = grant(&standin, &replicas[1]).await;
+    let before = standin.token_calls();
+    let answers = burst(&replicas, &rt, 40).await;
+    assert_eq!(standin.token_calls(), before + 1, "shared coalescing resumed");
+    assert!(answers.iter().all(|(s, b)| *s == 200 && b["access_token"] == answers[0].1["access_token"]));
+    assert_eq!(standin.revoked_grants(), 0);
+    assert!(replicas[0].metric("oauth_shim_state_outages_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_never_holds_a_token_or_secret_in_the_clear() {
+    const CLIENT_SECRET: &str = "canary-state-client-secret-31d9";
+    let redis = RedisServer::start().await;
+    // Everything sent to Redis, as Redis received it.
+    let monitor = redis.client().get_async_monitor().await.unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let recorder = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut stream = monitor.into_on_message::<String>();
+            while let Some(line) = stream.next().await {
+                seen.lock().unwrap().push_str(&line);
+            }
+        })
+    };
+
+    let standin = start_standin(StandinConfig {
+        clients: vec![oauth_shim::standin::StandinClient {
+            id: ID.into(),
+            secret: CLIENT_SECRET.into(),
+            allow_password_grant: true,
+        }],
+        rotate_refresh_tokens: true,
+        token_delay: Duration::from_millis(100),
+        ..StandinConfig::default()
+    })
+    .await;
+    let extra = format!("{}\n", redis_state_toml(&redis));
+    let mut config = shim_config(&standin, &extra);
+    config.clients[0].secret = Some(oauth_shim::oauth::Secret::new(CLIENT_SECRET));
+    let app = App::new(Runtime::new(config).unwrap());
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shim = server::start_on(app.clone(), proxy, None).unwrap();
+    let replica = Replica { app, shim };
+    eventually("connected", || replica.redis_up()).await;
+
+    let mut canaries = vec![CLIENT_SECRET.to_owned(), STATE_KEY.to_owned()];
+    let rt = grant(&standin, &replica).await;
+    canaries.push(rt.clone());
+    // Led, cached, and an error flight.
+    let answers = burst(std::slice::from_ref(&replica), &rt, 5).await;
+    for (_, body) in &answers {
+        canaries.push(body["access_token"].as_str().unwrap().into());
+        canaries.push(body["refresh_token"].as_str().unwrap().into());
+    }
+    let cached: Value = get_json(replica.refresh_url(&rt)).await;
+    assert_eq!(cached["access_token"], answers[0].1["access_token"]);
+    let dead = "canary-dead-refresh-token-77e0";
+    canaries.push(dead.into());
+    assert_eq!(http().get(replica.refresh_url(dead)).send().await.unwrap().status(), 400);
+
+    let dump = redis.dump_all().await;
+    assert!(dump.len() >= 2, "the answer and the error marker are in Redis: {}", dump.len());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    recorder.abort();
+    let monitored = seen.lock().unwrap().clone();
+    assert!(monitored.contains("PUBLISH"), "the monitor saw the traffic");
+    for canary in &canaries {
+        for (key, value) in &dump {
+            assert!(!String::from_utf8_lossy(key).contains(canary.as_str()), "key holds {canary}");
+            assert!(!value.windows(canary.len()).any(|w| w == canary.as_bytes()), "value holds {canary}");
+        }
+        assert!(!monitored.contains(canary.as_str()), "a command sent {canary} to Redis");
+    }
+}
+
+#[tokio::test]
+async fn readyz_and_metrics_of_the_memory_backend_are_unchanged() {
+    let h = Harness::default().await;
+    assert_eq!(get_text(h.admin_url("/readyz")).await, "ready\n");
+    let metrics = get_text(h.admin_url("/metrics")).await;
+    assert!(!metrics.contains("oauth_shim_state_"), "{metrics}");
+}
+
+#[tokio::test]
+async fn redis_down_at_start_serves_from_memory_and_says_degraded() {
+    let mut redis = RedisServer::start().await;
+    redis.stop();
+    let standin = start_standin(standin_config()).await;
+    let replica = Replica::start(&standin, &redis_state_toml(&redis)).await;
+    let rt = grant(&standin, &replica).await;
+    let first: Value = get_json(replica.refresh_url(&rt)).await;
+    let again: Value = get_json(replica.refresh_url(&rt)).await;
+    assert_eq!(first["access_token"], again["access_token"], "the in-process cache answered");
+    let ready = get_text(replica.admin_url("/readyz")).await;
+    assert!(ready.contains("degraded"), "{ready}");
+    assert!(replica.metric("oauth_shim_state_fallback_total").await >= 2.0);
+}
