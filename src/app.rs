@@ -117,7 +117,7 @@ impl Shared {
     /// The continuity service for `rt`, opening its store on first use.
     pub fn continuity(&self, rt: &Runtime) -> Result<&Arc<Continuity>, ShimError> {
         let opened = self.continuity.get_or_init(|| {
-            Continuity::open(&rt.config, self.ops.metrics.clone()).map(Arc::new).map_err(|e| {
+            Continuity::open(&rt.config, self.redis.clone(), self.ops.metrics.clone()).map(Arc::new).map_err(|e| {
                 tracing::error!(error = %e, "token continuity is unavailable: the session store did not open");
                 e.to_string()
             })

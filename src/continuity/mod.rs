@@ -10,6 +10,7 @@
 //! [`Continuity::create`]. Operators list and revoke sessions through [`crate::ops`].
 
 pub mod minted;
+pub mod redis_store;
 pub mod route;
 pub mod session;
 pub mod store;
@@ -21,24 +22,123 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::app::{Runtime, Shared};
-use crate::config::{ClientConfig, Config};
+use crate::config::{ClientConfig, Config, StateBackend};
 use crate::error::{ErrorCode, ShimError};
 use crate::oauth::{HttpClient, Secret, token_call};
 use crate::ops::metrics::Metrics;
 use crate::state::crypto::KeySet;
+use crate::state::redis::Redis;
 use crate::translate::{self, V2Token};
+use redis_store::RedisSessions;
 use session::{LIVE_ACCESS_TOKENS, Session, SessionId, TOKEN_HASH_DOMAIN, now};
-use store::{Embedded, StoreError};
+use store::{Embedded, StoreError, Stored};
 
 /// Assumed lifetime of a v2 access token whose answer stated none (GoTo's is an hour).
 const DEFAULT_V2_LIFETIME: u64 = 3600;
 
+/// Where sessions live.
+enum Backend {
+    /// The embedded redb file; its reads are short and served from redb's cache, so they run
+    /// on the calling thread, and writes (which wait for fsync) on the blocking pool.
+    Embedded(Arc<Embedded>),
+    Redis(RedisSessions),
+}
+
+impl Backend {
+    async fn find(&self, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
+        match self {
+            Self::Embedded(s) => s.find(hash),
+            Self::Redis(r) => r.find(hash).await,
+        }
+    }
+
+    async fn load(&self, id: SessionId) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Self::Embedded(s) => s.load(id),
+            Self::Redis(r) => r.load(id).await,
+        }
+    }
+
+    async fn put(
+        &self,
+        id: SessionId,
+        expires_at: u64,
+        sealed: Vec<u8>,
+        add: Vec<[u8; 32]>,
+        remove: Vec<[u8; 32]>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Embedded(s) => {
+                let s = Arc::clone(s);
+                blocking(move || s.put(id, expires_at, &sealed, &add, &remove)).await
+            }
+            Self::Redis(r) => r.put(id, expires_at, &sealed, &add, &remove).await,
+        }
+    }
+
+    async fn delete(&self, doomed: Vec<(SessionId, Vec<[u8; 32]>)>) -> Result<usize, StoreError> {
+        match self {
+            Self::Embedded(s) => {
+                let s = Arc::clone(s);
+                blocking(move || s.delete(&doomed)).await
+            }
+            Self::Redis(r) => r.delete(&doomed).await,
+        }
+    }
+
+    async fn scan(&self, now: u64) -> Result<Vec<Stored>, StoreError> {
+        match self {
+            Self::Embedded(s) => s.scan(),
+            Self::Redis(r) => r.scan(now).await,
+        }
+    }
+
+    async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        match self {
+            Self::Embedded(s) => {
+                let s = Arc::clone(s);
+                blocking(move || s.sweep(now)).await
+            }
+            Self::Redis(r) => r.sweep(now).await,
+        }
+    }
+
+    async fn count(&self, now: u64) -> Result<u64, StoreError> {
+        match self {
+            Self::Embedded(s) => s.count(),
+            Self::Redis(r) => r.count(now).await,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| StoreError("store task failed".into()))?
+}
+
 /// The continuity service: the store, and the per-session locks that keep refreshes single.
 pub struct Continuity {
-    store: Arc<Embedded>,
+    store: Backend,
     /// One lock per session being refreshed or re-minted; entries die with their last holder.
     locks: Mutex<HashMap<SessionId, Weak<tokio::sync::Mutex<()>>>>,
     metrics: Metrics,
+    /// How long a Redis refresh lock lives if its holder dies (longer than a token call).
+    lock_hold: Duration,
+}
+
+/// A session's lock, held; [`Held::release`] it (a Redis lock left behind expires by itself).
+struct Held<'a> {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    remote: Option<redis_store::RemoteLock<'a>>,
+}
+
+impl Held<'_> {
+    async fn release(self) {
+        if let Some(remote) = self.remote {
+            remote.release().await;
+        }
+    }
 }
 
 /// What an operator sees of a session: never a token.
@@ -104,32 +204,57 @@ fn keys(rt: &Runtime) -> Result<&KeySet, ShimError> {
 }
 
 impl Continuity {
-    /// Open the store `config` names.
-    pub fn open(config: &Config, metrics: Metrics) -> Result<Self, StoreError> {
-        let store = Embedded::open(&config.continuity.dir)?;
-        let this = Self { store: Arc::new(store), locks: Mutex::default(), metrics };
-        this.update_gauge();
-        Ok(this)
+    /// Open the store `config` names: the embedded file, or Redis (`redis`, the process's
+    /// handle) with `[state] backend = "redis"`.
+    pub fn open(config: &Config, redis: Option<Redis>, metrics: Metrics) -> Result<Self, StoreError> {
+        let store = match (config.state.backend, redis) {
+            (StateBackend::Redis, Some(redis)) => {
+                Backend::Redis(RedisSessions::new(redis, &config.state.key_prefix))
+            }
+            (StateBackend::Redis, None) => {
+                return Err(StoreError("[state] backend is redis, but redis could not be set up".into()));
+            }
+            (StateBackend::Memory, _) => Backend::Embedded(Arc::new(Embedded::open(&config.continuity.dir)?)),
+        };
+        let lock_hold = config.upstream.request_timeout + Duration::from_secs(2);
+        Ok(Self { store, locks: Mutex::default(), metrics, lock_hold })
     }
 
-    fn update_gauge(&self) {
-        if let Ok(n) = self.store.count() {
+    /// Set the sessions gauge from the store.
+    pub async fn update_gauge(&self) {
+        if let Ok(n) = self.store.count(now()).await {
             self.metrics.continuity_sessions(n);
         }
     }
 
-    /// Run a store write off the runtime's threads (it waits for fsync).
-    async fn write<T: Send + 'static>(
+    async fn put(
         &self,
-        f: impl FnOnce(&Embedded) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, ShimError> {
-        let store = Arc::clone(&self.store);
-        let out = tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|_| ShimError::internal())?
-            .map_err(store_failed)?;
-        self.update_gauge();
-        Ok(out)
+        session: &Session,
+        sealed: Vec<u8>,
+        add: Vec<[u8; 32]>,
+        remove: Vec<[u8; 32]>,
+    ) -> Result<(), ShimError> {
+        self.store.put(session.id, session.expires_at, sealed, add, remove).await.map_err(store_failed)?;
+        self.update_gauge().await;
+        Ok(())
+    }
+
+    async fn delete(&self, doomed: Vec<(SessionId, Vec<[u8; 32]>)>) -> Result<usize, ShimError> {
+        let n = self.store.delete(doomed).await.map_err(store_failed)?;
+        self.update_gauge().await;
+        Ok(n)
+    }
+
+    /// Hold the session's lock: in this process, and with Redis across replicas too.
+    async fn hold(&self, id: SessionId) -> Result<Held<'_>, ShimError> {
+        let local = self.lock(id).lock_owned().await;
+        let remote = match &self.store {
+            Backend::Redis(r) => {
+                Some(r.lock(id, self.lock_hold, self.lock_hold).await.map_err(store_failed)?)
+            }
+            Backend::Embedded(_) => None,
+        };
+        Ok(Held { _local: local, remote })
     }
 
     fn lock(&self, id: SessionId) -> Arc<tokio::sync::Mutex<()>> {
@@ -144,42 +269,38 @@ impl Continuity {
     }
 
     /// The live session a minted token (access or refresh) belongs to, tried under every key's
-    /// hash. Reads are short and served from redb's cache, so they run on the calling thread.
-    fn find(&self, keys: &KeySet, token: &str) -> Result<Option<Session>, ShimError> {
+    /// hash (a session outlives a key rotation), with the hash that found it.
+    async fn find(&self, keys: &KeySet, token: &str) -> Result<Option<(Session, [u8; 32])>, ShimError> {
         for hash in keys.hashes(TOKEN_HASH_DOMAIN, &[token.as_bytes()]) {
-            if let Some((id, sealed)) = self.store.find(&hash).map_err(store_failed)? {
+            if let Some((id, sealed)) = self.store.find(&hash).await.map_err(store_failed)? {
                 let Some(session) = Session::open(id, &sealed, keys) else {
                     tracing::warn!(session = ?id, "a session record does not open with the configured keys");
                     return Ok(None);
                 };
-                if session.expires_at > now() && session.hashes().contains(&hash) {
-                    return Ok(Some(session));
-                }
-                return Ok(None);
+                let live = session.expires_at > now() && session.hashes().contains(&hash);
+                return Ok(live.then_some((session, hash)));
             }
         }
         Ok(None)
     }
 
-    fn reload(&self, keys: &KeySet, id: SessionId) -> Result<Option<Session>, ShimError> {
-        let sealed = self.store.load(id).map_err(store_failed)?;
+    async fn reload(&self, keys: &KeySet, id: SessionId) -> Result<Option<Session>, ShimError> {
+        let sealed = self.store.load(id).await.map_err(store_failed)?;
         Ok(sealed.and_then(|s| Session::open(id, &s, keys)).filter(|s| s.expires_at > now()))
     }
 
     /// The session of a minted access token, if it may be used by a request on `rt` now: the
     /// session is live, its client is still configured with continuity, and its provider is
     /// the request's.
-    pub fn authenticate(&self, rt: &Runtime, token: &[u8]) -> Result<Session, ShimError> {
+    pub async fn authenticate(&self, rt: &Runtime, token: &[u8]) -> Result<Session, ShimError> {
         let keys = keys(rt)?;
         let token = std::str::from_utf8(token).map_err(|_| invalid_token())?;
         if !minted::well_formed(token.as_bytes(), minted::ACCESS_PREFIX) {
             return Err(invalid_token());
         }
-        let session = self.find(keys, token)?.ok_or_else(invalid_token)?;
-        let hash_is_access =
-            keys.hashes(TOKEN_HASH_DOMAIN, &[token.as_bytes()]).any(|h| session.access_hashes.contains(&h));
+        let (session, hash) = self.find(keys, token).await?.ok_or_else(invalid_token)?;
         let client_ok = rt.client(&session.client_id).is_some_and(|(c, _)| c.continuity);
-        if !hash_is_access || !client_ok || session.provider != provider(rt) {
+        if !session.access_hashes.contains(&hash) || !client_ok || session.provider != provider(rt) {
             return Err(invalid_token());
         }
         Ok(session)
@@ -195,7 +316,7 @@ impl Continuity {
     ) -> Result<Vec<u8>, ShimError> {
         let keys = keys(rt)?;
         let max = rt.config.continuity.max_sessions;
-        if self.store.count().map_err(store_failed)? >= max {
+        if self.store.count(now()).await.map_err(store_failed)? >= max {
             tracing::warn!(max, "continuity session store is full; token call refused");
             return Err(ShimError::new(
                 ErrorCode::TemporarilyUnavailable,
@@ -224,10 +345,8 @@ impl Continuity {
             refresh_hash: keys.hash(TOKEN_HASH_DOMAIN, &[refresh.expose().as_bytes()]),
             refreshes: 0,
         };
-        let sealed = session.seal(keys);
-        let (id, expires_at, add) = (session.id, session.expires_at, session.hashes());
-        self.write(move |s| s.put(id, expires_at, &sealed, &add, &[])).await?;
-        tracing::info!(client = %client.id, session = ?id, "continuity session created");
+        self.put(&session, session.seal(keys), session.hashes(), Vec::new()).await?;
+        tracing::info!(client = %client.id, session = ?session.id, "continuity session created");
         Ok(translate::render_minted(&access, lifetime, &refresh, &session.profile, &rt.config.legacy))
     }
 
@@ -244,10 +363,9 @@ impl Continuity {
         if !client.continuity || !minted::well_formed(token.expose().as_bytes(), minted::REFRESH_PREFIX) {
             return Err(invalid_grant());
         }
-        let session = self.find(keys, token.expose())?.ok_or_else(invalid_grant)?;
-        let is_refresh =
-            keys.hashes(TOKEN_HASH_DOMAIN, &[token.expose().as_bytes()]).any(|h| h == session.refresh_hash);
-        if !is_refresh || session.client_id != client.id || session.provider != provider(rt) {
+        let (session, hash) = self.find(keys, token.expose()).await?.ok_or_else(invalid_grant)?;
+        if hash != session.refresh_hash || session.client_id != client.id || session.provider != provider(rt)
+        {
             return Err(invalid_grant());
         }
         let session = match self.ensure_fresh(&shared.client, rt, session).await {
@@ -256,16 +374,21 @@ impl Continuity {
         };
         let access = minted::mint(minted::ACCESS_PREFIX)?;
         let lifetime = client.continuity_lifetime.as_secs();
-        let lock = self.lock(session.id);
-        let _held = lock.lock().await;
-        let mut session = self.reload(keys, session.id)?.ok_or_else(invalid_grant)?;
-        session.access_hashes.insert(0, keys.hash(TOKEN_HASH_DOMAIN, &[access.expose().as_bytes()]));
-        let dropped: Vec<[u8; 32]> =
-            session.access_hashes.split_off(LIVE_ACCESS_TOKENS.min(session.access_hashes.len()));
-        session.expires_at = now().saturating_add(lifetime);
-        let sealed = session.seal(keys);
-        let (id, expires_at, add) = (session.id, session.expires_at, session.access_hashes.clone());
-        self.write(move |s| s.put(id, expires_at, &sealed, &add[..1], &dropped)).await?;
+        let held = self.hold(session.id).await?;
+        let renewed = async {
+            let mut session = self.reload(keys, session.id).await?.ok_or_else(invalid_grant)?;
+            let new_hash = keys.hash(TOKEN_HASH_DOMAIN, &[access.expose().as_bytes()]);
+            session.access_hashes.insert(0, new_hash);
+            let dropped =
+                session.access_hashes.split_off(LIVE_ACCESS_TOKENS.min(session.access_hashes.len()));
+            session.expires_at = now().saturating_add(lifetime);
+            // Every index entry is written again so that all of them expire with the session.
+            self.put(&session, session.seal(keys), session.hashes(), dropped).await?;
+            Ok::<_, ShimError>(session)
+        }
+        .await;
+        held.release().await;
+        let session = renewed?;
         Ok(translate::render_minted(&access, lifetime, token, &session.profile, &rt.config.legacy))
     }
 
@@ -278,11 +401,8 @@ impl Continuity {
         rt: &Arc<Runtime>,
         session: Session,
     ) -> Result<Session, ShimError> {
-        let now = now();
-        let remaining = session.v2_remaining(now).unwrap_or(0);
-        let lifetime = session.v2_lifetime.unwrap_or(DEFAULT_V2_LIFETIME);
-        let margin = rt.config.continuity.refresh_margin.as_secs().min(lifetime / 2);
-        if remaining > margin {
+        let remaining = session.v2_remaining(now()).unwrap_or(0);
+        if remaining > margin(rt, &session) {
             return Ok(session);
         }
         if remaining > 1 {
@@ -296,8 +416,8 @@ impl Continuity {
         self.refresh(http, rt, session.id, &session.v2_access, Trigger::Inline).await
     }
 
-    /// After the upstream refused `used` with 401: refresh once (unless another request already
-    /// did) and hand back the session with its new token.
+    /// After the upstream refused `session`'s token with 401: refresh once (unless another
+    /// request already did) and hand back the session with its new token.
     pub async fn refresh_after_401(
         self: &Arc<Self>,
         http: &HttpClient,
@@ -307,9 +427,10 @@ impl Continuity {
         self.refresh(http, rt, session.id, &session.v2_access, Trigger::Retry).await
     }
 
-    /// Refresh the session's v2 token upstream, one refresh per session at a time: under the
-    /// session's lock the record is read again, and if its token is no longer `used` (someone
-    /// else refreshed it meanwhile, or it is not yet due) that one is returned instead.
+    /// Refresh the session's v2 token upstream, one refresh per session at a time (across
+    /// replicas with Redis): under the session's lock the record is read again, and if its
+    /// token is no longer `used` (someone refreshed it meanwhile) or not yet due, that one is
+    /// returned instead.
     async fn refresh(
         &self,
         http: &HttpClient,
@@ -318,24 +439,32 @@ impl Continuity {
         used: &Secret,
         trigger: Trigger,
     ) -> Result<Session, ShimError> {
+        let held = self.hold(id).await?;
+        let result = self.refresh_held(http, rt, id, used, trigger).await;
+        held.release().await;
+        result
+    }
+
+    async fn refresh_held(
+        &self,
+        http: &HttpClient,
+        rt: &Runtime,
+        id: SessionId,
+        used: &Secret,
+        trigger: Trigger,
+    ) -> Result<Session, ShimError> {
         let keys = keys(rt)?;
-        let lock = self.lock(id);
-        let _held = lock.lock().await;
-        let mut session = self.reload(keys, id)?.ok_or_else(invalid_token)?;
+        let mut session = self.reload(keys, id).await?.ok_or_else(invalid_token)?;
         let now = now();
-        let lifetime = session.v2_lifetime.unwrap_or(DEFAULT_V2_LIFETIME);
-        let margin = rt.config.continuity.refresh_margin.as_secs().min(lifetime / 2);
-        let still_due = match trigger {
-            Trigger::Retry => true,
-            _ => session.v2_remaining(now).unwrap_or(0) <= margin,
-        };
+        let still_due =
+            trigger == Trigger::Retry || session.v2_remaining(now).unwrap_or(0) <= margin(rt, &session);
         if session.v2_access != *used || !still_due {
             return Ok(session);
         }
         let Some((_, auth)) = rt.client(&session.client_id) else { return Err(invalid_token()) };
         let Some(v2_refresh) = session.v2_refresh.clone() else {
             // Nothing to refresh with: the session lives as long as its v2 token.
-            self.end(id, session.hashes(), "the upstream issued no refresh token").await;
+            self.end(&session, "the upstream issued no refresh token").await;
             return Err(invalid_token());
         };
         self.metrics.continuity_refresh(trigger.as_str());
@@ -348,8 +477,7 @@ impl Continuity {
             Ok(t) => t,
             Err(e) if e.code == ErrorCode::InvalidGrant => {
                 self.metrics.continuity_refresh_failure("invalid_grant");
-                self.end(id, session.hashes(), "the upstream refused the refresh token (invalid_grant)")
-                    .await;
+                self.end(&session, "the upstream refused the refresh token (invalid_grant)").await;
                 return Err(invalid_token());
             }
             Err(e) => {
@@ -366,29 +494,34 @@ impl Continuity {
         session.v2_expires_at = Some(now.saturating_add(v2_lifetime));
         session.v2_lifetime = Some(v2_lifetime);
         session.refreshes += 1;
-        let sealed = session.seal(keys);
-        let expires_at = session.expires_at;
-        self.write(move |s| s.put(id, expires_at, &sealed, &[], &[])).await?;
+        self.put(&session, session.seal(keys), Vec::new(), Vec::new()).await?;
         Ok(session)
     }
 
     /// End a session (its upstream grant is gone).
-    async fn end(&self, id: SessionId, hashes: Vec<[u8; 32]>, why: &'static str) {
-        tracing::info!(session = ?id, reason = why, "continuity session ended");
-        let _ = self.write(move |s| s.delete(&[(id, hashes)])).await;
+    async fn end(&self, session: &Session, why: &'static str) {
+        tracing::info!(session = ?session.id, client = %session.client_id, reason = why, "continuity session ended");
+        let _ = self.delete(vec![(session.id, session.hashes())]).await;
     }
 
-    /// Sessions, of one client or all, soonest expiry first.
-    pub fn list(&self, rt: &Runtime, client: Option<&str>) -> Result<Vec<SessionInfo>, ShimError> {
-        let keys = keys(rt)?;
-        let mut sessions: Vec<Session> = self
+    /// Every live session that opens with the configured keys.
+    async fn sessions(&self, keys: &KeySet) -> Result<Vec<Session>, ShimError> {
+        let now = now();
+        Ok(self
             .store
-            .scan()
+            .scan(now)
+            .await
             .map_err(store_failed)?
             .into_iter()
             .filter_map(|(id, sealed)| Session::open(id, &sealed, keys))
-            .filter(|s| client.is_none_or(|c| s.client_id == c) && s.expires_at > now())
-            .collect();
+            .filter(|s| s.expires_at > now)
+            .collect())
+    }
+
+    /// Sessions, of one client or all, soonest expiry first.
+    pub async fn list(&self, rt: &Runtime, client: Option<&str>) -> Result<Vec<SessionInfo>, ShimError> {
+        let mut sessions = self.sessions(keys(rt)?).await?;
+        sessions.retain(|s| client.is_none_or(|c| s.client_id == c));
         sessions.sort_by_key(|s| s.expires_at);
         Ok(sessions.iter().map(info).collect())
     }
@@ -400,27 +533,31 @@ impl Continuity {
         client: &str,
         id: Option<SessionId>,
     ) -> Result<usize, ShimError> {
-        let keys = keys(rt)?;
         let doomed: Vec<(SessionId, Vec<[u8; 32]>)> = self
-            .store
-            .scan()
-            .map_err(store_failed)?
+            .sessions(keys(rt)?)
+            .await?
             .into_iter()
-            .filter(|(sid, _)| id.is_none_or(|want| *sid == want))
-            .filter_map(|(sid, sealed)| Session::open(sid, &sealed, keys))
-            .filter(|s| s.client_id == client)
+            .filter(|s| s.client_id == client && id.is_none_or(|want| s.id == want))
             .map(|s| (s.id, s.hashes()))
             .collect();
-        let n = self.write(move |s| s.delete(&doomed)).await?;
+        let n = self.delete(doomed).await?;
         tracing::info!(client, revoked = n, "continuity sessions revoked");
         Ok(n)
     }
 
     /// Delete expired sessions.
     pub async fn sweep(&self) -> Result<usize, ShimError> {
-        let now = now();
-        self.write(move |s| s.sweep(now)).await
+        let n = self.store.sweep(now()).await.map_err(store_failed)?;
+        self.update_gauge().await;
+        Ok(n)
     }
+}
+
+/// When a session's v2 token is due for refresh: `[continuity] refresh_margin` before its
+/// expiry, at most half its lifetime.
+fn margin(rt: &Runtime, session: &Session) -> u64 {
+    let lifetime = session.v2_lifetime.unwrap_or(DEFAULT_V2_LIFETIME);
+    rt.config.continuity.refresh_margin.as_secs().min(lifetime / 2)
 }
 
 /// The provider a session belongs to: the token URL its grant was issued by.

@@ -49,7 +49,7 @@ async fn run(
     let continuity = shared.continuity(rt)?;
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
     let token = crate::continuity::minted::bearer(header).ok_or_else(super::invalid_token)?;
-    let session = continuity.authenticate(rt, token)?;
+    let session = continuity.authenticate(rt, token).await?;
     outcome.client = Some(session.client_id.clone());
     shared.ops.migration.record(
         &session.client_id,

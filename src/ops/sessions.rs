@@ -42,7 +42,11 @@ pub async fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
             if !rt.continuity {
                 return Some(super::json(StatusCode::OK, &Listing { sessions: Vec::new() }));
             }
-            match app.shared().continuity(&rt).and_then(|c| c.list(&rt, client.as_deref())) {
+            let listed = match app.shared().continuity(&rt) {
+                Ok(c) => c.list(&rt, client.as_deref()).await,
+                Err(e) => Err(e),
+            };
+            match listed {
                 Ok(sessions) => super::json(StatusCode::OK, &Listing { sessions }),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.description),
             }
