@@ -528,3 +528,84 @@ fn a_continuity_client_without_a_state_key_is_a_config_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("key 1 is not 32 bytes") && !err.contains("canary-not-a-key"), "{err}");
 }
+
+/// Two replicas sharing one Redis and one key set, against one stand-in issuing v2 tokens that
+/// live `ttl` seconds.
+async fn two_replicas_on_redis(redis: &RedisServer, ttl: u64) -> (Harness, Harness) {
+    // A slow token endpoint: a refresh is still under way when the other replica's calls come.
+    let standin =
+        StandinConfig { access_token_ttl: ttl, token_delay: Duration::from_millis(300), ..standin_config() };
+    let standin = oauth_shim::standin::Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let toml = format!("{}\n[continuity]\nrefresh_margin = \"1s\"\n", redis_state_toml(redis));
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut config = shim_config(&standin, &toml);
+        config.clients[0].continuity = true;
+        let h = Harness::with_config(standin.clone(), config.validated().unwrap()).await;
+        for _ in 0..500 {
+            if h.app.shared().redis.as_ref().is_some_and(|r| r.is_up()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        replicas.push(h);
+    }
+    let b = replicas.pop().unwrap();
+    (replicas.pop().unwrap(), b)
+}
+
+#[tokio::test]
+async fn two_replicas_on_redis_refresh_a_session_once_at_the_expiry_edge() {
+    let redis = RedisServer::start().await;
+    let (a, b) = two_replicas_on_redis(&redis, 2).await;
+    let legacy = password_grant(&a).await;
+    let access = legacy["access_token"].as_str().unwrap().to_owned();
+    // The session is shared: the other replica serves the token minted by the first.
+    assert_eq!(api(&b, &access).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    a.standin.clear_requests();
+
+    // Both replicas meet the expired v2 token at once.
+    let mut calls = Vec::new();
+    for i in 0..16 {
+        let h = if i % 2 == 0 { a.url("/G2W/rest/v2/x") } else { b.url("/G2W/rest/v2/x") };
+        let access = access.clone();
+        calls.push(tokio::spawn(
+            async move { http().get(h).bearer_auth(access).send().await.unwrap().status() },
+        ));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(a.standin.token_calls(), 1, "exactly one upstream refresh across both replicas");
+    let seen = api_bearers(&a);
+    assert_eq!(seen.len(), 16);
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "every call used the one refreshed token");
+    assert!(!seen[0].starts_with("osh_"));
+
+    // Nothing in Redis is a token: not the minted ones, not the v2 ones.
+    let v2_refresh = sent_refresh_tokens(&a);
+    let dump = redis.dump_all().await;
+    assert!(dump.iter().any(|(k, _)| k.windows(8).any(|w| w == b"cont:ses")), "sessions are in redis");
+    for canary in
+        [&access, legacy["refresh_token"].as_str().unwrap(), &seen[0], &v2_refresh[0], "demo@example.com"]
+    {
+        for (k, v) in &dump {
+            assert!(!k.windows(canary.len()).any(|w| w == canary.as_bytes()), "a key holds a token");
+            assert!(!v.windows(canary.len()).any(|w| w == canary.as_bytes()), "a value holds a token");
+        }
+    }
+
+    // Revoking on one replica ends the session on both, at once.
+    let body: Value = http()
+        .post(b.admin_url(&format!("/sessions/revoke?client={ID}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["revoked"], 1);
+    assert_eq!(api(&a, &access).await.status(), 401);
+    assert_eq!(api(&b, &access).await.status(), 401);
+}
