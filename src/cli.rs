@@ -1,4 +1,5 @@
-//! Command line: `serve`, `check-config`, `dev`, and the admin clients `reload` and `report`.
+//! Command line: `serve`, `check-config`, `dev`, and the admin clients `reload`, `report` and
+//! `sessions`.
 //! Config errors print one line and exit 64 before any port is bound.
 
 use std::path::PathBuf;
