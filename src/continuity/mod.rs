@@ -406,6 +406,10 @@ impl Continuity {
             return Ok(session);
         }
         if remaining > 1 {
+            // A refresh of this session already under way here: nothing more to start.
+            if self.lock(session.id).try_lock().is_err() {
+                return Ok(session);
+            }
             let (this, http, rt, id, used) =
                 (Arc::clone(self), http.clone(), Arc::clone(rt), session.id, session.v2_access.clone());
             tokio::spawn(async move {

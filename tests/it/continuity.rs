@@ -609,3 +609,38 @@ async fn two_replicas_on_redis_refresh_a_session_once_at_the_expiry_edge() {
     assert_eq!(api(&a, &access).await.status(), 401);
     assert_eq!(api(&b, &access).await.status(), 401);
 }
+
+#[tokio::test]
+async fn a_token_inside_the_refresh_margin_is_refreshed_in_the_background() {
+    let (h, _store) = start("background", 6, "3s").await;
+    let legacy = password_grant(&h).await;
+    let access = legacy["access_token"].as_str().unwrap();
+    assert_eq!(api(&h, access).await.status(), 200);
+    // 2-3 s left of the v2 token's 6: inside the margin, still valid.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(api(&h, access).await.status(), 200);
+    let seen = api_bearers(&h);
+    assert_eq!(seen[0], seen[1], "the call went on with the still-valid token");
+    let mut refreshed = false;
+    for _ in 0..100 {
+        if h.standin.token_calls() == 2 {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refreshed, "a background refresh was made");
+    let mut used_new = false;
+    for _ in 0..100 {
+        assert_eq!(api(&h, access).await.status(), 200);
+        if api_bearers(&h).last() != Some(&seen[0]) {
+            used_new = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(used_new, "later calls use the refreshed token");
+    assert_eq!(h.standin.token_calls(), 2, "one refresh");
+    let metrics = get_text(h.admin_url("/metrics")).await;
+    assert!(metrics.contains("oauth_shim_continuity_refreshes_total{trigger=\"background\"} 1"), "{metrics}");
+}
