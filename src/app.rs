@@ -227,25 +227,13 @@ impl App {
             }),
             // A minted token is recognised by its prefix alone, before any lookup; every other
             // request pays only this header test, and only while some client uses continuity.
-            _ if done.rt.continuity
-                && req
-                    .headers()
-                    .get(http::header::AUTHORIZATION)
-                    .is_some_and(|v| crate::continuity::minted::bearer(v.as_bytes()).is_some()) =>
-            {
-                Box::pin(async move {
-                    let mut outcome = Outcome::default();
-                    let resp = crate::continuity::route::forward(
-                        &done.app.shared,
-                        &done.rt,
-                        req,
-                        peer,
-                        &mut outcome,
-                    )
-                    .await;
-                    done.finish(Route::PassThrough, outcome, resp)
-                })
-            }
+            _ if done.rt.continuity && carries_minted_token(req.headers()) => Box::pin(async move {
+                let mut outcome = Outcome::default();
+                let resp =
+                    crate::continuity::route::forward(&done.app.shared, &done.rt, req, peer, &mut outcome)
+                        .await;
+                done.finish(Route::PassThrough, outcome, resp)
+            }),
             _ => {
                 let mut outcome = Outcome::default();
                 if req.uri().path().starts_with("/oauth/v2/") {
@@ -286,6 +274,15 @@ fn refresher(config: &Config) -> (Refresher<V2Token, ShimError>, Option<Redis>) 
             (memory(), None)
         }
     }
+}
+
+/// Whether the request's `Authorization` is a token oauth-shim minted. A walk over the (few)
+/// request headers comparing names (an enum compare for a standard header) is cheaper than the
+/// map's hashed lookup, and runs on every pass-through request while continuity is on.
+fn carries_minted_token(headers: &http::HeaderMap) -> bool {
+    headers.iter().any(|(name, value)| {
+        name == http::header::AUTHORIZATION && crate::continuity::minted::bearer(value.as_bytes()).is_some()
+    })
 }
 
 /// A request's handling, boxed once.
