@@ -197,28 +197,33 @@ async fn probe(inner: std::sync::Weak<Inner>, failed: Arc<Notify>, mut stopped: 
             let mut conn = strong.conn.clone();
             let ping = redis::cmd("PING");
             let answer = ping.query_async::<String>(&mut conn);
-            let ok = matches!(
-                tokio::time::timeout(strong.command_timeout.max(PROBE_MIN), answer).await,
-                Ok(Ok(_))
-            );
-            if ok {
+            let failure = match tokio::time::timeout(strong.command_timeout.max(PROBE_MIN), answer).await {
+                Ok(Ok(_)) => None,
+                // Connection, TLS and authentication failures; PING's answer carries no data.
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("timed out".to_owned()),
+            };
+            let Some(failure) = failure else {
                 strong.up.store(true, Ordering::Release);
                 if !first {
                     tracing::info!("state: redis reachable again; shared state resumed");
                 }
                 first = false;
                 break;
-            }
+            };
             if first {
                 first = false;
                 strong.outages.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
+                    error = %failure,
                     "state: redis unavailable at start; using in-process state until it is reachable"
                 );
+            } else {
+                tracing::debug!(error = %failure, "state: redis still unavailable");
             }
             drop(strong);
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(delay) => {}
                 _ = stopped.changed() => return,
             }
             delay = (delay * 2).min(PROBE_MAX);

@@ -333,3 +333,196 @@ async fn redis_down_at_start_serves_from_memory_and_says_degraded() {
     assert!(ready.contains("degraded"), "{ready}");
     assert!(replica.metric("oauth_shim_state_fallback_total").await >= 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_a_password_file() {
+    // A private CA and a server certificate for `localhost` issued by it.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("oauth-shim-rediss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca_file, cert, key, password) =
+        (dir.join("ca.crt"), dir.join("redis.crt"), dir.join("redis.key"), dir.join("password"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert, server_cert.pem()).unwrap();
+    std::fs::write(&key, server_key.serialize_pem()).unwrap();
+    std::fs::write(&password, "canary-redis-password-6e1f\n").unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let redis = RedisServer::start_with(
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            "{port}",
+            "--tls-cert-file",
+            &path(&cert),
+            "--tls-key-file",
+            &path(&key),
+            "--tls-ca-cert-file",
+            &path(&cert),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "canary-redis-password-6e1f",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+    )
+    .await;
+    let standin = start_standin(standin_config()).await;
+    let toml = format!(
+        "[state]\nbackend = \"redis\"\nurl = \"rediss://localhost:{}\"\nca_file = \"{}\"\npassword_file = \"{}\"\nencryption_key_file = \"{}\"\ncommand_timeout = \"3s\"\n",
+        redis.port,
+        path(&ca_file),
+        path(&password),
+        state_key_file().display()
+    );
+    let replica = Replica::start(&standin, &toml).await;
+    eventually("connected over TLS with the password", || replica.redis_up()).await;
+    let rt = grant(&standin, &replica).await;
+    standin.clear_requests();
+    let first: Value = get_json(replica.refresh_url(&rt)).await;
+    let again: Value = get_json(replica.refresh_url(&rt)).await;
+    assert_eq!(first["access_token"], again["access_token"]);
+    assert_eq!(standin.token_calls(), 1);
+    let stats = replica.app.shared().refresh.stats();
+    assert_eq!((stats.misses, stats.hits), (1, 1), "answered from Redis the second time");
+    assert_eq!(replica.metric("oauth_shim_state_fallback_total").await, 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_erroring_redis_falls_back_at_once() {
+    let redis = RedisServer::start_with(vec!["--enable-debug-command".into(), "yes".into()]).await;
+    let standin = start_standin(standin_config()).await;
+    let replicas = replicas(&standin, &redis, 1, "").await;
+    let replica = &replicas[0];
+
+    // Slow: Redis stalls for 3 s; the refresh is answered through the in-process flight.
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let stall = tokio::spawn(async move {
+        let _: redis::RedisResult<()> = redis::cmd("DEBUG").arg("SLEEP").arg(3).query_async(&mut conn).await;
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rt = grant(&standin, replica).await;
+    let resp = http().get(replica.refresh_url(&rt)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(replica.metric("oauth_shim_state_fallback_total").await >= 1.0);
+    assert!(!replica.redis_up(), "a command past command_timeout marks Redis down");
+    stall.await.unwrap();
+    eventually("back after the stall", || replica.redis_up()).await;
+
+    // Erroring: Redis refuses writes (out of memory); refreshes still succeed.
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1).query_async(&mut conn).await.unwrap();
+    let before = replica.metric("oauth_shim_state_fallback_total").await;
+    let rt = grant(&standin, replica).await;
+    let resp = http().get(replica.refresh_url(&rt)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(replica.metric("oauth_shim_state_fallback_total").await > before);
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query_async(&mut conn).await.unwrap();
+}
+
+/// Figures for BENCHMARKS.md ("Shared state on Redis"), not assertions:
+/// `cargo test --release --test it measure_shared_state -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn measure_shared_state() {
+    const N: usize = 20_000;
+    let redis = RedisServer::start().await;
+    let standin =
+        start_standin(StandinConfig { token_delay: Duration::from_millis(200), ..standin_config() }).await;
+    let replicas = replicas(&standin, &redis, 2, "").await;
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query_async(conn).await.unwrap();
+        let n: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        n + 1 // this INFO itself
+    }
+    // Commands per scenario; the leader's SET, PUBLISH and lock release are one pipeline.
+    let rt = grant(&standin, &replicas[0]).await;
+    let c0 = commands(&mut conn).await;
+    let _ = get_json(replicas[0].refresh_url(&rt)).await;
+    let c1 = commands(&mut conn).await;
+    let _ = get_json(replicas[1].refresh_url(&rt)).await;
+    let c2 = commands(&mut conn).await;
+    let rt = grant(&standin, &replicas[0]).await;
+    let c3 = commands(&mut conn).await;
+    let _ = burst(&replicas, &rt, 2).await;
+    let c4 = commands(&mut conn).await;
+    println!(
+        "MEASURE redis commands: leader {} (round trips 2), cached {}, leader+waiter pair with a 200 ms upstream {}",
+        c1 - c0 - 1,
+        c2 - c1 - 1,
+        c4 - c3 - 1
+    );
+
+    // Redis memory per cached entry: MEMORY USAGE of one, and used_memory over many.
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("oauth-shim:refresh:*").query_async(&mut conn).await.unwrap();
+    let usage: u64 = redis::cmd("MEMORY").arg("USAGE").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    let value: Vec<u8> = redis::cmd("GET").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    println!(
+        "MEASURE redis MEMORY USAGE of one cached refresh: {usage} bytes (sealed value {} bytes, key {} bytes)",
+        value.len(),
+        keys[0].len()
+    );
+
+    // In-process memory per cached entry (the memory backend), from RSS over N entries.
+    let body = br#"{"access_token":"eyJraWQiOiJiZW5jaCIsImFsZyI6IlJTMjU2In0.bench-access-token","token_type":"Bearer","refresh_token":"bench-refresh-token","expires_in":3600,"account_key":"3792314532151329654","account_type":"","email":"jk@example.com","firstName":"Jon","lastName":"Karmak","organizer_key":"1252383132521359990","version":"3"}"#;
+    let cache: oauth_shim::refresh::RefreshCache<
+        oauth_shim::translate::V2Token,
+        oauth_shim::error::ShimError,
+    > = oauth_shim::refresh::RefreshCache::new(Duration::from_secs(600), 1_000_000);
+    let pid = std::process::id();
+    let (before, _) = proc_memory_kib(pid);
+    for i in 0..N {
+        let token = oauth_shim::translate::V2Token::parse(body).unwrap();
+        cache
+            .get_or_refresh(
+                "bench-client",
+                &format!("bench-refresh-token-{i:08}"),
+                || async move { Ok(token) },
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(cache.entry_count().await, N as u64);
+    let (after, _) = proc_memory_kib(pid);
+    println!(
+        "MEASURE memory backend: {} bytes per cached refresh (RSS over {N})",
+        (after - before) * 1024 / N as u64
+    );
+
+    let used = |info: String| -> u64 {
+        info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
+    };
+    let m0 = used(redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap());
+    let keyset = oauth_shim::state::crypto::KeySet::parse(STATE_KEY).unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..N {
+        let hash = keyset.hash("refresh", &[b"bench-client", format!("rt-{i:08}").as_bytes()]);
+        let key =
+            format!("oauth-shim:refresh:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        pipe.cmd("SET").arg(key).arg(&value).arg("PX").arg(600_000).ignore();
+    }
+    let _: () = pipe.query_async(&mut conn).await.unwrap();
+    let m1 = used(redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap());
+    println!(
+        "MEASURE redis backend: {} bytes of Redis memory per cached refresh (used_memory over {N})",
+        (m1 - m0) / N as u64
+    );
+}

@@ -255,12 +255,21 @@ pub async fn read_request_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec
 pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
+    /// Further `redis-server` arguments (TLS, a password).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// A server started with `extra` arguments (`{port}` in them is replaced by the port).
+    /// With `--tls-port {port}` among them, the port speaks TLS only.
+    pub async fn start_with(extra: Vec<String>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = Self { port, child: None };
+        let extra = extra.into_iter().map(|a| a.replace("{port}", &port.to_string())).collect();
+        let mut server = Self { port, child: None, extra };
         server.restart().await;
         server
     }
@@ -280,23 +289,22 @@ impl RedisServer {
     /// Start it again on the same port, and wait until it answers.
     pub async fn restart(&mut self) {
         self.stop();
+        let tls = self.extra.iter().any(|a| a == "--tls-port");
+        let plain_port = if tls { "0".to_owned() } else { self.port.to_string() };
         let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &plain_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed (.ci/run installs it)");
         self.child = Some(child);
         for _ in 0..500 {
-            if self.client().get_multiplexed_async_connection().await.is_ok() {
+            let up = if tls {
+                tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok()
+            } else {
+                self.client().get_multiplexed_async_connection().await.is_ok()
+            };
+            if up {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
