@@ -703,6 +703,12 @@ impl Config {
             if !seen.insert(client.id.as_str()) {
                 return Err(ConfigError(format!("client {:?} is configured twice", client.id)));
             }
+            if client.continuity && client.mode == ClientMode::Passthrough {
+                return Err(ConfigError(format!(
+                    "client {:?}: continuity needs mode = \"rewrite\" (a passthrough client's tokens are the upstream's)",
+                    client.id
+                )));
+            }
             if client.continuity && client.continuity_lifetime < Duration::from_secs(1) {
                 return Err(ConfigError(format!(
                     "client {:?}: continuity_lifetime must be at least 1s",

@@ -299,7 +299,9 @@ impl Continuity {
             return Err(invalid_token());
         }
         let (session, hash) = self.find(keys, token).await?.ok_or_else(invalid_token)?;
-        let client_ok = rt.client(&session.client_id).is_some_and(|(c, _)| c.continuity);
+        let client_ok = rt
+            .client(&session.client_id)
+            .is_some_and(|(c, _)| c.continuity && c.mode == crate::config::ClientMode::Rewrite);
         if !session.access_hashes.contains(&hash) || !client_ok || session.provider != provider(rt) {
             return Err(invalid_token());
         }

@@ -526,7 +526,20 @@ fn a_continuity_client_without_a_state_key_is_a_config_error() {
     let out = bin().args(["check-config", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("key 1 is not 32 bytes") && !err.contains("canary-not-a-key"), "{err}");
+    assert!(err.contains("is not 32 bytes") && !err.contains("canary-not-a-key"), "{err}");
+    // Continuity on a passthrough client is refused.
+    std::fs::write(dir.join("good.key"), format!("{}\n", &KEY[..64])).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[state]\nencryption_key_file = \"{}\"\n[[clients]]\nid = \"acme\"\nsecret = \"x\"\ncontinuity = true\nmode = \"passthrough\"\n",
+            dir.join("good.key").display()
+        ),
+    )
+    .unwrap();
+    let out = bin().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("continuity needs mode = \"rewrite\""));
 }
 
 /// Two replicas sharing one Redis and one key set, against one stand-in issuing v2 tokens that
@@ -643,4 +656,20 @@ async fn a_token_inside_the_refresh_margin_is_refreshed_in_the_background() {
     assert_eq!(h.standin.token_calls(), 2, "one refresh");
     let metrics = get_text(h.admin_url("/metrics")).await;
     assert!(metrics.contains("oauth_shim_continuity_refreshes_total{trigger=\"background\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn flipping_a_continuity_client_to_deny_refuses_its_minted_tokens() {
+    let (h, _store) = start("deny", 3600, "5m").await;
+    let legacy = password_grant(&h).await;
+    let access = legacy["access_token"].as_str().unwrap();
+    assert_eq!(api(&h, access).await.status(), 200);
+    let mut config = h.app.runtime().config.clone();
+    config.clients[0].mode = oauth_shim::config::ClientMode::Deny;
+    h.app.swap_runtime(oauth_shim::app::Runtime::new(config.clone()).unwrap());
+    assert_eq!(api(&h, access).await.status(), 401);
+    config.clients[0].mode = oauth_shim::config::ClientMode::Rewrite;
+    h.app.swap_runtime(oauth_shim::app::Runtime::new(config).unwrap());
+    assert_eq!(api(&h, access).await.status(), 200, "the session was kept");
+    assert_eq!(api_bearers(&h).len(), 2);
 }
