@@ -110,9 +110,51 @@ struct Record {
     v2_expires_at: Option<u64>,
     v2_lifetime: Option<u64>,
     profile: String,
+    /// Hashes as base64 strings: a JSON array of 32 numbers per hash made decoding the record
+    /// the largest cost of a minted-token API call.
+    #[serde(with = "b64_hashes")]
     access_hashes: Vec<[u8; 32]>,
+    #[serde(with = "b64_hash")]
     refresh_hash: [u8; 32],
     refreshes: u64,
+}
+
+mod b64_hash {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn encode(hash: &[u8; 32]) -> String {
+        STANDARD_NO_PAD.encode(hash)
+    }
+
+    pub fn decode<E: serde::de::Error>(text: &str) -> Result<[u8; 32], E> {
+        let mut out = [0u8; 32];
+        match STANDARD_NO_PAD.decode_slice(text, &mut out) {
+            Ok(32) => Ok(out),
+            _ => Err(E::custom("not a hash")),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(hash: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(hash))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        decode(<&str>::deserialize(d)?)
+    }
+}
+
+mod b64_hashes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(hashes: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(hashes.iter().map(super::b64_hash::encode))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        <Vec<&str>>::deserialize(d)?.into_iter().map(super::b64_hash::decode).collect()
+    }
 }
 
 impl Session {
