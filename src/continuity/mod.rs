@@ -188,8 +188,20 @@ fn invalid_grant() -> ShimError {
     )
 }
 
+/// Seconds since the epoch when a store failure was last logged.
+static LAST_STORE_LOG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The answer for a request the session store failed. Logged at most every 10 s (an outage of
+/// Redis would otherwise log every continuity request; the Redis handle logs the outage too).
 fn store_failed(e: StoreError) -> ShimError {
-    tracing::error!(error = %e, "continuity session store failed");
+    use std::sync::atomic::Ordering;
+    let now = now();
+    let last = LAST_STORE_LOG.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_STORE_LOG.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::error!(error = %e, "continuity session store failed");
+    }
     ShimError::new(
         ErrorCode::TemporarilyUnavailable,
         http::StatusCode::SERVICE_UNAVAILABLE,
@@ -220,6 +232,12 @@ impl Continuity {
         Ok(Self { store, locks: Mutex::default(), metrics, lock_hold })
     }
 
+    /// Count a store failure, and answer it.
+    fn store_failed(&self, e: StoreError) -> ShimError {
+        self.metrics.continuity_store_error();
+        store_failed(e)
+    }
+
     /// Set the sessions gauge from the store.
     pub async fn update_gauge(&self) {
         if let Ok(n) = self.store.count(now()).await {
@@ -234,13 +252,16 @@ impl Continuity {
         add: Vec<[u8; 32]>,
         remove: Vec<[u8; 32]>,
     ) -> Result<(), ShimError> {
-        self.store.put(session.id, session.expires_at, sealed, add, remove).await.map_err(store_failed)?;
+        self.store
+            .put(session.id, session.expires_at, sealed, add, remove)
+            .await
+            .map_err(|e| self.store_failed(e))?;
         self.update_gauge().await;
         Ok(())
     }
 
     async fn delete(&self, doomed: Vec<(SessionId, Vec<[u8; 32]>)>) -> Result<usize, ShimError> {
-        let n = self.store.delete(doomed).await.map_err(store_failed)?;
+        let n = self.store.delete(doomed).await.map_err(|e| self.store_failed(e))?;
         self.update_gauge().await;
         Ok(n)
     }
@@ -250,7 +271,7 @@ impl Continuity {
         let local = self.lock(id).lock_owned().await;
         let remote = match &self.store {
             Backend::Redis(r) => {
-                Some(r.lock(id, self.lock_hold, self.lock_hold).await.map_err(store_failed)?)
+                Some(r.lock(id, self.lock_hold, self.lock_hold).await.map_err(|e| self.store_failed(e))?)
             }
             Backend::Embedded(_) => None,
         };
@@ -272,7 +293,7 @@ impl Continuity {
     /// hash (a session outlives a key rotation), with the hash that found it.
     async fn find(&self, keys: &KeySet, token: &str) -> Result<Option<(Session, [u8; 32])>, ShimError> {
         for hash in keys.hashes(TOKEN_HASH_DOMAIN, &[token.as_bytes()]) {
-            if let Some((id, sealed)) = self.store.find(&hash).await.map_err(store_failed)? {
+            if let Some((id, sealed)) = self.store.find(&hash).await.map_err(|e| self.store_failed(e))? {
                 let Some(session) = Session::open(id, &sealed, keys) else {
                     tracing::warn!(session = ?id, "a session record does not open with the configured keys");
                     return Ok(None);
@@ -285,7 +306,7 @@ impl Continuity {
     }
 
     async fn reload(&self, keys: &KeySet, id: SessionId) -> Result<Option<Session>, ShimError> {
-        let sealed = self.store.load(id).await.map_err(store_failed)?;
+        let sealed = self.store.load(id).await.map_err(|e| self.store_failed(e))?;
         Ok(sealed.and_then(|s| Session::open(id, &s, keys)).filter(|s| s.expires_at > now()))
     }
 
@@ -318,7 +339,7 @@ impl Continuity {
     ) -> Result<Vec<u8>, ShimError> {
         let keys = keys(rt)?;
         let max = rt.config.continuity.max_sessions;
-        if self.store.count(now()).await.map_err(store_failed)? >= max {
+        if self.store.count(now()).await.map_err(|e| self.store_failed(e))? >= max {
             tracing::warn!(max, "continuity session store is full; token call refused");
             return Err(ShimError::new(
                 ErrorCode::TemporarilyUnavailable,
@@ -517,7 +538,7 @@ impl Continuity {
             .store
             .scan(now)
             .await
-            .map_err(store_failed)?
+            .map_err(|e| self.store_failed(e))?
             .into_iter()
             .filter_map(|(id, sealed)| Session::open(id, &sealed, keys))
             .filter(|s| s.expires_at > now)
@@ -553,7 +574,7 @@ impl Continuity {
 
     /// Delete expired sessions.
     pub async fn sweep(&self) -> Result<usize, ShimError> {
-        let n = self.store.sweep(now()).await.map_err(store_failed)?;
+        let n = self.store.sweep(now()).await.map_err(|e| self.store_failed(e))?;
         self.update_gauge().await;
         Ok(n)
     }

@@ -97,6 +97,7 @@ pub struct Metrics {
     continuity_refreshes: Family<TriggerLabels, Counter>,
     continuity_refresh_failures: Family<ReasonLabels, Counter>,
     continuity_rejected: Counter,
+    continuity_store_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -120,6 +121,7 @@ impl Metrics {
         let continuity_refreshes = Family::<TriggerLabels, Counter>::default();
         let continuity_refresh_failures = Family::<ReasonLabels, Counter>::default();
         let continuity_rejected = Counter::default();
+        let continuity_store_errors = Counter::default();
         let mut r = Registry::with_prefix("oauth_shim");
         r.register(
             "requests",
@@ -164,6 +166,11 @@ impl Metrics {
             "API calls refused because their minted token was unknown, revoked or expired",
             continuity_rejected.clone(),
         );
+        r.register(
+            "continuity_store_errors",
+            "Continuity requests the session store (file or Redis) failed; answered temporarily_unavailable",
+            continuity_store_errors.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(r),
             requests,
@@ -179,6 +186,7 @@ impl Metrics {
             continuity_refreshes,
             continuity_refresh_failures,
             continuity_rejected,
+            continuity_store_errors,
         }
     }
 
@@ -192,6 +200,10 @@ impl Metrics {
 
     pub fn continuity_refresh_failure(&self, reason: &'static str) {
         self.continuity_refresh_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn continuity_store_error(&self) {
+        self.continuity_store_errors.inc();
     }
 
     pub fn continuity_rejected(&self) {

@@ -673,3 +673,31 @@ async fn flipping_a_continuity_client_to_deny_refuses_its_minted_tokens() {
     assert_eq!(api(&h, access).await.status(), 200, "the session was kept");
     assert_eq!(api_bearers(&h).len(), 2);
 }
+
+#[tokio::test]
+async fn redis_down_fails_only_continuity_calls_and_they_recover_with_it() {
+    let mut redis = RedisServer::start().await;
+    let (a, _b) = two_replicas_on_redis(&redis, 3600).await;
+    let legacy = password_grant(&a).await;
+    let access = legacy["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(api(&a, &access).await.status(), 200);
+    redis.stop();
+    let resp = api(&a, &access).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "temporarily_unavailable");
+    // Other traffic is not affected.
+    assert_eq!(api(&a, "upstream-issued-token").await.status(), 401, "passed through to the stand-in");
+    let metrics = get_text(a.admin_url("/metrics")).await;
+    assert!(metrics.contains("oauth_shim_continuity_store_errors_total"), "{metrics}");
+    // Redis back (empty: it keeps nothing on disk here): the replica uses it again by itself.
+    redis.restart().await;
+    let mut recovered = false;
+    for _ in 0..100 {
+        if api(&a, &access).await.status() == 401 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "the store answers again (the session died with Redis's memory)");
+}
