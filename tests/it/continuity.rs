@@ -701,3 +701,35 @@ async fn redis_down_fails_only_continuity_calls_and_they_recover_with_it() {
     }
     assert!(recovered, "the store answers again (the session died with Redis's memory)");
 }
+
+#[tokio::test]
+async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
+    let (h, store) = start("rotation", 3600, "5m").await;
+    let legacy = password_grant(&h).await;
+    let access = legacy["access_token"].as_str().unwrap();
+    let new_key = "a".repeat(64);
+    let mut config = h.app.runtime().config.clone();
+    config.state.encryption_keys = Some(oauth_shim::oauth::Secret::new(format!("{new_key} {}", &KEY[..64])));
+    h.app.swap_runtime(oauth_shim::app::Runtime::new(config.clone()).unwrap());
+    assert_eq!(api(&h, access).await.status(), 200, "found under the old key's hash");
+    let renewed: Value = http()
+        .get(h.url(&format!(
+            "/oauth/access_token?grant_type=refresh_token&refresh_token={}&client_id={ID}",
+            legacy["refresh_token"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let renewed_access = renewed["access_token"].as_str().unwrap();
+    assert_eq!(api(&h, renewed_access).await.status(), 200, "re-sealed and indexed under the new key");
+    // The old key dropped: the session, sealed now under the new key, still opens, but the
+    // tokens indexed under the old key's hash are no longer found.
+    config.state.encryption_keys = Some(oauth_shim::oauth::Secret::new(new_key));
+    h.app.swap_runtime(oauth_shim::app::Runtime::new(config).unwrap());
+    assert_eq!(api(&h, renewed_access).await.status(), 200);
+    assert_eq!(api(&h, access).await.status(), 401);
+    drop(store);
+}
