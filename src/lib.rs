@@ -3,7 +3,8 @@
 //!
 //! The request path, in order:
 //! - [`server`] accepts connections (limits, timeouts, graceful drain) and hands each request to
-//! - [`app`], the one entry point, which applies front-door checks and routes:
+//! - [`app`], the one entry point, which gives the request its id ([`request_id`]), applies
+//!   front-door checks and routes:
 //!   - `/oauth/access_token` → [`token`]: [`legacy`] collects the parameters, [`translate`]
 //!     builds the v2 form, [`oauth`] makes the upstream call (refreshes go through
 //!     [`refresh`], in this process or shared by replicas through [`state`]), and
@@ -12,7 +13,8 @@
 //!   - everything else → [`forward`]: streamed pass-through to the API base; a request carrying
 //!     a token oauth-shim minted (`Bearer osh_at_…`, told by its prefix alone) goes through
 //!     [`continuity`] instead, which swaps in the session's current v2 token.
-//! - Both upstream calls go through [`upstream`], the connection pool.
+//! - Both upstream calls go through [`upstream`], the connection pool; a failed call is
+//!   classified there ([`upstream::Cause`]) and logged once by its caller.
 //! - Every failure becomes a response in [`error`], and only there.
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
@@ -34,6 +36,7 @@ pub mod legacy;
 pub mod oauth;
 pub mod ops;
 pub mod refresh;
+pub mod request_id;
 pub mod server;
 pub mod standin;
 pub mod state;

@@ -497,9 +497,16 @@ impl Continuity {
         self.metrics.continuity_refresh(trigger.as_str());
         let mut form = String::from("grant_type=refresh_token&refresh_token=");
         form.extend(form_urlencoded::byte_serialize(v2_refresh.expose().as_bytes()));
-        let result = token_call(http, &rt.token_url, auth.clone(), &Secret::new(form), &rt.config.upstream)
-            .await
-            .result;
+        let result = token_call(
+            http,
+            &rt.token_url,
+            auth.clone(),
+            &Secret::new(form),
+            &rt.config.upstream,
+            crate::oauth::TraceHeaders::default(),
+        )
+        .await
+        .result;
         let token = match result {
             Ok(t) => t,
             Err(e) if e.code == ErrorCode::InvalidGrant => {

@@ -733,3 +733,26 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
     assert_eq!(api(&h, access).await.status(), 401);
     drop(store);
 }
+
+#[tokio::test]
+async fn session_routes_need_the_admin_token_when_one_is_set() {
+    let (store, key) = scratch("admin-token");
+    let standin =
+        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut config = shim_config(&standin, &continuity_toml(&store, &key, "5m"));
+    config.clients[0].continuity = true;
+    config.admin.token = Some(oauth_shim::oauth::Secret::new("canary-admin-token-31"));
+    let h = Harness::with_config(standin, config.validated().unwrap()).await;
+    password_grant(&h).await;
+    let list = h.admin_url("/sessions");
+    let revoke = h.admin_url(&format!("/sessions/revoke?client={ID}"));
+    assert_eq!(http().get(&list).send().await.unwrap().status(), 401);
+    assert_eq!(http().post(&revoke).send().await.unwrap().status(), 401);
+    assert_eq!(http().get(&list).bearer_auth("wrong").send().await.unwrap().status(), 401);
+    let listed: Value =
+        http().get(&list).bearer_auth("canary-admin-token-31").send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1);
+    let revoked: Value =
+        http().post(&revoke).bearer_auth("canary-admin-token-31").send().await.unwrap().json().await.unwrap();
+    assert_eq!(revoked["revoked"], 1);
+}
