@@ -128,7 +128,7 @@ async fn run(
         // A minted refresh token is answered from its session and never sent upstream as is.
         if sent.expose().starts_with(crate::continuity::minted::REFRESH_PREFIX) {
             let continuity = shared.continuity(rt)?;
-            let json = Box::pin(continuity.legacy_refresh(shared, rt, client, &sent)).await?;
+            let json = Box::pin(continuity.legacy_refresh(shared, rt, client, &sent, trace)).await?;
             outcome.detail = Some("continuity");
             return Ok(success(json));
         }

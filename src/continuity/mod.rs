@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::app::{Runtime, Shared};
 use crate::config::{ClientConfig, Config, StateBackend};
 use crate::error::{ErrorCode, ShimError};
-use crate::oauth::{HttpClient, Secret, token_call};
+use crate::oauth::{HttpClient, Secret, TraceHeaders, token_call};
 use crate::ops::metrics::Metrics;
 use crate::state::crypto::KeySet;
 use crate::state::redis::Redis;
@@ -381,6 +381,7 @@ impl Continuity {
         rt: &Arc<Runtime>,
         client: &ClientConfig,
         token: &Secret,
+        trace: TraceHeaders,
     ) -> Result<Vec<u8>, ShimError> {
         let keys = keys(rt)?;
         if !client.continuity || !minted::well_formed(token.expose().as_bytes(), minted::REFRESH_PREFIX) {
@@ -391,7 +392,7 @@ impl Continuity {
         {
             return Err(invalid_grant());
         }
-        let session = match self.ensure_fresh(&shared.client, rt, session).await {
+        let session = match self.ensure_fresh(&shared.client, rt, session, trace).await {
             Err(e) if e.code == ErrorCode::InvalidToken => return Err(invalid_grant()),
             other => other?,
         };
@@ -423,6 +424,7 @@ impl Continuity {
         http: &HttpClient,
         rt: &Arc<Runtime>,
         session: Session,
+        trace: TraceHeaders,
     ) -> Result<Session, ShimError> {
         let remaining = session.v2_remaining(now()).unwrap_or(0);
         if remaining > margin(rt, &session) {
@@ -436,11 +438,11 @@ impl Continuity {
             let (this, http, rt, id, used) =
                 (Arc::clone(self), http.clone(), Arc::clone(rt), session.id, session.v2_access.clone());
             tokio::spawn(async move {
-                let _ = this.refresh(&http, &rt, id, &used, Trigger::Background).await;
+                let _ = this.refresh(&http, &rt, id, &used, Trigger::Background, trace).await;
             });
             return Ok(session);
         }
-        self.refresh(http, rt, session.id, &session.v2_access, Trigger::Inline).await
+        self.refresh(http, rt, session.id, &session.v2_access, Trigger::Inline, trace).await
     }
 
     /// After the upstream refused `session`'s token with 401: refresh once (unless another
@@ -450,8 +452,9 @@ impl Continuity {
         http: &HttpClient,
         rt: &Arc<Runtime>,
         session: &Session,
+        trace: TraceHeaders,
     ) -> Result<Session, ShimError> {
-        self.refresh(http, rt, session.id, &session.v2_access, Trigger::Retry).await
+        self.refresh(http, rt, session.id, &session.v2_access, Trigger::Retry, trace).await
     }
 
     /// Refresh the session's v2 token upstream, one refresh per session at a time (across
@@ -465,9 +468,10 @@ impl Continuity {
         id: SessionId,
         used: &Secret,
         trigger: Trigger,
+        trace: TraceHeaders,
     ) -> Result<Session, ShimError> {
         let held = self.hold(id).await?;
-        let result = self.refresh_held(http, rt, id, used, trigger).await;
+        let result = self.refresh_held(http, rt, id, used, trigger, trace).await;
         held.release().await;
         result
     }
@@ -479,6 +483,7 @@ impl Continuity {
         id: SessionId,
         used: &Secret,
         trigger: Trigger,
+        trace: TraceHeaders,
     ) -> Result<Session, ShimError> {
         let keys = keys(rt)?;
         let mut session = self.reload(keys, id).await?.ok_or_else(invalid_token)?;
@@ -497,16 +502,10 @@ impl Continuity {
         self.metrics.continuity_refresh(trigger.as_str());
         let mut form = String::from("grant_type=refresh_token&refresh_token=");
         form.extend(form_urlencoded::byte_serialize(v2_refresh.expose().as_bytes()));
-        let result = token_call(
-            http,
-            &rt.token_url,
-            auth.clone(),
-            &Secret::new(form),
-            &rt.config.upstream,
-            crate::oauth::TraceHeaders::default(),
-        )
-        .await
-        .result;
+        let result =
+            token_call(http, &rt.token_url, auth.clone(), &Secret::new(form), &rt.config.upstream, trace)
+                .await
+                .result;
         let token = match result {
             Ok(t) => t,
             Err(e) if e.code == ErrorCode::InvalidGrant => {

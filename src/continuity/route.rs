@@ -56,7 +56,9 @@ async fn run(
         true,
         crate::ops::migration::Call::default().with(crate::ops::migration::Feature::Continuity, true),
     );
-    let session = continuity.ensure_fresh(&shared.client, rt, session).await?;
+    // A refresh this request waits for carries its id and trace context upstream.
+    let trace = crate::oauth::TraceHeaders::from_headers(req.headers());
+    let session = continuity.ensure_fresh(&shared.client, rt, session, trace.clone()).await?;
 
     let (mut parts, body) = req.into_parts();
     // Only a request without a body can be sent twice.
@@ -70,7 +72,7 @@ async fn run(
     if sent.upstream_status != Some(StatusCode::UNAUTHORIZED) {
         return Ok(sent.record(outcome));
     }
-    let fresh = match continuity.refresh_after_401(&shared.client, rt, &session).await {
+    let fresh = match continuity.refresh_after_401(&shared.client, rt, &session, trace).await {
         Ok(fresh) if fresh.v2_access != session.v2_access => fresh,
         // No newer token to try: the upstream's 401 stands.
         Ok(_) => return Ok(sent.record(outcome)),

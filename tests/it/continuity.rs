@@ -106,8 +106,23 @@ async fn minted_token_outlives_a_short_v2_token_and_upstream_sees_only_v2_tokens
     assert_eq!(api(&h, &access).await.status(), 200);
     // Past the v2 token's two seconds.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let resp = api(&h, &access).await;
+    let resp = http()
+        .get(h.url("/G2W/rest/v2/organizers/1/webinars"))
+        .bearer_auth(&access)
+        .header("x-request-id", "continuity-req-7")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let refresh_call = h.standin.requests().into_iter().find(|r| {
+        r.path == oauth_shim::standin::TOKEN_PATH
+            && form_pairs(&r.body).iter().any(|(_, v)| v == "refresh_token")
+    });
+    assert_eq!(
+        refresh_call.expect("an upstream refresh").headers["x-request-id"],
+        "continuity-req-7",
+        "the refresh carries the id of the call that waited for it"
+    );
 
     let seen = api_bearers(&h);
     assert_eq!(seen.len(), 2, "{seen:?}");
