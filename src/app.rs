@@ -267,13 +267,7 @@ fn refresher(config: &Config) -> (Refresher<V2Token, ShimError>, Option<Redis>) 
     });
     match started {
         Ok((redis, keys)) => {
-            let shared = SharedRefresh::new(
-                redis.clone(),
-                Arc::new(keys),
-                rc.ttl,
-                rc.max_entries,
-                config.upstream.request_timeout,
-            );
+            let shared = SharedRefresh::new(redis.clone(), Arc::new(keys), rc.ttl, rc.max_entries);
             (Refresher::Shared(shared), Some(redis))
         }
         Err(e) => {

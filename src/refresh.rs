@@ -31,6 +31,9 @@
 //! unregistered in every outcome (success, error, panic, runtime shutdown) by a drop guard.
 //!
 //! The handle is cheap to clone: all state lives behind one `Arc`.
+//!
+//! This is the memory backend. With `[state] backend = "redis"`, [`shared`] shares the cache and
+//! flight between replicas through Redis, still coalescing inside the process with this cache.
 
 use std::{
     collections::HashMap,

@@ -154,7 +154,8 @@ async fn run(
             Refresher::Memory(cache) => cache.get_or_refresh(&client.id, sent.expose(), fetch).await?,
             // Boxed, so the memory backend's future keeps its size.
             Refresher::Shared(cache) => {
-                Box::pin(cache.get_or_refresh(&client.id, sent.expose(), fetch)).await?
+                let deadline = rt.config.upstream.request_timeout;
+                Box::pin(cache.get_or_refresh(&client.id, sent.expose(), deadline, fetch)).await?
             }
         };
         outcome.detail = Some(served.source.as_str());

@@ -1,9 +1,9 @@
 //! Prometheus metrics served at the admin listener's `GET /metrics`: requests by route, client,
 //! outcome and status class; request duration by route and status class; upstream call
-//! duration; in-flight requests; open connections; refresh cache counters; shared-state (Redis)
-//! fallbacks; token-continuity sessions and refreshes; config reloads; build info; the
-//! process's CPU, memory and file descriptors. Client labels are bounded: only configured client
-//! ids appear, every other id folds into `unknown`.
+//! duration; in-flight requests; open connections; refresh cache counters; shared-state
+//! (Redis) fallbacks and outages; token-continuity sessions and refreshes; config reloads; build
+//! info; the process's CPU, memory and file descriptors. Client labels are bounded: only
+//! configured client ids appear, every other id folds into `unknown`.
 //!
 //! The text is OpenMetrics as `prometheus-client` writes it; [`Format::Prometheus`] rewrites it
 //! into the classic 0.0.4 text format (a counter's family is named with its `_total`, no
@@ -398,8 +398,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition text in `format`, with the refresh cache's and shared state's counters
-    /// and the process metrics read at scrape time.
+    /// The exposition text in `format`, with the refresh cache's counters, the shared state's
+    /// (Redis backend only) and the process metrics read at scrape time.
     pub fn render(&self, refresh: RefreshStats, state: Option<RedisStats>, format: Format) -> String {
         let mut scrape = Registry::with_prefix("oauth_shim_refresh_cache");
         for (name, help, value) in [

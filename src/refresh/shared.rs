@@ -124,7 +124,6 @@ struct Inner<V: Refreshed, E: RefreshFailure> {
     /// Cache and single flight while Redis is down.
     fallback: RefreshCache<V, E>,
     ttl: Duration,
-    lock_ttl: Duration,
     recheck: Duration,
     hits: AtomicU64,
     upstream: AtomicU64,
@@ -155,6 +154,10 @@ return 0
 
 type Token = [u8; 16];
 
+/// How much longer than the upstream deadline a flight's lock lives: time for the leader's
+/// store-and-publish after a call that took the whole deadline.
+pub const LOCK_MARGIN: Duration = Duration::from_secs(2);
+
 enum Looked {
     /// A stored answer (`s…`) or this waiter's error marker (`e…`).
     Found(Vec<u8>),
@@ -164,24 +167,18 @@ enum Looked {
     Busy(Vec<u8>),
 }
 
-/// The Redis keys of one refresh.
+/// The Redis keys of one refresh, and its lock's lifetime.
 struct Keys {
     hash: [u8; 32],
     value: String,
     lock: String,
+    lock_ttl: Duration,
 }
 
 impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
     /// `ttl` and `max_entries` as for the memory backend (the latter bounds the fallback
-    /// cache); `upstream_deadline` is the token call's deadline, which the lock outlives.
-    pub fn new(
-        redis: Redis,
-        keys: Arc<KeySet>,
-        ttl: Duration,
-        max_entries: u64,
-        upstream_deadline: Duration,
-    ) -> Self {
-        let lock_ttl = upstream_deadline + Duration::from_secs(2);
+    /// cache).
+    pub fn new(redis: Redis, keys: Arc<KeySet>, ttl: Duration, max_entries: u64) -> Self {
         Self {
             inner: Arc::new(Inner {
                 redis,
@@ -189,7 +186,6 @@ impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
                 local: RefreshCache::new(Duration::ZERO, 0),
                 fallback: RefreshCache::new(ttl, max_entries),
                 ttl,
-                lock_ttl,
                 recheck: Duration::from_millis(200),
                 hits: AtomicU64::new(0),
                 upstream: AtomicU64::new(0),
@@ -200,10 +196,14 @@ impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
     }
 
     /// As [`RefreshCache::get_or_refresh`], with the cache and flight shared through Redis.
+    ///
+    /// `upstream_deadline` bounds the call `fetch` makes; a flight's lock outlives it by
+    /// [`LOCK_MARGIN`].
     pub async fn get_or_refresh<F, Fut>(
         &self,
         client_id: &str,
         refresh_token: &str,
+        upstream_deadline: Duration,
         fetch: F,
     ) -> Result<Served<V>, E>
     where
@@ -218,7 +218,10 @@ impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
                 let hash = inner.keys.hash("refresh", &[client_id.as_bytes(), refresh_token.as_bytes()]);
                 let (client_id, refresh_token) = (client_id.to_owned(), Secret::new(refresh_token));
                 let upstream = fetch();
-                Box::pin(async move { inner.flight(hash, &client_id, &refresh_token, upstream).await })
+                let lock_ttl = upstream_deadline + LOCK_MARGIN;
+                Box::pin(
+                    async move { inner.flight(hash, lock_ttl, &client_id, &refresh_token, upstream).await },
+                )
             })
             .await?;
         let Served { value: answer, age, source } = served;
@@ -245,6 +248,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
     async fn flight<Fut>(
         self: Arc<Self>,
         hash: [u8; 32],
+        lock_ttl: Duration,
         client_id: &str,
         refresh_token: &Secret,
         upstream: Fut,
@@ -264,6 +268,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
             hash,
             value: self.redis.key("refresh", &hash),
             lock: self.redis.key("refresh-lock", &hash),
+            lock_ttl,
         };
         // Listening before the first look: a message published after it cannot be missed.
         let events = self.redis.events();
@@ -318,7 +323,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
                 let mut stored = vec![b'e'];
                 stored.extend_from_slice(token);
                 stored.extend_from_slice(&self.keys.seal(keys.value.as_bytes(), &error.encode()));
-                (stored, self.lock_ttl)
+                (stored, keys.lock_ttl)
             }
         };
         let mut message = keys.hash.to_vec();
@@ -356,7 +361,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
     {
         // The running leader answers or its lock expires within `lock_ttl`; after that a
         // re-read takes the lock. This bound only stops a wait that somehow outlives both.
-        let deadline = tokio::time::Instant::now() + 2 * self.lock_ttl;
+        let deadline = tokio::time::Instant::now() + 2 * keys.lock_ttl;
         let mut listening = true;
         loop {
             let recheck = tokio::time::sleep(self.recheck);
@@ -404,7 +409,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         token: &Token,
         waiting_on: Option<&[u8]>,
     ) -> Result<Looked, Unavailable> {
-        let lock_ms = u64::try_from(self.lock_ttl.as_millis()).unwrap_or(u64::MAX);
+        let lock_ms = u64::try_from(keys.lock_ttl.as_millis()).unwrap_or(u64::MAX);
         let script = get_or_lock_script();
         let mut invocation = script.prepare_invoke();
         invocation
@@ -434,10 +439,17 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         let aad = keys.value.as_bytes();
         match stored.split_first()? {
             (b's', sealed) => {
-                let plain = self.keys.open(aad, sealed)?;
-                let (at, encoded) = plain.split_first_chunk::<8>()?;
-                let age = Duration::from_millis(unix_ms().saturating_sub(u64::from_be_bytes(*at)));
-                Some(Ok((V::decode(encoded)?, age)))
+                let opened = self.keys.open(aad, sealed).and_then(|plain| {
+                    let (at, encoded) = plain.split_first_chunk::<8>()?;
+                    let age = Duration::from_millis(unix_ms().saturating_sub(u64::from_be_bytes(*at)));
+                    Some((V::decode(encoded)?, age))
+                });
+                if opened.is_none() {
+                    tracing::warn!(
+                        "state: a refresh answer in Redis does not open with this [state] key set; calling upstream"
+                    );
+                }
+                opened.map(Ok)
             }
             (b'e', rest) if rest.len() > 16 && Some(&rest[..16]) == waiting_on => {
                 let plain = self.keys.open(aad, &rest[16..])?;
@@ -479,7 +491,6 @@ impl<V: Refreshed + Portable, E: SharedFailure> std::fmt::Debug for SharedRefres
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedRefresh")
             .field("ttl", &self.inner.ttl)
-            .field("lock_ttl", &self.inner.lock_ttl)
             .field("redis", &self.inner.redis)
             .field("stats", &self.stats())
             .finish_non_exhaustive()

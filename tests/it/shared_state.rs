@@ -1,5 +1,6 @@
 //! Shared state on a real Redis (SPEC §6): replicas spend a refresh token once between them,
-//! survive Redis dying and coming back, and leave nothing readable in Redis.
+//! survive Redis dying, stalling or refusing and coming back, and leave nothing readable in
+//! Redis. Each test starts its own `redis-server` on a free loopback port.
 
 use std::time::Duration;
 
@@ -246,6 +247,7 @@ async fn redis_dying_falls_back_and_coming_back_resumes_sharing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     const CLIENT_SECRET: &str = "canary-state-client-secret-31d9";
+    let logs = captured_logs();
     let redis = RedisServer::start().await;
     // Everything sent to Redis, as Redis received it.
     let monitor = redis.client().get_async_monitor().await.unwrap();
@@ -308,6 +310,7 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
             assert!(!value.windows(canary.len()).any(|w| w == canary.as_bytes()), "value holds {canary}");
         }
         assert!(!monitored.contains(canary.as_str()), "a command sent {canary} to Redis");
+        assert!(!logs.text().contains(canary.as_str()), "a log line holds {canary}");
     }
 }
 
@@ -525,4 +528,58 @@ async fn measure_shared_state() {
         "MEASURE redis backend: {} bytes of Redis memory per cached refresh (used_memory over {N})",
         (m1 - m0) / N as u64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_another_key_set_neither_reads_nor_breaks_the_others() {
+    let redis = RedisServer::start().await;
+    let standin = start_standin(standin_config()).await;
+    let replicas = replicas(&standin, &redis, 1, "").await;
+    let other_key = std::env::temp_dir().join(format!("oauth-shim-test-other-key-{}", std::process::id()));
+    std::fs::write(&other_key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    let toml = format!(
+        "[state]\nbackend = \"redis\"\nurl = \"{}\"\nencryption_key_file = \"{}\"\n",
+        redis.url(),
+        other_key.display()
+    );
+    let stranger = Replica::start(&standin, &toml).await;
+    eventually("connected", || stranger.redis_up()).await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+    let first: Value = get_json(replicas[0].refresh_url(&rt)).await;
+    assert!(first["access_token"].is_string());
+    // Its keys differ, so it finds nothing of the others' and refreshes on its own.
+    let resp = http().get(stranger.refresh_url(&rt)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(standin.token_calls(), 2);
+    let _ = std::fs::remove_file(&other_key);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_entries_follow_the_cache_ttl_and_count_down_across_replicas() {
+    let redis = RedisServer::start().await;
+    let standin = start_standin(standin_config()).await;
+    let replicas = replicas(&standin, &redis, 2, "[refresh_cache]\nttl = \"2500ms\"\n").await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+    let first: Value = get_json(replicas[0].refresh_url(&rt)).await;
+    assert_eq!(first["expires_in"], "3600");
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("oauth-shim:refresh:*").query_async(&mut conn).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    assert!(pttl > 0 && pttl <= 2500, "stored for refresh_cache.ttl: {pttl} ms");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let cached: Value = get_json(replicas[1].refresh_url(&rt)).await;
+    assert_eq!(standin.token_calls(), 1, "the other replica answered from Redis");
+    assert_eq!(cached["access_token"], first["access_token"]);
+    let remaining: u64 = cached["expires_in"].as_str().unwrap().parse().unwrap();
+    assert!(remaining < 3600, "the remaining lifetime, not the original: {remaining}");
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let fresh: Value = get_json(replicas[1].refresh_url(&rt)).await;
+    assert_eq!(standin.token_calls(), 2, "the entry expired after the ttl");
+    assert_ne!(fresh["access_token"], first["access_token"]);
 }
