@@ -62,6 +62,9 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body> {
     if let Some(resp) = crate::ops::admin_route(app, &req) {
         return resp;
     }
+    if let Some(resp) = crate::ops::sessions::route(app, &req).await {
+        return resp;
+    }
     let (status, text) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if app.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),

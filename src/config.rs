@@ -25,6 +25,7 @@ pub struct Config {
     pub state: StateConfig,
     pub log: LogConfig,
     pub reload: ReloadConfig,
+    pub continuity: ContinuityConfig,
     pub clients: Vec<ClientConfig>,
     /// What loading noticed that is worth a warning but not fatal (environment variables under
     /// `OAUTH_SHIM_` that name no key, no clients configured). `check-config` prints them to
@@ -500,7 +501,7 @@ impl ClientMode {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     pub id: String,
@@ -522,6 +523,60 @@ pub struct ClientConfig {
     /// When non-empty, a caller's `redirect_uri` at authorize must be one of these.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub redirect_uri_allow: Vec<String>,
+    /// Token continuity: legacy token calls answer with oauth-shim-minted long-lived tokens,
+    /// and API calls with them go upstream with the session's current v2 token.
+    pub continuity: bool,
+    /// How long a minted token lives (the legacy `expires_in`); a legacy refresh renews it.
+    #[serde(with = "humantime_serde")]
+    pub continuity_lifetime: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            secret: None,
+            secret_env: None,
+            secret_file: None,
+            mode: ClientMode::default(),
+            allow_password_grant: false,
+            redirect_uri: None,
+            redirect_uri_allow: Vec::new(),
+            continuity: false,
+            continuity_lifetime: DEFAULT_CONTINUITY_LIFETIME,
+        }
+    }
+}
+
+/// What legacy access tokens lived: 365 days.
+pub const DEFAULT_CONTINUITY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContinuityConfig {
+    /// Directory of the embedded session store (`sessions.redb`), used unless `[state]` is Redis.
+    pub dir: PathBuf,
+    /// How often expired sessions are deleted.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// A session's v2 access token is refreshed once it has less than this left (in the
+    /// background while it is still valid; capped at half the token's lifetime).
+    #[serde(with = "humantime_serde")]
+    pub refresh_margin: Duration,
+    /// Most sessions the store holds; a token call that would create one more is refused
+    /// (`temporarily_unavailable`).
+    pub max_sessions: u64,
+}
+
+impl Default for ContinuityConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/oauth-shim"),
+            sweep_interval: Duration::from_secs(600),
+            refresh_margin: Duration::from_secs(300),
+            max_sessions: 1_000_000,
+        }
+    }
 }
 
 impl ClientConfig {
@@ -661,6 +716,27 @@ impl Config {
         Ok(())
     }
 
+    /// A continuity client needs the `[state]` key set: the session store is always sealed, and
+    /// a key is never generated (one written beside the data it protects protects nothing).
+    fn check_continuity_keys(&self) -> Result<(), ConfigError> {
+        if self.state.encryption_keys.is_some() {
+            return Ok(());
+        }
+        match self.clients.iter().find(|c| c.continuity) {
+            Some(c) => Err(ConfigError(format!(
+                "client {:?}: continuity needs [state] encryption_key_env or encryption_key_file \
+                 (the session store is always encrypted)",
+                c.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether any client uses token continuity.
+    pub fn continuity_enabled(&self) -> bool {
+        self.clients.iter().any(|c| c.continuity)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         check_log_level(&self.log.level)?;
         check_url("upstream.token_url", &self.upstream.token_url)?;
@@ -668,6 +744,7 @@ impl Config {
         check_url("upstream.api_base", &self.upstream.api_base)?;
         self.upstream.extra_roots()?;
         self.state.validate()?;
+        self.check_continuity_keys()?;
         let s = &self.server;
         for (key, value) in [
             ("server.max_connections", s.max_connections),
@@ -692,6 +769,7 @@ impl Config {
             ("upstream.request_timeout", self.upstream.request_timeout),
             ("upstream.body_stall_timeout", self.upstream.body_stall_timeout),
             ("reload.watch_interval", self.reload.watch_interval),
+            ("continuity.sweep_interval", self.continuity.sweep_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{key} must be greater than 0s")));
@@ -713,6 +791,18 @@ impl Config {
             }
             if !seen.insert(client.id.as_str()) {
                 return Err(ConfigError(format!("client {:?} is configured twice", client.id)));
+            }
+            if client.continuity && client.mode == ClientMode::Passthrough {
+                return Err(ConfigError(format!(
+                    "client {:?}: continuity needs mode = \"rewrite\" (a passthrough client's tokens are the upstream's)",
+                    client.id
+                )));
+            }
+            if client.continuity && client.continuity_lifetime < Duration::from_secs(1) {
+                return Err(ConfigError(format!(
+                    "client {:?}: continuity_lifetime must be at least 1s",
+                    client.id
+                )));
             }
             if let Some(uri) = &client.redirect_uri {
                 parse_redirect(&client.id, "redirect_uri", uri)?;

@@ -10,7 +10,9 @@
 //!     [`refresh`], in this process or shared by replicas through [`state`]), and
 //!     [`translate`] renders the legacy answer;
 //!   - `/oauth/authorize` → [`authorize`]: a redirect to the configured v2 authorize URL;
-//!   - everything else → [`forward`]: streamed pass-through to the API base.
+//!   - everything else → [`forward`]: streamed pass-through to the API base; a request carrying
+//!     a token oauth-shim minted (`Bearer osh_at_…`, told by its prefix alone) goes through
+//!     [`continuity`] instead, which swaps in the session's current v2 token.
 //! - Both upstream calls go through [`upstream`], the connection pool; a failed call is
 //!   classified there ([`upstream::Cause`]) and logged once by its caller.
 //! - Every failure becomes a response in [`error`], and only there.
@@ -26,6 +28,7 @@ pub mod authorize;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod continuity;
 pub mod dev;
 pub mod error;
 pub mod forward;

@@ -125,6 +125,13 @@ async fn run(
     if v2.grant == Grant::RefreshToken {
         let translate::V2Request { form, refresh_token, .. } = v2;
         let sent = refresh_token.unwrap_or_default();
+        // A minted refresh token is answered from its session and never sent upstream as is.
+        if sent.expose().starts_with(crate::continuity::minted::REFRESH_PREFIX) {
+            let continuity = shared.continuity(rt)?;
+            let json = Box::pin(continuity.legacy_refresh(shared, rt, client, &sent, trace)).await?;
+            outcome.detail = Some("continuity");
+            return Ok(success(json));
+        }
         // Only the caller that starts the upstream call runs this, so cache hits and joined
         // callers clone nothing for it. Boxed: the upstream call's future is large, and the
         // spawned task (and every move of it on the way into the runtime) would otherwise
@@ -152,6 +159,10 @@ async fn run(
             }
         };
         outcome.detail = Some(served.source.as_str());
+        if client.continuity {
+            let continuity = shared.continuity(rt)?;
+            return Ok(success(Box::pin(continuity.create(rt, client, &served.value)).await?));
+        }
         return Ok(success(served.value.render_legacy(served.age, Some(&sent), legacy_cfg)));
     }
 
@@ -161,6 +172,10 @@ async fn run(
     outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
     let token = result.result?;
+    if client.continuity {
+        let continuity = shared.continuity(rt)?;
+        return Ok(success(Box::pin(continuity.create(rt, client, &token)).await?));
+    }
     Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
 }
 

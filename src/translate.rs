@@ -301,6 +301,26 @@ impl V2Token {
         &self.0.access_token
     }
 
+    pub fn refresh_token(&self) -> Option<&Secret> {
+        self.0.refresh_token.as_ref()
+    }
+
+    /// The legacy fields the upstream sent (`organizer_key` … `email`, legacy order), as the
+    /// JSON fragment `,"name":value` each: what a continuity session keeps to answer later
+    /// legacy refreshes in full.
+    pub fn legacy_profile(&self) -> String {
+        let f = &*self.0;
+        let mut out = Vec::new();
+        for (name, span) in LEGACY_FIELDS.iter().zip(&f.legacy) {
+            if let Some(span) = span {
+                json::key(&mut out, name);
+                out.extend_from_slice(&f.json[span.clone()]);
+            }
+        }
+        // Built from parsed JSON strings and our own names: always UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
     /// The answer as a v2 JSON object again, every field kept (order: tokens, `expires_in`,
     /// `token_type`, the legacy fields, the rest), so that [`V2Token::parse`] reads back an
     /// equal token. What the shared refresh cache stores (sealed).
@@ -385,6 +405,34 @@ impl V2Token {
         out.push(b'}');
         out
     }
+}
+
+/// The legacy answer of a continuity session: minted tokens, the configured lifetime as the
+/// legacy `expires_in` string, and the session's stored legacy fields (`profile`, as
+/// [`V2Token::legacy_profile`] wrote it).
+pub fn render_minted(
+    access: &Secret,
+    expires_in: u64,
+    refresh: &Secret,
+    profile: &str,
+    legacy: &LegacyConfig,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + profile.len());
+    out.extend_from_slice(b"{\"access_token\":");
+    json::write_str(&mut out, access.expose());
+    json::key(&mut out, "expires_in");
+    out.push(b'"');
+    json::write_u64(&mut out, expires_in);
+    out.push(b'"');
+    json::key(&mut out, "refresh_token");
+    json::write_str(&mut out, refresh.expose());
+    out.extend_from_slice(profile.as_bytes());
+    json::key(&mut out, "platform");
+    json::write_str(&mut out, &legacy.platform);
+    json::key(&mut out, "version");
+    json::write_str(&mut out, &legacy.version);
+    out.push(b'}');
+    out
 }
 
 /// Small JSON writer so rendering needs no intermediate `Value` tree. It writes exactly what
@@ -651,6 +699,22 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"access_token":"at","expires_in":"50","refresh_token":"sent","platform":"GLOBAL","version":"2","scope":"s","principal":"p"}"#
+        );
+    }
+
+    #[test]
+    fn minted_answer_keeps_the_legacy_fields() {
+        let t = V2Token::parse(V2.as_bytes()).unwrap();
+        let out = render_minted(
+            &Secret::new("osh_at_x"),
+            31536000,
+            &Secret::new("osh_rt_y"),
+            &t.legacy_profile(),
+            &LegacyConfig::default(),
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"access_token":"osh_at_x","expires_in":"31536000","refresh_token":"osh_rt_y","organizer_key":"ok","account_key":"ak","account_type":"","firstName":"Jon","lastName":"Karmak","email":"jk@example.com","platform":"GLOBAL","version":"2"}"#
         );
     }
 

@@ -192,6 +192,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("refresh_cache.ttl", old.refresh_cache.ttl != new.refresh_cache.ttl),
         ("refresh_cache.max_entries", old.refresh_cache.max_entries != new.refresh_cache.max_entries),
         ("state", state_changed(&old.state, &new.state)),
+        ("continuity.dir", old.continuity.dir != new.continuity.dir),
         ("log.level", old.log.level != new.log.level),
         ("log.format", old.log.format != new.log.format),
     ]

@@ -6,6 +6,7 @@ mod support;
 mod authorize;
 mod canary;
 mod cli;
+mod continuity;
 mod dev;
 mod framing;
 mod front_door;
