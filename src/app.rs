@@ -15,10 +15,13 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 
 use crate::body::{Body, BoxError};
-use crate::config::Config;
+use crate::config::{ClientConfig, Config};
+use crate::continuity::Continuity;
 use crate::error::ShimError;
 use crate::provider::{self, Provider};
 use crate::refresh::RefreshCache;
+use crate::refresh::shared::{Refresher, SharedRefresh};
+use crate::state::redis::Redis;
 use crate::translate::V2Token;
 use crate::{authorize, forward, token, v2token};
 
@@ -30,20 +33,37 @@ pub struct Runtime {
     pub providers: Vec<Provider>,
     /// `Host` -> provider index, for the providers other than the default.
     hosts: Vec<(String, usize)>,
+    /// Some client uses token continuity: pass-through requests are checked for a minted token.
+    pub continuity: bool,
+    /// The `[state]` key set, parsed once per config.
+    pub state_keys: Option<Arc<crate::state::crypto::KeySet>>,
 }
 
 impl Runtime {
     /// A runtime with new upstream pools.
     pub fn new(config: Config) -> Result<Self, crate::config::ConfigError> {
         let providers = provider::build(&config, None)?;
-        Ok(Self { hosts: provider::host_table(&config), config, providers })
+        Self::assemble(config, providers)
     }
 
     /// A runtime for a reloaded config: providers that `old` had keep their upstream pools
     /// (and lookup caches).
     pub fn reloaded(config: Config, old: &Runtime) -> Result<Self, crate::config::ConfigError> {
         let providers = provider::build(&config, Some(&old.providers))?;
-        Ok(Self { hosts: provider::host_table(&config), config, providers })
+        Self::assemble(config, providers)
+    }
+
+    fn assemble(config: Config, providers: Vec<Provider>) -> Result<Self, crate::config::ConfigError> {
+        let continuity = config.continuity_enabled();
+        let state_keys = config.state.key_set()?.map(Arc::new);
+        Ok(Self { hosts: provider::host_table(&config), config, providers, continuity, state_keys })
+    }
+
+    /// The configured client of the default provider with exactly this id (byte for byte),
+    /// with the `Authorization` header oauth-shim sends upstream on its behalf. (Token
+    /// continuity serves the default provider's clients only.)
+    pub fn client(&self, id: &str) -> Option<(&ClientConfig, &HeaderValue)> {
+        self.default_provider().client(id)
     }
 
     /// The default provider (`[upstream]`).
@@ -101,14 +121,41 @@ pub struct Outcome {
 
 pub struct Shared {
     runtime: ArcSwap<Runtime>,
-    /// Legacy refreshes, keyed by provider, client id and refresh token.
-    pub refresh: RefreshCache<V2Token, ShimError>,
+    /// Legacy refreshes: per provider namespace, client id and refresh token (in process, or
+    /// shared through Redis with `[state] backend = "redis"`).
+    pub refresh: Refresher<V2Token, ShimError>,
     /// v2 refreshes (answers kept as they came), keyed by provider, client id, the secret the
-    /// caller presented and refresh token.
+    /// caller presented and refresh token; in process.
     pub refresh_v2: RefreshCache<crate::oauth::RawAnswer, v2token::Failure>,
+    /// The Redis connection, with `[state] backend = "redis"`.
+    pub redis: Option<Redis>,
     /// Metrics, migration report, reload state; survive reloads.
     pub ops: crate::ops::Ops,
+    /// The continuity service, opened when a config first enables continuity (its store and
+    /// backend are fixed from then on). An open failure is kept, logged once, and answered
+    /// `temporarily_unavailable` on the continuity paths only.
+    continuity: std::sync::OnceLock<Result<Arc<Continuity>, String>>,
     draining: AtomicBool,
+}
+
+impl Shared {
+    /// The continuity service for `rt`, opening its store on first use.
+    pub fn continuity(&self, rt: &Runtime) -> Result<&Arc<Continuity>, ShimError> {
+        let opened = self.continuity.get_or_init(|| {
+            Continuity::open(&rt.config, self.redis.clone(), self.ops.metrics.clone()).map(Arc::new).map_err(|e| {
+                tracing::error!(error = %e, "token continuity is unavailable: the session store did not open");
+                e.to_string()
+            })
+        });
+        opened.as_ref().map_err(|_| {
+            ShimError::new(
+                crate::error::ErrorCode::TemporarilyUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::error::ErrorSource::Internal,
+                "the session store is unavailable",
+            )
+        })
+    }
 }
 
 /// Cheap to clone; every connection holds one.
@@ -119,20 +166,28 @@ pub struct App {
 
 impl App {
     pub fn new(runtime: Runtime) -> Self {
+        let (refresh, redis) = refresher(&runtime.config);
         let rc = &runtime.config.refresh_cache;
-        let refresh = RefreshCache::new(rc.ttl, rc.max_entries);
         let refresh_v2 = RefreshCache::new(rc.ttl, rc.max_entries);
         let ops = crate::ops::Ops::default();
         attach_lookups(&runtime, &ops.metrics);
-        Self {
+        let app = Self {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
                 refresh,
                 refresh_v2,
+                redis,
                 ops,
+                continuity: std::sync::OnceLock::new(),
                 draining: AtomicBool::new(false),
             }),
+        };
+        // Open the session store now, so a problem with it shows at start-up.
+        let rt = app.runtime();
+        if rt.continuity {
+            let _ = app.shared.continuity(&rt);
         }
+        app
     }
 
     pub fn shared(&self) -> &Shared {
@@ -218,6 +273,15 @@ impl App {
                     v2token::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
                 done.finish(Route::V2Token, outcome, resp)
             }),
+            // A minted token is recognised by its prefix alone, before any lookup; every other
+            // request pays only this header test, and only while some client uses continuity.
+            _ if done.rt.continuity && carries_minted_token(req.headers()) => Box::pin(async move {
+                let mut outcome = Outcome::default();
+                let resp =
+                    crate::continuity::route::forward(&done.app.shared, &done.rt, req, peer, &mut outcome)
+                        .await;
+                done.finish(Route::PassThrough, outcome, resp)
+            }),
             _ => {
                 let mut outcome = Outcome::default();
                 let provider = done.rt.provider(done.provider);
@@ -238,6 +302,39 @@ fn attach_lookups(runtime: &Runtime, metrics: &crate::ops::metrics::Metrics) {
             lookup.attach(|| metrics.lookup_counters(&p.name));
         }
     }
+}
+
+/// The refresh cache `[state]` asks for. Needs a Tokio runtime for the Redis backend.
+fn refresher(config: &Config) -> (Refresher<V2Token, ShimError>, Option<Redis>) {
+    let rc = &config.refresh_cache;
+    let memory = || Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries));
+    if config.state.backend != crate::config::StateBackend::Redis {
+        return (memory(), None);
+    }
+    // Validated at load; failing here (a CA file removed since) keeps the process serving.
+    let started = config.state.key_set().and_then(|keys| {
+        let keys = keys.ok_or_else(|| crate::config::ConfigError("no state encryption key".into()))?;
+        Ok((Redis::start(&config.state)?, keys))
+    });
+    match started {
+        Ok((redis, keys)) => {
+            let shared = SharedRefresh::new(redis.clone(), Arc::new(keys), rc.ttl, rc.max_entries);
+            (Refresher::Shared(shared), Some(redis))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "state: cannot use redis; refreshes use in-process state");
+            (memory(), None)
+        }
+    }
+}
+
+/// Whether the request's `Authorization` is a token oauth-shim minted. A walk over the (few)
+/// request headers comparing names (an enum compare for a standard header) is cheaper than the
+/// map's hashed lookup, and runs on every pass-through request while continuity is on.
+fn carries_minted_token(headers: &http::HeaderMap) -> bool {
+    headers.iter().any(|(name, value)| {
+        name == http::header::AUTHORIZATION && crate::continuity::minted::bearer(value.as_bytes()).is_some()
+    })
 }
 
 /// A request's handling, boxed once.

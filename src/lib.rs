@@ -7,11 +7,14 @@
 //!   front-door checks and routes:
 //!   - `/oauth/access_token` → [`token`]: [`legacy`] collects the parameters, [`translate`]
 //!     builds the v2 form, [`oauth`] makes the upstream call (refreshes go through
-//!     [`refresh`]), and [`translate`] renders the legacy answer;
+//!     [`refresh`], in this process or shared by replicas through [`state`]), and
+//!     [`translate`] renders the legacy answer;
 //!   - `/oauth/authorize` → [`authorize`]: a redirect to the configured v2 authorize URL;
 //!   - a `POST` to the provider's token path → [`v2token`]: a v2 call with a JSON body or body
 //!     credentials is normalised, one already correct is forwarded unchanged;
-//!   - everything else → [`forward`]: streamed pass-through to the API base.
+//!   - everything else → [`forward`]: streamed pass-through to the API base; a request carrying
+//!     a token oauth-shim minted (`Bearer osh_at_…`, told by its prefix alone) goes through
+//!     [`continuity`] instead, which swaps in the session's current v2 token.
 //! - The request's `Host` selects the [`provider`] (endpoints, clients, pool) first; legacy
 //!   answers lacking legacy fields are filled by the provider's [`lookup`].
 //! - Both upstream calls go through [`upstream`], the connection pool; a failed call is
@@ -29,6 +32,7 @@ pub mod authorize;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod continuity;
 pub mod dev;
 pub mod error;
 pub mod forward;
@@ -41,6 +45,7 @@ pub mod refresh;
 pub mod request_id;
 pub mod server;
 pub mod standin;
+pub mod state;
 pub mod telemetry;
 pub mod token;
 pub mod translate;

@@ -15,6 +15,7 @@ use crate::forward;
 use crate::legacy;
 use crate::oauth::token_call;
 use crate::provider::Provider;
+use crate::refresh::shared::{Portable, Refresher, SharedFailure};
 use crate::translate::{self, Grant, V2Token};
 
 pub async fn handle(
@@ -168,35 +169,58 @@ async fn run(
     if v2.grant == Grant::RefreshToken {
         let translate::V2Request { form, refresh_token, .. } = v2;
         let sent = refresh_token.unwrap_or_default();
-        let namespace = provider.legacy_refresh.get_or_init(|| shared.refresh.namespace(&provider.name));
-        let served = shared
-            .refresh
-            // Only the caller that starts the upstream call runs this, so cache hits and joined
-            // callers clone nothing for it. Boxed: the upstream call's future is large, and the
-            // spawned task (and every move of it on the way into the runtime) would otherwise
-            // carry all of it inline.
-            .get_or_refresh_in(namespace, &[&client.id], sent.expose(), || {
-                let rt_owned = Arc::clone(rt);
-                let latency = shared.ops.metrics.upstream_histogram("token");
-                Box::pin(async move {
-                    let started = std::time::Instant::now();
-                    let provider = rt_owned.provider(provider_index);
-                    let cfg = &rt_owned.config.upstream;
-                    let result =
-                        token_call(&provider.pool, &provider.token_url, auth, &form, cfg, trace).await.result;
-                    let result = match result {
-                        Ok(token) if provider.lookup.is_some() => {
-                            let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
-                            Ok(Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await)
-                        }
-                        result => result,
-                    };
-                    latency.observe(started.elapsed().as_secs_f64());
-                    result
-                })
+        // A minted refresh token is answered from its session and never sent upstream as is.
+        if sent.expose().starts_with(crate::continuity::minted::REFRESH_PREFIX) {
+            let continuity = shared.continuity(rt)?;
+            let json = Box::pin(continuity.legacy_refresh(rt, client, &sent, trace)).await?;
+            outcome.detail = Some("continuity");
+            return Ok(success(json));
+        }
+        // Only the caller that starts the upstream call runs this, so cache hits and joined
+        // callers clone nothing for it. Boxed: the upstream call's future is large, and the
+        // spawned task (and every move of it on the way into the runtime) would otherwise
+        // carry all of it inline.
+        let fetch = || {
+            let rt_owned = Arc::clone(rt);
+            let latency = shared.ops.metrics.upstream_histogram("token");
+            Box::pin(async move {
+                let started = std::time::Instant::now();
+                let provider = rt_owned.provider(provider_index);
+                let cfg = &rt_owned.config.upstream;
+                let result =
+                    token_call(&provider.pool, &provider.token_url, auth, &form, cfg, trace).await.result;
+                let result = match result {
+                    Ok(token) if provider.lookup.is_some() => {
+                        let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
+                        Ok(Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await)
+                    }
+                    result => result,
+                };
+                latency.observe(started.elapsed().as_secs_f64());
+                result
             })
-            .await?;
+        };
+        let served = match &shared.refresh {
+            Refresher::Memory(cache) => {
+                let namespace = provider.legacy_refresh.get_or_init(|| cache.namespace(&provider.name));
+                cache.get_or_refresh_in(namespace, &[&client.id], sent.expose(), fetch).await?
+            }
+            // Boxed, so the memory backend's future keeps its size. The default provider's
+            // clients keep the keys replicas already share; another provider's are scoped by its
+            // name, length-prefixed (`8:identity:K`).
+            Refresher::Shared(cache) => {
+                let deadline = rt.config.upstream.request_timeout;
+                let scoped = (provider_index != 0)
+                    .then(|| format!("{}:{}:{}", provider.name.len(), provider.name, client.id));
+                let id = scoped.as_deref().unwrap_or(&client.id);
+                Box::pin(cache.get_or_refresh(id, sent.expose(), deadline, fetch)).await?
+            }
+        };
         outcome.detail = Some(served.source.as_str());
+        if client.continuity {
+            let continuity = shared.continuity(rt)?;
+            return Ok(success(Box::pin(continuity.create(rt, client, &served.value)).await?));
+        }
         return Ok(success(served.value.render_legacy(served.age, Some(&sent), legacy_cfg)));
     }
 
@@ -209,6 +233,10 @@ async fn run(
     if provider.lookup.is_some() {
         let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
         token = Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await;
+    }
+    if client.continuity {
+        let continuity = shared.continuity(rt)?;
+        return Ok(success(Box::pin(continuity.create(rt, client, &token)).await?));
     }
     Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
 }
@@ -275,5 +303,44 @@ impl crate::refresh::RefreshFailure for ShimError {
 
     fn internal() -> Self {
         ShimError::internal()
+    }
+}
+
+impl Portable for translate::V2Token {
+    fn encode(&self) -> Vec<u8> {
+        self.to_v2_json()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        translate::V2Token::parse(bytes).ok()
+    }
+}
+
+/// An error crosses replicas as its class: code, status, side and the fixed description (never
+/// an upstream body or a secret; see `error.rs`).
+impl Portable for ShimError {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::json!({
+            "code": self.code.as_str(),
+            "status": self.status.as_u16(),
+            "source": self.source.as_str(),
+            "description": self.description,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let code = ErrorCode::from_rfc(v["code"].as_str()?)?;
+        let status = StatusCode::from_u16(u16::try_from(v["status"].as_u64()?).ok()?).ok()?;
+        let source = crate::error::ErrorSource::from_name(v["source"].as_str()?)?;
+        Some(ShimError::new(code, status, source, v["description"].as_str()?.to_owned()))
+    }
+}
+
+impl SharedFailure for ShimError {
+    fn timed_out() -> Self {
+        ShimError::upstream_timeout()
     }
 }

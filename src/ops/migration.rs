@@ -23,10 +23,11 @@ pub enum Feature {
     ClientSecretSent,
     V2Native,
     V2Normalised,
+    Continuity,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 10] = [
         Self::TokenGet,
         Self::TokenJson,
         Self::TokenForm,
@@ -36,6 +37,7 @@ impl Feature {
         Self::ClientSecretSent,
         Self::V2Native,
         Self::V2Normalised,
+        Self::Continuity,
     ];
 
     /// The key in the JSON report.
@@ -50,6 +52,7 @@ impl Feature {
             Self::ClientSecretSent => "client_secret_sent",
             Self::V2Native => "v2_native",
             Self::V2Normalised => "v2_normalised",
+            Self::Continuity => "continuity_token",
         }
     }
 
@@ -65,6 +68,7 @@ impl Feature {
             Self::ClientSecretSent => "SECRET",
             Self::V2Native => "V2",
             Self::V2Normalised => "V2-NORM",
+            Self::Continuity => "CONTIN",
         }
     }
 
@@ -80,6 +84,9 @@ impl Feature {
             Self::V2Native => "v2-native call (/oauth/v2/*) seen on pass-through",
             Self::V2Normalised => {
                 "v2, needed normalisation: a v2 token call with a JSON body or body credentials"
+            }
+            Self::Continuity => {
+                "API call with an oauth-shim-minted token (token continuity: breaks on a direct v2 switch)"
             }
         }
     }
@@ -205,7 +212,10 @@ impl Migration {
             .map(|c| {
                 let usage =
                     state.ids(c.provider_name()).and_then(|ids| ids.get(&c.id)).copied().unwrap_or_default();
-                ClientReport::new(c.provider_name(), Some(c.id.clone()), true, c.mode.as_str(), usage)
+                let mut row =
+                    ClientReport::new(c.provider_name(), Some(c.id.clone()), true, c.mode.as_str(), usage);
+                row.continuity = c.continuity;
+                row
             })
             .collect();
         let mut others: Vec<_> = state
@@ -272,6 +282,10 @@ pub struct ClientReport {
     pub configured: bool,
     /// `rewrite`, `passthrough`, `deny`, or `unknown` (answered `invalid_client`).
     pub mode: String,
+    /// Token continuity is on: its integrations hold oauth-shim-minted tokens and will break on
+    /// a direct switch to v2 (the `continuity_token` count shows how much they rely on it).
+    #[serde(default)]
+    pub continuity: bool,
     pub calls: Seen,
     /// Feature key → count and last-seen time, every feature listed.
     pub features: serde_json::Map<String, serde_json::Value>,
@@ -289,6 +303,7 @@ impl ClientReport {
             id,
             configured,
             mode: mode.to_owned(),
+            continuity: false,
             calls: usage.calls.report(),
             features,
         }
@@ -318,6 +333,7 @@ pub fn table(report: &Report) -> String {
     }
     header.extend(["MODE".into(), "CALLS".into()]);
     header.extend(Feature::ALL.iter().map(|f| f.short().to_owned()));
+    header.push("CONTINUITY".into());
     header.push("LAST SEEN".into());
     let left = if providers { 3 } else { 2 };
     let mut rows = vec![header];
@@ -329,6 +345,7 @@ pub fn table(report: &Report) -> String {
         }
         row.extend([c.mode.clone(), c.calls.count.to_string()]);
         row.extend(Feature::ALL.iter().map(|f| c.count(*f).to_string()));
+        row.push(if c.continuity { "on" } else { "off" }.into());
         row.push(c.calls.last_seen.clone().unwrap_or_else(|| "never".into()));
         rows.push(row);
     }
