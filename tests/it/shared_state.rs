@@ -583,3 +583,36 @@ async fn redis_entries_follow_the_cache_ttl_and_count_down_across_replicas() {
     assert_eq!(standin.token_calls(), 2, "the entry expired after the ttl");
     assert_ne!(fresh["access_token"], first["access_token"]);
 }
+
+/// Providers through Redis: a refresh answered for the default provider on one replica is
+/// served from Redis to that provider on another replica, never to another provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_keep_their_refreshes_apart_in_redis() {
+    let redis = RedisServer::start().await;
+    let standin = start_standin(standin_config()).await;
+    let extra = format!(
+        "[[providers]]\nname = \"b\"\nhosts = [\"b.example\"]\ntoken_url = \"{}\"\nauthorize_url = \"{}\"\napi_base = \"{}\"\n[[clients]]\nid = \"{ID}\"\nprovider = \"b\"\nsecret = \"{SECRET}\"\n",
+        standin.token_url(),
+        standin.authorize_url(),
+        standin.api_base()
+    );
+    let replicas = replicas(&standin, &redis, 2, &extra).await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+
+    let a: Value = get_json(replicas[0].refresh_url(&rt)).await;
+    let a_again: Value = get_json(replicas[1].refresh_url(&rt)).await;
+    assert_eq!(a_again["access_token"], a["access_token"], "A's answer, shared through Redis");
+    assert_eq!(standin.token_calls(), 1);
+    let b: Value = http()
+        .get(replicas[1].refresh_url(&rt))
+        .header("host", "b.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(standin.token_calls(), 2, "B's refresh went upstream, not to A's entry");
+    assert_ne!(b["access_token"], a["access_token"]);
+}
