@@ -5,15 +5,19 @@
 //! is a short list scanned by scheme and authority under one lock, not a hash map: no key is
 //! hashed or cloned per request. Idle HTTP/1 connections are reused last-in first-out, expire
 //! after `pool_idle_timeout`, and at most `pool_max_idle_per_host` are kept per host. A host
-//! that negotiates HTTP/2 by ALPN gets one multiplexed connection. A request that could not be
-//! written on a reused connection (the upstream closed it while idle) is retried once on a new
-//! one; a request that may have reached the upstream is never retried.
+//! that negotiates HTTP/2 by ALPN gets one multiplexed connection. An idle HTTP/1 connection
+//! the upstream has closed (or sent anything on) is skipped when it is taken from the pool, so
+//! a request starts on it only when the connection looked open a moment before. After that:
+//! on hyper's path, a request the connection closed before it was written is retried once on
+//! a new connection; on the [`h1`] path the request is written at once, and a failed write or
+//! a connection closed before an answer is an error, never retried, since the request may
+//! have reached the upstream.
 //!
 //! A request whose body is known up front (none, or the token call's form) on an HTTP/1
 //! connection is exchanged by [`h1`] in the caller's task; hyper's `client::conn` handles a
 //! streamed request body and HTTP/2. Both kinds share the pool.
 
-mod h1;
+pub(crate) mod h1;
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
