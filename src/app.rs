@@ -91,7 +91,13 @@ pub struct Outcome {
 
 pub struct Shared {
     runtime: ArcSwap<Runtime>,
+    /// The pool for pass-through traffic (and clients in `passthrough` mode).
     pub client: HttpClient,
+    /// The pool for v2 token calls only. A token call never goes out on a connection that
+    /// carried another client's API call, even when the token URL and the API base are the same
+    /// host: an HTTP/1 desync on a shared connection (an upstream bug, or the race every
+    /// keep-alive pool has) could otherwise hand one client's tokens to another.
+    pub token_client: HttpClient,
     pub refresh: RefreshCache<V2Token, ShimError>,
     /// Metrics, migration report, reload state; survive reloads.
     pub ops: crate::ops::Ops,
@@ -107,12 +113,14 @@ pub struct App {
 impl App {
     pub fn new(runtime: Runtime) -> Self {
         let client = build_http_client(&runtime.config.upstream);
+        let token_client = build_http_client(&runtime.config.upstream);
         let rc = &runtime.config.refresh_cache;
         let refresh = RefreshCache::new(rc.ttl, rc.max_entries);
         Self {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
                 client,
+                token_client,
                 refresh,
                 ops: crate::ops::Ops::default(),
                 draining: AtomicBool::new(false),
@@ -133,11 +141,9 @@ impl App {
     pub fn swap_runtime(&self, runtime: Runtime) {
         let old = self.shared.runtime.swap(Arc::new(runtime));
         let new = self.shared.runtime.load();
-        crate::oauth::reconfigure_http_client(
-            &self.shared.client,
-            &old.config.upstream,
-            &new.config.upstream,
-        );
+        for client in [&self.shared.client, &self.shared.token_client] {
+            crate::oauth::reconfigure_http_client(client, &old.config.upstream, &new.config.upstream);
+        }
     }
 
     pub fn set_draining(&self) {
@@ -208,7 +214,7 @@ where
     if body.is_end_stream() {
         crate::body::empty()
     } else {
-        body.map_err(|e| -> BoxError { e.into() }).boxed()
+        body.map_err(|e| -> BoxError { Box::new(crate::body::ClientBodyError(e.into())) }).boxed()
     }
 }
 
@@ -286,19 +292,39 @@ impl Done {
 /// (malformed heads, oversized heads (431), targets over 64 KiB (414), differing duplicate
 /// `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`). hyper resolves
 /// `Content-Length` + `Transfer-Encoding` itself (RFC 9112 §6.3: the length is dropped, the body
-/// read as chunked, the connection closed after the answer), so that pair never reaches here.
+/// read as chunked, the connection closed after the answer), so that pair never reaches here:
+/// hyper keeps no public trace of the dropped length (its header-case and header-order
+/// extensions are crate-private), so it cannot be refused with a 400 here.
 fn front_door<B>(req: &Request<B>, rt: &Runtime) -> Result<Route, ShimError> {
     let server = &rt.config.server;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > server.max_uri_bytes {
         return Err(ShimError::invalid_request("request URI too long").status(StatusCode::URI_TOO_LONG));
     }
+    check_target(req.method(), req.uri())?;
     check_transfer_coding(req.headers())?;
     Ok(match req.uri().path() {
         "/oauth/access_token" => Route::Token,
         "/oauth/authorize" => Route::Authorize,
         _ => Route::PassThrough,
     })
+}
+
+/// The request-target forms of RFC 9112 §3.2: origin-form (`/path`) and absolute-form for any
+/// method; asterisk-form (`*`) only for `OPTIONS`; authority-form (`host:port`) only for
+/// `CONNECT`, which is a forward proxy's tunnel, never opened to the API host (405).
+fn check_target(method: &http::Method, uri: &Uri) -> Result<(), ShimError> {
+    const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+    if *method == http::Method::CONNECT {
+        return Err(ShimError::method_not_allowed(ALLOW));
+    }
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Err(ShimError::invalid_request("an authority-form target is only valid for CONNECT"));
+    }
+    if uri.path() == "*" && *method != http::Method::OPTIONS {
+        return Err(ShimError::invalid_request("an asterisk-form target is only valid for OPTIONS"));
+    }
+    Ok(())
 }
 
 /// `chunked`, once, is the only transfer coding we accept (RFC 9112 §6.1: a coding the server

@@ -57,10 +57,23 @@ async fn run(
     {
         return Err(too_large());
     }
-    let bytes = crate::body::read_limited(body, max).await.map_err(|e| match e {
-        crate::body::ReadError::TooLarge => too_large(),
-        crate::body::ReadError::Body => ShimError::invalid_request("the request body could not be read"),
-    })?;
+    // The whole body within `body_read_timeout`: a client trickling bytes cannot hold the
+    // connection (and this task) for longer. A body that arrived with its head is read on the
+    // first poll, before the timer is ever registered.
+    let read = crate::body::read_limited(body, max);
+    let bytes = match tokio::time::timeout(rt.config.server.body_read_timeout, read).await {
+        Err(_) => {
+            return Err(ShimError::invalid_request("the request body did not arrive in time")
+                .status(StatusCode::REQUEST_TIMEOUT)
+                .closing());
+        }
+        Ok(read) => read.map_err(|e| match e {
+            crate::body::ReadError::TooLarge => too_large(),
+            crate::body::ReadError::Body => {
+                ShimError::invalid_request("the request body could not be read").closing()
+            }
+        })?,
+    };
     if parts.method == Method::GET && !bytes.is_empty() {
         return Err(ShimError::invalid_request("a GET token request must not carry a body"));
     }
@@ -123,7 +136,7 @@ async fn run(
             // spawned task (and every move of it on the way into the runtime) would otherwise
             // carry all of it inline.
             .get_or_refresh(&client.id, sent.expose(), || {
-                let http = shared.client.clone();
+                let http = shared.token_client.clone();
                 let rt_owned = Arc::clone(rt);
                 let latency = shared.ops.metrics.upstream_histogram("token");
                 Box::pin(async move {
@@ -143,7 +156,7 @@ async fn run(
 
     let started = std::time::Instant::now();
     let result =
-        Box::pin(token_call(&shared.client, &rt.token_url, auth, &v2.form, &rt.config.upstream)).await;
+        Box::pin(token_call(&shared.token_client, &rt.token_url, auth, &v2.form, &rt.config.upstream)).await;
     outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
     let token = result.result?;
@@ -170,7 +183,7 @@ fn record_usage(
 }
 
 fn too_large() -> ShimError {
-    ShimError::invalid_request("request body too large").status(StatusCode::PAYLOAD_TOO_LARGE)
+    ShimError::invalid_request("request body too large").status(StatusCode::PAYLOAD_TOO_LARGE).closing()
 }
 
 /// A legacy success answer with the headers RFC 6749 §5.1 and legacy clients expect.

@@ -1,5 +1,6 @@
 //! The upstream connection pool: hyper's connection-level client (`client::conn`) with a small
-//! pool of our own, used for token calls and pass-through alike.
+//! pool of our own. The app keeps two, one for pass-through and one for token calls, so a token
+//! call never shares a connection with another client's API traffic.
 //!
 //! oauth-shim talks to one or two upstream hosts (the API base and the token URL), so the pool
 //! is a short list scanned by scheme and authority under one lock, not a hash map: no key is

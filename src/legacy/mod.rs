@@ -3,4 +3,4 @@
 
 mod params;
 
-pub use params::{BodyKind, LegacyParams, collect};
+pub use params::{BodyKind, LegacyParams, check_form, collect};

@@ -101,9 +101,13 @@ struct Collector {
 impl Collector {
     /// Add one source's pairs. Within a source a name may appear once; across sources the
     /// values must agree. Empty values count as absent.
-    fn add_source(&mut self, pairs: impl Iterator<Item = (Slot, Option<String>)>) -> Result<(), ShimError> {
+    fn add_source(
+        &mut self,
+        pairs: impl Iterator<Item = Result<(Slot, Option<String>), ShimError>>,
+    ) -> Result<(), ShimError> {
         let mut seen = [false; SLOTS];
-        for (slot, value) in pairs {
+        for pair in pairs {
+            let (slot, value) = pair?;
             let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
             let i = slot as usize;
             if std::mem::replace(&mut seen[i], true) {
@@ -153,7 +157,7 @@ pub fn collect(
         BodyKind::Form => c.add_source(form_pairs(body))?,
         BodyKind::Json => {
             let pairs = json_pairs(body)?;
-            c.add_source(pairs.into_iter().filter_map(|(k, v)| Some((Slot::of(&k)?, v))))?;
+            c.add_source(pairs.into_iter().filter_map(|(k, v)| Some(Ok((Slot::of(&k)?, v)))))?;
         }
     }
     let mut basic_auth = false;
@@ -161,7 +165,7 @@ pub fn collect(
         && let Some((id, secret)) = parse_basic(header)?
     {
         basic_auth = true;
-        c.add_source([(Slot::ClientId, Some(id)), (Slot::ClientSecret, Some(secret))].into_iter()).map_err(
+        c.add_source([Ok((Slot::ClientId, Some(id))), Ok((Slot::ClientSecret, Some(secret)))].into_iter()).map_err(
             |_| {
                 ShimError::invalid_client(
                     "client credentials in the Authorization header and parameters differ",
@@ -197,58 +201,120 @@ pub fn collect(
 }
 
 /// The known parameters of an `application/x-www-form-urlencoded` string, split and decoded as
-/// `form_urlencoded::parse` does. An empty value is `None` (absent), without allocating.
-fn form_pairs(input: &[u8]) -> impl Iterator<Item = (Slot, Option<String>)> + '_ {
-    let mut rest = input;
-    std::iter::from_fn(move || {
-        while !rest.is_empty() {
-            // One pass over the pair: where it ends, its first `=`, and whether its name and its
-            // value need decoding.
-            let (mut end, mut eq, mut plain) = (rest.len(), None, [true; 2]);
-            for (i, b) in rest.iter().enumerate() {
-                match b {
-                    b'&' => {
-                        end = i;
-                        break;
-                    }
-                    b'=' if eq.is_none() => eq = Some(i),
-                    b'+' | b'%' => plain[usize::from(eq.is_some())] = false,
-                    _ => {}
-                }
-            }
-            let pair = &rest[..end];
-            rest = rest.get(end + 1..).unwrap_or_default();
-            let (name, value) = match eq {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &[][..]),
-            };
-            let slot = if plain[0] { Slot::of_bytes(name) } else { Slot::of(&decode(name, false)) };
-            if let Some(slot) = slot {
-                return Some((slot, (!value.is_empty()).then(|| decode(value, plain[1]).into_owned())));
-            }
+/// `form_urlencoded::parse` does, but strictly: every pair, known or not, must be validly
+/// percent-encoded and decode to UTF-8 without control characters (see [`decode`]). An empty
+/// value is `None` (absent), without allocating.
+fn form_pairs(input: &[u8]) -> impl Iterator<Item = Result<(Slot, Option<String>), ShimError>> + '_ {
+    raw_pairs(input).filter_map(|pair| {
+        let pair = match pair {
+            Ok(pair) => pair,
+            Err(e) => return Some(Err(e)),
+        };
+        let slot = match decode(pair.name, pair.plain[0]) {
+            Ok(_) if pair.plain[0] => Slot::of_bytes(pair.name),
+            Ok(name) => Slot::of(&name),
+            Err(e) => return Some(Err(e)),
+        };
+        match (slot, decode(pair.value, pair.plain[1])) {
+            (_, Err(e)) => Some(Err(e)),
+            (None, Ok(_)) => None,
+            (Some(slot), Ok(value)) => Some(Ok((slot, (!value.is_empty()).then(|| value.into_owned())))),
         }
-        None
     })
 }
 
-/// No `+` or `%`: form decoding leaves the bytes as they are.
-fn is_plain(part: &[u8]) -> bool {
-    !part.iter().any(|b| *b == b'+' || *b == b'%')
-}
-
-/// `+` is a space, then percent-decoding, then UTF-8 with replacement characters (as
-/// `form_urlencoded::parse`).
-fn form_decode(part: &[u8]) -> std::borrow::Cow<'_, str> {
-    decode(part, is_plain(part))
-}
-
-/// [`form_decode`] for a part already known to be plain or not; borrowed for plain UTF-8.
-fn decode(part: &[u8], plain: bool) -> std::borrow::Cow<'_, str> {
-    if plain {
-        return String::from_utf8_lossy(part);
+/// Check a whole `application/x-www-form-urlencoded` string (a query) as [`collect`] reads
+/// one: every name and value validly percent-encoded, UTF-8 once decoded, and free of control
+/// characters. `/oauth/authorize` checks its query with it before reading any parameter.
+pub fn check_form(input: &[u8]) -> Result<(), ShimError> {
+    for pair in raw_pairs(input) {
+        let pair = pair?;
+        decode(pair.name, pair.plain[0])?;
+        decode(pair.value, pair.plain[1])?;
     }
-    let plus: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
-    percent_encoding::percent_decode(&plus).decode_utf8_lossy().into_owned().into()
+    Ok(())
+}
+
+/// One `name=value` pair of a form as sent, and whether each part is plain (no `+` or `%`, so
+/// decoding leaves it as it is).
+struct RawPair<'a> {
+    name: &'a [u8],
+    value: &'a [u8],
+    plain: [bool; 2],
+}
+
+/// The pairs of a form, split on `&` and the first `=`. A `%` not followed by two hex digits,
+/// or a raw control byte, ends the iteration with an error.
+fn raw_pairs(input: &[u8]) -> impl Iterator<Item = Result<RawPair<'_>, ShimError>> {
+    let mut rest = input;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        // One pass over the pair: where it ends, its first `=`, whether its name and its value
+        // need decoding, and whether every escape is complete.
+        let (mut end, mut eq, mut plain) = (rest.len(), None, [true; 2]);
+        for (i, &b) in rest.iter().enumerate() {
+            match b {
+                b'&' => {
+                    end = i;
+                    break;
+                }
+                b'=' if eq.is_none() => eq = Some(i),
+                b'+' => plain[usize::from(eq.is_some())] = false,
+                b'%' => {
+                    plain[usize::from(eq.is_some())] = false;
+                    let hex = |j: usize| rest.get(j).is_some_and(u8::is_ascii_hexdigit);
+                    if !hex(i + 1) || !hex(i + 2) {
+                        rest = &[];
+                        return Some(Err(ShimError::invalid_request(
+                            "a parameter is not validly percent-encoded",
+                        )));
+                    }
+                }
+                b if b.is_ascii_control() => {
+                    rest = &[];
+                    return Some(Err(control_character()));
+                }
+                _ => {}
+            }
+        }
+        let pair = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        let (name, value) = match eq {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &[][..]),
+        };
+        Some(Ok(RawPair { name, value, plain }))
+    })
+}
+
+fn control_character() -> ShimError {
+    ShimError::invalid_request("a parameter contains a control character")
+}
+
+/// Form-decode one part already scanned by [`raw_pairs`] (so its escapes are complete): `+` is
+/// a space, then percent-decoding; the result must be UTF-8 (overlong forms and lone surrogates
+/// are not) without control characters. Borrowed for a plain part.
+fn decode(part: &[u8], plain: bool) -> Result<std::borrow::Cow<'_, str>, ShimError> {
+    let not_utf8 = || ShimError::invalid_request("a parameter is not valid UTF-8");
+    let text: std::borrow::Cow<'_, str> = if plain {
+        std::str::from_utf8(part).map_err(|_| not_utf8())?.into()
+    } else {
+        let plus: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
+        String::from_utf8(bytes).map_err(|_| not_utf8())?.into()
+    };
+    // A plain part's ASCII was checked byte by byte already.
+    if (!plain || !text.is_ascii()) && text.chars().any(char::is_control) {
+        return Err(control_character());
+    }
+    Ok(text)
+}
+
+/// Whether a decoded value holds a control character (C0, DEL or C1).
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
 }
 
 /// Decide how to read the body from its `Content-Type` (sniffing only when the header is absent).
@@ -290,16 +356,28 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, Option<String>)>, ShimError> {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
-            let mut bad = false;
+            let (mut bad, mut bad_text) = (false, false);
             while let Some(key) = map.next_key::<String>()? {
+                bad_text |= has_control(&key);
                 match map.next_value::<serde_json::Value>()? {
-                    serde_json::Value::String(s) => out.push((key, Some(s))),
+                    serde_json::Value::String(s) => {
+                        // serde_json refuses raw control characters and invalid UTF-8, but an
+                        // escape such as \u0000 decodes to one.
+                        bad_text |= has_control(&s);
+                        out.push((key, Some(s)));
+                    }
                     serde_json::Value::Null => out.push((key, None)),
                     _ if Slot::of(&key).is_none() => {}
                     _ => bad = true,
                 }
             }
-            Ok(if bad { Err("JSON parameter values must be strings") } else { Ok(out) })
+            Ok(if bad_text {
+                Err("a parameter contains a control character")
+            } else if bad {
+                Err("JSON parameter values must be strings")
+            } else {
+                Ok(out)
+            })
         }
     }
 
@@ -324,8 +402,18 @@ fn parse_basic(header: &[u8]) -> Result<Option<(String, String)>, ShimError> {
         .decode(header[scheme_end..].trim_ascii())
         .map_err(|_| bad())?;
     let colon = decoded.iter().position(|b| *b == b':').ok_or_else(bad)?;
-    let decode = |part: &[u8]| form_decode(part).into_owned();
-    Ok(Some((decode(&decoded[..colon]), decode(&decoded[colon + 1..]))))
+    // Each part is form-encoded (RFC 6749 §2.3.1) and held to the parameters' rules.
+    let part = |raw: &[u8]| -> Result<String, ShimError> {
+        let escapes_ok = raw.iter().enumerate().all(|(i, &b)| {
+            b != b'%' || raw.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        });
+        if !escapes_ok || raw.iter().any(u8::is_ascii_control) {
+            return Err(bad());
+        }
+        let plain = !raw.iter().any(|&b| b == b'+' || b == b'%');
+        Ok(decode(raw, plain).map_err(|_| bad())?.into_owned())
+    };
+    Ok(Some((part(&decoded[..colon])?, part(&decoded[colon + 1..])?)))
 }
 
 #[cfg(test)]
@@ -411,6 +499,55 @@ mod tests {
         assert!(collect(None, None, b"", Some(b"Basic !!!")).is_err());
         let (p, _) = collect(None, None, b"", Some(b"Bearer abc")).unwrap();
         assert!(!p.basic_auth);
+    }
+
+    #[test]
+    fn bad_parameter_bytes_are_refused_in_every_source() {
+        let form = Some("application/x-www-form-urlencoded");
+        let json = Some("application/json");
+        for bad in [
+            "client_id=K&code=%zz",
+            "client_id=K&code=%",
+            "client_id=K&code=ab%4",
+            "client_id=K&code=%ff",
+            "client_id=K&code=%c0%af",
+            "client_id=K&code=%ed%a0%80",
+            "client_id=K&code=a%00b",
+            "client_id=K&code=a%0Ab",
+            "client_id=K&code=a%7Fb",
+            "client_id=K&code=a%C2%85b",
+            "client_id=K&junk=%zz",
+            "client_id=K&%zz=1",
+        ] {
+            let e = collect(Some(bad), None, b"", None).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (http::StatusCode::BAD_REQUEST, "invalid_request"), "{bad}");
+            assert!(!e.description.contains('%'), "{}", e.description);
+            assert!(collect(None, form, bad.as_bytes(), None).is_err(), "form {bad}");
+        }
+        for raw in [&b"client_id=K&code=a\x00b"[..], b"client_id=K&code=a\tb", b"client_id=K&code=\xff", b"client_id=K&code=\xc0\xaf"] {
+            assert!(collect(None, form, raw, None).is_err(), "raw form {raw:?}");
+        }
+        for bad in [
+            &br#"{"client_id":"K","code":"a\u0000b"}"#[..],
+            br#"{"client_id":"K","code":"a\u001fb"}"#,
+            br#"{"client_id":"K","code":"a\u0085b"}"#,
+            br#"{"client_id":"K","code":"\ud800"}"#,
+            b"{\"client_id\":\"K\",\"code\":\"\xff\"}",
+            b"{\"client_id\":\"K\",\"code\":\"a\x01b\"}",
+        ] {
+            let e = collect(None, json, bad, None).unwrap_err();
+            assert_eq!(e.status, http::StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(bad));
+        }
+        use base64::Engine;
+        for creds in ["K:a%zz", "K:a%00", "K%ff:s"] {
+            let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(creds));
+            assert!(collect(None, None, b"", Some(header.as_bytes())).is_err(), "{creds}");
+        }
+        // Valid encodings still pass, including non-ASCII text.
+        let (p, _) = collect(Some("client_id=K&code=caf%C3%A9+au+lait&x=%41"), None, b"", None).unwrap();
+        assert_eq!(p.code.as_ref().map(Secret::expose), Some("café au lait"));
+        assert!(check_form(b"a=%41&b=c+d").is_ok());
+        assert!(check_form(b"a=%4").is_err());
     }
 
     #[test]

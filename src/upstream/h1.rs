@@ -479,11 +479,6 @@ impl Decoder {
         self.state == State::Done
     }
 
-    /// Whether the body ends where the connection does (no length, no chunks).
-    pub(crate) fn reads_to_close(&self) -> bool {
-        self.state == State::Close
-    }
-
     /// The connection ended: a body read to the close is complete; any other is cut short.
     pub(crate) fn end_of_stream(&mut self) -> Result<(), BoxError> {
         match self.state {
