@@ -419,7 +419,10 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
         append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), ForwardedFor::Append);
-        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["10.0.0.1, 10.0.0.2, 127.0.0.2"]);
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["10.0.0.1, 10.0.0.2, 127.0.0.2"]
+        );
     }
 
     #[test]
@@ -430,14 +433,18 @@ mod tests {
                 h.append(*k, HeaderValue::from_static(v));
             }
             append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), mode);
-            let all = |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+            let all =
+                |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
             (all("x-forwarded-for"), all("x-forwarded-proto"))
         };
         let append = ForwardedFor::Append;
         assert_eq!(with(&[("x-forwarded-proto", "https")], append).1, ["https"]);
         assert_eq!(with(&[("x-forwarded-proto", "https, http")], append).1, ["http"]);
         assert_eq!(with(&[("x-forwarded-proto", "gopher")], append).1, ["http"]);
-        assert_eq!(with(&[("x-forwarded-proto", "https"), ("x-forwarded-proto", "https")], append).1, ["http"]);
+        assert_eq!(
+            with(&[("x-forwarded-proto", "https"), ("x-forwarded-proto", "https")], append).1,
+            ["http"]
+        );
         let replace = ForwardedFor::Replace;
         let (xff, xfp) = with(&[("x-forwarded-for", "10.9.9.9"), ("x-forwarded-proto", "https")], replace);
         assert_eq!((xff, xfp), (vec!["127.0.0.2".to_owned()], vec!["http".to_owned()]));

@@ -165,13 +165,12 @@ pub fn collect(
         && let Some((id, secret)) = parse_basic(header)?
     {
         basic_auth = true;
-        c.add_source([Ok((Slot::ClientId, Some(id))), Ok((Slot::ClientSecret, Some(secret)))].into_iter()).map_err(
-            |_| {
+        c.add_source([Ok((Slot::ClientId, Some(id))), Ok((Slot::ClientSecret, Some(secret)))].into_iter())
+            .map_err(|_| {
                 ShimError::invalid_client(
                     "client credentials in the Authorization header and parameters differ",
                 )
-            },
-        )?;
+            })?;
     }
 
     let user_id = c.take(Slot::UserId);
@@ -520,11 +519,20 @@ mod tests {
             "client_id=K&%zz=1",
         ] {
             let e = collect(Some(bad), None, b"", None).unwrap_err();
-            assert_eq!((e.status, e.code.as_str()), (http::StatusCode::BAD_REQUEST, "invalid_request"), "{bad}");
+            assert_eq!(
+                (e.status, e.code.as_str()),
+                (http::StatusCode::BAD_REQUEST, "invalid_request"),
+                "{bad}"
+            );
             assert!(!e.description.contains('%'), "{}", e.description);
             assert!(collect(None, form, bad.as_bytes(), None).is_err(), "form {bad}");
         }
-        for raw in [&b"client_id=K&code=a\x00b"[..], b"client_id=K&code=a\tb", b"client_id=K&code=\xff", b"client_id=K&code=\xc0\xaf"] {
+        for raw in [
+            &b"client_id=K&code=a\x00b"[..],
+            b"client_id=K&code=a\tb",
+            b"client_id=K&code=\xff",
+            b"client_id=K&code=\xc0\xaf",
+        ] {
             assert!(collect(None, form, raw, None).is_err(), "raw form {raw:?}");
         }
         for bad in [

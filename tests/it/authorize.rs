@@ -62,7 +62,8 @@ async fn redirects_with_exact_location() {
         )
     );
     // CR/LF (or any control character) in a parameter: refused, no redirect at all.
-    let resp = get(&h, &format!("client_id={ID}&state=x%0D%0ALocation%3A%20https%3A%2F%2Fevil.example")).await;
+    let resp =
+        get(&h, &format!("client_id={ID}&state=x%0D%0ALocation%3A%20https%3A%2F%2Fevil.example")).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert!(resp.headers().get("location").is_none());
     // The client's configured redirect_uri when the caller sends none.

@@ -9,6 +9,7 @@ mod cli;
 mod dev;
 mod framing;
 mod front_door;
+mod hardening;
 mod ops;
 mod passthrough;
 mod pool;
