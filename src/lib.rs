@@ -26,6 +26,8 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod legacy;
 pub mod oauth;
 pub mod ops;

@@ -264,8 +264,12 @@ impl Seen {
         } else if *name == header::CONTENT_LENGTH {
             for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 self.length_values += 1;
-                let n = (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
-                    .then(|| part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')));
+                let n = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
+                    .then(|| {
+                        part.iter()
+                            .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+                    })
+                    .flatten();
                 match (n, self.length) {
                     (None, _) => self.length_error = self.length_error.or(Some("invalid Content-Length")),
                     (Some(n), Some(before)) if n != before => {
@@ -662,11 +666,12 @@ fn line_end(buf: &[u8], max: usize) -> Result<Option<usize>, BoxError> {
     }
 }
 
-/// A chunk-size line: hex digits (at most 16), then optional whitespace and `;` extensions, with
-/// no CR in them (a bare CR is how one parser's line ends where another's does not).
+/// A chunk-size line: hex digits (a value that fits 64 bits), then optional whitespace and `;`
+/// extensions, with no CR in them (a bare CR is how one parser's line ends where another's
+/// does not).
 fn chunk_size(line: &[u8]) -> Result<u64, BoxError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
+    if digits == 0 {
         return Err(err("invalid chunk size"));
     }
     let rest = &line[digits..];
@@ -717,6 +722,7 @@ mod tests {
         assert_eq!(chunk_size(b"1aF").unwrap(), 0x1af);
         assert_eq!(chunk_size(b"10 ;name=value").unwrap(), 16);
         assert_eq!(chunk_size(b"ffffffffffffffff").unwrap(), u64::MAX);
+        assert_eq!(chunk_size(b"00000000000000000000a").unwrap(), 10);
         for bad in [&b""[..], b"x", b"10x", b"-1", b"1 2", b"fffffffffffffffff", b"+5"] {
             assert!(chunk_size(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }

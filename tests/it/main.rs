@@ -9,6 +9,7 @@ mod cli;
 mod dev;
 mod framing;
 mod front_door;
+mod fuzz_corpus;
 mod hardening;
 mod ops;
 mod passthrough;
