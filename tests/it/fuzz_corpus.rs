@@ -5,7 +5,10 @@ use std::path::Path;
 
 use oauth_shim::fuzzing;
 
-const TARGETS: [(&str, fn(&[u8])); 5] = [
+/// A fuzz target's entry function.
+type Entry = fn(&[u8]);
+
+const TARGETS: [(&str, Entry); 5] = [
     ("answer_head", fuzzing::answer_head),
     ("chunked_body", fuzzing::chunked_body),
     ("legacy_params", fuzzing::legacy_params),
