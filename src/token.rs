@@ -58,21 +58,27 @@ async fn run(
         return Err(too_large());
     }
     // The whole body within `body_read_timeout`: a client trickling bytes cannot hold the
-    // connection (and this task) for longer. A body that arrived with its head is read on the
-    // first poll, before the timer is ever registered.
-    let read = crate::body::read_limited(body, max);
-    let bytes = match tokio::time::timeout(rt.config.server.body_read_timeout, read).await {
-        Err(_) => {
-            return Err(ShimError::invalid_request("the request body did not arrive in time")
-                .status(StatusCode::REQUEST_TIMEOUT)
-                .closing());
-        }
-        Ok(read) => read.map_err(|e| match e {
-            crate::body::ReadError::TooLarge => too_large(),
-            crate::body::ReadError::Body => {
-                ShimError::invalid_request("the request body could not be read").closing()
+    // connection (and this task) for longer. A bodiless call (a GET) needs no timer, and a body
+    // that arrived with its head is read on the first poll, before the timer is registered.
+    let bytes = if http_body::Body::is_end_stream(&body) {
+        bytes::Bytes::new()
+    } else {
+        // Boxed: the timer and the read would otherwise size this whole future (which every
+        // token call allocates), GETs included.
+        let read = crate::body::read_limited(body, max);
+        match Box::pin(tokio::time::timeout(rt.config.server.body_read_timeout, read)).await {
+            Err(_) => {
+                return Err(ShimError::invalid_request("the request body did not arrive in time")
+                    .status(StatusCode::REQUEST_TIMEOUT)
+                    .closing());
             }
-        })?,
+            Ok(read) => read.map_err(|e| match e {
+                crate::body::ReadError::TooLarge => too_large(),
+                crate::body::ReadError::Body => {
+                    ShimError::invalid_request("the request body could not be read").closing()
+                }
+            })?,
+        }
     };
     if parts.method == Method::GET && !bytes.is_empty() {
         return Err(ShimError::invalid_request("a GET token request must not carry a body"));
