@@ -247,19 +247,22 @@ impl Seen {
     /// only `close`/`keep-alive` (one naming other headers is kept, so a proxy still strips
     /// those).
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        // A value with bytes outside visible ASCII (obs-text) says neither `keep-alive` nor
+        // `chunked`, as hyper's client reads it; it may still say `close`.
+        let visible = || value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
         if *name == header::CONNECTION {
             let mut others = false;
             for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 let close = token.eq_ignore_ascii_case(b"close");
                 let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
                 self.close |= close;
-                self.keep_alive |= keep_alive;
+                self.keep_alive |= keep_alive && visible();
                 others |= !close && !keep_alive && !token.is_empty();
             }
             return others;
         } else if *name == header::TRANSFER_ENCODING {
             let last = value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
-            self.transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
+            self.transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked") && visible());
             return false;
         } else if *name == header::CONTENT_LENGTH {
             for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
