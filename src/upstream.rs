@@ -424,7 +424,7 @@ async fn exchange(
 ) -> Result<Response<UpBody>, BoxError> {
     let (head, conn, framing, reuse) = conn.exchange(pending, host.max_head).await?;
     let back = h1::Return { pool, host: host.index };
-    let body = h1::Body::new(conn, framing, reuse, back, host.max_head);
+    let body = h1::Body::new(conn, framing, reuse, back);
     Ok(Response::from_parts(head, UpBody::Raw(body)))
 }
 

@@ -41,6 +41,10 @@ const MAX_HEADERS: usize = 100;
 const MAX_INTERIM: usize = 16;
 /// A chunk-size line, extensions included, longer than this is refused.
 const MAX_CHUNK_LINE: usize = 4096;
+/// A body's chunk extensions together, and its trailer section, may take this many bytes (as
+/// in hyper's client).
+const MAX_EXTENSIONS: u64 = 16 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
 /// Read in steps of this much.
 const READ_STEP: usize = 8192;
 
@@ -452,8 +456,8 @@ pub struct Body {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Decoder {
     state: State,
-    /// A chunked body's trailer section may take this many bytes.
-    max_trailers: usize,
+    /// Bytes of chunk extensions seen so far.
+    extensions: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -472,14 +476,14 @@ enum State {
 }
 
 impl Decoder {
-    pub(crate) fn new(framing: Framing, max_trailers: usize) -> Self {
+    pub(crate) fn new(framing: Framing) -> Self {
         let state = match framing {
             Framing::Empty => State::Done,
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::ChunkSize,
             Framing::Close => State::Close,
         };
-        Self { state, max_trailers }
+        Self { state, extensions: 0 }
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -519,7 +523,12 @@ impl Decoder {
                 }
                 State::ChunkSize => {
                     let Some(end) = line_end(buf, MAX_CHUNK_LINE)? else { return Ok(None) };
-                    let size = chunk_size(&buf[..end])?;
+                    let line = &buf[..end];
+                    let size = chunk_size(line)?;
+                    self.extensions += line.iter().position(|&b| b == b';').map_or(0, |i| end - i) as u64;
+                    if self.extensions > MAX_EXTENSIONS {
+                        return Err(err("chunk extensions too large"));
+                    }
                     let _ = buf.split_to(end + 2);
                     self.state = if size == 0 { State::Trailers } else { State::ChunkData(size) };
                 }
@@ -542,7 +551,7 @@ impl Decoder {
                     self.state = State::ChunkSize;
                 }
                 State::Trailers => {
-                    let Some(len) = trailers_len(buf, self.max_trailers)? else { return Ok(None) };
+                    let Some(len) = trailers_len(buf)? else { return Ok(None) };
                     let _ = buf.split_to(len);
                     self.state = State::Done;
                 }
@@ -552,33 +561,42 @@ impl Decoder {
 }
 
 /// The length of a complete trailer section at the front of `buf` (RFC 9112 §7.1.2: header
-/// fields, then an empty line), parsed as a head's fields are; `None` while it is incomplete.
-fn trailers_len(buf: &[u8], max: usize) -> Result<Option<usize>, BoxError> {
+/// fields, then an empty line), or `None` while it is incomplete. Every line ends in CRLF (a
+/// bare CR or LF is refused), so the section ends where hyper's client ends it, at the first
+/// empty line; its fields are then parsed as a head's are.
+fn trailers_len(buf: &[u8]) -> Result<Option<usize>, BoxError> {
     // No trailers, the common case.
     if buf.starts_with(b"\r\n") {
         return Ok(Some(2));
     }
+    let window = &buf[..buf.len().min(MAX_TRAILERS)];
+    let mut end = None;
+    for (i, &b) in window.iter().enumerate() {
+        let bare_cr = b == b'\r' && window.get(i + 1).is_some_and(|&n| n != b'\n');
+        let bare_lf = b == b'\n' && (i == 0 || window[i - 1] != b'\r');
+        if bare_cr || bare_lf {
+            return Err(err("malformed trailers"));
+        }
+        if b == b'\n' && window[..=i].ends_with(b"\r\n\r\n") {
+            end = Some(i + 1);
+            break;
+        }
+    }
+    let Some(len) = end else {
+        return if buf.len() >= MAX_TRAILERS { Err(err("trailers too large")) } else { Ok(None) };
+    };
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match httparse::parse_headers(buf, &mut fields) {
-        Ok(httparse::Status::Complete((len, _))) if len <= max => Ok(Some(len)),
-        Ok(httparse::Status::Complete(_)) => Err(err("trailers too large")),
-        Ok(httparse::Status::Partial) if buf.len() >= max => Err(err("trailers too large")),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(err("malformed trailers")),
+    match httparse::parse_headers(&buf[..len], &mut fields) {
+        Ok(httparse::Status::Complete((parsed, _))) if parsed == len => Ok(Some(len)),
+        _ => Err(err("malformed trailers")),
     }
 }
 
 impl Body {
     /// The body after a head. A small answer that is already buffered whole is split off, and
     /// the connection goes back to the pool at once.
-    pub(super) fn new(
-        mut conn: Conn,
-        framing: Framing,
-        reuse: bool,
-        back: Return,
-        max_trailers: usize,
-    ) -> Self {
-        let mut decoder = Decoder::new(framing, max_trailers);
+    pub(super) fn new(mut conn: Conn, framing: Framing, reuse: bool, back: Return) -> Self {
+        let mut decoder = Decoder::new(framing);
         let ready = match decoder.state {
             State::Length(n) if conn.buf.len() as u64 >= n => {
                 decoder.state = State::Done;
@@ -837,7 +855,7 @@ mod tests {
     }
 
     fn decode_all(framing: Framing, raw: &[u8]) -> Result<Vec<u8>, String> {
-        let mut decoder = Decoder::new(framing, 1024);
+        let mut decoder = Decoder::new(framing);
         let mut buf = BytesMut::from(raw);
         let mut out = Vec::new();
         while let Some(data) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
@@ -859,10 +877,16 @@ mod tests {
     #[test]
     fn trailers_are_parsed_as_header_fields() {
         assert_eq!(decode_all(Framing::Chunked, b"2\r\nok\r\n0\r\nX-T: a\r\nX-U: b\r\n\r\n").unwrap(), b"ok");
-        for bad in [&b"0\r\nno colon here\r\n\r\n"[..], b"0\r\nX T: a\r\n\r\n", b"0\r\n: a\r\n\r\n"] {
+        for bad in [
+            &b"0\r\nno colon here\r\n\r\n"[..],
+            b"0\r\nX T: a\r\n\r\n",
+            b"0\r\n: a\r\n\r\n",
+            b"0\r\nX: a\n\r\nY: b\r\n\r\n",
+            b"0\r\nX: a\rY: b\r\n\r\n",
+        ] {
             assert!(decode_all(Framing::Chunked, bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
-        let big = format!("0\r\nX-T: {}\r\n\r\n", "v".repeat(2000));
+        let big = format!("0\r\nX-T: {}\r\n\r\n", "v".repeat(MAX_TRAILERS));
         assert!(decode_all(Framing::Chunked, big.as_bytes()).is_err(), "over the trailer limit");
         assert!(decode_all(Framing::Chunked, b"0\r\nX-T: a\r\n").is_err(), "cut short");
     }
