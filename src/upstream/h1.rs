@@ -11,10 +11,11 @@
 //! valid number. The framing headers are checked on every answer, bodiless ones included: a
 //! `Content-Length` beside `Transfer-Encoding` is removed and the connection not reused, and
 //! conflicting lengths are refused. A chunked body's size lines may carry extensions (never a
-//! bare CR); its trailer section (CRLF lines only) is parsed as header fields and discarded. Interim 1xx answers
-//! are skipped; `101` is refused, since no upgrade is ever asked for. A connection is reused
-//! only when its answer was read to the end with nothing after it, and the upstream did not ask
-//! to close it (HTTP/1.0: only with `Connection: keep-alive` and no `close`).
+//! bare CR); its trailer section (CRLF lines only) is parsed as header fields and discarded.
+//! Interim 1xx answers are skipped; `101` is refused, since no upgrade is ever asked for. A
+//! connection is reused only when its answer was read to the end with nothing after it, and the
+//! upstream did not ask to close it (HTTP/1.0: only with `Connection: keep-alive` and no
+//! `close`).
 
 use std::io;
 use std::pin::Pin;
