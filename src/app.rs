@@ -301,9 +301,10 @@ fn front_door<B>(req: &Request<B>, rt: &Runtime) -> Result<Route, ShimError> {
     if uri_len > server.max_uri_bytes {
         return Err(ShimError::invalid_request("request URI too long").status(StatusCode::URI_TOO_LONG));
     }
-    check_target(req.method(), req.uri())?;
+    let path = req.uri().path();
+    check_target(req.method(), req.uri(), path)?;
     check_transfer_coding(req.headers())?;
-    Ok(match req.uri().path() {
+    Ok(match path {
         "/oauth/access_token" => Route::Token,
         "/oauth/authorize" => Route::Authorize,
         _ => Route::PassThrough,
@@ -313,7 +314,7 @@ fn front_door<B>(req: &Request<B>, rt: &Runtime) -> Result<Route, ShimError> {
 /// The request-target forms of RFC 9112 §3.2: origin-form (`/path`) and absolute-form for any
 /// method; asterisk-form (`*`) only for `OPTIONS`; authority-form (`host:port`) only for
 /// `CONNECT`, which is a forward proxy's tunnel, never opened to the API host (405).
-fn check_target(method: &http::Method, uri: &Uri) -> Result<(), ShimError> {
+fn check_target(method: &http::Method, uri: &Uri, path: &str) -> Result<(), ShimError> {
     const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
     if *method == http::Method::CONNECT {
         return Err(ShimError::method_not_allowed(ALLOW));
@@ -321,7 +322,7 @@ fn check_target(method: &http::Method, uri: &Uri) -> Result<(), ShimError> {
     if uri.scheme().is_none() && uri.authority().is_some() {
         return Err(ShimError::invalid_request("an authority-form target is only valid for CONNECT"));
     }
-    if uri.path() == "*" && *method != http::Method::OPTIONS {
+    if path == "*" && *method != http::Method::OPTIONS {
         return Err(ShimError::invalid_request("an asterisk-form target is only valid for OPTIONS"));
     }
     Ok(())

@@ -103,11 +103,11 @@ impl Collector {
     /// values must agree. Empty values count as absent.
     fn add_source(
         &mut self,
-        pairs: impl Iterator<Item = Result<(Slot, Option<String>), ShimError>>,
+        pairs: impl Iterator<Item = Result<(Slot, Option<String>), Bad>>,
     ) -> Result<(), ShimError> {
         let mut seen = [false; SLOTS];
         for pair in pairs {
-            let (slot, value) = pair?;
+            let (slot, value) = pair.map_err(ShimError::invalid_request)?;
             let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
             let i = slot as usize;
             if std::mem::replace(&mut seen[i], true) {
@@ -165,12 +165,11 @@ pub fn collect(
         && let Some((id, secret)) = parse_basic(header)?
     {
         basic_auth = true;
-        c.add_source([Ok((Slot::ClientId, Some(id))), Ok((Slot::ClientSecret, Some(secret)))].into_iter())
-            .map_err(|_| {
-                ShimError::invalid_client(
-                    "client credentials in the Authorization header and parameters differ",
-                )
-            })?;
+        let creds: [Result<_, Bad>; 2] =
+            [Ok((Slot::ClientId, Some(id))), Ok((Slot::ClientSecret, Some(secret)))];
+        c.add_source(creds.into_iter()).map_err(|_| {
+            ShimError::invalid_client("client credentials in the Authorization header and parameters differ")
+        })?;
     }
 
     let user_id = c.take(Slot::UserId);
@@ -199,22 +198,33 @@ pub fn collect(
     Ok((params, kind))
 }
 
+/// What is wrong with a parameter's bytes (fixed text: the bytes are never echoed).
+type Bad = &'static str;
+
+const NOT_ENCODED: Bad = "a parameter is not validly percent-encoded";
+const NOT_UTF8: Bad = "a parameter is not valid UTF-8";
+const CONTROL: Bad = "a parameter contains a control character";
+
 /// The known parameters of an `application/x-www-form-urlencoded` string, split and decoded as
 /// `form_urlencoded::parse` does, but strictly: every pair, known or not, must be validly
 /// percent-encoded and decode to UTF-8 without control characters (see [`decode`]). An empty
 /// value is `None` (absent), without allocating.
-fn form_pairs(input: &[u8]) -> impl Iterator<Item = Result<(Slot, Option<String>), ShimError>> + '_ {
+fn form_pairs(input: &[u8]) -> impl Iterator<Item = Result<(Slot, Option<String>), Bad>> + '_ {
     raw_pairs(input).filter_map(|pair| {
         let pair = match pair {
             Ok(pair) => pair,
             Err(e) => return Some(Err(e)),
         };
-        let slot = match decode(pair.name, pair.plain[0]) {
-            Ok(_) if pair.plain[0] => Slot::of_bytes(pair.name),
-            Ok(name) => Slot::of(&name),
-            Err(e) => return Some(Err(e)),
+        // A plain name in a printable-ASCII form needs no decoding: it is the bytes as sent.
+        let slot = if pair.plain[0] && pair.ascii {
+            Slot::of_bytes(pair.name)
+        } else {
+            match decode(pair.name, pair.plain[0], pair.ascii) {
+                Ok(name) => Slot::of(&name),
+                Err(e) => return Some(Err(e)),
+            }
         };
-        match (slot, decode(pair.value, pair.plain[1])) {
+        match (slot, decode(pair.value, pair.plain[1], pair.ascii)) {
             (_, Err(e)) => Some(Err(e)),
             (None, Ok(_)) => None,
             (Some(slot), Ok(value)) => Some(Ok((slot, (!value.is_empty()).then(|| value.into_owned())))),
@@ -226,12 +236,15 @@ fn form_pairs(input: &[u8]) -> impl Iterator<Item = Result<(Slot, Option<String>
 /// one: every name and value validly percent-encoded, UTF-8 once decoded, and free of control
 /// characters. `/oauth/authorize` checks its query with it before reading any parameter.
 pub fn check_form(input: &[u8]) -> Result<(), ShimError> {
-    for pair in raw_pairs(input) {
-        let pair = pair?;
-        decode(pair.name, pair.plain[0])?;
-        decode(pair.value, pair.plain[1])?;
-    }
-    Ok(())
+    let check = || -> Result<(), Bad> {
+        for pair in raw_pairs(input) {
+            let pair = pair?;
+            decode(pair.name, pair.plain[0], pair.ascii)?;
+            decode(pair.value, pair.plain[1], pair.ascii)?;
+        }
+        Ok(())
+    };
+    check().map_err(ShimError::invalid_request)
 }
 
 /// One `name=value` pair of a form as sent, and whether each part is plain (no `+` or `%`, so
@@ -240,13 +253,19 @@ struct RawPair<'a> {
     name: &'a [u8],
     value: &'a [u8],
     plain: [bool; 2],
+    /// The whole form is printable ASCII (the usual case): a plain part is valid as it is.
+    ascii: bool,
 }
 
-/// The pairs of a form, split on `&` and the first `=`. A `%` not followed by two hex digits,
-/// or a raw control byte, ends the iteration with an error.
-fn raw_pairs(input: &[u8]) -> impl Iterator<Item = Result<RawPair<'_>, ShimError>> {
-    let mut rest = input;
-    std::iter::from_fn(move || {
+/// The pairs of a form, split on `&` and the first `=`. A raw control byte anywhere, or a `%`
+/// not followed by two hex digits, ends the iteration with an error.
+fn raw_pairs(input: &[u8]) -> impl Iterator<Item = Result<RawPair<'_>, Bad>> {
+    // One branch-free pass over the whole form first (it vectorises): printable ASCII only?
+    let ascii = input.iter().fold(true, |ok, &b| ok & (b >= 0x20) & (b < 0x7f));
+    let refused = !ascii && input.iter().any(u8::is_ascii_control);
+    let mut rest = if refused { &[][..] } else { input };
+    let first = refused.then_some(Err(CONTROL));
+    first.into_iter().chain(std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
@@ -266,14 +285,8 @@ fn raw_pairs(input: &[u8]) -> impl Iterator<Item = Result<RawPair<'_>, ShimError
                     let hex = |j: usize| rest.get(j).is_some_and(u8::is_ascii_hexdigit);
                     if !hex(i + 1) || !hex(i + 2) {
                         rest = &[];
-                        return Some(Err(ShimError::invalid_request(
-                            "a parameter is not validly percent-encoded",
-                        )));
+                        return Some(Err(NOT_ENCODED));
                     }
-                }
-                b if b.is_ascii_control() => {
-                    rest = &[];
-                    return Some(Err(control_character()));
                 }
                 _ => {}
             }
@@ -284,31 +297,30 @@ fn raw_pairs(input: &[u8]) -> impl Iterator<Item = Result<RawPair<'_>, ShimError
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &[][..]),
         };
-        Some(Ok(RawPair { name, value, plain }))
-    })
+        Some(Ok(RawPair { name, value, plain, ascii }))
+    }))
 }
 
-fn control_character() -> ShimError {
-    ShimError::invalid_request("a parameter contains a control character")
-}
-
-/// Form-decode one part already scanned by [`raw_pairs`] (so its escapes are complete): `+` is
-/// a space, then percent-decoding; the result must be UTF-8 (overlong forms and lone surrogates
-/// are not) without control characters. Borrowed for a plain part.
-fn decode(part: &[u8], plain: bool) -> Result<std::borrow::Cow<'_, str>, ShimError> {
-    let not_utf8 = || ShimError::invalid_request("a parameter is not valid UTF-8");
-    let text: std::borrow::Cow<'_, str> = if plain {
-        std::str::from_utf8(part).map_err(|_| not_utf8())?.into()
-    } else {
-        let plus: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
-        let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
-        String::from_utf8(bytes).map_err(|_| not_utf8())?.into()
-    };
-    // A plain part's ASCII was checked byte by byte already.
-    if (!plain || !text.is_ascii()) && text.chars().any(char::is_control) {
-        return Err(control_character());
+/// Form-decode one part already scanned by [`raw_pairs`] (so its escapes are complete and it
+/// holds no raw control byte): `+` is a space, then percent-decoding; the result must be UTF-8
+/// (overlong forms and lone surrogates are not) without control characters. Borrowed for a
+/// plain part. `ascii`: the whole form is printable ASCII, so a plain part is valid as it is.
+fn decode(part: &[u8], plain: bool, ascii: bool) -> Result<std::borrow::Cow<'_, str>, Bad> {
+    if plain {
+        let text = std::str::from_utf8(part).map_err(|_| NOT_UTF8)?;
+        // Raw control bytes were refused already; C1 controls are two bytes of UTF-8.
+        if !ascii && has_control(text) {
+            return Err(CONTROL);
+        }
+        return Ok(text.into());
     }
-    Ok(text)
+    let plus: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
+    let text = String::from_utf8(bytes).map_err(|_| NOT_UTF8)?;
+    if has_control(&text) {
+        return Err(CONTROL);
+    }
+    Ok(text.into())
 }
 
 /// Whether a decoded value holds a control character (C0, DEL or C1).
@@ -410,7 +422,7 @@ fn parse_basic(header: &[u8]) -> Result<Option<(String, String)>, ShimError> {
             return Err(bad());
         }
         let plain = !raw.iter().any(|&b| b == b'+' || b == b'%');
-        Ok(decode(raw, plain).map_err(|_| bad())?.into_owned())
+        Ok(decode(raw, plain, false).map_err(|_| bad())?.into_owned())
     };
     Ok(Some((part(&decoded[..colon])?, part(&decoded[colon + 1..])?)))
 }

@@ -253,8 +253,9 @@ impl Seen {
     /// those).
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         // A value with bytes outside visible ASCII (obs-text) says neither `keep-alive` nor
-        // `chunked`, as hyper's client reads it; it may still say `close`.
-        let visible = || value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+        // `chunked`, as hyper's client reads it; it may still say `close`. (A header value
+        // holds no control byte but tab, so ASCII is visible ASCII.)
+        let visible = || value.is_ascii();
         if *name == header::CONNECTION {
             let mut others = false;
             for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
