@@ -261,7 +261,7 @@ struct RawPair<'a> {
 /// not followed by two hex digits, ends the iteration with an error.
 fn raw_pairs(input: &[u8]) -> impl Iterator<Item = Result<RawPair<'_>, Bad>> {
     // One branch-free pass over the whole form first (it vectorises): printable ASCII only?
-    let ascii = input.iter().fold(true, |ok, &b| ok & (b >= 0x20) & (b < 0x7f));
+    let ascii = input.iter().fold(true, |ok, &b| ok & (0x20..0x7f).contains(&b));
     let refused = !ascii && input.iter().any(u8::is_ascii_control);
     let mut rest = if refused { &[][..] } else { input };
     let first = refused.then_some(Err(CONTROL));
