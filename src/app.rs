@@ -58,7 +58,8 @@ impl Runtime {
     }
 }
 
-/// Which handler served a request (logs, metrics).
+/// Which handler served a request (logs, metrics). The discriminants index
+/// `ops::metrics::ROUTES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Token,
@@ -158,16 +159,22 @@ impl App {
     /// future is the route's whole handling, boxed once and sized by that route (the server
     /// holds it per request, so the largest route does not size every request). On
     /// pass-through the upstream request is already on its way to the pool when this returns.
-    pub fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Handling
+    pub fn handle<B>(&self, mut req: Request<B>, peer: SocketAddr) -> Handling
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
+        let request_id = crate::request_id::ensure(req.headers_mut());
+        // What only the access line needs is taken only when it is written.
+        let access = tracing::enabled!(target: "oauth_shim::access", tracing::Level::INFO)
+            .then(|| Box::new(Access::of(&req, peer)));
         let done = Done {
             started: Instant::now(),
             app: self.clone(),
             rt: self.runtime(),
             method: req.method().clone(),
+            request_id,
+            access,
             _in_flight: self.shared.ops.metrics.in_flight(),
         };
         let route = match front_door(&req, &done.rt) {
@@ -235,7 +242,11 @@ impl<F: Future<Output = forward::Forwarded>> Future for Passing<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Response<Body>> {
         let this = self.project();
-        let resp = std::task::ready!(this.forwarded.poll(cx)).record(this.outcome);
+        let forwarded = std::task::ready!(this.forwarded.poll(cx));
+        if let Some(done) = this.done.as_ref() {
+            forwarded.report(&done.rt);
+        }
+        let resp = forwarded.record(this.outcome);
         let outcome = std::mem::take(this.outcome);
         std::task::Poll::Ready(match this.done.take() {
             Some(done) => done.finish(Route::PassThrough, outcome, resp),
@@ -251,12 +262,38 @@ struct Done {
     app: App,
     rt: Arc<Runtime>,
     method: http::Method,
+    request_id: HeaderValue,
+    access: Option<Box<Access>>,
     _in_flight: crate::ops::metrics::GaugeGuard,
+}
+
+/// What the access line records of the request beyond method and id.
+struct Access {
+    uri: Uri,
+    peer: SocketAddr,
+    user_agent: Option<HeaderValue>,
+    /// The declared `Content-Length`, when there is one.
+    bytes_in: Option<u64>,
+}
+
+impl Access {
+    fn of<B>(req: &Request<B>, peer: SocketAddr) -> Self {
+        let h = req.headers();
+        Self {
+            uri: req.uri().clone(),
+            peer,
+            user_agent: h.get(http::header::USER_AGENT).cloned(),
+            bytes_in: h
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        }
+    }
 }
 
 impl Done {
     /// Count and log the request, and hand on its answer.
-    fn finish(self, route: Route, mut outcome: Outcome, resp: Response<Body>) -> Response<Body> {
+    fn finish(self, route: Route, mut outcome: Outcome, mut resp: Response<Body>) -> Response<Body> {
         let ops = &self.app.shared.ops;
         let rt = &self.rt;
         let status = resp.status();
@@ -266,24 +303,35 @@ impl Done {
         let client_label = crate::ops::client_label(rt, client.as_deref());
         let result = outcome.detail.unwrap_or(if status.as_u16() < 400 { "ok" } else { "error" });
         ops.metrics.request(route.as_str(), client_label, result, status.as_u16());
+        ops.metrics.request_duration(route as usize, status.as_u16(), elapsed);
         match (outcome.upstream_latency, outcome.upstream_status) {
             (Some(took), _) => ops.metrics.upstream_latency("token", took),
             (None, Some(_)) => ops.metrics.upstream_latency("pass", elapsed),
             (None, None) => {}
         }
         // One line per request. Query strings are never logged (they carry codes and tokens);
-        // neither are headers.
-        tracing::info!(
-            target: "oauth_shim::access",
-            method = %self.method,
-            route = route.as_str(),
-            client = client.as_deref().unwrap_or("-"),
-            status = status.as_u16(),
-            upstream_status = outcome.upstream_status.map(|s| s.as_u16()),
-            detail = outcome.detail,
-            latency_ms = format_args!("{latency_ms:.2}"),
-            "request"
-        );
+        // of the headers, only the user agent and the request id.
+        if let Some(access) = self.access {
+            let ua = access.user_agent.as_ref().and_then(|v| v.to_str().ok());
+            tracing::info!(
+                target: "oauth_shim::access",
+                request_id = self.request_id.to_str().unwrap_or("-"),
+                method = %self.method,
+                path = access.uri.path(),
+                route = route.as_str(),
+                client = client.as_deref().unwrap_or("-"),
+                status = status.as_u16(),
+                upstream_status = outcome.upstream_status.map(|s| s.as_u16()),
+                detail = outcome.detail,
+                latency_ms = (latency_ms * 1000.0).round() / 1000.0,
+                bytes_in = access.bytes_in,
+                bytes_out = http_body::Body::size_hint(resp.body()).exact(),
+                peer = %access.peer,
+                user_agent = ua,
+                "request"
+            );
+        }
+        resp.headers_mut().insert(crate::request_id::X_REQUEST_ID.clone(), self.request_id);
         resp
     }
 }
@@ -359,4 +407,16 @@ fn refuse<B>(req: &Request<B>, e: ShimError) -> Response<Body> {
         resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_discriminants_index_the_metric_labels() {
+        for route in [Route::Token, Route::Authorize, Route::PassThrough, Route::Rejected] {
+            assert_eq!(crate::ops::metrics::ROUTES[route as usize], route.as_str());
+        }
+    }
 }

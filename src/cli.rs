@@ -64,6 +64,18 @@ pub enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
+    /// Probe a running oauth-shim's admin listener (`GET /healthz`, or `/readyz` with
+    /// `--ready`): exit 0 when it answers 200, 1 otherwise. For a Docker `HEALTHCHECK` or a
+    /// Kubernetes exec probe in an image without a shell or curl.
+    Healthcheck {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        admin: Option<String>,
+        /// Ask `/readyz` (ready to take traffic) instead of `/healthz` (process up).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Print the migration report of a running oauth-shim: per client, which legacy features it
     /// still uses, how often, and when last.
     Report {
@@ -92,9 +104,14 @@ pub fn main() -> ExitCode {
             run(config.server.resolved_worker_threads(), serve(config, path))
         }
         Command::CheckConfig { config } => match load(config) {
-            Ok(c) => match toml::to_string_pretty(&c) {
+            Ok(c) => match toml::to_string_pretty(&c.printable()) {
                 Ok(text) => {
-                    println!("# configuration is valid; effective settings (secrets redacted):\n{text}");
+                    for warning in &c.warnings {
+                        eprintln!("oauth-shim: warning: {warning}");
+                    }
+                    println!(
+                        "# configuration is valid; effective settings (secrets from secret_env/secret_file left out, inline ones shown as [redacted]):\n{text}"
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -108,8 +125,28 @@ pub fn main() -> ExitCode {
             std::thread::available_parallelism().map_or(1, usize::from),
             crate::dev::run(listen, admin_listen, standin_listen, config_file),
         ),
-        Command::Reload { config, admin } => admin_command(config, admin, |base| async move {
-            let (status, body) = ops::cli::call(http::Method::POST, &format!("{base}/reload")).await?;
+        Command::Healthcheck { config, admin, ready } => {
+            admin_command(config, admin, move |target| async move {
+                let path = if ready { "readyz" } else { "healthz" };
+                let url = format!("{}/{path}", target.base);
+                match ops::cli::call(http::Method::GET, &url, None).await {
+                    Ok((http::StatusCode::OK, _)) => Ok(ExitCode::SUCCESS),
+                    Ok((status, _)) => {
+                        eprintln!("oauth-shim: GET {url} answered {status}");
+                        Ok(ExitCode::from(1))
+                    }
+                    Err(msg) => {
+                        eprintln!("oauth-shim: {msg}");
+                        Ok(ExitCode::from(1))
+                    }
+                }
+            })
+        }
+        Command::Reload { config, admin } => admin_command(config, admin, |target| async move {
+            let base = &target.base;
+            let token = target.token?;
+            let (status, body) =
+                ops::cli::call(http::Method::POST, &format!("{base}/reload"), token.as_ref()).await?;
             let text = String::from_utf8_lossy(&body);
             match status {
                 http::StatusCode::OK => {
@@ -123,8 +160,11 @@ pub fn main() -> ExitCode {
                 }
             }
         }),
-        Command::Report { config, admin, json } => admin_command(config, admin, move |base| async move {
-            let (status, body) = ops::cli::call(http::Method::GET, &format!("{base}/migration")).await?;
+        Command::Report { config, admin, json } => admin_command(config, admin, move |target| async move {
+            let base = &target.base;
+            let token = target.token?;
+            let (status, body) =
+                ops::cli::call(http::Method::GET, &format!("{base}/migration"), token.as_ref()).await?;
             if status != http::StatusCode::OK {
                 return Err(format!("GET {base}/migration answered {status}"));
             }
@@ -143,11 +183,11 @@ pub fn main() -> ExitCode {
 /// Run an admin client command against the admin listener named by `--admin` or the config.
 fn admin_command<F, Fut>(config: Option<PathBuf>, admin: Option<String>, f: F) -> ExitCode
 where
-    F: FnOnce(String) -> Fut,
+    F: FnOnce(ops::cli::AdminTarget) -> Fut,
     Fut: std::future::Future<Output = Result<ExitCode, String>>,
 {
     let path = config::config_path(config.as_deref());
-    let base = match ops::cli::admin_base(&path, admin.as_deref()) {
+    let base = match ops::cli::admin_target(&path, admin.as_deref()) {
         Ok(b) => b,
         Err(msg) => {
             eprintln!("oauth-shim: {msg}");
@@ -207,16 +247,21 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 
 async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
     telemetry::init(&config.log);
+    for warning in &config.warnings {
+        tracing::warn!(config = %path.display(), "{warning}");
+    }
     let runtime = Runtime::new(config).map_err(|e| e.0)?;
     let app = App::new(runtime);
     app.shared().ops.reload.set_source(path);
     ops::reload::spawn_sighup(app.clone());
     ops::reload::spawn_watcher(app.clone());
-    let running = server::start(app.clone()).await.map_err(|e| format!("cannot bind: {e}"))?;
+    let running = server::start(app.clone()).await.map_err(|e| e.to_string())?;
+    let admin = running.admin_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string());
     tracing::info!(
         proxy = %running.proxy_addr,
-        admin = ?running.admin_addr,
+        admin = %admin,
         clients = app.runtime().config.clients.len(),
+        version = env!("CARGO_PKG_VERSION"),
         "oauth-shim listening"
     );
     server::run_until(running, server::shutdown_signal()).await;

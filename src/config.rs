@@ -25,6 +25,11 @@ pub struct Config {
     pub log: LogConfig,
     pub reload: ReloadConfig,
     pub clients: Vec<ClientConfig>,
+    /// What loading noticed that is worth a warning but not fatal (environment variables under
+    /// `OAUTH_SHIM_` that name no key, no clients configured). `check-config` prints them to
+    /// stderr; `serve` and reloads log them once.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +114,17 @@ pub struct AdminConfig {
     /// Concurrent admin connections; further ones wait in the accept queue, so a flood of them
     /// cannot starve the process (probes and scrapes need only a few).
     pub max_connections: usize,
+    /// Name of an environment variable holding a bearer token that `/reload` and `/migration`
+    /// then require (`Authorization: Bearer <token>`). `/healthz`, `/readyz` and `/metrics`
+    /// stay open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// The same token read from a file (surrounding whitespace trimmed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The resolved token, when `token_env` or `token_file` is set.
+    #[serde(skip)]
+    pub token: Option<Secret>,
 }
 
 impl ServerConfig {
@@ -124,7 +140,41 @@ impl ServerConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9901)), enabled: true, max_connections: 64 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            enabled: true,
+            max_connections: 64,
+            token_env: None,
+            token_file: None,
+            token: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Read the admin token from `token_env` or `token_file`, if one is named. Used at load and
+    /// by the admin client commands (`reload`, `report`, `healthcheck`).
+    pub fn resolve_token(&mut self) -> Result<(), ConfigError> {
+        let value = match (&self.token_env, &self.token_file) {
+            (None, None) => return Ok(()),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError("admin: set only one of token_env, token_file".into()));
+            }
+            (Some(var), None) => std::env::var(var).map_err(|_| {
+                ConfigError(format!("admin.token_env: environment variable {var} is not set"))
+            })?,
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|e| {
+                    ConfigError(format!("admin.token_file: cannot read {}: {}", file.display(), e.kind()))
+                })?
+                .trim()
+                .to_owned(),
+        };
+        if value.is_empty() {
+            return Err(ConfigError("admin: the token is empty".into()));
+        }
+        self.token = Some(Secret::new(value));
+        Ok(())
     }
 }
 
@@ -350,11 +400,30 @@ impl Config {
         if !path.exists() {
             return Err(ConfigError(format!("config file {} does not exist", path.display())));
         }
-        Self::from_figment(
-            Figment::from(Serialized::defaults(Config::default()))
-                .merge(Toml::file(path))
-                .merge(Env::prefixed("OAUTH_SHIM_").ignore(&["config"]).split("__")),
-        )
+        let (env, ignored) = env_overrides();
+        let mut config = Self::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(path)).merge(env),
+        )?;
+        if !ignored.is_empty() {
+            config.warnings.insert(
+                0,
+                format!(
+                    "ignored environment variables that name no config key: {} (Kubernetes service links set such variables; enableServiceLinks: false turns them off)",
+                    ignored.join(", ")
+                ),
+            );
+        }
+        Ok(config)
+    }
+
+    /// The file and environment merged over the defaults, neither validated nor with secrets
+    /// resolved: what the file names (its `secret_file`s, say), for the reload watcher.
+    pub fn read_unvalidated(path: &Path) -> Option<Self> {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .merge(env_overrides().0)
+            .extract()
+            .ok()
     }
 
     /// Extract from an arbitrary figment (tests and `dev` build their own), then validate.
@@ -375,8 +444,27 @@ impl Config {
     /// Validate a config built in code (as `dev` does), resolving secret sources like a loaded one.
     pub fn validated(mut self) -> Result<Self, ConfigError> {
         self.resolve_secrets()?;
+        self.admin.resolve_token()?;
         self.validate()?;
+        if self.clients.is_empty() {
+            self.warnings.push(
+                "no [[clients]] configured: every legacy token call will be refused as invalid_client".into(),
+            );
+        }
         Ok(self)
+    }
+
+    /// The config as `check-config` prints it: loadable again as it is. A secret read from
+    /// `secret_env` or `secret_file` is left out (the source is printed); an inline one prints
+    /// as `[redacted]`, a placeholder that loads but must be replaced.
+    pub fn printable(&self) -> Config {
+        let mut out = self.clone();
+        for c in &mut out.clients {
+            if c.secret_env.is_some() || c.secret_file.is_some() {
+                c.secret = None;
+            }
+        }
+        out
     }
 
     fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
@@ -421,6 +509,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        check_log_level(&self.log.level)?;
         check_url("upstream.token_url", &self.upstream.token_url)?;
         check_url("upstream.authorize_url", &self.upstream.authorize_url)?;
         check_url("upstream.api_base", &self.upstream.api_base)?;
@@ -487,6 +576,57 @@ impl Config {
     pub fn client(&self, id: &str) -> Option<&ClientConfig> {
         self.clients.iter().find(|c| c.id == id)
     }
+}
+
+/// The environment provider (`OAUTH_SHIM_<SECTION>__<KEY>`, values parsed as figment reads
+/// them: `[a, b]` is a list, `{k = v}` a table), without the variables that name no config key,
+/// and those variables' names. A variable counts as naming a key when the defaults with it
+/// alone merged on top extract without an unknown-field error; so every key the config types
+/// know is accepted, whatever table it sits in.
+pub fn env_overrides() -> (Env, Vec<String>) {
+    let env = || Env::prefixed("OAUTH_SHIM_").ignore(&["config"]).split("__");
+    let mut unknown: Vec<String> = Vec::new();
+    for (key, value) in env().iter() {
+        let probe = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Serialized::default(key.as_str(), value.parse::<figment::value::Value>().ok()));
+        if let Err(e) = probe.extract::<Config>()
+            && e.into_iter().any(|e| matches!(e.kind, figment::error::Kind::UnknownField(..)))
+        {
+            unknown.push(key.as_str().to_owned());
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    let names =
+        unknown.iter().map(|k| format!("OAUTH_SHIM_{}", k.replace('.', "__").to_ascii_uppercase())).collect();
+    let keep = unknown.clone();
+    (env().filter(move |k| !keep.iter().any(|u| u.as_str() == k)), names)
+}
+
+/// `log.level` must be a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
+/// comma-separated `target=level` directives. A bare word such as `verbose` would otherwise be
+/// read as a target name and switch every other log line off.
+fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bad = |why: &str| {
+        ConfigError(format!(
+            "log.level {level:?} {why}: use one of error, warn, info, debug, trace, off, or target=level directives"
+        ))
+    };
+    let mut any = false;
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        any = true;
+        let lvl = directive.rsplit_once('=').map_or(directive, |(_, l)| l).trim();
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(lvl)) {
+            return Err(bad(&format!("names no level ({directive:?})")));
+        }
+    }
+    if !any {
+        return Err(bad("is empty"));
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| bad(&format!("is not a filter ({e})")))
 }
 
 fn parse_redirect(id: &str, key: &str, uri: &str) -> Result<(), ConfigError> {
@@ -589,6 +729,111 @@ mod tests {
             jail.create_file("shim.toml", "[[clients]]\nid = \"f\"\nsecret_file = \"secret.txt\"\n")?;
             let c = load_in_jail(jail).expect("valid");
             assert_eq!(c.clients[0].secret().expose(), "from-file");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_vars_naming_no_key_are_ignored_with_one_warning() {
+        Jail::expect_with(|jail| {
+            jail.create_file("shim.toml", "[[clients]]\nid = \"a\"\nsecret = \"x\"\n")?;
+            // What Kubernetes service links inject for a Service named oauth-shim.
+            jail.set_env("OAUTH_SHIM_PORT", "tcp://10.96.0.12:8080");
+            jail.set_env("OAUTH_SHIM_PORT_8080_TCP_ADDR", "10.96.0.12");
+            jail.set_env("OAUTH_SHIM_SERVICE_HOST", "10.96.0.12");
+            jail.set_env("OAUTH_SHIM_SERVER__MAX_CONNECTIONS", "7");
+            let c = load_in_jail(jail).expect("service-link variables are not fatal");
+            assert_eq!(c.server.max_connections, 7, "known keys still apply");
+            assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+            let w = &c.warnings[0];
+            for name in ["OAUTH_SHIM_PORT", "OAUTH_SHIM_PORT_8080_TCP_ADDR", "OAUTH_SHIM_SERVICE_HOST"] {
+                assert!(w.contains(name), "{w}");
+            }
+            assert!(!w.contains("10.96.0.12"), "values are not repeated: {w}");
+            assert!(!w.contains("MAX_CONNECTIONS"), "{w}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_typo_in_the_file_stays_fatal_with_env_noise_around() {
+        Jail::expect_with(|jail| {
+            jail.create_file("shim.toml", "[server]\nmax_conections = 5\n")?;
+            jail.set_env("OAUTH_SHIM_SERVICE_HOST", "10.96.0.12");
+            let err = load_in_jail(jail).expect_err("file typo").to_string();
+            assert!(err.contains("max_conections"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn lists_can_be_set_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file("shim.toml", "[[clients]]\nid = \"file\"\nsecret = \"x\"\n")?;
+            jail.set_env("K_SECRET", "from-env");
+            jail.set_env(
+                "OAUTH_SHIM_CLIENTS",
+                r#"[{id = "env-a", secret_env = "K_SECRET", mode = "deny"}, {id = "env-b", secret_env = "K_SECRET", redirect_uri_allow = ["https://a.example/cb", "https://b.example/cb"]}]"#,
+            );
+            let c = load_in_jail(jail).expect("valid");
+            let ids: Vec<_> = c.clients.iter().map(|c| c.id.as_str()).collect();
+            assert_eq!(ids, ["env-a", "env-b"], "the environment's list replaces the file's");
+            assert_eq!(c.clients[0].mode, ClientMode::Deny);
+            assert_eq!(c.clients[1].redirect_uri_allow, ["https://a.example/cb", "https://b.example/cb"]);
+            assert_eq!(c.clients[1].secret().expose(), "from-env");
+            assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn log_level_must_name_a_level() {
+        for bad in ["verbose", "", "oauth_shim", "info,hyper", "warn,oauth_shim=loud"] {
+            let toml = format!("[log]\nlevel = {bad:?}\n");
+            expect_error(&toml, "log.level");
+        }
+        for good in ["info", "WARN", "off", "info,hyper=warn", "oauth_shim::access=debug,warn"] {
+            Jail::expect_with(|jail| {
+                jail.create_file("shim.toml", &format!("[log]\nlevel = {good:?}\n"))?;
+                load_in_jail(jail).unwrap_or_else(|e| panic!("{good}: {e}"));
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn zero_clients_is_a_warning() {
+        Jail::expect_with(|jail| {
+            jail.create_file("shim.toml", "")?;
+            let c = load_in_jail(jail).expect("valid");
+            assert!(c.warnings.iter().any(|w| w.contains("no [[clients]]")), "{:?}", c.warnings);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn printed_config_loads_again() {
+        Jail::expect_with(|jail| {
+            jail.create_file("secret.txt", "file-secret\n")?;
+            jail.set_env("E_SECRET", "env-secret");
+            jail.create_file(
+                "shim.toml",
+                "[[clients]]\nid = \"env\"\nsecret_env = \"E_SECRET\"\n\
+                 [[clients]]\nid = \"file\"\nsecret_file = \"secret.txt\"\n\
+                 [[clients]]\nid = \"inline\"\nsecret = \"hunter2\"\n",
+            )?;
+            let c = load_in_jail(jail).expect("valid");
+            let printed = toml::to_string_pretty(&c.printable()).unwrap();
+            assert!(
+                !printed.contains("hunter2")
+                    && !printed.contains("env-secret")
+                    && !printed.contains("file-secret")
+            );
+            jail.create_file("shim.toml", &printed)?;
+            let again = load_in_jail(jail).expect("printed config loads");
+            assert_eq!(again.clients[0].secret().expose(), "env-secret");
+            assert_eq!(again.clients[1].secret().expose(), "file-secret");
+            assert_eq!(again.clients.len(), 3);
             Ok(())
         });
     }

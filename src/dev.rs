@@ -80,7 +80,7 @@ pub async fn run(
     app.shared().ops.reload.set_source(path.clone());
     crate::ops::reload::spawn_sighup(app.clone());
     crate::ops::reload::spawn_watcher(app.clone());
-    let running = server::start(app).await.map_err(|e| format!("cannot bind {listen} or {admin}: {e}"))?;
+    let running = server::start(app).await.map_err(|e| e.to_string())?;
     // Not println!: a reader that closes our stdout (a pipe) must not stop the server.
     let text = instructions(running.proxy_addr, running.admin_addr, &standin, &path);
     let mut out = std::io::stdout().lock();

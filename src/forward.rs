@@ -43,6 +43,11 @@ impl Base {
         Some(Self { scheme: uri.scheme()?.clone(), authority, prefix, host })
     }
 
+    /// The upstream host (and port unless default), as logs name it.
+    pub fn host(&self) -> &str {
+        self.host.to_str().unwrap_or("-")
+    }
+
     /// The upstream URI for an incoming request target.
     pub fn join(&self, incoming: &Uri) -> Option<Uri> {
         let pq = match incoming.path_and_query() {
@@ -161,7 +166,9 @@ pub async fn forward(
     peer: SocketAddr,
     outcome: &mut Outcome,
 ) -> Response<Body> {
-    start(client, rt, req, peer).await.record(outcome)
+    let forwarded = start(client, rt, req, peer).await;
+    forwarded.report(rt);
+    forwarded.record(outcome)
 }
 
 /// A pass-through answer, and what the request log and metrics note of it.
@@ -169,9 +176,24 @@ pub struct Forwarded {
     pub resp: Response<Body>,
     pub upstream_status: Option<http::StatusCode>,
     pub detail: Option<&'static str>,
+    /// Why the upstream gave no answer, if it did not (boxed: the rare case).
+    pub failure: Option<Box<crate::upstream::Cause>>,
 }
 
 impl Forwarded {
+    /// Log a failed upstream call, once, naming the upstream host and why.
+    pub fn report(&self, rt: &Runtime) {
+        if let Some(cause) = &self.failure {
+            tracing::warn!(
+                upstream = rt.api_base.host(),
+                call = "pass",
+                cause = cause.class,
+                error = %cause.detail,
+                "upstream call failed"
+            );
+        }
+    }
+
     /// Note the outcome and hand on the answer.
     pub fn record(self, outcome: &mut Outcome) -> Response<Body> {
         outcome.upstream_status = self.upstream_status;
@@ -181,8 +203,13 @@ impl Forwarded {
         self.resp
     }
 
-    fn failed(e: ShimError) -> Self {
-        Self { detail: Some(e.code.as_str()), resp: e.into_response(), upstream_status: None }
+    fn failed(e: ShimError, failure: Option<crate::upstream::Cause>) -> Self {
+        Self {
+            detail: Some(e.code.as_str()),
+            resp: e.into_response(),
+            upstream_status: None,
+            failure: failure.map(Box::new),
+        }
     }
 }
 
@@ -228,7 +255,7 @@ where
             ForwardingProj::Sending { sent, stall } => (sent, *stall),
             ForwardingProj::Failed { error } => {
                 let e = error.take().unwrap_or_else(ShimError::internal);
-                return std::task::Poll::Ready(Forwarded::failed(e));
+                return std::task::Poll::Ready(Forwarded::failed(e, None));
             }
         };
         let resp = match std::task::ready!(sent.poll(cx)) {
@@ -238,19 +265,25 @@ where
                 // fault, not the upstream's, and its connection cannot carry another request.
                 tracing::debug!(error = %e, "pass-through request body could not be read");
                 let refused = ShimError::invalid_request("the request body is malformed or incomplete");
-                return std::task::Poll::Ready(Forwarded::failed(refused.closing()));
+                return std::task::Poll::Ready(Forwarded::failed(refused.closing(), None));
             }
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "pass-through upstream request failed");
-                return std::task::Poll::Ready(Forwarded::failed(ShimError::upstream_unreachable()));
+                let cause = crate::upstream::Cause::of(&*e);
+                return std::task::Poll::Ready(Forwarded::failed(
+                    ShimError::upstream_unreachable(),
+                    Some(cause),
+                ));
             }
-            Err(_) => return std::task::Poll::Ready(Forwarded::failed(ShimError::upstream_timeout())),
+            Err(_) => {
+                let cause = crate::upstream::Cause::timeout();
+                return std::task::Poll::Ready(Forwarded::failed(ShimError::upstream_timeout(), Some(cause)));
+            }
         };
         let upstream_status = Some(resp.status());
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let resp = Response::from_parts(parts, StallGuard::new(body, stall).boxed());
-        std::task::Poll::Ready(Forwarded { resp, upstream_status, detail: None })
+        std::task::Poll::Ready(Forwarded { resp, upstream_status, detail: None, failure: None })
     }
 }
 

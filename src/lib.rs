@@ -3,13 +3,15 @@
 //!
 //! The request path, in order:
 //! - [`server`] accepts connections (limits, timeouts, graceful drain) and hands each request to
-//! - [`app`], the one entry point, which applies front-door checks and routes:
+//! - [`app`], the one entry point, which gives the request its id ([`request_id`]), applies
+//!   front-door checks and routes:
 //!   - `/oauth/access_token` → [`token`]: [`legacy`] collects the parameters, [`translate`]
 //!     builds the v2 form, [`oauth`] makes the upstream call (refreshes go through
 //!     [`refresh`]), and [`translate`] renders the legacy answer;
 //!   - `/oauth/authorize` → [`authorize`]: a redirect to the configured v2 authorize URL;
 //!   - everything else → [`forward`]: streamed pass-through to the API base.
-//! - Both upstream calls go through [`upstream`], the connection pool.
+//! - Both upstream calls go through [`upstream`], the connection pool; a failed call is
+//!   classified there ([`upstream::Cause`]) and logged once by its caller.
 //! - Every failure becomes a response in [`error`], and only there.
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
@@ -32,6 +34,7 @@ pub mod legacy;
 pub mod oauth;
 pub mod ops;
 pub mod refresh;
+pub mod request_id;
 pub mod server;
 pub mod standin;
 pub mod telemetry;

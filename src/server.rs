@@ -56,13 +56,23 @@ impl Running {
     }
 }
 
-/// Bind the configured listeners and serve until [`Running::shutdown`].
+/// Bind the configured listeners and serve until [`Running::shutdown`]. A bind failure names
+/// the listener, its config key and address, and the OS error.
 pub async fn start(app: App) -> io::Result<Running> {
     let rt = app.runtime();
-    let proxy = TcpListener::bind(rt.config.server.listen).await?;
-    let admin =
-        if rt.config.admin.enabled { Some(TcpListener::bind(rt.config.admin.listen).await?) } else { None };
+    let proxy = bind("proxy", "server.listen", rt.config.server.listen).await?;
+    let admin = if rt.config.admin.enabled {
+        Some(bind("admin", "admin.listen", rt.config.admin.listen).await?)
+    } else {
+        None
+    };
     start_on(app, proxy, admin)
+}
+
+async fn bind(which: &str, key: &str, addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot bind the {which} listener ({key}) on {addr}: {e}"))
+    })
 }
 
 /// Serve on listeners the caller bound (tests bind `127.0.0.1:0`).
@@ -202,7 +212,7 @@ async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bo
     drop(listener);
     let _ = drain_tx.send(true);
     drop(drain_rx);
-    tracing::info!(grace = ?cfg.shutdown_grace, "draining connections");
+    tracing::info!(grace_s = cfg.shutdown_grace.as_secs_f64(), "draining connections");
     if tokio::time::timeout(cfg.shutdown_grace, drain_tx.closed()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with connections still open");
     }

@@ -27,8 +27,15 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(e) => {
             outcome.detail = Some(e.code.as_str());
-            if e.source == crate::error::ErrorSource::Upstream {
-                tracing::warn!(client = outcome.client.as_deref().unwrap_or("-"), error = %e, "token call failed upstream");
+            // Transport failures and upstream 5xx are logged once where the upstream call is
+            // made. An upstream verdict on the caller's grant (invalid_grant, invalid_scope, ...)
+            // is the caller's business, not an operator's; the upstream refusing the client's
+            // own credentials means the configured secret is wrong, which is.
+            let client = outcome.client.as_deref().unwrap_or("-");
+            if e.source == crate::error::ErrorSource::Upstream && e.code == ErrorCode::InvalidClient {
+                tracing::warn!(client, error = %e, "the upstream refused this client's credentials; check its secret");
+            } else {
+                tracing::debug!(client, error = %e, "token call refused");
             }
             e.into_response()
         }
@@ -84,6 +91,7 @@ async fn run(
         return Err(ShimError::invalid_request("a GET token request must not carry a body"));
     }
 
+    let trace = crate::oauth::TraceHeaders::from_headers(&parts.headers);
     let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let auth = parts.headers.get(http::header::AUTHORIZATION).map(HeaderValue::as_bytes);
     let (params, kind) = legacy::collect(parts.uri.query(), content_type, &bytes, auth)?;
@@ -148,7 +156,7 @@ async fn run(
                 Box::pin(async move {
                     let started = std::time::Instant::now();
                     let result =
-                        token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream)
+                        token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream, trace)
                             .await
                             .result;
                     latency.observe(started.elapsed().as_secs_f64());
@@ -162,7 +170,8 @@ async fn run(
 
     let started = std::time::Instant::now();
     let result =
-        Box::pin(token_call(&shared.token_client, &rt.token_url, auth, &v2.form, &rt.config.upstream)).await;
+        Box::pin(token_call(&shared.token_client, &rt.token_url, auth, &v2.form, &rt.config.upstream, trace))
+            .await;
     outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
     let token = result.result?;

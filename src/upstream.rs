@@ -18,7 +18,10 @@
 //! connection is exchanged by [`h1`] in the caller's task; hyper's `client::conn` handles a
 //! streamed request body and HTTP/2. Both kinds share the pool.
 
+mod cause;
 pub(crate) mod h1;
+
+pub use cause::Cause;
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};

@@ -84,46 +84,121 @@ fn build_connector(cfg: &UpstreamConfig) -> hyper_rustls::HttpsConnector<HttpCon
         .wrap_connector(http)
 }
 
+/// Headers of the caller's request a token call carries upstream unchanged: the request id and
+/// the W3C trace context, so the upstream's logs and traces line up with oauth-shim's.
+#[derive(Debug, Clone, Default)]
+pub struct TraceHeaders {
+    pub request_id: Option<HeaderValue>,
+    pub traceparent: Option<HeaderValue>,
+    pub tracestate: Option<HeaderValue>,
+}
+
+pub static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
+impl TraceHeaders {
+    /// The three headers' first values, found in one walk over the (few) request headers
+    /// rather than three hashed lookups.
+    pub fn from_headers(h: &http::HeaderMap) -> Self {
+        let mut out = Self::default();
+        for (name, value) in h {
+            let slot = if *name == X_REQUEST_ID {
+                &mut out.request_id
+            } else if *name == TRACEPARENT {
+                &mut out.traceparent
+            } else if *name == TRACESTATE {
+                &mut out.tracestate
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(value.clone());
+            }
+        }
+        out
+    }
+
+    fn apply(self, h: &mut http::HeaderMap) {
+        for (name, value) in [
+            (&X_REQUEST_ID, self.request_id),
+            (&TRACEPARENT, self.traceparent),
+            (&TRACESTATE, self.tracestate),
+        ] {
+            if let Some(v) = value {
+                h.insert(name.clone(), v);
+            }
+        }
+    }
+}
+
 /// POST the v2 form to the token URL with the client's Basic header. One attempt: nothing is
 /// retried once the request may have reached the upstream. The whole call, body included, runs
-/// under `cfg.request_timeout`.
+/// under `cfg.request_timeout`. A call that gets no usable answer is logged here, once, at
+/// warn, naming the upstream host and why.
 pub async fn token_call(
     client: &HttpClient,
     token_url: &Uri,
     auth: HeaderValue,
     form: &Secret,
     cfg: &UpstreamConfig,
+    trace: TraceHeaders,
 ) -> TokenOutcome {
     match tokio::time::timeout(
         cfg.request_timeout,
-        call(client, token_url, auth, form, cfg.max_response_bytes),
+        call(client, token_url, auth, form, cfg.max_response_bytes, trace),
     )
     .await
     {
         Ok(outcome) => outcome,
-        Err(_) => TokenOutcome { upstream_status: None, result: Err(ShimError::upstream_timeout()) },
+        Err(_) => {
+            upstream_failed(token_url, &crate::upstream::Cause::timeout());
+            TokenOutcome { upstream_status: None, result: Err(ShimError::upstream_timeout()) }
+        }
     }
 }
 
-async fn call(client: &HttpClient, url: &Uri, auth: HeaderValue, form: &Secret, max: usize) -> TokenOutcome {
+/// The one log line of a token call that got no answer.
+fn upstream_failed(url: &Uri, cause: &crate::upstream::Cause) {
+    tracing::warn!(
+        upstream = url.authority().map_or("-", |a| a.as_str()),
+        call = "token",
+        cause = cause.class,
+        error = %cause.detail,
+        "upstream call failed"
+    );
+}
+
+async fn call(
+    client: &HttpClient,
+    url: &Uri,
+    auth: HeaderValue,
+    form: &Secret,
+    max: usize,
+    trace: TraceHeaders,
+) -> TokenOutcome {
     // The request and the answer's head are temporaries of their statements rather than named
     // locals: a named local stays in the future's state across every later wait even once it
     // has been moved, which made this future (and the refresh flight's box around it) larger
     // than glibc's fast allocation paths.
-    let (status, retry_after, collect) = match client.request_full(token_request(url, auth, form)).await {
+    let (status, retry_after, collect) = match client
+        .request_full(token_request(url, auth, form, trace))
+        .await
+    {
         Ok(resp) => (
             resp.status(),
             resp.headers().get(RETRY_AFTER).cloned(),
             Limited::new(resp.into_body(), max).collect(),
         ),
         Err(e) => {
-            tracing::debug!(error = %e, "upstream token call failed to connect or send");
+            upstream_failed(url, &crate::upstream::Cause::of(&*e));
             return TokenOutcome { upstream_status: None, result: Err(ShimError::upstream_unreachable()) };
         }
     };
     let body = match collect.await {
         Ok(b) => b.to_bytes(),
-        Err(_) => {
+        Err(e) => {
+            upstream_failed(url, &crate::upstream::Cause::of(&*e));
             return TokenOutcome {
                 upstream_status: Some(status),
                 result: Err(ShimError::upstream_garbage()),
@@ -132,11 +207,23 @@ async fn call(client: &HttpClient, url: &Uri, auth: HeaderValue, form: &Secret, 
     };
     let result =
         if status.is_success() { V2Token::parse(&body) } else { Err(map_error(status, &body, retry_after)) };
+    if let Err(e) = &result
+        && (e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS)
+    {
+        // The upstream's own trouble (5xx, rate limit, an unusable answer), not the caller's.
+        tracing::warn!(
+            upstream = url.authority().map_or("-", |a| a.as_str()),
+            call = "token",
+            upstream_status = status.as_u16(),
+            error = %e,
+            "upstream call failed"
+        );
+    }
     TokenOutcome { upstream_status: Some(status), result }
 }
 
 /// The v2 token request: the form, POSTed with the client's Basic header.
-fn token_request(url: &Uri, auth: HeaderValue, form: &Secret) -> Request<Bytes> {
+fn token_request(url: &Uri, auth: HeaderValue, form: &Secret, trace: TraceHeaders) -> Request<Bytes> {
     let mut req = Request::new(Bytes::copy_from_slice(form.expose().as_bytes()));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = url.clone();
@@ -144,6 +231,7 @@ fn token_request(url: &Uri, auth: HeaderValue, form: &Secret) -> Request<Bytes> 
     h.insert(AUTHORIZATION, auth);
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
     h.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    trace.apply(h);
     req
 }
 

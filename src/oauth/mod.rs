@@ -4,7 +4,10 @@
 mod client;
 mod secret;
 
-pub use client::{HttpClient, TokenOutcome, build_http_client, reconfigure_http_client, token_call};
+pub use client::{
+    HttpClient, TokenOutcome, TraceHeaders, X_REQUEST_ID, build_http_client, reconfigure_http_client,
+    token_call,
+};
 pub use secret::Secret;
 
 use base64::Engine;

@@ -1,6 +1,7 @@
-//! `oauth-shim reload` and `oauth-shim report`: small clients of the admin listener. The admin
-//! address comes from `--admin`, else from the config file's `[admin] listen` (read without
-//! resolving secrets, so an operator's shell needs none of them).
+//! `oauth-shim reload`, `report` and `healthcheck`: small clients of the admin listener. The
+//! admin address comes from `--admin`, else from the config file's `[admin] listen` (read
+//! without resolving client secrets, so an operator's shell needs none of them); the admin
+//! token, when the config names one, from the same `token_env` or `token_file`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -17,24 +18,38 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::body;
 use crate::config::{AdminConfig, Config};
+use crate::oauth::Secret;
 
-/// The admin listener's base URL, e.g. `http://127.0.0.1:9901`.
-pub fn admin_base(config: &Path, explicit: Option<&str>) -> Result<String, String> {
-    if let Some(url) = explicit {
-        return Ok(url.trim_end_matches('/').to_owned());
-    }
+/// Where the admin listener is, and the bearer token it wants, if any.
+pub struct AdminTarget {
+    /// Base URL, e.g. `http://127.0.0.1:9901`.
+    pub base: String,
+    /// The admin token, or why it could not be read (`healthcheck` needs none; `reload` and
+    /// `report` stop on the error).
+    pub token: Result<Option<Secret>, String>,
+}
+
+/// The admin listener's base URL and token: `explicit` (`--admin`) or the config's `[admin]`.
+pub fn admin_target(config: &Path, explicit: Option<&str>) -> Result<AdminTarget, String> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     if config.exists() {
         figment = figment.merge(Toml::file(config));
     }
-    let admin: AdminConfig = figment
-        .merge(Env::prefixed("OAUTH_SHIM_").ignore(&["config"]).split("__"))
+    let mut admin: AdminConfig = figment
+        .merge(crate::config::env_overrides().0)
         .extract_inner("admin")
         .map_err(|e| format!("{}: cannot read [admin]: {}", config.display(), e))?;
+    let token = match admin.resolve_token() {
+        Ok(()) => Ok(admin.token.take()),
+        Err(e) => Err(format!("{}: {}", config.display(), e.0)),
+    };
+    if let Some(url) = explicit {
+        return Ok(AdminTarget { base: url.trim_end_matches('/').to_owned(), token });
+    }
     if !admin.enabled {
         return Err(format!("{}: the admin listener is disabled (admin.enabled = false)", config.display()));
     }
-    Ok(format!("http://{}", connectable(admin.listen)))
+    Ok(AdminTarget { base: format!("http://{}", connectable(admin.listen)), token })
 }
 
 /// A listen address of `0.0.0.0` or `[::]` is reached on loopback.
@@ -46,14 +61,18 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// One request to the admin listener; the status and the body.
-pub async fn call(method: Method, url: &str) -> Result<(StatusCode, Bytes), String> {
+/// One request to the admin listener, with the admin token if there is one; the status and
+/// the body.
+pub async fn call(method: Method, url: &str, token: Option<&Secret>) -> Result<(StatusCode, Bytes), String> {
     let client: Client<HttpConnector, body::Body> = Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::builder()
-        .method(method)
-        .uri(url)
-        .body(body::empty())
-        .map_err(|e| format!("invalid admin URL {url}: {e}"))?;
+    let mut req = Request::builder().method(method).uri(url);
+    if let Some(token) = token {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| "the admin token is not a valid header value".to_owned())?;
+        value.set_sensitive(true);
+        req = req.header(http::header::AUTHORIZATION, value);
+    }
+    let req = req.body(body::empty()).map_err(|e| format!("invalid admin URL {url}: {e}"))?;
     let fut = async {
         let resp = client
             .request(req)

@@ -1,7 +1,12 @@
 //! Prometheus metrics served at the admin listener's `GET /metrics`: requests by route, client,
-//! outcome and status class; upstream latency; in-flight requests; open connections; refresh
-//! cache counters; config reloads. Client labels are bounded: only configured client ids appear,
-//! every other id folds into `unknown`.
+//! outcome and status class; request duration by route and status class; upstream call
+//! duration; in-flight requests; open connections; refresh cache counters; config reloads;
+//! build info; the process's CPU, memory and file descriptors. Client labels are bounded: only
+//! configured client ids appear, every other id folds into `unknown`.
+//!
+//! The text is OpenMetrics as `prometheus-client` writes it; [`Format::Prometheus`] rewrites it
+//! into the classic 0.0.4 text format (a counter's family is named with its `_total`, no
+//! `# UNIT`, no `# EOF`), so parsers of either format read every family with its type.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -36,9 +41,70 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    route: &'static str,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    target_os: &'static str,
+    target_arch: &'static str,
+    profile: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 5 ms .. ~10 s.
     Histogram::new(exponential_buckets(0.005, 2.0, 12))
+}
+
+fn request_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s: a cached refresh or a pass-through on a LAN answers in a millisecond.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The route labels of the request duration histogram, in the order of its handles (the order
+/// of `app::Route`).
+pub const ROUTES: [&str; 4] = ["token", "authorize", "pass", "rejected"];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// The exposition format a scrape asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+    /// `text/plain; version=0.0.4`, Prometheus' classic text format.
+    Prometheus,
+}
+
+impl Format {
+    /// OpenMetrics when the `Accept` header names it, else the classic text format.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            Self::OpenMetrics
+        } else {
+            Self::Prometheus
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
 }
 
 /// FNV-1a: the handle caches below are keyed by short, bounded strings (configured client ids),
@@ -77,10 +143,14 @@ pub struct Metrics {
     upstream: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     /// The `token` and `pass` histograms, resolved on first use.
     upstream_handles: Arc<[OnceLock<Histogram>; 2]>,
+    /// Request duration by route and status class, handles resolved up front: a request
+    /// observes without hashing a label set.
+    durations: Arc<[[Histogram; 5]; 4]>,
     in_flight: Gauge,
     connections: Gauge,
     reloads: Family<ReloadLabels, Counter>,
     reload_ok: Gauge,
+    reload_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     generation: Gauge,
 }
 
@@ -99,9 +169,34 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let reload_ok = Gauge::default();
         let generation = Gauge::default();
+        let reload_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         reload_ok.set(1);
         generation.set(1);
+        reload_time.set(unix_now());
+        let duration_family = Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            request_histogram as fn() -> Histogram,
+        );
+        let durations = Arc::new(ROUTES.map(|route| {
+            CLASSES.map(|status_class| {
+                duration_family.get_or_create(&DurationLabels { route, status_class }).clone()
+            })
+        }));
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                target_os: std::env::consts::OS,
+                target_arch: std::env::consts::ARCH,
+                profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+            })
+            .set(1);
         let mut r = Registry::with_prefix("oauth_shim");
+        r.register("build_info", "oauth-shim's version and build; the value is always 1", build);
+        r.register(
+            "request_duration_seconds",
+            "Time from a request's arrival until its answer's head was ready, by route kind and status class",
+            duration_family,
+        );
         r.register(
             "requests",
             "Requests answered, by route kind, client (configured ids only), outcome and status class",
@@ -125,30 +220,39 @@ impl Metrics {
             "Config version in force: 1 at start, +1 per applied reload",
             generation.clone(),
         );
+        r.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the config in force was loaded (start or the last applied reload), Unix time",
+            reload_time.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(r),
             requests,
             request_handles: Arc::default(),
             upstream,
             upstream_handles: Arc::default(),
+            durations,
             in_flight,
             connections,
             reloads,
             reload_ok,
+            reload_time,
             generation,
+        }
+    }
+
+    /// Record how long a request took until its answer's head, by route (an index into
+    /// [`ROUTES`]; one out of range is not recorded) and status.
+    pub fn request_duration(&self, route: usize, status: u16, took: Duration) {
+        if let Some(by_class) = self.durations.get(route) {
+            by_class[status_class(status)].observe(took.as_secs_f64());
         }
     }
 
     /// Count one answered request. `client` must already be bounded (a configured id,
     /// `unknown` or `none`).
     pub fn request(&self, route: &'static str, client: &str, outcome: &'static str, status: u16) {
-        let status_class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
+        let status_class = CLASSES[status_class(status)];
         let slot = (route, outcome, status_class);
         {
             let map = self.request_handles.read().unwrap_or_else(PoisonError::into_inner);
@@ -217,11 +321,14 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
         self.reload_ok.set(i64::from(ok));
         self.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        if ok {
+            self.reload_time.set(unix_now());
+        }
     }
 
-    /// The exposition text (OpenMetrics text format, which Prometheus also reads as its text
-    /// format), with the refresh cache's counters read at scrape time.
-    pub fn render(&self, refresh: RefreshStats) -> String {
+    /// The exposition text in `format`, with the refresh cache's counters and the process
+    /// metrics read at scrape time.
+    pub fn render(&self, refresh: RefreshStats, format: Format) -> String {
         let mut scrape = Registry::with_prefix("oauth_shim_refresh_cache");
         for (name, help, value) in [
             ("hits", "Refreshes answered from the cache", refresh.hits),
@@ -231,12 +338,97 @@ impl Metrics {
         ] {
             scrape.register(name, help, ConstCounter::new(value));
         }
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(8192);
         // Writing to a String cannot fail.
         let _ = encode_registry(&mut out, &self.registry);
         let _ = encode_registry(&mut out, &scrape);
+        let _ = encode_registry(&mut out, &process::registry());
         let _ = encode_eof(&mut out);
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Prometheus => to_prometheus_text(&out),
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// OpenMetrics text as the classic 0.0.4 format reads it: a counter family's `# HELP` and
+/// `# TYPE` carry the sample name (`_total`), and `# UNIT` and `# EOF` go. Samples are the same.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].into_iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The process's own metrics, the names Prometheus client libraries use: CPU seconds, resident
+/// and virtual memory, open and maximum file descriptors, threads, start time. Read from
+/// `/proc` by the `procfs` crate at scrape time; a figure that cannot be read is left out.
+mod process {
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    use prometheus_client::registry::Registry;
+
+    #[cfg(target_os = "linux")]
+    pub fn registry() -> Registry {
+        let mut r = Registry::with_prefix("process");
+        let Ok(me) = procfs::process::Process::myself() else { return r };
+        if let Ok(stat) = me.stat() {
+            let ticks = procfs::ticks_per_second() as f64;
+            let cpu = (stat.utime + stat.stime) as f64 / ticks;
+            r.register(
+                "cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                ConstCounter::new(cpu),
+            );
+            let page = procfs::page_size();
+            let gauge = |v: u64| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+            r.register("resident_memory_bytes", "Resident memory size in bytes", gauge(stat.rss * page));
+            r.register("virtual_memory_bytes", "Virtual memory size in bytes", gauge(stat.vsize));
+            r.register("threads", "Number of OS threads in the process", ConstGauge::new(stat.num_threads));
+            if let Ok(boot) = procfs::boot_time_secs() {
+                let start = boot as f64 + stat.starttime as f64 / ticks;
+                r.register(
+                    "start_time_seconds",
+                    "Start time of the process since the Unix epoch in seconds",
+                    ConstGauge::new(start),
+                );
+            }
+        }
+        if let Ok(n) = me.fd_count() {
+            r.register("open_fds", "Number of open file descriptors", ConstGauge::new(n as i64));
+        }
+        if let Ok(limits) = me.limits()
+            && let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit
+        {
+            r.register(
+                "max_fds",
+                "Maximum number of open file descriptors",
+                ConstGauge::new(i64::try_from(max).unwrap_or(i64::MAX)),
+            );
+        }
+        r
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn registry() -> Registry {
+        let _ = (ConstCounter::new(0u64), ConstGauge::new(0i64));
+        Registry::default()
     }
 }
 

@@ -90,24 +90,40 @@ fn basic_client_id(headers: &HeaderMap) -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
 
+/// Whether a request to a protected admin route (`/reload`, `/migration`) may proceed: always
+/// when no `[admin]` token is configured, else only with `Authorization: Bearer <token>`.
+fn authorized<B>(app: &App, req: &Request<B>) -> bool {
+    let rt = app.runtime();
+    let Some(token) = &rt.config.admin.token else { return true };
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .is_some_and(|t| token.ct_eq(t.trim()))
+}
+
 /// The admin listener's operational routes; `None` for paths it does not own.
 pub fn admin_route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
     let ops = &app.shared().ops;
     let method = req.method();
-    Some(match req.uri().path() {
+    let path = req.uri().path();
+    if matches!(path, "/reload" | "/migration") && !authorized(app, req) {
+        let mut resp = respond(
+            StatusCode::UNAUTHORIZED,
+            "application/json",
+            Bytes::from_static(
+                b"{\"error\":\"this admin route needs Authorization: Bearer <admin token>\"}\n",
+            ),
+        );
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Some(resp);
+    }
+    Some(match path {
         "/metrics" if method == Method::GET => {
-            let text = ops.metrics.render(app.shared().refresh.stats());
-            let openmetrics = req
-                .headers()
-                .get(ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|a| a.contains("application/openmetrics-text"));
-            let ct = if openmetrics {
-                "application/openmetrics-text; version=1.0.0; charset=utf-8"
-            } else {
-                "text/plain; version=0.0.4; charset=utf-8"
-            };
-            respond(StatusCode::OK, ct, text.into())
+            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+            let format = metrics::Format::from_accept(accept);
+            let text = ops.metrics.render(app.shared().refresh.stats(), format);
+            respond(StatusCode::OK, format.content_type(), text.into())
         }
         "/migration" if method == Method::GET => {
             let rt = app.runtime();

@@ -41,6 +41,10 @@ pub struct Attempt {
     pub restart_required: Vec<&'static str>,
     /// Clients whose mode changed, as `id: old -> new`.
     pub mode_changes: Vec<String>,
+    /// Clients whose secret changed (ids only), e.g. a rotated `secret_file`.
+    pub secret_changes: Vec<String>,
+    /// Whether the admin token changed.
+    pub admin_token_changed: bool,
 }
 
 pub struct ReloadState {
@@ -75,7 +79,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl ReloadState {
     /// Name the file the running config came from; reloads read it. Set once.
     pub fn set_source(&self, path: PathBuf) {
-        *lock(&self.fingerprint) = fingerprint(&path);
+        // The secret files are those the file names (read without validating it again).
+        let named = Config::read_unvalidated(&path).unwrap_or_default();
+        *lock(&self.fingerprint) = fingerprint(&path, &named);
         lock(&self.status).source = Some(path.clone());
         let _ = self.source.set(path);
     }
@@ -103,9 +109,11 @@ pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadEr
     let state = &app.shared().ops.reload;
     let Some(path) = state.source() else { return Err(ReloadError::NoSource) };
     let _one_at_a_time = lock(&state.serial);
-    *lock(&state.fingerprint) = fingerprint(path);
     let old = app.runtime();
     let loaded = Config::load(path).and_then(Runtime::new);
+    // What the watcher compares against next: the files of the config now in force.
+    let in_force = loaded.as_ref().map_or(&old.config, |new| &new.config);
+    *lock(&state.fingerprint) = fingerprint(path, in_force);
     let metrics = &app.shared().ops.metrics;
     let mut status = lock(&state.status);
     let at = rfc3339(SystemTime::now());
@@ -119,6 +127,8 @@ pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadEr
                 error: Some(e.0),
                 restart_required: Vec::new(),
                 mode_changes: Vec::new(),
+                secret_changes: Vec::new(),
+                admin_token_changed: false,
             });
             metrics.reloaded(false, status.generation);
             Err(ReloadError::Invalid(Box::new(status.clone())))
@@ -126,18 +136,37 @@ pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadEr
         Ok(new) => {
             let restart_required = needs_restart(&old.config, &new.config);
             if !restart_required.is_empty() {
-                tracing::warn!(trigger, keys = ?restart_required, "config reload: these keys changed but only take effect after a restart");
+                tracing::warn!(trigger, keys = %restart_required.join(", "), "config reload: these keys changed but only take effect after a restart");
+            }
+            for warning in &new.config.warnings {
+                tracing::warn!(trigger, "{warning}");
             }
             let mode_changes = mode_changes(&old.config, &new.config);
             for change in &mode_changes {
                 tracing::info!(trigger, change = %change, "client mode changed");
             }
+            let secret_changes = secret_changes(&old.config, &new.config);
+            if !secret_changes.is_empty() {
+                tracing::info!(trigger, clients = %secret_changes.join(", "), "client secrets changed");
+            }
+            let admin_token_changed = old.config.admin.token != new.config.admin.token;
+            if admin_token_changed {
+                tracing::info!(trigger, "admin token changed");
+            }
             let clients = new.config.clients.len();
             app.swap_runtime(new);
             status.generation += 1;
             status.loaded_at = at.clone();
-            status.last_attempt =
-                Some(Attempt { at, trigger, ok: true, error: None, restart_required, mode_changes });
+            status.last_attempt = Some(Attempt {
+                at,
+                trigger,
+                ok: true,
+                error: None,
+                restart_required,
+                mode_changes,
+                secret_changes,
+                admin_token_changed,
+            });
             metrics.reloaded(true, status.generation);
             tracing::info!(trigger, generation = status.generation, clients, "config reloaded");
             Ok(status.clone())
@@ -193,10 +222,30 @@ fn mode_changes(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-/// SHA-256 of the file's content (following symlinks, as ConfigMap mounts need); `None` when
-/// it cannot be read.
-fn fingerprint(path: &Path) -> Option<[u8; 32]> {
-    std::fs::read(path).ok().map(|bytes| Sha256::digest(&bytes).into())
+/// Ids of clients present before and after whose secret differs.
+fn secret_changes(old: &Config, new: &Config) -> Vec<String> {
+    new.clients
+        .iter()
+        .filter(|c| old.client(&c.id).is_some_and(|o| o.secret() != c.secret()))
+        .map(|c| c.id.clone())
+        .collect()
+}
+
+/// SHA-256 over the config file's content and that of every `secret_file` and the admin
+/// `token_file` `config` names (following symlinks, as ConfigMap and Secret mounts need), so a
+/// rotated secret file is noticed like an edited config. `None` when the config file cannot
+/// be read; an unreadable secret file counts as empty (the reload then says why it failed).
+fn fingerprint(path: &Path, config: &Config) -> Option<[u8; 32]> {
+    let mut hash = Sha256::new();
+    hash.update(std::fs::read(path).ok()?);
+    let files = config.clients.iter().filter_map(|c| c.secret_file.as_deref());
+    for file in files.chain(config.admin.token_file.as_deref()) {
+        hash.update([0u8]);
+        hash.update(file.as_os_str().as_encoded_bytes());
+        hash.update([0u8]);
+        hash.update(std::fs::read(file).unwrap_or_default());
+    }
+    Some(hash.finalize().into())
 }
 
 /// Reload on SIGHUP, for the life of the process. The handler is installed before this returns,
@@ -232,7 +281,8 @@ pub fn spawn_watcher(app: App) {
             let state = &app.shared().ops.reload;
             let Some(path) = state.source() else { return };
             let path = path.to_path_buf();
-            let now = match tokio::task::spawn_blocking(move || fingerprint(&path)).await {
+            let rt = app.runtime();
+            let now = match tokio::task::spawn_blocking(move || fingerprint(&path, &rt.config)).await {
                 Ok(Some(fp)) => fp,
                 _ => continue,
             };

@@ -65,8 +65,57 @@ fn check_config_redacts_and_applies_env() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("request_timeout = \"3s\""), "{text}");
-    assert!(text.contains("secret = \"[redacted]\""), "{text}");
+    assert!(text.contains("secret_env = \"ACME_SECRET\""), "{text}");
     assert!(!text.contains("canary-env-secret"));
+    // The output is a config: fed back in, it loads (the secret comes from its source again).
+    let again = write("ok-again", &text);
+    let out = bin().args(["check-config", "--config"]).arg(&again).env("ACME_SECRET", "x").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn check_config_warns_about_zero_clients_and_service_link_variables() {
+    let path = write("empty", "[server]\nlisten = \"0.0.0.0:8080\"\n");
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("OAUTH_SHIM_PORT", "tcp://10.96.0.12:8080")
+        .env("OAUTH_SHIM_SERVICE_HOST", "10.96.0.12")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("warning: no [[clients]] configured"), "{err}");
+    assert!(err.contains("OAUTH_SHIM_PORT, OAUTH_SHIM_SERVICE_HOST"), "{err}");
+    assert_eq!(err.lines().count(), 2, "one line per warning: {err}");
+}
+
+#[test]
+fn a_mistyped_log_level_fails_check_config() {
+    let path = write("verbose", "[log]\nlevel = \"verbose\"\n");
+    let out = bin().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log.level \"verbose\""));
+}
+
+/// A port taken by someone else: the error names the listener, its key, the address and the
+/// OS error, and the process exits without serving.
+#[test]
+fn bind_errors_name_the_listener_and_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    for (key, toml) in [
+        ("server.listen", format!("[server]\nlisten = \"{addr}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n")),
+        ("admin.listen", format!("[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{addr}\"\n")),
+    ] {
+        let path = write(&format!("bind-{key}"), &toml);
+        let out = bin().args(["serve", "--config"]).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        let which = if key == "server.listen" { "proxy" } else { "admin" };
+        assert!(err.contains(&format!("cannot bind the {which} listener ({key}) on {addr}")), "{err}");
+        assert!(err.contains("in use"), "the OS error: {err}");
+    }
 }
 
 #[test]
@@ -269,25 +318,39 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     assert!(!logs.contains(crate::support::SECRET) && !logs.contains("demo-password"));
 }
 
-/// The deployment examples' configs are valid as shipped (secrets supplied as they would be).
-#[test]
-fn example_configs_are_valid() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples");
-    let secret = write("example-secret", "crm-secret\n");
-    let shared = std::fs::read_to_string(format!("{dir}/shared-service.toml"))
-        .unwrap()
-        .replace("/run/secrets/goto-crm-bridge", secret.to_str().unwrap());
-    let sidecar = std::fs::read_to_string(format!("{dir}/sidecar.yaml")).unwrap();
-    // The TOML embedded in the ConfigMap: the block under `oauth-shim.toml: |`, de-indented.
-    let embedded: String = sidecar
+/// The TOML embedded in a manifest's ConfigMap: the block under `oauth-shim.toml: |`, de-indented.
+pub fn embedded_toml(manifest: &str) -> String {
+    manifest
         .lines()
         .skip_while(|l| !l.contains("oauth-shim.toml: |"))
         .skip(1)
         .take_while(|l| !l.starts_with("---"))
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
-        .collect();
-    assert!(embedded.contains("[[clients]]"));
-    for (name, text) in [("shared", shared), ("sidecar", embedded)] {
+        .collect()
+}
+
+/// The deployment examples' configs are valid as shipped (secrets supplied as they would be):
+/// the plain-file shared service, and the ConfigMaps of both Kubernetes examples.
+#[test]
+fn example_configs_are_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let secret = write("example-secret", "crm-secret\n");
+    let shared = std::fs::read_to_string(format!("{root}/config/examples/shared-service.toml"))
+        .unwrap()
+        .replace("/run/secrets/goto-crm-bridge", secret.to_str().unwrap());
+    let sidecar = embedded_toml(&std::fs::read_to_string(format!("{root}/deploy/sidecar.yaml")).unwrap());
+    // The shared service's secrets are files of a mounted Secret.
+    let secrets = secret.parent().unwrap().join("mounted");
+    std::fs::create_dir_all(&secrets).unwrap();
+    for name in ["admin-token", "webinar-sync", "crm-bridge", "reporting"] {
+        std::fs::write(secrets.join(name), format!("{name}-value\n")).unwrap();
+    }
+    let k8s_shared = embedded_toml(
+        &std::fs::read_to_string(format!("{root}/deploy/shared-service/configmap.yaml")).unwrap(),
+    )
+    .replace("/run/secrets/oauth-shim", secrets.to_str().unwrap());
+    for (name, text) in [("shared", shared), ("sidecar", sidecar), ("k8s-shared", k8s_shared)] {
+        assert!(text.contains("[[clients]]"), "{name}");
         let path = write(&format!("example-{name}"), &text);
         let out = bin()
             .args(["check-config", "--config"])
@@ -298,5 +361,10 @@ fn example_configs_are_valid() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stderr.is_empty(),
+            "{name} loads without warnings: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -330,9 +330,10 @@ async fn migration_report_counts_a_scripted_mix_of_legacy_calls() {
     assert!(t.contains("v2-native calls naming no client: 1"), "{t}");
 }
 
-/// Check the exposition text line by line against the text format's grammar, and return it
-/// parsed by `prometheus-parse`.
-fn parse_exposition(text: &str) -> prometheus_parse::Scrape {
+/// Check the exposition text line by line against the grammar of its format (OpenMetrics, or
+/// the classic 0.0.4 text format), and return it parsed by `prometheus-parse` with the declared
+/// families and their types.
+fn parse_exposition(text: &str, openmetrics: bool) -> (prometheus_parse::Scrape, Vec<(String, String)>) {
     let name_ok = |n: &str| {
         let mut chars = n.chars();
         chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
@@ -340,7 +341,11 @@ fn parse_exposition(text: &str) -> prometheus_parse::Scrape {
     };
     let mut families: Vec<(String, String)> = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.last(), Some(&"# EOF"), "ends with # EOF");
+    if openmetrics {
+        assert_eq!(lines.last(), Some(&"# EOF"), "ends with # EOF");
+    } else {
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "0.0.4 text has neither");
+    }
     for line in &lines {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, _) = rest.split_once(' ').expect("HELP name text");
@@ -349,6 +354,10 @@ fn parse_exposition(text: &str) -> prometheus_parse::Scrape {
             let (name, ty) = rest.split_once(' ').expect("TYPE name type");
             assert!(name_ok(name), "{line}");
             assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&ty), "{line}");
+            if ty == "counter" {
+                // OpenMetrics names the family without `_total`, the 0.0.4 format with it.
+                assert_eq!(name.ends_with("_total"), !openmetrics, "{line}");
+            }
             families.push((name.to_owned(), ty.to_owned()));
         } else if line.starts_with("# UNIT ") || *line == "# EOF" {
         } else {
@@ -359,9 +368,9 @@ fn parse_exposition(text: &str) -> prometheus_parse::Scrape {
             };
             assert!(name_ok(name), "{line}");
             let (family, ty) = families.last().expect("a sample follows its TYPE");
-            let suffixes: &[&str] = match ty.as_str() {
-                "counter" => &["_total", "_created"],
-                "histogram" => &["_bucket", "_sum", "_count", "_created"],
+            let suffixes: &[&str] = match (ty.as_str(), openmetrics) {
+                ("counter", true) => &["_total", "_created"],
+                ("histogram", _) => &["_bucket", "_sum", "_count", "_created"],
                 _ => &[""],
             };
             assert!(suffixes.iter().any(|s| name == format!("{family}{s}")), "{name} not in family {family}");
@@ -380,7 +389,8 @@ fn parse_exposition(text: &str) -> prometheus_parse::Scrape {
             assert!(value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value), "{line}");
         }
     }
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses")
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+    (scrape, families)
 }
 
 /// Split `a="x",b="y"` on the commas between pairs (not inside quoted values).
@@ -426,7 +436,45 @@ async fn metrics_are_prometheus_text_with_bounded_client_labels() {
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     let text = resp.text().await.unwrap();
-    let scrape = parse_exposition(&text);
+    let (scrape, families) = parse_exposition(&text, false);
+    // A classic parser reads every family with its declared type.
+    for (family, ty) in &families {
+        let samples: Vec<_> = scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                &s.metric == family
+                    || (ty == "histogram" && s.metric.strip_prefix(family.as_str()) == Some(""))
+            })
+            .collect();
+        assert!(!samples.is_empty(), "{family} ({ty}) has samples: {text}");
+        for s in samples {
+            let kind = match s.value {
+                prometheus_parse::Value::Counter(_) => "counter",
+                prometheus_parse::Value::Gauge(_) => "gauge",
+                prometheus_parse::Value::Histogram(_) => "histogram",
+                prometheus_parse::Value::Summary(_) => "summary",
+                prometheus_parse::Value::Untyped(_) => "untyped",
+            };
+            assert_eq!(kind, ty, "{family}");
+        }
+    }
+    let declared = |name: &str| families.iter().find(|(f, _)| f == name).map(|(_, t)| t.as_str());
+    for (name, ty) in [
+        ("oauth_shim_requests_total", "counter"),
+        ("oauth_shim_request_duration_seconds", "histogram"),
+        ("oauth_shim_upstream_duration_seconds", "histogram"),
+        ("oauth_shim_build_info", "gauge"),
+        ("oauth_shim_config_last_reload_success_timestamp_seconds", "gauge"),
+        ("oauth_shim_refresh_cache_hits_total", "counter"),
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert_eq!(declared(name), Some(ty), "{name}: {text}");
+    }
     assert!(!text.contains("stranger"), "unknown ids fold into one label: {text}");
 
     let value = |metric: &str, labels: &[(&str, &str)]| -> f64 {
@@ -468,11 +516,32 @@ async fn metrics_are_prometheus_text_with_bounded_client_labels() {
         other => panic!("not a histogram: {other:?}"),
     }
     assert!(text.contains("oauth_shim_upstream_duration_seconds_count{call=\"pass\"} 1"), "{text}");
+    // Request durations by route and status class: three token answers (2xx), five refusals
+    // (4xx), one pass-through (the stand-in's 401).
+    let count = |route: &str, class: &str| {
+        let needle = format!(
+            "oauth_shim_request_duration_seconds_count{{route=\"{route}\",status_class=\"{class}\"}} "
+        );
+        text.lines().find_map(|l| l.strip_prefix(needle.as_str())).map(|v| v.parse::<f64>().unwrap())
+    };
+    assert_eq!(count("token", "2xx"), Some(3.0), "{text}");
+    assert_eq!(count("token", "4xx"), Some(5.0), "{text}");
+    assert_eq!(count("pass", "4xx"), Some(1.0), "{text}");
+    assert!(
+        text.contains(&format!("oauth_shim_build_info{{version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(value("process_resident_memory_bytes", &[]) > 0.0);
+    assert!(value("process_open_fds", &[]) > 0.0);
+    assert!(value("oauth_shim_config_last_reload_success_timestamp_seconds", &[]) > 1.7e9);
 
-    // OpenMetrics when asked for it, same body; other routes and methods.
+    // OpenMetrics when asked for it: the same families, in its own grammar.
     let resp =
         c.get(h.admin_url("/metrics")).header("accept", "application/openmetrics-text").send().await.unwrap();
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let om = resp.text().await.unwrap();
+    let (_, om_families) = parse_exposition(&om, true);
+    assert_eq!(om_families.len(), families.len());
     assert_eq!(c.post(h.admin_url("/metrics")).send().await.unwrap().status(), 405);
     assert_eq!(c.get(h.admin_url("/healthz")).send().await.unwrap().status(), 200);
 }
