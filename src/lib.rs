@@ -10,13 +10,15 @@
 //!     [`refresh`]), and [`translate`] renders the legacy answer;
 //!   - `/oauth/authorize` → [`authorize`]: a redirect to the configured v2 authorize URL;
 //!   - everything else → [`forward`]: streamed pass-through to the API base.
-//! - Both upstream calls go through [`upstream`], the connection pool; a failed call is
-//!   classified there ([`upstream::Cause`]) and logged once by its caller.
+//! - Upstream calls go through [`upstream`], the connection pool (one for pass-through, one for
+//!   token calls); a failed call is classified there ([`upstream::Cause`]) and logged once by
+//!   its caller.
 //! - Every failure becomes a response in [`error`], and only there.
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
 //! routes of [`ops`]: metrics, the migration report, hot reload),
 //! [`standin`] (a local v2 server for `oauth-shim dev` and the tests), [`cli`] and [`telemetry`].
+//! `fuzzing` (hidden from the docs) holds the entry points of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
