@@ -1,5 +1,6 @@
 //! The admin listener, separate from the proxy port so no API path can collide with it:
-//! `GET /healthz` (process up) and `GET /readyz` (config loaded, not draining).
+//! `GET /healthz` (process up) and `GET /readyz` (config loaded, not draining;
+//! "degraded" in the body while shared state is unavailable).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -61,9 +62,18 @@ pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body> {
     if let Some(resp) = crate::ops::admin_route(app, &req) {
         return resp;
     }
+    if let Some(resp) = crate::ops::sessions::route(app, &req).await {
+        return resp;
+    }
     let (status, text) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if app.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        // Redis being down does not make a replica unready: it serves from in-process state
+        // (README, "Shared service"), and taking every replica out of the load balancer would
+        // turn a Redis outage into a full one.
+        (&Method::GET, "/readyz") if app.shared().redis.as_ref().is_some_and(|r| !r.is_up()) => {
+            (StatusCode::OK, "ready, degraded: redis unavailable, refreshes use in-process state\n")
+        }
         (&Method::GET, "/readyz") => (StatusCode::OK, "ready\n"),
         (_, "/healthz" | "/readyz") => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => (StatusCode::NOT_FOUND, "not found\n"),

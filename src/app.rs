@@ -17,9 +17,12 @@ use http_body_util::BodyExt;
 
 use crate::body::{Body, BoxError};
 use crate::config::{ClientConfig, Config};
+use crate::continuity::Continuity;
 use crate::error::ShimError;
 use crate::oauth::{HttpClient, basic_auth_header_with, build_http_client};
 use crate::refresh::RefreshCache;
+use crate::refresh::shared::{Refresher, SharedRefresh};
+use crate::state::redis::Redis;
 use crate::translate::V2Token;
 use crate::{authorize, forward, token};
 
@@ -31,6 +34,10 @@ pub struct Runtime {
     pub api_base: forward::Base,
     /// Client id -> (index into `config.clients`, its precomputed Basic header).
     clients: HashMap<String, (usize, HeaderValue)>,
+    /// Some client uses token continuity: pass-through requests are checked for a minted token.
+    pub continuity: bool,
+    /// The `[state]` key set, parsed once per config.
+    pub state_keys: Option<Arc<crate::state::crypto::KeySet>>,
 }
 
 impl Runtime {
@@ -47,7 +54,9 @@ impl Runtime {
                 (c.id.clone(), (i, auth))
             })
             .collect();
-        Ok(Self { config, token_url, api_base, clients })
+        let continuity = config.continuity_enabled();
+        let state_keys = config.state.key_set()?.map(Arc::new);
+        Ok(Self { config, token_url, api_base, clients, continuity, state_keys })
     }
 
     /// The configured client with exactly this id (byte for byte), with the `Authorization`
@@ -99,10 +108,36 @@ pub struct Shared {
     /// host: an HTTP/1 desync on a shared connection (an upstream bug, or the race every
     /// keep-alive pool has) could otherwise hand one client's tokens to another.
     pub token_client: HttpClient,
-    pub refresh: RefreshCache<V2Token, ShimError>,
+    pub refresh: Refresher<V2Token, ShimError>,
+    /// The Redis connection, with `[state] backend = "redis"`.
+    pub redis: Option<Redis>,
     /// Metrics, migration report, reload state; survive reloads.
     pub ops: crate::ops::Ops,
+    /// The continuity service, opened when a config first enables continuity (its store and
+    /// backend are fixed from then on). An open failure is kept, logged once, and answered
+    /// `temporarily_unavailable` on the continuity paths only.
+    continuity: std::sync::OnceLock<Result<Arc<Continuity>, String>>,
     draining: AtomicBool,
+}
+
+impl Shared {
+    /// The continuity service for `rt`, opening its store on first use.
+    pub fn continuity(&self, rt: &Runtime) -> Result<&Arc<Continuity>, ShimError> {
+        let opened = self.continuity.get_or_init(|| {
+            Continuity::open(&rt.config, self.redis.clone(), self.ops.metrics.clone()).map(Arc::new).map_err(|e| {
+                tracing::error!(error = %e, "token continuity is unavailable: the session store did not open");
+                e.to_string()
+            })
+        });
+        opened.as_ref().map_err(|_| {
+            ShimError::new(
+                crate::error::ErrorCode::TemporarilyUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::error::ErrorSource::Internal,
+                "the session store is unavailable",
+            )
+        })
+    }
 }
 
 /// Cheap to clone; every connection holds one.
@@ -115,18 +150,25 @@ impl App {
     pub fn new(runtime: Runtime) -> Self {
         let client = build_http_client(&runtime.config.upstream);
         let token_client = build_http_client(&runtime.config.upstream);
-        let rc = &runtime.config.refresh_cache;
-        let refresh = RefreshCache::new(rc.ttl, rc.max_entries);
-        Self {
+        let (refresh, redis) = refresher(&runtime.config);
+        let app = Self {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
                 client,
                 token_client,
                 refresh,
+                redis,
                 ops: crate::ops::Ops::default(),
+                continuity: std::sync::OnceLock::new(),
                 draining: AtomicBool::new(false),
             }),
+        };
+        // Open the session store now, so a problem with it shows at start-up.
+        let rt = app.runtime();
+        if rt.continuity {
+            let _ = app.shared.continuity(&rt);
         }
+        app
     }
 
     pub fn shared(&self) -> &Shared {
@@ -196,6 +238,15 @@ impl App {
                 let resp = authorize::handle(&done.app.shared, &done.rt, req, peer, &mut outcome).await;
                 done.finish(Route::Authorize, outcome, resp)
             }),
+            // A minted token is recognised by its prefix alone, before any lookup; every other
+            // request pays only this header test, and only while some client uses continuity.
+            _ if done.rt.continuity && carries_minted_token(req.headers()) => Box::pin(async move {
+                let mut outcome = Outcome::default();
+                let resp =
+                    crate::continuity::route::forward(&done.app.shared, &done.rt, req, peer, &mut outcome)
+                        .await;
+                done.finish(Route::PassThrough, outcome, resp)
+            }),
             _ => {
                 let mut outcome = Outcome::default();
                 if req.uri().path().starts_with("/oauth/v2/") {
@@ -206,6 +257,39 @@ impl App {
             }
         }
     }
+}
+
+/// The refresh cache `[state]` asks for. Needs a Tokio runtime for the Redis backend.
+fn refresher(config: &Config) -> (Refresher<V2Token, ShimError>, Option<Redis>) {
+    let rc = &config.refresh_cache;
+    let memory = || Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries));
+    if config.state.backend != crate::config::StateBackend::Redis {
+        return (memory(), None);
+    }
+    // Validated at load; failing here (a CA file removed since) keeps the process serving.
+    let started = config.state.key_set().and_then(|keys| {
+        let keys = keys.ok_or_else(|| crate::config::ConfigError("no state encryption key".into()))?;
+        Ok((Redis::start(&config.state)?, keys))
+    });
+    match started {
+        Ok((redis, keys)) => {
+            let shared = SharedRefresh::new(redis.clone(), Arc::new(keys), rc.ttl, rc.max_entries);
+            (Refresher::Shared(shared), Some(redis))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "state: cannot use redis; refreshes use in-process state");
+            (memory(), None)
+        }
+    }
+}
+
+/// Whether the request's `Authorization` is a token oauth-shim minted. A walk over the (few)
+/// request headers comparing names (an enum compare for a standard header) is cheaper than the
+/// map's hashed lookup, and runs on every pass-through request while continuity is on.
+fn carries_minted_token(headers: &http::HeaderMap) -> bool {
+    headers.iter().any(|(name, value)| {
+        name == http::header::AUTHORIZATION && crate::continuity::minted::bearer(value.as_bytes()).is_some()
+    })
 }
 
 /// A request's handling, boxed once.

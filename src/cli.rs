@@ -1,4 +1,5 @@
-//! Command line: `serve`, `check-config`, `dev`, and the admin clients `reload` and `report`.
+//! Command line: `serve`, `check-config`, `dev`, and the admin clients `reload`, `report` and
+//! `sessions`.
 //! Config errors print one line and exit 64 before any port is bound.
 
 use std::path::PathBuf;
@@ -86,6 +87,41 @@ pub enum Command {
         /// Print the JSON from GET /migration instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// List or revoke token-continuity sessions of a running oauth-shim (never shows a token).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// List live sessions: id, client, created, expiry, v2 token expiry.
+    List {
+        /// Only this client's sessions.
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        admin: Option<String>,
+        /// Print the JSON from GET /sessions instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a client's sessions (all, or one with --id); their minted tokens stop working at
+    /// once.
+    Revoke {
+        #[arg(long)]
+        client: String,
+        /// One session id, as `sessions list` shows it.
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        admin: Option<String>,
     },
 }
 
@@ -177,6 +213,70 @@ pub fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Sessions { action } => sessions(action),
+    }
+}
+
+fn sessions(action: SessionsAction) -> ExitCode {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    match action {
+        SessionsAction::List { client, config, admin, json } => {
+            admin_command(config, admin, move |target| async move {
+                let base = &target.base;
+                let token = target.token?;
+                let query = client.as_deref().map(|c| format!("?client={}", enc(c))).unwrap_or_default();
+                let (status, body) =
+                    ops::cli::call(http::Method::GET, &format!("{base}/sessions{query}"), token.as_ref())
+                        .await?;
+                if status != http::StatusCode::OK {
+                    eprintln!("oauth-shim: GET {base}/sessions answered {status}");
+                    eprintln!("{}", String::from_utf8_lossy(&body).trim_end());
+                    return Ok(ExitCode::from(1));
+                }
+                if json {
+                    println!("{}", String::from_utf8_lossy(&body).trim_end());
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let listing: ops::sessions::Listing = serde_json::from_slice(&body)
+                    .map_err(|e| format!("GET {base}/sessions: unexpected answer: {e}"))?;
+                println!(
+                    "{:<32}  {:<20}  {:<20}  {:<20}  V2 TOKEN EXPIRES",
+                    "SESSION", "CLIENT", "CREATED", "EXPIRES"
+                );
+                for s in &listing.sessions {
+                    let client: String =
+                        s.client.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+                    println!(
+                        "{:<32}  {:<20}  {:<20}  {:<20}  {}",
+                        s.id,
+                        client,
+                        s.created_at,
+                        s.expires_at,
+                        s.v2_expires_at.as_deref().unwrap_or("-")
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        SessionsAction::Revoke { client, id, config, admin } => {
+            admin_command(config, admin, move |target| async move {
+                let base = &target.base;
+                let token = target.token?;
+                let mut url = format!("{base}/sessions/revoke?client={}", enc(&client));
+                if let Some(id) = &id {
+                    url.push_str(&format!("&id={}", enc(id)));
+                }
+                let (status, body) = ops::cli::call(http::Method::POST, &url, token.as_ref()).await?;
+                let text = String::from_utf8_lossy(&body);
+                if status != http::StatusCode::OK {
+                    eprintln!("oauth-shim: revoke refused ({status})");
+                    eprintln!("{}", text.trim_end());
+                    return Ok(ExitCode::from(1));
+                }
+                println!("{}", text.trim_end());
+                Ok(ExitCode::SUCCESS)
+            })
+        }
     }
 }
 

@@ -22,8 +22,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub legacy: LegacyConfig,
     pub refresh_cache: RefreshCacheConfig,
+    pub state: StateConfig,
     pub log: LogConfig,
     pub reload: ReloadConfig,
+    pub continuity: ContinuityConfig,
     pub clients: Vec<ClientConfig>,
     /// What loading noticed that is worth a warning but not fatal (environment variables under
     /// `OAUTH_SHIM_` that name no key, no clients configured). `check-config` prints them to
@@ -286,6 +288,182 @@ impl Default for RefreshCacheConfig {
     }
 }
 
+/// Where the refresh cache and single flight live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// In this process (one replica, or replicas that never share a refresh token).
+    #[default]
+    Memory,
+    /// In Redis, shared by every replica configured with the same Redis and key set.
+    Redis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    /// `redis://host:port[/db]` or `rediss://…` (TLS). A user name may be in the URL; the
+    /// password may not (use `password_env` or `password_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Name of an environment variable that holds the Redis password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Path of a file that holds the Redis password (surrounding whitespace is trimmed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Prepended to every Redis key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Limit for opening a connection to Redis.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Limit for one Redis command; slower counts as Redis failing (fall back to local state).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// PEM file of the CA certificates that Redis's TLS certificate must chain to (`rediss://`);
+    /// unset: the public web roots, as for the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Name of an environment variable holding the encryption keys: one or more keys of 32
+    /// random bytes, each as 64 hex digits or base64, separated by commas or whitespace; the
+    /// first encrypts, all decrypt. Required with the Redis backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_env: Option<String>,
+    /// Path of a file holding the encryption keys, in the same format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// The resolved password, after load.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    /// The resolved key material, after load (parsed by [`StateConfig::key_set`]).
+    #[serde(skip)]
+    pub encryption_keys: Option<Secret>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            backend: StateBackend::Memory,
+            url: None,
+            password_env: None,
+            password_file: None,
+            key_prefix: "oauth-shim:".into(),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_millis(250),
+            ca_file: None,
+            encryption_key_env: None,
+            encryption_key_file: None,
+            password: None,
+            encryption_keys: None,
+        }
+    }
+}
+
+impl StateConfig {
+    /// The key set, if key material is configured. Validated at load, so a loaded config's
+    /// material always parses.
+    pub fn key_set(&self) -> Result<Option<crate::state::crypto::KeySet>, ConfigError> {
+        let Some(material) = &self.encryption_keys else { return Ok(None) };
+        crate::state::crypto::KeySet::parse(material.expose())
+            .map(Some)
+            .map_err(|e| ConfigError(format!("state encryption key: {e}")))
+    }
+
+    /// The CA certificates of `ca_file`, as PEM text, if set.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let Some(path) = &self.ca_file else { return Ok(None) };
+        let bad = |why: String| ConfigError(format!("state.ca_file {}: {why}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| bad(e.kind().to_string()))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("contains no PEM certificate".into()));
+        }
+        Ok(Some(pem))
+    }
+
+    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        self.password = read_secret_source(
+            "state.password",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )?;
+        self.encryption_keys = read_secret_source(
+            "state.encryption_key",
+            self.encryption_key_env.as_deref(),
+            self.encryption_key_file.as_deref(),
+        )?;
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.key_set()?;
+        if self.backend == StateBackend::Memory {
+            return Ok(());
+        }
+        let Some(url) = &self.url else {
+            return Err(ConfigError("state.url is required with state.backend = \"redis\"".into()));
+        };
+        // The URL is not echoed: it may carry a user name.
+        let parsed = Url::parse(url).map_err(|e| ConfigError(format!("state.url is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(ConfigError("state.url must start with redis:// or rediss://".into()));
+        }
+        if parsed.host().is_none() {
+            return Err(ConfigError("state.url names no host".into()));
+        }
+        if parsed.password().is_some() {
+            return Err(ConfigError(
+                "state.url must not contain a password; use state.password_env or state.password_file".into(),
+            ));
+        }
+        redis::IntoConnectionInfo::into_connection_info(url.as_str())
+            .map_err(|e| ConfigError(format!("state.url is not a usable Redis URL: {}", e.category())))?;
+        if self.encryption_keys.is_none() {
+            return Err(ConfigError(
+                "state.backend = \"redis\" needs state.encryption_key_env or state.encryption_key_file"
+                    .into(),
+            ));
+        }
+        if self.ca_file.is_some() && parsed.scheme() != "rediss" {
+            return Err(ConfigError("state.ca_file needs a rediss:// url".into()));
+        }
+        self.ca_pem()?;
+        for (key, value) in
+            [("state.connect_timeout", self.connect_timeout), ("state.command_timeout", self.command_timeout)]
+        {
+            if value.is_zero() {
+                return Err(ConfigError(format!("{key} must be greater than 0s")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read a secret from the environment variable or file named for it (at most one of them).
+fn read_secret_source(
+    what: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, ConfigError> {
+    let value = match (env, file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => return Err(ConfigError(format!("{what}: set only one of _env and _file"))),
+        (Some(var), None) => std::env::var(var)
+            .map_err(|_| ConfigError(format!("{what}: environment variable {var} is not set")))?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{what}: cannot read {}: {}", path.display(), e.kind())))?,
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ConfigError(format!("{what} is empty")));
+    }
+    Ok(Some(Secret::new(value)))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -348,7 +526,7 @@ impl ClientMode {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     pub id: String,
@@ -370,6 +548,60 @@ pub struct ClientConfig {
     /// When non-empty, a caller's `redirect_uri` at authorize must be one of these.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub redirect_uri_allow: Vec<String>,
+    /// Token continuity: legacy token calls answer with oauth-shim-minted long-lived tokens,
+    /// and API calls with them go upstream with the session's current v2 token.
+    pub continuity: bool,
+    /// How long a minted token lives (the legacy `expires_in`); a legacy refresh renews it.
+    #[serde(with = "humantime_serde")]
+    pub continuity_lifetime: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            secret: None,
+            secret_env: None,
+            secret_file: None,
+            mode: ClientMode::default(),
+            allow_password_grant: false,
+            redirect_uri: None,
+            redirect_uri_allow: Vec::new(),
+            continuity: false,
+            continuity_lifetime: DEFAULT_CONTINUITY_LIFETIME,
+        }
+    }
+}
+
+/// What legacy access tokens lived: 365 days.
+pub const DEFAULT_CONTINUITY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContinuityConfig {
+    /// Directory of the embedded session store (`sessions.redb`), used unless `[state]` is Redis.
+    pub dir: PathBuf,
+    /// How often expired sessions are deleted.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// A session's v2 access token is refreshed once it has less than this left (in the
+    /// background while it is still valid; capped at half the token's lifetime).
+    #[serde(with = "humantime_serde")]
+    pub refresh_margin: Duration,
+    /// Most sessions the store holds; a token call that would create one more is refused
+    /// (`temporarily_unavailable`).
+    pub max_sessions: u64,
+}
+
+impl Default for ContinuityConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/oauth-shim"),
+            sweep_interval: Duration::from_secs(600),
+            refresh_margin: Duration::from_secs(300),
+            max_sessions: 1_000_000,
+        }
+    }
 }
 
 impl ClientConfig {
@@ -468,6 +700,7 @@ impl Config {
     }
 
     fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        self.state.resolve_secrets()?;
         for client in &mut self.clients {
             let id = &client.id;
             let sources =
@@ -508,12 +741,35 @@ impl Config {
         Ok(())
     }
 
+    /// A continuity client needs the `[state]` key set: the session store is always sealed, and
+    /// a key is never generated (one written beside the data it protects protects nothing).
+    fn check_continuity_keys(&self) -> Result<(), ConfigError> {
+        if self.state.encryption_keys.is_some() {
+            return Ok(());
+        }
+        match self.clients.iter().find(|c| c.continuity) {
+            Some(c) => Err(ConfigError(format!(
+                "client {:?}: continuity needs [state] encryption_key_env or encryption_key_file \
+                 (the session store is always encrypted)",
+                c.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether any client uses token continuity.
+    pub fn continuity_enabled(&self) -> bool {
+        self.clients.iter().any(|c| c.continuity)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         check_log_level(&self.log.level)?;
         check_url("upstream.token_url", &self.upstream.token_url)?;
         check_url("upstream.authorize_url", &self.upstream.authorize_url)?;
         check_url("upstream.api_base", &self.upstream.api_base)?;
         self.upstream.extra_roots()?;
+        self.state.validate()?;
+        self.check_continuity_keys()?;
         let s = &self.server;
         for (key, value) in [
             ("server.max_connections", s.max_connections),
@@ -540,6 +796,7 @@ impl Config {
             ("upstream.request_timeout", self.upstream.request_timeout),
             ("upstream.body_stall_timeout", self.upstream.body_stall_timeout),
             ("reload.watch_interval", self.reload.watch_interval),
+            ("continuity.sweep_interval", self.continuity.sweep_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{key} must be greater than 0s")));
@@ -561,6 +818,18 @@ impl Config {
             }
             if !seen.insert(client.id.as_str()) {
                 return Err(ConfigError(format!("client {:?} is configured twice", client.id)));
+            }
+            if client.continuity && client.mode == ClientMode::Passthrough {
+                return Err(ConfigError(format!(
+                    "client {:?}: continuity needs mode = \"rewrite\" (a passthrough client's tokens are the upstream's)",
+                    client.id
+                )));
+            }
+            if client.continuity && client.continuity_lifetime < Duration::from_secs(1) {
+                return Err(ConfigError(format!(
+                    "client {:?}: continuity_lifetime must be at least 1s",
+                    client.id
+                )));
             }
             if let Some(uri) = &client.redirect_uri {
                 parse_redirect(&client.id, "redirect_uri", uri)?;
@@ -720,6 +989,53 @@ mod tests {
         expect_error("[[clients]]\nid = \"a\"\nsecret = 5\n", "invalid");
         expect_error("[[clients]]\nid = \"a\"\nsecret = \"hunter2\"\nmode = \"bogus\"\n", "invalid");
         expect_error("[server]\nlisten_typo = 1\n", "listen_typo");
+    }
+
+    #[test]
+    fn state_backend_redis_is_validated() {
+        const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        Jail::expect_with(|jail| {
+            jail.create_file("state.key", &format!("{KEY}\n"))?;
+            jail.set_env("REDIS_PW", "hunter2");
+            let base = "[state]\nbackend = \"redis\"\nencryption_key_file = \"state.key\"\n";
+            let cases = [
+                ("", "state.url is required"),
+                ("url = \"http://127.0.0.1\"\n", "redis:// or rediss://"),
+                ("url = \"redis://:hunter2@127.0.0.1\"\n", "must not contain a password"),
+                ("url = \"redis://127.0.0.1\"\ncommand_timeout = \"0s\"\n", "state.command_timeout"),
+                ("url = \"redis://127.0.0.1\"\nca_file = \"state.key\"\n", "needs a rediss:// url"),
+                ("url = \"rediss://127.0.0.1\"\nca_file = \"state.key\"\n", "no PEM certificate"),
+                ("url = \"redis://127.0.0.1\"\npassword_env = \"NOPE\"\n", "NOPE is not set"),
+            ];
+            for (extra, needle) in cases {
+                jail.create_file("shim.toml", &format!("{base}{extra}"))?;
+                let err = load_in_jail(jail).expect_err(needle).to_string();
+                assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+                assert!(!err.contains("hunter2"), "{err}");
+            }
+            jail.create_file("shim.toml", "[state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1\"\n")?;
+            let err = load_in_jail(jail).expect_err("no key").to_string();
+            assert!(err.contains("encryption_key_env or state.encryption_key_file"), "{err}");
+            jail.create_file("bad.key", "hunter2-not-a-key")?;
+            jail.create_file("shim.toml", "[state]\nencryption_key_file = \"bad.key\"\n")?;
+            let err = load_in_jail(jail).expect_err("bad key").to_string();
+            assert!(err.contains("key 1 is not 32 bytes"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+
+            jail.create_file(
+                "shim.toml",
+                &format!("{base}url = \"redis://127.0.0.1:6390/2\"\npassword_env = \"REDIS_PW\"\n"),
+            )?;
+            jail.set_env("OAUTH_SHIM_STATE__KEY_PREFIX", "team-a:");
+            let c = load_in_jail(jail).expect("valid");
+            assert_eq!(c.state.backend, StateBackend::Redis);
+            assert_eq!(c.state.password.as_ref().unwrap().expose(), "hunter2");
+            assert_eq!(c.state.key_prefix, "team-a:");
+            assert_eq!(c.state.key_set().unwrap().unwrap().len(), 1);
+            assert!(!format!("{c:?}").contains("hunter2"));
+            assert!(!format!("{c:?}").contains(KEY));
+            Ok(())
+        });
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     AccessDenied,
     ServerError,
     TemporarilyUnavailable,
+    /// RFC 6750 §3.1: an API call's bearer token is invalid, expired or revoked.
+    InvalidToken,
 }
 
 impl ErrorCode {
@@ -38,6 +40,16 @@ impl ErrorCode {
             Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::InvalidToken => "invalid_token",
+        }
+    }
+
+    /// The legacy `int_err_code`: the RFC code, except for a bad API token, which legacy APIs
+    /// called `InvalidToken`.
+    pub fn legacy_str(self) -> &'static str {
+        match self {
+            Self::InvalidToken => "InvalidToken",
+            other => other.as_str(),
         }
     }
 
@@ -53,6 +65,7 @@ impl ErrorCode {
             "access_denied" => Self::AccessDenied,
             "server_error" => Self::ServerError,
             "temporarily_unavailable" => Self::TemporarilyUnavailable,
+            "invalid_token" => Self::InvalidToken,
             _ => return None,
         })
     }
@@ -71,6 +84,7 @@ impl ErrorCode {
             Self::AccessDenied => "access denied by the upstream",
             Self::ServerError => "the upstream failed",
             Self::TemporarilyUnavailable => "the upstream is temporarily unavailable",
+            Self::InvalidToken => "the upstream refused the access token",
         }
     }
 }
@@ -93,6 +107,16 @@ impl ErrorSource {
             Self::Upstream => "upstream",
             Self::Internal => "internal",
         }
+    }
+
+    /// The side named by [`ErrorSource::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "downstream" => Self::Downstream,
+            "upstream" => Self::Upstream,
+            "internal" => Self::Internal,
+            _ => return None,
+        })
     }
 }
 
@@ -164,6 +188,11 @@ impl ShimError {
         self
     }
 
+    /// 401 for an API call whose bearer token is refused (with a `Bearer` challenge).
+    pub fn invalid_token(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidToken, StatusCode::UNAUTHORIZED, ErrorSource::Downstream, description)
+    }
+
     pub fn status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self
@@ -216,9 +245,9 @@ impl ShimError {
 
     /// JSON body in the dual RFC 6749 / legacy shape.
     pub fn body_bytes(&self) -> Vec<u8> {
-        let code = self.code.as_str();
+        let (code, legacy) = (self.code.as_str(), self.code.legacy_str());
         let desc = serde_json::to_string(&*self.description).unwrap_or_else(|_| "\"\"".into());
-        format!(r#"{{"error":"{code}","error_description":{desc},"int_err_code":"{code}","msg":{desc}}}"#)
+        format!(r#"{{"error":"{code}","error_description":{desc},"int_err_code":"{legacy}","msg":{desc}}}"#)
             .into_bytes()
     }
 
@@ -230,7 +259,12 @@ impl ShimError {
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-        if self.challenge && self.status == StatusCode::UNAUTHORIZED {
+        if self.code == ErrorCode::InvalidToken {
+            h.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"oauth-shim\", error=\"invalid_token\""),
+            );
+        } else if self.challenge && self.status == StatusCode::UNAUTHORIZED {
             h.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"oauth-shim\""));
         }
         if let Some(v) = self.retry_after {
@@ -282,6 +316,7 @@ mod tests {
             ErrorCode::AccessDenied,
             ErrorCode::ServerError,
             ErrorCode::TemporarilyUnavailable,
+            ErrorCode::InvalidToken,
         ] {
             assert_eq!(ErrorCode::from_rfc(c.as_str()), Some(c));
         }

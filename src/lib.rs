@@ -7,9 +7,12 @@
 //!   front-door checks and routes:
 //!   - `/oauth/access_token` → [`token`]: [`legacy`] collects the parameters, [`translate`]
 //!     builds the v2 form, [`oauth`] makes the upstream call (refreshes go through
-//!     [`refresh`]), and [`translate`] renders the legacy answer;
+//!     [`refresh`], in this process or shared by replicas through [`state`]), and
+//!     [`translate`] renders the legacy answer;
 //!   - `/oauth/authorize` → [`authorize`]: a redirect to the configured v2 authorize URL;
-//!   - everything else → [`forward`]: streamed pass-through to the API base.
+//!   - everything else → [`forward`]: streamed pass-through to the API base; a request carrying
+//!     a token oauth-shim minted (`Bearer osh_at_…`, told by its prefix alone) goes through
+//!     [`continuity`] instead, which swaps in the session's current v2 token.
 //! - Upstream calls go through [`upstream`], the connection pool (one for pass-through, one for
 //!   token calls); a failed call is classified there ([`upstream::Cause`]) and logged once by
 //!   its caller.
@@ -27,6 +30,7 @@ pub mod authorize;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod continuity;
 pub mod dev;
 pub mod error;
 pub mod forward;
@@ -39,6 +43,7 @@ pub mod refresh;
 pub mod request_id;
 pub mod server;
 pub mod standin;
+pub mod state;
 pub mod telemetry;
 pub mod token;
 pub mod translate;

@@ -31,6 +31,9 @@
 //! unregistered in every outcome (success, error, panic, runtime shutdown) by a drop guard.
 //!
 //! The handle is cheap to clone: all state lives behind one `Arc`.
+//!
+//! This is the memory backend. With `[state] backend = "redis"`, [`shared`] shares the cache and
+//! flight between replicas through Redis, still coalescing inside the process with this cache.
 
 use std::{
     collections::HashMap,
@@ -49,6 +52,8 @@ use moka::{Expiry, future::Cache};
 use rand::RngCore;
 use sha2::Sha256;
 use tokio::sync::watch;
+
+pub mod shared;
 
 /// What a successful refresh yields; the cache asks it how long it lives.
 pub trait Refreshed: Clone + Send + Sync + 'static {
@@ -503,6 +508,19 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
                     };
                 }
             }
+        }
+    }
+
+    /// The cached answer for the pair, if any, without counting or starting anything.
+    pub async fn peek(&self, client_id: &str, refresh_token: &str) -> Option<Served<V>> {
+        let stored = self.inner.cached(&self.inner.key(client_id, refresh_token)).await?;
+        Some(served(&stored, Source::Cache))
+    }
+
+    /// Drop the cached answer for the pair, if any.
+    pub async fn invalidate(&self, client_id: &str, refresh_token: &str) {
+        if self.inner.caching() {
+            Box::pin(self.inner.cache.invalidate(&self.inner.key(client_id, refresh_token))).await;
         }
     }
 

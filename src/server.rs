@@ -83,6 +83,7 @@ pub fn start_on(app: App, proxy: TcpListener, admin: Option<TcpListener>) -> io:
     if let Some(listener) = admin {
         tokio::spawn(admin::serve(listener, app.clone(), rx.clone()));
     }
+    crate::continuity::spawn_sweeper(app.clone(), rx.clone());
     let task = tokio::spawn(serve(proxy, app, rx));
     Ok(Running { proxy_addr, admin_addr, shutdown: tx, task })
 }

@@ -14,6 +14,7 @@ use crate::error::{ErrorCode, ShimError};
 use crate::forward;
 use crate::legacy;
 use crate::oauth::token_call;
+use crate::refresh::shared::{Portable, Refresher, SharedFailure};
 use crate::translate::{self, Grant};
 
 pub async fn handle(
@@ -143,28 +144,44 @@ async fn run(
     if v2.grant == Grant::RefreshToken {
         let translate::V2Request { form, refresh_token, .. } = v2;
         let sent = refresh_token.unwrap_or_default();
-        let served = shared
-            .refresh
-            // Only the caller that starts the upstream call runs this, so cache hits and joined
-            // callers clone nothing for it. Boxed: the upstream call's future is large, and the
-            // spawned task (and every move of it on the way into the runtime) would otherwise
-            // carry all of it inline.
-            .get_or_refresh(&client.id, sent.expose(), || {
-                let http = shared.token_client.clone();
-                let rt_owned = Arc::clone(rt);
-                let latency = shared.ops.metrics.upstream_histogram("token");
-                Box::pin(async move {
-                    let started = std::time::Instant::now();
-                    let result =
-                        token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream, trace)
-                            .await
-                            .result;
-                    latency.observe(started.elapsed().as_secs_f64());
-                    result
-                })
+        // A minted refresh token is answered from its session and never sent upstream as is.
+        if sent.expose().starts_with(crate::continuity::minted::REFRESH_PREFIX) {
+            let continuity = shared.continuity(rt)?;
+            let json = Box::pin(continuity.legacy_refresh(shared, rt, client, &sent, trace)).await?;
+            outcome.detail = Some("continuity");
+            return Ok(success(json));
+        }
+        // Only the caller that starts the upstream call runs this, so cache hits and joined
+        // callers clone nothing for it. Boxed: the upstream call's future is large, and the
+        // spawned task (and every move of it on the way into the runtime) would otherwise
+        // carry all of it inline.
+        let fetch = || {
+            let http = shared.token_client.clone();
+            let rt_owned = Arc::clone(rt);
+            let latency = shared.ops.metrics.upstream_histogram("token");
+            Box::pin(async move {
+                let started = std::time::Instant::now();
+                let result =
+                    token_call(&http, &rt_owned.token_url, auth, &form, &rt_owned.config.upstream, trace)
+                        .await
+                        .result;
+                latency.observe(started.elapsed().as_secs_f64());
+                result
             })
-            .await?;
+        };
+        let served = match &shared.refresh {
+            Refresher::Memory(cache) => cache.get_or_refresh(&client.id, sent.expose(), fetch).await?,
+            // Boxed, so the memory backend's future keeps its size.
+            Refresher::Shared(cache) => {
+                let deadline = rt.config.upstream.request_timeout;
+                Box::pin(cache.get_or_refresh(&client.id, sent.expose(), deadline, fetch)).await?
+            }
+        };
         outcome.detail = Some(served.source.as_str());
+        if client.continuity {
+            let continuity = shared.continuity(rt)?;
+            return Ok(success(Box::pin(continuity.create(rt, client, &served.value)).await?));
+        }
         return Ok(success(served.value.render_legacy(served.age, Some(&sent), legacy_cfg)));
     }
 
@@ -175,6 +192,10 @@ async fn run(
     outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
     let token = result.result?;
+    if client.continuity {
+        let continuity = shared.continuity(rt)?;
+        return Ok(success(Box::pin(continuity.create(rt, client, &token)).await?));
+    }
     Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
 }
 
@@ -224,5 +245,44 @@ impl crate::refresh::RefreshFailure for ShimError {
 
     fn internal() -> Self {
         ShimError::internal()
+    }
+}
+
+impl Portable for translate::V2Token {
+    fn encode(&self) -> Vec<u8> {
+        self.to_v2_json()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        translate::V2Token::parse(bytes).ok()
+    }
+}
+
+/// An error crosses replicas as its class: code, status, side and the fixed description (never
+/// an upstream body or a secret; see `error.rs`).
+impl Portable for ShimError {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::json!({
+            "code": self.code.as_str(),
+            "status": self.status.as_u16(),
+            "source": self.source.as_str(),
+            "description": self.description,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let code = ErrorCode::from_rfc(v["code"].as_str()?)?;
+        let status = StatusCode::from_u16(u16::try_from(v["status"].as_u64()?).ok()?).ok()?;
+        let source = crate::error::ErrorSource::from_name(v["source"].as_str()?)?;
+        Some(ShimError::new(code, status, source, v["description"].as_str()?.to_owned()))
+    }
+}
+
+impl SharedFailure for ShimError {
+    fn timed_out() -> Self {
+        ShimError::upstream_timeout()
     }
 }

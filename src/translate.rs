@@ -316,6 +316,60 @@ impl V2Token {
         &self.0.access_token
     }
 
+    pub fn refresh_token(&self) -> Option<&Secret> {
+        self.0.refresh_token.as_ref()
+    }
+
+    /// The legacy fields the upstream sent (`organizer_key` … `email`, legacy order), as the
+    /// JSON fragment `,"name":value` each: what a continuity session keeps to answer later
+    /// legacy refreshes in full.
+    pub fn legacy_profile(&self) -> String {
+        let f = &*self.0;
+        let mut out = Vec::new();
+        for (name, span) in LEGACY_FIELDS.iter().zip(&f.legacy) {
+            if let Some(span) = span {
+                json::key(&mut out, name);
+                out.extend_from_slice(&f.json[span.clone()]);
+            }
+        }
+        // Built from parsed JSON strings and our own names: always UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The answer as a v2 JSON object again, every field kept (order: tokens, `expires_in`,
+    /// `token_type`, the legacy fields, the rest), so that [`V2Token::parse`] reads back an
+    /// equal token. What the shared refresh cache stores (sealed).
+    pub fn to_v2_json(&self) -> Vec<u8> {
+        let f = &*self.0;
+        let mut out = Vec::with_capacity(256 + f.json.len());
+        out.extend_from_slice(b"{\"access_token\":");
+        json::write_str(&mut out, f.access_token.expose());
+        if let Some(refresh) = &f.refresh_token {
+            json::key(&mut out, "refresh_token");
+            json::write_str(&mut out, refresh.expose());
+        }
+        if let Some(expires) = f.expires_in {
+            json::key(&mut out, "expires_in");
+            json::write_u64(&mut out, expires);
+        }
+        if let Some(span) = &f.token_type {
+            json::key(&mut out, "token_type");
+            out.extend_from_slice(&f.json[span.clone()]);
+        }
+        for (name, span) in LEGACY_FIELDS.iter().zip(&f.legacy) {
+            if let Some(span) = span {
+                json::key(&mut out, name);
+                out.extend_from_slice(&f.json[span.clone()]);
+            }
+        }
+        for (name, v) in &f.rest {
+            json::name(&mut out, name);
+            let _ = serde_json::to_writer(&mut out, v);
+        }
+        out.push(b'}');
+        out
+    }
+
     /// Render the legacy JSON answer.
     ///
     /// `age` is how long ago the upstream answered (non-zero for cached answers): the served
@@ -366,6 +420,34 @@ impl V2Token {
         out.push(b'}');
         out
     }
+}
+
+/// The legacy answer of a continuity session: minted tokens, the configured lifetime as the
+/// legacy `expires_in` string, and the session's stored legacy fields (`profile`, as
+/// [`V2Token::legacy_profile`] wrote it).
+pub fn render_minted(
+    access: &Secret,
+    expires_in: u64,
+    refresh: &Secret,
+    profile: &str,
+    legacy: &LegacyConfig,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + profile.len());
+    out.extend_from_slice(b"{\"access_token\":");
+    json::write_str(&mut out, access.expose());
+    json::key(&mut out, "expires_in");
+    out.push(b'"');
+    json::write_u64(&mut out, expires_in);
+    out.push(b'"');
+    json::key(&mut out, "refresh_token");
+    json::write_str(&mut out, refresh.expose());
+    out.extend_from_slice(profile.as_bytes());
+    json::key(&mut out, "platform");
+    json::write_str(&mut out, &legacy.platform);
+    json::key(&mut out, "version");
+    json::write_str(&mut out, &legacy.version);
+    out.push(b'}');
+    out
 }
 
 /// Small JSON writer so rendering needs no intermediate `Value` tree. It writes exactly what
@@ -591,6 +673,27 @@ mod tests {
     }
 
     #[test]
+    fn v2_json_round_trips_every_field() {
+        let legacy = LegacyConfig { keep_extra_fields: true, ..Default::default() };
+        for body in [
+            V2,
+            r#"{"access_token":"a\"t","expires_in":"60","principal":{"x":[1,null]},"email":null}"#,
+            r#"{"access_token":"at"}"#,
+        ] {
+            let t = V2Token::parse(body.as_bytes()).unwrap();
+            let again = V2Token::parse(&t.to_v2_json()).unwrap();
+            for age in [Duration::ZERO, Duration::from_secs(7)] {
+                assert_eq!(
+                    again.render_legacy(age, None, &legacy),
+                    t.render_legacy(age, None, &legacy),
+                    "{body}"
+                );
+            }
+            assert_eq!(again.lifetime(), t.lifetime());
+        }
+    }
+
+    #[test]
     fn nulls_count_as_absent_and_escaped_names_match() {
         let t = V2Token::parse(br#"{"access_\u0074oken":"at","refresh_token":null,"token_type":null,"expires_in":null,"email":"e"}"#)
             .unwrap();
@@ -611,6 +714,22 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"access_token":"at","expires_in":"50","refresh_token":"sent","platform":"GLOBAL","version":"2","scope":"s","principal":"p"}"#
+        );
+    }
+
+    #[test]
+    fn minted_answer_keeps_the_legacy_fields() {
+        let t = V2Token::parse(V2.as_bytes()).unwrap();
+        let out = render_minted(
+            &Secret::new("osh_at_x"),
+            31536000,
+            &Secret::new("osh_rt_y"),
+            &t.legacy_profile(),
+            &LegacyConfig::default(),
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"access_token":"osh_at_x","expires_in":"31536000","refresh_token":"osh_rt_y","organizer_key":"ok","account_key":"ak","account_type":"","firstName":"Jon","lastName":"Karmak","email":"jk@example.com","platform":"GLOBAL","version":"2"}"#
         );
     }
 

@@ -4,6 +4,13 @@
 # process: master_process off), all against the same nginx upstream:
 #
 #   benches/load/callgrind.sh [BIN]     # default: target/release/oauth-shim (build it first)
+#   CONTINUITY=1 benches/load/callgrind.sh [BIN]
+#
+# With CONTINUITY=1 a fourth process runs with a token-continuity client, and four more figures
+# follow: pass-bearer (continuity off) and pass-bearer-cont (continuity on), both API calls with
+# an upstream-issued bearer token (the cost of the minted-token check on ordinary traffic), then
+# swap (an API call with a minted token: session lookup, decryption and token swap) on the
+# embedded store.
 #
 # Each target: 2 s of wrk -c8 warm-up, counters zeroed, D (6) seconds of wrk, counters dumped;
 # prints total instructions / requests. Needs valgrind (callgrind_control), nginx and wrk.
@@ -55,20 +62,29 @@ secret = "bench-secret"
 EOC
 }
 conf $P 0s > $W/shim.toml; conf $C 30s > $W/cached.toml
+K=19184
+if [ "${CONTINUITY:-0}" = 1 ]; then
+  echo 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f > $W/state.key
+  { conf $K 0s | sed 's/^secret = "bench-secret"$/secret = "bench-secret"\nallow_password_grant = true\ncontinuity = true/'
+    printf '[state]\nencryption_key_file = "%s"\n[continuity]\ndir = "%s"\n' $W/state.key $W/store; } > $W/cont.toml
+fi
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null||true; done; wait 2>/dev/null||true; rm -rf $W' EXIT
 /usr/sbin/nginx -p $W/up -e $W/up-error.log -c $W/up.conf & PIDS+=($!)
 valgrind --tool=callgrind --callgrind-out-file=$W/cg.out.%p "$BIN" serve --config $W/shim.toml 2>$W/vg1.log & V1=$!; PIDS+=($V1)
 valgrind --tool=callgrind --callgrind-out-file=$W/cgc.out.%p "$BIN" serve --config $W/cached.toml 2>$W/vg2.log & V2=$!; PIDS+=($V2)
 valgrind --tool=callgrind --callgrind-out-file=$W/cgn.out.%p /usr/sbin/nginx -p $W/up -e $W/ngx-error.log -c $W/ngx.conf 2>$W/vg3.log & V3=$!; PIDS+=($V3)
-for port in $P $C $N; do for i in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done; done
+if [ "${CONTINUITY:-0}" = 1 ]; then
+  valgrind --tool=callgrind --callgrind-out-file=$W/cgk.out.%p "$BIN" serve --config $W/cont.toml 2>$W/vg4.log & V4=$!; PIDS+=($V4)
+fi
+for port in $P $C $N ${V4:+$K}; do for i in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done; done
 API=/G2W/rest/v2/organizers/1252383132521359990/webinars/1235813213455
 TOK='/oauth/access_token?grant_type=refresh_token&refresh_token=bench-refresh-token&client_id=bench-client'
 L=$HERE/report.lua
-measure() { # name pid url unique
-  UNIQUE_TOKENS=$4 wrk -t1 -c8 -d2s -s $L "$3" >/dev/null
+measure() { # name pid url unique [wrk header args]
+  UNIQUE_TOKENS=$4 wrk -t1 -c8 -d2s -s $L "${@:5}" "$3" >/dev/null
   callgrind_control -z $2 >/dev/null 2>&1
-  out=$(UNIQUE_TOKENS=$4 wrk -t1 -c8 -d${D:-6}s -s $L "$3" | grep ^RESULT)
+  out=$(UNIQUE_TOKENS=$4 wrk -t1 -c8 -d${D:-6}s -s $L "${@:5}" "$3" | grep ^RESULT)
   callgrind_control -d $1 $2 >/dev/null 2>&1
   sleep 0.5
   f=$(ls -t $W/*.out.$2.* 2>/dev/null | head -1)
@@ -81,3 +97,11 @@ measure nginx $V3 "http://127.0.0.1:$N$API" 0
 measure pass $V1 "http://127.0.0.1:$P$API" 0
 measure token $V1 "http://127.0.0.1:$P$TOK" 1
 measure cached $V2 "http://127.0.0.1:$C$TOK" 0
+if [ "${CONTINUITY:-0}" = 1 ]; then
+  MINTED=$(curl -s "http://127.0.0.1:$K/oauth/access_token?grant_type=password&user_id=u&password=p&client_id=bench-client" \
+    | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  case $MINTED in osh_at_*) ;; *) echo "continuity: no minted token" >&2; exit 1;; esac
+  measure pass-bearer $V1 "http://127.0.0.1:$P$API" 0 -H "Authorization: Bearer upstream-issued-token"
+  measure pass-bearer-cont $V4 "http://127.0.0.1:$K$API" 0 -H "Authorization: Bearer upstream-issued-token"
+  measure swap $V4 "http://127.0.0.1:$K$API" 0 -H "Authorization: Bearer $MINTED"
+fi

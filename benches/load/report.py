@@ -9,7 +9,11 @@ RESULTS_TSV columns: rep target requests duration_us p50_us p99_us p999_us error
 import statistics
 import sys
 
-TARGETS = ["direct", "nginx", "shim-pass", "shim-token", "shim-cached"]
+TARGETS = ["direct", "nginx", "shim-pass", "shim-token", "shim-cached", "shim-coalesced",
+           "shim-redis-cached", "shim-redis-coalesced"]
+# The Redis backend's targets and their memory twins (shim-token-redis).
+REDIS_PAIRS = [("cached refresh", "shim-redis-cached", "shim-cached"),
+               ("coalesced refresh", "shim-redis-coalesced", "shim-coalesced")]
 
 
 def fmt(values, scale=1.0, digits=0):
@@ -69,6 +73,20 @@ def main():
           "from this run. CPU is user+system time of the proxy process(es) from /proc/PID/stat.")
     print()
 
+    pairs = []
+    for name, redis, memory_twin in REDIS_PAIRS:
+        rps, cpu = med(redis, "rps"), med(redis, "pcpu")
+        rps_m, cpu_m = med(memory_twin, "rps"), med(memory_twin, "pcpu")
+        if None in (rps, cpu, rps_m, cpu_m) or 0 in (rps_m, cpu_m):
+            continue
+        pairs.append(f"- {name}: req/s {rps / rps_m:.2f}×, CPU µs/req (oauth-shim + redis-server) "
+                     f"{cpu / cpu_m:.2f}×, p99 {med(redis, 'p99') / med(memory_twin, 'p99'):.2f}× "
+                     f"({redis} ÷ {memory_twin})")
+    if pairs:
+        print("Redis backend ÷ memory backend, medians of this run:")
+        print("\n".join(pairs))
+        print()
+
     checks = []
 
     def bar(name, value, op, limit, unit="×"):
@@ -83,6 +101,8 @@ def main():
         a, b = med(t, k), med("nginx", k)
         return None if a is None or b is None or b == 0 else a / b
 
+    if not runs["nginx"]:
+        return
     bar("shim-pass proxy CPU/req ÷ nginx", r("shim-pass", "pcpu"), "<=", 1.0)
     bar("shim-pass p99 ÷ nginx", r("shim-pass", "p99"), "<=", 1.1)
     bar("shim-token proxy CPU/req ÷ nginx pass-through", r("shim-token", "pcpu"), "<=", 1.3)

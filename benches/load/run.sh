@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Load bench for oauth-shim against nginx as the peer (issue #6). Loopback only, bounded in time:
-# about (WARMUP + REPS * DURATION) * 5 targets + ~15 s for the memory probe, plus the release build.
+# about (WARMUP + REPS * DURATION) * 8 targets + ~15 s for the memory probe, plus the release build.
 #
 #   benches/load/run.sh                       # defaults: 10 s per run, 64 connections, 3 reps
 #   DURATION=5 REPS=1 benches/load/run.sh     # a quick look
 #   SHIM_BIN=/path/to/oauth-shim benches/load/run.sh   # measure another build (e.g. a baseline)
+#   TARGETS=shim-token-redis benches/load/run.sh       # only the Redis backend beside memory
 #
 # Targets, interleaved within each repetition:
 #   direct      wrk -> upstream nginx                       (the physical limit)
@@ -13,7 +14,14 @@
 #   shim-token  wrk -> oauth-shim legacy GET /oauth/access_token, refresh cache off and a new
 #               refresh token per request (so nothing coalesces) -> upstream
 #   shim-cached the same with the refresh cache on (30 s TTL)
-# The load tool runs on LOAD_CPU, every server on SERVER_CPU (taskset). Prints a markdown table.
+# and the group shim-token-redis: the refresh state on Redis ([state] backend = "redis", one
+# redis-server on the server CPU, whose CPU counts as the proxy's), each beside its memory twin:
+#   shim-redis-cached     one refresh token, cache on: every request answered from Redis
+#                         (memory twin: shim-cached)
+#   shim-coalesced        one refresh token, cache off: concurrent requests join the running
+#                         refresh, the others start the next one (memory backend)
+#   shim-redis-coalesced  the same with the Redis backend (lock, upstream call, publish)
+# TARGETS picks targets or groups (default: all). The load tool runs on LOAD_CPU, every server on SERVER_CPU (taskset). Prints a markdown table.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -32,6 +40,18 @@ UP_PORT=$((BASE_PORT + 1))
 NGX_PORT=$((BASE_PORT + 2))
 CACHED_PORT=$((BASE_PORT + 3))
 MEM_PORT=$((BASE_PORT + 4))
+REDIS_PORT=$((BASE_PORT + 5))
+REDIS_CACHED_PORT=$((BASE_PORT + 6))
+REDIS_COAL_PORT=$((BASE_PORT + 7))
+COAL_PORT=$((BASE_PORT + 8))
+read -r -a TARGETS <<<"${TARGETS:-direct nginx shim-pass shim-token shim-cached shim-token-redis}"
+read -r -a TARGETS <<<"$(for t in "${TARGETS[@]}"; do
+  case $t in
+    shim-token-redis) echo shim-cached shim-redis-cached shim-coalesced shim-redis-coalesced ;;
+    *) echo "$t" ;;
+  esac
+done | tr '\n' ' ')"
+wants() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 API_PATH=/G2W/rest/v2/organizers/1252383132521359990/webinars/1235813213455
 TOKEN_PATH='/oauth/access_token?grant_type=refresh_token&refresh_token=bench-refresh-token&client_id=bench-client'
 
@@ -43,6 +63,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
   SUDO=""
@@ -134,7 +155,9 @@ http {
 }
 EOF
 
-shim_conf() { # port ttl header_read_timeout
+STATE_KEY_FILE=$WORK/state.key
+echo 5f0c2b9a8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170f1e2d3c >"$STATE_KEY_FILE"
+shim_conf() { # port ttl header_read_timeout [redis]
   cat <<EOF
 [server]
 listen = "127.0.0.1:$1"
@@ -153,12 +176,19 @@ level = "warn"
 id = "bench-client"
 secret = "bench-secret"
 EOF
+  if [ "${4:-}" = redis ]; then
+    printf '[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s"\nencryption_key_file = "%s"\n' \
+      "$REDIS_PORT" "$STATE_KEY_FILE"
+  fi
 }
 shim_conf "$SHIM_PORT" 0s 10s >"$WORK/shim.toml"
 shim_conf "$CACHED_PORT" 30s 10s >"$WORK/shim-cached.toml"
 # The memory probe holds idle keep-alive connections for a few seconds; the header read timeout
 # (10 s by default) also closes idle HTTP/1 keep-alive connections, so raise it there.
 shim_conf "$MEM_PORT" 0s 60s >"$WORK/shim-mem.toml"
+shim_conf "$COAL_PORT" 0s 10s >"$WORK/shim-coalesced.toml"
+shim_conf "$REDIS_CACHED_PORT" 30s 10s redis >"$WORK/shim-redis-cached.toml"
+shim_conf "$REDIS_COAL_PORT" 0s 10s redis >"$WORK/shim-redis-coalesced.toml"
 
 start() { # name, command...
   local name=$1; shift
@@ -195,7 +225,17 @@ start up "$NGINX" -p "$WORK/up" -e "$WORK/up-error.log" -c "$WORK/up.conf"
 start ngx "$NGINX" -p "$WORK/ngx" -e "$WORK/ngx-error.log" -c "$WORK/ngx.conf"
 start shim "$SHIM_BIN" serve --config "$WORK/shim.toml"
 start shim-cached "$SHIM_BIN" serve --config "$WORK/shim-cached.toml"
-for p in "$UP_PORT" "$NGX_PORT" "$SHIM_PORT" "$CACHED_PORT"; do wait_port "$p"; done
+start shim-coalesced "$SHIM_BIN" serve --config "$WORK/shim-coalesced.toml"
+start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
+wait_port "$REDIS_PORT"
+start shim-redis-cached "$SHIM_BIN" serve --config "$WORK/shim-redis-cached.toml"
+start shim-redis-coalesced "$SHIM_BIN" serve --config "$WORK/shim-redis-coalesced.toml"
+for p in "$UP_PORT" "$NGX_PORT" "$SHIM_PORT" "$CACHED_PORT" "$COAL_PORT" "$REDIS_CACHED_PORT" \
+  "$REDIS_COAL_PORT"; do
+  wait_port "$p"
+done
+# A Redis-backed replica serves from memory until its first PING to Redis has answered.
+sleep 1
 UP_WORKERS=$(children "$PID_up")
 NGX_WORKERS=$(children "$PID_ngx")
 
@@ -205,10 +245,17 @@ URL[nginx]="http://127.0.0.1:$NGX_PORT$API_PATH";         PROXY[nginx]="$NGX_WOR
 URL[shim-pass]="http://127.0.0.1:$SHIM_PORT$API_PATH";    PROXY[shim-pass]="$PID_shim"
 URL[shim-token]="http://127.0.0.1:$SHIM_PORT$TOKEN_PATH"; PROXY[shim-token]="$PID_shim"
 URL[shim-cached]="http://127.0.0.1:$CACHED_PORT$TOKEN_PATH"; PROXY[shim-cached]="$PID_shim_cached"
-TARGETS=(direct nginx shim-pass shim-token shim-cached)
+URL[shim-coalesced]="http://127.0.0.1:$COAL_PORT$TOKEN_PATH"; PROXY[shim-coalesced]="$PID_shim_coalesced"
+URL[shim-redis-cached]="http://127.0.0.1:$REDIS_CACHED_PORT$TOKEN_PATH"
+PROXY[shim-redis-cached]="$PID_shim_redis_cached $PID_redis"
+URL[shim-redis-coalesced]="http://127.0.0.1:$REDIS_COAL_PORT$TOKEN_PATH"
+PROXY[shim-redis-coalesced]="$PID_shim_redis_coalesced $PID_redis"
+redis_commands() { # commands Redis has processed so far
+  redis-cli -p "$REDIS_PORT" INFO stats | awk -F: '/^total_commands_processed/ { print $2 + 0 }'
+}
 
 # Every target must answer 200 with the expected body before it is measured.
-python3 - "${URL[@]}" <<'EOF'
+python3 - $(for t in "${TARGETS[@]}"; do echo "${URL[$t]}"; done) <<'EOF'
 import json, sys, urllib.request
 for url in sys.argv[1:]:
     with urllib.request.urlopen(url, timeout=5) as r:
@@ -226,7 +273,8 @@ machine() {
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 run_one() { # target duration -> one TSV line
-  local t=$1 d=$2 p0 p1 u0 u1 out line unique
+  local t=$1 d=$2 p0 p1 u0 u1 out line unique r0=
+  [[ $t == shim-redis-* ]] && r0=$(redis_commands)
   p0=-; [ -n "${PROXY[$t]}" ] && p0=$(ticks ${PROXY[$t]})
   u0=$(ticks $UP_WORKERS)
   unique=0; [ "$t" = shim-token ] && unique=1
@@ -237,6 +285,10 @@ run_one() { # target duration -> one TSV line
   # shellcheck disable=SC2086
   set -- $(sed 's/[a-z_0-9]*=//g' <<<"${line#RESULT }")
   local errors=$(($6 + $7 + $8 + $9 + ${10}))
+  # Redis commands per request (a pipeline of three is one round trip), printed under the table.
+  if [ -n "$r0" ]; then
+    printf '%s\t%s\t%s\n' "$t" "$1" "$(($(redis_commands) - r0))" >>"$WORK/redis.tsv"
+  fi
   local pt=-; [ "$p0" != - ] && pt=$((p1 - p0))
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$1" "$2" "$3" "$4" "$5" "$errors" "$pt" \
     "$((u1 - u0))"
@@ -244,6 +296,7 @@ run_one() { # target duration -> one TSV line
 
 log "warm-up: ${WARMUP}s per target"
 for t in "${TARGETS[@]}"; do run_one "$t" "$WARMUP" >/dev/null; done
+rm -f "$WORK/redis.tsv"
 RESULTS=$WORK/results.tsv
 for rep in $(seq 1 "$REPS"); do
   for t in "${TARGETS[@]}"; do
@@ -254,12 +307,16 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- memory ------------------------------------------------------------------------------------
-kill "$PID_shim" "$PID_shim_cached" "$PID_ngx" 2>/dev/null || true
-start shim-mem "$SHIM_BIN" serve --config "$WORK/shim-mem.toml"
-wait_port "$MEM_PORT"
-sleep 1
-log "memory: idle, then $HOLD idle keep-alive connections"
-MEM=$(python3 "$HERE/hold_conns.py" "$MEM_PORT" "$API_PATH" "$HOLD" "$PID_shim_mem" | grep '^RSS')
+kill "$PID_shim" "$PID_shim_cached" "$PID_ngx" "$PID_shim_coalesced" "$PID_shim_redis_cached" \
+  "$PID_shim_redis_coalesced" "$PID_redis" 2>/dev/null || true
+MEM=
+if wants shim-pass; then
+  start shim-mem "$SHIM_BIN" serve --config "$WORK/shim-mem.toml"
+  wait_port "$MEM_PORT"
+  sleep 1
+  log "memory: idle, then $HOLD idle keep-alive connections"
+  MEM=$(python3 "$HERE/hold_conns.py" "$MEM_PORT" "$API_PATH" "$HOLD" "$PID_shim_mem" | grep '^RSS')
+fi
 
 echo
 echo "## oauth-shim load bench ($(date -u +%Y-%m-%dT%H:%MZ))"
@@ -268,5 +325,13 @@ machine
 echo "- load average before / after the runs: $LOAD_BEFORE / $LOAD_AFTER"
 echo
 python3 "$HERE/report.py" "$RESULTS" "$CLK_TCK" "$MEM"
-echo
-echo "Memory (VmRSS of oauth-shim, header_read_timeout raised to 60s for this probe): $MEM"
+if [ -s "$WORK/redis.tsv" ]; then
+  echo
+  awk -F'\t' '{ req[$1] += $2; cmd[$1] += $3 }
+    END { printf "Redis commands per request:"; for (t in req) printf " %s %.2f;", t, cmd[t] / req[t]; print "" }' \
+    "$WORK/redis.tsv"
+fi
+if [ -n "$MEM" ]; then
+  echo
+  echo "Memory (VmRSS of oauth-shim, header_read_timeout raised to 60s for this probe): $MEM"
+fi

@@ -1,7 +1,8 @@
 //! Prometheus metrics served at the admin listener's `GET /metrics`: requests by route, client,
 //! outcome and status class; request duration by route and status class; upstream call
-//! duration; in-flight requests; open connections; refresh cache counters; config reloads;
-//! build info; the process's CPU, memory and file descriptors. Client labels are bounded: only
+//! duration; in-flight requests; open connections; refresh cache counters; shared-state
+//! (Redis) fallbacks and outages; token-continuity sessions and refreshes; config reloads; build
+//! info; the process's CPU, memory and file descriptors. Client labels are bounded: only
 //! configured client ids appear, every other id folds into `unknown`.
 //!
 //! The text is OpenMetrics as `prometheus-client` writes it; [`Format::Prometheus`] rewrites it
@@ -22,6 +23,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::refresh::RefreshStats;
+use crate::state::redis::RedisStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -34,6 +36,16 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     call: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -152,6 +164,11 @@ pub struct Metrics {
     reload_ok: Gauge,
     reload_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     generation: Gauge,
+    continuity_sessions: Gauge,
+    continuity_refreshes: Family<TriggerLabels, Counter>,
+    continuity_refresh_failures: Family<ReasonLabels, Counter>,
+    continuity_rejected: Counter,
+    continuity_store_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -172,6 +189,11 @@ impl Metrics {
         let reload_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         reload_ok.set(1);
         generation.set(1);
+        let continuity_sessions = Gauge::default();
+        let continuity_refreshes = Family::<TriggerLabels, Counter>::default();
+        let continuity_refresh_failures = Family::<ReasonLabels, Counter>::default();
+        let continuity_rejected = Counter::default();
+        let continuity_store_errors = Counter::default();
         reload_time.set(unix_now());
         let duration_family = Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             request_histogram as fn() -> Histogram,
@@ -225,6 +247,31 @@ impl Metrics {
             "When the config in force was loaded (start or the last applied reload), Unix time",
             reload_time.clone(),
         );
+        r.register(
+            "continuity_sessions",
+            "Live token-continuity sessions in the store (as of the last write or sweep)",
+            continuity_sessions.clone(),
+        );
+        r.register(
+            "continuity_refreshes",
+            "Upstream refreshes made for continuity sessions: background (token still valid), inline (expired) or retry (after a 401)",
+            continuity_refreshes.clone(),
+        );
+        r.register(
+            "continuity_refresh_failures",
+            "Failed continuity refreshes: invalid_grant (the session ended) or upstream",
+            continuity_refresh_failures.clone(),
+        );
+        r.register(
+            "continuity_rejected_tokens",
+            "API calls refused because their minted token was unknown, revoked or expired",
+            continuity_rejected.clone(),
+        );
+        r.register(
+            "continuity_store_errors",
+            "Continuity requests the session store (file or Redis) failed; answered temporarily_unavailable",
+            continuity_store_errors.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(r),
             requests,
@@ -238,7 +285,32 @@ impl Metrics {
             reload_ok,
             reload_time,
             generation,
+            continuity_sessions,
+            continuity_refreshes,
+            continuity_refresh_failures,
+            continuity_rejected,
+            continuity_store_errors,
         }
+    }
+
+    pub fn continuity_sessions(&self, n: u64) {
+        self.continuity_sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn continuity_refresh(&self, trigger: &'static str) {
+        self.continuity_refreshes.get_or_create(&TriggerLabels { trigger }).inc();
+    }
+
+    pub fn continuity_refresh_failure(&self, reason: &'static str) {
+        self.continuity_refresh_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn continuity_store_error(&self) {
+        self.continuity_store_errors.inc();
+    }
+
+    pub fn continuity_rejected(&self) {
+        self.continuity_rejected.inc();
     }
 
     /// Record how long a request took until its answer's head, by route (an index into
@@ -326,9 +398,9 @@ impl Metrics {
         }
     }
 
-    /// The exposition text in `format`, with the refresh cache's counters and the process
-    /// metrics read at scrape time.
-    pub fn render(&self, refresh: RefreshStats, format: Format) -> String {
+    /// The exposition text in `format`, with the refresh cache's counters, the shared state's
+    /// (Redis backend only) and the process metrics read at scrape time.
+    pub fn render(&self, refresh: RefreshStats, state: Option<RedisStats>, format: Format) -> String {
         let mut scrape = Registry::with_prefix("oauth_shim_refresh_cache");
         for (name, help, value) in [
             ("hits", "Refreshes answered from the cache", refresh.hits),
@@ -338,10 +410,27 @@ impl Metrics {
         ] {
             scrape.register(name, help, ConstCounter::new(value));
         }
+        let mut shared = Registry::with_prefix("oauth_shim_state");
+        if let Some(state) = state {
+            shared.register(
+                "fallback",
+                "Refreshes served from in-process state because Redis was unavailable",
+                ConstCounter::new(state.fallbacks),
+            );
+            shared.register(
+                "outages",
+                "Redis outages seen (each logged once)",
+                ConstCounter::new(state.outages),
+            );
+            let up = Gauge::<i64>::default();
+            up.set(i64::from(state.up));
+            shared.register("redis_up", "1 while Redis is used, 0 while this replica falls back", up);
+        }
         let mut out = String::with_capacity(8192);
         // Writing to a String cannot fail.
         let _ = encode_registry(&mut out, &self.registry);
         let _ = encode_registry(&mut out, &scrape);
+        let _ = encode_registry(&mut out, &shared);
         let _ = encode_registry(&mut out, &process::registry());
         let _ = encode_eof(&mut out);
         match format {

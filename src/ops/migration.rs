@@ -22,10 +22,11 @@ pub enum Feature {
     MissingRedirectUri,
     ClientSecretSent,
     V2Native,
+    Continuity,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 8] = [
+    pub const ALL: [Feature; 9] = [
         Self::TokenGet,
         Self::TokenJson,
         Self::TokenForm,
@@ -34,6 +35,7 @@ impl Feature {
         Self::MissingRedirectUri,
         Self::ClientSecretSent,
         Self::V2Native,
+        Self::Continuity,
     ];
 
     /// The key in the JSON report.
@@ -47,6 +49,7 @@ impl Feature {
             Self::MissingRedirectUri => "authorize_missing_redirect_uri",
             Self::ClientSecretSent => "client_secret_sent",
             Self::V2Native => "v2_native",
+            Self::Continuity => "continuity_token",
         }
     }
 
@@ -61,6 +64,7 @@ impl Feature {
             Self::MissingRedirectUri => "NO-REDIR",
             Self::ClientSecretSent => "SECRET",
             Self::V2Native => "V2",
+            Self::Continuity => "CONTIN",
         }
     }
 
@@ -74,6 +78,9 @@ impl Feature {
             Self::MissingRedirectUri => "authorize without redirect_uri",
             Self::ClientSecretSent => "caller sent client_secret (parameter or Basic header)",
             Self::V2Native => "v2-native call (/oauth/v2/*) seen on pass-through",
+            Self::Continuity => {
+                "API call with an oauth-shim-minted token (token continuity: breaks on a direct v2 switch)"
+            }
         }
     }
 }
@@ -175,7 +182,9 @@ impl Migration {
             .iter()
             .map(|c| {
                 let usage = state.by_id.get(&c.id).copied().unwrap_or_default();
-                ClientReport::new(Some(c.id.clone()), true, c.mode.as_str(), usage)
+                let mut row = ClientReport::new(Some(c.id.clone()), true, c.mode.as_str(), usage);
+                row.continuity = c.continuity;
+                row
             })
             .collect();
         let mut others: Vec<_> = state.by_id.iter().filter(|(id, _)| config.client(id).is_none()).collect();
@@ -234,6 +243,10 @@ pub struct ClientReport {
     pub configured: bool,
     /// `rewrite`, `passthrough`, `deny`, or `unknown` (answered `invalid_client`).
     pub mode: String,
+    /// Token continuity is on: its integrations hold oauth-shim-minted tokens and will break on
+    /// a direct switch to v2 (the `continuity_token` count shows how much they rely on it).
+    #[serde(default)]
+    pub continuity: bool,
     pub calls: Seen,
     /// Feature key → count and last-seen time, every feature listed.
     pub features: serde_json::Map<String, serde_json::Value>,
@@ -246,7 +259,14 @@ impl ClientReport {
             .zip(usage.features)
             .map(|(f, t)| (f.as_str().to_owned(), serde_json::to_value(t.report()).unwrap_or_default()))
             .collect();
-        Self { id, configured, mode: mode.to_owned(), calls: usage.calls.report(), features }
+        Self {
+            id,
+            configured,
+            mode: mode.to_owned(),
+            continuity: false,
+            calls: usage.calls.report(),
+            features,
+        }
     }
 
     /// Count of `feature` in this row (0 when absent).
@@ -267,12 +287,14 @@ pub struct Seen {
 pub fn table(report: &Report) -> String {
     let mut header: Vec<String> = vec!["CLIENT".into(), "MODE".into(), "CALLS".into()];
     header.extend(Feature::ALL.iter().map(|f| f.short().to_owned()));
+    header.push("CONTINUITY".into());
     header.push("LAST SEEN".into());
     let mut rows = vec![header];
     for c in &report.clients {
         let id = c.id.as_deref().map_or_else(|| "(other unknown ids)".to_owned(), printable);
         let mut row = vec![id, c.mode.clone(), c.calls.count.to_string()];
         row.extend(Feature::ALL.iter().map(|f| c.count(*f).to_string()));
+        row.push(if c.continuity { "on" } else { "off" }.into());
         row.push(c.calls.last_seen.clone().unwrap_or_else(|| "never".into()));
         rows.push(row);
     }

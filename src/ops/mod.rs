@@ -7,6 +7,7 @@ pub mod cli;
 pub mod metrics;
 pub mod migration;
 pub mod reload;
+pub mod sessions;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -102,27 +103,31 @@ fn authorized<B>(app: &App, req: &Request<B>) -> bool {
         .is_some_and(|t| token.ct_eq(t.trim()))
 }
 
+/// The answer to an admin request without the admin token.
+fn unauthorized() -> Response<Body> {
+    let mut resp = respond(
+        StatusCode::UNAUTHORIZED,
+        "application/json",
+        Bytes::from_static(b"{\"error\":\"this admin route needs Authorization: Bearer <admin token>\"}\n"),
+    );
+    resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
 /// The admin listener's operational routes; `None` for paths it does not own.
 pub fn admin_route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
     let ops = &app.shared().ops;
     let method = req.method();
     let path = req.uri().path();
     if matches!(path, "/reload" | "/migration") && !authorized(app, req) {
-        let mut resp = respond(
-            StatusCode::UNAUTHORIZED,
-            "application/json",
-            Bytes::from_static(
-                b"{\"error\":\"this admin route needs Authorization: Bearer <admin token>\"}\n",
-            ),
-        );
-        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Some(resp);
+        return Some(unauthorized());
     }
     Some(match path {
         "/metrics" if method == Method::GET => {
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
             let format = metrics::Format::from_accept(accept);
-            let text = ops.metrics.render(app.shared().refresh.stats(), format);
+            let state = app.shared().redis.as_ref().map(|r| r.stats());
+            let text = ops.metrics.render(app.shared().refresh.stats(), state, format);
             respond(StatusCode::OK, format.content_type(), text.into())
         }
         "/migration" if method == Method::GET => {
@@ -141,17 +146,20 @@ pub fn admin_route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
             ),
         },
         "/metrics" | "/migration" | "/reload" => {
-            let allow = if req.uri().path() == "/reload" { "GET, POST" } else { "GET" };
-            let mut resp = respond(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain; charset=utf-8",
-                Bytes::from_static(b"method not allowed\n"),
-            );
-            resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
-            resp
+            method_not_allowed(if req.uri().path() == "/reload" { "GET, POST" } else { "GET" })
         }
         _ => return None,
     })
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut resp = respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(b"method not allowed\n"),
+    );
+    resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    resp
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {

@@ -175,7 +175,7 @@ pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadEr
 }
 
 /// Keys read once at start-up: listeners and their limits, the refresh cache's size and ttl,
-/// and logging.
+/// shared state (`[state]`, the Redis connection and key set), and logging.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
     [
@@ -195,12 +195,22 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("admin.max_connections", old.admin.max_connections != new.admin.max_connections),
         ("refresh_cache.ttl", old.refresh_cache.ttl != new.refresh_cache.ttl),
         ("refresh_cache.max_entries", old.refresh_cache.max_entries != new.refresh_cache.max_entries),
+        ("state", state_changed(&old.state, &new.state)),
+        ("continuity.dir", old.continuity.dir != new.continuity.dir),
         ("log.level", old.log.level != new.log.level),
         ("log.format", old.log.format != new.log.format),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
     .collect()
+}
+
+fn state_changed(o: &crate::config::StateConfig, n: &crate::config::StateConfig) -> bool {
+    let secret = |s: &Option<crate::oauth::Secret>| s.as_ref().map(|s| s.expose().to_owned());
+    (o.backend, &o.url, &o.key_prefix, o.connect_timeout, o.command_timeout, &o.ca_file)
+        != (n.backend, &n.url, &n.key_prefix, n.connect_timeout, n.command_timeout, &n.ca_file)
+        || secret(&o.password) != secret(&n.password)
+        || secret(&o.encryption_keys) != secret(&n.encryption_keys)
 }
 
 fn mode_changes(old: &Config, new: &Config) -> Vec<String> {

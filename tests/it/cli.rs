@@ -342,9 +342,11 @@ fn example_configs_are_valid() {
     // The shared service's secrets are files of a mounted Secret.
     let secrets = secret.parent().unwrap().join("mounted");
     std::fs::create_dir_all(&secrets).unwrap();
-    for name in ["admin-token", "webinar-sync", "crm-bridge", "reporting"] {
+    for name in ["admin-token", "webinar-sync", "crm-bridge", "reporting", "redis-password"] {
         std::fs::write(secrets.join(name), format!("{name}-value\n")).unwrap();
     }
+    let state_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    std::fs::write(secrets.join("state-keys"), format!("{state_key}\n")).unwrap();
     let k8s_shared = embedded_toml(
         &std::fs::read_to_string(format!("{root}/deploy/shared-service/configmap.yaml")).unwrap(),
     )
@@ -358,6 +360,8 @@ fn example_configs_are_valid() {
             .env("GOTO_SECRET_WEBINAR_SYNC", "a")
             .env("GOTO_SECRET_REPORTING", "b")
             .env("GOTO_CLIENT_SECRET", "c")
+            .env("REDIS_PASSWORD", "d")
+            .env("STATE_ENCRYPTION_KEYS", state_key)
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));

@@ -1,0 +1,634 @@
+//! Token continuity (opt-in per client, `continuity = true`): legacy token calls answer with
+//! tokens oauth-shim mints ([`minted`]), valid for the client's `continuity_lifetime`; the real
+//! v2 tokens stay in a sealed session record ([`session`], [`store`]). API calls with a minted
+//! access token are forwarded with the session's current v2 token ([`route`]), refreshed ahead
+//! of its expiry, one refresh per session at a time. A legacy refresh with the minted refresh
+//! token is answered from the session ([`Continuity::legacy_refresh`]).
+//!
+//! Sits beside the request path: [`crate::app`] sends `Bearer osh_at_…` pass-through requests
+//! to [`route`], and [`crate::token`] hands continuity clients' token answers to
+//! [`Continuity::create`]. Operators list and revoke sessions through [`crate::ops`].
+
+pub mod minted;
+pub mod redis_store;
+pub mod route;
+pub mod session;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::app::{Runtime, Shared};
+use crate::config::{ClientConfig, Config, StateBackend};
+use crate::error::{ErrorCode, ShimError};
+use crate::oauth::{HttpClient, Secret, TraceHeaders, token_call};
+use crate::ops::metrics::Metrics;
+use crate::state::crypto::KeySet;
+use crate::state::redis::Redis;
+use crate::translate::{self, V2Token};
+use redis_store::RedisSessions;
+use session::{LIVE_ACCESS_TOKENS, Session, SessionId, TOKEN_HASH_DOMAIN, now};
+use store::{Embedded, StoreError, Stored};
+
+/// Assumed lifetime of a v2 access token whose answer stated none (GoTo's is an hour).
+const DEFAULT_V2_LIFETIME: u64 = 3600;
+
+/// Where sessions live.
+enum Backend {
+    /// The embedded redb file; its reads are short and served from redb's cache, so they run
+    /// on the calling thread, and writes (which wait for fsync) on the blocking pool.
+    Embedded(Arc<Embedded>),
+    Redis(RedisSessions),
+}
+
+impl Backend {
+    async fn find(&self, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
+        match self {
+            Self::Embedded(s) => s.find(hash),
+            Self::Redis(r) => r.find(hash).await,
+        }
+    }
+
+    async fn load(&self, id: SessionId) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Self::Embedded(s) => s.load(id),
+            Self::Redis(r) => r.load(id).await,
+        }
+    }
+
+    async fn put(
+        &self,
+        id: SessionId,
+        expires_at: u64,
+        sealed: Vec<u8>,
+        add: Vec<[u8; 32]>,
+        remove: Vec<[u8; 32]>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Embedded(s) => {
+                let s = Arc::clone(s);
+                blocking(move || s.put(id, expires_at, &sealed, &add, &remove)).await
+            }
+            Self::Redis(r) => r.put(id, expires_at, &sealed, &add, &remove).await,
+        }
+    }
+
+    async fn delete(&self, doomed: Vec<(SessionId, Vec<[u8; 32]>)>) -> Result<usize, StoreError> {
+        match self {
+            Self::Embedded(s) => {
+                let s = Arc::clone(s);
+                blocking(move || s.delete(&doomed)).await
+            }
+            Self::Redis(r) => r.delete(&doomed).await,
+        }
+    }
+
+    async fn scan(&self, now: u64) -> Result<Vec<Stored>, StoreError> {
+        match self {
+            Self::Embedded(s) => s.scan(),
+            Self::Redis(r) => r.scan(now).await,
+        }
+    }
+
+    async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        match self {
+            Self::Embedded(s) => {
+                let s = Arc::clone(s);
+                blocking(move || s.sweep(now)).await
+            }
+            Self::Redis(r) => r.sweep(now).await,
+        }
+    }
+
+    async fn count(&self, now: u64) -> Result<u64, StoreError> {
+        match self {
+            Self::Embedded(s) => s.count(),
+            Self::Redis(r) => r.count(now).await,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| StoreError("store task failed".into()))?
+}
+
+/// The continuity service: the store, and the per-session locks that keep refreshes single.
+pub struct Continuity {
+    store: Backend,
+    /// One lock per session being refreshed or re-minted; entries die with their last holder.
+    locks: Mutex<HashMap<SessionId, Weak<tokio::sync::Mutex<()>>>>,
+    metrics: Metrics,
+    /// How long a Redis refresh lock lives if its holder dies (longer than a token call).
+    lock_hold: Duration,
+}
+
+/// A session's lock, held; [`Held::release`] it (a Redis lock left behind expires by itself).
+struct Held<'a> {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    remote: Option<redis_store::RemoteLock<'a>>,
+}
+
+impl Held<'_> {
+    async fn release(self) {
+        if let Some(remote) = self.remote {
+            remote.release().await;
+        }
+    }
+}
+
+/// What an operator sees of a session: never a token.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub client: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// When the current v2 access token expires.
+    pub v2_expires_at: Option<String>,
+    pub upstream_refreshes: u64,
+}
+
+/// Why a refresh is being made (the metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The token was still valid: refreshed in the background while the request went on.
+    Background,
+    /// The token had expired: the request waited for the refresh.
+    Inline,
+    /// The upstream answered 401 to a token we thought valid.
+    Retry,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Background => "background",
+            Self::Inline => "inline",
+            Self::Retry => "retry",
+        }
+    }
+}
+
+/// The 401 for a minted token that is unknown, revoked, expired or not this client's.
+pub fn invalid_token() -> ShimError {
+    ShimError::invalid_token("the access token is invalid, expired or revoked")
+}
+
+fn invalid_grant() -> ShimError {
+    ShimError::new(
+        ErrorCode::InvalidGrant,
+        http::StatusCode::BAD_REQUEST,
+        crate::error::ErrorSource::Downstream,
+        ErrorCode::InvalidGrant.upstream_description(),
+    )
+}
+
+/// Seconds since the epoch when a store failure was last logged.
+static LAST_STORE_LOG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The answer for a request the session store failed. Logged at most every 10 s (an outage of
+/// Redis would otherwise log every continuity request; the Redis handle logs the outage too).
+fn store_failed(e: StoreError) -> ShimError {
+    use std::sync::atomic::Ordering;
+    let now = now();
+    let last = LAST_STORE_LOG.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_STORE_LOG.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::error!(error = %e, "continuity session store failed");
+    }
+    ShimError::new(
+        ErrorCode::TemporarilyUnavailable,
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        crate::error::ErrorSource::Internal,
+        "the session store is unavailable",
+    )
+}
+
+fn keys(rt: &Runtime) -> Result<&KeySet, ShimError> {
+    // A validated config with a continuity client always has keys.
+    rt.state_keys.as_deref().ok_or_else(ShimError::internal)
+}
+
+impl Continuity {
+    /// Open the store `config` names: the embedded file, or Redis (`redis`, the process's
+    /// handle) with `[state] backend = "redis"`.
+    pub fn open(config: &Config, redis: Option<Redis>, metrics: Metrics) -> Result<Self, StoreError> {
+        let store = match (config.state.backend, redis) {
+            (StateBackend::Redis, Some(redis)) => {
+                Backend::Redis(RedisSessions::new(redis, &config.state.key_prefix))
+            }
+            (StateBackend::Redis, None) => {
+                return Err(StoreError("[state] backend is redis, but redis could not be set up".into()));
+            }
+            (StateBackend::Memory, _) => Backend::Embedded(Arc::new(Embedded::open(&config.continuity.dir)?)),
+        };
+        let lock_hold = config.upstream.request_timeout + Duration::from_secs(2);
+        Ok(Self { store, locks: Mutex::default(), metrics, lock_hold })
+    }
+
+    /// Count a store failure, and answer it.
+    fn store_failed(&self, e: StoreError) -> ShimError {
+        self.metrics.continuity_store_error();
+        store_failed(e)
+    }
+
+    /// Set the sessions gauge from the store.
+    pub async fn update_gauge(&self) {
+        if let Ok(n) = self.store.count(now()).await {
+            self.metrics.continuity_sessions(n);
+        }
+    }
+
+    async fn put(
+        &self,
+        session: &Session,
+        sealed: Vec<u8>,
+        add: Vec<[u8; 32]>,
+        remove: Vec<[u8; 32]>,
+    ) -> Result<(), ShimError> {
+        self.store
+            .put(session.id, session.expires_at, sealed, add, remove)
+            .await
+            .map_err(|e| self.store_failed(e))?;
+        self.update_gauge().await;
+        Ok(())
+    }
+
+    async fn delete(&self, doomed: Vec<(SessionId, Vec<[u8; 32]>)>) -> Result<usize, ShimError> {
+        let n = self.store.delete(doomed).await.map_err(|e| self.store_failed(e))?;
+        self.update_gauge().await;
+        Ok(n)
+    }
+
+    /// Hold the session's lock: in this process, and with Redis across replicas too.
+    async fn hold(&self, id: SessionId) -> Result<Held<'_>, ShimError> {
+        let local = self.lock(id).lock_owned().await;
+        let remote = match &self.store {
+            Backend::Redis(r) => {
+                Some(r.lock(id, self.lock_hold, self.lock_hold).await.map_err(|e| self.store_failed(e))?)
+            }
+            Backend::Embedded(_) => None,
+        };
+        Ok(Held { _local: local, remote })
+    }
+
+    fn lock(&self, id: SessionId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(lock) = map.get(&id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(id, Arc::downgrade(&lock));
+        lock
+    }
+
+    /// The live session a minted token (access or refresh) belongs to, tried under every key's
+    /// hash (a session outlives a key rotation), with the hash that found it.
+    async fn find(&self, keys: &KeySet, token: &str) -> Result<Option<(Session, [u8; 32])>, ShimError> {
+        for hash in keys.hashes(TOKEN_HASH_DOMAIN, &[token.as_bytes()]) {
+            if let Some((id, sealed)) = self.store.find(&hash).await.map_err(|e| self.store_failed(e))? {
+                let Some(session) = Session::open(id, &sealed, keys) else {
+                    tracing::warn!(session = ?id, "a session record does not open with the configured keys");
+                    return Ok(None);
+                };
+                let live = session.expires_at > now() && session.hashes().contains(&hash);
+                return Ok(live.then_some((session, hash)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn reload(&self, keys: &KeySet, id: SessionId) -> Result<Option<Session>, ShimError> {
+        let sealed = self.store.load(id).await.map_err(|e| self.store_failed(e))?;
+        Ok(sealed.and_then(|s| Session::open(id, &s, keys)).filter(|s| s.expires_at > now()))
+    }
+
+    /// The session of a minted access token, if it may be used by a request on `rt` now: the
+    /// session is live, its client is still configured with continuity, and its provider is
+    /// the request's.
+    pub async fn authenticate(&self, rt: &Runtime, token: &[u8]) -> Result<Session, ShimError> {
+        let keys = keys(rt)?;
+        let token = std::str::from_utf8(token).map_err(|_| invalid_token())?;
+        if !minted::well_formed(token.as_bytes(), minted::ACCESS_PREFIX) {
+            return Err(invalid_token());
+        }
+        let (session, hash) = self.find(keys, token).await?.ok_or_else(invalid_token)?;
+        let client_ok = rt
+            .client(&session.client_id)
+            .is_some_and(|(c, _)| c.continuity && c.mode == crate::config::ClientMode::Rewrite);
+        if !session.access_hashes.contains(&hash) || !client_ok || session.provider != provider(rt) {
+            return Err(invalid_token());
+        }
+        Ok(session)
+    }
+
+    /// Create a session for a continuity client's successful token answer and render the legacy
+    /// answer with the minted tokens.
+    pub async fn create(
+        &self,
+        rt: &Runtime,
+        client: &ClientConfig,
+        v2: &V2Token,
+    ) -> Result<Vec<u8>, ShimError> {
+        let keys = keys(rt)?;
+        let max = rt.config.continuity.max_sessions;
+        if self.store.count(now()).await.map_err(|e| self.store_failed(e))? >= max {
+            tracing::warn!(max, "continuity session store is full; token call refused");
+            return Err(ShimError::new(
+                ErrorCode::TemporarilyUnavailable,
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                crate::error::ErrorSource::Internal,
+                "too many sessions; retry later",
+            ));
+        }
+        let access = minted::mint(minted::ACCESS_PREFIX)?;
+        let refresh = minted::mint(minted::REFRESH_PREFIX)?;
+        let now = now();
+        let lifetime = client.continuity_lifetime.as_secs();
+        let v2_lifetime = v2.lifetime().map_or(DEFAULT_V2_LIFETIME, |d| d.as_secs());
+        let session = Session {
+            id: SessionId::random(),
+            client_id: client.id.clone(),
+            provider: provider(rt),
+            created_at: now,
+            expires_at: now.saturating_add(lifetime),
+            v2_access: v2.access_token().clone(),
+            v2_refresh: v2.refresh_token().cloned(),
+            v2_expires_at: Some(now.saturating_add(v2_lifetime)),
+            v2_lifetime: Some(v2_lifetime),
+            profile: v2.legacy_profile(),
+            access_hashes: vec![keys.hash(TOKEN_HASH_DOMAIN, &[access.expose().as_bytes()])],
+            refresh_hash: keys.hash(TOKEN_HASH_DOMAIN, &[refresh.expose().as_bytes()]),
+            refreshes: 0,
+        };
+        self.put(&session, session.seal(keys), session.hashes(), Vec::new()).await?;
+        tracing::info!(client = %client.id, session = ?session.id, "continuity session created");
+        Ok(translate::render_minted(&access, lifetime, &refresh, &session.profile, &rt.config.legacy))
+    }
+
+    /// A legacy refresh with a minted refresh token: a new minted access token from the
+    /// session, refreshing upstream only if the v2 token is due.
+    pub async fn legacy_refresh(
+        self: &Arc<Self>,
+        shared: &Shared,
+        rt: &Arc<Runtime>,
+        client: &ClientConfig,
+        token: &Secret,
+        trace: TraceHeaders,
+    ) -> Result<Vec<u8>, ShimError> {
+        let keys = keys(rt)?;
+        if !client.continuity || !minted::well_formed(token.expose().as_bytes(), minted::REFRESH_PREFIX) {
+            return Err(invalid_grant());
+        }
+        let (session, hash) = self.find(keys, token.expose()).await?.ok_or_else(invalid_grant)?;
+        if hash != session.refresh_hash || session.client_id != client.id || session.provider != provider(rt)
+        {
+            return Err(invalid_grant());
+        }
+        let session = match self.ensure_fresh(&shared.token_client, rt, session, trace).await {
+            Err(e) if e.code == ErrorCode::InvalidToken => return Err(invalid_grant()),
+            other => other?,
+        };
+        let access = minted::mint(minted::ACCESS_PREFIX)?;
+        let lifetime = client.continuity_lifetime.as_secs();
+        let held = self.hold(session.id).await?;
+        let renewed = async {
+            let mut session = self.reload(keys, session.id).await?.ok_or_else(invalid_grant)?;
+            let new_hash = keys.hash(TOKEN_HASH_DOMAIN, &[access.expose().as_bytes()]);
+            session.access_hashes.insert(0, new_hash);
+            let dropped =
+                session.access_hashes.split_off(LIVE_ACCESS_TOKENS.min(session.access_hashes.len()));
+            session.expires_at = now().saturating_add(lifetime);
+            // Every index entry is written again so that all of them expire with the session.
+            self.put(&session, session.seal(keys), session.hashes(), dropped).await?;
+            Ok::<_, ShimError>(session)
+        }
+        .await;
+        held.release().await;
+        let session = renewed?;
+        Ok(translate::render_minted(&access, lifetime, token, &session.profile, &rt.config.legacy))
+    }
+
+    /// The session with a v2 access token fit to send now. A token past the refresh margin but
+    /// still valid is used as it is while a background refresh runs; an expired one is
+    /// refreshed first.
+    pub async fn ensure_fresh(
+        self: &Arc<Self>,
+        http: &HttpClient,
+        rt: &Arc<Runtime>,
+        session: Session,
+        trace: TraceHeaders,
+    ) -> Result<Session, ShimError> {
+        let remaining = session.v2_remaining(now()).unwrap_or(0);
+        if remaining > margin(rt, &session) {
+            return Ok(session);
+        }
+        if remaining > 1 {
+            // A refresh of this session already under way here: nothing more to start.
+            if self.lock(session.id).try_lock().is_err() {
+                return Ok(session);
+            }
+            let (this, http, rt, id, used) =
+                (Arc::clone(self), http.clone(), Arc::clone(rt), session.id, session.v2_access.clone());
+            tokio::spawn(async move {
+                let _ = this.refresh(&http, &rt, id, &used, Trigger::Background, trace).await;
+            });
+            return Ok(session);
+        }
+        self.refresh(http, rt, session.id, &session.v2_access, Trigger::Inline, trace).await
+    }
+
+    /// After the upstream refused `session`'s token with 401: refresh once (unless another
+    /// request already did) and hand back the session with its new token.
+    pub async fn refresh_after_401(
+        self: &Arc<Self>,
+        http: &HttpClient,
+        rt: &Arc<Runtime>,
+        session: &Session,
+        trace: TraceHeaders,
+    ) -> Result<Session, ShimError> {
+        self.refresh(http, rt, session.id, &session.v2_access, Trigger::Retry, trace).await
+    }
+
+    /// Refresh the session's v2 token upstream, one refresh per session at a time (across
+    /// replicas with Redis): under the session's lock the record is read again, and if its
+    /// token is no longer `used` (someone refreshed it meanwhile) or not yet due, that one is
+    /// returned instead.
+    async fn refresh(
+        &self,
+        http: &HttpClient,
+        rt: &Runtime,
+        id: SessionId,
+        used: &Secret,
+        trigger: Trigger,
+        trace: TraceHeaders,
+    ) -> Result<Session, ShimError> {
+        let held = self.hold(id).await?;
+        let result = self.refresh_held(http, rt, id, used, trigger, trace).await;
+        held.release().await;
+        result
+    }
+
+    async fn refresh_held(
+        &self,
+        http: &HttpClient,
+        rt: &Runtime,
+        id: SessionId,
+        used: &Secret,
+        trigger: Trigger,
+        trace: TraceHeaders,
+    ) -> Result<Session, ShimError> {
+        let keys = keys(rt)?;
+        let mut session = self.reload(keys, id).await?.ok_or_else(invalid_token)?;
+        let now = now();
+        let still_due =
+            trigger == Trigger::Retry || session.v2_remaining(now).unwrap_or(0) <= margin(rt, &session);
+        if session.v2_access != *used || !still_due {
+            return Ok(session);
+        }
+        let Some((_, auth)) = rt.client(&session.client_id) else { return Err(invalid_token()) };
+        let Some(v2_refresh) = session.v2_refresh.clone() else {
+            // Nothing to refresh with: the session lives as long as its v2 token.
+            self.end(&session, "the upstream issued no refresh token").await;
+            return Err(invalid_token());
+        };
+        self.metrics.continuity_refresh(trigger.as_str());
+        let mut form = String::from("grant_type=refresh_token&refresh_token=");
+        form.extend(form_urlencoded::byte_serialize(v2_refresh.expose().as_bytes()));
+        let result =
+            token_call(http, &rt.token_url, auth.clone(), &Secret::new(form), &rt.config.upstream, trace)
+                .await
+                .result;
+        let token = match result {
+            Ok(t) => t,
+            Err(e) if e.code == ErrorCode::InvalidGrant => {
+                self.metrics.continuity_refresh_failure("invalid_grant");
+                self.end(&session, "the upstream refused the refresh token (invalid_grant)").await;
+                return Err(invalid_token());
+            }
+            Err(e) => {
+                self.metrics.continuity_refresh_failure("upstream");
+                tracing::warn!(session = ?id, client = %session.client_id, error = %e, "continuity refresh failed");
+                return Err(e);
+            }
+        };
+        let v2_lifetime = token.lifetime().map_or(DEFAULT_V2_LIFETIME, |d| d.as_secs());
+        session.v2_access = token.access_token().clone();
+        if let Some(r) = token.refresh_token() {
+            session.v2_refresh = Some(r.clone());
+        }
+        session.v2_expires_at = Some(now.saturating_add(v2_lifetime));
+        session.v2_lifetime = Some(v2_lifetime);
+        session.refreshes += 1;
+        self.put(&session, session.seal(keys), Vec::new(), Vec::new()).await?;
+        Ok(session)
+    }
+
+    /// End a session (its upstream grant is gone).
+    async fn end(&self, session: &Session, why: &'static str) {
+        tracing::info!(session = ?session.id, client = %session.client_id, reason = why, "continuity session ended");
+        let _ = self.delete(vec![(session.id, session.hashes())]).await;
+    }
+
+    /// Every live session that opens with the configured keys.
+    async fn sessions(&self, keys: &KeySet) -> Result<Vec<Session>, ShimError> {
+        let now = now();
+        Ok(self
+            .store
+            .scan(now)
+            .await
+            .map_err(|e| self.store_failed(e))?
+            .into_iter()
+            .filter_map(|(id, sealed)| Session::open(id, &sealed, keys))
+            .filter(|s| s.expires_at > now)
+            .collect())
+    }
+
+    /// Sessions, of one client or all, soonest expiry first.
+    pub async fn list(&self, rt: &Runtime, client: Option<&str>) -> Result<Vec<SessionInfo>, ShimError> {
+        let mut sessions = self.sessions(keys(rt)?).await?;
+        sessions.retain(|s| client.is_none_or(|c| s.client_id == c));
+        sessions.sort_by_key(|s| s.expires_at);
+        Ok(sessions.iter().map(info).collect())
+    }
+
+    /// Revoke a client's sessions (one, by id, or all). Returns how many went.
+    pub async fn revoke(
+        &self,
+        rt: &Runtime,
+        client: &str,
+        id: Option<SessionId>,
+    ) -> Result<usize, ShimError> {
+        let doomed: Vec<(SessionId, Vec<[u8; 32]>)> = self
+            .sessions(keys(rt)?)
+            .await?
+            .into_iter()
+            .filter(|s| s.client_id == client && id.is_none_or(|want| s.id == want))
+            .map(|s| (s.id, s.hashes()))
+            .collect();
+        let n = self.delete(doomed).await?;
+        tracing::info!(client, revoked = n, "continuity sessions revoked");
+        Ok(n)
+    }
+
+    /// Delete expired sessions.
+    pub async fn sweep(&self) -> Result<usize, ShimError> {
+        let n = self.store.sweep(now()).await.map_err(|e| self.store_failed(e))?;
+        self.update_gauge().await;
+        Ok(n)
+    }
+}
+
+/// When a session's v2 token is due for refresh: `[continuity] refresh_margin` before its
+/// expiry, at most half its lifetime.
+fn margin(rt: &Runtime, session: &Session) -> u64 {
+    let lifetime = session.v2_lifetime.unwrap_or(DEFAULT_V2_LIFETIME);
+    rt.config.continuity.refresh_margin.as_secs().min(lifetime / 2)
+}
+
+/// The provider a session belongs to: the token URL its grant was issued by.
+fn provider(rt: &Runtime) -> String {
+    rt.config.upstream.token_url.clone()
+}
+
+fn info(s: &Session) -> SessionInfo {
+    let at = |t: u64| crate::ops::migration::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(t));
+    SessionInfo {
+        id: s.id.hex(),
+        client: s.client_id.clone(),
+        created_at: at(s.created_at),
+        expires_at: at(s.expires_at),
+        v2_expires_at: s.v2_expires_at.map(at),
+        upstream_refreshes: s.refreshes,
+    }
+}
+
+/// Delete expired sessions every `[continuity] sweep_interval` until `shutdown` fires.
+pub fn spawn_sweeper(app: crate::app::App, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let interval = app.runtime().config.continuity.sweep_interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let rt = app.runtime();
+            if !rt.config.continuity_enabled() {
+                continue;
+            }
+            // Failures were logged where they happened; the next round tries again.
+            if let Ok(c) = app.shared().continuity(&rt)
+                && let Ok(n @ 1..) = c.sweep().await
+            {
+                tracing::info!(swept = n, "expired continuity sessions deleted");
+            }
+        }
+    });
+}

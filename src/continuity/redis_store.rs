@@ -1,0 +1,290 @@
+//! Sessions in Redis (`[state] backend = "redis"`), for replicas that share them. Keys, under
+//! `[state] key_prefix`:
+//!
+//! - `cont:ses:<id>`: the sealed record (the same envelope as the embedded store), expiring
+//!   with the session;
+//! - `cont:tok:<hmac>`: the session id a minted token's keyed hash indexes, expiring with it;
+//! - `cont:index`: a sorted set of session ids scored by expiry (listing, counting, the sweep);
+//! - `cont:lock:<id>`: the refresh lock of one session (`SET NX PX`, released by its holder
+//!   only); a release is published on the `[state]` events channel, so a replica waiting for
+//!   the lock wakes at once instead of polling.
+//!
+//! No token is ever a key or a value in the clear. Redis unreachable: continuity requests get
+//! `temporarily_unavailable` (the sessions live only there); nothing else is affected.
+
+use std::time::Duration;
+
+use rand::RngCore;
+
+use super::session::SessionId;
+use super::store::{StoreError, Stored};
+use crate::state::redis::Redis;
+
+/// Compare-and-delete: release a lock only while holding it, and announce the release.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// What a lock release publishes: this prefix and the session id.
+const RELEASED: &[u8] = b"continuity-released:";
+
+pub struct RedisSessions {
+    redis: Redis,
+    /// `[state] key_prefix`.
+    prefix: String,
+}
+
+fn unavailable(_: crate::state::redis::Unavailable) -> StoreError {
+    StoreError("redis unavailable".into())
+}
+
+fn id_hex(id: &SessionId) -> String {
+    id.hex()
+}
+
+impl RedisSessions {
+    pub fn new(redis: Redis, prefix: &str) -> Self {
+        Self { redis, prefix: prefix.to_owned() }
+    }
+
+    fn session_key(&self, id: &SessionId) -> String {
+        format!("{}cont:ses:{}", self.prefix(), id_hex(id))
+    }
+
+    fn token_key(&self, hash: &[u8; 32]) -> String {
+        self.redis.key("cont:tok", hash)
+    }
+
+    fn index_key(&self) -> String {
+        format!("{}cont:index", self.prefix())
+    }
+
+    fn lock_key(&self, id: &SessionId) -> String {
+        format!("{}cont:lock:{}", self.prefix(), id_hex(id))
+    }
+
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub async fn find(&self, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
+        let key = self.token_key(hash);
+        let id: Option<Vec<u8>> = self
+            .redis
+            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        let Some(id) = id.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok()).map(SessionId) else {
+            return Ok(None);
+        };
+        Ok(self.load(id).await?.map(|sealed| (id, sealed)))
+    }
+
+    pub async fn load(&self, id: SessionId) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.session_key(&id);
+        self.redis
+            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await
+            .map_err(unavailable)
+    }
+
+    pub async fn put(
+        &self,
+        id: SessionId,
+        expires_at: u64,
+        sealed: &[u8],
+        add: &[[u8; 32]],
+        remove: &[[u8; 32]],
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SET").arg(self.session_key(&id)).arg(sealed).arg("EXAT").arg(expires_at).ignore();
+        pipe.cmd("ZADD").arg(self.index_key()).arg(expires_at).arg(id_hex(&id)).ignore();
+        for h in remove {
+            pipe.cmd("DEL").arg(self.token_key(h)).ignore();
+        }
+        for h in add {
+            pipe.cmd("SET").arg(self.token_key(h)).arg(&id.0[..]).arg("EXAT").arg(expires_at).ignore();
+        }
+        // Every index entry of the session lives as long as the session.
+        self.redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await.map_err(unavailable)
+    }
+
+    /// Renew the expiry of index entries a `put` did not add (a legacy refresh renews the
+    /// session, and with it every live token).
+    pub async fn expire_at(&self, hashes: &[[u8; 32]], expires_at: u64) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for h in hashes {
+            pipe.cmd("EXPIREAT").arg(self.token_key(h)).arg(expires_at).ignore();
+        }
+        self.redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await.map_err(unavailable)
+    }
+
+    pub async fn delete(&self, doomed: &[(SessionId, Vec<[u8; 32]>)]) -> Result<usize, StoreError> {
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (id, hashes) in doomed {
+            pipe.cmd("DEL").arg(self.session_key(id));
+            pipe.cmd("ZREM").arg(self.index_key()).arg(id_hex(id)).ignore();
+            for h in hashes {
+                pipe.cmd("DEL").arg(self.token_key(h)).ignore();
+            }
+        }
+        let deleted: Vec<u64> = self
+            .redis
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        Ok(deleted.iter().filter(|n| **n > 0).count())
+    }
+
+    pub async fn scan(&self, now: u64) -> Result<Vec<Stored>, StoreError> {
+        let index = self.index_key();
+        let ids: Vec<String> = self
+            .redis
+            .run(|mut c| async move {
+                redis::cmd("ZRANGE")
+                    .arg(index)
+                    .arg(format!("({now}"))
+                    .arg("+inf")
+                    .arg("BYSCORE")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(unavailable)?;
+        let ids: Vec<SessionId> = ids.iter().filter_map(|h| SessionId::parse(h)).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.session_key(id)).collect();
+        let values: Vec<Option<Vec<u8>>> = self
+            .redis
+            .run(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        Ok(ids.into_iter().zip(values).filter_map(|(id, v)| v.map(|v| (id, v))).collect())
+    }
+
+    /// Redis expires the records and token entries itself; this trims the index.
+    pub async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        let index = self.index_key();
+        let n: u64 = self
+            .redis
+            .run(|mut c| async move {
+                redis::cmd("ZREMRANGEBYSCORE").arg(index).arg("-inf").arg(now).query_async(&mut c).await
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    pub async fn count(&self, now: u64) -> Result<u64, StoreError> {
+        let index = self.index_key();
+        self.redis
+            .run(|mut c| async move {
+                redis::cmd("ZCOUNT").arg(index).arg(format!("({now}")).arg("+inf").query_async(&mut c).await
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Take the session's refresh lock across replicas, waiting at most `wait` for another
+    /// holder's release (announced on the events channel; re-tried every 250 ms in case an
+    /// announcement is missed). The lock expires by itself after `hold`, should its holder die.
+    pub async fn lock(
+        &self,
+        id: SessionId,
+        hold: Duration,
+        wait: Duration,
+    ) -> Result<RemoteLock<'_>, StoreError> {
+        let mut token = [0u8; 16];
+        rand::rng().fill_bytes(&mut token);
+        let key = self.lock_key(&id);
+        let mut released = self.redis.events();
+        let mut wanted = RELEASED.to_vec();
+        wanted.extend_from_slice(&id.0);
+        let hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (k, t) = (key.clone(), token);
+            let taken: Option<String> = self
+                .redis
+                .run(|mut c| async move {
+                    redis::cmd("SET")
+                        .arg(k)
+                        .arg(&t[..])
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(hold_ms)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await
+                .map_err(unavailable)?;
+            if taken.is_some() {
+                return Ok(RemoteLock { store: self, key, token, id });
+            }
+            let woken = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(250)),
+                async {
+                    loop {
+                        match released.recv().await {
+                            Ok(msg) if msg[..] == wanted[..] => return,
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    }
+                },
+            )
+            .await;
+            if woken.is_err() && tokio::time::Instant::now() >= deadline {
+                return Err(StoreError("timed out waiting for another replica's session refresh".into()));
+            }
+        }
+    }
+
+    async fn release(&self, key: String, token: [u8; 16], id: SessionId) {
+        let mut message = RELEASED.to_vec();
+        message.extend_from_slice(&id.0);
+        let channel = self.redis.events_channel().to_owned();
+        let _ = self
+            .redis
+            .run(|mut c| async move {
+                redis::cmd("EVAL")
+                    .arg(RELEASE)
+                    .arg(2)
+                    .arg(key)
+                    .arg(channel)
+                    .arg(&token[..])
+                    .arg(message)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+    }
+}
+
+/// A held refresh lock; release it with [`RemoteLock::release`] (or it expires by itself).
+pub struct RemoteLock<'a> {
+    store: &'a RedisSessions,
+    key: String,
+    token: [u8; 16],
+    id: SessionId,
+}
+
+impl RemoteLock<'_> {
+    pub async fn release(self) {
+        self.store.release(self.key, self.token, self.id).await;
+    }
+}

@@ -1,0 +1,98 @@
+//! API calls with a minted access token: authenticated against the session store before
+//! anything reaches the upstream, then forwarded as [`crate::forward`] does, with the session's
+//! current v2 token in `Authorization`. A bodiless request refused with 401 is retried once
+//! after a refresh (a request whose body has been streamed cannot be replayed).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+
+use crate::app::{Outcome, Runtime, Shared};
+use crate::body::Body;
+use crate::error::ShimError;
+use crate::forward;
+use crate::oauth::Secret;
+
+pub async fn forward(
+    shared: &Shared,
+    rt: &Arc<Runtime>,
+    req: Request<Body>,
+    peer: SocketAddr,
+    outcome: &mut Outcome,
+) -> Response<Body> {
+    match run(shared, rt, req, peer, outcome).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            outcome.detail = Some(if e.code == crate::error::ErrorCode::InvalidToken {
+                "continuity_invalid_token"
+            } else {
+                e.code.as_str()
+            });
+            if e.code == crate::error::ErrorCode::InvalidToken {
+                shared.ops.metrics.continuity_rejected();
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn run(
+    shared: &Shared,
+    rt: &Arc<Runtime>,
+    req: Request<Body>,
+    peer: SocketAddr,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, ShimError> {
+    let continuity = shared.continuity(rt)?;
+    let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
+    let token = crate::continuity::minted::bearer(header).ok_or_else(super::invalid_token)?;
+    let session = continuity.authenticate(rt, token).await?;
+    outcome.client = Some(session.client_id.clone());
+    shared.ops.migration.record(
+        &session.client_id,
+        true,
+        crate::ops::migration::Call::default().with(crate::ops::migration::Feature::Continuity, true),
+    );
+    // A refresh this request waits for carries its id and trace context upstream.
+    let trace = crate::oauth::TraceHeaders::from_headers(req.headers());
+    let session = continuity.ensure_fresh(&shared.token_client, rt, session, trace.clone()).await?;
+
+    let (mut parts, body) = req.into_parts();
+    // Only a request without a body can be sent twice.
+    let replay = body
+        .is_end_stream()
+        .then(|| (parts.method.clone(), parts.uri.clone(), parts.version, parts.headers.clone()));
+    parts.headers.insert(AUTHORIZATION, bearer(&session.v2_access)?);
+    let sent = forward::start(&shared.client, rt, Request::from_parts(parts, body), peer).await;
+    outcome.detail = Some("continuity");
+    let Some((method, uri, version, mut headers)) = replay else { return Ok(sent.record(outcome)) };
+    if sent.upstream_status != Some(StatusCode::UNAUTHORIZED) {
+        return Ok(sent.record(outcome));
+    }
+    let fresh = match continuity.refresh_after_401(&shared.token_client, rt, &session, trace).await {
+        Ok(fresh) if fresh.v2_access != session.v2_access => fresh,
+        // No newer token to try: the upstream's 401 stands.
+        Ok(_) => return Ok(sent.record(outcome)),
+        Err(e) => return Err(e),
+    };
+    drop(sent);
+    headers.insert(AUTHORIZATION, bearer(&fresh.v2_access)?);
+    let mut retry = Request::new(crate::body::empty());
+    *retry.method_mut() = method;
+    *retry.uri_mut() = uri;
+    *retry.version_mut() = version;
+    *retry.headers_mut() = headers;
+    let sent = forward::start(&shared.client, rt, retry, peer).await;
+    outcome.detail = Some("continuity_retried");
+    Ok(sent.record(outcome))
+}
+
+fn bearer(token: &Secret) -> Result<HeaderValue, ShimError> {
+    let mut v = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+        .map_err(|_| ShimError::upstream_garbage())?;
+    v.set_sensitive(true);
+    Ok(v)
+}

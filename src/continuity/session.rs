@@ -1,0 +1,247 @@
+//! A continuity session: the real v2 tokens behind a pair of minted ones, and how a record of
+//! it is sealed for the store. Only [`Session::seal`] and [`Session::open`] see the tokens in
+//! serialized form, and only inside the AES-256-GCM envelope.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::oauth::Secret;
+use crate::state::crypto::KeySet;
+
+/// Domain of the keyed hashes that index minted tokens.
+pub const TOKEN_HASH_DOMAIN: &str = "continuity-token";
+/// How many minted access tokens of one session stay valid: the newest, and the one before it
+/// (a legacy refresh must not fail calls already on their way with the previous token).
+pub const LIVE_ACCESS_TOKENS: usize = 2;
+
+/// A session's identifier: random, not a credential (it only names the session to operators).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub [u8; 16]);
+
+impl SessionId {
+    pub fn random() -> Self {
+        let mut id = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+        Self(id)
+    }
+
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn parse(hex: &str) -> Option<Self> {
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(id))
+    }
+
+    /// The associated data its sealed record is bound to.
+    pub fn aad(&self) -> [u8; 24] {
+        let mut aad = [0u8; 24];
+        aad[..8].copy_from_slice(b"session:");
+        aad[8..].copy_from_slice(&self.0);
+        aad
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A session as the request path uses it. `Debug` shows no token.
+#[derive(Clone)]
+pub struct Session {
+    pub id: SessionId,
+    pub client_id: String,
+    /// The token URL the session's grant belongs to; the minted tokens work only while the
+    /// request's provider has the same one.
+    pub provider: String,
+    pub created_at: u64,
+    /// When the minted tokens stop working (renewed by a legacy refresh).
+    pub expires_at: u64,
+    pub v2_access: Secret,
+    pub v2_refresh: Option<Secret>,
+    /// When the v2 access token expires, if the upstream said.
+    pub v2_expires_at: Option<u64>,
+    /// How long the v2 access token was issued for (for the refresh margin).
+    pub v2_lifetime: Option<u64>,
+    /// The legacy fields (`organizer_key` … `email`) as a JSON fragment, `,"name":value` each.
+    pub profile: String,
+    /// Keyed hashes of the live minted access tokens, newest first.
+    pub access_hashes: Vec<[u8; 32]>,
+    pub refresh_hash: [u8; 32],
+    /// Upstream refreshes made for this session.
+    pub refreshes: u64,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("client_id", &self.client_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The serialized form, inside the seal only.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    client_id: String,
+    provider: String,
+    created_at: u64,
+    expires_at: u64,
+    v2_access: String,
+    v2_refresh: Option<String>,
+    v2_expires_at: Option<u64>,
+    v2_lifetime: Option<u64>,
+    profile: String,
+    /// Hashes as base64 strings: a JSON array of 32 numbers per hash made decoding the record
+    /// the largest cost of a minted-token API call.
+    #[serde(with = "b64_hashes")]
+    access_hashes: Vec<[u8; 32]>,
+    #[serde(with = "b64_hash")]
+    refresh_hash: [u8; 32],
+    refreshes: u64,
+}
+
+mod b64_hash {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn encode(hash: &[u8; 32]) -> String {
+        STANDARD_NO_PAD.encode(hash)
+    }
+
+    pub fn decode<E: serde::de::Error>(text: &str) -> Result<[u8; 32], E> {
+        let mut out = [0u8; 32];
+        match STANDARD_NO_PAD.decode_slice(text, &mut out) {
+            Ok(32) => Ok(out),
+            _ => Err(E::custom("not a hash")),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(hash: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(hash))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        decode(<&str>::deserialize(d)?)
+    }
+}
+
+mod b64_hashes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(hashes: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(hashes.iter().map(super::b64_hash::encode))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        <Vec<&str>>::deserialize(d)?.into_iter().map(super::b64_hash::decode).collect()
+    }
+}
+
+impl Session {
+    /// Every index hash of this session (its live access tokens and its refresh token).
+    pub fn hashes(&self) -> Vec<[u8; 32]> {
+        let mut all = self.access_hashes.clone();
+        all.push(self.refresh_hash);
+        all
+    }
+
+    /// Seconds the v2 access token has left (0 once expired); `None` if its expiry is unknown.
+    pub fn v2_remaining(&self, now: u64) -> Option<u64> {
+        self.v2_expires_at.map(|t| t.saturating_sub(now))
+    }
+
+    pub fn seal(&self, keys: &KeySet) -> Vec<u8> {
+        let record = Record {
+            client_id: self.client_id.clone(),
+            provider: self.provider.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            v2_access: self.v2_access.expose().to_owned(),
+            v2_refresh: self.v2_refresh.as_ref().map(|s| s.expose().to_owned()),
+            v2_expires_at: self.v2_expires_at,
+            v2_lifetime: self.v2_lifetime,
+            profile: self.profile.clone(),
+            access_hashes: self.access_hashes.clone(),
+            refresh_hash: self.refresh_hash,
+            refreshes: self.refreshes,
+        };
+        // Serializing plain strings and numbers cannot fail.
+        let plain = serde_json::to_vec(&record).unwrap_or_default();
+        keys.seal(&self.id.aad(), &plain)
+    }
+
+    /// `None` when the record does not open under any configured key (altered, moved to another
+    /// id, or sealed by a key no longer configured).
+    pub fn open(id: SessionId, sealed: &[u8], keys: &KeySet) -> Option<Self> {
+        let plain = keys.open(&id.aad(), sealed)?;
+        let r: Record = serde_json::from_slice(&plain).ok()?;
+        Some(Self {
+            id,
+            client_id: r.client_id,
+            provider: r.provider,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            v2_access: Secret::new(r.v2_access),
+            v2_refresh: r.v2_refresh.map(Secret::new),
+            v2_expires_at: r.v2_expires_at,
+            v2_lifetime: r.v2_lifetime,
+            profile: r.profile,
+            access_hashes: r.access_hashes,
+            refresh_hash: r.refresh_hash,
+            refreshes: r.refreshes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_record_round_trips_and_hides_tokens() {
+        let keys = KeySet::parse(&"ab".repeat(32)).unwrap();
+        let s = Session {
+            id: SessionId::random(),
+            client_id: "k".into(),
+            provider: "p".into(),
+            created_at: 1,
+            expires_at: 2,
+            v2_access: Secret::new("canary-v2-access"),
+            v2_refresh: Some(Secret::new("canary-v2-refresh")),
+            v2_expires_at: Some(3),
+            v2_lifetime: Some(3600),
+            profile: ",\"email\":\"e\"".into(),
+            access_hashes: vec![[1; 32]],
+            refresh_hash: [2; 32],
+            refreshes: 0,
+        };
+        let sealed = s.seal(&keys);
+        assert!(!sealed.windows(6).any(|w| w == b"canary"));
+        let back = Session::open(s.id, &sealed, &keys).unwrap();
+        assert_eq!(back.v2_access.expose(), "canary-v2-access");
+        assert_eq!(back.hashes(), vec![[1; 32], [2; 32]]);
+        assert!(Session::open(SessionId::random(), &sealed, &keys).is_none());
+        assert!(!format!("{s:?}").contains("canary"));
+        assert_eq!(SessionId::parse(&s.id.hex()), Some(s.id));
+    }
+}

@@ -1,0 +1,285 @@
+//! The process's Redis connection, for everything that keeps state in Redis (the shared refresh
+//! flight today). It owns three things: the command connection (redis-rs's connection manager,
+//! one multiplexed connection), a subscriber connection that forwards the messages of one
+//! events channel to in-process listeners, and the health of both.
+//!
+//! # Failing Redis
+//!
+//! Every command runs under `command_timeout`. A command that fails, times out, or gets an error
+//! answer marks Redis down: the outage is logged once, and from then on every command fails at
+//! once (callers fall back to their in-process state) until a background probe (PING, with
+//! exponential backoff from 100 ms to 5 s) succeeds; the recovery is logged too. Nothing here
+//! ever waits on Redis for longer than `command_timeout`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, IntoConnectionInfo};
+use tokio::sync::{Notify, broadcast, watch};
+
+use crate::config::{ConfigError, StateConfig};
+
+const PROBE_MIN: Duration = Duration::from_millis(100);
+const PROBE_MAX: Duration = Duration::from_secs(5);
+
+/// Redis did not answer usefully in time; the caller uses its in-process state instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("redis unavailable")]
+pub struct Unavailable;
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisStats {
+    /// True while commands are sent to Redis (false during an outage and before the first
+    /// connection).
+    pub up: bool,
+    /// Operations that fell back to in-process state because Redis was unavailable.
+    pub fallbacks: u64,
+    /// Outages seen (each logged once).
+    pub outages: u64,
+}
+
+/// A cheap-to-clone handle. The background tasks end when the last handle is dropped.
+#[derive(Clone)]
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    prefix: String,
+    events_channel: String,
+    command_timeout: Duration,
+    up: AtomicBool,
+    fallbacks: AtomicU64,
+    outages: AtomicU64,
+    /// Wakes the probe task when a command fails.
+    failed: Arc<Notify>,
+    events: broadcast::Sender<Bytes>,
+    /// Dropped with the last handle: the background tasks watch it and stop.
+    _alive: watch::Sender<()>,
+}
+
+impl Redis {
+    /// Build the client from `[state]` and start the probe and subscriber tasks; connects in
+    /// the background, so this never waits on Redis. Needs a Tokio runtime.
+    pub fn start(cfg: &StateConfig) -> Result<Self, ConfigError> {
+        // The `redis` crate builds its rustls config with the process default provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let bad = |e: redis::RedisError| ConfigError(format!("state.url: {}", e.category()));
+        let url = cfg.url.as_deref().ok_or_else(|| ConfigError("state.url is required".into()))?;
+        let mut info = url.into_connection_info().map_err(bad)?;
+        if let Some(password) = &cfg.password {
+            let settings = info.redis_settings().clone().set_password(password.expose());
+            info = info.set_redis_settings(settings);
+        }
+        let client = match cfg.ca_pem()? {
+            Some(root_cert) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(bad)?;
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.command_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(PROBE_MIN)
+            .set_max_delay(PROBE_MAX);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg).map_err(bad)?;
+        let (alive, stopped) = watch::channel(());
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            conn,
+            prefix: cfg.key_prefix.clone(),
+            events_channel: format!("{}events", cfg.key_prefix),
+            command_timeout: cfg.command_timeout,
+            up: AtomicBool::new(false),
+            fallbacks: AtomicU64::new(0),
+            outages: AtomicU64::new(0),
+            failed: Arc::new(Notify::new()),
+            events,
+            _alive: alive,
+        });
+        tokio::spawn(probe(Arc::downgrade(&inner), Arc::clone(&inner.failed), stopped.clone()));
+        tokio::spawn(subscribe(Arc::downgrade(&inner), client, cfg.connect_timeout, stopped));
+        Ok(Self { inner })
+    }
+
+    /// Whether commands are being sent (false: they fail at once).
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Acquire)
+    }
+
+    /// `key_prefix` followed by `kind`, `:` and the hex of `hash`.
+    pub fn key(&self, kind: &str, hash: &[u8; 32]) -> String {
+        use std::fmt::Write;
+        let mut key = String::with_capacity(self.inner.prefix.len() + kind.len() + 65);
+        key.push_str(&self.inner.prefix);
+        key.push_str(kind);
+        key.push(':');
+        for b in hash {
+            let _ = write!(key, "{b:02x}");
+        }
+        key
+    }
+
+    /// The channel whose messages [`Redis::events`] delivers.
+    pub fn events_channel(&self) -> &str {
+        &self.inner.events_channel
+    }
+
+    /// Messages published on the events channel from now on (by any replica, this one too).
+    /// Lagging listeners see `RecvError::Lagged` and should re-read what they wait for.
+    pub fn events(&self) -> broadcast::Receiver<Bytes> {
+        self.inner.events.subscribe()
+    }
+
+    /// Run a command, pipeline or script invocation on the shared connection within
+    /// `command_timeout`. Fails at once while Redis is down; a failure here marks it down.
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, Unavailable>
+    where
+        T: FromRedisValue,
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.is_up() {
+            return Err(Unavailable);
+        }
+        match tokio::time::timeout(self.inner.command_timeout, op(self.inner.conn.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                self.mark_down(e.category());
+                Err(Unavailable)
+            }
+            Err(_) => {
+                self.mark_down("timed out");
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// Count one operation that used in-process state because Redis was unavailable.
+    pub fn fell_back(&self) {
+        self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> RedisStats {
+        RedisStats {
+            up: self.is_up(),
+            fallbacks: self.inner.fallbacks.load(Ordering::Relaxed),
+            outages: self.inner.outages.load(Ordering::Relaxed),
+        }
+    }
+
+    fn mark_down(&self, why: &str) {
+        if self.inner.up.swap(false, Ordering::AcqRel) {
+            self.inner.outages.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = why, "state: redis unavailable; using in-process state until it is back");
+        }
+        self.inner.failed.notify_one();
+    }
+}
+
+/// While Redis is down, PING it with backoff and mark it up on the first answer. Also makes the
+/// first connection at start.
+async fn probe(inner: std::sync::Weak<Inner>, failed: Arc<Notify>, mut stopped: watch::Receiver<()>) {
+    let mut first = true;
+    loop {
+        let mut delay = PROBE_MIN;
+        loop {
+            let Some(strong) = inner.upgrade() else { return };
+            let mut conn = strong.conn.clone();
+            let ping = redis::cmd("PING");
+            let answer = ping.query_async::<String>(&mut conn);
+            let failure = match tokio::time::timeout(strong.command_timeout.max(PROBE_MIN), answer).await {
+                Ok(Ok(_)) => None,
+                // Connection, TLS and authentication failures; PING's answer carries no data.
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("timed out".to_owned()),
+            };
+            let Some(failure) = failure else {
+                strong.up.store(true, Ordering::Release);
+                if !first {
+                    tracing::info!("state: redis reachable again; shared state resumed");
+                }
+                first = false;
+                break;
+            };
+            if first {
+                first = false;
+                strong.outages.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    error = %failure,
+                    "state: redis unavailable at start; using in-process state until it is reachable"
+                );
+            } else {
+                tracing::debug!(error = %failure, "state: redis still unavailable");
+            }
+            drop(strong);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stopped.changed() => return,
+            }
+            delay = (delay * 2).min(PROBE_MAX);
+        }
+        // Up: sleep until a command fails.
+        tokio::select! {
+            () = failed.notified() => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Keep one subscription to the events channel and fan its messages out to the listeners,
+/// reconnecting with backoff.
+async fn subscribe(
+    inner: std::sync::Weak<Inner>,
+    client: redis::Client,
+    connect_timeout: Duration,
+    mut stopped: watch::Receiver<()>,
+) {
+    let mut delay = PROBE_MIN;
+    loop {
+        let Some(channel) = inner.upgrade().map(|i| i.events_channel.clone()) else { return };
+        let connected = tokio::time::timeout(connect_timeout, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        if let Ok(Ok(pubsub)) = connected {
+            delay = PROBE_MIN;
+            let mut messages = pubsub.into_on_message();
+            loop {
+                let msg = tokio::select! {
+                    msg = messages.next() => msg,
+                    _ = stopped.changed() => return,
+                };
+                let Some(msg) = msg else { break };
+                let Some(strong) = inner.upgrade() else { return };
+                // No listener is fine: nobody is waiting.
+                let _ = strong.events.send(Bytes::copy_from_slice(msg.get_payload_bytes()));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped.changed() => return,
+        }
+        delay = (delay * 2).min(PROBE_MAX);
+    }
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("prefix", &self.inner.prefix)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
