@@ -208,7 +208,9 @@ impl App {
         let new = self.shared.runtime.load();
         for p in &new.providers {
             if old.providers.iter().any(|o| o.name == p.name) {
-                crate::oauth::reconfigure_http_client(&p.pool, &old.config.upstream, &new.config.upstream);
+                for pool in [&p.pool, &p.token_pool] {
+                    crate::oauth::reconfigure_http_client(pool, &old.config.upstream, &new.config.upstream);
+                }
             }
         }
     }
@@ -350,7 +352,7 @@ where
     if body.is_end_stream() {
         crate::body::empty()
     } else {
-        body.map_err(|e| -> BoxError { e.into() }).boxed()
+        body.map_err(|e| -> BoxError { Box::new(crate::body::ClientBodyError(e.into())) }).boxed()
     }
 }
 
@@ -473,20 +475,41 @@ impl Done {
 /// (malformed heads, oversized heads (431), targets over 64 KiB (414), differing duplicate
 /// `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`). hyper resolves
 /// `Content-Length` + `Transfer-Encoding` itself (RFC 9112 §6.3: the length is dropped, the body
-/// read as chunked, the connection closed after the answer), so that pair never reaches here.
+/// read as chunked, the connection closed after the answer), so that pair never reaches here:
+/// hyper keeps no public trace of the dropped length (its header-case and header-order
+/// extensions are crate-private), so it cannot be refused with a 400 here.
 fn front_door<B>(req: &Request<B>, rt: &Runtime, provider: usize) -> Result<Route, ShimError> {
     let server = &rt.config.server;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > server.max_uri_bytes {
         return Err(ShimError::invalid_request("request URI too long").status(StatusCode::URI_TOO_LONG));
     }
+    let path = req.uri().path();
+    check_target(req.method(), req.uri(), path)?;
     check_transfer_coding(req.headers())?;
-    Ok(match req.uri().path() {
+    Ok(match path {
         "/oauth/access_token" => Route::Token,
         "/oauth/authorize" => Route::Authorize,
         path if req.method() == Method::POST && path == rt.provider(provider).token_path => Route::V2Token,
         _ => Route::PassThrough,
     })
+}
+
+/// The request-target forms of RFC 9112 §3.2: origin-form (`/path`) and absolute-form for any
+/// method; asterisk-form (`*`) only for `OPTIONS`; authority-form (`host:port`) only for
+/// `CONNECT`, which is a forward proxy's tunnel, never opened to the API host (405).
+fn check_target(method: &http::Method, uri: &Uri, path: &str) -> Result<(), ShimError> {
+    const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+    if *method == http::Method::CONNECT {
+        return Err(ShimError::method_not_allowed(ALLOW));
+    }
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Err(ShimError::invalid_request("an authority-form target is only valid for CONNECT"));
+    }
+    if path == "*" && *method != http::Method::OPTIONS {
+        return Err(ShimError::invalid_request("an asterisk-form target is only valid for OPTIONS"));
+    }
+    Ok(())
 }
 
 /// `chunked`, once, is the only transfer coding we accept (RFC 9112 §6.1: a coding the server

@@ -50,6 +50,9 @@ fn plan(provider: &Provider, req: &Request<Body>, outcome: &mut Outcome) -> Resu
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(ShimError::method_not_allowed("GET, HEAD"));
     }
+    // Bad bytes in any parameter (broken escapes, invalid UTF-8, control characters) are
+    // refused before any is read, as on the token call.
+    crate::legacy::check_form(req.uri().query().unwrap_or("").as_bytes())?;
     let mut values: [Option<String>; 7] = Default::default();
     let names =
         ["client_id", "response_type", FORWARDED[0], FORWARDED[1], FORWARDED[2], FORWARDED[3], FORWARDED[4]];

@@ -15,6 +15,25 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// An error reading a client's request body (broken chunked framing, a client gone mid-body),
+/// wrapped so that a failure of the upstream call it was streamed into can be told apart from
+/// the upstream's own.
+#[derive(Debug, thiserror::Error)]
+#[error("request body: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
+/// Whether `e`, or anything in its chain of causes, is a [`ClientBodyError`].
+pub fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<ClientBodyError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 pub enum ReadError {
     TooLarge,
     Body,

@@ -71,6 +71,28 @@ pub struct ServerConfig {
     /// oauth-shim runs tokio's single-threaded scheduler, which spends less CPU per request than
     /// a one-worker multi-threaded one (benches/load).
     pub worker_threads: usize,
+    /// The whole body of an `/oauth/access_token` call must arrive within this time, counted
+    /// from when its head was read; a slower one gets 408 and the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: requests one client connection may have open
+    /// at once.
+    pub http2_max_concurrent_streams: u32,
+    /// What happens to a client-sent `X-Forwarded-For` on pass-through.
+    pub x_forwarded_for: ForwardedFor,
+}
+
+/// Whether the `X-Forwarded-For` (and `X-Forwarded-Proto`) a client sends is believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardedFor {
+    /// Trust the hop in front: keep the client's `X-Forwarded-For` and append its address; keep
+    /// a client's single `X-Forwarded-Proto` of `http` or `https`.
+    #[default]
+    Append,
+    /// Trust no one: the client's `X-Forwarded-For` is replaced by its address alone, and
+    /// `X-Forwarded-Proto` is always `http`.
+    Replace,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +107,9 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(25),
             worker_threads: 0,
+            body_read_timeout: Duration::from_secs(5),
+            http2_max_concurrent_streams: 100,
+            x_forwarded_for: ForwardedFor::Append,
         }
     }
 }
@@ -911,6 +936,7 @@ impl Config {
             ("server.max_connections", s.max_connections),
             ("admin.max_connections", self.admin.max_connections),
             ("server.max_uri_bytes", s.max_uri_bytes),
+            ("server.http2_max_concurrent_streams", s.http2_max_concurrent_streams as usize),
             ("upstream.max_response_bytes", self.upstream.max_response_bytes),
         ] {
             if value == 0 {
@@ -926,6 +952,7 @@ impl Config {
         for (key, value) in [
             ("server.header_read_timeout", s.header_read_timeout),
             ("server.idle_timeout", s.idle_timeout),
+            ("server.body_read_timeout", s.body_read_timeout),
             ("upstream.connect_timeout", self.upstream.connect_timeout),
             ("upstream.request_timeout", self.upstream.request_timeout),
             ("upstream.body_stall_timeout", self.upstream.body_stall_timeout),

@@ -132,6 +132,9 @@ pub struct ShimError {
     pub retry_after: Option<HeaderValue>,
     /// Extra headers such as `Allow` for a 405.
     pub allow: Option<&'static str>,
+    /// Close the (HTTP/1) connection after this answer: the request's body was not read to
+    /// its end, so where the next request starts is unknown.
+    pub close: bool,
 }
 
 impl ShimError {
@@ -149,6 +152,7 @@ impl ShimError {
             challenge: false,
             retry_after: None,
             allow: None,
+            close: false,
         }
     }
 
@@ -176,6 +180,12 @@ impl ShimError {
             ErrorSource::Downstream,
             description,
         )
+    }
+
+    /// Mark the answer as the connection's last (see [`ShimError::close`]).
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// 401 for an API call whose bearer token is refused (with a `Bearer` challenge).
@@ -262,6 +272,11 @@ impl ShimError {
         }
         if let Some(allow) = self.allow {
             h.insert(http::header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if self.close {
+            // hyper closes an HTTP/1 connection after an answer that says so, and drops the
+            // header from an HTTP/2 one (where it has no meaning).
+            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

@@ -1,19 +1,20 @@
 //! Pass-through: every path that is not a legacy OAuth call goes to the selected provider's API
 //! base (`upstream.api_base` for the default) unchanged (method, path, query, headers, body
-//! streamed both ways), minus hop-by-hop headers, with `Host` set to the upstream and
-//! `X-Forwarded-For`/`-Proto` appended. v2 token calls that need no normalisation go the same
-//! way to the provider's token URL.
+//! streamed both ways), minus hop-by-hop headers and header names with `_`, with `Host` set to
+//! the upstream, `X-Forwarded-For` appended (or replaced) and `X-Forwarded-Proto` set. v2 token
+//! calls that need no normalisation go the same way to the provider's token URL.
 
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use crate::app::{Outcome, Runtime};
 use crate::body::{Body, StallGuard};
+use crate::config::ForwardedFor;
 use crate::error::ShimError;
 use crate::oauth::HttpClient;
 use crate::provider::Provider;
@@ -53,8 +54,9 @@ impl Base {
     pub fn join(&self, incoming: &Uri) -> Option<Uri> {
         let pq = match incoming.path_and_query() {
             // The common case: no prefix, so the request target is reused as it is (a cheap
-            // clone of already-validated bytes, not a re-parse).
-            Some(pq) if self.prefix.is_empty() => pq.clone(),
+            // clone of already-validated bytes, not a re-parse). `OPTIONS *` (the only
+            // asterisk-form the front door lets through) stays `*`.
+            Some(pq) if self.prefix.is_empty() || pq.as_str() == "*" => pq.clone(),
             Some(pq) => format!("{}{}", self.prefix, pq).parse().ok()?,
             None => PathAndQuery::from_static("/"),
         };
@@ -97,12 +99,25 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the headers finds which fixed ones are present, and whether `Connection`
+    strip(headers, false);
+}
+
+/// [`strip_hop_by_hop`] for a request, which also loses every header whose name has an `_`
+/// (as nginx does by default, `underscores_in_headers off`): `X_Forwarded_For` or
+/// `Transfer_Encoding` may mean their dashed namesakes to a server that folds `_` into `-`.
+fn strip_request_headers(headers: &mut HeaderMap) {
+    strip(headers, true);
+}
+
+fn strip(headers: &mut HeaderMap, underscores: bool) {
+    // One pass over the headers finds which fixed ones are present, whether `Connection`
     // names anything beyond `keep-alive`/`close` (it rarely does: most responses carry only
-    // `Connection: keep-alive`). Only what is present is then removed (hashed).
+    // `Connection: keep-alive`), and whether a name has an `_`. Only what is present is then
+    // removed (hashed).
     let mut present = [false; HOP_BY_HOP.len() + 1];
     let mut any = false;
     let mut names_others = false;
+    let mut underscored = false;
     for (name, value) in headers.iter() {
         if let Some(i) = hop_index(name) {
             present[i] = true;
@@ -111,6 +126,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 names_others |= connection_options(value)
                     .any(|o| !o.eq_ignore_ascii_case("keep-alive") && !o.eq_ignore_ascii_case("close"));
             }
+        } else if underscores {
+            underscored |= name.as_str().as_bytes().contains(&b'_');
+        }
+    }
+    if underscored {
+        let named: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().contains('_')).cloned().collect();
+        for name in &named {
+            headers.remove(name);
         }
     }
     if !any {
@@ -159,7 +182,7 @@ pub async fn forward_to_token_url(
     peer: SocketAddr,
     outcome: &mut Outcome,
 ) -> Response<Body> {
-    let forwarded = start_on(&provider.pool, &provider.token_base, rt, req, peer).await;
+    let forwarded = start_on(&provider.token_pool, &provider.token_base, rt, req, peer).await;
     forwarded.report(&provider.token_base);
     forwarded.record(outcome)
 }
@@ -266,6 +289,13 @@ where
         };
         let resp = match std::task::ready!(sent.poll(cx)) {
             Ok(Ok(resp)) => resp,
+            Ok(Err(e)) if crate::body::is_client_body_error(&*e) => {
+                // The client's own body was malformed (broken chunked framing) or cut short: its
+                // fault, not the upstream's, and its connection cannot carry another request.
+                tracing::debug!(error = %e, "pass-through request body could not be read");
+                let refused = ShimError::invalid_request("the request body is malformed or incomplete");
+                return std::task::Poll::Ready(Forwarded::failed(refused.closing(), None));
+            }
             Ok(Err(e)) => {
                 let cause = crate::upstream::Cause::of(&*e);
                 return std::task::Poll::Ready(Forwarded::failed(
@@ -286,26 +316,23 @@ where
     }
 }
 
-/// The upstream request for `req`: the base's URI and `Host`, hop-by-hop headers removed,
-/// `X-Forwarded-For`/`-Proto` appended.
+/// The upstream request for `req`: the base's URI and `Host`, hop-by-hop and underscored
+/// headers removed, `X-Forwarded-For`/`-Proto` written. (`CONNECT` never gets here: the front
+/// door refuses it.)
 fn prepare(
     rt: &Runtime,
     base: &Base,
     req: Request<Body>,
     peer: SocketAddr,
 ) -> Result<Request<Body>, ShimError> {
-    if req.method() == Method::CONNECT {
-        // A forward proxy's tunnel, not an API call: never opened to the API host.
-        return Err(ShimError::method_not_allowed("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
-    }
     let (mut parts, body) = req.into_parts();
     parts.uri = base.join(&parts.uri).ok_or_else(|| ShimError::invalid_request("invalid request target"))?;
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
-    strip_hop_by_hop(h);
+    strip_request_headers(h);
     // The upstream's Host (HTTP/2 also sends :authority, from the URI: the same host).
     h.insert(header::HOST, base.host.clone());
-    append_forwarded(h, peer);
+    append_forwarded(h, peer, rt.config.server.x_forwarded_for);
     // A bodiless request (most API calls) skips the guard and its allocation.
     let body = if body.is_end_stream() {
         body
@@ -318,32 +345,49 @@ fn prepare(
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-fn append_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
+/// `X-Forwarded-For`: the client's address, appended to what the client sent when the hop in
+/// front is trusted ([`ForwardedFor::Append`]), else alone. `X-Forwarded-Proto` is one value:
+/// `http` (what oauth-shim was spoken to in), or a trusted hop's single `http`/`https`.
+fn append_forwarded(h: &mut HeaderMap, peer: SocketAddr, mode: ForwardedFor) {
     let mut ip = IpText::default();
     let ip = ip.format(peer.ip());
+    let trusted = mode == ForwardedFor::Append;
     // One walk over the (few) request headers finds both, usually absent, instead of two
     // hashed lookups.
     let (mut prev_for, mut prev_proto) = (None, None);
+    let (mut fors, mut protos) = (0, 0);
     for (name, value) in h.iter() {
         if *name == X_FORWARDED_FOR {
             prev_for = prev_for.or(Some(value));
+            fors += 1;
         } else if *name == X_FORWARDED_PROTO {
             prev_proto = prev_proto.or(Some(value));
+            protos += 1;
         }
     }
     let xff = match prev_for.and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
+        Some(_) if trusted && fors > 1 => {
+            // Several lines are one list (RFC 9110 §5.3).
+            let all: Vec<&str> = h.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+            HeaderValue::from_str(&format!("{}, {ip}", all.join(", "))).ok()
+        }
+        Some(prev) if trusted && !prev.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {ip}")).ok()
+        }
         _ => HeaderValue::from_str(ip).ok(),
     };
-    let proto = match prev_proto.and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, http")).ok(),
-        _ => Some(HeaderValue::from_static("http")),
+    let keep_proto = trusted
+        && protos == 1
+        && prev_proto.is_some_and(|v| {
+            let v = v.as_bytes().trim_ascii();
+            v.eq_ignore_ascii_case(b"http") || v.eq_ignore_ascii_case(b"https")
+        });
+    match xff {
+        Some(v) => h.insert(X_FORWARDED_FOR.clone(), v),
+        None => h.remove(&X_FORWARDED_FOR),
     };
-    if let Some(v) = xff {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if let Some(v) = proto {
-        h.insert(X_FORWARDED_PROTO.clone(), v);
+    if !keep_proto {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     }
 }
 
@@ -431,12 +475,61 @@ mod tests {
     fn appends_forwarded_for() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap());
+        append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), ForwardedFor::Append);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
         let mut h = HeaderMap::new();
-        append_forwarded(&mut h, "[2001:db8::1]:5".parse().unwrap());
+        append_forwarded(&mut h, "[2001:db8::1]:5".parse().unwrap(), ForwardedFor::Append);
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), ForwardedFor::Append);
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["10.0.0.1, 10.0.0.2, 127.0.0.2"]
+        );
+    }
+
+    #[test]
+    fn forwarded_proto_is_one_value_and_replace_trusts_no_one() {
+        let with = |pairs: &[(&'static str, &'static str)], mode| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), mode);
+            let all =
+                |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+            (all("x-forwarded-for"), all("x-forwarded-proto"))
+        };
+        let append = ForwardedFor::Append;
+        assert_eq!(with(&[("x-forwarded-proto", "https")], append).1, ["https"]);
+        assert_eq!(with(&[("x-forwarded-proto", "https, http")], append).1, ["http"]);
+        assert_eq!(with(&[("x-forwarded-proto", "gopher")], append).1, ["http"]);
+        assert_eq!(
+            with(&[("x-forwarded-proto", "https"), ("x-forwarded-proto", "https")], append).1,
+            ["http"]
+        );
+        let replace = ForwardedFor::Replace;
+        let (xff, xfp) = with(&[("x-forwarded-for", "10.9.9.9"), ("x-forwarded-proto", "https")], replace);
+        assert_eq!((xff, xfp), (vec!["127.0.0.2".to_owned()], vec!["http".to_owned()]));
+    }
+
+    #[test]
+    fn request_header_names_with_underscores_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("x_forwarded_for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("transfer_encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-ok", HeaderValue::from_static("1"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        strip_request_headers(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-ok"]);
+        // Answers keep theirs.
+        let mut h = HeaderMap::new();
+        h.insert("x_up", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.contains_key("x_up"));
     }
 
     #[test]

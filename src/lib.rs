@@ -15,15 +15,17 @@
 //!   - everything else → [`forward`]: streamed pass-through to the API base; a request carrying
 //!     a token oauth-shim minted (`Bearer osh_at_…`, told by its prefix alone) goes through
 //!     [`continuity`] instead, which swaps in the session's current v2 token.
-//! - The request's `Host` selects the [`provider`] (endpoints, clients, pool) first; legacy
+//! - The request's `Host` selects the [`provider`] (endpoints, clients, pools) first; legacy
 //!   answers lacking legacy fields are filled by the provider's [`lookup`].
-//! - Both upstream calls go through [`upstream`], the connection pool; a failed call is
-//!   classified there ([`upstream::Cause`]) and logged once by its caller.
+//! - Upstream calls go through [`upstream`], the connection pools (each provider has one for
+//!   pass-through and one for token calls); a failed call is classified there
+//!   ([`upstream::Cause`]) and logged once by its caller.
 //! - Every failure becomes a response in [`error`], and only there.
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
 //! routes of [`ops`]: metrics, the migration report, hot reload),
 //! [`standin`] (a local v2 server for `oauth-shim dev` and the tests), [`cli`] and [`telemetry`].
+//! `fuzzing` (hidden from the docs) holds the entry points of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -36,6 +38,8 @@ pub mod continuity;
 pub mod dev;
 pub mod error;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod legacy;
 pub mod lookup;
 pub mod oauth;

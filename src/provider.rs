@@ -33,8 +33,11 @@ pub struct Provider {
     pub encoding: BasicAuthEncoding,
     /// The legacy-fields lookup, if configured.
     pub lookup: Option<Arc<Lookup>>,
-    /// This provider's upstream connections (token calls, lookups, pass-through).
+    /// This provider's upstream connections for pass-through.
     pub pool: HttpClient,
+    /// Its connections for token calls (legacy and v2) and legacy-fields lookups only: a token
+    /// call never goes out on a connection that carried another client's API call.
+    pub token_pool: HttpClient,
     /// Its namespaces in the legacy and the v2 refresh caches, derived from its name on first
     /// use (the same name gives the same namespace, so cached answers survive a reload).
     pub legacy_refresh: OnceLock<Namespace>,
@@ -123,6 +126,7 @@ pub fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Vec<Provi
                 encoding: e.encoding,
                 lookup,
                 pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.pool.clone()),
+                token_pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.token_pool.clone()),
                 legacy_refresh: OnceLock::new(),
                 v2_refresh: OnceLock::new(),
                 clients,

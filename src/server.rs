@@ -129,8 +129,14 @@ impl Protocols {
             .writev(false)
             .half_close(true)
             .keep_alive(true);
+        // SETTINGS_MAX_CONCURRENT_STREAMS from the config (Envoy's edge guidance: 100). hyper's
+        // defaults stay for the rest: at most 20 streams reset by the client before they were
+        // answered (rapid reset, CVE-2023-44487), 1024 reset locally for protocol errors; and h2
+        // writes each SETTINGS acknowledgement before it reads another frame, so a SETTINGS
+        // flood from a peer that does not read is held back by its own socket.
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
+            .max_concurrent_streams(cfg.http2_max_concurrent_streams)
             .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
         Self { h1, h2 }
     }

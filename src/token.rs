@@ -45,12 +45,13 @@ pub async fn handle(
     }
 }
 
-/// Read a token call's body: at most `max` bytes, refused from a declared `Content-Length`
-/// before any of it is read.
+/// Read a v2 token call's body as the legacy route reads its own: at most `max` bytes (refused
+/// from a declared `Content-Length` before any of it is read), all of it within `deadline`.
 pub(crate) async fn read_body(
     parts: &http::request::Parts,
     body: Body,
     max: usize,
+    deadline: std::time::Duration,
 ) -> Result<bytes::Bytes, ShimError> {
     let declared = parts
         .headers
@@ -63,18 +64,27 @@ pub(crate) async fn read_body(
         return Err(too_large());
     }
     // Not `body::read_limited`: the legacy route is its one caller, where it is inlined.
-    let mut body = body;
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-        let frame = frame.map_err(|_| ShimError::invalid_request("the request body could not be read"))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > max {
-                return Err(too_large());
+    let read = async move {
+        let mut body = body;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            let frame = frame
+                .map_err(|_| ShimError::invalid_request("the request body could not be read").closing())?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > max {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
             }
-            buf.extend_from_slice(&data);
         }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(read) => read,
+        Err(_) => Err(ShimError::invalid_request("the request body did not arrive in time")
+            .status(StatusCode::REQUEST_TIMEOUT)
+            .closing()),
     }
-    Ok(buf.freeze())
 }
 
 async fn run(
@@ -102,10 +112,29 @@ async fn run(
     {
         return Err(too_large());
     }
-    let bytes = crate::body::read_limited(body, max).await.map_err(|e| match e {
-        crate::body::ReadError::TooLarge => too_large(),
-        crate::body::ReadError::Body => ShimError::invalid_request("the request body could not be read"),
-    })?;
+    // The whole body within `body_read_timeout`: a client trickling bytes cannot hold the
+    // connection (and this task) for longer. A bodiless call (a GET) needs no timer, and a body
+    // that arrived with its head is read on the first poll, before the timer is registered.
+    let bytes = if http_body::Body::is_end_stream(&body) {
+        bytes::Bytes::new()
+    } else {
+        // Boxed: the timer and the read would otherwise size this whole future (which every
+        // token call allocates), GETs included.
+        let read = crate::body::read_limited(body, max);
+        match Box::pin(tokio::time::timeout(rt.config.server.body_read_timeout, read)).await {
+            Err(_) => {
+                return Err(ShimError::invalid_request("the request body did not arrive in time")
+                    .status(StatusCode::REQUEST_TIMEOUT)
+                    .closing());
+            }
+            Ok(read) => read.map_err(|e| match e {
+                crate::body::ReadError::TooLarge => too_large(),
+                crate::body::ReadError::Body => {
+                    ShimError::invalid_request("the request body could not be read").closing()
+                }
+            })?,
+        }
+    };
     if parts.method == Method::GET && !bytes.is_empty() {
         return Err(ShimError::invalid_request("a GET token request must not carry a body"));
     }
@@ -187,8 +216,9 @@ async fn run(
                 let started = std::time::Instant::now();
                 let provider = rt_owned.provider(provider_index);
                 let cfg = &rt_owned.config.upstream;
-                let result =
-                    token_call(&provider.pool, &provider.token_url, auth, &form, cfg, trace).await.result;
+                let result = token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace)
+                    .await
+                    .result;
                 let result = match result {
                     Ok(token) if provider.lookup.is_some() => {
                         let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
@@ -226,7 +256,8 @@ async fn run(
 
     let started = std::time::Instant::now();
     let cfg = &rt.config.upstream;
-    let result = Box::pin(token_call(&provider.pool, &provider.token_url, auth, &v2.form, cfg, trace)).await;
+    let result =
+        Box::pin(token_call(&provider.token_pool, &provider.token_url, auth, &v2.form, cfg, trace)).await;
     outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
     let mut token = result.result?;
@@ -250,7 +281,7 @@ async fn fill_legacy_fields(
 ) -> V2Token {
     match &provider.lookup {
         Some(lookup) if lookup.wants(&token) => {
-            lookup.fill(&provider.pool, &token, deadline, cfg.max_response_bytes, &provider.name).await
+            lookup.fill(&provider.token_pool, &token, deadline, cfg.max_response_bytes, &provider.name).await
         }
         _ => token,
     }
@@ -277,7 +308,7 @@ fn record_usage(
 }
 
 pub(crate) fn too_large() -> ShimError {
-    ShimError::invalid_request("request body too large").status(StatusCode::PAYLOAD_TOO_LARGE)
+    ShimError::invalid_request("request body too large").status(StatusCode::PAYLOAD_TOO_LARGE).closing()
 }
 
 /// A legacy success answer with the headers RFC 6749 §5.1 and legacy clients expect.

@@ -268,21 +268,36 @@ impl std::fmt::Debug for V2Token {
     }
 }
 
-/// `expires_in` as an integer (RFC 6749), a decimal string (legacy), or a non-negative float.
+/// The longest token lifetime accepted from an upstream: ten years. Anything longer is not a
+/// lifetime but a bug (or a saturated number) and must never reach a client or the cache.
+pub const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 60 * 60;
+
+/// `expires_in` as an integer (RFC 6749), a decimal string (legacy), or a number with a
+/// fraction or exponent (`3.6e3`), truncated to whole seconds. Negative, non-finite or over
+/// [`MAX_EXPIRES_IN`] is refused.
 fn expires_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     use serde::de::Error;
-    Ok(match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
-            (Some(v), _) => Some(v),
-            (None, Some(f)) if f >= 0.0 && f.is_finite() => Some(f as u64),
-            _ => return Err(D::Error::custom("expires_in out of range")),
+    let seconds = match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) => v as f64,
+            None => n.as_f64().unwrap_or(f64::NAN),
         },
         Some(Value::String(s)) => {
-            Some(s.trim().parse().map_err(|_| D::Error::custom("expires_in not a number"))?)
+            let s = s.trim();
+            match s.parse::<u64>() {
+                Ok(v) => v as f64,
+                // Rust's float syntax is wider than JSON's ("inf", "NaN"): those are refused
+                // below as non-finite.
+                Err(_) => s.parse::<f64>().map_err(|_| D::Error::custom("expires_in not a number"))?,
+            }
         }
         Some(_) => return Err(D::Error::custom("expires_in has the wrong type")),
-    })
+    };
+    if !seconds.is_finite() || seconds < 0.0 || seconds > MAX_EXPIRES_IN as f64 {
+        return Err(D::Error::custom("expires_in out of range"));
+    }
+    Ok(Some(seconds as u64))
 }
 
 /// Fields of the legacy answer after `access_token`, `expires_in`, `refresh_token`, in legacy order.
@@ -772,6 +787,34 @@ mod tests {
         ] {
             assert_eq!(V2Token::parse(body).unwrap_err().status, http::StatusCode::BAD_GATEWAY);
         }
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_refused_and_fractions_mapped() {
+        let parse =
+            |v: &str| V2Token::parse(format!(r#"{{"access_token":"a","expires_in":{v}}}"#).as_bytes());
+        for bad in [
+            "-1",
+            "-0.5",
+            "1e30",
+            "18446744073709551615",
+            "315360001",
+            "\"-5\"",
+            "\"inf\"",
+            "\"NaN\"",
+            "\"1e400\"",
+            "\"18446744073709551616\"",
+        ] {
+            let e = parse(bad).map(|t| t.lifetime()).unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (http::StatusCode::BAD_GATEWAY, "server_error"), "{bad}");
+        }
+        for (good, secs) in
+            [("3.6e3", 3600), ("3599.9", 3599), ("\"3.6e3\"", 3600), ("315360000", MAX_EXPIRES_IN), ("0", 0)]
+        {
+            assert_eq!(parse(good).unwrap().lifetime(), Some(Duration::from_secs(secs)), "{good}");
+        }
+        let out = parse("3.6e3").unwrap().render_legacy(Duration::ZERO, None, &LegacyConfig::default());
+        assert!(String::from_utf8(out).unwrap().contains(r#""expires_in":"3600""#));
     }
 
     #[test]

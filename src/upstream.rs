@@ -1,20 +1,25 @@
 //! The upstream connection pool: hyper's connection-level client (`client::conn`) with a small
-//! pool of our own, used for token calls and pass-through alike.
+//! pool of our own. The app keeps two, one for pass-through and one for token calls, so a token
+//! call never shares a connection with another client's API traffic.
 //!
 //! oauth-shim talks to one or two upstream hosts (the API base and the token URL), so the pool
 //! is a short list scanned by scheme and authority under one lock, not a hash map: no key is
 //! hashed or cloned per request. Idle HTTP/1 connections are reused last-in first-out, expire
 //! after `pool_idle_timeout`, and at most `pool_max_idle_per_host` are kept per host. A host
-//! that negotiates HTTP/2 by ALPN gets one multiplexed connection. A request that could not be
-//! written on a reused connection (the upstream closed it while idle) is retried once on a new
-//! one; a request that may have reached the upstream is never retried.
+//! that negotiates HTTP/2 by ALPN gets one multiplexed connection. An idle HTTP/1 connection
+//! the upstream has closed (or sent anything on) is skipped when it is taken from the pool, so
+//! a request starts on it only when the connection looked open a moment before. After that:
+//! on hyper's path, a request the connection closed before it was written is retried once on
+//! a new connection; on the [`h1`] path the request is written at once, and a failed write or
+//! a connection closed before an answer is an error, never retried, since the request may
+//! have reached the upstream.
 //!
 //! A request whose body is known up front (none, or the token call's form) on an HTTP/1
 //! connection is exchanged by [`h1`] in the caller's task; hyper's `client::conn` handles a
 //! streamed request body and HTTP/2. Both kinds share the pool.
 
 mod cause;
-mod h1;
+pub(crate) mod h1;
 
 pub use cause::Cause;
 
@@ -424,7 +429,7 @@ async fn exchange(
 ) -> Result<Response<UpBody>, BoxError> {
     let (head, conn, framing, reuse) = conn.exchange(pending, host.max_head).await?;
     let back = h1::Return { pool, host: host.index };
-    let body = h1::Body::new(conn, framing, reuse, back, host.max_head);
+    let body = h1::Body::new(conn, framing, reuse, back);
     Ok(Response::from_parts(head, UpBody::Raw(body)))
 }
 

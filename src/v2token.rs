@@ -98,7 +98,8 @@ async fn run(
         let req = Request::from_parts(parts, body);
         return Ok(Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await);
     }
-    let bytes = token::read_body(&parts, body, rt.config.server.max_body_bytes).await?;
+    let server = &rt.config.server;
+    let bytes = token::read_body(&parts, body, server.max_body_bytes, server.body_read_timeout).await?;
     let trace = crate::oauth::TraceHeaders::from_headers(&parts.headers);
     let auth_header = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let (params, kind) = legacy::collect(parts.uri.query(), content_type, &bytes, auth_header)?;
@@ -155,7 +156,9 @@ async fn run(
                 Box::pin(async move {
                     let provider = rt.provider(provider_index);
                     let cfg = &rt.config.upstream;
-                    match raw_token_call(&provider.pool, &provider.token_url, auth, &form, cfg, trace).await {
+                    match raw_token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace)
+                        .await
+                    {
                         Ok(answer) if answer.status.is_success() && is_token(&answer) => Ok(answer),
                         Ok(answer) => Err(Failure::Answer(Arc::new(answer))),
                         Err(e) => Err(Failure::Shim(e)),
@@ -178,7 +181,8 @@ async fn run(
     }
 
     let started = std::time::Instant::now();
-    let answer = Box::pin(raw_token_call(&provider.pool, &provider.token_url, auth, &form, cfg, trace)).await;
+    let answer =
+        Box::pin(raw_token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace)).await;
     outcome.upstream_latency = Some(started.elapsed());
     let answer = answer?;
     outcome.upstream_status = Some(answer.status);

@@ -391,7 +391,7 @@ impl Continuity {
         {
             return Err(invalid_grant());
         }
-        let session = match self.ensure_fresh(&rt.default_provider().pool, rt, session, trace).await {
+        let session = match self.ensure_fresh(&rt.default_provider().token_pool, rt, session, trace).await {
             Err(e) if e.code == ErrorCode::InvalidToken => return Err(invalid_grant()),
             other => other?,
         };

@@ -59,7 +59,8 @@ async fn run(
     );
     // A refresh this request waits for carries its id and trace context upstream.
     let trace = crate::oauth::TraceHeaders::from_headers(req.headers());
-    let session = continuity.ensure_fresh(&rt.default_provider().pool, rt, session, trace.clone()).await?;
+    let session =
+        continuity.ensure_fresh(&rt.default_provider().token_pool, rt, session, trace.clone()).await?;
 
     let (mut parts, body) = req.into_parts();
     // Only a request without a body can be sent twice.
@@ -73,12 +74,13 @@ async fn run(
     if sent.upstream_status != Some(StatusCode::UNAUTHORIZED) {
         return Ok(sent.record(outcome));
     }
-    let fresh = match continuity.refresh_after_401(&rt.default_provider().pool, rt, &session, trace).await {
-        Ok(fresh) if fresh.v2_access != session.v2_access => fresh,
-        // No newer token to try: the upstream's 401 stands.
-        Ok(_) => return Ok(sent.record(outcome)),
-        Err(e) => return Err(e),
-    };
+    let fresh =
+        match continuity.refresh_after_401(&rt.default_provider().token_pool, rt, &session, trace).await {
+            Ok(fresh) if fresh.v2_access != session.v2_access => fresh,
+            // No newer token to try: the upstream's 401 stands.
+            Ok(_) => return Ok(sent.record(outcome)),
+            Err(e) => return Err(e),
+        };
     drop(sent);
     headers.insert(AUTHORIZATION, bearer(&fresh.v2_access)?);
     let mut retry = Request::new(crate::body::empty());

@@ -3,4 +3,4 @@
 
 mod params;
 
-pub use params::{BodyKind, LegacyParams, all_pairs, collect};
+pub use params::{BodyKind, LegacyParams, all_pairs, check_form, collect};

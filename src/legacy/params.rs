@@ -101,9 +101,13 @@ struct Collector {
 impl Collector {
     /// Add one source's pairs. Within a source a name may appear once; across sources the
     /// values must agree. Empty values count as absent.
-    fn add_source(&mut self, pairs: impl Iterator<Item = (Slot, Option<String>)>) -> Result<(), ShimError> {
+    fn add_source(
+        &mut self,
+        pairs: impl Iterator<Item = Result<(Slot, Option<String>), Bad>>,
+    ) -> Result<(), ShimError> {
         let mut seen = [false; SLOTS];
-        for (slot, value) in pairs {
+        for pair in pairs {
+            let (slot, value) = pair.map_err(ShimError::invalid_request)?;
             let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
             let i = slot as usize;
             if std::mem::replace(&mut seen[i], true) {
@@ -155,7 +159,7 @@ pub fn collect(
         BodyKind::Form => c.add_source(form_pairs(body))?,
         BodyKind::Json => {
             let pairs = json_pairs(body)?;
-            c.add_source(pairs.into_iter().filter_map(|(k, v)| Some((Slot::of(&k)?, v))))?;
+            c.add_source(pairs.into_iter().filter_map(|(k, v)| Some(Ok((Slot::of(&k)?, v)))))?;
         }
     }
     let mut basic_auth = false;
@@ -163,13 +167,11 @@ pub fn collect(
         && let Some((id, secret)) = parse_basic(header)?
     {
         basic_auth = true;
-        c.add_source([(Slot::ClientId, Some(id)), (Slot::ClientSecret, Some(secret))].into_iter()).map_err(
-            |_| {
-                ShimError::invalid_client(
-                    "client credentials in the Authorization header and parameters differ",
-                )
-            },
-        )?;
+        let creds: [Result<_, Bad>; 2] =
+            [Ok((Slot::ClientId, Some(id))), Ok((Slot::ClientSecret, Some(secret)))];
+        c.add_source(creds.into_iter()).map_err(|_| {
+            ShimError::invalid_client("client credentials in the Authorization header and parameters differ")
+        })?;
     }
 
     let user_id = c.take(Slot::UserId);
@@ -237,60 +239,134 @@ pub fn all_pairs(
     }
     Ok(out)
 }
+/// What is wrong with a parameter's bytes (fixed text: the bytes are never echoed).
+type Bad = &'static str;
+
+const NOT_ENCODED: Bad = "a parameter is not validly percent-encoded";
+const NOT_UTF8: Bad = "a parameter is not valid UTF-8";
+const CONTROL: Bad = "a parameter contains a control character";
 
 /// The known parameters of an `application/x-www-form-urlencoded` string, split and decoded as
-/// `form_urlencoded::parse` does. An empty value is `None` (absent), without allocating.
-fn form_pairs(input: &[u8]) -> impl Iterator<Item = (Slot, Option<String>)> + '_ {
-    let mut rest = input;
-    std::iter::from_fn(move || {
-        while !rest.is_empty() {
-            // One pass over the pair: where it ends, its first `=`, and whether its name and its
-            // value need decoding.
-            let (mut end, mut eq, mut plain) = (rest.len(), None, [true; 2]);
-            for (i, b) in rest.iter().enumerate() {
-                match b {
-                    b'&' => {
-                        end = i;
-                        break;
-                    }
-                    b'=' if eq.is_none() => eq = Some(i),
-                    b'+' | b'%' => plain[usize::from(eq.is_some())] = false,
-                    _ => {}
-                }
+/// `form_urlencoded::parse` does, but strictly: every pair, known or not, must be validly
+/// percent-encoded and decode to UTF-8 without control characters (see [`decode`]). An empty
+/// value is `None` (absent), without allocating.
+fn form_pairs(input: &[u8]) -> impl Iterator<Item = Result<(Slot, Option<String>), Bad>> + '_ {
+    raw_pairs(input).filter_map(|pair| {
+        let pair = match pair {
+            Ok(pair) => pair,
+            Err(e) => return Some(Err(e)),
+        };
+        // A plain name in a printable-ASCII form needs no decoding: it is the bytes as sent.
+        let slot = if pair.plain[0] && pair.ascii {
+            Slot::of_bytes(pair.name)
+        } else {
+            match decode(pair.name, pair.plain[0], pair.ascii) {
+                Ok(name) => Slot::of(&name),
+                Err(e) => return Some(Err(e)),
             }
-            let pair = &rest[..end];
-            rest = rest.get(end + 1..).unwrap_or_default();
-            let (name, value) = match eq {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &[][..]),
-            };
-            let slot = if plain[0] { Slot::of_bytes(name) } else { Slot::of(&decode(name, false)) };
-            if let Some(slot) = slot {
-                return Some((slot, (!value.is_empty()).then(|| decode(value, plain[1]).into_owned())));
-            }
+        };
+        match (slot, decode(pair.value, pair.plain[1], pair.ascii)) {
+            (_, Err(e)) => Some(Err(e)),
+            (None, Ok(_)) => None,
+            (Some(slot), Ok(value)) => Some(Ok((slot, (!value.is_empty()).then(|| value.into_owned())))),
         }
-        None
     })
 }
 
-/// No `+` or `%`: form decoding leaves the bytes as they are.
-fn is_plain(part: &[u8]) -> bool {
-    !part.iter().any(|b| *b == b'+' || *b == b'%')
+/// Check a whole `application/x-www-form-urlencoded` string (a query) as [`collect`] reads
+/// one: every name and value validly percent-encoded, UTF-8 once decoded, and free of control
+/// characters. `/oauth/authorize` checks its query with it before reading any parameter.
+pub fn check_form(input: &[u8]) -> Result<(), ShimError> {
+    let check = || -> Result<(), Bad> {
+        for pair in raw_pairs(input) {
+            let pair = pair?;
+            decode(pair.name, pair.plain[0], pair.ascii)?;
+            decode(pair.value, pair.plain[1], pair.ascii)?;
+        }
+        Ok(())
+    };
+    check().map_err(ShimError::invalid_request)
 }
 
-/// `+` is a space, then percent-decoding, then UTF-8 with replacement characters (as
-/// `form_urlencoded::parse`).
-fn form_decode(part: &[u8]) -> std::borrow::Cow<'_, str> {
-    decode(part, is_plain(part))
+/// One `name=value` pair of a form as sent, and whether each part is plain (no `+` or `%`, so
+/// decoding leaves it as it is).
+struct RawPair<'a> {
+    name: &'a [u8],
+    value: &'a [u8],
+    plain: [bool; 2],
+    /// The whole form is printable ASCII (the usual case): a plain part is valid as it is.
+    ascii: bool,
 }
 
-/// [`form_decode`] for a part already known to be plain or not; borrowed for plain UTF-8.
-fn decode(part: &[u8], plain: bool) -> std::borrow::Cow<'_, str> {
+/// The pairs of a form, split on `&` and the first `=`. A raw control byte anywhere, or a `%`
+/// not followed by two hex digits, ends the iteration with an error.
+fn raw_pairs(input: &[u8]) -> impl Iterator<Item = Result<RawPair<'_>, Bad>> {
+    // One branch-free pass over the whole form first (it vectorises): printable ASCII only?
+    let ascii = input.iter().fold(true, |ok, &b| ok & (0x20..0x7f).contains(&b));
+    let refused = !ascii && input.iter().any(u8::is_ascii_control);
+    let mut rest = if refused { &[][..] } else { input };
+    let first = refused.then_some(Err(CONTROL));
+    first.into_iter().chain(std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        // One pass over the pair: where it ends, its first `=`, whether its name and its value
+        // need decoding, and whether every escape is complete.
+        let (mut end, mut eq, mut plain) = (rest.len(), None, [true; 2]);
+        for (i, &b) in rest.iter().enumerate() {
+            match b {
+                b'&' => {
+                    end = i;
+                    break;
+                }
+                b'=' if eq.is_none() => eq = Some(i),
+                b'+' => plain[usize::from(eq.is_some())] = false,
+                b'%' => {
+                    plain[usize::from(eq.is_some())] = false;
+                    let hex = |j: usize| rest.get(j).is_some_and(u8::is_ascii_hexdigit);
+                    if !hex(i + 1) || !hex(i + 2) {
+                        rest = &[];
+                        return Some(Err(NOT_ENCODED));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let pair = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        let (name, value) = match eq {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &[][..]),
+        };
+        Some(Ok(RawPair { name, value, plain, ascii }))
+    }))
+}
+
+/// Form-decode one part already scanned by [`raw_pairs`] (so its escapes are complete and it
+/// holds no raw control byte): `+` is a space, then percent-decoding; the result must be UTF-8
+/// (overlong forms and lone surrogates are not) without control characters. Borrowed for a
+/// plain part. `ascii`: the whole form is printable ASCII, so a plain part is valid as it is.
+fn decode(part: &[u8], plain: bool, ascii: bool) -> Result<std::borrow::Cow<'_, str>, Bad> {
     if plain {
-        return String::from_utf8_lossy(part);
+        let text = std::str::from_utf8(part).map_err(|_| NOT_UTF8)?;
+        // Raw control bytes were refused already; C1 controls are two bytes of UTF-8.
+        if !ascii && has_control(text) {
+            return Err(CONTROL);
+        }
+        return Ok(text.into());
     }
     let plus: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
-    percent_encoding::percent_decode(&plus).decode_utf8_lossy().into_owned().into()
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
+    let text = String::from_utf8(bytes).map_err(|_| NOT_UTF8)?;
+    if has_control(&text) {
+        return Err(CONTROL);
+    }
+    Ok(text.into())
+}
+
+/// Whether a decoded value holds a control character (C0, DEL or C1).
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
 }
 
 /// Decide how to read the body from its `Content-Type` (sniffing only when the header is absent).
@@ -332,16 +408,28 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, Option<String>)>, ShimError> {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
-            let mut bad = false;
+            let (mut bad, mut bad_text) = (false, false);
             while let Some(key) = map.next_key::<String>()? {
+                bad_text |= has_control(&key);
                 match map.next_value::<serde_json::Value>()? {
-                    serde_json::Value::String(s) => out.push((key, Some(s))),
+                    serde_json::Value::String(s) => {
+                        // serde_json refuses raw control characters and invalid UTF-8, but an
+                        // escape such as \u0000 decodes to one.
+                        bad_text |= has_control(&s);
+                        out.push((key, Some(s)));
+                    }
                     serde_json::Value::Null => out.push((key, None)),
                     _ if Slot::of(&key).is_none() => {}
                     _ => bad = true,
                 }
             }
-            Ok(if bad { Err("JSON parameter values must be strings") } else { Ok(out) })
+            Ok(if bad_text {
+                Err("a parameter contains a control character")
+            } else if bad {
+                Err("JSON parameter values must be strings")
+            } else {
+                Ok(out)
+            })
         }
     }
 
@@ -366,8 +454,18 @@ fn parse_basic(header: &[u8]) -> Result<Option<(String, String)>, ShimError> {
         .decode(header[scheme_end..].trim_ascii())
         .map_err(|_| bad())?;
     let colon = decoded.iter().position(|b| *b == b':').ok_or_else(bad)?;
-    let decode = |part: &[u8]| form_decode(part).into_owned();
-    Ok(Some((decode(&decoded[..colon]), decode(&decoded[colon + 1..]))))
+    // Each part is form-encoded (RFC 6749 §2.3.1) and held to the parameters' rules.
+    let part = |raw: &[u8]| -> Result<String, ShimError> {
+        let escapes_ok = raw.iter().enumerate().all(|(i, &b)| {
+            b != b'%' || raw.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        });
+        if !escapes_ok || raw.iter().any(u8::is_ascii_control) {
+            return Err(bad());
+        }
+        let plain = !raw.iter().any(|&b| b == b'+' || b == b'%');
+        Ok(decode(raw, plain, false).map_err(|_| bad())?.into_owned())
+    };
+    Ok(Some((part(&decoded[..colon])?, part(&decoded[colon + 1..])?)))
 }
 
 #[cfg(test)]
@@ -466,6 +564,64 @@ mod tests {
         assert!(all_pairs(None, BodyKind::Json, br#"{"n":1}"#).is_err());
         let pairs = all_pairs(None, BodyKind::Form, b"a=1&a=2&b=").unwrap();
         assert_eq!(pairs, [("a".to_owned(), "1".to_owned()), ("a".to_owned(), "2".to_owned())]);
+    }
+
+    #[test]
+    fn bad_parameter_bytes_are_refused_in_every_source() {
+        let form = Some("application/x-www-form-urlencoded");
+        let json = Some("application/json");
+        for bad in [
+            "client_id=K&code=%zz",
+            "client_id=K&code=%",
+            "client_id=K&code=ab%4",
+            "client_id=K&code=%ff",
+            "client_id=K&code=%c0%af",
+            "client_id=K&code=%ed%a0%80",
+            "client_id=K&code=a%00b",
+            "client_id=K&code=a%0Ab",
+            "client_id=K&code=a%7Fb",
+            "client_id=K&code=a%C2%85b",
+            "client_id=K&junk=%zz",
+            "client_id=K&%zz=1",
+        ] {
+            let e = collect(Some(bad), None, b"", None).unwrap_err();
+            assert_eq!(
+                (e.status, e.code.as_str()),
+                (http::StatusCode::BAD_REQUEST, "invalid_request"),
+                "{bad}"
+            );
+            assert!(!e.description.contains('%'), "{}", e.description);
+            assert!(collect(None, form, bad.as_bytes(), None).is_err(), "form {bad}");
+        }
+        for raw in [
+            &b"client_id=K&code=a\x00b"[..],
+            b"client_id=K&code=a\tb",
+            b"client_id=K&code=\xff",
+            b"client_id=K&code=\xc0\xaf",
+        ] {
+            assert!(collect(None, form, raw, None).is_err(), "raw form {raw:?}");
+        }
+        for bad in [
+            &br#"{"client_id":"K","code":"a\u0000b"}"#[..],
+            br#"{"client_id":"K","code":"a\u001fb"}"#,
+            br#"{"client_id":"K","code":"a\u0085b"}"#,
+            br#"{"client_id":"K","code":"\ud800"}"#,
+            b"{\"client_id\":\"K\",\"code\":\"\xff\"}",
+            b"{\"client_id\":\"K\",\"code\":\"a\x01b\"}",
+        ] {
+            let e = collect(None, json, bad, None).unwrap_err();
+            assert_eq!(e.status, http::StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(bad));
+        }
+        use base64::Engine;
+        for creds in ["K:a%zz", "K:a%00", "K%ff:s"] {
+            let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(creds));
+            assert!(collect(None, None, b"", Some(header.as_bytes())).is_err(), "{creds}");
+        }
+        // Valid encodings still pass, including non-ASCII text.
+        let (p, _) = collect(Some("client_id=K&code=caf%C3%A9+au+lait&x=%41"), None, b"", None).unwrap();
+        assert_eq!(p.code.as_ref().map(Secret::expose), Some("café au lait"));
+        assert!(check_form(b"a=%41&b=c+d").is_ok());
+        assert!(check_form(b"a=%4").is_err());
     }
 
     #[test]

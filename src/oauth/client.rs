@@ -22,8 +22,9 @@ pub struct TokenOutcome {
     pub result: Result<V2Token, ShimError>,
 }
 
-/// Build the one pooled client used for token calls and pass-through. TLS is rustls with the
-/// webpki roots; HTTP/2 is negotiated by ALPN where the upstream offers it.
+/// Build a pooled client (the app builds two, so token calls and pass-through never share a
+/// connection). TLS is rustls with the webpki roots; HTTP/2 is negotiated by ALPN where the
+/// upstream offers it.
 pub fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
     HttpClient::new(
         build_connector(cfg),

@@ -186,6 +186,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server.max_header_bytes", o.max_header_bytes != n.max_header_bytes),
         ("server.shutdown_grace", o.shutdown_grace != n.shutdown_grace),
         ("server.worker_threads", o.worker_threads != n.worker_threads),
+        (
+            "server.http2_max_concurrent_streams",
+            o.http2_max_concurrent_streams != n.http2_max_concurrent_streams,
+        ),
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("admin.enabled", old.admin.enabled != new.admin.enabled),
         ("admin.max_connections", old.admin.max_connections != new.admin.max_connections),

@@ -6,12 +6,16 @@
 //! body, HTTP/2) goes through hyper's `client::conn` as before.
 //!
 //! Answers are framed as RFC 9112 §6.3 says: no body for HEAD, 1xx, 204 and 304; chunked when
-//! `Transfer-Encoding` ends in `chunked` (a `Content-Length` beside it is dropped and the
-//! connection not reused); read to the end of the connection for any other transfer coding or
-//! when no length is given; otherwise `Content-Length`, which must be one valid number.
+//! `Transfer-Encoding` ends in `chunked`; read to the end of the connection for any other
+//! transfer coding or when no length is given; otherwise `Content-Length`, which must be one
+//! valid number. The framing headers are checked on every answer, bodiless ones included: a
+//! `Content-Length` beside `Transfer-Encoding` is removed and the connection not reused, and
+//! conflicting lengths are refused. A chunked body's size lines may carry extensions (never a
+//! bare CR); its trailer section (CRLF lines only) is parsed as header fields and discarded.
 //! Interim 1xx answers are skipped; `101` is refused, since no upgrade is ever asked for. A
 //! connection is reused only when its answer was read to the end with nothing after it, and the
-//! upstream did not ask to close it.
+//! upstream did not ask to close it (HTTP/1.0: only with `Connection: keep-alive` and no
+//! `close`).
 
 use std::io;
 use std::pin::Pin;
@@ -38,13 +42,17 @@ const MAX_HEADERS: usize = 100;
 const MAX_INTERIM: usize = 16;
 /// A chunk-size line, extensions included, longer than this is refused.
 const MAX_CHUNK_LINE: usize = 4096;
+/// A body's chunk extensions together, and its trailer section, may take this many bytes (as
+/// in hyper's client).
+const MAX_EXTENSIONS: u64 = 16 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
 /// Read in steps of this much.
 const READ_STEP: usize = 8192;
 
 /// Why an exchange failed. Messages are fixed text: nothing the upstream sent is echoed.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream HTTP/1: {0}")]
-pub(super) struct Error(&'static str);
+pub(crate) struct Error(&'static str);
 
 fn err(what: &'static str) -> BoxError {
     Box::new(Error(what))
@@ -79,7 +87,7 @@ impl std::ops::DerefMut for Conn {
 
 /// How an answer's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     Empty,
     Length(u64),
     Chunked,
@@ -162,18 +170,10 @@ impl Conn {
         let mut interim = 0;
         loop {
             let state = &mut *self.0;
-            if let Some((mut head, seen)) = parse_head_with(&mut state.buf, &mut state.spans, max_head)? {
-                if head.status.is_informational() {
-                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(err("101 Switching Protocols without an upgrade request"));
-                    }
-                    interim += 1;
-                    if interim > MAX_INTERIM {
-                        return Err(err("too many interim answers"));
-                    }
-                    continue;
-                }
-                let (framing, reuse) = framing(&mut head, &seen, pending.head_request)?;
+            let head_request = pending.head_request;
+            if let Some((head, framing, reuse)) =
+                final_head(&mut state.buf, &mut state.spans, max_head, head_request, &mut interim)?
+            {
                 return Ok((head, self, framing, reuse));
             }
             if self.read_more().await? == 0 {
@@ -233,7 +233,7 @@ fn put_header(out: &mut BytesMut, name: &str, value: &[u8]) {
 /// What the framing headers of an answer said, noted while its head is parsed (so framing
 /// needs no hashed header lookups).
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// `Connection` named `close` / `keep-alive`.
     close: bool,
     keep_alive: bool,
@@ -252,25 +252,33 @@ impl Seen {
     /// only `close`/`keep-alive` (one naming other headers is kept, so a proxy still strips
     /// those).
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        // A value with bytes outside visible ASCII (obs-text) says neither `keep-alive` nor
+        // `chunked`, as hyper's client reads it; it may still say `close`. (A header value
+        // holds no control byte but tab, so ASCII is visible ASCII.)
+        let visible = || value.is_ascii();
         if *name == header::CONNECTION {
             let mut others = false;
             for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 let close = token.eq_ignore_ascii_case(b"close");
                 let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
                 self.close |= close;
-                self.keep_alive |= keep_alive;
+                self.keep_alive |= keep_alive && visible();
                 others |= !close && !keep_alive && !token.is_empty();
             }
             return others;
         } else if *name == header::TRANSFER_ENCODING {
             let last = value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
-            self.transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
+            self.transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked") && visible());
             return false;
         } else if *name == header::CONTENT_LENGTH {
             for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 self.length_values += 1;
-                let n = (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
-                    .then(|| part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')));
+                let n = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
+                    .then(|| {
+                        part.iter()
+                            .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+                    })
+                    .flatten();
                 match (n, self.length) {
                     (None, _) => self.length_error = self.length_error.or(Some("invalid Content-Length")),
                     (Some(n), Some(before)) if n != before => {
@@ -284,6 +292,33 @@ impl Seen {
     }
 }
 
+/// The final answer's head at the front of `buf`, with its framing and whether the connection
+/// may be reused after it; interim (1xx) answers are skipped (`interim` counts them across
+/// calls). `None` while the head is incomplete.
+pub(crate) fn final_head(
+    buf: &mut BytesMut,
+    spans: &mut Spans,
+    max_head: usize,
+    head_request: bool,
+    interim: &mut usize,
+) -> Result<Option<(response::Parts, Framing, bool)>, BoxError> {
+    while let Some((mut head, seen)) = parse_head_with(buf, spans, max_head)? {
+        if head.status.is_informational() {
+            if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(err("101 Switching Protocols without an upgrade request"));
+            }
+            *interim += 1;
+            if *interim > MAX_INTERIM {
+                return Err(err("too many interim answers"));
+            }
+            continue;
+        }
+        let (framing, reuse) = framing(&mut head, &seen, head_request)?;
+        return Ok(Some((head, framing, reuse)));
+    }
+    Ok(None)
+}
+
 /// [`parse_head_with`] with a fresh list of spans.
 #[cfg(test)]
 fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<(response::Parts, Seen)>, BoxError> {
@@ -292,11 +327,11 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<(response::P
 
 /// Where each header's name and value lie in a head: (name start, name end, value start,
 /// value end). Kept per connection, so parsing an answer allocates no list.
-type Spans = Vec<(usize, usize, usize, usize)>;
+pub(crate) type Spans = Vec<(usize, usize, usize, usize)>;
 
 /// Parse a complete answer head off the front of `buf`, or `None` when more is needed.
 /// `spans` is scratch space (cleared first).
-fn parse_head_with(
+pub(crate) fn parse_head_with(
     buf: &mut BytesMut,
     spans: &mut Spans,
     max_head: usize,
@@ -348,39 +383,50 @@ fn parse_head_with(
     Ok(Some((parts, seen)))
 }
 
-/// How the body is delimited, and whether the connection may be reused after it.
-fn framing(head: &mut response::Parts, seen: &Seen, head_request: bool) -> Result<(Framing, bool), BoxError> {
+/// How the body is delimited, and whether the connection may be reused after it. The framing
+/// headers are checked on every answer, those without a body (HEAD, 204, 304) included: a
+/// connection whose answer framed itself ambiguously is never trusted with another request.
+pub(crate) fn framing(
+    head: &mut response::Parts,
+    seen: &Seen,
+    head_request: bool,
+) -> Result<(Framing, bool), BoxError> {
     let mut reuse = match head.version {
-        Version::HTTP_10 => seen.keep_alive,
+        // HTTP/1.0 closes unless asked not to; `close` wins over `keep-alive` in either version.
+        Version::HTTP_10 => seen.keep_alive && !seen.close,
         _ => !seen.close,
     };
-    if head_request || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
-        return Ok((Framing::Empty, reuse));
-    }
+    let bodiless =
+        head_request || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
     if let Some(chunked) = seen.transfer_encoding {
         if head.version == Version::HTTP_10 {
             return Err(err("Transfer-Encoding in an HTTP/1.0 answer"));
         }
-        if !chunked {
-            return Ok((Framing::Close, false));
-        }
         if seen.length_values > 0 {
-            // Both: chunked wins, and a connection that framed an answer both ways is not
-            // trusted with another request.
+            // Both: the transfer coding wins, the length is never handed on, and a connection
+            // that framed an answer both ways is not trusted with another request.
             head.headers.remove(header::CONTENT_LENGTH);
             reuse = false;
+        }
+        if bodiless {
+            return Ok((Framing::Empty, reuse));
+        }
+        if !chunked {
+            return Ok((Framing::Close, false));
         }
         return Ok((Framing::Chunked, reuse));
     }
     if let Some(problem) = seen.length_error {
         return Err(err(problem));
     }
-    match seen.length {
+    if let Some(n) = seen.length
+        && seen.length_values > 1
+    {
         // Repeats of one number are folded into one header.
-        Some(n) if seen.length_values > 1 => {
-            head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
-        _ => {}
+        head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    if bodiless {
+        return Ok((Framing::Empty, reuse));
     }
     match seen.length {
         Some(0) => Ok((Framing::Empty, reuse)),
@@ -399,14 +445,21 @@ pub(super) struct Return {
 /// back to the pool the moment the last byte has been taken.
 pub struct Body {
     conn: Option<Conn>,
-    state: State,
+    decoder: Decoder,
     reuse: bool,
     back: Option<Return>,
     /// Bytes already split off the connection's buffer: the whole body of a small answer that
     /// arrived with its head.
     ready: Option<Bytes>,
-    /// Trailer lines of a chunked body (read and discarded) may take this many bytes.
-    max_trailers: usize,
+}
+
+/// Decodes a body framed as [`framing`] decided, from whatever part of it is buffered.
+/// Independent of the connection, so the fuzz targets drive it from plain bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Decoder {
+    state: State,
+    /// Bytes of chunk extensions seen so far.
+    extensions: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -417,54 +470,42 @@ enum State {
     /// Inside a chunk: this many data bytes left, then CRLF.
     ChunkData(u64),
     ChunkEnd,
-    /// After the last chunk: trailer lines (discarded) up to an empty line; bytes seen so far.
-    Trailers(usize),
+    /// After the last chunk: the trailer section (parsed as header fields, then discarded) up to
+    /// an empty line.
+    Trailers,
     Close,
     Done,
 }
 
-impl Body {
-    /// The body after a head. A small answer that is already buffered whole is split off, and
-    /// the connection goes back to the pool at once.
-    pub(super) fn new(
-        mut conn: Conn,
-        framing: Framing,
-        reuse: bool,
-        back: Return,
-        max_trailers: usize,
-    ) -> Self {
+impl Decoder {
+    pub(crate) fn new(framing: Framing) -> Self {
         let state = match framing {
             Framing::Empty => State::Done,
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::ChunkSize,
             Framing::Close => State::Close,
         };
-        let ready = match state {
-            State::Length(n) if conn.buf.len() as u64 >= n => Some(conn.buf.split_to(n as usize).freeze()),
-            _ => None,
-        };
-        let done = ready.is_some() || state == State::Done;
-        let mut body = Self { conn: Some(conn), state, reuse, back: Some(back), ready, max_trailers };
-        if done {
-            body.finish();
-        }
-        body
+        Self { state, extensions: 0 }
     }
 
-    /// The body is complete: pool the connection if it can take another request.
-    fn finish(&mut self) {
-        self.state = State::Done;
-        let (Some(conn), Some(back)) = (self.conn.take(), self.back.take()) else { return };
-        if self.reuse && conn.buf.is_empty() {
-            back.pool.put_raw(back.host, conn);
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The connection ended: a body read to the close is complete; any other is cut short.
+    pub(crate) fn end_of_stream(&mut self) -> Result<(), BoxError> {
+        match self.state {
+            State::Close | State::Done => {
+                self.state = State::Done;
+                Ok(())
+            }
+            _ => Err(err("connection closed in the middle of the body")),
         }
     }
 
-    /// The next data frame from what is buffered, or `None` when more must be read (or the body
-    /// is done).
-    fn decode(&mut self) -> Result<Option<Bytes>, BoxError> {
-        let Some(conn) = self.conn.as_mut() else { return Ok(None) };
-        let buf = &mut conn.buf;
+    /// The next data frame from what is buffered in `buf`, or `None` when more must be read (or
+    /// the body is done).
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, BoxError> {
         loop {
             match self.state {
                 State::Done => return Ok(None),
@@ -484,9 +525,14 @@ impl Body {
                 }
                 State::ChunkSize => {
                     let Some(end) = line_end(buf, MAX_CHUNK_LINE)? else { return Ok(None) };
-                    let size = chunk_size(&buf[..end])?;
+                    let line = &buf[..end];
+                    let size = chunk_size(line)?;
+                    self.extensions += line.iter().position(|&b| b == b';').map_or(0, |i| end - i) as u64;
+                    if self.extensions > MAX_EXTENSIONS {
+                        return Err(err("chunk extensions too large"));
+                    }
                     let _ = buf.split_to(end + 2);
-                    self.state = if size == 0 { State::Trailers(0) } else { State::ChunkData(size) };
+                    self.state = if size == 0 { State::Trailers } else { State::ChunkData(size) };
                 }
                 State::ChunkData(n) => {
                     if buf.is_empty() {
@@ -506,14 +552,74 @@ impl Body {
                     let _ = buf.split_to(2);
                     self.state = State::ChunkSize;
                 }
-                State::Trailers(seen) => {
-                    let Some(end) = line_end(buf, self.max_trailers.saturating_sub(seen))? else {
-                        return Ok(None);
-                    };
-                    let _ = buf.split_to(end + 2);
-                    self.state = if end == 0 { State::Done } else { State::Trailers(seen + end + 2) };
+                State::Trailers => {
+                    let Some(len) = trailers_len(buf)? else { return Ok(None) };
+                    let _ = buf.split_to(len);
+                    self.state = State::Done;
                 }
             }
+        }
+    }
+}
+
+/// The length of a complete trailer section at the front of `buf` (RFC 9112 §7.1.2: header
+/// fields, then an empty line), or `None` while it is incomplete. Every line ends in CRLF (a
+/// bare CR or LF is refused), so the section ends where hyper's client ends it, at the first
+/// empty line; its fields are then parsed as a head's are.
+fn trailers_len(buf: &[u8]) -> Result<Option<usize>, BoxError> {
+    // No trailers, the common case.
+    if buf.starts_with(b"\r\n") {
+        return Ok(Some(2));
+    }
+    let window = &buf[..buf.len().min(MAX_TRAILERS)];
+    let mut end = None;
+    for (i, &b) in window.iter().enumerate() {
+        let bare_cr = b == b'\r' && window.get(i + 1).is_some_and(|&n| n != b'\n');
+        let bare_lf = b == b'\n' && (i == 0 || window[i - 1] != b'\r');
+        if bare_cr || bare_lf {
+            return Err(err("malformed trailers"));
+        }
+        if b == b'\n' && window[..=i].ends_with(b"\r\n\r\n") {
+            end = Some(i + 1);
+            break;
+        }
+    }
+    let Some(len) = end else {
+        return if buf.len() >= MAX_TRAILERS { Err(err("trailers too large")) } else { Ok(None) };
+    };
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(&buf[..len], &mut fields) {
+        Ok(httparse::Status::Complete((parsed, _))) if parsed == len => Ok(Some(len)),
+        _ => Err(err("malformed trailers")),
+    }
+}
+
+impl Body {
+    /// The body after a head. A small answer that is already buffered whole is split off, and
+    /// the connection goes back to the pool at once.
+    pub(super) fn new(mut conn: Conn, framing: Framing, reuse: bool, back: Return) -> Self {
+        let mut decoder = Decoder::new(framing);
+        let ready = match decoder.state {
+            State::Length(n) if conn.buf.len() as u64 >= n => {
+                decoder.state = State::Done;
+                Some(conn.buf.split_to(n as usize).freeze())
+            }
+            _ => None,
+        };
+        let done = decoder.is_done();
+        let mut body = Self { conn: Some(conn), decoder, reuse, back: Some(back), ready };
+        if done {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body is complete: pool the connection if it can take another request.
+    fn finish(&mut self) {
+        self.decoder.state = State::Done;
+        let (Some(conn), Some(back)) = (self.conn.take(), self.back.take()) else { return };
+        if self.reuse && conn.buf.is_empty() {
+            back.pool.put_raw(back.host, conn);
         }
     }
 
@@ -522,34 +628,30 @@ impl Body {
             return Poll::Ready(Some(Ok(ready)));
         }
         loop {
-            let decoded = self.decode();
-            match decoded {
+            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
+            match self.decoder.decode(&mut conn.buf) {
                 Err(e) => {
                     self.fail();
                     return Poll::Ready(Some(Err(e)));
                 }
                 Ok(Some(data)) => {
-                    if self.state == State::Done {
+                    if self.decoder.is_done() {
                         self.finish();
                     }
                     return Poll::Ready(Some(Ok(data)));
                 }
-                Ok(None) if self.state == State::Done => {
+                Ok(None) if self.decoder.is_done() => {
                     self.finish();
                     return Poll::Ready(None);
                 }
                 Ok(None) => {}
             }
-            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
             match ready!(conn.poll_read_more(cx)) {
-                Ok(0) if self.state == State::Close => {
-                    self.state = State::Done;
-                    self.fail();
-                    return Poll::Ready(None);
-                }
                 Ok(0) => {
+                    let ended = self.decoder.end_of_stream();
+                    // Even a body read to the close leaves no connection to reuse.
                     self.fail();
-                    return Poll::Ready(Some(Err(err("connection closed in the middle of the body"))));
+                    return Poll::Ready(ended.err().map(Err));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -564,7 +666,7 @@ impl Body {
     fn fail(&mut self) {
         self.conn = None;
         self.back = None;
-        self.state = State::Done;
+        self.decoder.state = State::Done;
     }
 }
 
@@ -587,15 +689,17 @@ fn line_end(buf: &[u8], max: usize) -> Result<Option<usize>, BoxError> {
     }
 }
 
-/// A chunk-size line: hex digits (at most 16), then optional whitespace and `;` extensions.
+/// A chunk-size line: hex digits (a value that fits 64 bits), then optional whitespace and `;`
+/// extensions, with no CR in them (a bare CR is how one parser's line ends where another's
+/// does not).
 fn chunk_size(line: &[u8]) -> Result<u64, BoxError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
+    if digits == 0 {
         return Err(err("invalid chunk size"));
     }
     let rest = &line[digits..];
     let rest_ok = rest.iter().position(|&b| b != b' ' && b != b'\t').is_none_or(|i| rest[i] == b';');
-    if !rest_ok {
+    if !rest_ok || rest.contains(&b'\r') {
         return Err(err("invalid chunk size"));
     }
     let mut n: u64 = 0;
@@ -618,11 +722,11 @@ impl http_body::Body for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ready.is_none() && self.state == State::Done
+        self.ready.is_none() && self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (self.state, &self.ready) {
+        match (self.decoder.state, &self.ready) {
             (_, Some(ready)) => SizeHint::with_exact(ready.len() as u64),
             (State::Done, None) => SizeHint::with_exact(0),
             (State::Length(n), None) => SizeHint::with_exact(n),
@@ -641,6 +745,7 @@ mod tests {
         assert_eq!(chunk_size(b"1aF").unwrap(), 0x1af);
         assert_eq!(chunk_size(b"10 ;name=value").unwrap(), 16);
         assert_eq!(chunk_size(b"ffffffffffffffff").unwrap(), u64::MAX);
+        assert_eq!(chunk_size(b"00000000000000000000a").unwrap(), 10);
         for bad in [&b""[..], b"x", b"10x", b"-1", b"1 2", b"fffffffffffffffff", b"+5"] {
             assert!(chunk_size(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
@@ -700,6 +805,92 @@ mod tests {
         ] {
             assert!(f(bad).is_err(), "{bad}");
         }
+    }
+
+    fn head_of(raw: &str, head_request: bool) -> Result<(response::Parts, Framing, bool), String> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        let (mut parts, seen) = parse_head(&mut buf, 64 * 1024).map_err(|e| e.to_string())?.unwrap();
+        let (framing, reuse) = framing(&mut parts, &seen, head_request).map_err(|e| e.to_string())?;
+        Ok((parts, framing, reuse))
+    }
+
+    #[test]
+    fn bodiless_answers_get_the_framing_checks_too() {
+        let conflicting = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        assert!(head_of(conflicting, true).is_err(), "HEAD");
+        for status in ["204 No Content", "304 Not Modified"] {
+            let raw = format!("HTTP/1.1 {status}\r\nContent-Length: 5\r\nContent-Length: x\r\n\r\n");
+            assert!(head_of(&raw, false).is_err(), "{status}");
+        }
+        let (parts, framing, reuse) =
+            head_of("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", true)
+                .unwrap();
+        assert_eq!((framing, reuse), (Framing::Empty, false));
+        assert!(parts.headers.get(header::CONTENT_LENGTH).is_none());
+        let (parts, framing, reuse) =
+            head_of("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", true).unwrap();
+        assert_eq!((framing, reuse), (Framing::Empty, true));
+        assert_eq!(parts.headers.get_all(header::CONTENT_LENGTH).iter().count(), 1);
+    }
+
+    #[test]
+    fn content_length_goes_whenever_transfer_encoding_is_there() {
+        let (parts, framing, reuse) =
+            head_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\nContent-Length: 2\r\n\r\n", false)
+                .unwrap();
+        assert_eq!((framing, reuse), (Framing::Close, false));
+        assert!(parts.headers.get(header::CONTENT_LENGTH).is_none());
+    }
+
+    #[test]
+    fn http_1_0_close_wins_over_keep_alive() {
+        let (_, _, reuse) =
+            head_of("HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 1\r\n\r\n", false)
+                .unwrap();
+        assert!(!reuse);
+        let (_, _, reuse) = head_of(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!reuse);
+    }
+
+    fn decode_all(framing: Framing, raw: &[u8]) -> Result<Vec<u8>, String> {
+        let mut decoder = Decoder::new(framing);
+        let mut buf = BytesMut::from(raw);
+        let mut out = Vec::new();
+        while let Some(data) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+            out.extend_from_slice(&data);
+        }
+        if !decoder.is_done() {
+            decoder.end_of_stream().map_err(|e| e.to_string())?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn chunk_extensions_never_hold_a_bare_cr() {
+        assert_eq!(decode_all(Framing::Chunked, b"2;a=b\r\nok\r\n0\r\n\r\n").unwrap(), b"ok");
+        assert!(decode_all(Framing::Chunked, b"2;a\rb\r\nok\r\n0\r\n\r\n").is_err());
+        assert!(decode_all(Framing::Chunked, b"2\r;a\r\nok\r\n0\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn trailers_are_parsed_as_header_fields() {
+        assert_eq!(decode_all(Framing::Chunked, b"2\r\nok\r\n0\r\nX-T: a\r\nX-U: b\r\n\r\n").unwrap(), b"ok");
+        for bad in [
+            &b"0\r\nno colon here\r\n\r\n"[..],
+            b"0\r\nX T: a\r\n\r\n",
+            b"0\r\n: a\r\n\r\n",
+            b"0\r\nX: a\n\r\nY: b\r\n\r\n",
+            b"0\r\nX: a\rY: b\r\n\r\n",
+        ] {
+            assert!(decode_all(Framing::Chunked, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let big = format!("0\r\nX-T: {}\r\n\r\n", "v".repeat(MAX_TRAILERS));
+        assert!(decode_all(Framing::Chunked, big.as_bytes()).is_err(), "over the trailer limit");
+        assert!(decode_all(Framing::Chunked, b"0\r\nX-T: a\r\n").is_err(), "cut short");
     }
 
     #[test]

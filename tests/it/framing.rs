@@ -311,3 +311,64 @@ async fn the_token_call_reads_a_chunked_answer_and_sends_its_form_with_a_length(
     assert!(head.contains("content-length: "), "{head}");
     assert_eq!(up.connections(), 1, "the token calls shared one connection");
 }
+
+#[tokio::test]
+async fn a_head_answer_with_conflicting_lengths_is_502_and_its_connection_retired() {
+    let up = Scripted::start(vec![
+        answer(&[b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"]),
+        answer(&[b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"]),
+        answer(&[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]),
+    ])
+    .await;
+    let h = shim_for(&up, "").await;
+    let (status, _, _) = fetch(&h, reqwest::Method::HEAD, "/G2W/rest/head").await;
+    assert_eq!(status, 502);
+    // Both lengths on a HEAD answer: served without Content-Length, and not trusted again.
+    let (status, headers, _) = fetch(&h, reqwest::Method::HEAD, "/G2W/rest/head").await;
+    assert_eq!(status, 200);
+    assert!(headers.get("content-length").is_none(), "{headers:?}");
+    let (status, _, body) = fetch(&h, reqwest::Method::GET, "/G2W/rest/after").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let conns: Vec<usize> = up.seen().iter().map(|(c, _)| *c).collect();
+    assert_eq!(conns, [0, 1, 2], "neither HEAD answer's connection was reused");
+}
+
+#[tokio::test]
+async fn content_length_never_frames_an_answer_that_has_a_transfer_encoding() {
+    let up = Scripted::start(vec![closing(&[
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\nContent-Length: 2\r\n\r\n",
+        b"hello ",
+        b"world",
+    ])])
+    .await;
+    let h = shim_for(&up, "").await;
+    let (status, headers, body) = fetch(&h, reqwest::Method::GET, "/G2W/rest/xchunked").await;
+    assert_eq!((status, body.as_str()), (200, "hello world"), "read to the close, not 2 bytes");
+    assert!(headers.get("content-length").is_none(), "{headers:?}");
+}
+
+#[tokio::test]
+async fn http_1_0_keep_alive_with_close_is_not_reused() {
+    let up = Scripted::start(vec![answer(&[
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\nok",
+    ])])
+    .await;
+    let h = shim_for(&up, "").await;
+    for _ in 0..2 {
+        let (status, _, body) = fetch(&h, reqwest::Method::GET, "/G2W/rest/10").await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+    assert_eq!(up.connections(), 2, "{:?}", up.seen());
+}
+
+#[tokio::test]
+async fn bare_cr_in_a_chunk_extension_or_a_malformed_trailer_ends_the_answer_with_an_error() {
+    for raw in [&b"5;a\rb\r\nhello\r\n0\r\n\r\n"[..], b"5\r\nhello\r\n0\r\nnot a field\r\n\r\n"] {
+        let up =
+            Scripted::start(vec![answer(&[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", raw])])
+                .await;
+        let h = shim_for(&up, "").await;
+        let outcome = body_len(&h, "/G2W/rest/chunks").await;
+        assert!(outcome.is_err(), "{}: {outcome:?}", String::from_utf8_lossy(raw));
+    }
+}

@@ -10,6 +10,8 @@ mod continuity;
 mod dev;
 mod framing;
 mod front_door;
+mod fuzz_corpus;
+mod hardening;
 mod image;
 mod observability;
 mod operator;
