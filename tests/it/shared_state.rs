@@ -616,3 +616,61 @@ async fn providers_keep_their_refreshes_apart_in_redis() {
     assert_eq!(standin.token_calls(), 2, "B's refresh went upstream, not to A's entry");
     assert_ne!(b["access_token"], a["access_token"]);
 }
+
+/// Seed 000's refresh (`POST /oauth/v2/token`, JSON with `client_id` and `client_secret`),
+/// normalised by oauth-shim: concurrent identical calls over three replicas spend the rotating
+/// refresh token once between them, and every caller gets the same v2 answer as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normalised_v2_refreshes_are_shared_by_replicas() {
+    const N: usize = 60;
+    let redis = RedisServer::start().await;
+    let standin = start_standin(rotating(300)).await;
+    let replicas = replicas(&standin, &redis, 3, "").await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+
+    let call = serde_json::json!({"client_id": ID, "client_secret": SECRET,
+        "grant_type": "refresh_token", "refresh_token": rt})
+    .to_string();
+    let client = http();
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let request = client
+                .post(replicas[i % replicas.len()].url("/oauth/v2/token"))
+                .header("content-type", "application/json")
+                .body(call.clone());
+            tokio::spawn(async move {
+                let resp = request.send().await.unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+
+    assert_eq!(standin.token_calls(), 1, "{N} v2 refreshes over 3 replicas reached the upstream once");
+    let first = &answers[0].1;
+    assert_ne!(first["refresh_token"], rt.as_str(), "the upstream rotated the refresh token");
+    assert_eq!(first["version"], "3", "the v2 answer: {first}");
+    let without_lifetime = |body: &Value| {
+        let mut body = body.as_object().unwrap().clone();
+        body.remove("expires_in");
+        body
+    };
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        // The same v2 answer as it came (a replay counts its integer lifetime down).
+        assert_eq!(without_lifetime(body), without_lifetime(first));
+        assert!(body["expires_in"].as_u64().is_some_and(|s| s > 3500), "{body}");
+    }
+    assert_eq!(standin.revoked_grants(), 0);
+    assert!(standin.is_access_token_valid(first["access_token"].as_str().unwrap()));
+    let misses: u64 = replicas.iter().map(|r| r.app.shared().refresh_v2.stats().misses).sum();
+    assert_eq!(misses, 1, "one replica called upstream; the others were served through Redis");
+    assert_eq!(replicas.iter().map(|r| r.app.shared().refresh.stats().misses).sum::<u64>(), 0);
+    for r in &replicas {
+        assert_eq!(r.metric("oauth_shim_state_fallback_total").await, 0.0);
+    }
+}
