@@ -297,9 +297,29 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     let dead = "canary-dead-refresh-token-77e0";
     canaries.push(dead.into());
     assert_eq!(http().get(replica.refresh_url(dead)).send().await.unwrap().status(), 400);
+    // And normalised v2 refreshes (JSON, the secret inside): one answered, one refused.
+    let v2_refresh = |rt: &str| {
+        http()
+            .post(replica.url("/oauth/v2/token"))
+            .header("content-type", "application/json")
+            .body(
+                serde_json::json!({"client_id": ID, "client_secret": CLIENT_SECRET,
+                    "grant_type": "refresh_token", "refresh_token": rt})
+                .to_string(),
+            )
+            .send()
+    };
+    let v2_rt = answers[0].1["refresh_token"].as_str().unwrap().to_owned();
+    let v2: Value = v2_refresh(&v2_rt).await.unwrap().json().await.unwrap();
+    canaries.push(v2["access_token"].as_str().unwrap().into());
+    canaries.push(v2["refresh_token"].as_str().unwrap().into());
+    let v2_dead = "canary-dead-v2-refresh-token-4b1a";
+    canaries.push(v2_dead.into());
+    assert_eq!(v2_refresh(v2_dead).await.unwrap().status(), 400);
+    assert_eq!(replica.app.shared().refresh_v2.stats().misses, 2, "both v2 refreshes called the upstream");
 
     let dump = redis.dump_all().await;
-    assert!(dump.len() >= 2, "the answer and the error marker are in Redis: {}", dump.len());
+    assert!(dump.len() >= 4, "the answers and the error markers are in Redis: {}", dump.len());
     tokio::time::sleep(Duration::from_millis(200)).await;
     recorder.abort();
     let monitored = seen.lock().unwrap().clone();
