@@ -100,6 +100,20 @@ async fn burst(replicas: &[Replica], rt: &str, n: usize) -> Vec<(u16, Value)> {
     out
 }
 
+/// Seed 000's refresh through `via`: `POST /oauth/v2/token`, JSON with the client's credentials.
+async fn v2_json_refresh(via: &Replica, rt: &str) -> (u16, Value) {
+    let call = serde_json::json!({"client_id": ID, "client_secret": SECRET,
+        "grant_type": "refresh_token", "refresh_token": rt});
+    let resp = http()
+        .post(via.url("/oauth/v2/token"))
+        .header("content-type", "application/json")
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
 fn rotating(delay_ms: u64) -> StandinConfig {
     StandinConfig {
         rotate_refresh_tokens: true,
@@ -223,9 +237,19 @@ async fn redis_dying_falls_back_and_coming_back_resumes_sharing() {
         let resp = http().get(via.refresh_url(&rt)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "refresh {i} during the outage");
     }
+    // Normalised v2 refreshes too, each answered once and then replayed from the fallback cache.
+    for via in &replicas {
+        let rt = grant(&standin, via).await;
+        let before = standin.token_calls();
+        let first = v2_json_refresh(via, &rt).await;
+        let again = v2_json_refresh(via, &rt).await;
+        assert_eq!((first.0, again.0), (200, 200), "v2 refresh during the outage: {}", first.1);
+        assert_eq!(again.1["access_token"], first.1["access_token"]);
+        assert_eq!(standin.token_calls(), before + 1);
+    }
     let fallbacks = replicas[0].metric("oauth_shim_state_fallback_total").await
         + replicas[1].metric("oauth_shim_state_fallback_total").await;
-    assert!(fallbacks >= 6.0, "every refresh during the outage fell back: {fallbacks}");
+    assert!(fallbacks >= 10.0, "every refresh during the outage fell back: {fallbacks}");
     assert_eq!(replicas[0].metric("oauth_shim_state_redis_up").await, 0.0);
     let ready = http().get(replicas[0].admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "a Redis outage does not take replicas out of rotation");
@@ -690,6 +714,14 @@ async fn normalised_v2_refreshes_are_shared_by_replicas() {
     let misses: u64 = replicas.iter().map(|r| r.app.shared().refresh_v2.stats().misses).sum();
     assert_eq!(misses, 1, "one replica called upstream; the others were served through Redis");
     assert_eq!(replicas.iter().map(|r| r.app.shared().refresh.stats().misses).sum::<u64>(), 0);
+
+    // An error is the upstream's v2 error as it came, and never an answer for a later caller.
+    let before = standin.token_calls();
+    for via in &replicas[..2] {
+        let (status, body) = v2_json_refresh(via, "no-such-refresh-token").await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    }
+    assert_eq!(standin.token_calls(), before + 2);
     for r in &replicas {
         assert_eq!(r.metric("oauth_shim_state_fallback_total").await, 0.0);
     }
