@@ -125,8 +125,8 @@ pub struct Shared {
     /// shared through Redis with `[state] backend = "redis"`).
     pub refresh: Refresher<V2Token, ShimError>,
     /// v2 refreshes (answers kept as they came), keyed by provider, client id, the secret the
-    /// caller presented and refresh token; in process.
-    pub refresh_v2: RefreshCache<crate::oauth::RawAnswer, v2token::Failure>,
+    /// caller presented and refresh token (in process, or shared through Redis like `refresh`).
+    pub refresh_v2: Refresher<crate::oauth::RawAnswer, v2token::Failure>,
     /// The Redis connection, with `[state] backend = "redis"`.
     pub redis: Option<Redis>,
     /// Metrics, migration report, reload state; survive reloads.
@@ -166,9 +166,7 @@ pub struct App {
 
 impl App {
     pub fn new(runtime: Runtime) -> Self {
-        let (refresh, redis) = refresher(&runtime.config);
-        let rc = &runtime.config.refresh_cache;
-        let refresh_v2 = RefreshCache::new(rc.ttl, rc.max_entries);
+        let (refresh, refresh_v2, redis) = refreshers(&runtime.config);
         let ops = crate::ops::Ops::default();
         attach_lookups(&runtime, &ops.metrics);
         let app = Self {
@@ -306,12 +304,23 @@ fn attach_lookups(runtime: &Runtime, metrics: &crate::ops::metrics::Metrics) {
     }
 }
 
-/// The refresh cache `[state]` asks for. Needs a Tokio runtime for the Redis backend.
-fn refresher(config: &Config) -> (Refresher<V2Token, ShimError>, Option<Redis>) {
+type Refreshers =
+    (Refresher<V2Token, ShimError>, Refresher<crate::oauth::RawAnswer, v2token::Failure>, Option<Redis>);
+
+/// The refresh caches `[state]` asks for, legacy and v2: both in process, or both shared through
+/// one Redis connection (each under a key domain of its own). Needs a Tokio runtime for the
+/// Redis backend.
+fn refreshers(config: &Config) -> Refreshers {
     let rc = &config.refresh_cache;
-    let memory = || Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries));
+    let memory = || {
+        (
+            Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries)),
+            Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries)),
+            None,
+        )
+    };
     if config.state.backend != crate::config::StateBackend::Redis {
-        return (memory(), None);
+        return memory();
     }
     // Validated at load; failing here (a CA file removed since) keeps the process serving.
     let started = config.state.key_set().and_then(|keys| {
@@ -320,12 +329,15 @@ fn refresher(config: &Config) -> (Refresher<V2Token, ShimError>, Option<Redis>) 
     });
     match started {
         Ok((redis, keys)) => {
-            let shared = SharedRefresh::new(redis.clone(), Arc::new(keys), rc.ttl, rc.max_entries);
-            (Refresher::Shared(shared), Some(redis))
+            let keys = Arc::new(keys);
+            let (ttl, max) = (rc.ttl, rc.max_entries);
+            let legacy = SharedRefresh::new(redis.clone(), Arc::clone(&keys), "refresh", ttl, max);
+            let v2 = SharedRefresh::new(redis.clone(), keys, "refresh-v2", ttl, max);
+            (Refresher::Shared(legacy), Refresher::Shared(v2), Some(redis))
         }
         Err(e) => {
             tracing::error!(error = %e, "state: cannot use redis; refreshes use in-process state");
-            (memory(), None)
+            memory()
         }
     }
 }

@@ -38,7 +38,7 @@ pub struct Provider {
     /// Its connections for token calls (legacy and v2) and legacy-fields lookups only: a token
     /// call never goes out on a connection that carried another client's API call.
     pub token_pool: HttpClient,
-    /// Its namespaces in the legacy and the v2 refresh caches, derived from its name on first
+    /// Its namespaces in the in-process legacy and v2 refresh caches, derived from its name on first
     /// use (the same name gives the same namespace, so cached answers survive a reload).
     pub legacy_refresh: OnceLock<Namespace>,
     pub v2_refresh: OnceLock<Namespace>,

@@ -5,7 +5,8 @@
 //! the provider wants, with the caller's own secret when it sent one (else the configured one).
 //! The upstream's answer goes back as it came (status, body, plus `Cache-Control: no-store`).
 //! Refreshes go through the single flight, keyed by provider, client id, the presented secret
-//! and the refresh token. A call already correct is forwarded unchanged to the token URL.
+//! and the refresh token: in process, or shared by the replicas with `[state] backend = "redis"`
+//! (as legacy refreshes are). A call already correct is forwarded unchanged to the token URL.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::legacy::{self, BodyKind};
 use crate::oauth::{RawAnswer, Secret, basic_auth_header_with, raw_token_call};
 use crate::ops::migration::{Call, Feature};
 use crate::provider::Provider;
+use crate::refresh::shared::{Portable, Refresher, SharedFailure};
 use crate::{forward, token};
 
 /// A v2 refresh that is not served as a cacheable success.
@@ -59,6 +61,67 @@ impl crate::refresh::RefreshFailure for Failure {
 
     fn internal() -> Self {
         Failure::Shim(ShimError::internal())
+    }
+}
+
+/// An answer crosses replicas as it came: status, both headers kept, body.
+impl Portable for RawAnswer {
+    fn encode(&self) -> Vec<u8> {
+        let header = |v: &Option<HeaderValue>| v.as_ref().map_or(&b""[..], HeaderValue::as_bytes).to_vec();
+        let (content_type, retry_after) = (header(&self.content_type), header(&self.retry_after));
+        let mut out = Vec::with_capacity(6 + content_type.len() + retry_after.len() + self.body.len());
+        out.extend_from_slice(&self.status.as_u16().to_be_bytes());
+        for h in [content_type, retry_after] {
+            // Header values this long never come from an upstream oauth-shim accepts.
+            let len = u16::try_from(h.len()).unwrap_or(0);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&h[..usize::from(len)]);
+        }
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        fn header(bytes: &[u8]) -> Option<(Option<HeaderValue>, &[u8])> {
+            let (len, rest) = bytes.split_first_chunk::<2>()?;
+            let (value, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+            let value = if value.is_empty() { None } else { Some(HeaderValue::from_bytes(value).ok()?) };
+            Some((value, rest))
+        }
+        let (status, rest) = bytes.split_first_chunk::<2>()?;
+        let status = http::StatusCode::from_u16(u16::from_be_bytes(*status)).ok()?;
+        let (content_type, rest) = header(rest)?;
+        let (retry_after, body) = header(rest)?;
+        Some(RawAnswer { status, content_type, retry_after, body: bytes::Bytes::copy_from_slice(body) })
+    }
+}
+
+/// The upstream's answer crosses replicas as it came (to the waiters of its flight only); an
+/// error of oauth-shim's own as its class (see `ShimError`'s encoding).
+impl Portable for Failure {
+    fn encode(&self) -> Vec<u8> {
+        let (tag, rest) = match self {
+            Failure::Answer(a) => (b'a', a.encode()),
+            Failure::Shim(e) => (b's', e.encode()),
+        };
+        let mut out = Vec::with_capacity(1 + rest.len());
+        out.push(tag);
+        out.extend_from_slice(&rest);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        match bytes.split_first()? {
+            (b'a', rest) => Some(Failure::Answer(Arc::new(RawAnswer::decode(rest)?))),
+            (b's', rest) => Some(Failure::Shim(ShimError::decode(rest)?)),
+            _ => None,
+        }
+    }
+}
+
+impl SharedFailure for Failure {
+    fn timed_out() -> Self {
+        Failure::Shim(ShimError::upstream_timeout())
     }
 }
 
@@ -147,25 +210,40 @@ async fn run(
     if params.grant_type.as_deref() == Some("refresh_token")
         && let Some(refresh_token) = &params.refresh_token
     {
-        let namespace = provider.v2_refresh.get_or_init(|| shared.refresh_v2.namespace(&provider.name));
-        let scope = [client_id.unwrap_or_default(), presented.map(Secret::expose).unwrap_or_default()];
-        let served = shared
-            .refresh_v2
-            .get_or_refresh_in(namespace, &scope, refresh_token.expose(), || {
-                let rt = Arc::clone(rt);
-                Box::pin(async move {
-                    let provider = rt.provider(provider_index);
-                    let cfg = &rt.config.upstream;
-                    match raw_token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace)
-                        .await
-                    {
-                        Ok(answer) if answer.status.is_success() && is_token(&answer) => Ok(answer),
-                        Ok(answer) => Err(Failure::Answer(Arc::new(answer))),
-                        Err(e) => Err(Failure::Shim(e)),
-                    }
-                })
+        let fetch = || {
+            let rt = Arc::clone(rt);
+            Box::pin(async move {
+                let provider = rt.provider(provider_index);
+                let cfg = &rt.config.upstream;
+                match raw_token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace).await
+                {
+                    Ok(answer) if answer.status.is_success() && is_token(&answer) => Ok(answer),
+                    Ok(answer) => Err(Failure::Answer(Arc::new(answer))),
+                    Err(e) => Err(Failure::Shim(e)),
+                }
             })
-            .await;
+        };
+        let (id, presented) =
+            (client_id.unwrap_or_default(), presented.map(Secret::expose).unwrap_or_default());
+        let served = match &shared.refresh_v2 {
+            Refresher::Memory(cache) => {
+                let namespace = provider.v2_refresh.get_or_init(|| cache.namespace(&provider.name));
+                cache.get_or_refresh_in(namespace, &[id, presented], refresh_token.expose(), fetch).await
+            }
+            // The same key parts as in process, length-prefixed into one scope (the provider's
+            // name standing for its namespace); Redis sees only their keyed hash.
+            Refresher::Shared(cache) => {
+                let deadline = cfg.request_timeout;
+                let scope = Secret::new(format!(
+                    "{}:{}:{}:{}:{presented}",
+                    provider.name.len(),
+                    provider.name,
+                    id.len(),
+                    id
+                ));
+                Box::pin(cache.get_or_refresh(scope.expose(), refresh_token.expose(), deadline, fetch)).await
+            }
+        };
         return match served {
             Ok(served) => {
                 outcome.detail = Some(served.source.as_str());
@@ -281,6 +359,30 @@ mod tests {
             with_remaining_lifetime(&bytes::Bytes::from_static(b"nope"), Duration::from_secs(1)),
             "nope"
         );
+    }
+
+    #[test]
+    fn answers_and_failures_cross_replicas_as_they_came() {
+        use crate::refresh::RefreshFailure;
+        let answer = RawAnswer {
+            status: http::StatusCode::BAD_REQUEST,
+            content_type: Some(HeaderValue::from_static("application/json;charset=UTF-8")),
+            retry_after: None,
+            body: bytes::Bytes::from_static(br#"{"error":"invalid_grant"}"#),
+        };
+        let back = RawAnswer::decode(&answer.encode()).expect("decodes");
+        assert_eq!(
+            (back.status, &back.content_type, &back.retry_after),
+            (answer.status, &answer.content_type, &None)
+        );
+        assert_eq!(back.body, answer.body);
+        let failure = Failure::decode(&Failure::Answer(Arc::new(answer)).encode()).expect("decodes");
+        assert!(failure.evicts(), "invalid_grant still evicts on the waiter's replica");
+        let shim = Failure::decode(&Failure::timed_out().encode()).expect("decodes");
+        assert!(matches!(shim, Failure::Shim(e) if e.status == http::StatusCode::GATEWAY_TIMEOUT));
+        for bad in [&b""[..], b"x", b"a\x00", b"a\x00\xc8\x00\x09ab"] {
+            assert!(Failure::decode(bad).is_none());
+        }
     }
 
     #[test]

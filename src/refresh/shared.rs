@@ -22,8 +22,8 @@
 //! caller skips an error marker and starts a new flight. An evicting error (`invalid_grant`)
 //! overwrites a cached success, so no replica serves it again.
 //!
-//! Keys are keyed hashes (`[state]` key set, the same on every replica) of the client id and
-//! refresh token; values and messages are sealed with the key set, bound to their Redis key.
+//! Keys are keyed hashes (`[state]` key set, the same on every replica) of the cache's domain
+//! (legacy and v2 refreshes have one each), the client id and the refresh token; values and messages are sealed with the key set, bound to their Redis key.
 //!
 //! # When Redis fails
 //!
@@ -130,6 +130,8 @@ impl<V: Refreshed, E: RefreshFailure> Clone for SharedRefresh<V, E> {
 struct Inner<V: Refreshed, E: RefreshFailure> {
     redis: Redis,
     keys: Arc<KeySet>,
+    /// The hash domain of this cache's keys: two caches on one Redis never share a key.
+    domain: &'static str,
     /// Coalesces this process's callers; caches nothing.
     local: RefreshCache<Answer<V>, E>,
     /// Cache and single flight while Redis is down.
@@ -188,12 +190,20 @@ struct Keys {
 
 impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
     /// `ttl` and `max_entries` as for the memory backend (the latter bounds the fallback
-    /// cache).
-    pub fn new(redis: Redis, keys: Arc<KeySet>, ttl: Duration, max_entries: u64) -> Self {
+    /// cache). `domain` separates this cache's Redis keys from another's on the same Redis
+    /// (legacy refreshes use `refresh`, v2 refreshes `refresh-v2`).
+    pub fn new(
+        redis: Redis,
+        keys: Arc<KeySet>,
+        domain: &'static str,
+        ttl: Duration,
+        max_entries: u64,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 redis,
                 keys,
+                domain,
                 local: RefreshCache::new(Duration::ZERO, 0),
                 fallback: RefreshCache::new(ttl, max_entries),
                 ttl,
@@ -226,7 +236,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
             .local
             .get_or_refresh(client_id, refresh_token, || {
                 let inner = Arc::clone(&self.inner);
-                let hash = inner.keys.hash("refresh", &[client_id.as_bytes(), refresh_token.as_bytes()]);
+                let hash = inner.keys.hash(inner.domain, &[client_id.as_bytes(), refresh_token.as_bytes()]);
                 let (client_id, refresh_token) = (client_id.to_owned(), Secret::new(refresh_token));
                 let upstream = fetch();
                 let lock_ttl = upstream_deadline + LOCK_MARGIN;

@@ -100,6 +100,20 @@ async fn burst(replicas: &[Replica], rt: &str, n: usize) -> Vec<(u16, Value)> {
     out
 }
 
+/// Seed 000's refresh through `via`: `POST /oauth/v2/token`, JSON with the client's credentials.
+async fn v2_json_refresh(via: &Replica, rt: &str) -> (u16, Value) {
+    let call = serde_json::json!({"client_id": ID, "client_secret": SECRET,
+        "grant_type": "refresh_token", "refresh_token": rt});
+    let resp = http()
+        .post(via.url("/oauth/v2/token"))
+        .header("content-type", "application/json")
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
 fn rotating(delay_ms: u64) -> StandinConfig {
     StandinConfig {
         rotate_refresh_tokens: true,
@@ -223,9 +237,19 @@ async fn redis_dying_falls_back_and_coming_back_resumes_sharing() {
         let resp = http().get(via.refresh_url(&rt)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "refresh {i} during the outage");
     }
+    // Normalised v2 refreshes too, each answered once and then replayed from the fallback cache.
+    for via in &replicas {
+        let rt = grant(&standin, via).await;
+        let before = standin.token_calls();
+        let first = v2_json_refresh(via, &rt).await;
+        let again = v2_json_refresh(via, &rt).await;
+        assert_eq!((first.0, again.0), (200, 200), "v2 refresh during the outage: {}", first.1);
+        assert_eq!(again.1["access_token"], first.1["access_token"]);
+        assert_eq!(standin.token_calls(), before + 1);
+    }
     let fallbacks = replicas[0].metric("oauth_shim_state_fallback_total").await
         + replicas[1].metric("oauth_shim_state_fallback_total").await;
-    assert!(fallbacks >= 6.0, "every refresh during the outage fell back: {fallbacks}");
+    assert!(fallbacks >= 10.0, "every refresh during the outage fell back: {fallbacks}");
     assert_eq!(replicas[0].metric("oauth_shim_state_redis_up").await, 0.0);
     let ready = http().get(replicas[0].admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "a Redis outage does not take replicas out of rotation");
@@ -297,9 +321,29 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     let dead = "canary-dead-refresh-token-77e0";
     canaries.push(dead.into());
     assert_eq!(http().get(replica.refresh_url(dead)).send().await.unwrap().status(), 400);
+    // And normalised v2 refreshes (JSON, the secret inside): one answered, one refused.
+    let v2_refresh = |rt: &str| {
+        http()
+            .post(replica.url("/oauth/v2/token"))
+            .header("content-type", "application/json")
+            .body(
+                serde_json::json!({"client_id": ID, "client_secret": CLIENT_SECRET,
+                    "grant_type": "refresh_token", "refresh_token": rt})
+                .to_string(),
+            )
+            .send()
+    };
+    let v2_rt = answers[0].1["refresh_token"].as_str().unwrap().to_owned();
+    let v2: Value = v2_refresh(&v2_rt).await.unwrap().json().await.unwrap();
+    canaries.push(v2["access_token"].as_str().unwrap().into());
+    canaries.push(v2["refresh_token"].as_str().unwrap().into());
+    let v2_dead = "canary-dead-v2-refresh-token-4b1a";
+    canaries.push(v2_dead.into());
+    assert_eq!(v2_refresh(v2_dead).await.unwrap().status(), 400);
+    assert_eq!(replica.app.shared().refresh_v2.stats().misses, 2, "both v2 refreshes called the upstream");
 
     let dump = redis.dump_all().await;
-    assert!(dump.len() >= 2, "the answer and the error marker are in Redis: {}", dump.len());
+    assert!(dump.len() >= 4, "the answers and the error markers are in Redis: {}", dump.len());
     tokio::time::sleep(Duration::from_millis(200)).await;
     recorder.abort();
     let monitored = seen.lock().unwrap().clone();
@@ -615,4 +659,70 @@ async fn providers_keep_their_refreshes_apart_in_redis() {
         .unwrap();
     assert_eq!(standin.token_calls(), 2, "B's refresh went upstream, not to A's entry");
     assert_ne!(b["access_token"], a["access_token"]);
+}
+
+/// Seed 000's refresh (`POST /oauth/v2/token`, JSON with `client_id` and `client_secret`),
+/// normalised by oauth-shim: concurrent identical calls over three replicas spend the rotating
+/// refresh token once between them, and every caller gets the same v2 answer as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normalised_v2_refreshes_are_shared_by_replicas() {
+    const N: usize = 60;
+    let redis = RedisServer::start().await;
+    let standin = start_standin(rotating(300)).await;
+    let replicas = replicas(&standin, &redis, 3, "").await;
+    let rt = grant(&standin, &replicas[0]).await;
+    standin.clear_requests();
+
+    let call = serde_json::json!({"client_id": ID, "client_secret": SECRET,
+        "grant_type": "refresh_token", "refresh_token": rt})
+    .to_string();
+    let client = http();
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let request = client
+                .post(replicas[i % replicas.len()].url("/oauth/v2/token"))
+                .header("content-type", "application/json")
+                .body(call.clone());
+            tokio::spawn(async move {
+                let resp = request.send().await.unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+
+    assert_eq!(standin.token_calls(), 1, "{N} v2 refreshes over 3 replicas reached the upstream once");
+    let first = &answers[0].1;
+    assert_ne!(first["refresh_token"], rt.as_str(), "the upstream rotated the refresh token");
+    assert_eq!(first["version"], "3", "the v2 answer: {first}");
+    let without_lifetime = |body: &Value| {
+        let mut body = body.as_object().unwrap().clone();
+        body.remove("expires_in");
+        body
+    };
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        // The same v2 answer as it came (a replay counts its integer lifetime down).
+        assert_eq!(without_lifetime(body), without_lifetime(first));
+        assert!(body["expires_in"].as_u64().is_some_and(|s| s > 3500), "{body}");
+    }
+    assert_eq!(standin.revoked_grants(), 0);
+    assert!(standin.is_access_token_valid(first["access_token"].as_str().unwrap()));
+    let misses: u64 = replicas.iter().map(|r| r.app.shared().refresh_v2.stats().misses).sum();
+    assert_eq!(misses, 1, "one replica called upstream; the others were served through Redis");
+    assert_eq!(replicas.iter().map(|r| r.app.shared().refresh.stats().misses).sum::<u64>(), 0);
+
+    // An error is the upstream's v2 error as it came, and never an answer for a later caller.
+    let before = standin.token_calls();
+    for via in &replicas[..2] {
+        let (status, body) = v2_json_refresh(via, "no-such-refresh-token").await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    }
+    assert_eq!(standin.token_calls(), before + 2);
+    for r in &replicas {
+        assert_eq!(r.metric("oauth_shim_state_fallback_total").await, 0.0);
+    }
 }
