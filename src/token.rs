@@ -53,16 +53,7 @@ pub(crate) async fn read_body(
     max: usize,
     deadline: std::time::Duration,
 ) -> Result<bytes::Bytes, ShimError> {
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()))
-        .map(|n| n.ok_or_else(|| ShimError::invalid_request("invalid Content-Length")));
-    if let Some(n) = declared.transpose()?
-        && n > max as u64
-    {
-        return Err(too_large());
-    }
+    refuse_declared_over(&parts.headers, max)?;
     // Not `body::read_limited`: the legacy route is its one caller, where it is inlined.
     let read = async move {
         let mut body = body;
@@ -102,16 +93,7 @@ async fn run(
     let provider = rt.provider(provider_index);
     // Read here rather than through `read_body`: one state machine less on every token call.
     let max = rt.config.server.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()))
-        .map(|n| n.ok_or_else(|| ShimError::invalid_request("invalid Content-Length")));
-    if let Some(n) = declared.transpose()?
-        && n > max as u64
-    {
-        return Err(too_large());
-    }
+    refuse_declared_over(&parts.headers, max)?;
     // The whole body within `body_read_timeout`: a client trickling bytes cannot hold the
     // connection (and this task) for longer. A bodiless call (a GET) needs no timer, and a body
     // that arrived with its head is read on the first poll, before the timer is registered.
@@ -305,6 +287,22 @@ fn record_usage(
         .with(Feature::PasswordGrant, params.grant_type.as_deref() == Some("password"))
         .with(Feature::ClientSecretSent, params.client_secret.is_some());
     shared.ops.migration.record(&provider.name, client_id, configured, call);
+}
+
+/// Refuse a body whose declared `Content-Length` is unreadable (400) or over `max` (413),
+/// before any of it is read.
+#[inline]
+fn refuse_declared_over(headers: &http::HeaderMap, max: usize) -> Result<(), ShimError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()))
+        .map(|n| n.ok_or_else(|| ShimError::invalid_request("invalid Content-Length")));
+    if let Some(n) = declared.transpose()?
+        && n > max as u64
+    {
+        return Err(too_large());
+    }
+    Ok(())
 }
 
 pub(crate) fn too_large() -> ShimError {
