@@ -36,7 +36,7 @@ pub struct Runtime {
     /// Some client uses token continuity: pass-through requests are checked for a minted token.
     pub continuity: bool,
     /// The `[state]` key set, parsed once per config.
-    pub state_keys: Option<Arc<crate::state::crypto::KeySet>>,
+    pub state_keys: Option<Arc<crate::crypto::KeySet>>,
 }
 
 impl Runtime {

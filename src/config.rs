@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::oauth::Secret;
+use crate::oauth::{BasicAuthEncoding, Secret};
 
 /// The whole configuration. Field names are the public interface (the TOML keys).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -345,16 +345,6 @@ impl LegacyFieldsConfig {
     }
 }
 
-/// RFC 6749 §2.3.1 form-urlencodes id and secret before base64; GoTo's migration guide shows
-/// plain `base64(id:secret)`. The two agree unless a credential holds reserved characters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum BasicAuthEncoding {
-    #[default]
-    FormUrlencoded,
-    Raw,
-}
-
 impl UpstreamConfig {
     /// The certificates of `ca_file`, if set. Read at start-up (validation and client build).
     pub fn extra_roots(&self) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
@@ -499,9 +489,9 @@ impl Default for StateConfig {
 impl StateConfig {
     /// The key set, if key material is configured. Validated at load, so a loaded config's
     /// material always parses.
-    pub fn key_set(&self) -> Result<Option<crate::state::crypto::KeySet>, ConfigError> {
+    pub fn key_set(&self) -> Result<Option<crate::crypto::KeySet>, ConfigError> {
         let Some(material) = &self.encryption_keys else { return Ok(None) };
-        crate::state::crypto::KeySet::parse(material.expose())
+        crate::crypto::KeySet::parse(material.expose())
             .map(Some)
             .map_err(|e| ConfigError(format!("state encryption key: {e}")))
     }

@@ -35,6 +35,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod continuity;
+pub mod crypto;
 pub mod dev;
 pub mod error;
 pub mod forward;

@@ -9,12 +9,10 @@ use std::sync::{Arc, OnceLock};
 
 use http::{HeaderValue, Request, Uri};
 
-use crate::config::{
-    BasicAuthEncoding, ClientAuth, ClientConfig, Config, ConfigError, DEFAULT_PROVIDER, LegacyFieldsConfig,
-};
+use crate::config::{ClientAuth, ClientConfig, Config, ConfigError, DEFAULT_PROVIDER, LegacyFieldsConfig};
 use crate::forward;
 use crate::lookup::Lookup;
-use crate::oauth::{HttpClient, basic_auth_header_with, build_http_client};
+use crate::oauth::{BasicAuthEncoding, HttpClient, basic_auth_header_with, build_http_client};
 use crate::ops::metrics::Fnv;
 use crate::refresh::Namespace;
 

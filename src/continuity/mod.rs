@@ -23,10 +23,10 @@ use serde::Serialize;
 
 use crate::app::Runtime;
 use crate::config::{ClientConfig, Config, StateBackend};
+use crate::crypto::KeySet;
 use crate::error::{ErrorCode, ShimError};
 use crate::oauth::{HttpClient, Secret, TraceHeaders, token_call};
 use crate::ops::metrics::Metrics;
-use crate::state::crypto::KeySet;
 use crate::state::redis::Redis;
 use crate::translate::{self, V2Token};
 use redis_store::RedisSessions;

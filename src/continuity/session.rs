@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::KeySet;
 use crate::oauth::Secret;
-use crate::state::crypto::KeySet;
 
 /// Domain of the keyed hashes that index minted tokens.
 pub const TOKEN_HASH_DOMAIN: &str = "continuity-token";

@@ -40,8 +40,8 @@ use rand::RngCore;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{RefreshCache, RefreshFailure, RefreshStats, Refreshed, Served, Source};
+use crate::crypto::KeySet;
 use crate::oauth::Secret;
-use crate::state::crypto::KeySet;
 use crate::state::redis::{Redis, Unavailable};
 
 /// A value that can be written to Redis and read back by another replica.

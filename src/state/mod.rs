@@ -1,7 +1,6 @@
-//! State that outlives a request and can be shared by replicas (`[state]`): the key set that
-//! seals whatever leaves the process ([`crypto`]) and the Redis connection ([`redis`]). The
+//! State that outlives a request and can be shared by replicas (`[state]`): the Redis
+//! connection ([`redis`]); what leaves the process is sealed by [`crate::crypto`]. The
 //! shared refresh flight (`refresh::shared`) is built on both; anything else that keeps
 //! state across replicas is meant to reuse them rather than open its own.
 
-pub mod crypto;
 pub mod redis;

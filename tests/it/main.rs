@@ -13,6 +13,7 @@ mod front_door;
 mod fuzz_corpus;
 mod hardening;
 mod image;
+mod layout;
 mod observability;
 mod operator;
 mod ops;

@@ -197,7 +197,7 @@ async fn a_dead_leaders_lock_expires_and_a_waiter_takes_over() {
     standin.clear_requests();
 
     // A leader on some replica took the lock and died: only its lock is left.
-    let keys = oauth_shim::state::crypto::KeySet::parse(STATE_KEY).unwrap();
+    let keys = oauth_shim::crypto::KeySet::parse(STATE_KEY).unwrap();
     let hash = keys.hash("refresh", &[ID.as_bytes(), rt.as_bytes()]);
     let lock: String =
         format!("oauth-shim:refresh-lock:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>());
@@ -558,7 +558,7 @@ async fn measure_shared_state() {
         info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
     };
     let m0 = used(redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap());
-    let keyset = oauth_shim::state::crypto::KeySet::parse(STATE_KEY).unwrap();
+    let keyset = oauth_shim::crypto::KeySet::parse(STATE_KEY).unwrap();
     let mut pipe = redis::pipe();
     for i in 0..N {
         let hash = keyset.hash("refresh", &[b"bench-client", format!("rt-{i:08}").as_bytes()]);

@@ -1,0 +1,317 @@
+//! The code layout holds: no import circles among `src/` files or folders, and no source file
+//! over the size a reader can hold in mind. Run alone with `cargo test --test it layout -- --nocapture`;
+//! on failure it prints each circle with its links. `LAYOUT_EDGES=1` prints every edge.
+//!
+//! It reads the source text, not rustc's resolution: every `crate::…` and `super::…` path outside
+//! comments and the trailing `#[cfg(test)] mod tests` block is an edge from the file it is in to
+//! the deepest module that path names. `mod x;` declarations are not edges. A folder's `mod.rs`
+//! is a module like any other, so a `mod.rs` that re-exports a child which in turn reaches back
+//! into the `mod.rs` is a circle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Files longer than this (lines, tests included) are split.
+const MAX_LINES: usize = 520;
+
+type Module = Vec<String>;
+
+fn src_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every library source file under `src/` with its module path (`main.rs` is the binary).
+fn modules() -> BTreeMap<Module, PathBuf> {
+    fn walk(dir: &Path, prefix: &Module, out: &mut BTreeMap<Module, PathBuf>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for path in entries {
+            let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            if path.is_dir() {
+                let mut p = prefix.clone();
+                p.push(name);
+                walk(&path, &p, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let module = match name.as_str() {
+                    "lib" if prefix.is_empty() => prefix.clone(),
+                    "main" if prefix.is_empty() => continue,
+                    "mod" => prefix.clone(),
+                    _ => {
+                        let mut p = prefix.clone();
+                        p.push(name);
+                        p
+                    }
+                };
+                out.insert(module, path);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&src_dir(), &Vec::new(), &mut out);
+    out
+}
+
+/// The source without comments, string literals and the trailing test module.
+fn code_of(text: &str) -> String {
+    let text = match text.find("#[cfg(test)]\nmod tests") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"//") {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+        } else if bytes[i..].starts_with(b"/*") {
+            i += 2;
+            while i < bytes.len() && !bytes[i..].starts_with(b"*/") {
+                i += 1;
+            }
+            i += 2;
+        } else if bytes[i] == b'"' {
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                if bytes[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else {
+            out.push(bytes[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Parses a path (or use tree) starting at `at`, pushing every full path it names.
+fn paths_at(code: &[u8], mut at: usize, prefix: Module, out: &mut Vec<Module>) {
+    let mut path = prefix;
+    loop {
+        while at < code.len() && code[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        if at < code.len() && code[at] == b'{' {
+            // A use group: each comma-separated tree at depth one.
+            at += 1;
+            loop {
+                while at < code.len() && (code[at].is_ascii_whitespace() || code[at] == b',') {
+                    at += 1;
+                }
+                if at >= code.len() || code[at] == b'}' {
+                    return;
+                }
+                let start = at;
+                paths_at(code, start, path.clone(), out);
+                // Skip this tree: to the next comma or closing brace at this depth.
+                let mut depth = 0;
+                while at < code.len() {
+                    match code[at] {
+                        b'{' => depth += 1,
+                        b'}' if depth == 0 => break,
+                        b'}' => depth -= 1,
+                        b',' if depth == 0 => break,
+                        _ => {}
+                    }
+                    at += 1;
+                }
+            }
+        }
+        let start = at;
+        while at < code.len() && is_ident(code[at]) {
+            at += 1;
+        }
+        if start == at {
+            break;
+        }
+        path.push(String::from_utf8_lossy(&code[start..at]).into_owned());
+        if code[at..].starts_with(b"::") {
+            at += 2;
+        } else {
+            break;
+        }
+    }
+    out.push(path);
+}
+
+/// The module paths a file's code names through `crate::` and `super::`.
+fn references(module: &Module, is_mod_rs: bool, code: &str) -> Vec<Module> {
+    let bytes = code.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let preceded = i > 0 && (is_ident(bytes[i - 1]) || bytes[i - 1] == b':');
+        if !preceded && bytes[i..].starts_with(b"crate::") {
+            paths_at(bytes, i + 7, Vec::new(), &mut out);
+            i += 7;
+        } else if !preceded && bytes[i..].starts_with(b"super::") {
+            // `super` of a file module is its folder's module; of a mod.rs, the folder's parent.
+            let mut base = module.clone();
+            if !is_mod_rs || !base.is_empty() {
+                base.pop();
+            }
+            let mut at = i + 7;
+            while bytes[at..].starts_with(b"super::") {
+                base.pop();
+                at += 7;
+            }
+            paths_at(bytes, at, base, &mut out);
+            i = at;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The deepest known module a path names.
+fn resolve(path: &Module, known: &BTreeSet<Module>) -> Module {
+    (0..=path.len()).rev().map(|n| path[..n].to_vec()).find(|p| known.contains(p)).unwrap_or_default()
+}
+
+fn name(m: &Module) -> String {
+    if m.is_empty() { "crate".to_owned() } else { m.join("::") }
+}
+
+/// Edges between distinct modules, from the source text.
+fn edges() -> BTreeSet<(Module, Module)> {
+    let modules = modules();
+    let known: BTreeSet<Module> = modules.keys().cloned().collect();
+    let mut edges = BTreeSet::new();
+    for (module, path) in &modules {
+        let text = std::fs::read_to_string(path).unwrap();
+        let is_mod_rs = path.file_name().is_some_and(|n| n == "mod.rs" || n == "lib.rs");
+        for reference in references(module, is_mod_rs, &code_of(&text)) {
+            let target = resolve(&reference, &known);
+            if &target != module && !target.is_empty() {
+                edges.insert((module.clone(), target));
+            }
+        }
+    }
+    edges
+}
+
+/// The strongly connected components with more than one node (Tarjan).
+fn circles(edges: &BTreeSet<(String, String)>) -> Vec<Vec<String>> {
+    let mut nodes: BTreeSet<&String> = BTreeSet::new();
+    let mut next: BTreeMap<&String, Vec<&String>> = BTreeMap::new();
+    for (a, b) in edges {
+        nodes.insert(a);
+        nodes.insert(b);
+        next.entry(a).or_default().push(b);
+    }
+    struct State<'a> {
+        index: BTreeMap<&'a String, usize>,
+        low: BTreeMap<&'a String, usize>,
+        stack: Vec<&'a String>,
+        on_stack: BTreeSet<&'a String>,
+        out: Vec<Vec<String>>,
+    }
+    fn visit<'a>(v: &'a String, next: &BTreeMap<&'a String, Vec<&'a String>>, s: &mut State<'a>) {
+        let i = s.index.len();
+        s.index.insert(v, i);
+        s.low.insert(v, i);
+        s.stack.push(v);
+        s.on_stack.insert(v);
+        for w in next.get(v).into_iter().flatten() {
+            if !s.index.contains_key(w) {
+                visit(w, next, s);
+                let low = s.low[v].min(s.low[w]);
+                s.low.insert(v, low);
+            } else if s.on_stack.contains(w) {
+                let low = s.low[v].min(s.index[w]);
+                s.low.insert(v, low);
+            }
+        }
+        if s.low[v] == s.index[v] {
+            let mut component = Vec::new();
+            loop {
+                let w = s.stack.pop().unwrap();
+                s.on_stack.remove(w);
+                component.push(w.clone());
+                if w == v {
+                    break;
+                }
+            }
+            if component.len() > 1 {
+                component.sort();
+                s.out.push(component);
+            }
+        }
+    }
+    let mut state = State {
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        out: Vec::new(),
+    };
+    for v in nodes {
+        if !state.index.contains_key(v) {
+            visit(v, &next, &mut state);
+        }
+    }
+    state.out
+}
+
+#[test]
+fn no_import_circles_among_files_or_folders() {
+    let edges = edges();
+    if std::env::var_os("LAYOUT_EDGES").is_some() {
+        for (a, b) in &edges {
+            println!("{} -> {}", name(a), name(b));
+        }
+    }
+    assert!(edges.len() > 50, "the edge scan found too little: {edges:?}");
+    let depth = edges.iter().map(|(a, b)| a.len().max(b.len())).max().unwrap();
+    let mut failures = Vec::new();
+    // Depth `depth` is the file graph; each shallower depth folds files into their folders.
+    for level in (1..=depth).rev() {
+        let folded: BTreeSet<(String, String)> = edges
+            .iter()
+            .map(|(a, b)| (name(&a[..a.len().min(level)].to_vec()), name(&b[..b.len().min(level)].to_vec())))
+            .filter(|(a, b)| a != b)
+            .collect();
+        for circle in circles(&folded) {
+            let links: Vec<String> = folded
+                .iter()
+                .filter(|(a, b)| circle.contains(a) && circle.contains(b))
+                .map(|(a, b)| format!("{a} -> {b}"))
+                .collect();
+            failures.push(format!("depth {level}: {}\n    {}", circle.join(", "), links.join("\n    ")));
+        }
+    }
+    assert!(failures.is_empty(), "import circles:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn no_source_file_is_too_long() {
+    let long: Vec<String> = modules()
+        .values()
+        .filter_map(|path| {
+            let lines = std::fs::read_to_string(path).unwrap().lines().count();
+            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", path.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
+}
+
+#[test]
+fn the_scan_sees_grouped_and_relative_paths() {
+    let code = code_of(
+        "use crate::{a::{b, c::D}, e};\n// crate::commented\nfn f() { super::g::h(); let s = \"crate::quoted\"; }\n",
+    );
+    let found = references(&vec!["x".into(), "y".into()], false, &code);
+    let found: BTreeSet<String> = found.iter().map(name).collect();
+    let want: BTreeSet<String> = ["a::b", "a::c::D", "e", "x::g::h"].map(String::from).into();
+    assert_eq!(found, want);
+}
