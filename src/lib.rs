@@ -39,6 +39,7 @@ pub mod dev;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod json;
 pub mod legacy;
 pub mod lookup;
 pub mod oauth;
@@ -52,5 +53,4 @@ pub mod server;
 pub mod standin;
 pub mod state;
 pub mod telemetry;
-pub mod translate;
 pub mod upstream;
