@@ -8,16 +8,17 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hmac::{Hmac, Mac, digest::KeyInit};
-use moka::{Expiry, future::Cache};
+use moka::future::Cache;
 use rand::RngCore;
 use sha2::Sha256;
 
-use super::flight::{Flight, Step, Stored, served, wait};
+use super::flight::{Step, served, wait};
 use super::future::Detach;
+use super::inner::{Inner, RefreshExpiry};
 use super::key::{Key, KeyHash, Namespace, key_in};
 use super::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
 
@@ -29,56 +30,6 @@ pub struct RefreshCache<V: Refreshed, E: RefreshFailure> {
 impl<V: Refreshed, E: RefreshFailure> Clone for RefreshCache<V, E> {
     fn clone(&self) -> Self {
         Self { inner: Arc::clone(&self.inner) }
-    }
-}
-
-pub(super) struct Inner<V: Refreshed, E: RefreshFailure> {
-    /// HMAC state already keyed with the per-process secret; cloned per derivation.
-    pub(super) mac: Hmac<Sha256>,
-    pub(super) ttl: Duration,
-    pub(super) max_entries: u64,
-    pub(super) cache: Cache<Key, Arc<Stored<V>>, KeyHash>,
-    pub(super) in_flight: Mutex<HashMap<Key, Flight<V, E>, KeyHash>>,
-    pub(super) next_flight_id: AtomicU64,
-    pub(super) hits: AtomicU64,
-    pub(super) misses: AtomicU64,
-    pub(super) coalesced: AtomicU64,
-    pub(super) upstream_errors: AtomicU64,
-}
-
-/// Per-entry expiry: `min(ttl, lifetime)` counted from when the upstream answered.
-pub(super) struct RefreshExpiry {
-    pub(super) ttl: Duration,
-}
-
-impl RefreshExpiry {
-    pub(super) fn remaining<V: Refreshed>(&self, stored: &Stored<V>, now: Instant) -> Duration {
-        let bound = match stored.value.lifetime() {
-            Some(lifetime) => lifetime.min(self.ttl),
-            None => self.ttl,
-        };
-        bound.saturating_sub(now.saturating_duration_since(stored.answered_at))
-    }
-}
-
-impl<V: Refreshed> Expiry<Key, Arc<Stored<V>>> for RefreshExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &Key,
-        value: &Arc<Stored<V>>,
-        created_at: Instant,
-    ) -> Option<Duration> {
-        Some(self.remaining(value, created_at))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &Key,
-        value: &Arc<Stored<V>>,
-        updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.remaining(value, updated_at))
     }
 }
 

@@ -2,37 +2,16 @@
 //! how waiters get its outcome.
 
 use std::{
-    collections::HashMap,
     future::Future,
-    sync::{Arc, MutexGuard, PoisonError, atomic::Ordering},
+    sync::{Arc, atomic::Ordering},
     time::Instant,
 };
 
 use tokio::sync::watch;
 
-use super::cache::{Inner, RefreshExpiry};
-use super::key::{Key, KeyHash, key_in};
+use super::inner::{Flight, Inner, Outcome, RefreshExpiry, Stored};
+use super::key::Key;
 use super::types::{RefreshFailure, Refreshed, Served, Source};
-
-/// A successful upstream answer and when it arrived.
-pub(super) struct Stored<V> {
-    pub(super) value: V,
-    pub(super) answered_at: Instant,
-}
-
-/// What a flight publishes to its waiters. `None` until the upstream answers.
-pub(super) type Outcome<V, E> = Option<Result<Arc<Stored<V>>, E>>;
-
-/// One registered upstream call.
-pub(super) struct Flight<V, E> {
-    /// Distinguishes this registration from any later one for the same key.
-    pub(super) id: u64,
-    /// Where the outcome is published; made by the first caller that joins, so a refresh
-    /// nobody joins (the usual case) never allocates a channel.
-    pub(super) tx: Option<watch::Sender<Outcome<V, E>>>,
-}
-
-/// Coalesces concurrent refreshes of one refresh token into one upstream call and replays
 
 /// What the locked step of a lookup decided.
 pub(super) enum Step<V: Refreshed, E: RefreshFailure> {
@@ -88,25 +67,6 @@ impl<V: Refreshed, E: RefreshFailure> Drop for FlightGuard<V, E> {
 }
 
 impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
-    pub(super) fn lock_in_flight(&self) -> MutexGuard<'_, HashMap<Key, Flight<V, E>, KeyHash>> {
-        // No code panics while holding this lock, but never turn poisoning into a panic.
-        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(super) fn caching(&self) -> bool {
-        !self.ttl.is_zero() && self.max_entries > 0
-    }
-
-    pub(super) fn key(&self, client_id: &str, refresh_token: &str) -> Key {
-        key_in(&self.mac, &[client_id], refresh_token)
-    }
-
-    pub(super) async fn cached(&self, key: &Key) -> Option<Arc<Stored<V>>> {
-        // moka's futures are large; boxed, they do not size every refresh's future (cache
-        // off included) for themselves.
-        if self.caching() { Box::pin(self.cache.get(key)).await } else { None }
-    }
-
     /// Under the in-flight lock: join a running flight, notice an answer that landed in
     /// the cache since the caller's first check, or register a new flight.
     ///

@@ -41,6 +41,7 @@
 mod cache;
 mod flight;
 mod future;
+mod inner;
 mod key;
 pub mod shared;
 #[cfg(test)]
