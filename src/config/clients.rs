@@ -8,8 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::oauth::Secret;
 
-use super::load::{Config, DEFAULT_PROVIDER};
-
 /// What oauth-shim does with a configured client's legacy calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -128,19 +126,5 @@ impl ClientConfig {
     }
 }
 
-impl Config {
-    /// The configured client of the default provider with exactly this id (byte for byte).
-    pub fn client(&self, id: &str) -> Option<&ClientConfig> {
-        self.client_in(DEFAULT_PROVIDER, id)
-    }
-
-    /// The configured client of `provider` with exactly this id (byte for byte).
-    pub fn client_in(&self, provider: &str, id: &str) -> Option<&ClientConfig> {
-        self.clients.iter().find(|c| c.id == id && c.provider_name() == provider)
-    }
-
-    /// Every provider's name, the default's first.
-    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(DEFAULT_PROVIDER).chain(self.providers.iter().map(|p| p.name.as_str()))
-    }
-}
+/// The name of the provider `[upstream]` describes; clients without `provider` belong to it.
+pub const DEFAULT_PROVIDER: &str = "default";

@@ -4,13 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::oauth::Secret;
 
-use super::clients::{ClientConfig, ContinuityConfig};
-use super::env::env_overrides;
+use super::clients::{ClientConfig, ContinuityConfig, DEFAULT_PROVIDER};
 use super::error::ConfigError;
 use super::sections::{LegacyConfig, LogConfig, RefreshCacheConfig, ReloadConfig};
 use super::server::{AdminConfig, ServerConfig};
@@ -40,9 +39,6 @@ pub struct Config {
     #[serde(skip)]
     pub warnings: Vec<String>,
 }
-
-/// The name of the provider `[upstream]` describes; clients without `provider` belong to it.
-pub const DEFAULT_PROVIDER: &str = "default";
 
 /// Where to read the config file from: an explicit path, else `OAUTH_SHIM_CONFIG`, else the
 /// default path.
@@ -204,4 +200,46 @@ impl Config {
     pub fn continuity_enabled(&self) -> bool {
         self.clients.iter().any(|c| c.continuity)
     }
+}
+
+impl Config {
+    /// The configured client of the default provider with exactly this id (byte for byte).
+    pub fn client(&self, id: &str) -> Option<&ClientConfig> {
+        self.client_in(DEFAULT_PROVIDER, id)
+    }
+
+    /// The configured client of `provider` with exactly this id (byte for byte).
+    pub fn client_in(&self, provider: &str, id: &str) -> Option<&ClientConfig> {
+        self.clients.iter().find(|c| c.id == id && c.provider_name() == provider)
+    }
+
+    /// Every provider's name, the default's first.
+    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(DEFAULT_PROVIDER).chain(self.providers.iter().map(|p| p.name.as_str()))
+    }
+}
+
+/// The environment provider (`OAUTH_SHIM_<SECTION>__<KEY>`, values parsed as figment reads
+/// them: `[a, b]` is a list, `{k = v}` a table), without the variables that name no config key,
+/// and those variables' names. A variable counts as naming a key when the defaults with it
+/// alone merged on top extract without an unknown-field error; so every key the config types
+/// know is accepted, whatever table it sits in.
+pub fn env_overrides() -> (Env, Vec<String>) {
+    let env = || Env::prefixed("OAUTH_SHIM_").ignore(&["config"]).split("__");
+    let mut unknown: Vec<String> = Vec::new();
+    for (key, value) in env().iter() {
+        let probe = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Serialized::default(key.as_str(), value.parse::<figment::value::Value>().ok()));
+        if let Err(e) = probe.extract::<Config>()
+            && e.into_iter().any(|e| matches!(e.kind, figment::error::Kind::UnknownField(..)))
+        {
+            unknown.push(key.as_str().to_owned());
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    let names =
+        unknown.iter().map(|k| format!("OAUTH_SHIM_{}", k.replace('.', "__").to_ascii_uppercase())).collect();
+    let keep = unknown.clone();
+    (env().filter(move |k| !keep.iter().any(|u| u.as_str() == k)), names)
 }

@@ -3,7 +3,6 @@
 //! This file only declares the parts and re-exports them, so `crate::config::X` stays the path.
 
 mod clients;
-mod env;
 mod error;
 mod load;
 mod sections;
@@ -16,10 +15,11 @@ mod validate;
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests;
 
-pub use clients::{ClientConfig, ClientMode, ContinuityConfig, DEFAULT_CONTINUITY_LIFETIME};
-pub use env::env_overrides;
+pub use clients::{
+    ClientConfig, ClientMode, ContinuityConfig, DEFAULT_CONTINUITY_LIFETIME, DEFAULT_PROVIDER,
+};
 pub use error::ConfigError;
-pub use load::{Config, DEFAULT_PROVIDER, config_path};
+pub use load::{Config, config_path, env_overrides};
 pub use sections::{LegacyConfig, LogConfig, LogFormat, RefreshCacheConfig, ReloadConfig};
 pub use server::{AdminConfig, ForwardedFor, ServerConfig};
 pub use state::{StateBackend, StateConfig};

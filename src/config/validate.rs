@@ -10,8 +10,9 @@ use url::Url;
 use crate::oauth::BasicAuthEncoding;
 
 use super::clients::ClientMode;
+use super::clients::DEFAULT_PROVIDER;
 use super::error::ConfigError;
-use super::load::{Config, DEFAULT_PROVIDER};
+use super::load::Config;
 use super::upstream::LegacyFieldsConfig;
 
 impl Config {

@@ -9,7 +9,7 @@ use http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use http::{Method, Request, Response, StatusCode};
 use url::Url;
 
-use super::Outcome;
+use super::outcome::Outcome;
 use crate::body::{self, Body};
 use crate::config::ClientMode;
 use crate::error::ShimError;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, PRAGMA};
 use http::{Method, Request, Response, StatusCode};
 
-use super::Outcome;
+use super::outcome::Outcome;
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
 use crate::error::ShimError;

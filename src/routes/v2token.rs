@@ -15,7 +15,7 @@ use std::time::Duration;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
 
-use super::Outcome;
+use super::outcome::Outcome;
 use super::{forward, token};
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
