@@ -159,7 +159,7 @@ pub fn main() -> ExitCode {
         },
         Command::Dev { listen, admin_listen, standin_listen, config_file } => run(
             std::thread::available_parallelism().map_or(1, usize::from),
-            crate::dev::run(listen, admin_listen, standin_listen, config_file),
+            crate::devtools::dev::run(listen, admin_listen, standin_listen, config_file),
         ),
         Command::Healthcheck { config, admin, ready } => {
             admin_command(config, admin, move |target| async move {

@@ -24,7 +24,8 @@
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
 //! routes of [`ops`]: metrics, the migration report, hot reload),
-//! [`standin`] (a local v2 server for `oauth-shim dev` and the tests), [`cli`] and [`telemetry`].
+//! [`devtools`] (`oauth-shim dev` and the local v2 stand-in it and the tests use), [`cli`] and
+//! [`telemetry`].
 //! `fuzzing` (hidden from the docs) holds the entry points of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
@@ -36,7 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod continuity;
 pub mod crypto;
-pub mod dev;
+pub mod devtools;
 pub mod error;
 pub mod forward;
 #[doc(hidden)]
@@ -49,7 +50,6 @@ pub mod provider;
 pub mod refresh;
 pub mod request_id;
 pub mod server;
-pub mod standin;
 pub mod state;
 pub mod telemetry;
 pub mod token;

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use oauth_shim::config::Config;
 use oauth_shim::ops::migration::{Feature, Report, table};
-use oauth_shim::standin::{Fault, Standin};
+use oauth_shim::devtools::standin::{Fault, Standin};
 use serde_json::Value;
 
 use crate::support::*;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::app::{App, Runtime};
 use crate::config::Config;
 use crate::server;
-use crate::standin::{Standin, StandinConfig};
+use crate::devtools::standin::{Standin, StandinConfig};
 
 pub const DEMO_CLIENT: &str = "demo-client";
 pub const DEMO_SECRET: &str = "demo-secret";
