@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::app::{App, Runtime};
 use crate::config::Config;
-use crate::server;
 use crate::devtools::standin::{Standin, StandinConfig};
+use crate::server;
 
 pub const DEMO_CLIENT: &str = "demo-client";
 pub const DEMO_SECRET: &str = "demo-secret";

@@ -204,10 +204,12 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(crate::support::standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = oauth_shim::devtools::standin::Standin::start(
+        crate::support::standin_config(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let file = |mode: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use oauth_shim::app::{App, Runtime};
-use oauth_shim::server::{self, Running};
 use oauth_shim::devtools::standin::{Fault, Standin, StandinConfig};
+use oauth_shim::server::{self, Running};
 use serde_json::Value;
 use tokio::net::TcpListener;
 

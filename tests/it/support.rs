@@ -8,8 +8,8 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use oauth_shim::app::{App, Runtime};
 use oauth_shim::config::Config;
-use oauth_shim::server::{self, Running};
 use oauth_shim::devtools::standin::{Standin, StandinClient, StandinConfig};
+use oauth_shim::server::{self, Running};
 use tokio::net::TcpListener;
 
 pub const ID: &str = "legacy-client";

@@ -1,0 +1,252 @@
+//! One proxy connection, from accept to close: the protocol chosen by peeking for the HTTP/2
+//! preface (nothing is consumed, so hyper's HTTP/1 read buffer stays at its initial size), the
+//! HTTP/1 and HTTP/2 settings, and a watchdog that enforces the time limits with no timer per
+//! request: a deadline for the *first* request, the HTTP/1 header-read timeout between
+//! requests, and the idle keep-alive timeout for both protocols. "Idle" means no request in
+//! flight, counted from when the last response body finished. hyper enforces the head-size
+//! limit (431/414).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+use super::activity::{Activity, InFlight, idle_deadline};
+use super::future::Respond;
+use crate::app::App;
+use crate::config::ServerConfig;
+
+/// The HTTP/1 and HTTP/2 connection settings, built once and shared by every connection.
+pub(super) struct Protocols {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    pub(super) fn new(cfg: &ServerConfig) -> Self {
+        let mut h1 = http1::Builder::new();
+        // hyper's own header_read_timeout is off: it allocates, arms and drops a timer for every
+        // request. The watchdog enforces the same limit per connection (see `Conn::run`). The
+        // read buffer may not grow past max_buf_size while a head is incomplete: larger heads
+        // get 431. `writev(false)`: a small answer's head and body leave in one buffer, one
+        // `send` instead of a two-part `writev` (cheaper in the kernel; see BENCHMARKS.md).
+        // `half_close(true)`: while a request is being answered hyper does not poll the client
+        // for EOF, which made it allocate a fresh 8 KiB read buffer for every request (the old
+        // one is still shared by the request being served). A client that closes its side
+        // early still gets its answer; one that went away is noticed when the answer is
+        // written, and the upstream call runs to its answer or `request_timeout` meanwhile.
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(cfg.max_header_bytes)
+            .writev(false)
+            .half_close(true)
+            .keep_alive(true);
+        // SETTINGS_MAX_CONCURRENT_STREAMS from the config (Envoy's edge guidance: 100). hyper's
+        // defaults stay for the rest: at most 20 streams reset by the client before they were
+        // answered (rapid reset, CVE-2023-44487), 1024 reset locally for protocol errors; and h2
+        // writes each SETTINGS acknowledgement before it reads another frame, so a SETTINGS
+        // flood from a peer that does not read is held back by its own socket.
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(cfg.http2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
+        Self { h1, h2 }
+    }
+}
+
+/// The HTTP/2 prior-knowledge connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a new connection opens with the HTTP/2 preface, decided by peeking at its first
+/// bytes without consuming them. (hyper-util's `auto` builder reads them instead and replays
+/// them through a wrapper; hyper's HTTP/1 reader then grows its 8 KiB read buffer to 16 KiB on
+/// the very first request, which every idle keep-alive connection keeps.) `None` when the
+/// peer closes or sends nothing within `patience`.
+async fn sniff_h2(stream: &TcpStream, patience: Duration) -> Option<bool> {
+    let sniff = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            // Part of the preface so far: peeking again at once would spin on the same bytes.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(patience, sniff).await.ok().flatten()
+}
+
+/// One accepted connection and what it needs.
+pub(super) struct Conn {
+    pub(super) app: App,
+    pub(super) protocols: Arc<Protocols>,
+    pub(super) first_request_timeout: Duration,
+    pub(super) idle_timeout: Duration,
+    pub(super) drain: watch::Receiver<bool>,
+    /// Released when the connection ends, admitting the next one.
+    pub(super) _permit: Option<OwnedSemaphorePermit>,
+    /// Keeps the open-connections gauge up while the connection lives.
+    pub(super) _open: crate::ops::metrics::GaugeGuard,
+}
+
+impl Conn {
+    pub(super) async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
+        let activity = Arc::new(Activity::new());
+        let app = self.app.clone();
+        let counted = activity.clone();
+        // The request's handling is boxed (once, by the app): hyper's HTTP/1 dispatcher keeps a
+        // slot the size of the service's future for the connection's whole life, and unboxed
+        // (~4 KiB) that costs every idle keep-alive connection its size (+35 MiB for 5,000 held
+        // connections in the load bench). `Respond` is that box and the in-flight guard.
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let guard = InFlight::start(counted.clone());
+            Respond { handling: app.handle(req, peer), guard: Some(guard) }
+        });
+        let first = self.first_request_timeout;
+        let (conn, idle, h1): (Pin<Box<dyn Served>>, _, _) = match sniff_h2(&stream, first).await {
+            // Nothing (or not even a preface) within the first-request deadline: close.
+            None => return,
+            // HTTP/1.1 between requests: the next head must be complete within
+            // header_read_timeout (a slow head and an idle connection look the same from here,
+            // and hyper's own header timer would close both), so the smaller limit applies.
+            Some(false) => (
+                Box::pin(self.protocols.h1.serve_connection(TokioIo::new(stream), svc)),
+                self.idle_timeout.min(first),
+                true,
+            ),
+            Some(true) => (
+                Box::pin(self.protocols.h2.serve_connection(TokioIo::new(stream), svc)),
+                self.idle_timeout,
+                false,
+            ),
+        };
+        self.drive(conn, &activity, idle, h1).await;
+    }
+
+    /// Run a connection until it ends, closing it gracefully on drain or when idle.
+    ///
+    /// The connection is polled on every wake-up; the drain signal and the idle timer only when
+    /// they may have fired (a version check, an `is_elapsed`), not on each of the several
+    /// wake-ups every request causes: once polled, both keep the task's waker registered.
+    async fn drive(&mut self, mut conn: Pin<Box<dyn Served>>, activity: &Activity, idle: Duration, h1: bool) {
+        let first = self.first_request_timeout;
+        let mut probe = self.drain.clone();
+        let mut drain = std::pin::pin!(self.drain.wait_for(|d| *d));
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        // Whether the drain future and the timer have been polled (so hold our waker).
+        let (mut drain_polled, mut timer_polled) = (false, false);
+        let mut closing = false;
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return Poll::Ready(());
+                }
+                if closing {
+                    return Poll::Pending;
+                }
+                if !drain_polled || probe.has_changed().unwrap_or(true) {
+                    drain_polled = true;
+                    probe.borrow_and_update();
+                    if drain.as_mut().poll(cx).is_ready() {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        continue;
+                    }
+                }
+                if timer_polled && !timer.is_elapsed() {
+                    return Poll::Pending;
+                }
+                match idle_deadline(activity, first, idle) {
+                    Some(wake) => {
+                        timer.as_mut().reset(wake);
+                        timer_polled = true;
+                        if timer.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        // Already due: look again.
+                    }
+                    None => {
+                        tracing::debug!("closing idle connection");
+                        // Nothing is in flight. HTTP/1.1 is simply closed: a head that is
+                        // still arriving is too slow, and hyper's graceful shutdown would wait
+                        // for it on a connection that has not finished a request yet. HTTP/2
+                        // gets a GOAWAY.
+                        if h1 {
+                            return Poll::Ready(());
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// An HTTP/1 or HTTP/2 server connection, as one type.
+trait Served: Future<Output = Result<(), hyper::Error>> + Send {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<T: GracefulConnection<Error = hyper::Error> + Send> Served for T {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        GracefulConnection::graceful_shutdown(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    async fn sniff_after(writes: &[&[u8]]) -> Option<bool> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        for w in writes {
+            client.write_all(w).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if writes.is_empty() {
+            client.shutdown().await.unwrap();
+        }
+        let sniffed = sniff_h2(&server, Duration::from_secs(2)).await;
+        // Peeking consumed nothing: hyper still reads the whole first request.
+        let mut buf = [0u8; 64];
+        let n = if writes.is_empty() { 0 } else { server.try_read(&mut buf).unwrap() };
+        assert_eq!(n, writes.iter().map(|w| w.len()).sum::<usize>().min(64));
+        sniffed
+    }
+
+    #[tokio::test]
+    async fn sniffs_h2_preface_and_h1_without_consuming() {
+        assert_eq!(sniff_after(&[H2_PREFACE]).await, Some(true));
+        assert_eq!(sniff_after(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]).await, Some(true));
+        assert_eq!(sniff_after(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]).await, Some(false));
+        assert_eq!(sniff_after(&[b"P", b"OST / HTTP/1.1\r\n"]).await, Some(false));
+        assert_eq!(sniff_after(&[]).await, None);
+    }
+}
