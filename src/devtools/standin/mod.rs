@@ -312,20 +312,11 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Serve connections through the shared accept loop until `shutdown`; open connections are
+/// then closed gracefully.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    let mut stopping = std::pin::pin!(stopped(stop.clone()));
-    loop {
-        let stream = tokio::select! {
-            () = &mut stopping => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // Typically EMFILE; back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let stopping = stopped(stop.clone());
+    crate::server::accept::accept_loop(&listener, None, stopping, |stream, _, _| {
         let shared = Arc::clone(&shared);
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -341,7 +332,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: watch::Re
                 }
             }
         });
-    }
+    })
+    .await;
 }
 
 /// Returning `Err` makes hyper drop the connection without a response (used by `Fault::Close`).
