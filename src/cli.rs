@@ -7,9 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{App, Runtime};
 use crate::config::{self, Config, ConfigError};
-use crate::{ops, server, telemetry};
+use crate::ops;
 
 /// EX_USAGE from sysexits.h: the configuration is unusable.
 pub const EXIT_CONFIG: u8 = 64;
@@ -346,24 +345,7 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
-    telemetry::init(&config.log);
-    for warning in &config.warnings {
-        tracing::warn!(config = %path.display(), "{warning}");
-    }
-    let runtime = Runtime::new(config).map_err(|e| e.0)?;
-    let app = App::new(runtime);
-    app.shared().ops.reload.set_source(path);
-    ops::reload::spawn_sighup(app.clone());
-    ops::reload::spawn_watcher(app.clone());
-    let running = server::start(app.clone()).await.map_err(|e| e.to_string())?;
-    let admin = running.admin_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string());
-    tracing::info!(
-        proxy = %running.proxy_addr,
-        admin = %admin,
-        clients = app.runtime().config.clients.len(),
-        version = env!("CARGO_PKG_VERSION"),
-        "oauth-shim listening"
-    );
-    server::run_until(running, server::shutdown_signal()).await;
+    let running = crate::boot::start(config, path).await?;
+    crate::boot::run_until_signal(running).await;
     Ok(())
 }

@@ -33,6 +33,7 @@ pub mod admin;
 pub mod app;
 pub mod authorize;
 pub mod body;
+mod boot;
 pub mod cli;
 pub mod config;
 pub mod continuity;

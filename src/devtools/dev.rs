@@ -5,10 +5,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::app::{App, Runtime};
 use crate::config::Config;
 use crate::devtools::standin::{Standin, StandinConfig};
-use crate::server;
 
 pub const DEMO_CLIENT: &str = "demo-client";
 pub const DEMO_SECRET: &str = "demo-secret";
@@ -105,18 +103,13 @@ pub async fn run(
     std::fs::write(&path, dev_config_toml(&standin, listen, admin))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let config = Config::load(&path).map_err(|e| format!("{}: {}", path.display(), e.0))?;
-    crate::telemetry::init(&config.log);
-    let app = App::new(Runtime::new(config).map_err(|e| e.0)?);
-    app.shared().ops.reload.set_source(path.clone());
-    crate::ops::reload::spawn_sighup(app.clone());
-    crate::ops::reload::spawn_watcher(app.clone());
-    let running = server::start(app).await.map_err(|e| e.to_string())?;
+    let running = crate::boot::start(config, path.clone()).await?;
     // Not println!: a reader that closes our stdout (a pipe) must not stop the server.
     let text = instructions(running.proxy_addr, running.admin_addr, &standin, &path);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
     drop(out);
-    server::run_until(running, server::shutdown_signal()).await;
+    crate::boot::run_until_signal(running).await;
     standin.shutdown();
     Ok(())
 }
