@@ -11,7 +11,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::ops;
 
 /// EX_USAGE from sysexits.h: the configuration is unusable.
-pub const EXIT_CONFIG: u8 = 64;
+pub(crate) const EXIT_CONFIG: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,13 +19,13 @@ pub const EXIT_CONFIG: u8 = 64;
     version,
     about = "Keeps legacy GoTo OAuth integrations working against the OAuth v2 API"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the proxy.
     Serve {
         /// Config file (default: $OAUTH_SHIM_CONFIG, else config/oauth-shim.toml).
@@ -95,7 +95,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SessionsAction {
+pub(crate) enum SessionsAction {
     /// List live sessions: id, client, created, expiry, v2 token expiry.
     List {
         /// Only this client's sessions.
@@ -125,7 +125,7 @@ pub enum SessionsAction {
 }
 
 /// EX_UNAVAILABLE from sysexits.h: the admin listener could not be reached.
-pub const EXIT_UNAVAILABLE: u8 = 69;
+pub(crate) const EXIT_UNAVAILABLE: u8 = 69;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -8,21 +8,21 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::devtools::standin::{Standin, StandinConfig};
 
-pub const DEMO_CLIENT: &str = "demo-client";
-pub const DEMO_SECRET: &str = "demo-secret";
-pub const DEMO_USER: &str = "demo@example.com";
-pub const DEMO_PASSWORD: &str = "demo-password";
-pub const DEMO_REDIRECT: &str = "http://localhost:3000/callback";
+pub(crate) const DEMO_CLIENT: &str = "demo-client";
+pub(crate) const DEMO_SECRET: &str = "demo-secret";
+pub(crate) const DEMO_USER: &str = "demo@example.com";
+pub(crate) const DEMO_PASSWORD: &str = "demo-password";
+pub(crate) const DEMO_REDIRECT: &str = "http://localhost:3000/callback";
 
 /// The `Host` that selects the identity-host provider in `dev`.
-pub const IDENTITY_HOST: &str = "authentication.logmeininc.com";
+pub(crate) const IDENTITY_HOST: &str = "authentication.logmeininc.com";
 
 /// The config `dev` runs with, as a TOML file the user can edit while it runs: every upstream
 /// URL on the stand-in, one demo client in rewrite mode with the password grant allowed, and a
 /// second one in deny mode; a second provider plays GoTo's identity host (selected by `Host`),
 /// with the legacy-fields lookup on the stand-in's user endpoint and the demo client again.
 /// Secrets are inline: they are the stand-in's demo secrets.
-pub fn dev_config_toml(standin: &Standin, listen: SocketAddr, admin: SocketAddr) -> String {
+pub(crate) fn dev_config_toml(standin: &Standin, listen: SocketAddr, admin: SocketAddr) -> String {
     format!(
         r#"# oauth-shim dev: this file is watched. Edit it (e.g. a client's mode) and save;
 # the change applies to new requests within a couple of seconds, without a restart.
@@ -86,11 +86,11 @@ allow_password_grant = true
 }
 
 /// Where `dev` writes its config when `--config-file` is not given.
-pub fn default_config_file() -> PathBuf {
+pub(crate) fn default_config_file() -> PathBuf {
     std::env::temp_dir().join("oauth-shim-dev.toml")
 }
 
-pub async fn run(
+pub(crate) async fn run(
     listen: SocketAddr,
     admin: SocketAddr,
     standin_listen: SocketAddr,

@@ -9,15 +9,15 @@ use http::{HeaderMap, Method};
 /// Path of the OAuth v2 token endpoint.
 pub const TOKEN_PATH: &str = "/oauth/v2/token";
 /// Path of the (auto-approving) authorization endpoint.
-pub const AUTHORIZE_PATH: &str = "/oauth/v2/authorize";
+pub(crate) const AUTHORIZE_PATH: &str = "/oauth/v2/authorize";
 /// The identity host's token endpoint: answers carry no legacy fields.
-pub const IDENTITY_TOKEN_PATH: &str = "/oauth/token";
+pub(crate) const IDENTITY_TOKEN_PATH: &str = "/oauth/token";
 /// The identity host's (auto-approving) authorization endpoint.
-pub const IDENTITY_AUTHORIZE_PATH: &str = "/oauth/authorize";
+pub(crate) const IDENTITY_AUTHORIZE_PATH: &str = "/oauth/authorize";
 /// The user endpoint: the legacy fields, for a valid bearer token.
-pub const ME_PATH: &str = "/admin/rest/v1/me";
+pub(crate) const ME_PATH: &str = "/admin/rest/v1/me";
 /// Largest request body accepted on any path; bigger bodies get 413.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A registered OAuth client.
 #[derive(Debug, Clone, PartialEq, Eq)]

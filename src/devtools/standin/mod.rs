@@ -17,8 +17,5 @@ mod state;
 mod token;
 mod wire;
 
-pub use config::{
-    AUTHORIZE_PATH, Fault, IDENTITY_AUTHORIZE_PATH, IDENTITY_TOKEN_PATH, MAX_BODY_BYTES, ME_PATH, Recorded,
-    StandinClient, StandinConfig, TOKEN_PATH,
-};
+pub use config::{Fault, Recorded, StandinClient, StandinConfig, TOKEN_PATH};
 pub use server::Standin;
