@@ -2,7 +2,9 @@
 //! API working against the RFC 6749 ("v2") API.
 //!
 //! The request path, in order:
-//! - [`server`] accepts connections (limits, timeouts, graceful drain) and hands each request to
+//! - [`server`] accepts connections (one accept loop with a connection limit and backoff, shared
+//!   by the proxy port, the admin port and the stand-in; timeouts; graceful drain) and hands each
+//!   request to
 //! - [`app`], the one entry point, which gives the request its id ([`request_id`]), applies
 //!   front-door checks and routes:
 //!   - `/oauth/access_token` → [`token`]: [`legacy`] collects the parameters, [`translate`]
@@ -24,8 +26,9 @@
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
 //! routes of [`ops`]: metrics, the migration report, hot reload),
-//! [`devtools`] (`oauth-shim dev` and the local v2 stand-in it and the tests use), [`cli`] and
-//! [`telemetry`].
+//! [`devtools`] (`oauth-shim dev` and the local v2 stand-in it and the tests use), [`cli`] (the
+//! command line), `boot` (the one start-up sequence `serve` and `dev` share: config, telemetry,
+//! the app, reload, listeners, run until a signal) and [`telemetry`].
 //! `fuzzing` (hidden from the docs) holds the entry points of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
