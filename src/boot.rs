@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
-use crate::app::{App, Runtime};
+use crate::app::App;
 use crate::config::Config;
+use crate::runtime::Runtime;
 use crate::server::{self, Running};
 use crate::{ops, telemetry};
 

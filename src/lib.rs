@@ -34,7 +34,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod authorize;
 pub mod body;
 mod boot;
 pub mod cli;
@@ -43,9 +42,9 @@ pub mod continuity;
 pub mod crypto;
 pub mod devtools;
 pub mod error;
-pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod json;
 pub mod legacy;
 pub mod lookup;
 pub mod oauth;
@@ -53,10 +52,9 @@ pub mod ops;
 pub mod provider;
 pub mod refresh;
 pub mod request_id;
+pub mod routes;
+pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod telemetry;
-pub mod token;
-pub mod translate;
 pub mod upstream;
-pub mod v2token;

@@ -11,7 +11,6 @@
 
 pub mod minted;
 pub mod redis_store;
-pub mod route;
 pub mod session;
 pub mod store;
 
@@ -21,14 +20,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::app::Runtime;
 use crate::config::{ClientConfig, Config, StateBackend};
 use crate::crypto::KeySet;
 use crate::error::{ErrorCode, ShimError};
+use crate::legacy::render_minted;
+use crate::oauth::V2Token;
 use crate::oauth::{HttpClient, Secret, TraceHeaders, token_call};
 use crate::ops::metrics::Metrics;
+use crate::runtime::Runtime;
 use crate::state::redis::Redis;
-use crate::translate::{self, V2Token};
 use redis_store::RedisSessions;
 use session::{LIVE_ACCESS_TOKENS, Session, SessionId, TOKEN_HASH_DOMAIN, now};
 use store::{Embedded, StoreError, Stored};
@@ -370,7 +370,7 @@ impl Continuity {
         };
         self.put(&session, session.seal(keys), session.hashes(), Vec::new()).await?;
         tracing::info!(client = %client.id, session = ?session.id, "continuity session created");
-        Ok(translate::render_minted(&access, lifetime, &refresh, &session.profile, &rt.config.legacy))
+        Ok(render_minted(&access, lifetime, &refresh, &session.profile, &rt.config.legacy))
     }
 
     /// A legacy refresh with a minted refresh token: a new minted access token from the
@@ -412,7 +412,7 @@ impl Continuity {
         .await;
         held.release().await;
         let session = renewed?;
-        Ok(translate::render_minted(&access, lifetime, token, &session.profile, &rt.config.legacy))
+        Ok(render_minted(&access, lifetime, token, &session.profile, &rt.config.legacy))
     }
 
     /// The session with a v2 access token fit to send now. A token past the refresh margin but

@@ -1,6 +1,10 @@
-//! What old GoTo integrations send and expect: parameter collection for `/oauth/access_token`.
-//! (The legacy answer shape is rendered by `translate`.)
+//! What old GoTo integrations send ([`params`]), the v2 call it becomes ([`grant`]), and the
+//! legacy answer they get back ([`render`]).
 
+mod grant;
 mod params;
+mod render;
 
+pub use grant::{Grant, V2Request, to_v2, with_client_credentials};
 pub use params::{BodyKind, LegacyParams, all_pairs, check_form, collect};
+pub use render::render_minted;
