@@ -614,26 +614,3 @@ fn info(s: &Session) -> SessionInfo {
         upstream_refreshes: s.refreshes,
     }
 }
-
-/// Delete expired sessions every `[continuity] sweep_interval` until `shutdown` fires.
-pub fn spawn_sweeper(app: crate::app::App, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        loop {
-            let interval = app.runtime().config.continuity.sweep_interval;
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.changed() => return,
-            }
-            let rt = app.runtime();
-            if !rt.config.continuity_enabled() {
-                continue;
-            }
-            // Failures were logged where they happened; the next round tries again.
-            if let Ok(c) = app.shared().continuity(&rt)
-                && let Ok(n @ 1..) = c.sweep().await
-            {
-                tracing::info!(swept = n, "expired continuity sessions deleted");
-            }
-        }
-    });
-}

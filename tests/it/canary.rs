@@ -1,7 +1,7 @@
 //! Canaries: unique secrets, codes, tokens and passwords go through every path, and none of them
 //! may appear in any log line (at TRACE) or in any error answer.
 
-use oauth_shim::standin::{Fault, Standin, StandinClient, StandinConfig};
+use oauth_shim::devtools::standin::{Fault, Standin, StandinClient, StandinConfig};
 use serde_json::Value;
 
 use crate::support::*;

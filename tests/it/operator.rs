@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oauth_shim::config::Config;
-use oauth_shim::standin::Standin;
+use oauth_shim::devtools::standin::Standin;
 use serde_json::Value;
 
 use crate::support::*;

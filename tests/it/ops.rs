@@ -8,8 +8,8 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use oauth_shim::config::Config;
+use oauth_shim::devtools::standin::{Fault, Standin};
 use oauth_shim::ops::migration::{Feature, Report, table};
-use oauth_shim::standin::{Fault, Standin};
 use serde_json::Value;
 
 use crate::support::*;

@@ -200,7 +200,9 @@ async fn a_reload_applies_the_pool_limits() {
     use oauth_shim::config::Config;
     let up = CountingUpstream::start(Mode::KeepAlive).await;
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let dir = std::env::temp_dir().join(format!("oauth-shim-pool-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("shim.toml");

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use oauth_shim::standin::{Fault, Recorded, Standin, StandinClient, StandinConfig};
+use oauth_shim::devtools::standin::{Fault, Recorded, Standin, StandinClient, StandinConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

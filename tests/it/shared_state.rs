@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use oauth_shim::app::App;
+use oauth_shim::devtools::standin::{Fault, Standin, StandinConfig};
 use oauth_shim::runtime::Runtime;
 use oauth_shim::server::{self, Running};
-use oauth_shim::standin::{Fault, Standin, StandinConfig};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -289,7 +289,7 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     };
 
     let standin = start_standin(StandinConfig {
-        clients: vec![oauth_shim::standin::StandinClient {
+        clients: vec![oauth_shim::devtools::standin::StandinClient {
             id: ID.into(),
             secret: CLIENT_SECRET.into(),
             allow_password_grant: true,
