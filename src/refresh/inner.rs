@@ -33,8 +33,8 @@ pub(super) struct Flight<V, E> {
     pub(super) tx: Option<watch::Sender<Outcome<V, E>>>,
 }
 
-/// Coalesces concurrent refreshes of one refresh token into one upstream call and replays
-
+/// The state a [`super::cache::RefreshCache`] shares among its clones: the key, the cached
+/// answers and the flights in progress.
 pub(super) struct Inner<V: Refreshed, E: RefreshFailure> {
     /// HMAC state already keyed with the per-process secret; cloned per derivation.
     pub(super) mac: Hmac<Sha256>,
