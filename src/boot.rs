@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 
+use crate::admin;
 use crate::app::App;
 use crate::config::Config;
+use crate::ops::telemetry;
 use crate::runtime::Runtime;
 use crate::server::{self, Running};
-use crate::{ops, telemetry};
 
 /// Start serving `config`, loaded from `path` (which reload reads again).
 pub(crate) async fn start(config: Config, path: PathBuf) -> Result<Running, String> {
@@ -19,8 +20,8 @@ pub(crate) async fn start(config: Config, path: PathBuf) -> Result<Running, Stri
     let runtime = Runtime::new(config).map_err(|e| e.0)?;
     let app = App::new(runtime);
     app.shared().ops.reload.set_source(path);
-    ops::reload::spawn_sighup(app.clone());
-    ops::reload::spawn_watcher(app.clone());
+    admin::reload::spawn_sighup(app.clone());
+    admin::reload::spawn_watcher(app.clone());
     let running = server::start(app.clone()).await.map_err(|e| e.to_string())?;
     let admin = running.admin_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string());
     tracing::info!(

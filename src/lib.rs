@@ -56,5 +56,4 @@ pub mod routes;
 pub mod runtime;
 pub mod server;
 pub mod state;
-pub mod telemetry;
 pub mod upstream;

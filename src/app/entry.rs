@@ -129,7 +129,7 @@ impl App {
                 let mut outcome = Outcome::default();
                 let provider = done.rt.provider(done.provider);
                 if req.uri().path().starts_with("/oauth/v2/") {
-                    outcome.client = self.shared.ops.record_v2_native(provider, req.headers());
+                    outcome.client = v2token::record_v2_native(&self.shared.ops, provider, req.headers());
                 }
                 let forwarded = forward::start(provider, &done.rt, req, peer);
                 Box::pin(Passing { forwarded, done: Some(done), outcome })

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::args::SessionsAction;
+use super::client;
 use super::run::EXIT_CONFIG;
 use crate::{config, ops};
 
@@ -15,7 +16,7 @@ pub(super) fn healthcheck(config: Option<PathBuf>, admin: Option<String>, ready:
     admin_command(config, admin, move |target| async move {
         let path = if ready { "readyz" } else { "healthz" };
         let url = format!("{}/{path}", target.base);
-        match ops::cli::call(http::Method::GET, &url, None).await {
+        match client::call(http::Method::GET, &url, None).await {
             Ok((http::StatusCode::OK, _)) => Ok(ExitCode::SUCCESS),
             Ok((status, _)) => {
                 eprintln!("oauth-shim: GET {url} answered {status}");
@@ -34,7 +35,7 @@ pub(super) fn reload(config: Option<PathBuf>, admin: Option<String>) -> ExitCode
         let base = &target.base;
         let token = target.token?;
         let (status, body) =
-            ops::cli::call(http::Method::POST, &format!("{base}/reload"), token.as_ref()).await?;
+            client::call(http::Method::POST, &format!("{base}/reload"), token.as_ref()).await?;
         let text = String::from_utf8_lossy(&body);
         match status {
             http::StatusCode::OK => {
@@ -55,7 +56,7 @@ pub(super) fn report(config: Option<PathBuf>, admin: Option<String>, json: bool)
         let base = &target.base;
         let token = target.token?;
         let (status, body) =
-            ops::cli::call(http::Method::GET, &format!("{base}/migration"), token.as_ref()).await?;
+            client::call(http::Method::GET, &format!("{base}/migration"), token.as_ref()).await?;
         if status != http::StatusCode::OK {
             return Err(format!("GET {base}/migration answered {status}"));
         }
@@ -79,7 +80,7 @@ pub(super) fn sessions(action: SessionsAction) -> ExitCode {
                 let token = target.token?;
                 let query = client.as_deref().map(|c| format!("?client={}", enc(c))).unwrap_or_default();
                 let (status, body) =
-                    ops::cli::call(http::Method::GET, &format!("{base}/sessions{query}"), token.as_ref())
+                    client::call(http::Method::GET, &format!("{base}/sessions{query}"), token.as_ref())
                         .await?;
                 if status != http::StatusCode::OK {
                     eprintln!("oauth-shim: GET {base}/sessions answered {status}");
@@ -90,7 +91,7 @@ pub(super) fn sessions(action: SessionsAction) -> ExitCode {
                     println!("{}", String::from_utf8_lossy(&body).trim_end());
                     return Ok(ExitCode::SUCCESS);
                 }
-                let listing: ops::sessions::Listing = serde_json::from_slice(&body)
+                let listing: crate::admin::sessions::Listing = serde_json::from_slice(&body)
                     .map_err(|e| format!("GET {base}/sessions: unexpected answer: {e}"))?;
                 println!(
                     "{:<32}  {:<20}  {:<20}  {:<20}  V2 TOKEN EXPIRES",
@@ -119,7 +120,7 @@ pub(super) fn sessions(action: SessionsAction) -> ExitCode {
                 if let Some(id) = &id {
                     url.push_str(&format!("&id={}", enc(id)));
                 }
-                let (status, body) = ops::cli::call(http::Method::POST, &url, token.as_ref()).await?;
+                let (status, body) = client::call(http::Method::POST, &url, token.as_ref()).await?;
                 let text = String::from_utf8_lossy(&body);
                 if status != http::StatusCode::OK {
                     eprintln!("oauth-shim: revoke refused ({status})");
@@ -136,11 +137,11 @@ pub(super) fn sessions(action: SessionsAction) -> ExitCode {
 /// Run an admin client command against the admin listener named by `--admin` or the config.
 fn admin_command<F, Fut>(config: Option<PathBuf>, admin: Option<String>, f: F) -> ExitCode
 where
-    F: FnOnce(ops::cli::AdminTarget) -> Fut,
+    F: FnOnce(client::AdminTarget) -> Fut,
     Fut: std::future::Future<Output = Result<ExitCode, String>>,
 {
     let path = config::config_path(config.as_deref());
-    let base = match ops::cli::admin_target(&path, admin.as_deref()) {
+    let base = match client::admin_target(&path, admin.as_deref()) {
         Ok(b) => b,
         Err(msg) => {
             eprintln!("oauth-shim: {msg}");

@@ -4,6 +4,7 @@
 
 mod admin;
 mod args;
+mod client;
 mod run;
 
 use std::process::ExitCode;

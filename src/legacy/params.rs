@@ -4,7 +4,6 @@
 //! Pure: no I/O, no config. The token handler calls [`collect`] after the body has been read
 //! through a size limit.
 
-
 use crate::error::ShimError;
 
 use super::form::{Bad, decode, has_control, parse_basic, raw_pairs};
@@ -413,7 +412,7 @@ mod tests {
 
     #[test]
     fn basic_header_counts_as_credentials() {
-                let creds = base64::engine::general_purpose::STANDARD.encode("my+id:p%3Ass");
+        let creds = base64::engine::general_purpose::STANDARD.encode("my+id:p%3Ass");
         let header = format!("Basic {creds}");
         let (p, _) = collect(Some("client_id=my id"), None, b"", Some(header.as_bytes())).unwrap();
         assert_eq!(p.client_id.as_deref(), Some("my id"));
@@ -485,7 +484,7 @@ mod tests {
             let e = collect(None, json, bad, None).unwrap_err();
             assert_eq!(e.status, http::StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(bad));
         }
-                for creds in ["K:a%zz", "K:a%00", "K%ff:s"] {
+        for creds in ["K:a%zz", "K:a%00", "K%ff:s"] {
             let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(creds));
             assert!(collect(None, None, b"", Some(header.as_bytes())).is_err(), "{creds}");
         }

@@ -175,7 +175,7 @@ async fn json_logs_at_trace_hold_no_secret_across_ops_paths() {
     let writer = capture.clone();
     let cfg = LogConfig { level: "trace".into(), format: LogFormat::Json };
     // Current-thread runtime: the shim's tasks run on this thread, under this subscriber.
-    let _guard = tracing::subscriber::set_default(oauth_shim::telemetry::subscriber(
+    let _guard = tracing::subscriber::set_default(oauth_shim::ops::telemetry::subscriber(
         &cfg,
         move || writer.clone(),
         false,

@@ -17,7 +17,7 @@ async fn json_logs<F: std::future::Future<Output = ()>>(level: &str, f: F) -> Ve
     let capture = LogCapture::default();
     let writer = capture.clone();
     let cfg = LogConfig { level: level.into(), format: LogFormat::Json };
-    let guard = tracing::subscriber::set_default(oauth_shim::telemetry::subscriber(
+    let guard = tracing::subscriber::set_default(oauth_shim::ops::telemetry::subscriber(
         &cfg,
         move || writer.clone(),
         false,

@@ -227,7 +227,7 @@ async fn a_reload_applies_the_pool_limits() {
 
     // Keep no idle connection: the pooled one is closed, and every request connects anew.
     write(0);
-    let status = oauth_shim::ops::reload::reload(&shim.app, "test").unwrap();
+    let status = oauth_shim::admin::reload::reload(&shim.app, "test").unwrap();
     assert!(status.last_attempt.unwrap().restart_required.is_empty(), "applied, no restart needed");
     for _ in 0..3 {
         get_ok(&client, &shim.url("/G2W/rest/ping")).await;

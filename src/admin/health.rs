@@ -1,6 +1,6 @@
-//! The admin listener, separate from the proxy port so no API path can collide with it:
-//! `GET /healthz` (process up) and `GET /readyz` (config loaded, not draining;
-//! "degraded" in the body while shared state is unavailable).
+//! The admin listener's entry: `GET /healthz` (process up) and `GET /readyz` (config loaded, not
+//! draining; "degraded" in the body while shared state is unavailable), after the operator
+//! and session routes.
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -10,10 +10,10 @@ use crate::app::App;
 use crate::body::{self, Body};
 
 pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body> {
-    if let Some(resp) = crate::ops::admin_route(app, &req) {
+    if let Some(resp) = super::routes::route(app, &req) {
         return resp;
     }
-    if let Some(resp) = crate::ops::sessions::route(app, &req).await {
+    if let Some(resp) = super::sessions::route(app, &req).await {
         return resp;
     }
     let (status, text) = match (req.method(), req.uri().path()) {
