@@ -51,7 +51,11 @@ impl App {
         for p in &new.providers {
             if old.providers.iter().any(|o| o.name == p.name) {
                 for pool in [&p.pool, &p.token_pool] {
-                    crate::oauth::reconfigure_http_client(pool, &old.config.upstream, &new.config.upstream);
+                    crate::provider::reconfigure_http_client(
+                        pool,
+                        &old.config.upstream,
+                        &new.config.upstream,
+                    );
                 }
             }
         }

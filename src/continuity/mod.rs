@@ -506,7 +506,7 @@ impl Continuity {
             &rt.default_provider().token_url,
             Some(auth.clone()),
             &Secret::new(form),
-            &rt.config.upstream,
+            &rt.config.upstream.call_limits(),
             trace,
         )
         .await
