@@ -217,7 +217,7 @@ fn encode_head(parts: &request::Parts, host: &HeaderValue, body_len: usize, out:
     }
     if !has_length && (body_len > 0 || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)) {
         out.put_slice(b"content-length: ");
-        crate::translate::json::write_u64(out, body_len as u64);
+        out.put_slice(itoa::Buffer::new().format(body_len).as_bytes());
         out.put_slice(b"\r\n");
     }
     out.put_slice(b"\r\n");
