@@ -2,7 +2,6 @@
 //! connection's buffer as the caller polls it; the connection is handed back once it is read.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -20,19 +19,19 @@ const MAX_CHUNK_LINE: usize = 4096;
 const MAX_EXTENSIONS: u64 = 16 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 
-/// Where a connection goes once its answer has been read to the end.
-pub(crate) struct Return {
-    pub(crate) pool: Arc<crate::upstream::Inner>,
-    pub(crate) host: usize,
+/// Where a connection goes once its answer has been read to the end and it can take another
+/// request (the pool, for the client).
+pub(crate) trait Release: Send + Unpin + 'static {
+    fn release(self, conn: Conn);
 }
 
 /// An answer's body, read from the connection as the caller polls it. The connection goes
 /// back to the pool the moment the last byte has been taken.
-pub struct Body {
+pub struct Body<R> {
     conn: Option<Conn>,
     decoder: Decoder,
     reuse: bool,
-    back: Option<Return>,
+    back: Option<R>,
     /// Bytes already split off the connection's buffer: the whole body of a small answer that
     /// arrived with its head.
     ready: Option<Bytes>,
@@ -179,10 +178,10 @@ fn trailers_len(buf: &[u8]) -> Result<Option<usize>, BoxError> {
     }
 }
 
-impl Body {
+impl<R: Release> Body<R> {
     /// The body after a head. A small answer that is already buffered whole is split off, and
     /// the connection goes back to the pool at once.
-    pub(crate) fn new(mut conn: Conn, framing: Framing, reuse: bool, back: Return) -> Self {
+    pub(crate) fn new(mut conn: Conn, framing: Framing, reuse: bool, back: R) -> Self {
         let mut decoder = Decoder::new(framing);
         let ready = match decoder.state {
             State::Length(n) if conn.buf.len() as u64 >= n => {
@@ -204,7 +203,7 @@ impl Body {
         self.decoder.state = State::Done;
         let (Some(conn), Some(back)) = (self.conn.take(), self.back.take()) else { return };
         if self.reuse && conn.buf.is_empty() {
-            back.pool.put_raw(back.host, conn);
+            back.release(conn);
         }
     }
 
@@ -295,7 +294,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, BoxError> {
     Ok(n)
 }
 
-impl http_body::Body for Body {
+impl<R: Release> http_body::Body for Body<R> {
     type Data = Bytes;
     type Error = BoxError;
 

@@ -33,8 +33,6 @@ pub(crate) struct ConnState {
     pub(super) buf: BytesMut,
     /// Scratch space for parsing answer heads.
     spans: Spans,
-    /// The pool's connector generation this connection was opened under.
-    generation: u64,
 }
 
 impl std::ops::Deref for Conn {
@@ -58,12 +56,8 @@ pub(crate) struct Pending {
 }
 
 impl Conn {
-    pub(crate) fn new(io: Io, generation: u64) -> Self {
-        Self(Box::new(ConnState { io, buf: BytesMut::new(), spans: Vec::new(), generation }))
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.0.generation
+    pub(crate) fn new(io: Io) -> Self {
+        Self(Box::new(ConnState { io, buf: BytesMut::new(), spans: Vec::new() }))
     }
 
     /// The stream, for hyper's connection-level client (a request with a streamed body). An

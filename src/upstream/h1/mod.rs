@@ -22,9 +22,7 @@ mod conn;
 mod error;
 mod head;
 
-pub use body::Body;
-pub(crate) use body::Decoder;
-pub(crate) use body::Return;
+pub(crate) use body::{Body, Decoder, Release};
 pub(crate) use conn::{Conn, Pending};
 pub(crate) use error::Error;
 pub(crate) use head::{Framing, final_head};
