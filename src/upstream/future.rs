@@ -64,6 +64,7 @@ mod tests {
         assert!(answer <= UP_BODY, "{answer}");
     }
 
-    const SENDING: usize = 0;
-    const UP_BODY: usize = 0;
+    /// The sizes today (bytes, 64-bit).
+    const SENDING: usize = 280;
+    const UP_BODY: usize = 96;
 }
