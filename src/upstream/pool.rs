@@ -118,17 +118,17 @@ impl<T: Poolable> Pool<T> {
         let index = hosts.index(scheme, authority);
         let host = &mut hosts.list[index];
         let info = HostInfo { key: Key { index, generation }, host_header: host.host_header.clone() };
-        if let Some(mut shared) = host.shared.take() {
-            if shared.is_open() {
-                return match shared.reserve() {
-                    Reservation::Shared(keep, give) => {
-                        host.shared = Some(keep);
-                        (Some(give), info)
-                    }
-                    Reservation::Unique(conn) => (Some(conn), info),
-                };
-            }
-            // Closed: dropped.
+        // A shared connection no longer open is dropped here.
+        if let Some(mut shared) = host.shared.take()
+            && shared.is_open()
+        {
+            return match shared.reserve() {
+                Reservation::Shared(keep, give) => {
+                    host.shared = Some(keep);
+                    (Some(give), info)
+                }
+                Reservation::Unique(conn) => (Some(conn), info),
+            };
         }
         let now = Instant::now();
         // Most recently used last.
