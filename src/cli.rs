@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{App, Runtime};
+use crate::app::App;
 use crate::config::{self, Config, ConfigError};
+use crate::runtime::Runtime;
 use crate::{ops, server, telemetry};
 
 /// EX_USAGE from sysexits.h: the configuration is unusable.

@@ -5,8 +5,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::app::{App, Runtime};
+use crate::app::App;
 use crate::config::Config;
+use crate::runtime::Runtime;
 use crate::server;
 use crate::standin::{Standin, StandinConfig};
 

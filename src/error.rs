@@ -6,6 +6,7 @@
 //! they never carry an upstream body, a token or a secret.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
@@ -135,6 +136,9 @@ pub struct ShimError {
     /// Close the (HTTP/1) connection after this answer: the request's body was not read to
     /// its end, so where the next request starts is unknown.
     pub close: bool,
+    /// What caused it, for the log line the rescue writes (never sent to the caller): an
+    /// upstream call's classified failure, a body read error.
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ShimError {
@@ -153,7 +157,14 @@ impl ShimError {
             retry_after: None,
             allow: None,
             close: false,
+            cause: None,
         }
+    }
+
+    /// Attach what caused this error (logged by the rescue, never answered).
+    pub fn caused_by(mut self, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        self.cause = Some(Arc::from(cause.into()));
+        self
     }
 
     pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
@@ -251,7 +262,8 @@ impl ShimError {
             .into_bytes()
     }
 
-    /// The single place an error becomes a response.
+    /// The response for this error. Called by the app's rescue only (`app::rescue`), which
+    /// also logs the error once.
     pub fn into_response(self) -> Response<Body> {
         let mut resp = Response::new(body::full(self.body_bytes()));
         *resp.status_mut() = self.status;
@@ -288,7 +300,11 @@ impl std::fmt::Display for ShimError {
     }
 }
 
-impl std::error::Error for ShimError {}
+impl std::error::Error for ShimError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -30,7 +30,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod authorize;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -38,7 +37,6 @@ pub mod continuity;
 pub mod crypto;
 pub mod dev;
 pub mod error;
-pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod legacy;
@@ -48,11 +46,11 @@ pub mod ops;
 pub mod provider;
 pub mod refresh;
 pub mod request_id;
+pub mod routes;
+pub mod runtime;
 pub mod server;
 pub mod standin;
 pub mod state;
 pub mod telemetry;
-pub mod token;
 pub mod translate;
 pub mod upstream;
-pub mod v2token;

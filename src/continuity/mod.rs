@@ -11,7 +11,6 @@
 
 pub mod minted;
 pub mod redis_store;
-pub mod route;
 pub mod session;
 pub mod store;
 
@@ -21,12 +20,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::app::Runtime;
 use crate::config::{ClientConfig, Config, StateBackend};
 use crate::crypto::KeySet;
 use crate::error::{ErrorCode, ShimError};
 use crate::oauth::{HttpClient, Secret, TraceHeaders, token_call};
 use crate::ops::metrics::Metrics;
+use crate::runtime::Runtime;
 use crate::state::redis::Redis;
 use crate::translate::{self, V2Token};
 use redis_store::RedisSessions;

@@ -11,8 +11,9 @@ use std::time::SystemTime;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::app::{App, Runtime};
+use crate::app::App;
 use crate::config::Config;
+use crate::runtime::Runtime;
 
 use super::migration::rfc3339;
 

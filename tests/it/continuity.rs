@@ -681,10 +681,10 @@ async fn flipping_a_continuity_client_to_deny_refuses_its_minted_tokens() {
     assert_eq!(api(&h, access).await.status(), 200);
     let mut config = h.app.runtime().config.clone();
     config.clients[0].mode = oauth_shim::config::ClientMode::Deny;
-    h.app.swap_runtime(oauth_shim::app::Runtime::new(config.clone()).unwrap());
+    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.clone()).unwrap());
     assert_eq!(api(&h, access).await.status(), 401);
     config.clients[0].mode = oauth_shim::config::ClientMode::Rewrite;
-    h.app.swap_runtime(oauth_shim::app::Runtime::new(config).unwrap());
+    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config).unwrap());
     assert_eq!(api(&h, access).await.status(), 200, "the session was kept");
     assert_eq!(api_bearers(&h).len(), 2);
 }
@@ -725,7 +725,7 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
     let new_key = "a".repeat(64);
     let mut config = h.app.runtime().config.clone();
     config.state.encryption_keys = Some(oauth_shim::oauth::Secret::new(format!("{new_key} {}", &KEY[..64])));
-    h.app.swap_runtime(oauth_shim::app::Runtime::new(config.clone()).unwrap());
+    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.clone()).unwrap());
     assert_eq!(api(&h, access).await.status(), 200, "found under the old key's hash");
     let renewed: Value = http()
         .get(h.url(&format!(
@@ -743,7 +743,7 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
     // The old key dropped: the session, sealed now under the new key, still opens, but the
     // tokens indexed under the old key's hash are no longer found.
     config.state.encryption_keys = Some(oauth_shim::oauth::Secret::new(new_key));
-    h.app.swap_runtime(oauth_shim::app::Runtime::new(config).unwrap());
+    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config).unwrap());
     assert_eq!(api(&h, renewed_access).await.status(), 200);
     assert_eq!(api(&h, access).await.status(), 401);
     drop(store);

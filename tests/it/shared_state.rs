@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use oauth_shim::app::{App, Runtime};
+use oauth_shim::app::App;
+use oauth_shim::runtime::Runtime;
 use oauth_shim::server::{self, Running};
 use oauth_shim::standin::{Fault, Standin, StandinConfig};
 use serde_json::Value;

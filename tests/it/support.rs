@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use oauth_shim::app::{App, Runtime};
+use oauth_shim::app::App;
 use oauth_shim::config::Config;
+use oauth_shim::runtime::Runtime;
 use oauth_shim::server::{self, Running};
 use oauth_shim::standin::{Standin, StandinClient, StandinConfig};
 use tokio::net::TcpListener;

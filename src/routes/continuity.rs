@@ -1,5 +1,5 @@
 //! API calls with a minted access token: authenticated against the session store before
-//! anything reaches the upstream, then forwarded as [`crate::forward`] does, with the session's
+//! anything reaches the upstream, then forwarded as [`super::forward`] does, with the session's
 //! current v2 token in `Authorization`. A bodiless request refused with 401 is retried once
 //! after a refresh (a request whose body has been streamed cannot be replayed).
 
@@ -10,36 +10,15 @@ use http::header::{AUTHORIZATION, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 
-use crate::app::{Outcome, Runtime, Shared};
+use super::Outcome;
 use crate::body::Body;
 use crate::error::ShimError;
-use crate::forward;
 use crate::oauth::Secret;
+use crate::routes::forward;
+use crate::runtime::{Runtime, Shared};
 
+/// Forward an API call that carries a minted access token.
 pub async fn forward(
-    shared: &Shared,
-    rt: &Arc<Runtime>,
-    req: Request<Body>,
-    peer: SocketAddr,
-    outcome: &mut Outcome,
-) -> Response<Body> {
-    match run(shared, rt, req, peer, outcome).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            outcome.detail = Some(if e.code == crate::error::ErrorCode::InvalidToken {
-                "continuity_invalid_token"
-            } else {
-                e.code.as_str()
-            });
-            if e.code == crate::error::ErrorCode::InvalidToken {
-                shared.ops.metrics.continuity_rejected();
-            }
-            e.into_response()
-        }
-    }
-}
-
-async fn run(
     shared: &Shared,
     rt: &Arc<Runtime>,
     req: Request<Body>,
@@ -48,7 +27,7 @@ async fn run(
 ) -> Result<Response<Body>, ShimError> {
     let continuity = shared.continuity(rt)?;
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
-    let token = crate::continuity::minted::bearer(header).ok_or_else(super::invalid_token)?;
+    let token = crate::continuity::minted::bearer(header).ok_or_else(crate::continuity::invalid_token)?;
     let session = continuity.authenticate(rt, token).await?;
     outcome.client = Some(session.client_id.clone());
     shared.ops.migration.record(
@@ -68,7 +47,10 @@ async fn run(
         .is_end_stream()
         .then(|| (parts.method.clone(), parts.uri.clone(), parts.version, parts.headers.clone()));
     parts.headers.insert(AUTHORIZATION, bearer(&session.v2_access)?);
-    let sent = forward::start(rt.default_provider(), rt, Request::from_parts(parts, body), peer).await;
+    let api_base = &rt.default_provider().api_base;
+    let sent = forward::start(rt.default_provider(), rt, Request::from_parts(parts, body), peer)
+        .await
+        .map_err(|r| r.at(api_base))?;
     outcome.detail = Some("continuity");
     let Some((method, uri, version, mut headers)) = replay else { return Ok(sent.record(outcome)) };
     if sent.upstream_status != Some(StatusCode::UNAUTHORIZED) {
@@ -88,7 +70,7 @@ async fn run(
     *retry.uri_mut() = uri;
     *retry.version_mut() = version;
     *retry.headers_mut() = headers;
-    let sent = forward::start(rt.default_provider(), rt, retry, peer).await;
+    let sent = forward::start(rt.default_provider(), rt, retry, peer).await.map_err(|r| r.at(api_base))?;
     outcome.detail = Some("continuity_retried");
     Ok(sent.record(outcome))
 }

@@ -7,66 +7,19 @@
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use crate::app::{Outcome, Runtime};
+use super::Outcome;
+use super::future::Forwarding;
 use crate::body::{Body, StallGuard};
 use crate::config::ForwardedFor;
 use crate::error::ShimError;
 use crate::oauth::HttpClient;
-use crate::provider::Provider;
-
-/// The upstream API base split once at config load: scheme, authority, and a path prefix.
-#[derive(Debug, Clone)]
-pub struct Base {
-    scheme: Scheme,
-    authority: Authority,
-    /// Without a trailing slash; empty for a bare host.
-    prefix: String,
-    /// The `Host` header for the upstream, computed once (host, and the port unless default). It
-    /// replaces the client's `Host`; the pool would add the same value if none were set.
-    host: HeaderValue,
-}
-
-impl Base {
-    pub fn parse(base: &str) -> Option<Self> {
-        let uri: Uri = base.parse().ok()?;
-        let prefix = uri.path().trim_end_matches('/').to_owned();
-        let authority = uri.authority()?.clone();
-        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
-        let host = match authority.port_u16() {
-            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
-            _ => authority.host().to_owned(),
-        };
-        let host = HeaderValue::from_str(&host).ok()?;
-        Some(Self { scheme: uri.scheme()?.clone(), authority, prefix, host })
-    }
-
-    /// The upstream host (and port unless default), as logs name it.
-    pub fn host(&self) -> &str {
-        self.host.to_str().unwrap_or("-")
-    }
-
-    /// The upstream URI for an incoming request target.
-    pub fn join(&self, incoming: &Uri) -> Option<Uri> {
-        let pq = match incoming.path_and_query() {
-            // The common case: no prefix, so the request target is reused as it is (a cheap
-            // clone of already-validated bytes, not a re-parse). `OPTIONS *` (the only
-            // asterisk-form the front door lets through) stays `*`.
-            Some(pq) if self.prefix.is_empty() || pq.as_str() == "*" => pq.clone(),
-            Some(pq) => format!("{}{}", self.prefix, pq).parse().ok()?,
-            None => PathAndQuery::from_static("/"),
-        };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(pq);
-        Uri::from_parts(parts).ok()
-    }
-}
+use crate::provider::{Base, Provider};
+use crate::runtime::Runtime;
+use crate::upstream::Cause;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -167,10 +120,9 @@ pub async fn forward(
     req: Request<Body>,
     peer: SocketAddr,
     outcome: &mut Outcome,
-) -> Response<Body> {
+) -> Result<Response<Body>, ShimError> {
     let forwarded = start(provider, rt, req, peer).await;
-    forwarded.report(&provider.api_base);
-    forwarded.record(outcome)
+    Ok(forwarded.map_err(|r| r.at(&provider.api_base))?.record(outcome))
 }
 
 /// Forward `req` unchanged to the host of the provider's token URL (same path and query) and
@@ -181,53 +133,59 @@ pub async fn forward_to_token_url(
     req: Request<Body>,
     peer: SocketAddr,
     outcome: &mut Outcome,
-) -> Response<Body> {
+) -> Result<Response<Body>, ShimError> {
     let forwarded = start_on(&provider.token_pool, &provider.token_base, rt, req, peer).await;
-    forwarded.report(&provider.token_base);
-    forwarded.record(outcome)
+    Ok(forwarded.map_err(|r| r.at(&provider.token_base))?.record(outcome))
 }
 
 /// A pass-through answer, and what the request log and metrics note of it.
 pub struct Forwarded {
     pub resp: Response<Body>,
     pub upstream_status: Option<http::StatusCode>,
-    pub detail: Option<&'static str>,
-    /// Why the upstream gave no answer, if it did not (boxed: the rare case).
-    pub failure: Option<Box<crate::upstream::Cause>>,
 }
 
 impl Forwarded {
-    /// Log a failed upstream call to `base`, once, naming the upstream host and why.
-    pub fn report(&self, base: &Base) {
-        if let Some(cause) = &self.failure {
-            tracing::warn!(
-                upstream = base.host(),
-                call = "pass",
-                cause = cause.class,
-                error = %cause.detail,
-                "upstream call failed"
-            );
-        }
-    }
-
     /// Note the outcome and hand on the answer.
     pub fn record(self, outcome: &mut Outcome) -> Response<Body> {
         outcome.upstream_status = self.upstream_status;
-        if self.detail.is_some() {
-            outcome.detail = self.detail;
-        }
         self.resp
     }
+}
 
-    fn failed(e: ShimError, failure: Option<crate::upstream::Cause>) -> Self {
-        Self {
-            detail: Some(e.code.as_str()),
-            resp: e.into_response(),
-            upstream_status: None,
-            failure: failure.map(Box::new),
+/// A pass-through that got no answer: the error for the caller, and why the upstream gave none
+/// when it was the upstream's doing (boxed: the rare case).
+pub struct Refused {
+    pub(super) error: ShimError,
+    pub(super) cause: Option<Box<Cause>>,
+}
+
+impl Refused {
+    /// The error, with the failed call to `base` as its cause (which upstream, and why).
+    pub fn at(self, base: &Base) -> ShimError {
+        match self.cause {
+            Some(cause) => {
+                self.error.caused_by(UpstreamFailure { upstream: base.host().to_owned(), cause: *cause })
+            }
+            None => self.error,
         }
     }
 }
+
+/// A pass-through call to an upstream that failed: the upstream host (and port unless default)
+/// and the classified cause. Safe to log: it carries no request content.
+#[derive(Debug)]
+pub struct UpstreamFailure {
+    pub upstream: String,
+    pub cause: Cause,
+}
+
+impl std::fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.upstream, self.cause.class, self.cause.detail)
+    }
+}
+
+impl std::error::Error for UpstreamFailure {}
 
 /// [`forward`], started now: the request is prepared and handed to the pool (which, on a
 /// pooled HTTP/1 connection, encodes it) before this returns. The future owns what it needs
@@ -237,12 +195,12 @@ pub fn start(
     rt: &Runtime,
     req: Request<Body>,
     peer: SocketAddr,
-) -> impl Future<Output = Forwarded> + Send + 'static {
+) -> impl Future<Output = Result<Forwarded, Refused>> + Send + 'static {
     start_on(&provider.pool, &provider.api_base, rt, req, peer)
 }
 
 /// [`start`] towards `base` through `client`. Always inlined: pass-through's `start` is the
-/// hot caller, and it stays what it was before the token URL became a second one.
+/// hot caller.
 #[inline(always)]
 fn start_on(
     client: &HttpClient,
@@ -250,7 +208,7 @@ fn start_on(
     rt: &Runtime,
     req: Request<Body>,
     peer: SocketAddr,
-) -> impl Future<Output = Forwarded> + Send + 'static {
+) -> impl Future<Output = Result<Forwarded, Refused>> + Send + 'static {
     let upstream = &rt.config.upstream;
     match prepare(rt, base, req, peer) {
         Ok(req) => Forwarding::Sending {
@@ -258,61 +216,6 @@ fn start_on(
             stall: upstream.body_stall_timeout,
         },
         Err(e) => Forwarding::Failed { error: Some(e) },
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// [`start`]'s future. Written by hand: an `async` block would hold the upstream call
-    /// twice, as its capture and as the value it awaits.
-    #[project = ForwardingProj]
-    enum Forwarding<F> {
-        Sending { #[pin] sent: tokio::time::Timeout<F>, stall: std::time::Duration },
-        Failed { error: Option<ShimError> },
-    }
-}
-
-impl<F, B> Future for Forwarding<F>
-where
-    F: Future<Output = Result<Response<B>, crate::body::BoxError>>,
-    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-    B::Error: Into<crate::body::BoxError>,
-{
-    type Output = Forwarded;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Forwarded> {
-        let (sent, stall) = match self.project() {
-            ForwardingProj::Sending { sent, stall } => (sent, *stall),
-            ForwardingProj::Failed { error } => {
-                let e = error.take().unwrap_or_else(ShimError::internal);
-                return std::task::Poll::Ready(Forwarded::failed(e, None));
-            }
-        };
-        let resp = match std::task::ready!(sent.poll(cx)) {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) if crate::body::is_client_body_error(&*e) => {
-                // The client's own body was malformed (broken chunked framing) or cut short: its
-                // fault, not the upstream's, and its connection cannot carry another request.
-                tracing::debug!(error = %e, "pass-through request body could not be read");
-                let refused = ShimError::invalid_request("the request body is malformed or incomplete");
-                return std::task::Poll::Ready(Forwarded::failed(refused.closing(), None));
-            }
-            Ok(Err(e)) => {
-                let cause = crate::upstream::Cause::of(&*e);
-                return std::task::Poll::Ready(Forwarded::failed(
-                    ShimError::upstream_unreachable(),
-                    Some(cause),
-                ));
-            }
-            Err(_) => {
-                let cause = crate::upstream::Cause::timeout();
-                return std::task::Poll::Ready(Forwarded::failed(ShimError::upstream_timeout(), Some(cause)));
-            }
-        };
-        let upstream_status = Some(resp.status());
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let resp = Response::from_parts(parts, StallGuard::new(body, stall).boxed());
-        std::task::Poll::Ready(Forwarded { resp, upstream_status, detail: None, failure: None })
     }
 }
 
@@ -331,7 +234,7 @@ fn prepare(
     let h = &mut parts.headers;
     strip_request_headers(h);
     // The upstream's Host (HTTP/2 also sends :authority, from the URI: the same host).
-    h.insert(header::HOST, base.host.clone());
+    h.insert(header::HOST, base.host_header().clone());
     append_forwarded(h, peer, rt.config.server.x_forwarded_for);
     // A bodiless request (most API calls) skips the guard and its allocation.
     let body = if body.is_end_stream() {
@@ -436,26 +339,6 @@ mod tests {
             assert_eq!(hop_index(name), Some(i), "{name}");
         }
         assert_eq!(hop_index(&header::HOST), None);
-    }
-
-    #[test]
-    fn join_keeps_path_and_query() {
-        let b = Base::parse("https://api.example.com/base/").unwrap();
-        let u = b.join(&"/G2W/rest/v2/x?a=1&b=%20".parse().unwrap()).unwrap();
-        assert_eq!(u.to_string(), "https://api.example.com/base/G2W/rest/v2/x?a=1&b=%20");
-        let b = Base::parse("http://127.0.0.1:9").unwrap();
-        assert_eq!(b.join(&"/x".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/x");
-    }
-
-    #[test]
-    fn host_header_drops_only_the_default_port() {
-        let host = |base: &str| Base::parse(base).unwrap().host;
-        assert_eq!(host("https://api.example.com/base/"), "api.example.com");
-        assert_eq!(host("https://api.example.com:443"), "api.example.com");
-        assert_eq!(host("https://api.example.com:8443"), "api.example.com:8443");
-        assert_eq!(host("http://127.0.0.1:80"), "127.0.0.1");
-        assert_eq!(host("http://127.0.0.1:18081"), "127.0.0.1:18081");
-        assert_eq!(host("http://[::1]:9"), "[::1]:9");
     }
 
     #[test]

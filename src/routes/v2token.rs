@@ -15,137 +15,20 @@ use std::time::Duration;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
 
-use crate::app::{Outcome, Runtime, Shared};
+use super::Outcome;
+use super::{forward, token};
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
-use crate::error::{ErrorSource, ShimError};
+use crate::error::ShimError;
 use crate::legacy::{self, BodyKind};
 use crate::oauth::{RawAnswer, Secret, basic_auth_header_with, raw_token_call};
 use crate::ops::migration::{Call, Feature};
 use crate::provider::Provider;
-use crate::refresh::shared::{Portable, Refresher, SharedFailure};
-use crate::{forward, token};
+use crate::refresh::shared::Refresher;
+use crate::runtime::{Runtime, Shared, V2Failure};
 
-/// A v2 refresh that is not served as a cacheable success.
-#[derive(Debug, Clone)]
-pub enum Failure {
-    /// The upstream answered, but not with a token (returned to the caller as it came).
-    Answer(Arc<RawAnswer>),
-    /// No usable answer: oauth-shim's own error.
-    Shim(ShimError),
-}
-
-impl crate::refresh::Refreshed for RawAnswer {
-    fn lifetime(&self) -> Option<Duration> {
-        #[derive(serde::Deserialize)]
-        struct Expiry {
-            expires_in: Option<u64>,
-        }
-        serde_json::from_slice::<Expiry>(&self.body).ok()?.expires_in.map(Duration::from_secs)
-    }
-}
-
-impl crate::refresh::RefreshFailure for Failure {
-    fn evicts(&self) -> bool {
-        #[derive(serde::Deserialize)]
-        struct RfcError {
-            error: String,
-        }
-        match self {
-            Failure::Answer(a) => {
-                serde_json::from_slice::<RfcError>(&a.body).is_ok_and(|e| e.error == "invalid_grant")
-            }
-            Failure::Shim(_) => false,
-        }
-    }
-
-    fn internal() -> Self {
-        Failure::Shim(ShimError::internal())
-    }
-}
-
-/// An answer crosses replicas as it came: status, both headers kept, body.
-impl Portable for RawAnswer {
-    fn encode(&self) -> Vec<u8> {
-        let header = |v: &Option<HeaderValue>| v.as_ref().map_or(&b""[..], HeaderValue::as_bytes).to_vec();
-        let (content_type, retry_after) = (header(&self.content_type), header(&self.retry_after));
-        let mut out = Vec::with_capacity(6 + content_type.len() + retry_after.len() + self.body.len());
-        out.extend_from_slice(&self.status.as_u16().to_be_bytes());
-        for h in [content_type, retry_after] {
-            // Header values this long never come from an upstream oauth-shim accepts.
-            let len = u16::try_from(h.len()).unwrap_or(0);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&h[..usize::from(len)]);
-        }
-        out.extend_from_slice(&self.body);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        fn header(bytes: &[u8]) -> Option<(Option<HeaderValue>, &[u8])> {
-            let (len, rest) = bytes.split_first_chunk::<2>()?;
-            let (value, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
-            let value = if value.is_empty() { None } else { Some(HeaderValue::from_bytes(value).ok()?) };
-            Some((value, rest))
-        }
-        let (status, rest) = bytes.split_first_chunk::<2>()?;
-        let status = http::StatusCode::from_u16(u16::from_be_bytes(*status)).ok()?;
-        let (content_type, rest) = header(rest)?;
-        let (retry_after, body) = header(rest)?;
-        Some(RawAnswer { status, content_type, retry_after, body: bytes::Bytes::copy_from_slice(body) })
-    }
-}
-
-/// The upstream's answer crosses replicas as it came (to the waiters of its flight only); an
-/// error of oauth-shim's own as its class (see `ShimError`'s encoding).
-impl Portable for Failure {
-    fn encode(&self) -> Vec<u8> {
-        let (tag, rest) = match self {
-            Failure::Answer(a) => (b'a', a.encode()),
-            Failure::Shim(e) => (b's', e.encode()),
-        };
-        let mut out = Vec::with_capacity(1 + rest.len());
-        out.push(tag);
-        out.extend_from_slice(&rest);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        match bytes.split_first()? {
-            (b'a', rest) => Some(Failure::Answer(Arc::new(RawAnswer::decode(rest)?))),
-            (b's', rest) => Some(Failure::Shim(ShimError::decode(rest)?)),
-            _ => None,
-        }
-    }
-}
-
-impl SharedFailure for Failure {
-    fn timed_out() -> Self {
-        Failure::Shim(ShimError::upstream_timeout())
-    }
-}
-
+/// Serve a v2 token call.
 pub async fn handle(
-    shared: &Shared,
-    rt: &Arc<Runtime>,
-    provider: usize,
-    req: Request<Body>,
-    peer: SocketAddr,
-    outcome: &mut Outcome,
-) -> Response<Body> {
-    match run(shared, rt, provider, req, peer, outcome).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            outcome.detail = Some(e.code.as_str());
-            if e.source == ErrorSource::Upstream {
-                tracing::warn!(client = outcome.client.as_deref().unwrap_or("-"), error = %e, "v2 token call failed upstream");
-            }
-            e.into_response()
-        }
-    }
-}
-
-async fn run(
     shared: &Shared,
     rt: &Arc<Runtime>,
     provider_index: usize,
@@ -159,7 +42,7 @@ async fn run(
     if !readable(content_type) {
         // Not a body oauth-shim can read (nor one a v2 token endpoint takes): as it came.
         let req = Request::from_parts(parts, body);
-        return Ok(Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await);
+        return Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await;
     }
     let server = &rt.config.server;
     let bytes = token::read_body(&parts, body, server.max_body_bytes, server.body_read_timeout).await?;
@@ -171,7 +54,7 @@ async fn run(
     if kind != BodyKind::Json && !pairs.iter().any(|(k, _)| is_credential(k)) {
         outcome.client = shared.ops.record_v2_native(provider, &parts.headers);
         let req = Request::from_parts(parts, body::full(bytes));
-        return Ok(Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await);
+        return Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await;
     }
 
     let client_id = params.client_id.as_deref();
@@ -188,7 +71,7 @@ async fn run(
             ClientMode::Rewrite => {}
             ClientMode::Passthrough => {
                 let req = Request::from_parts(parts, body::full(bytes));
-                return Ok(Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await);
+                return Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await;
             }
             ClientMode::Deny => {
                 return Err(ShimError::unauthorized_client(
@@ -218,8 +101,8 @@ async fn run(
                 match raw_token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace).await
                 {
                     Ok(answer) if answer.status.is_success() && is_token(&answer) => Ok(answer),
-                    Ok(answer) => Err(Failure::Answer(Arc::new(answer))),
-                    Err(e) => Err(Failure::Shim(e)),
+                    Ok(answer) => Err(V2Failure::Answer(Arc::new(answer))),
+                    Err(e) => Err(V2Failure::Shim(e)),
                 }
             })
         };
@@ -250,11 +133,11 @@ async fn run(
                 outcome.upstream_status = Some(served.value.status);
                 Ok(respond(&served.value, served.age))
             }
-            Err(Failure::Answer(answer)) => {
+            Err(V2Failure::Answer(answer)) => {
                 outcome.upstream_status = Some(answer.status);
                 Ok(respond(&answer, Duration::ZERO))
             }
-            Err(Failure::Shim(e)) => Err(e),
+            Err(V2Failure::Shim(e)) => Err(e),
         };
     }
 
@@ -359,30 +242,6 @@ mod tests {
             with_remaining_lifetime(&bytes::Bytes::from_static(b"nope"), Duration::from_secs(1)),
             "nope"
         );
-    }
-
-    #[test]
-    fn answers_and_failures_cross_replicas_as_they_came() {
-        use crate::refresh::RefreshFailure;
-        let answer = RawAnswer {
-            status: http::StatusCode::BAD_REQUEST,
-            content_type: Some(HeaderValue::from_static("application/json;charset=UTF-8")),
-            retry_after: None,
-            body: bytes::Bytes::from_static(br#"{"error":"invalid_grant"}"#),
-        };
-        let back = RawAnswer::decode(&answer.encode()).expect("decodes");
-        assert_eq!(
-            (back.status, &back.content_type, &back.retry_after),
-            (answer.status, &answer.content_type, &None)
-        );
-        assert_eq!(back.body, answer.body);
-        let failure = Failure::decode(&Failure::Answer(Arc::new(answer)).encode()).expect("decodes");
-        assert!(failure.evicts(), "invalid_grant still evicts on the waiter's replica");
-        let shim = Failure::decode(&Failure::timed_out().encode()).expect("decodes");
-        assert!(matches!(shim, Failure::Shim(e) if e.status == http::StatusCode::GATEWAY_TIMEOUT));
-        for bad in [&b""[..], b"x", b"a\x00", b"a\x00\xc8\x00\x09ab"] {
-            assert!(Failure::decode(bad).is_none());
-        }
     }
 
     #[test]

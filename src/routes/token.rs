@@ -7,43 +7,17 @@ use std::sync::Arc;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, PRAGMA};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::app::{Outcome, Runtime, Shared};
+use super::Outcome;
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
-use crate::error::{ErrorCode, ShimError};
-use crate::forward;
+use crate::error::ShimError;
 use crate::legacy;
 use crate::oauth::token_call;
 use crate::provider::Provider;
-use crate::refresh::shared::{Portable, Refresher, SharedFailure};
+use crate::refresh::shared::Refresher;
+use crate::routes::forward;
+use crate::runtime::{Runtime, Shared};
 use crate::translate::{self, Grant, V2Token};
-
-pub async fn handle(
-    shared: &Shared,
-    rt: &Arc<Runtime>,
-    provider: usize,
-    req: Request<Body>,
-    peer: SocketAddr,
-    outcome: &mut Outcome,
-) -> Response<Body> {
-    match run(shared, rt, provider, req, peer, outcome).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            outcome.detail = Some(e.code.as_str());
-            // Transport failures and upstream 5xx are logged once where the upstream call is
-            // made. An upstream verdict on the caller's grant (invalid_grant, invalid_scope, ...)
-            // is the caller's business, not an operator's; the upstream refusing the client's
-            // own credentials means the configured secret is wrong, which is.
-            let client = outcome.client.as_deref().unwrap_or("-");
-            if e.source == crate::error::ErrorSource::Upstream && e.code == ErrorCode::InvalidClient {
-                tracing::warn!(client, error = %e, "the upstream refused this client's credentials; check its secret");
-            } else {
-                tracing::debug!(client, error = %e, "token call refused");
-            }
-            e.into_response()
-        }
-    }
-}
 
 /// Read a v2 token call's body as the legacy route reads its own: at most `max` bytes (refused
 /// from a declared `Content-Length` before any of it is read), all of it within `deadline`.
@@ -78,7 +52,8 @@ pub(crate) async fn read_body(
     }
 }
 
-async fn run(
+/// Serve a legacy token call.
+pub async fn handle(
     shared: &Shared,
     rt: &Arc<Runtime>,
     provider_index: usize,
@@ -154,7 +129,7 @@ async fn run(
             // Boxed, as is the other grants' upstream call below: this future is sized by its
             // largest branch, and every token request (and, through `App::handle`, every
             // request) would otherwise allocate and move that much.
-            return Ok(Box::pin(forward::forward(provider, rt, req, peer, outcome)).await);
+            return Box::pin(forward::forward(provider, rt, req, peer, outcome)).await;
         }
     }
 
@@ -317,59 +292,4 @@ fn success(json: Vec<u8>) -> Response<Body> {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
     resp
-}
-
-impl crate::refresh::Refreshed for translate::V2Token {
-    fn lifetime(&self) -> Option<std::time::Duration> {
-        translate::V2Token::lifetime(self)
-    }
-}
-
-impl crate::refresh::RefreshFailure for ShimError {
-    fn evicts(&self) -> bool {
-        self.code == ErrorCode::InvalidGrant
-    }
-
-    fn internal() -> Self {
-        ShimError::internal()
-    }
-}
-
-impl Portable for translate::V2Token {
-    fn encode(&self) -> Vec<u8> {
-        self.to_v2_json()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        translate::V2Token::parse(bytes).ok()
-    }
-}
-
-/// An error crosses replicas as its class: code, status, side and the fixed description (never
-/// an upstream body or a secret; see `error.rs`).
-impl Portable for ShimError {
-    fn encode(&self) -> Vec<u8> {
-        serde_json::json!({
-            "code": self.code.as_str(),
-            "status": self.status.as_u16(),
-            "source": self.source.as_str(),
-            "description": self.description,
-        })
-        .to_string()
-        .into_bytes()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-        let code = ErrorCode::from_rfc(v["code"].as_str()?)?;
-        let status = StatusCode::from_u16(u16::try_from(v["status"].as_u64()?).ok()?).ok()?;
-        let source = crate::error::ErrorSource::from_name(v["source"].as_str()?)?;
-        Some(ShimError::new(code, status, source, v["description"].as_str()?.to_owned()))
-    }
-}
-
-impl SharedFailure for ShimError {
-    fn timed_out() -> Self {
-        ShimError::upstream_timeout()
-    }
 }

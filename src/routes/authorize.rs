@@ -5,16 +5,17 @@
 
 use std::net::SocketAddr;
 
-use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
+use http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use http::{Method, Request, Response, StatusCode};
 use url::Url;
 
-use crate::app::{Outcome, Runtime, Shared};
+use super::Outcome;
 use crate::body::{self, Body};
 use crate::config::ClientMode;
 use crate::error::ShimError;
-use crate::forward;
 use crate::provider::Provider;
+use crate::routes::forward;
+use crate::runtime::{Runtime, Shared};
 
 /// Parameters copied to the upstream authorize URL, in this order, after `response_type` and
 /// `client_id`.
@@ -27,17 +28,12 @@ pub async fn handle(
     req: Request<Body>,
     peer: SocketAddr,
     outcome: &mut Outcome,
-) -> Response<Body> {
-    let html = wants_html(&req);
+) -> Result<Response<Body>, ShimError> {
     let provider = rt.provider(provider);
     shared.ops.record_authorize(provider, req.uri().query());
-    match plan(provider, &req, outcome) {
-        Ok(Plan::Redirect(location)) => redirect(&location),
-        Ok(Plan::PassThrough) => forward::forward(provider, rt, req, peer, outcome).await,
-        Err(e) => {
-            outcome.detail = Some(e.code.as_str());
-            if html { error_page(&e) } else { e.into_response() }
-        }
+    match plan(provider, &req, outcome)? {
+        Plan::Redirect(location) => redirect(&location),
+        Plan::PassThrough => forward::forward(provider, rt, req, peer, outcome).await,
     }
 }
 
@@ -110,38 +106,12 @@ fn plan(provider: &Provider, req: &Request<Body>, outcome: &mut Outcome) -> Resu
     Ok(Plan::Redirect(location.into()))
 }
 
-fn redirect(location: &str) -> Response<Body> {
+fn redirect(location: &str) -> Result<Response<Body>, ShimError> {
+    let location = HeaderValue::from_str(location).map_err(|_| ShimError::internal())?;
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::FOUND;
     let h = resp.headers_mut();
-    match HeaderValue::from_str(location) {
-        Ok(v) => h.insert(LOCATION, v),
-        Err(_) => return ShimError::internal().into_response(),
-    };
+    h.insert(LOCATION, location);
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-fn wants_html<B>(req: &Request<B>) -> bool {
-    req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
-}
-
-/// A small HTML page for browsers; the text is ours, never the caller's input.
-fn error_page(e: &ShimError) -> Response<Body> {
-    let page = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Authorization error</title></head>\
-         <body><h1>Authorization error</h1><p><code>{}</code>: {}</p></body></html>\n",
-        e.code.as_str(),
-        html_escape(&e.description)
-    );
-    let mut resp = Response::new(body::full(page));
-    *resp.status_mut() = e.status;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    Ok(resp)
 }

@@ -1,0 +1,107 @@
+//! The front door: checks made on every request head before any body is read, and the choice
+//! of route. A refusal here is answered by the rescue and closes an HTTP/1 connection.
+
+use http::{Method, Request, StatusCode, Uri};
+
+use crate::error::ShimError;
+use crate::runtime::Runtime;
+
+/// Which handler served a request (logs, metrics). The discriminants index
+/// `ops::metrics::ROUTES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Token,
+    Authorize,
+    PassThrough,
+    Rejected,
+    /// A `POST` to the selected provider's token path: a v2 token call.
+    V2Token,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Authorize => "authorize",
+            Self::V2Token => "v2_token",
+            Self::PassThrough => "pass",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// Checks made on the request head before any body is read, beyond what hyper already refuses
+/// (malformed heads, oversized heads (431), targets over 64 KiB (414), differing duplicate
+/// `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`). hyper resolves
+/// `Content-Length` + `Transfer-Encoding` itself (RFC 9112 §6.3: the length is dropped, the body
+/// read as chunked, the connection closed after the answer), so that pair never reaches here:
+/// hyper keeps no public trace of the dropped length (its header-case and header-order
+/// extensions are crate-private), so it cannot be refused with a 400 here.
+pub(super) fn front_door<B>(req: &Request<B>, rt: &Runtime, provider: usize) -> Result<Route, ShimError> {
+    let server = &rt.config.server;
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > server.max_uri_bytes {
+        return Err(ShimError::invalid_request("request URI too long").status(StatusCode::URI_TOO_LONG));
+    }
+    let path = req.uri().path();
+    check_target(req.method(), req.uri(), path)?;
+    check_transfer_coding(req.headers())?;
+    Ok(match path {
+        "/oauth/access_token" => Route::Token,
+        "/oauth/authorize" => Route::Authorize,
+        path if req.method() == Method::POST && path == rt.provider(provider).token_path => Route::V2Token,
+        _ => Route::PassThrough,
+    })
+}
+
+/// The request-target forms of RFC 9112 §3.2: origin-form (`/path`) and absolute-form for any
+/// method; asterisk-form (`*`) only for `OPTIONS`; authority-form (`host:port`) only for
+/// `CONNECT`, which is a forward proxy's tunnel, never opened to the API host (405).
+fn check_target(method: &http::Method, uri: &Uri, path: &str) -> Result<(), ShimError> {
+    const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+    if *method == http::Method::CONNECT {
+        return Err(ShimError::method_not_allowed(ALLOW));
+    }
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Err(ShimError::invalid_request("an authority-form target is only valid for CONNECT"));
+    }
+    if path == "*" && *method != http::Method::OPTIONS {
+        return Err(ShimError::invalid_request("an asterisk-form target is only valid for OPTIONS"));
+    }
+    Ok(())
+}
+
+/// `chunked`, once, is the only transfer coding we accept (RFC 9112 §6.1: a coding the server
+/// does not understand gets 501). Anything else would reach the upstream still encoded, since
+/// `Transfer-Encoding` is hop-by-hop and stripped when forwarding.
+fn check_transfer_coding(h: &http::HeaderMap) -> Result<(), ShimError> {
+    let mut chunked = 0;
+    for value in h.get_all(http::header::TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return Err(ShimError::invalid_request("invalid Transfer-Encoding"));
+        };
+        for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(ShimError::invalid_request("unsupported transfer coding")
+                    .status(StatusCode::NOT_IMPLEMENTED));
+            }
+            chunked += 1;
+        }
+    }
+    if chunked > 1 {
+        return Err(ShimError::invalid_request("chunked applied more than once"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_discriminants_index_the_metric_labels() {
+        for route in [Route::Token, Route::Authorize, Route::PassThrough, Route::Rejected] {
+            assert_eq!(crate::ops::metrics::ROUTES[route as usize], route.as_str());
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The app: the one request entry point ([`App::handle`]), the front door, the rescue (the one
+//! place an error becomes a response), and the access line. Routes do the work
+//! ([`crate::routes`]) with the state of [`crate::runtime`].
+
+mod access;
+mod entry;
+mod front_door;
+mod future;
+mod rescue;
+
+pub use entry::{App, Handling};
+pub use front_door::Route;

@@ -1,0 +1,116 @@
+//! The rescue: the one place a route's error becomes a response. It classifies the error by
+//! its source, logs it once with its cause, notes it for the access line and metrics, and
+//! renders it (JSON in both the RFC 6749 and the legacy shape; an HTML page for a browser on
+//! `/oauth/authorize`). Bodies carry fixed descriptions, never a cause, a token or a secret.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Request, Response};
+
+use super::front_door::Route;
+use crate::body::{self, Body};
+use crate::error::{ErrorCode, ErrorSource, ShimError};
+use crate::ops::Ops;
+use crate::routes::Outcome;
+use crate::routes::forward::UpstreamFailure;
+
+/// Which handler failed, with what the rescue needs to know of its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Handler {
+    /// Refused before routing.
+    FrontDoor,
+    Token,
+    /// `page`: the caller asked for HTML (a browser), so errors are a page, never a redirect.
+    Authorize {
+        page: bool,
+    },
+    V2Token,
+    Pass,
+    /// A pass-through call with a minted token (token continuity).
+    Continuity,
+}
+
+impl Handler {
+    /// The route the request is counted under.
+    pub(super) fn route(self) -> Route {
+        match self {
+            Self::FrontDoor => Route::Rejected,
+            Self::Token => Route::Token,
+            Self::Authorize { .. } => Route::Authorize,
+            Self::V2Token => Route::V2Token,
+            Self::Pass | Self::Continuity => Route::PassThrough,
+        }
+    }
+}
+
+/// Turn `e` into the answer, logging it once.
+pub(super) fn rescue(e: ShimError, handler: Handler, ops: &Ops, outcome: &mut Outcome) -> Response<Body> {
+    log(&e, handler, outcome.client.as_deref().unwrap_or("-"));
+    // A refusal at the front door is counted as `error`: the request never reached a route.
+    if handler != Handler::FrontDoor {
+        outcome.detail = Some(e.code.as_str());
+    }
+    if handler == Handler::Continuity && e.code == ErrorCode::InvalidToken {
+        outcome.detail = Some("continuity_invalid_token");
+        ops.metrics.continuity_rejected();
+    }
+    match handler {
+        Handler::Authorize { page: true } => error_page(&e),
+        _ => e.into_response(),
+    }
+}
+
+/// One log line per failed request, at a level by who is to act: an upstream that could not be
+/// reached and a client whose configured secret the upstream refuses are the operator's
+/// business (WARN); a caller's own mistake or an upstream verdict on its grant is not (DEBUG).
+/// A failed token call is also logged where the upstream call is made, once for all the
+/// requests that shared it.
+fn log(e: &ShimError, handler: Handler, client: &str) {
+    if let Some(failure) = e.cause.as_deref().and_then(|c| c.downcast_ref::<UpstreamFailure>()) {
+        tracing::warn!(
+            upstream = %failure.upstream,
+            call = "pass",
+            cause = failure.cause.class,
+            error = %failure.cause.detail,
+            "upstream call failed"
+        );
+        return;
+    }
+    let cause = e.cause.as_deref().map(tracing::field::display);
+    match (handler, e.source, e.code) {
+        (Handler::Token, ErrorSource::Upstream, ErrorCode::InvalidClient) => {
+            tracing::warn!(client, error = %e, "the upstream refused this client's credentials; check its secret");
+        }
+        (Handler::V2Token, ErrorSource::Upstream, _) => {
+            tracing::warn!(client, error = %e, "v2 token call failed upstream");
+        }
+        _ => tracing::debug!(route = handler.route().as_str(), client, error = %e, cause, "request refused"),
+    }
+}
+
+/// Whether a request asks for HTML (a browser on the authorize step).
+pub(super) fn wants_html<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// A small HTML page for browsers; the text is ours, never the caller's input.
+fn error_page(e: &ShimError) -> Response<Body> {
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Authorization error</title></head>\
+         <body><h1>Authorization error</h1><p><code>{}</code>: {}</p></body></html>\n",
+        e.code.as_str(),
+        html_escape(&e.description)
+    );
+    let mut resp = Response::new(body::full(page));
+    *resp.status_mut() = e.status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

@@ -1,0 +1,68 @@
+//! The config in force and what is derived from it once: providers (endpoints, clients, pools)
+//! and the `Host` table that selects them. Swapped as a whole on reload, so a request sees one
+//! consistent version.
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Request};
+
+use crate::config::{ClientConfig, Config, ConfigError};
+use crate::crypto::KeySet;
+use crate::provider::{self, Provider};
+
+/// A validated config plus what is derived from it once (parsed URIs, providers and their
+/// clients), swapped as a whole on reload so a request sees one consistent version.
+pub struct Runtime {
+    pub config: Config,
+    /// Every provider, the default (`[upstream]`) first.
+    pub providers: Vec<Provider>,
+    /// `Host` -> provider index, for the providers other than the default.
+    hosts: Vec<(String, usize)>,
+    /// Some client uses token continuity: pass-through requests are checked for a minted token.
+    pub continuity: bool,
+    /// The `[state]` key set, parsed once per config.
+    pub state_keys: Option<Arc<KeySet>>,
+}
+
+impl Runtime {
+    /// A runtime with new upstream pools.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        let providers = provider::build(&config, None)?;
+        Self::assemble(config, providers)
+    }
+
+    /// A runtime for a reloaded config: providers that `old` had keep their upstream pools
+    /// (and lookup caches).
+    pub fn reloaded(config: Config, old: &Runtime) -> Result<Self, ConfigError> {
+        let providers = provider::build(&config, Some(&old.providers))?;
+        Self::assemble(config, providers)
+    }
+
+    fn assemble(config: Config, providers: Vec<Provider>) -> Result<Self, ConfigError> {
+        let continuity = config.continuity_enabled();
+        let state_keys = config.state.key_set()?.map(Arc::new);
+        Ok(Self { hosts: provider::host_table(&config), config, providers, continuity, state_keys })
+    }
+
+    /// The configured client of the default provider with exactly this id (byte for byte),
+    /// with the `Authorization` header oauth-shim sends upstream on its behalf. (Token
+    /// continuity serves the default provider's clients only.)
+    pub fn client(&self, id: &str) -> Option<(&ClientConfig, &HeaderValue)> {
+        self.default_provider().client(id)
+    }
+
+    /// The default provider (`[upstream]`).
+    pub fn default_provider(&self) -> &Provider {
+        &self.providers[0]
+    }
+
+    /// The provider at `index` (as [`Runtime::select`] returned it for this runtime).
+    pub fn provider(&self, index: usize) -> &Provider {
+        self.providers.get(index).unwrap_or(&self.providers[0])
+    }
+
+    /// The index of the provider a request selects by its `Host`.
+    pub fn select<B>(&self, req: &Request<B>) -> usize {
+        provider::select(&self.hosts, req)
+    }
+}
