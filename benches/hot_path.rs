@@ -13,8 +13,9 @@ use sha2::Sha256;
 
 use oauth_shim::config::{ClientConfig, LegacyConfig};
 use oauth_shim::legacy;
+use oauth_shim::legacy::to_v2;
 use oauth_shim::oauth::Secret;
-use oauth_shim::translate::{self, V2Token};
+use oauth_shim::oauth::V2Token;
 
 /// What the load bench's `shim-token` target sends.
 const REFRESH_QUERY: &str =
@@ -45,9 +46,7 @@ fn parse(c: &mut Criterion) {
 fn translate(c: &mut Criterion) {
     let (params, _) = legacy::collect(Some(REFRESH_QUERY), None, b"", None).unwrap();
     let client = client();
-    c.bench_function("translate::to_v2 refresh", |b| {
-        b.iter(|| translate::to_v2(black_box(&params), &client).unwrap())
-    });
+    c.bench_function("translate::to_v2 refresh", |b| b.iter(|| to_v2(black_box(&params), &client).unwrap()));
 }
 
 fn render(c: &mut Criterion) {

@@ -121,8 +121,8 @@ pub fn legacy_params(data: &[u8]) {
 
 /// The v2 token answer parser and the legacy answer rendered from it.
 pub fn token_answer(data: &[u8]) {
-    let Ok(token) = crate::translate::V2Token::parse(data) else { return };
-    let max = std::time::Duration::from_secs(crate::translate::MAX_EXPIRES_IN);
+    let Ok(token) = crate::oauth::V2Token::parse(data) else { return };
+    let max = std::time::Duration::from_secs(crate::oauth::MAX_EXPIRES_IN);
     assert!(token.lifetime().is_none_or(|l| l <= max), "lifetime over the bound");
     let legacy =
         crate::config::LegacyConfig { keep_extra_fields: data.len().is_multiple_of(2), ..Default::default() };
@@ -133,7 +133,7 @@ pub fn token_answer(data: &[u8]) {
         let expires = v.get("expires_in").map(|e| e.as_str().expect("expires_in is a string"));
         if let Some(e) = expires {
             let e: u64 = e.parse().expect("expires_in is a decimal");
-            assert!(e <= crate::translate::MAX_EXPIRES_IN);
+            assert!(e <= crate::oauth::MAX_EXPIRES_IN);
         }
         assert_eq!(v["access_token"].as_str(), Some(token.access_token().expose()));
     }

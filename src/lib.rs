@@ -2,7 +2,9 @@
 //! API working against the RFC 6749 ("v2") API.
 //!
 //! The request path, in order:
-//! - [`server`] accepts connections (limits, timeouts, graceful drain) and hands each request to
+//! - [`server`] accepts connections (one accept loop with a connection limit and backoff, shared
+//!   by the proxy port, the admin port and the stand-in; timeouts; graceful drain) and hands each
+//!   request to
 //! - [`app`], the one entry point, which gives the request its id ([`request_id`]), applies
 //!   front-door checks and routes:
 //!   - `/oauth/access_token` → [`token`]: [`legacy`] collects the parameters, [`translate`]
@@ -24,21 +26,25 @@
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
 //! routes of [`ops`]: metrics, the migration report, hot reload),
-//! [`standin`] (a local v2 server for `oauth-shim dev` and the tests), [`cli`] and [`telemetry`].
+//! [`devtools`] (`oauth-shim dev` and the local v2 stand-in it and the tests use), [`cli`] (the
+//! command line), `boot` (the one start-up sequence `serve` and `dev` share: config, telemetry,
+//! the app, reload, listeners, run until a signal) and [`telemetry`].
 //! `fuzzing` (hidden from the docs) holds the entry points of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod body;
+mod boot;
 pub mod cli;
 pub mod config;
 pub mod continuity;
 pub mod crypto;
-pub mod dev;
+pub mod devtools;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod json;
 pub mod legacy;
 pub mod lookup;
 pub mod oauth;
@@ -49,8 +55,5 @@ pub mod request_id;
 pub mod routes;
 pub mod runtime;
 pub mod server;
-pub mod standin;
 pub mod state;
-pub mod telemetry;
-pub mod translate;
 pub mod upstream;

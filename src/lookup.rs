@@ -24,8 +24,8 @@ use sha2::Sha256;
 
 use crate::config::{ConfigError, LegacyFieldsConfig};
 use crate::oauth::{HttpClient, Secret};
+use crate::oauth::{LEGACY_FIELDS, V2Token};
 use crate::ops::metrics::LookupCounters;
-use crate::translate::{LEGACY_FIELDS, V2Token};
 
 /// How long a lookup answer is kept when the token states no lifetime.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);

@@ -7,19 +7,18 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, Uri};
 
-use super::entry::App;
 use super::rescue::{Handler, rescue};
 use crate::body::Body;
 use crate::error::ShimError;
 use crate::ops::metrics::GaugeGuard;
 use crate::routes::Outcome;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Shared};
 
 /// What a request's log line and metrics need once it has been answered; holds the in-flight
 /// gauge up until then.
 pub(super) struct Done {
     pub(super) started: Instant,
-    pub(super) app: App,
+    pub(super) shared: Arc<Shared>,
     pub(super) rt: Arc<Runtime>,
     /// The index of the provider the request selected.
     pub(super) provider: usize,
@@ -62,7 +61,7 @@ impl Done {
         mut outcome: Outcome,
         answer: Result<Response<Body>, ShimError>,
     ) -> Response<Body> {
-        let ops = &self.app.shared().ops;
+        let ops = &self.shared.ops;
         let route = handler.route();
         let mut resp = match answer {
             Ok(resp) => resp,

@@ -80,7 +80,7 @@ impl App {
             .then(|| Box::new(Access::of(&req, peer)));
         let done = Done {
             started: Instant::now(),
-            app: self.clone(),
+            shared: Arc::clone(&self.shared),
             provider: rt.select(&req),
             rt,
             method: req.method().clone(),
@@ -102,35 +102,34 @@ impl App {
             Route::Token => Box::pin(async move {
                 let mut outcome = Outcome::default();
                 let answer =
-                    token::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
+                    token::handle(&done.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
                 done.finish(Handler::Token, outcome, answer)
             }),
             Route::Authorize => Box::pin(async move {
                 let page = wants_html(&req);
                 let mut outcome = Outcome::default();
                 let answer =
-                    authorize::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome)
-                        .await;
+                    authorize::handle(&done.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
                 done.finish(Handler::Authorize { page }, outcome, answer)
             }),
             Route::V2Token => Box::pin(async move {
                 let mut outcome = Outcome::default();
                 let answer =
-                    v2token::handle(&done.app.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
+                    v2token::handle(&done.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
                 done.finish(Handler::V2Token, outcome, answer)
             }),
             // A minted token is recognised by its prefix alone, before any lookup; every other
             // request pays only this header test, and only while some client uses continuity.
             _ if done.rt.continuity && carries_minted_token(req.headers()) => Box::pin(async move {
                 let mut outcome = Outcome::default();
-                let answer = continuity::forward(&done.app.shared, &done.rt, req, peer, &mut outcome).await;
+                let answer = continuity::forward(&done.shared, &done.rt, req, peer, &mut outcome).await;
                 done.finish(Handler::Continuity, outcome, answer)
             }),
             _ => {
                 let mut outcome = Outcome::default();
                 let provider = done.rt.provider(done.provider);
                 if req.uri().path().starts_with("/oauth/v2/") {
-                    outcome.client = self.shared.ops.record_v2_native(provider, req.headers());
+                    outcome.client = v2token::record_v2_native(&self.shared.ops, provider, req.headers());
                 }
                 let forwarded = forward::start(provider, &done.rt, req, peer);
                 Box::pin(Passing { forwarded, done: Some(done), outcome })

@@ -12,7 +12,7 @@ use super::access::Done;
 use super::rescue::Handler;
 use crate::body::Body;
 use crate::routes::Outcome;
-use crate::routes::forward::{Forwarded, Refused};
+use crate::routes::{Forwarded, Refused};
 
 pin_project_lite::pin_project! {
     /// A pass-through request's handling: the upstream call, then the log line and metrics.

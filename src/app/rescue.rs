@@ -11,7 +11,7 @@ use crate::body::{self, Body};
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::ops::Ops;
 use crate::routes::Outcome;
-use crate::routes::forward::UpstreamFailure;
+use crate::routes::UpstreamFailure;
 
 /// Which handler failed, with what the rescue needs to know of its request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

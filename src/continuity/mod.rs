@@ -23,11 +23,12 @@ use serde::Serialize;
 use crate::config::{ClientConfig, Config, StateBackend};
 use crate::crypto::KeySet;
 use crate::error::{ErrorCode, ShimError};
+use crate::legacy::render_minted;
+use crate::oauth::V2Token;
 use crate::oauth::{HttpClient, Secret, TraceHeaders, token_call};
 use crate::ops::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::state::redis::Redis;
-use crate::translate::{self, V2Token};
 use redis_store::RedisSessions;
 use session::{LIVE_ACCESS_TOKENS, Session, SessionId, TOKEN_HASH_DOMAIN, now};
 use store::{Embedded, StoreError, Stored};
@@ -369,7 +370,7 @@ impl Continuity {
         };
         self.put(&session, session.seal(keys), session.hashes(), Vec::new()).await?;
         tracing::info!(client = %client.id, session = ?session.id, "continuity session created");
-        Ok(translate::render_minted(&access, lifetime, &refresh, &session.profile, &rt.config.legacy))
+        Ok(render_minted(&access, lifetime, &refresh, &session.profile, &rt.config.legacy))
     }
 
     /// A legacy refresh with a minted refresh token: a new minted access token from the
@@ -411,7 +412,7 @@ impl Continuity {
         .await;
         held.release().await;
         let session = renewed?;
-        Ok(translate::render_minted(&access, lifetime, token, &session.profile, &rt.config.legacy))
+        Ok(render_minted(&access, lifetime, token, &session.profile, &rt.config.legacy))
     }
 
     /// The session with a v2 access token fit to send now. A token past the refresh margin but
@@ -612,27 +613,4 @@ fn info(s: &Session) -> SessionInfo {
         v2_expires_at: s.v2_expires_at.map(at),
         upstream_refreshes: s.refreshes,
     }
-}
-
-/// Delete expired sessions every `[continuity] sweep_interval` until `shutdown` fires.
-pub fn spawn_sweeper(app: crate::app::App, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        loop {
-            let interval = app.runtime().config.continuity.sweep_interval;
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.changed() => return,
-            }
-            let rt = app.runtime();
-            if !rt.config.continuity_enabled() {
-                continue;
-            }
-            // Failures were logged where they happened; the next round tries again.
-            if let Ok(c) = app.shared().continuity(&rt)
-                && let Ok(n @ 1..) = c.sweep().await
-            {
-                tracing::info!(swept = n, "expired continuity sessions deleted");
-            }
-        }
-    });
 }

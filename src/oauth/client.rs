@@ -9,10 +9,10 @@ use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::token::V2Token;
 use crate::config::UpstreamConfig;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::oauth::Secret;
-use crate::translate::V2Token;
 
 pub use crate::upstream::Upstream as HttpClient;
 

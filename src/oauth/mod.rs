@@ -4,6 +4,7 @@
 mod basic;
 mod client;
 mod secret;
+mod token;
 
 pub use basic::{BasicAuthEncoding, basic_auth_header, basic_auth_header_with};
 pub use client::{
@@ -11,3 +12,4 @@ pub use client::{
     reconfigure_http_client, token_call,
 };
 pub use secret::Secret;
+pub use token::{LEGACY_FIELDS, MAX_EXPIRES_IN, V2Token};

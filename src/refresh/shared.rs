@@ -39,7 +39,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::RngCore;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{RefreshCache, RefreshFailure, RefreshStats, Refreshed, Served, Source};
+use super::cache::RefreshCache;
+use super::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
 use crate::crypto::KeySet;
 use crate::oauth::Secret;
 use crate::state::redis::{Redis, Unavailable};

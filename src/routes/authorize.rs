@@ -9,10 +9,12 @@ use http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use http::{Method, Request, Response, StatusCode};
 use url::Url;
 
-use super::Outcome;
+use super::outcome::Outcome;
 use crate::body::{self, Body};
 use crate::config::ClientMode;
 use crate::error::ShimError;
+use crate::ops::Ops;
+use crate::ops::migration::{Call, Feature};
 use crate::provider::Provider;
 use crate::routes::forward;
 use crate::runtime::{Runtime, Shared};
@@ -30,7 +32,7 @@ pub async fn handle(
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, ShimError> {
     let provider = rt.provider(provider);
-    shared.ops.record_authorize(provider, req.uri().query());
+    record(&shared.ops, provider, req.uri().query());
     match plan(provider, &req, outcome)? {
         Plan::Redirect(location) => redirect(&location),
         Plan::PassThrough => forward::forward(provider, rt, req, peer, outcome).await,
@@ -114,4 +116,25 @@ fn redirect(location: &str) -> Result<Response<Body>, ShimError> {
     h.insert(LOCATION, location);
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
+}
+
+/// Record a legacy `/oauth/authorize` call from its query string in the migration report.
+fn record(ops: &Ops, provider: &Provider, query: Option<&str>) {
+    let (mut client_id, mut response_type, mut redirect_uri) = (None, false, false);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if v.is_empty() {
+            continue;
+        }
+        match &*k {
+            "client_id" if client_id.is_none() => client_id = Some(v.into_owned()),
+            "response_type" => response_type = true,
+            "redirect_uri" => redirect_uri = true,
+            _ => {}
+        }
+    }
+    let Some(id) = client_id else { return };
+    let call = Call::default()
+        .with(Feature::AuthorizeWithoutResponseType, !response_type)
+        .with(Feature::MissingRedirectUri, !redirect_uri);
+    ops.migration.record(&provider.name, &id, provider.client(&id).is_some(), call);
 }

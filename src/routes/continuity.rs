@@ -10,7 +10,7 @@ use http::header::{AUTHORIZATION, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 
-use super::Outcome;
+use super::outcome::Outcome;
 use crate::body::Body;
 use crate::error::ShimError;
 use crate::oauth::Secret;

@@ -1,14 +1,68 @@
-//! The pass-through's hand-written future. Written by hand because an `async` block would hold
-//! the upstream call twice (as its capture and as the value it awaits), and this is the state
-//! every API call carries; `size_of` tests hold its size.
+//! The pass-through's hand-written future and what it yields: the answer ([`Forwarded`]), or
+//! the refusal with the upstream's failure as its cause ([`Refused`]). The future is written by
+//! hand because an `async` block would hold the upstream call twice (as its capture and as the
+//! value it awaits), and this is the state every API call carries; a `size_of` test holds its
+//! size.
 
 use http::Response;
 use http_body_util::BodyExt;
 
-use super::forward::{Forwarded, Refused, strip_hop_by_hop};
+use super::headers::strip_hop_by_hop;
+use super::outcome::Outcome;
+use crate::body::Body;
 use crate::body::{BoxError, StallGuard, is_client_body_error};
 use crate::error::ShimError;
+use crate::provider::Base;
 use crate::upstream::Cause;
+
+/// A pass-through answer, and what the request log and metrics note of it.
+pub struct Forwarded {
+    pub resp: Response<Body>,
+    pub upstream_status: Option<http::StatusCode>,
+}
+
+impl Forwarded {
+    /// Note the outcome and hand on the answer.
+    pub fn record(self, outcome: &mut Outcome) -> Response<Body> {
+        outcome.upstream_status = self.upstream_status;
+        self.resp
+    }
+}
+
+/// A pass-through that got no answer: the error for the caller, and why the upstream gave none
+/// when it was the upstream's doing (boxed: the rare case).
+pub struct Refused {
+    pub(super) error: ShimError,
+    pub(super) cause: Option<Box<Cause>>,
+}
+
+impl Refused {
+    /// The error, with the failed call to `base` as its cause (which upstream, and why).
+    pub fn at(self, base: &Base) -> ShimError {
+        match self.cause {
+            Some(cause) => {
+                self.error.caused_by(UpstreamFailure { upstream: base.host().to_owned(), cause: *cause })
+            }
+            None => self.error,
+        }
+    }
+}
+
+/// A pass-through call to an upstream that failed: the upstream host (and port unless default)
+/// and the classified cause. Safe to log: it carries no request content.
+#[derive(Debug)]
+pub struct UpstreamFailure {
+    pub upstream: String,
+    pub cause: Cause,
+}
+
+impl std::fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.upstream, self.cause.class, self.cause.detail)
+    }
+}
+
+impl std::error::Error for UpstreamFailure {}
 
 pin_project_lite::pin_project! {
     /// [`super::forward::start`]'s future: the upstream call under its deadline, then the

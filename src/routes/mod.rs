@@ -7,8 +7,10 @@ pub mod authorize;
 pub mod continuity;
 pub mod forward;
 mod future;
+mod headers;
 mod outcome;
 pub mod token;
 pub mod v2token;
 
+pub use future::{Forwarded, Refused, UpstreamFailure};
 pub use outcome::Outcome;

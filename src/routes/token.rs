@@ -7,17 +7,17 @@ use std::sync::Arc;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, PRAGMA};
 use http::{Method, Request, Response, StatusCode};
 
-use super::Outcome;
+use super::outcome::Outcome;
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
 use crate::error::ShimError;
-use crate::legacy;
+use crate::legacy::{self, Grant, V2Request};
+use crate::oauth::V2Token;
 use crate::oauth::token_call;
 use crate::provider::Provider;
 use crate::refresh::shared::Refresher;
 use crate::routes::forward;
 use crate::runtime::{Runtime, Shared};
-use crate::translate::{self, Grant, V2Token};
 
 /// Read a v2 token call's body as the legacy route reads its own: at most `max` bytes (refused
 /// from a declared `Content-Length` before any of it is read), all of it within `deadline`.
@@ -139,11 +139,11 @@ pub async fn handle(
         return Err(challenge(ShimError::invalid_client("client authentication failed")));
     }
 
-    let mut v2 = translate::to_v2(&params, client)?;
+    let mut v2 = legacy::to_v2(&params, client)?;
     let auth = match provider.client_auth {
         ClientAuth::ClientSecretBasic => Some(auth.clone()),
         ClientAuth::ClientSecretPost => {
-            v2.form = translate::with_client_credentials(&v2.form, &client.id, client.secret());
+            v2.form = legacy::with_client_credentials(&v2.form, &client.id, client.secret());
             None
         }
     };
@@ -153,7 +153,7 @@ pub async fn handle(
     drop((parts, bytes));
 
     if v2.grant == Grant::RefreshToken {
-        let translate::V2Request { form, refresh_token, .. } = v2;
+        let V2Request { form, refresh_token, .. } = v2;
         let sent = refresh_token.unwrap_or_default();
         // A minted refresh token is answered from its session and never sent upstream as is.
         if sent.expose().starts_with(crate::continuity::minted::REFRESH_PREFIX) {

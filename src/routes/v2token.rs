@@ -15,13 +15,14 @@ use std::time::Duration;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
 
-use super::Outcome;
+use super::outcome::Outcome;
 use super::{forward, token};
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
 use crate::error::ShimError;
 use crate::legacy::{self, BodyKind};
 use crate::oauth::{RawAnswer, Secret, basic_auth_header_with, raw_token_call};
+use crate::ops::Ops;
 use crate::ops::migration::{Call, Feature};
 use crate::provider::Provider;
 use crate::refresh::shared::Refresher;
@@ -52,7 +53,7 @@ pub async fn handle(
     let pairs = legacy::all_pairs(parts.uri.query(), kind, &bytes)?;
     let is_credential = |k: &str| k == "client_id" || k == "client_secret";
     if kind != BodyKind::Json && !pairs.iter().any(|(k, _)| is_credential(k)) {
-        outcome.client = shared.ops.record_v2_native(provider, &parts.headers);
+        outcome.client = record_v2_native(&shared.ops, provider, &parts.headers);
         let req = Request::from_parts(parts, body::full(bytes));
         return Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await;
     }
@@ -227,6 +228,26 @@ fn with_remaining_lifetime(body: &bytes::Bytes, age: Duration) -> bytes::Bytes {
     };
     map.insert("expires_in".into(), expires.saturating_sub(age.as_secs()).into());
     serde_json::to_vec(&map).map_or_else(|_| body.clone(), bytes::Bytes::from)
+}
+
+/// Record a v2 call (a pass-through request to `/oauth/v2/*`, or a v2 token call forwarded as
+/// it came), attributed to the client its `Authorization: Basic` header names. Returns the
+/// client id for the access log: the configured id, `unknown`, or `None` when no client was
+/// named (or the header is not valid Basic credentials).
+pub(crate) fn record_v2_native(ops: &Ops, provider: &Provider, headers: &http::HeaderMap) -> Option<String> {
+    let call = Call::default().with(Feature::V2Native, true);
+    let named = headers.get(AUTHORIZATION).and_then(|h| legacy::parse_basic(h.as_bytes()).ok().flatten());
+    match named {
+        Some((id, _)) if !id.is_empty() => {
+            let configured = provider.client(&id).is_some();
+            ops.migration.record(&provider.name, &id, configured, call);
+            Some(if configured { id } else { "unknown".into() })
+        }
+        _ => {
+            ops.migration.record_unattributed_v2();
+            None
+        }
+    }
 }
 
 #[cfg(test)]

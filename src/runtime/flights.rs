@@ -10,10 +10,10 @@ use http::{HeaderValue, StatusCode};
 
 use crate::error::{ErrorCode, ShimError};
 use crate::oauth::RawAnswer;
+use crate::oauth::V2Token;
 use crate::refresh::RefreshCache;
 use crate::refresh::shared::{Portable, Refresher, SharedFailure, SharedRefresh};
 use crate::state::redis::Redis;
-use crate::translate::{self, V2Token};
 
 type Refreshers = (Refresher<V2Token, ShimError>, Refresher<RawAnswer, V2Failure>, Option<Redis>);
 
@@ -151,9 +151,9 @@ impl SharedFailure for V2Failure {
     }
 }
 
-impl crate::refresh::Refreshed for translate::V2Token {
+impl crate::refresh::Refreshed for V2Token {
     fn lifetime(&self) -> Option<std::time::Duration> {
-        translate::V2Token::lifetime(self)
+        V2Token::lifetime(self)
     }
 }
 
@@ -167,13 +167,13 @@ impl crate::refresh::RefreshFailure for ShimError {
     }
 }
 
-impl Portable for translate::V2Token {
+impl Portable for V2Token {
     fn encode(&self) -> Vec<u8> {
         self.to_v2_json()
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        translate::V2Token::parse(bytes).ok()
+        V2Token::parse(bytes).ok()
     }
 }
 

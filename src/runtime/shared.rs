@@ -13,10 +13,10 @@ use super::snapshot::Runtime;
 use crate::continuity::Continuity;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::oauth::RawAnswer;
+use crate::oauth::V2Token;
 use crate::ops::Ops;
 use crate::refresh::shared::Refresher;
 use crate::state::redis::Redis;
-use crate::translate::V2Token;
 
 /// Process-lifetime state; the app holds it in an `Arc`.
 pub struct Shared {

@@ -1,7 +1,7 @@
 //! Canaries: unique secrets, codes, tokens and passwords go through every path, and none of them
 //! may appear in any log line (at TRACE) or in any error answer.
 
-use oauth_shim::standin::{Fault, Standin, StandinClient, StandinConfig};
+use oauth_shim::devtools::standin::{Fault, Standin, StandinClient, StandinConfig};
 use serde_json::Value;
 
 use crate::support::*;
@@ -175,7 +175,7 @@ async fn json_logs_at_trace_hold_no_secret_across_ops_paths() {
     let writer = capture.clone();
     let cfg = LogConfig { level: "trace".into(), format: LogFormat::Json };
     // Current-thread runtime: the shim's tasks run on this thread, under this subscriber.
-    let _guard = tracing::subscriber::set_default(oauth_shim::telemetry::subscriber(
+    let _guard = tracing::subscriber::set_default(oauth_shim::ops::telemetry::subscriber(
         &cfg,
         move || writer.clone(),
         false,

@@ -129,7 +129,7 @@ fn shipped_config_is_valid_and_config_path_comes_from_env() {
 /// client_secret_basic (the stand-in): the three legacy grants come back in the legacy shape.
 #[tokio::test]
 async fn serve_binary_answers_legacy_grants() {
-    use oauth_shim::standin::{Standin, StandinClient, StandinConfig};
+    use oauth_shim::devtools::standin::{Standin, StandinClient, StandinConfig};
     let standin = Standin::start(
         StandinConfig {
             clients: vec![StandinClient {
@@ -204,10 +204,12 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let standin =
-        oauth_shim::standin::Standin::start(crate::support::standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = oauth_shim::devtools::standin::Standin::start(
+        crate::support::standin_config(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let file = |mode: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use oauth_shim::standin::{Fault, StandinConfig};
+use oauth_shim::devtools::standin::{Fault, StandinConfig};
 use serde_json::Value;
 
 use crate::support::*;
@@ -45,7 +45,8 @@ fn continuity_toml(store: &std::path::Path, key: &std::path::Path, margin: &str)
 async fn start(name: &str, ttl: u64, margin: &str) -> (Harness, PathBuf) {
     let (store, key) = scratch(name);
     let standin = StandinConfig { access_token_ttl: ttl, ..standin_config() };
-    let standin = oauth_shim::standin::Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin =
+        oauth_shim::devtools::standin::Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let mut config = shim_config(&standin, &continuity_toml(&store, &key, margin));
     config.clients[0].continuity = true;
     let config = config.validated().unwrap();
@@ -83,7 +84,7 @@ fn sent_refresh_tokens(h: &Harness) -> Vec<String> {
     h.standin
         .requests()
         .iter()
-        .filter(|r| r.path == oauth_shim::standin::TOKEN_PATH)
+        .filter(|r| r.path == oauth_shim::devtools::standin::TOKEN_PATH)
         .flat_map(|r| form_pairs(&r.body))
         .filter(|(k, _)| k == "refresh_token")
         .map(|(_, v)| v)
@@ -115,7 +116,7 @@ async fn minted_token_outlives_a_short_v2_token_and_upstream_sees_only_v2_tokens
         .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     let refresh_call = h.standin.requests().into_iter().find(|r| {
-        r.path == oauth_shim::standin::TOKEN_PATH
+        r.path == oauth_shim::devtools::standin::TOKEN_PATH
             && form_pairs(&r.body).iter().any(|(_, v)| v == "refresh_token")
     });
     assert_eq!(
@@ -316,7 +317,9 @@ async fn picky_api() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) 
 async fn a_401_to_a_fresh_looking_token_refreshes_once_and_retries_a_bodiless_request() {
     let (store, key) = scratch("retry");
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let (api_base, seen) = picky_api().await;
     let mut config = shim_config(&standin, &continuity_toml(&store, &key, "5m"));
     config.clients[0].continuity = true;
@@ -339,7 +342,9 @@ async fn a_401_to_a_fresh_looking_token_refreshes_once_and_retries_a_bodiless_re
 async fn a_streamed_request_is_not_retried_after_a_401() {
     let (store, key) = scratch("no-retry");
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let (api_base, seen) = picky_api().await;
     let mut config = shim_config(&standin, &continuity_toml(&store, &key, "5m"));
     config.clients[0].continuity = true;
@@ -374,7 +379,9 @@ async fn migration_report_shows_who_relies_on_continuity() {
 async fn expired_minted_tokens_are_refused_and_swept() {
     let (store, key) = scratch("expired");
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let extra = format!("{}\nsweep_interval = \"300ms\"\n", continuity_toml(&store, &key, "5m"));
     let mut config = shim_config(&standin, &extra);
     config.clients[0].continuity = true;
@@ -459,7 +466,9 @@ fn stop(mut child: std::process::Child) {
 async fn a_minted_token_survives_a_restart_and_operators_revoke_it_from_the_command_line() {
     let (store, key) = scratch("restart");
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let config = store.parent().unwrap().join("shim.toml");
     std::fs::write(
         &config,
@@ -563,7 +572,8 @@ async fn two_replicas_on_redis(redis: &RedisServer, ttl: u64) -> (Harness, Harne
     // A slow token endpoint: a refresh is still under way when the other replica's calls come.
     let standin =
         StandinConfig { access_token_ttl: ttl, token_delay: Duration::from_millis(300), ..standin_config() };
-    let standin = oauth_shim::standin::Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin =
+        oauth_shim::devtools::standin::Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let toml = format!("{}\n[continuity]\nrefresh_margin = \"1s\"\n", redis_state_toml(redis));
     let mut replicas = Vec::new();
     for _ in 0..2 {
@@ -753,7 +763,9 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
 async fn session_routes_need_the_admin_token_when_one_is_set() {
     let (store, key) = scratch("admin-token");
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let mut config = shim_config(&standin, &continuity_toml(&store, &key, "5m"));
     config.clients[0].continuity = true;
     config.admin.token = Some(oauth_shim::oauth::Secret::new("canary-admin-token-31"));

@@ -17,7 +17,7 @@ async fn json_logs<F: std::future::Future<Output = ()>>(level: &str, f: F) -> Ve
     let capture = LogCapture::default();
     let writer = capture.clone();
     let cfg = LogConfig { level: level.into(), format: LogFormat::Json };
-    let guard = tracing::subscriber::set_default(oauth_shim::telemetry::subscriber(
+    let guard = tracing::subscriber::set_default(oauth_shim::ops::telemetry::subscriber(
         &cfg,
         move || writer.clone(),
         false,
@@ -170,7 +170,9 @@ async fn silent_upstream() -> std::net::SocketAddr {
 #[tokio::test(flavor = "current_thread")]
 async fn upstream_failures_are_logged_once_with_host_and_cause() {
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let refused = closed_port().await;
     let silent = silent_upstream().await;
     let tls = standin.addr(); // plain HTTP spoken to by TLS: the handshake fails

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oauth_shim::config::Config;
-use oauth_shim::standin::Standin;
+use oauth_shim::devtools::standin::Standin;
 use serde_json::Value;
 
 use crate::support::*;
@@ -167,7 +167,7 @@ async fn a_rotated_secret_file_is_picked_up_and_reported_by_name() {
     let path = d.join("shim.toml");
     std::fs::write(&path, config_text(&standin, &secret, "[reload]\nwatch_interval = \"50ms\"")).unwrap();
     let h = from_file(standin, &path).await;
-    oauth_shim::ops::reload::spawn_watcher(h.app.clone());
+    oauth_shim::admin::reload::spawn_watcher(h.app.clone());
     let password = h.url(&format!(
         "/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
     ));

@@ -8,8 +8,8 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use oauth_shim::config::Config;
+use oauth_shim::devtools::standin::{Fault, Standin};
 use oauth_shim::ops::migration::{Feature, Report, table};
-use oauth_shim::standin::{Fault, Standin};
 use serde_json::Value;
 
 use crate::support::*;
@@ -183,7 +183,7 @@ async fn a_changed_file_is_picked_up_by_the_watcher() {
     let standin = Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let path = config_file("watch", &standin, "rewrite", "[reload]\nwatch_interval = \"50ms\"\n");
     let h = from_file(standin, &path).await;
-    oauth_shim::ops::reload::spawn_watcher(h.app.clone());
+    oauth_shim::admin::reload::spawn_watcher(h.app.clone());
     assert_eq!(http().get(password_url(&h)).send().await.unwrap().status(), 200);
 
     write_config(&path, &h.standin, "deny", "[reload]\nwatch_interval = \"50ms\"\n");

@@ -200,7 +200,9 @@ async fn a_reload_applies_the_pool_limits() {
     use oauth_shim::config::Config;
     let up = CountingUpstream::start(Mode::KeepAlive).await;
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let dir = std::env::temp_dir().join(format!("oauth-shim-pool-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("shim.toml");
@@ -225,7 +227,7 @@ async fn a_reload_applies_the_pool_limits() {
 
     // Keep no idle connection: the pooled one is closed, and every request connects anew.
     write(0);
-    let status = oauth_shim::ops::reload::reload(&shim.app, "test").unwrap();
+    let status = oauth_shim::admin::reload::reload(&shim.app, "test").unwrap();
     assert!(status.last_attempt.unwrap().restart_required.is_empty(), "applied, no restart needed");
     for _ in 0..3 {
         get_ok(&client, &shim.url("/G2W/rest/ping")).await;

@@ -4,8 +4,9 @@
 
 use oauth_shim::config::{ClientConfig, LegacyConfig};
 use oauth_shim::legacy::collect;
+use oauth_shim::legacy::to_v2;
 use oauth_shim::oauth::Secret;
-use oauth_shim::translate::{V2Token, to_v2};
+use oauth_shim::oauth::V2Token;
 use proptest::prelude::*;
 
 fn form(pairs: &[(&str, &str)]) -> String {

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use oauth_shim::standin::{Fault, Recorded, Standin, StandinClient, StandinConfig};
+use oauth_shim::devtools::standin::{Fault, Recorded, Standin, StandinClient, StandinConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -685,7 +685,7 @@ async fn modes_apply_and_reload_changes_providers() {
     assert_eq!(resp.json::<Value>().await.unwrap()["error"], "unauthorized_client");
 
     std::fs::write(&path, file("rewrite", "\"new.example\"")).unwrap();
-    oauth_shim::ops::reload::reload(&h.app, "admin").unwrap();
+    oauth_shim::admin::reload::reload(&h.app, "admin").unwrap();
     let code = h.standin.issue_code(APP, None);
     let answer = v2_answer(post_json(&h, "/oauth/token", Some("new.example"), call(&code)).await).await;
     assert!(answer.contains_key("principal"), "the identity provider answered");

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use oauth_shim::standin::{Fault, StandinClient, StandinConfig};
+use oauth_shim::devtools::standin::{Fault, StandinClient, StandinConfig};
 use serde_json::Value;
 
 use crate::support::*;

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use oauth_shim::app::App;
+use oauth_shim::devtools::standin::{Fault, Standin, StandinConfig};
 use oauth_shim::runtime::Runtime;
 use oauth_shim::server::{self, Running};
-use oauth_shim::standin::{Fault, Standin, StandinConfig};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -289,7 +289,7 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     };
 
     let standin = start_standin(StandinConfig {
-        clients: vec![oauth_shim::standin::StandinClient {
+        clients: vec![oauth_shim::devtools::standin::StandinClient {
             id: ID.into(),
             secret: CLIENT_SECRET.into(),
             allow_password_grant: true,
@@ -531,14 +531,12 @@ async fn measure_shared_state() {
 
     // In-process memory per cached entry (the memory backend), from RSS over N entries.
     let body = br#"{"access_token":"eyJraWQiOiJiZW5jaCIsImFsZyI6IlJTMjU2In0.bench-access-token","token_type":"Bearer","refresh_token":"bench-refresh-token","expires_in":3600,"account_key":"3792314532151329654","account_type":"","email":"jk@example.com","firstName":"Jon","lastName":"Karmak","organizer_key":"1252383132521359990","version":"3"}"#;
-    let cache: oauth_shim::refresh::RefreshCache<
-        oauth_shim::translate::V2Token,
-        oauth_shim::error::ShimError,
-    > = oauth_shim::refresh::RefreshCache::new(Duration::from_secs(600), 1_000_000);
+    let cache: oauth_shim::refresh::RefreshCache<oauth_shim::oauth::V2Token, oauth_shim::error::ShimError> =
+        oauth_shim::refresh::RefreshCache::new(Duration::from_secs(600), 1_000_000);
     let pid = std::process::id();
     let (before, _) = proc_memory_kib(pid);
     for i in 0..N {
-        let token = oauth_shim::translate::V2Token::parse(body).unwrap();
+        let token = oauth_shim::oauth::V2Token::parse(body).unwrap();
         cache
             .get_or_refresh(
                 "bench-client",

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use oauth_shim::standin::{Fault, Standin, StandinClient, StandinConfig};
+use oauth_shim::devtools::standin::{Fault, Standin, StandinClient, StandinConfig};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;

@@ -8,9 +8,9 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use oauth_shim::app::App;
 use oauth_shim::config::Config;
+use oauth_shim::devtools::standin::{Standin, StandinClient, StandinConfig};
 use oauth_shim::runtime::Runtime;
 use oauth_shim::server::{self, Running};
-use oauth_shim::standin::{Standin, StandinClient, StandinConfig};
 use tokio::net::TcpListener;
 
 pub const ID: &str = "legacy-client";

@@ -72,7 +72,9 @@ async fn tls_upstream(alpn_h2: bool) -> (u16, String, Arc<Mutex<Vec<(String, Ver
 
 async fn shim_for(port: u16, ca_pem: Option<&str>) -> Harness {
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let mut config = shim_config(&standin, "");
     config.upstream.token_url = format!("https://localhost:{port}/oauth/v2/token");
     config.upstream.api_base = format!("https://localhost:{port}");

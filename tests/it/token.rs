@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use oauth_shim::standin::{Fault, Recorded, StandinConfig};
+use oauth_shim::devtools::standin::{Fault, Recorded, StandinConfig};
 use serde_json::Value;
 
 use crate::support::*;
@@ -197,7 +197,9 @@ async fn refresh_answer_without_refresh_token_echoes_the_sent_one() {
 #[tokio::test]
 async fn redirect_uri_caller_then_configured_and_extras_forwarded() {
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let mut config = shim_config(&standin, "");
     config.clients[0].redirect_uri = Some("https://app.example/cb".into());
     let h = Harness::with_config(standin, config).await;
@@ -418,7 +420,9 @@ async fn get_with_content_length_zero_and_empty_or_bare_secret() {
 #[tokio::test]
 async fn password_grant_refused_unless_allowed() {
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let mut config = shim_config(&standin, "");
     config.clients[0].allow_password_grant = false;
     let h = Harness::with_config(standin, config).await;
@@ -527,7 +531,9 @@ async fn upstream_unreachable_is_502() {
     // A port with nothing listening: bind, note the address, drop the listener.
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let standin =
-        oauth_shim::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
     let mut config = shim_config(&standin, "");
     config.upstream.token_url = format!("http://{addr}/oauth/v2/token");
     let h = Harness::with_config(standin, config).await;

@@ -36,22 +36,22 @@ pub async fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
             _ => {}
         }
     }
-    if !super::authorized(app, req) {
-        return Some(super::unauthorized());
+    if !super::routes::authorized(app, req) {
+        return Some(super::routes::unauthorized());
     }
     let rt = app.runtime();
-    let error = |status, msg: &str| super::json(status, &serde_json::json!({ "error": msg }));
+    let error = |status, msg: &str| super::routes::json(status, &serde_json::json!({ "error": msg }));
     Some(match (req.method(), path) {
         (&Method::GET, "/sessions") => {
             if !rt.continuity {
-                return Some(super::json(StatusCode::OK, &Listing { sessions: Vec::new() }));
+                return Some(super::routes::json(StatusCode::OK, &Listing { sessions: Vec::new() }));
             }
             let listed = match app.shared().continuity(&rt) {
                 Ok(c) => c.list(&rt, client.as_deref()).await,
                 Err(e) => Err(e),
             };
             match listed {
-                Ok(sessions) => super::json(StatusCode::OK, &Listing { sessions }),
+                Ok(sessions) => super::routes::json(StatusCode::OK, &Listing { sessions }),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.description),
             }
         }
@@ -65,18 +65,18 @@ pub async fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
                 None => None,
             };
             if !rt.continuity {
-                return Some(super::json(StatusCode::OK, &Revoked { client, revoked: 0 }));
+                return Some(super::routes::json(StatusCode::OK, &Revoked { client, revoked: 0 }));
             }
             let revoked = match app.shared().continuity(&rt) {
                 Ok(c) => c.revoke(&rt, &client, id).await,
                 Err(e) => Err(e),
             };
             match revoked {
-                Ok(revoked) => super::json(StatusCode::OK, &Revoked { client, revoked }),
+                Ok(revoked) => super::routes::json(StatusCode::OK, &Revoked { client, revoked }),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.description),
             }
         }
-        (_, "/sessions") => super::method_not_allowed("GET"),
-        _ => super::method_not_allowed("POST"),
+        (_, "/sessions") => super::routes::method_not_allowed("GET"),
+        _ => super::routes::method_not_allowed("POST"),
     })
 }

@@ -1,117 +1,40 @@
-//! Listeners: the proxy port (HTTP/1.1 and HTTP/2, connection limit, header and idle timeouts,
-//! graceful drain) and the admin port. The only module that touches sockets.
-//!
-//! Per connection, the protocol is chosen by peeking for the HTTP/2 preface (nothing is consumed,
-//! so hyper's HTTP/1 read buffer stays at its initial size). hyper enforces the head-size limit
-//! (431/414). A watchdog per connection enforces the time limits with no timer per request: a
-//! deadline for the *first* request, the HTTP/1 header-read timeout between requests, and the
-//! idle keep-alive timeout for both protocols. "Idle" means no request in flight, counted from
-//! when the last response body finished.
+//! One proxy connection, from accept to close: the protocol chosen by peeking for the HTTP/2
+//! preface (nothing is consumed, so hyper's HTTP/1 read buffer stays at its initial size), the
+//! HTTP/1 and HTTP/2 settings, and a watchdog that enforces the time limits with no timer per
+//! request: a deadline for the *first* request, the HTTP/1 header-read timeout between
+//! requests, and the idle keep-alive timeout for both protocols. "Idle" means no request in
+//! flight, counted from when the last response body finished. hyper enforces the head-size
+//! limit (431/414).
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::time::Instant;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
-use crate::admin;
+use super::activity::{Activity, InFlight, idle_deadline};
+use super::future::Respond;
 use crate::app::App;
-use crate::body::{Body, BoxError};
 use crate::config::ServerConfig;
 
-/// A running proxy (and admin listener), as returned by [`start`].
-pub struct Running {
-    pub proxy_addr: SocketAddr,
-    pub admin_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    /// Begin a graceful shutdown: readiness turns false, accepting stops, in-flight requests get
-    /// `server.shutdown_grace` to finish.
-    pub fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
-    }
-
-    /// Wait until the drain is complete (or the grace period ran out).
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
-}
-
-/// Bind the configured listeners and serve until [`Running::shutdown`]. A bind failure names
-/// the listener, its config key and address, and the OS error.
-pub async fn start(app: App) -> io::Result<Running> {
-    let rt = app.runtime();
-    let proxy = bind("proxy", "server.listen", rt.config.server.listen).await?;
-    let admin = if rt.config.admin.enabled {
-        Some(bind("admin", "admin.listen", rt.config.admin.listen).await?)
-    } else {
-        None
-    };
-    start_on(app, proxy, admin)
-}
-
-async fn bind(which: &str, key: &str, addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot bind the {which} listener ({key}) on {addr}: {e}"))
-    })
-}
-
-/// Serve on listeners the caller bound (tests bind `127.0.0.1:0`).
-pub fn start_on(app: App, proxy: TcpListener, admin: Option<TcpListener>) -> io::Result<Running> {
-    let proxy_addr = proxy.local_addr()?;
-    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
-    let (tx, rx) = watch::channel(false);
-    if let Some(listener) = admin {
-        tokio::spawn(admin::serve(listener, app.clone(), rx.clone()));
-    }
-    crate::continuity::spawn_sweeper(app.clone(), rx.clone());
-    let task = tokio::spawn(serve(proxy, app, rx));
-    Ok(Running { proxy_addr, admin_addr, shutdown: tx, task })
-}
-
-/// Resolves when SIGTERM or SIGINT arrives.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// The HTTP/1 and HTTP/2 connection settings, built once and shared by every connection.
-struct Protocols {
+pub(super) struct Protocols {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
 
 impl Protocols {
-    fn new(cfg: &ServerConfig) -> Self {
+    pub(super) fn new(cfg: &ServerConfig) -> Self {
         let mut h1 = http1::Builder::new();
         // hyper's own header_read_timeout is off: it allocates, arms and drops a timer for every
         // request. The watchdog enforces the same limit per connection (see `Conn::run`). The
@@ -171,69 +94,21 @@ async fn sniff_h2(stream: &TcpStream, patience: Duration) -> Option<bool> {
     tokio::time::timeout(patience, sniff).await.ok().flatten()
 }
 
-async fn serve(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bool>) {
-    let cfg = app.runtime().config.server.clone();
-    let permits = Arc::new(Semaphore::new(cfg.max_connections));
-    let protocols = Arc::new(Protocols::new(&cfg));
-    // Every connection task holds a receiver; the sender's `closed()` is the drain barrier.
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        // At the limit, stop accepting: further connections wait in the kernel's accept queue.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => { backoff = Duration::from_millis(5); a }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = Conn {
-            app: app.clone(),
-            protocols: protocols.clone(),
-            first_request_timeout: cfg.header_read_timeout,
-            idle_timeout: cfg.idle_timeout,
-            drain: drain_rx.clone(),
-            _permit: permit,
-            _open: app.shared().ops.metrics.connection_opened(),
-        };
-        tokio::spawn(conn.run(stream, peer));
-    }
-    app.set_draining();
-    drop(listener);
-    let _ = drain_tx.send(true);
-    drop(drain_rx);
-    tracing::info!(grace_s = cfg.shutdown_grace.as_secs_f64(), "draining connections");
-    if tokio::time::timeout(cfg.shutdown_grace, drain_tx.closed()).await.is_err() {
-        tracing::warn!("shutdown grace elapsed with connections still open");
-    }
-}
-
 /// One accepted connection and what it needs.
-struct Conn {
-    app: App,
-    protocols: Arc<Protocols>,
-    first_request_timeout: Duration,
-    idle_timeout: Duration,
-    drain: watch::Receiver<bool>,
+pub(super) struct Conn {
+    pub(super) app: App,
+    pub(super) protocols: Arc<Protocols>,
+    pub(super) first_request_timeout: Duration,
+    pub(super) idle_timeout: Duration,
+    pub(super) drain: watch::Receiver<bool>,
     /// Released when the connection ends, admitting the next one.
-    _permit: OwnedSemaphorePermit,
+    pub(super) _permit: Option<OwnedSemaphorePermit>,
     /// Keeps the open-connections gauge up while the connection lives.
-    _open: crate::ops::metrics::GaugeGuard,
+    pub(super) _open: crate::ops::metrics::GaugeGuard,
 }
 
 impl Conn {
-    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
+    pub(super) async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
         let activity = Arc::new(Activity::new());
         let app = self.app.clone();
         let counted = activity.clone();
@@ -341,131 +216,11 @@ impl<T: GracefulConnection<Error = hyper::Error> + Send> Served for T {
     }
 }
 
-/// A connection's request activity, as the idle watchdog reads it. Requests only touch atomics
-/// (no wake-up of the watchdog per request); the watchdog sleeps until the earliest moment the
-/// connection could be idle for the limit and checks again then.
-struct Activity {
-    /// When the connection was accepted; `last_done` counts from here.
-    opened: Instant,
-    /// Requests started and finished (response body done or dropped) on this connection.
-    started: AtomicU64,
-    finished: AtomicU64,
-    /// Nanoseconds after `opened` when the last response body finished.
-    last_done: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            opened: Instant::now(),
-            started: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
-            last_done: AtomicU64::new(0),
-        }
-    }
-
-    fn since_opened(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
-
-/// When to check the connection for idleness next, or `None` once it has had no request in
-/// flight for the limit: `first` (from accept) until the first request arrives, then `idle`
-/// after each response.
-fn idle_deadline(activity: &Activity, first: Duration, idle: Duration) -> Option<Instant> {
-    // `finished` before `started`: both only grow and finished <= started, so a request that
-    // starts in between is seen as in flight, never the other way round.
-    let finished = activity.finished.load(Ordering::SeqCst);
-    let started = activity.started.load(Ordering::SeqCst);
-    if started > finished {
-        // Busy: idle for the limit no sooner than `idle` from now.
-        return Some(Instant::now() + idle);
-    }
-    let limit = if started == 0 { first } else { idle };
-    let since = Duration::from_nanos(activity.last_done.load(Ordering::SeqCst));
-    let deadline = activity.opened + since + limit;
-    let now = Instant::now();
-    if now >= deadline {
-        return None;
-    }
-    // A request could start and finish right now, making `now + idle` the deadline (earlier
-    // than the first-request one when `idle` is the shorter limit).
-    Some(deadline.min(now + idle))
-}
-
-/// Counts one request as in flight until its response body is finished or dropped.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn start(activity: Arc<Activity>) -> Self {
-        activity.started.fetch_add(1, Ordering::SeqCst);
-        Self(activity)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let a = &self.0;
-        a.last_done.fetch_max(a.since_opened(), Ordering::SeqCst);
-        a.finished.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// The service's future: the app's handling of one request, whose answer's body then carries
-/// the in-flight guard.
-struct Respond {
-    handling: crate::app::Handling,
-    guard: Option<InFlight>,
-}
-
-impl Future for Respond {
-    type Output = Result<Response<Tracked>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let resp = std::task::ready!(self.handling.as_mut().poll(cx));
-        let guard = self.guard.take();
-        Poll::Ready(Ok(resp.map(|body| Tracked { body, _guard: guard })))
-    }
-}
-
-/// A response body that keeps its request counted as in flight while it streams.
-struct Tracked {
-    body: Body,
-    _guard: Option<InFlight>,
-}
-
-impl HttpBody for Tracked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Wait for `signal`, then shut `running` down gracefully and wait for the drain.
-pub async fn run_until(running: Running, signal: impl Future<Output = ()>) {
-    signal.await;
-    tracing::info!("shutdown signal received");
-    running.shutdown();
-    running.wait().await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
 
     async fn sniff_after(writes: &[&[u8]]) -> Option<bool> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

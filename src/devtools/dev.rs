@@ -5,27 +5,24 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::app::App;
 use crate::config::Config;
-use crate::runtime::Runtime;
-use crate::server;
-use crate::standin::{Standin, StandinConfig};
+use crate::devtools::standin::{Standin, StandinConfig};
 
-pub const DEMO_CLIENT: &str = "demo-client";
-pub const DEMO_SECRET: &str = "demo-secret";
-pub const DEMO_USER: &str = "demo@example.com";
-pub const DEMO_PASSWORD: &str = "demo-password";
-pub const DEMO_REDIRECT: &str = "http://localhost:3000/callback";
+pub(crate) const DEMO_CLIENT: &str = "demo-client";
+pub(crate) const DEMO_SECRET: &str = "demo-secret";
+pub(crate) const DEMO_USER: &str = "demo@example.com";
+pub(crate) const DEMO_PASSWORD: &str = "demo-password";
+pub(crate) const DEMO_REDIRECT: &str = "http://localhost:3000/callback";
 
 /// The `Host` that selects the identity-host provider in `dev`.
-pub const IDENTITY_HOST: &str = "authentication.logmeininc.com";
+pub(crate) const IDENTITY_HOST: &str = "authentication.logmeininc.com";
 
 /// The config `dev` runs with, as a TOML file the user can edit while it runs: every upstream
 /// URL on the stand-in, one demo client in rewrite mode with the password grant allowed, and a
 /// second one in deny mode; a second provider plays GoTo's identity host (selected by `Host`),
 /// with the legacy-fields lookup on the stand-in's user endpoint and the demo client again.
 /// Secrets are inline: they are the stand-in's demo secrets.
-pub fn dev_config_toml(standin: &Standin, listen: SocketAddr, admin: SocketAddr) -> String {
+pub(crate) fn dev_config_toml(standin: &Standin, listen: SocketAddr, admin: SocketAddr) -> String {
     format!(
         r#"# oauth-shim dev: this file is watched. Edit it (e.g. a client's mode) and save;
 # the change applies to new requests within a couple of seconds, without a restart.
@@ -89,11 +86,11 @@ allow_password_grant = true
 }
 
 /// Where `dev` writes its config when `--config-file` is not given.
-pub fn default_config_file() -> PathBuf {
+pub(crate) fn default_config_file() -> PathBuf {
     std::env::temp_dir().join("oauth-shim-dev.toml")
 }
 
-pub async fn run(
+pub(crate) async fn run(
     listen: SocketAddr,
     admin: SocketAddr,
     standin_listen: SocketAddr,
@@ -106,18 +103,13 @@ pub async fn run(
     std::fs::write(&path, dev_config_toml(&standin, listen, admin))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let config = Config::load(&path).map_err(|e| format!("{}: {}", path.display(), e.0))?;
-    crate::telemetry::init(&config.log);
-    let app = App::new(Runtime::new(config).map_err(|e| e.0)?);
-    app.shared().ops.reload.set_source(path.clone());
-    crate::ops::reload::spawn_sighup(app.clone());
-    crate::ops::reload::spawn_watcher(app.clone());
-    let running = server::start(app).await.map_err(|e| e.to_string())?;
+    let running = crate::boot::start(config, path.clone()).await?;
     // Not println!: a reader that closes our stdout (a pipe) must not stop the server.
     let text = instructions(running.proxy_addr, running.admin_addr, &standin, &path);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
     drop(out);
-    server::run_until(running, server::shutdown_signal()).await;
+    crate::boot::run_until_signal(running).await;
     standin.shutdown();
     Ok(())
 }

@@ -1,0 +1,40 @@
+//! The admin listener's entry: `GET /healthz` (process up) and `GET /readyz` (config loaded, not
+//! draining; "degraded" in the body while shared state is unavailable), after the operator
+//! and session routes.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::app::App;
+use crate::body::{self, Body};
+
+pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body> {
+    if let Some(resp) = super::routes::route(app, &req) {
+        return resp;
+    }
+    if let Some(resp) = super::sessions::route(app, &req).await {
+        return resp;
+    }
+    let (status, text) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if app.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        // Redis being down does not make a replica unready: it serves from in-process state
+        // (README, "Shared service"), and taking every replica out of the load balancer would
+        // turn a Redis outage into a full one.
+        (&Method::GET, "/readyz") if app.shared().redis.as_ref().is_some_and(|r| !r.is_up()) => {
+            (StatusCode::OK, "ready, degraded: redis unavailable, refreshes use in-process state\n")
+        }
+        (&Method::GET, "/readyz") => (StatusCode::OK, "ready\n"),
+        (_, "/healthz" | "/readyz") => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => (StatusCode::NOT_FOUND, "not found\n"),
+    };
+    text_response(status, Bytes::from_static(text.as_bytes()))
+}
+
+fn text_response(status: StatusCode, text: Bytes) -> Response<Body> {
+    let mut resp = Response::new(body::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}

@@ -1,0 +1,11 @@
+//! The admin listener's routes, separate from the proxy port so no API path can collide with
+//! them: health and readiness ([`health`]), metrics, the migration report and reload
+//! ([`routes`]), continuity sessions ([`sessions`]); and hot reload itself ([`reload`]), which
+//! SIGHUP and the file watcher trigger too.
+
+mod health;
+pub mod reload;
+mod routes;
+pub mod sessions;
+
+pub use health::handle;

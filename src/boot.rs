@@ -1,0 +1,40 @@
+//! The one start-up sequence, shared by `oauth-shim serve` and `oauth-shim dev`: a loaded config
+//! -> telemetry -> the App -> reload (file watcher, SIGHUP) -> listeners (and the continuity
+//! sweeper) -> serve until SIGTERM or SIGINT, then drain.
+
+use std::path::PathBuf;
+
+use crate::admin;
+use crate::app::App;
+use crate::config::Config;
+use crate::ops::telemetry;
+use crate::runtime::Runtime;
+use crate::server::{self, Running};
+
+/// Start serving `config`, loaded from `path` (which reload reads again).
+pub(crate) async fn start(config: Config, path: PathBuf) -> Result<Running, String> {
+    telemetry::init(&config.log);
+    for warning in &config.warnings {
+        tracing::warn!(config = %path.display(), "{warning}");
+    }
+    let runtime = Runtime::new(config).map_err(|e| e.0)?;
+    let app = App::new(runtime);
+    app.shared().ops.reload.set_source(path);
+    admin::reload::spawn_sighup(app.clone());
+    admin::reload::spawn_watcher(app.clone());
+    let running = server::start(app.clone()).await.map_err(|e| e.to_string())?;
+    let admin = running.admin_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string());
+    tracing::info!(
+        proxy = %running.proxy_addr,
+        admin = %admin,
+        clients = app.runtime().config.clients.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        "oauth-shim listening"
+    );
+    Ok(running)
+}
+
+/// Serve until SIGTERM or SIGINT, then drain.
+pub(crate) async fn run_until_signal(running: Running) {
+    server::run_until(running, server::shutdown_signal()).await;
+}

@@ -1,0 +1,72 @@
+//! Running a command that needs the config or a runtime: loading the config (exit 64 on a bad
+//! one, before any port is bound), `check-config`, the tokio runtime, and `serve` through boot.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{Config, ConfigError};
+
+/// EX_USAGE from sysexits.h: the configuration is unusable.
+pub(super) const EXIT_CONFIG: u8 = 64;
+
+pub(super) fn check_config(config: Option<PathBuf>) -> ExitCode {
+    match load(config) {
+        Ok(c) => match toml::to_string_pretty(&c.printable()) {
+            Ok(text) => {
+                for warning in &c.warnings {
+                    eprintln!("oauth-shim: warning: {warning}");
+                }
+                println!(
+                    "# configuration is valid; effective settings (secrets from secret_env/secret_file left out, inline ones shown as [redacted]):\n{text}"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("oauth-shim: cannot print configuration: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(code) => code,
+    }
+}
+
+pub(super) fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let path = crate::config::config_path(path.as_deref());
+    Config::load(&path).map_err(|ConfigError(msg)| {
+        eprintln!("oauth-shim: {}: {msg}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+pub(super) fn run(threads: usize, fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let rt = match runtime(threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oauth-shim: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("oauth-shim: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// One thread: tokio's single-threaded scheduler (no work-stealing bookkeeping, no cross-thread
+/// wake-ups; the accept loop and the connections share the thread). More: the multi-threaded one.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+    }
+}
+
+pub(super) async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
+    let running = crate::boot::start(config, path).await?;
+    crate::boot::run_until_signal(running).await;
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! `[state]`: where the refresh cache and single flight live (memory or Redis), and the Redis
+//! password and encryption keys it reads.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::oauth::Secret;
+
+use super::error::{ConfigError, read_secret_source};
+
+/// Where the refresh cache and single flight live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// In this process (one replica, or replicas that never share a refresh token).
+    #[default]
+    Memory,
+    /// In Redis, shared by every replica configured with the same Redis and key set.
+    Redis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    /// `redis://host:port[/db]` or `rediss://…` (TLS). A user name may be in the URL; the
+    /// password may not (use `password_env` or `password_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Name of an environment variable that holds the Redis password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Path of a file that holds the Redis password (surrounding whitespace is trimmed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Prepended to every Redis key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Limit for opening a connection to Redis.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Limit for one Redis command; slower counts as Redis failing (fall back to local state).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// PEM file of the CA certificates that Redis's TLS certificate must chain to (`rediss://`);
+    /// unset: the public web roots, as for the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Name of an environment variable holding the encryption keys: one or more keys of 32
+    /// random bytes, each as 64 hex digits or base64, separated by commas or whitespace; the
+    /// first encrypts, all decrypt. Required with the Redis backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_env: Option<String>,
+    /// Path of a file holding the encryption keys, in the same format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// The resolved password, after load.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    /// The resolved key material, after load (parsed by [`StateConfig::key_set`]).
+    #[serde(skip)]
+    pub encryption_keys: Option<Secret>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            backend: StateBackend::Memory,
+            url: None,
+            password_env: None,
+            password_file: None,
+            key_prefix: "oauth-shim:".into(),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_millis(250),
+            ca_file: None,
+            encryption_key_env: None,
+            encryption_key_file: None,
+            password: None,
+            encryption_keys: None,
+        }
+    }
+}
+
+impl StateConfig {
+    /// The key set, if key material is configured. Validated at load, so a loaded config's
+    /// material always parses.
+    pub fn key_set(&self) -> Result<Option<crate::crypto::KeySet>, ConfigError> {
+        let Some(material) = &self.encryption_keys else { return Ok(None) };
+        crate::crypto::KeySet::parse(material.expose())
+            .map(Some)
+            .map_err(|e| ConfigError(format!("state encryption key: {e}")))
+    }
+
+    /// The CA certificates of `ca_file`, as PEM text, if set.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let Some(path) = &self.ca_file else { return Ok(None) };
+        let bad = |why: String| ConfigError(format!("state.ca_file {}: {why}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| bad(e.kind().to_string()))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("contains no PEM certificate".into()));
+        }
+        Ok(Some(pem))
+    }
+
+    pub(super) fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        self.password = read_secret_source(
+            "state.password",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )?;
+        self.encryption_keys = read_secret_source(
+            "state.encryption_key",
+            self.encryption_key_env.as_deref(),
+            self.encryption_key_file.as_deref(),
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.key_set()?;
+        if self.backend == StateBackend::Memory {
+            return Ok(());
+        }
+        let Some(url) = &self.url else {
+            return Err(ConfigError("state.url is required with state.backend = \"redis\"".into()));
+        };
+        // The URL is not echoed: it may carry a user name.
+        let parsed = Url::parse(url).map_err(|e| ConfigError(format!("state.url is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(ConfigError("state.url must start with redis:// or rediss://".into()));
+        }
+        if parsed.host().is_none() {
+            return Err(ConfigError("state.url names no host".into()));
+        }
+        if parsed.password().is_some() {
+            return Err(ConfigError(
+                "state.url must not contain a password; use state.password_env or state.password_file".into(),
+            ));
+        }
+        redis::IntoConnectionInfo::into_connection_info(url.as_str())
+            .map_err(|e| ConfigError(format!("state.url is not a usable Redis URL: {}", e.category())))?;
+        if self.encryption_keys.is_none() {
+            return Err(ConfigError(
+                "state.backend = \"redis\" needs state.encryption_key_env or state.encryption_key_file"
+                    .into(),
+            ));
+        }
+        if self.ca_file.is_some() && parsed.scheme() != "rediss" {
+            return Err(ConfigError("state.ca_file needs a rediss:// url".into()));
+        }
+        self.ca_pem()?;
+        for (key, value) in
+            [("state.connect_timeout", self.connect_timeout), ("state.command_timeout", self.command_timeout)]
+        {
+            if value.is_zero() {
+                return Err(ConfigError(format!("{key} must be greater than 0s")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! The only module that touches sockets: the proxy port (HTTP/1.1 and HTTP/2, connection limit,
+//! header and idle timeouts, graceful drain) and the admin port, both served through the one
+//! accept loop ([`accept`], which the v2 stand-in uses too).
+//!
+//! `listen.rs` binds and drains, `conn.rs` drives one proxy connection, `activity.rs` is what
+//! its idle watchdog reads, `future.rs` the per-request future hyper holds, `sweeper.rs` the
+//! continuity sweeper started beside the listeners.
+
+pub(crate) mod accept;
+mod activity;
+mod conn;
+mod future;
+mod listen;
+mod sweeper;
+
+pub use listen::{Running, start_on};
+pub(crate) use listen::{run_until, shutdown_signal, start};

@@ -1,0 +1,29 @@
+//! The continuity sweeper, a background task started with the listeners: every
+//! `continuity.sweep_interval` it deletes expired token-continuity sessions from the store.
+
+use tokio::sync::watch;
+
+use crate::app::App;
+
+/// Spawn the sweeper; it ends when `shutdown` changes.
+pub(super) fn spawn_sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let interval = app.runtime().config.continuity.sweep_interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let rt = app.runtime();
+            if !rt.config.continuity_enabled() {
+                continue;
+            }
+            // Failures were logged where they happened; the next round tries again.
+            if let Ok(c) = app.shared().continuity(&rt)
+                && let Ok(n @ 1..) = c.sweep().await
+            {
+                tracing::info!(swept = n, "expired continuity sessions deleted");
+            }
+        }
+    });
+}
