@@ -19,7 +19,8 @@ use super::future::Passing;
 use super::rescue::{Handler, wants_html};
 use crate::body::{Body, BoxError};
 use crate::routes::{Outcome, authorize, continuity, forward, token, v2token};
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::Runtime;
+use crate::services::Shared;
 
 /// Cheap to clone; every connection holds one.
 #[derive(Clone)]

@@ -17,7 +17,8 @@ use crate::oauth::token_call;
 use crate::provider::Provider;
 use crate::refresh::shared::Refresher;
 use crate::routes::forward;
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::Runtime;
+use crate::services::Shared;
 
 /// Read a v2 token call's body as the legacy route reads its own: at most `max` bytes (refused
 /// from a declared `Content-Length` before any of it is read), all of it within `deadline`.

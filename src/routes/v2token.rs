@@ -26,7 +26,8 @@ use crate::ops::Ops;
 use crate::ops::migration::{Call, Feature};
 use crate::provider::Provider;
 use crate::refresh::shared::Refresher;
-use crate::runtime::{Runtime, Shared, V2Failure};
+use crate::runtime::Runtime;
+use crate::services::{Shared, V2Failure};
 
 /// Serve a v2 token call.
 pub async fn handle(
