@@ -4,14 +4,14 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = BoxBody<Bytes, BoxError>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
-pub fn full(data: impl Into<Bytes>) -> Body {
+pub(crate) fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into()).map_err(|never| match never {}).boxed()
 }
 
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
@@ -20,10 +20,10 @@ pub fn empty() -> Body {
 /// the upstream's own.
 #[derive(Debug, thiserror::Error)]
 #[error("request body: {0}")]
-pub struct ClientBodyError(#[source] pub BoxError);
+pub(crate) struct ClientBodyError(#[source] pub BoxError);
 
 /// Whether `e`, or anything in its chain of causes, is a [`ClientBodyError`].
-pub fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(e) = next {
         if e.is::<ClientBodyError>() {
@@ -34,14 +34,14 @@ pub fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-pub enum ReadError {
+pub(crate) enum ReadError {
     TooLarge,
     Body,
 }
 
 /// Read a whole body, refusing more than `max` bytes (checked as frames arrive, so an oversized
 /// body is never buffered).
-pub async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, ReadError> {
+pub(crate) async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, ReadError> {
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| ReadError::Body)?;
@@ -60,7 +60,7 @@ pub async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, ReadError
 /// both sides for good. The timer is only armed when the inner body has nothing ready, so a
 /// body that arrives with its head (the common small answer) never touches it; each frame
 /// restarts the clock.
-pub struct StallGuard<B> {
+pub(crate) struct StallGuard<B> {
     inner: B,
     idle: std::time::Duration,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
@@ -69,7 +69,7 @@ pub struct StallGuard<B> {
 }
 
 impl<B> StallGuard<B> {
-    pub fn new(inner: B, idle: std::time::Duration) -> Self {
+    pub(crate) fn new(inner: B, idle: std::time::Duration) -> Self {
         Self { inner, idle, sleep: None, progressed: false }
     }
 }
@@ -77,7 +77,7 @@ impl<B> StallGuard<B> {
 /// The error a [`StallGuard`] ends a body with.
 #[derive(Debug, thiserror::Error)]
 #[error("body made no progress within {0:?}")]
-pub struct Stalled(std::time::Duration);
+pub(crate) struct Stalled(std::time::Duration);
 
 impl<B> http_body::Body for StallGuard<B>
 where

@@ -80,7 +80,7 @@ impl KeySet {
     }
 
     /// Seal `plaintext` under the first key, authenticating `aad` with it.
-    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
@@ -115,7 +115,7 @@ impl KeySet {
 
     /// The lookup hash under every key, first key first: for long-lived records that must stay
     /// findable across a key rotation.
-    pub fn hashes<'a>(
+    pub(crate) fn hashes<'a>(
         &'a self,
         domain: &'a str,
         parts: &'a [&'a [u8]],

@@ -30,7 +30,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "invalid_request",
             Self::InvalidClient => "invalid_client",
@@ -47,7 +47,7 @@ impl ErrorCode {
 
     /// The legacy `int_err_code`: the RFC code, except for a bad API token, which legacy APIs
     /// called `InvalidToken`.
-    pub fn legacy_str(self) -> &'static str {
+    pub(crate) fn legacy_str(self) -> &'static str {
         match self {
             Self::InvalidToken => "InvalidToken",
             other => other.as_str(),
@@ -55,7 +55,7 @@ impl ErrorCode {
     }
 
     /// Parse a code an upstream sent; unknown codes are `None`.
-    pub fn from_rfc(code: &str) -> Option<Self> {
+    pub(crate) fn from_rfc(code: &str) -> Option<Self> {
         Some(match code {
             "invalid_request" => Self::InvalidRequest,
             "invalid_client" => Self::InvalidClient,
@@ -72,7 +72,7 @@ impl ErrorCode {
     }
 
     /// A fixed description for an upstream error of this code (upstream text is never echoed).
-    pub fn upstream_description(self) -> &'static str {
+    pub(crate) fn upstream_description(self) -> &'static str {
         match self {
             Self::InvalidRequest => "the upstream rejected the request as malformed",
             Self::InvalidClient => "the upstream rejected the client credentials",
@@ -102,7 +102,7 @@ pub enum ErrorSource {
 }
 
 impl ErrorSource {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Downstream => "downstream",
             Self::Upstream => "upstream",
@@ -111,7 +111,7 @@ impl ErrorSource {
     }
 
     /// The side named by [`ErrorSource::as_str`].
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "downstream" => Self::Downstream,
             "upstream" => Self::Upstream,
@@ -126,11 +126,11 @@ pub struct ShimError {
     pub code: ErrorCode,
     pub status: StatusCode,
     pub source: ErrorSource,
-    pub description: Cow<'static, str>,
+    pub(crate) description: Cow<'static, str>,
     /// Add `WWW-Authenticate: Basic` (the caller authenticated with a Basic header).
     pub challenge: bool,
     /// Passed through from an upstream 429/503.
-    pub retry_after: Option<HeaderValue>,
+    pub(crate) retry_after: Option<HeaderValue>,
     /// Extra headers such as `Allow` for a 405.
     pub allow: Option<&'static str>,
     /// Close the (HTTP/1) connection after this answer: the request's body was not read to
@@ -162,7 +162,7 @@ impl ShimError {
     }
 
     /// Attach what caused this error (logged by the rescue, never answered).
-    pub fn caused_by(mut self, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub(crate) fn caused_by(mut self, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         self.cause = Some(Arc::from(cause.into()));
         self
     }
@@ -209,14 +209,14 @@ impl ShimError {
         self
     }
 
-    pub fn method_not_allowed(allow: &'static str) -> Self {
+    pub(crate) fn method_not_allowed(allow: &'static str) -> Self {
         let mut e = Self::invalid_request("method not allowed").status(StatusCode::METHOD_NOT_ALLOWED);
         e.allow = Some(allow);
         e
     }
 
     /// The upstream could not be reached (connect refused, reset, TLS failure).
-    pub fn upstream_unreachable() -> Self {
+    pub(crate) fn upstream_unreachable() -> Self {
         Self::new(
             ErrorCode::TemporarilyUnavailable,
             StatusCode::BAD_GATEWAY,
@@ -226,7 +226,7 @@ impl ShimError {
     }
 
     /// The upstream did not answer within the deadline.
-    pub fn upstream_timeout() -> Self {
+    pub(crate) fn upstream_timeout() -> Self {
         Self::new(
             ErrorCode::TemporarilyUnavailable,
             StatusCode::GATEWAY_TIMEOUT,
@@ -236,7 +236,7 @@ impl ShimError {
     }
 
     /// The upstream answered something we cannot use.
-    pub fn upstream_garbage() -> Self {
+    pub(crate) fn upstream_garbage() -> Self {
         Self::new(
             ErrorCode::ServerError,
             StatusCode::BAD_GATEWAY,
@@ -245,7 +245,7 @@ impl ShimError {
         )
     }
 
-    pub fn internal() -> Self {
+    pub(crate) fn internal() -> Self {
         Self::new(
             ErrorCode::ServerError,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -255,7 +255,7 @@ impl ShimError {
     }
 
     /// JSON body in the dual RFC 6749 / legacy shape.
-    pub fn body_bytes(&self) -> Vec<u8> {
+    pub(crate) fn body_bytes(&self) -> Vec<u8> {
         let (code, legacy) = (self.code.as_str(), self.code.legacy_str());
         let desc = serde_json::to_string(&*self.description).unwrap_or_else(|_| "\"\"".into());
         format!(r#"{{"error":"{code}","error_description":{desc},"int_err_code":"{legacy}","msg":{desc}}}"#)
@@ -264,7 +264,7 @@ impl ShimError {
 
     /// The response for this error. Called by the app's rescue only (`app::rescue`), which
     /// also logs the error once.
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let mut resp = Response::new(body::full(self.body_bytes()));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();

@@ -5,7 +5,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// `,"name":` for a name that needs no escaping (the names this module writes itself).
-pub fn key(out: &mut Vec<u8>, name: &'static str) {
+pub(crate) fn key(out: &mut Vec<u8>, name: &'static str) {
     debug_assert!(!needs_escape(name));
     out.reserve(name.len() + 4);
     out.extend_from_slice(b",\"");
@@ -14,7 +14,7 @@ pub fn key(out: &mut Vec<u8>, name: &'static str) {
 }
 
 /// `,"name":` for any name.
-pub fn name(out: &mut Vec<u8>, name: &str) {
+pub(crate) fn name(out: &mut Vec<u8>, name: &str) {
     out.push(b',');
     write_str(out, name);
     out.push(b':');
@@ -26,7 +26,7 @@ fn needs_escape(s: &str) -> bool {
     s.bytes().fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\'))
 }
 
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     // Most strings need no escaping; copy those without going through serde_json's writer.
     if !needs_escape(s) {
         out.reserve(s.len() + 2);
@@ -40,7 +40,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Decimal digits of `n`, without `core::fmt` (also used for the upstream client's
 /// `Content-Length`).
-pub fn write_u64(out: &mut impl bytes::BufMut, mut n: u64) {
+pub(crate) fn write_u64(out: &mut impl bytes::BufMut, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -56,7 +56,7 @@ pub fn write_u64(out: &mut impl bytes::BufMut, mut n: u64) {
 
 /// Deserializes any JSON value by writing it to the buffer, as `serde_json` would write the
 /// `Value` it deserializes to, without building one for scalars.
-pub struct Render<'a>(pub &'a mut Vec<u8>);
+pub(crate) struct Render<'a>(pub &'a mut Vec<u8>);
 
 impl<'de> DeserializeSeed<'de> for Render<'_> {
     type Value = ();
@@ -110,7 +110,7 @@ impl<'de> Visitor<'de> for Render<'_> {
 }
 
 /// As [`Render`], for a value where `null` means absent: true if a value was written.
-pub struct RenderOption<'a>(pub &'a mut Vec<u8>);
+pub(crate) struct RenderOption<'a>(pub &'a mut Vec<u8>);
 
 impl<'de> DeserializeSeed<'de> for RenderOption<'_> {
     type Value = bool;

@@ -31,30 +31,31 @@
 //! the app, reload, listeners, run until a signal) and [`telemetry`].
 //! `fuzzing` (hidden from the docs) holds the entry points of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod admin;
 pub mod app;
-pub mod body;
+mod body;
 mod boot;
 pub mod cli;
 pub mod config;
-pub mod continuity;
+mod continuity;
 pub mod crypto;
 pub mod devtools;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod json;
+mod json;
 pub mod legacy;
-pub mod lookup;
+mod lookup;
 pub mod oauth;
 pub mod ops;
-pub mod provider;
+mod provider;
 pub mod refresh;
-pub mod request_id;
-pub mod routes;
+mod request_id;
+mod routes;
 pub mod runtime;
 pub mod server;
-pub mod services;
-pub mod state;
-pub mod upstream;
+mod services;
+mod state;
+mod upstream;

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderMap, HeaderValue};
 
-pub use crate::oauth::X_REQUEST_ID;
+pub(crate) use crate::oauth::X_REQUEST_ID;
 
 /// Longest caller id kept; longer ones are replaced.
-pub const MAX_LEN: usize = 128;
+pub(crate) const MAX_LEN: usize = 128;
 
 /// Whether a caller's id is usable: 1 to [`MAX_LEN`] characters from
 /// `A-Z a-z 0-9 - _ . : + / = @`.
@@ -25,7 +25,7 @@ fn usable(value: &HeaderValue) -> bool {
 }
 
 /// A new id.
-pub fn generate() -> HeaderValue {
+pub(crate) fn generate() -> HeaderValue {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(rand::random::<u64>);
@@ -49,7 +49,7 @@ fn hex(v: u64, out: &mut [u8]) {
 /// The request's id: the caller's if usable (exactly one `X-Request-Id`), else a new one
 /// written into `headers` (replacing any unusable ones), so everything sent upstream carries it.
 /// One lookup of the header either way.
-pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
+pub(crate) fn ensure(headers: &mut HeaderMap) -> HeaderValue {
     match headers.entry(&X_REQUEST_ID) {
         http::header::Entry::Occupied(mut e) => {
             let mut values = e.iter();

@@ -21,7 +21,7 @@ pub struct Runtime {
     /// Some client uses token continuity: pass-through requests are checked for a minted token.
     pub continuity: bool,
     /// The `[state]` key set, parsed once per config.
-    pub state_keys: Option<Arc<KeySet>>,
+    pub(crate) state_keys: Option<Arc<KeySet>>,
 }
 
 impl Runtime {
@@ -62,7 +62,7 @@ impl Runtime {
     }
 
     /// The index of the provider a request selects by its `Host`.
-    pub fn select<B>(&self, req: &Request<B>) -> usize {
+    pub(crate) fn select<B>(&self, req: &Request<B>) -> usize {
         provider::select(&self.hosts, req)
     }
 }

@@ -9,7 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use crate::app::App;
 use crate::body::{self, Body};
 
-pub async fn handle<B>(app: &App, req: Request<B>) -> Response<Body> {
+pub(crate) async fn handle<B>(app: &App, req: Request<B>) -> Response<Body> {
     if let Some(resp) = super::routes::route(app, &req) {
         return resp;
     }

@@ -8,4 +8,4 @@ pub mod reload;
 mod routes;
 pub mod sessions;
 
-pub use health::handle;
+pub(crate) use health::handle;

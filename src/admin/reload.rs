@@ -166,7 +166,7 @@ fn secret_changes(old: &Config, new: &Config) -> Vec<String> {
 
 /// Reload on SIGHUP, for the life of the process. The handler is installed before this returns,
 /// so a SIGHUP sent once the process reports it is listening never kills it.
-pub fn spawn_sighup(app: App) {
+pub(crate) fn spawn_sighup(app: App) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload with POST /reload instead");
         return;

@@ -11,13 +11,13 @@ use crate::continuity::session::SessionId;
 
 /// The answer of `GET /sessions`.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Listing {
+pub(crate) struct Listing {
     pub sessions: Vec<crate::continuity::SessionInfo>,
 }
 
 /// The answer of `POST /sessions/revoke`.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Revoked {
+pub(crate) struct Revoked {
     pub client: String,
     pub revoked: usize,
 }

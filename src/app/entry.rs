@@ -61,7 +61,7 @@ impl App {
         }
     }
 
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.shared.set_draining();
     }
 
@@ -73,7 +73,7 @@ impl App {
     /// future is the route's whole handling, boxed once and sized by that route (the server
     /// holds it per request, so the largest route does not size every request). On
     /// pass-through the upstream request is already on its way to the pool when this returns.
-    pub fn handle<B>(&self, mut req: Request<B>, peer: SocketAddr) -> Handling
+    pub(crate) fn handle<B>(&self, mut req: Request<B>, peer: SocketAddr) -> Handling
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -153,7 +153,7 @@ fn carries_minted_token(headers: &http::HeaderMap) -> bool {
 }
 
 /// A request's handling, boxed once.
-pub type Handling = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+pub(crate) type Handling = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
 /// A request body as every route takes it. An empty one (most API calls) is boxed without an
 /// allocation (`Empty` is zero-sized).

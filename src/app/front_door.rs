@@ -9,7 +9,7 @@ use crate::runtime::Runtime;
 /// Which handler served a request (logs, metrics). The discriminants index
 /// `ops::metrics::ROUTES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     Token,
     Authorize,
     PassThrough,
@@ -19,7 +19,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Token => "token",
             Self::Authorize => "authorize",

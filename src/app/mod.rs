@@ -8,5 +8,5 @@ mod front_door;
 mod future;
 mod rescue;
 
-pub use entry::{App, Handling};
-pub use front_door::Route;
+pub use entry::App;
+pub(crate) use entry::Handling;

@@ -21,7 +21,7 @@ use crate::config::{AdminConfig, Config};
 use crate::oauth::Secret;
 
 /// Where the admin listener is, and the bearer token it wants, if any.
-pub struct AdminTarget {
+pub(crate) struct AdminTarget {
     /// Base URL, e.g. `http://127.0.0.1:9901`.
     pub base: String,
     /// The admin token, or why it could not be read (`healthcheck` needs none; `reload` and
@@ -30,7 +30,7 @@ pub struct AdminTarget {
 }
 
 /// The admin listener's base URL and token: `explicit` (`--admin`) or the config's `[admin]`.
-pub fn admin_target(config: &Path, explicit: Option<&str>) -> Result<AdminTarget, String> {
+pub(crate) fn admin_target(config: &Path, explicit: Option<&str>) -> Result<AdminTarget, String> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     if config.exists() {
         figment = figment.merge(Toml::file(config));
@@ -63,7 +63,11 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
 
 /// One request to the admin listener, with the admin token if there is one; the status and
 /// the body.
-pub async fn call(method: Method, url: &str, token: Option<&Secret>) -> Result<(StatusCode, Bytes), String> {
+pub(crate) async fn call(
+    method: Method,
+    url: &str,
+    token: Option<&Secret>,
+) -> Result<(StatusCode, Bytes), String> {
     let client: Client<HttpConnector, body::Body> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder().method(method).uri(url);
     if let Some(token) = token {

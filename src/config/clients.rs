@@ -83,7 +83,7 @@ impl Default for ClientConfig {
 }
 
 /// What legacy access tokens lived: 365 days.
-pub const DEFAULT_CONTINUITY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const DEFAULT_CONTINUITY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -115,7 +115,7 @@ impl Default for ContinuityConfig {
 
 impl ClientConfig {
     /// The name of the provider this client belongs to.
-    pub fn provider_name(&self) -> &str {
+    pub(crate) fn provider_name(&self) -> &str {
         self.provider.as_deref().unwrap_or(DEFAULT_PROVIDER)
     }
 
@@ -127,4 +127,4 @@ impl ClientConfig {
 }
 
 /// The name of the provider `[upstream]` describes; clients without `provider` belong to it.
-pub const DEFAULT_PROVIDER: &str = "default";
+pub(crate) const DEFAULT_PROVIDER: &str = "default";

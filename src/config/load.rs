@@ -42,7 +42,7 @@ pub struct Config {
 
 /// Where to read the config file from: an explicit path, else `OAUTH_SHIM_CONFIG`, else the
 /// default path.
-pub fn config_path(explicit: Option<&Path>) -> PathBuf {
+pub(crate) fn config_path(explicit: Option<&Path>) -> PathBuf {
     explicit
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("OAUTH_SHIM_CONFIG").map(PathBuf::from))
@@ -73,7 +73,7 @@ impl Config {
 
     /// The file and environment merged over the defaults, neither validated nor with secrets
     /// resolved: what the file names (its `secret_file`s, say), for the reload watcher.
-    pub fn read_unvalidated(path: &Path) -> Option<Self> {
+    pub(crate) fn read_unvalidated(path: &Path) -> Option<Self> {
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
             .merge(env_overrides().0)
@@ -128,7 +128,7 @@ impl Config {
     /// The config as `check-config` prints it: loadable again as it is. A secret read from
     /// `secret_env` or `secret_file` is left out (the source is printed); an inline one prints
     /// as `[redacted]`, a placeholder that loads but must be replaced.
-    pub fn printable(&self) -> Config {
+    pub(crate) fn printable(&self) -> Config {
         let mut out = self.clone();
         for c in &mut out.clients {
             if c.secret_env.is_some() || c.secret_file.is_some() {
@@ -197,7 +197,7 @@ impl Config {
     }
 
     /// Whether any client uses token continuity.
-    pub fn continuity_enabled(&self) -> bool {
+    pub(crate) fn continuity_enabled(&self) -> bool {
         self.clients.iter().any(|c| c.continuity)
     }
 }
@@ -209,13 +209,8 @@ impl Config {
     }
 
     /// The configured client of `provider` with exactly this id (byte for byte).
-    pub fn client_in(&self, provider: &str, id: &str) -> Option<&ClientConfig> {
+    pub(crate) fn client_in(&self, provider: &str, id: &str) -> Option<&ClientConfig> {
         self.clients.iter().find(|c| c.id == id && c.provider_name() == provider)
-    }
-
-    /// Every provider's name, the default's first.
-    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(DEFAULT_PROVIDER).chain(self.providers.iter().map(|p| p.name.as_str()))
     }
 }
 
@@ -224,7 +219,7 @@ impl Config {
 /// and those variables' names. A variable counts as naming a key when the defaults with it
 /// alone merged on top extract without an unknown-field error; so every key the config types
 /// know is accepted, whatever table it sits in.
-pub fn env_overrides() -> (Env, Vec<String>) {
+pub(crate) fn env_overrides() -> (Env, Vec<String>) {
     let env = || Env::prefixed("OAUTH_SHIM_").ignore(&["config"]).split("__");
     let mut unknown: Vec<String> = Vec::new();
     for (key, value) in env().iter() {

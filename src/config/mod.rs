@@ -15,12 +15,19 @@ mod validate;
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests;
 
-pub use clients::{
-    ClientConfig, ClientMode, ContinuityConfig, DEFAULT_CONTINUITY_LIFETIME, DEFAULT_PROVIDER,
-};
+pub use clients::ContinuityConfig;
+pub(crate) use clients::DEFAULT_PROVIDER;
+pub use clients::{ClientConfig, ClientMode};
 pub use error::ConfigError;
-pub use load::{Config, config_path, env_overrides};
-pub use sections::{LegacyConfig, LogConfig, LogFormat, RefreshCacheConfig, ReloadConfig};
-pub use server::{AdminConfig, ForwardedFor, ServerConfig};
-pub use state::{StateBackend, StateConfig};
-pub use upstream::{ClientAuth, LegacyFieldsConfig, Preset, ProviderConfig, UpstreamConfig, normalise_host};
+pub use load::Config;
+pub(crate) use load::{config_path, env_overrides};
+pub use sections::{LegacyConfig, LogConfig, LogFormat};
+pub use sections::{RefreshCacheConfig, ReloadConfig};
+pub use server::AdminConfig;
+pub use server::ForwardedFor;
+pub use server::ServerConfig;
+pub use state::StateBackend;
+pub use state::StateConfig;
+pub use upstream::Preset;
+pub use upstream::UpstreamConfig;
+pub use upstream::{ClientAuth, LegacyFieldsConfig, ProviderConfig};

@@ -109,7 +109,7 @@ pub struct AdminConfig {
 impl ServerConfig {
     /// `worker_threads` with `0` resolved to the CPUs available to this process (its affinity
     /// mask and cgroup quota).
-    pub fn resolved_worker_threads(&self) -> usize {
+    pub(crate) fn resolved_worker_threads(&self) -> usize {
         match self.worker_threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -133,7 +133,7 @@ impl Default for AdminConfig {
 impl AdminConfig {
     /// Read the admin token from `token_env` or `token_file`, if one is named. Used at load and
     /// by the admin client commands (`reload`, `report`, `healthcheck`).
-    pub fn resolve_token(&mut self) -> Result<(), ConfigError> {
+    pub(crate) fn resolve_token(&mut self) -> Result<(), ConfigError> {
         let value = match (&self.token_env, &self.token_file) {
             (None, None) => return Ok(()),
             (Some(_), Some(_)) => {

@@ -86,7 +86,7 @@ impl Default for StateConfig {
 impl StateConfig {
     /// The key set, if key material is configured. Validated at load, so a loaded config's
     /// material always parses.
-    pub fn key_set(&self) -> Result<Option<crate::crypto::KeySet>, ConfigError> {
+    pub(crate) fn key_set(&self) -> Result<Option<crate::crypto::KeySet>, ConfigError> {
         let Some(material) = &self.encryption_keys else { return Ok(None) };
         crate::crypto::KeySet::parse(material.expose())
             .map(Some)
@@ -94,7 +94,7 @@ impl StateConfig {
     }
 
     /// The CA certificates of `ca_file`, as PEM text, if set.
-    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+    pub(crate) fn ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
         use rustls::pki_types::{CertificateDer, pem::PemObject};
         let Some(path) = &self.ca_file else { return Ok(None) };
         let bad = |why: String| ConfigError(format!("state.ca_file {}: {why}", path.display()));

@@ -69,7 +69,7 @@ pub enum Preset {
 
 impl Preset {
     /// (token_url, authorize_url, api_base).
-    pub fn urls(self) -> [&'static str; 3] {
+    pub(crate) fn urls(self) -> [&'static str; 3] {
         match self {
             Self::Goto => [
                 "https://api.getgo.com/oauth/v2/token",
@@ -110,7 +110,7 @@ pub struct ProviderConfig {
 
 impl ProviderConfig {
     /// The endpoints, filled by the preset at load (empty only before validation).
-    pub fn urls(&self) -> [&str; 3] {
+    pub(crate) fn urls(&self) -> [&str; 3] {
         [&self.token_url, &self.authorize_url, &self.api_base].map(|u| u.as_deref().unwrap_or_default())
     }
 }
@@ -155,7 +155,7 @@ impl Default for LegacyFieldsConfig {
 impl LegacyFieldsConfig {
     /// The pointers in legacy field order: organizer_key, account_key, account_type,
     /// firstName, lastName, email.
-    pub fn pointers(&self) -> [Option<&str>; 6] {
+    pub(crate) fn pointers(&self) -> [Option<&str>; 6] {
         [
             &self.organizer_key,
             &self.account_key,
@@ -207,13 +207,13 @@ impl Default for UpstreamConfig {
 }
 
 /// A `Host` as providers match it: lowercase, without a trailing dot.
-pub fn normalise_host(host: &str) -> String {
+pub(crate) fn normalise_host(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl UpstreamConfig {
     /// The limits of a token call under this `[upstream]`.
-    pub fn call_limits(&self) -> CallLimits {
+    pub(crate) fn call_limits(&self) -> CallLimits {
         CallLimits { request_timeout: self.request_timeout, max_response_bytes: self.max_response_bytes }
     }
 }

@@ -8,7 +8,7 @@ use super::session::now;
 use super::store::StoreError;
 
 /// The 401 for a minted token that is unknown, revoked, expired or not this client's.
-pub fn invalid_token() -> ShimError {
+pub(crate) fn invalid_token() -> ShimError {
     ShimError::invalid_token("the access token is invalid, expired or revoked")
 }
 

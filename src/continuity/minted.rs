@@ -9,15 +9,15 @@ use rand::TryRngCore;
 use crate::error::ShimError;
 use crate::oauth::Secret;
 
-pub const ACCESS_PREFIX: &str = "osh_at_";
-pub const REFRESH_PREFIX: &str = "osh_rt_";
+pub(crate) const ACCESS_PREFIX: &str = "osh_at_";
+pub(crate) const REFRESH_PREFIX: &str = "osh_rt_";
 /// Random bytes per token (256 bits).
 const RANDOM_BYTES: usize = 32;
 /// Prefix plus the unpadded base64url of [`RANDOM_BYTES`].
-pub const TOKEN_LEN: usize = 7 + 43;
+pub(crate) const TOKEN_LEN: usize = 7 + 43;
 
 /// A new token with `prefix`. Fails only if the OS RNG does.
-pub fn mint(prefix: &'static str) -> Result<Secret, ShimError> {
+pub(crate) fn mint(prefix: &'static str) -> Result<Secret, ShimError> {
     let mut raw = [0u8; RANDOM_BYTES];
     rand::rngs::OsRng.try_fill_bytes(&mut raw).map_err(|_| {
         tracing::error!("the OS random number generator failed; no token minted");
@@ -34,7 +34,7 @@ pub fn mint(prefix: &'static str) -> Result<Secret, ShimError> {
 /// either; scheme case-insensitive). A few byte compares and no allocation: this runs on every
 /// pass-through request while any client uses continuity.
 #[inline]
-pub fn bearer(header: &[u8]) -> Option<&[u8]> {
+pub(crate) fn bearer(header: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = header.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return None;
@@ -45,7 +45,7 @@ pub fn bearer(header: &[u8]) -> Option<&[u8]> {
 }
 
 /// Whether `token` has the shape of a minted token with `prefix` (checked before any lookup).
-pub fn well_formed(token: &[u8], prefix: &str) -> bool {
+pub(crate) fn well_formed(token: &[u8], prefix: &str) -> bool {
     token.len() == TOKEN_LEN
         && token.starts_with(prefix.as_bytes())
         && token[7..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')

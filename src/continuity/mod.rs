@@ -12,13 +12,12 @@
 
 mod backend;
 mod errors;
-pub mod minted;
-pub mod redis_store;
+pub(crate) mod minted;
+pub(crate) mod redis_store;
 mod refresh;
 mod service;
-pub mod session;
-pub mod store;
+pub(crate) mod session;
+pub(crate) mod store;
 
-pub use errors::invalid_token;
-pub use refresh::Trigger;
-pub use service::{Continuity, SessionInfo};
+pub(crate) use errors::invalid_token;
+pub(crate) use service::{Continuity, SessionInfo};

@@ -33,7 +33,7 @@ return 0
 /// What a lock release publishes: this prefix and the session id.
 const RELEASED: &[u8] = b"continuity-released:";
 
-pub struct RedisSessions {
+pub(crate) struct RedisSessions {
     redis: Redis,
     /// `[state] key_prefix`.
     prefix: String,
@@ -48,7 +48,7 @@ fn id_hex(id: &SessionId) -> String {
 }
 
 impl RedisSessions {
-    pub fn new(redis: Redis, prefix: &str) -> Self {
+    pub(crate) fn new(redis: Redis, prefix: &str) -> Self {
         Self { redis, prefix: prefix.to_owned() }
     }
 
@@ -72,7 +72,7 @@ impl RedisSessions {
         &self.prefix
     }
 
-    pub async fn find(&self, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
+    pub(crate) async fn find(&self, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
         let key = self.token_key(hash);
         let id: Option<Vec<u8>> = self
             .redis
@@ -85,7 +85,7 @@ impl RedisSessions {
         Ok(self.load(id).await?.map(|sealed| (id, sealed)))
     }
 
-    pub async fn load(&self, id: SessionId) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) async fn load(&self, id: SessionId) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.session_key(&id);
         self.redis
             .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
@@ -93,7 +93,7 @@ impl RedisSessions {
             .map_err(unavailable)
     }
 
-    pub async fn put(
+    pub(crate) async fn put(
         &self,
         id: SessionId,
         expires_at: u64,
@@ -115,17 +115,7 @@ impl RedisSessions {
         self.redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await.map_err(unavailable)
     }
 
-    /// Renew the expiry of index entries a `put` did not add (a legacy refresh renews the
-    /// session, and with it every live token).
-    pub async fn expire_at(&self, hashes: &[[u8; 32]], expires_at: u64) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        for h in hashes {
-            pipe.cmd("EXPIREAT").arg(self.token_key(h)).arg(expires_at).ignore();
-        }
-        self.redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await.map_err(unavailable)
-    }
-
-    pub async fn delete(&self, doomed: &[(SessionId, Vec<[u8; 32]>)]) -> Result<usize, StoreError> {
+    pub(crate) async fn delete(&self, doomed: &[(SessionId, Vec<[u8; 32]>)]) -> Result<usize, StoreError> {
         if doomed.is_empty() {
             return Ok(0);
         }
@@ -146,7 +136,7 @@ impl RedisSessions {
         Ok(deleted.iter().filter(|n| **n > 0).count())
     }
 
-    pub async fn scan(&self, now: u64) -> Result<Vec<Stored>, StoreError> {
+    pub(crate) async fn scan(&self, now: u64) -> Result<Vec<Stored>, StoreError> {
         let index = self.index_key();
         let ids: Vec<String> = self
             .redis
@@ -175,7 +165,7 @@ impl RedisSessions {
     }
 
     /// Redis expires the records and token entries itself; this trims the index.
-    pub async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+    pub(crate) async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         let index = self.index_key();
         let n: u64 = self
             .redis
@@ -187,7 +177,7 @@ impl RedisSessions {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    pub async fn count(&self, now: u64) -> Result<u64, StoreError> {
+    pub(crate) async fn count(&self, now: u64) -> Result<u64, StoreError> {
         let index = self.index_key();
         self.redis
             .run(|mut c| async move {
@@ -200,7 +190,7 @@ impl RedisSessions {
     /// Take the session's refresh lock across replicas, waiting at most `wait` for another
     /// holder's release (announced on the events channel; re-tried every 250 ms in case an
     /// announcement is missed). The lock expires by itself after `hold`, should its holder die.
-    pub async fn lock(
+    pub(crate) async fn lock(
         &self,
         id: SessionId,
         hold: Duration,
@@ -276,7 +266,7 @@ impl RedisSessions {
 }
 
 /// A held refresh lock; release it with [`RemoteLock::release`] (or it expires by itself).
-pub struct RemoteLock<'a> {
+pub(crate) struct RemoteLock<'a> {
     store: &'a RedisSessions,
     key: String,
     token: [u8; 16],
@@ -284,7 +274,7 @@ pub struct RemoteLock<'a> {
 }
 
 impl RemoteLock<'_> {
-    pub async fn release(self) {
+    pub(crate) async fn release(self) {
         self.store.release(self.key, self.token, self.id).await;
     }
 }

@@ -13,7 +13,7 @@ use crate::runtime::Runtime;
 
 /// Why a refresh is being made (the metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// The token was still valid: refreshed in the background while the request went on.
     Background,
     /// The token had expired: the request waited for the refresh.
@@ -23,7 +23,7 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Background => "background",
             Self::Inline => "inline",

@@ -11,10 +11,10 @@ use crate::crypto::KeySet;
 use crate::oauth::Secret;
 
 /// Domain of the keyed hashes that index minted tokens.
-pub const TOKEN_HASH_DOMAIN: &str = "continuity-token";
+pub(crate) const TOKEN_HASH_DOMAIN: &str = "continuity-token";
 /// How many minted access tokens of one session stay valid: the newest, and the one before it
 /// (a legacy refresh must not fail calls already on their way with the previous token).
-pub const LIVE_ACCESS_TOKENS: usize = 2;
+pub(crate) const LIVE_ACCESS_TOKENS: usize = 2;
 
 /// A session's identifier: random, not a credential (it only names the session to operators).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,7 +58,7 @@ impl fmt::Debug for SessionId {
 }
 
 /// Seconds since the Unix epoch, now.
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -124,11 +124,11 @@ mod b64_hash {
     use base64::engine::general_purpose::STANDARD_NO_PAD;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn encode(hash: &[u8; 32]) -> String {
+    pub(crate) fn encode(hash: &[u8; 32]) -> String {
         STANDARD_NO_PAD.encode(hash)
     }
 
-    pub fn decode<E: serde::de::Error>(text: &str) -> Result<[u8; 32], E> {
+    pub(crate) fn decode<E: serde::de::Error>(text: &str) -> Result<[u8; 32], E> {
         let mut out = [0u8; 32];
         match STANDARD_NO_PAD.decode_slice(text, &mut out) {
             Ok(32) => Ok(out),
@@ -136,11 +136,11 @@ mod b64_hash {
         }
     }
 
-    pub fn serialize<S: Serializer>(hash: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(hash: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&encode(hash))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         decode(<&str>::deserialize(d)?)
     }
 }
@@ -148,11 +148,11 @@ mod b64_hash {
 mod b64_hashes {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(hashes: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(hashes: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(hashes.iter().map(super::b64_hash::encode))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
         <Vec<&str>>::deserialize(d)?.into_iter().map(super::b64_hash::decode).collect()
     }
 }
@@ -214,7 +214,7 @@ impl Session {
 }
 
 /// Assumed lifetime of a v2 access token whose answer stated none (GoTo's is an hour).
-pub const DEFAULT_V2_LIFETIME: u64 = 3600;
+pub(crate) const DEFAULT_V2_LIFETIME: u64 = 3600;
 
 #[cfg(test)]
 mod tests {

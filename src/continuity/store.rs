@@ -6,7 +6,7 @@
 //! AES-256-GCM sealed, and the index holds only HMACs. Every write is one redb transaction,
 //! committed durably (fsync) before it returns, so a crash leaves the last committed state.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -16,7 +16,7 @@ const SESSIONS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("sessio
 const TOKENS: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("tokens");
 
 /// The file name under `[continuity] dir`.
-pub const FILE_NAME: &str = "sessions.redb";
+pub(crate) const FILE_NAME: &str = "sessions.redb";
 
 /// A store failure: logged once where it is met; the message holds no token.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,16 +28,15 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A stored session: its id and sealed record.
-pub type Stored = (SessionId, Vec<u8>);
+pub(crate) type Stored = (SessionId, Vec<u8>);
 
-pub struct Embedded {
+pub(crate) struct Embedded {
     db: Database,
-    path: PathBuf,
 }
 
 impl Embedded {
     /// Open (or create) the store file in `dir`, creating the directory (mode 0700) if needed.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -57,15 +56,11 @@ impl Embedded {
         tx.open_table(SESSIONS).map_err(err)?;
         tx.open_table(TOKENS).map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(Self { db, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { db })
     }
 
     /// The session a token hash indexes, if any.
-    pub fn find(&self, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
+    pub(crate) fn find(&self, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let tokens = tx.open_table(TOKENS).map_err(err)?;
         let Some(id) = tokens.get(hash).map_err(err)?.map(|g| SessionId(*g.value())) else {
@@ -75,14 +70,14 @@ impl Embedded {
         Ok(sessions.get(&id.0).map_err(err)?.and_then(|v| sealed_part(v.value()).map(|s| (id, s.to_vec()))))
     }
 
-    pub fn load(&self, id: SessionId) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) fn load(&self, id: SessionId) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let sessions = tx.open_table(SESSIONS).map_err(err)?;
         Ok(sessions.get(&id.0).map_err(err)?.and_then(|v| sealed_part(v.value()).map(<[u8]>::to_vec)))
     }
 
     /// Write a session's record and index its `add` hashes; drop the `remove` ones.
-    pub fn put(
+    pub(crate) fn put(
         &self,
         id: SessionId,
         expires_at: u64,
@@ -109,7 +104,7 @@ impl Embedded {
     }
 
     /// Delete sessions and their index entries. Returns how many sessions existed.
-    pub fn delete(&self, doomed: &[(SessionId, Vec<[u8; 32]>)]) -> Result<usize, StoreError> {
+    pub(crate) fn delete(&self, doomed: &[(SessionId, Vec<[u8; 32]>)]) -> Result<usize, StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
         let mut n = 0;
         {
@@ -127,7 +122,7 @@ impl Embedded {
     }
 
     /// Every session (for operators' listing and revocation).
-    pub fn scan(&self) -> Result<Vec<Stored>, StoreError> {
+    pub(crate) fn scan(&self) -> Result<Vec<Stored>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let sessions = tx.open_table(SESSIONS).map_err(err)?;
         let mut out = Vec::new();
@@ -142,7 +137,7 @@ impl Embedded {
 
     /// Delete every session whose expiry is at or before `now`, and every index entry that
     /// names no session. Returns how many sessions went.
-    pub fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+    pub(crate) fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
         let swept;
         {
@@ -166,7 +161,7 @@ impl Embedded {
         Ok(swept)
     }
 
-    pub fn count(&self) -> Result<u64, StoreError> {
+    pub(crate) fn count(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         tx.open_table(SESSIONS).map_err(err)?.len().map_err(err)
     }

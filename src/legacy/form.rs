@@ -16,7 +16,7 @@ pub(super) const CONTROL: Bad = "a parameter contains a control character";
 /// Check a whole `application/x-www-form-urlencoded` string (a query) as [`collect`] reads
 /// one: every name and value validly percent-encoded, UTF-8 once decoded, and free of control
 /// characters. `/oauth/authorize` checks its query with it before reading any parameter.
-pub fn check_form(input: &[u8]) -> Result<(), ShimError> {
+pub(crate) fn check_form(input: &[u8]) -> Result<(), ShimError> {
     let check = || -> Result<(), Bad> {
         for pair in raw_pairs(input) {
             let pair = pair?;
@@ -111,7 +111,7 @@ pub(super) fn has_control(s: &str) -> bool {
 
 /// Decode `Authorization: Basic base64(urlenc(id) ":" urlenc(secret))` (RFC 6749 §2.3.1).
 /// Other schemes are not client authentication here and are ignored.
-pub fn parse_basic(header: &[u8]) -> Result<Option<(String, String)>, ShimError> {
+pub(crate) fn parse_basic(header: &[u8]) -> Result<Option<(String, String)>, ShimError> {
     let header = header.trim_ascii();
     let Some(scheme_end) = header.iter().position(|b| *b == b' ') else { return Ok(None) };
     if !header[..scheme_end].eq_ignore_ascii_case(b"basic") {

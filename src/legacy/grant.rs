@@ -15,7 +15,7 @@ pub enum Grant {
 }
 
 impl Grant {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
@@ -89,7 +89,7 @@ pub fn to_v2(params: &LegacyParams, client: &ClientConfig) -> Result<V2Request, 
 
 /// `form` with `client_id` and `client_secret` appended, for upstreams that take the client's
 /// credentials in the form (`client_secret_post`, RFC 6749 §2.3.1).
-pub fn with_client_credentials(form: &Secret, id: &str, secret: &Secret) -> Secret {
+pub(crate) fn with_client_credentials(form: &Secret, id: &str, secret: &Secret) -> Secret {
     let mut out = Form(String::with_capacity(form.expose().len() + id.len() + secret.expose().len() + 32));
     out.0.push_str(form.expose());
     out.append_pair("client_id", id);

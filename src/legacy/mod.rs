@@ -6,7 +6,12 @@ mod grant;
 mod params;
 mod render;
 
-pub use form::{check_form, parse_basic};
-pub use grant::{Grant, V2Request, to_v2, with_client_credentials};
-pub use params::{BodyKind, LegacyParams, all_pairs, collect};
-pub use render::render_minted;
+pub(crate) use form::{check_form, parse_basic};
+pub use grant::Grant;
+pub use grant::V2Request;
+pub use grant::to_v2;
+pub(crate) use grant::with_client_credentials;
+pub(crate) use params::all_pairs;
+pub use params::collect;
+pub use params::{BodyKind, LegacyParams};
+pub(crate) use render::render_minted;

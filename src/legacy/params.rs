@@ -204,7 +204,7 @@ pub fn collect(
 /// (SPEC §5): the body's in order, then the query's that the body does not repeat. Empty values
 /// count as absent, as in [`collect`] (run it first: it applies the duplicate, conflict and
 /// credential rules). JSON values must be strings (`null` counts as absent).
-pub fn all_pairs(
+pub(crate) fn all_pairs(
     query: Option<&str>,
     kind: BodyKind,
     body: &[u8],

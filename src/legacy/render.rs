@@ -64,7 +64,7 @@ impl V2Token {
 /// The legacy answer of a continuity session: minted tokens, the configured lifetime as the
 /// legacy `expires_in` string, and the session's stored legacy fields (`profile`, as
 /// [`V2Token::legacy_profile`] wrote it).
-pub fn render_minted(
+pub(crate) fn render_minted(
     access: &Secret,
     expires_in: u64,
     refresh: &Secret,

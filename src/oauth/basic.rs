@@ -23,7 +23,7 @@ pub fn basic_auth_header(id: &str, secret: &Secret) -> HeaderValue {
 }
 
 /// The Basic header with the chosen encoding of the credentials before base64.
-pub fn basic_auth_header_with(id: &str, secret: &Secret, encoding: BasicAuthEncoding) -> HeaderValue {
+pub(crate) fn basic_auth_header_with(id: &str, secret: &Secret, encoding: BasicAuthEncoding) -> HeaderValue {
     let mut raw = String::with_capacity(id.len() + secret.expose().len() + 1);
     match encoding {
         BasicAuthEncoding::FormUrlencoded => {

@@ -14,7 +14,7 @@ use crate::error::{ErrorCode, ErrorSource, ShimError};
 pub use crate::upstream::Upstream as HttpClient;
 
 /// What a token call produced, with the upstream status for logs and metrics.
-pub struct TokenOutcome {
+pub(crate) struct TokenOutcome {
     pub upstream_status: Option<StatusCode>,
     pub result: Result<V2Token, ShimError>,
 }
@@ -22,9 +22,9 @@ pub struct TokenOutcome {
 /// The limits of one token call: the whole call (connect to the end of the body) within
 /// `request_timeout`, at most `max_response_bytes` of body. From `[upstream]`.
 #[derive(Debug, Clone, Copy)]
-pub struct CallLimits {
+pub(crate) struct CallLimits {
     pub request_timeout: Duration,
-    pub max_response_bytes: usize,
+    pub(crate) max_response_bytes: usize,
 }
 
 /// Headers of the caller's request a token call carries upstream unchanged: the request id and
@@ -36,7 +36,7 @@ pub struct TraceHeaders {
     pub tracestate: Option<HeaderValue>,
 }
 
-pub static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
@@ -44,7 +44,7 @@ impl TraceHeaders {
     /// The three headers' first values, found in one walk over the (few) request headers
     /// rather than three hashed lookups. Inlined into both token routes.
     #[inline(always)]
-    pub fn from_headers(h: &http::HeaderMap) -> Self {
+    pub(crate) fn from_headers(h: &http::HeaderMap) -> Self {
         let mut out = Self::default();
         for (name, value) in h {
             let slot = if *name == X_REQUEST_ID {
@@ -81,7 +81,7 @@ impl TraceHeaders {
 /// retried once the request may have reached the upstream. The whole call, body included, runs
 /// under `cfg.request_timeout`. A call that gets no usable answer is logged here, once, at
 /// warn, naming the upstream host and why.
-pub async fn token_call(
+pub(crate) async fn token_call(
     client: &HttpClient,
     token_url: &Uri,
     auth: Option<HeaderValue>,
@@ -190,7 +190,7 @@ fn token_request(url: &Uri, auth: Option<HeaderValue>, form: &Secret, trace: Tra
 pub struct RawAnswer {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
-    pub retry_after: Option<HeaderValue>,
+    pub(crate) retry_after: Option<HeaderValue>,
     pub body: Bytes,
 }
 
@@ -205,7 +205,7 @@ impl std::fmt::Debug for RawAnswer {
 /// keep the answer, whatever its status, as it came. Only a failure to get an answer (no
 /// connection, no answer within `cfg.request_timeout`, an unreadable or oversized body) is an
 /// error.
-pub async fn raw_token_call(
+pub(crate) async fn raw_token_call(
     client: &HttpClient,
     token_url: &Uri,
     auth: Option<HeaderValue>,

@@ -6,9 +6,12 @@ mod client;
 mod secret;
 mod token;
 
-pub use basic::{BasicAuthEncoding, basic_auth_header, basic_auth_header_with};
-pub use client::{
-    CallLimits, HttpClient, RawAnswer, TokenOutcome, TraceHeaders, X_REQUEST_ID, raw_token_call, token_call,
-};
+pub use basic::BasicAuthEncoding;
+pub use basic::basic_auth_header;
+pub(crate) use basic::basic_auth_header_with;
+pub use client::HttpClient;
+pub(crate) use client::{CallLimits, X_REQUEST_ID, raw_token_call, token_call};
+pub use client::{RawAnswer, TraceHeaders};
 pub use secret::Secret;
-pub use token::{LEGACY_FIELDS, MAX_EXPIRES_IN, V2Token};
+pub use token::V2Token;
+pub(crate) use token::{LEGACY_FIELDS, MAX_EXPIRES_IN};

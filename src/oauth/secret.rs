@@ -26,7 +26,7 @@ impl Secret {
     }
 
     /// Constant-time comparison against a caller-supplied value.
-    pub fn ct_eq(&self, other: &str) -> bool {
+    pub(crate) fn ct_eq(&self, other: &str) -> bool {
         use subtle::ConstantTimeEq;
         self.0.as_bytes().ct_eq(other.as_bytes()).into()
     }

@@ -164,7 +164,7 @@ impl std::fmt::Debug for V2Token {
 
 /// The longest token lifetime accepted from an upstream: ten years. Anything longer is not a
 /// lifetime but a bug (or a saturated number) and must never reach a client or the cache.
-pub const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 60 * 60;
+pub(crate) const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 60 * 60;
 
 /// `expires_in` as an integer (RFC 6749), a decimal string (legacy), or a number with a
 /// fraction or exponent (`3.6e3`), truncated to whole seconds. Negative, non-finite or over
@@ -195,7 +195,7 @@ fn expires_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::
 }
 
 /// Fields of the legacy answer after `access_token`, `expires_in`, `refresh_token`, in legacy order.
-pub const LEGACY_FIELDS: [&str; 6] =
+pub(crate) const LEGACY_FIELDS: [&str; 6] =
     ["organizer_key", "account_key", "account_type", "firstName", "lastName", "email"];
 
 impl V2Token {
@@ -226,13 +226,13 @@ impl V2Token {
     }
 
     /// Which legacy fields (in [`LEGACY_FIELDS`] order) the upstream's answer lacks.
-    pub fn missing_legacy_fields(&self) -> [bool; LEGACY_FIELDS.len()] {
+    pub(crate) fn missing_legacy_fields(&self) -> [bool; LEGACY_FIELDS.len()] {
         self.0.legacy.clone().map(|span| span.is_none())
     }
 
     /// This answer with the missing legacy fields given in `values` (legacy field order) filled
     /// in as JSON strings; fields the upstream sent are kept as they were.
-    pub fn with_legacy_fields(&self, values: &[Option<String>; LEGACY_FIELDS.len()]) -> V2Token {
+    pub(crate) fn with_legacy_fields(&self, values: &[Option<String>; LEGACY_FIELDS.len()]) -> V2Token {
         let f = &*self.0;
         let mut json = f.json.clone();
         let mut legacy = f.legacy.clone();
@@ -261,7 +261,7 @@ impl V2Token {
     /// The legacy fields the upstream sent (`organizer_key` … `email`, legacy order), as the
     /// JSON fragment `,"name":value` each: what a continuity session keeps to answer later
     /// legacy refreshes in full.
-    pub fn legacy_profile(&self) -> String {
+    pub(crate) fn legacy_profile(&self) -> String {
         let f = &*self.0;
         let mut out = Vec::new();
         for (name, span) in LEGACY_FIELDS.iter().zip(&f.legacy) {
@@ -277,7 +277,7 @@ impl V2Token {
     /// The answer as a v2 JSON object again, every field kept (order: tokens, `expires_in`,
     /// `token_type`, the legacy fields, the rest), so that [`V2Token::parse`] reads back an
     /// equal token. What the shared refresh cache stores (sealed).
-    pub fn to_v2_json(&self) -> Vec<u8> {
+    pub(crate) fn to_v2_json(&self) -> Vec<u8> {
         let f = &*self.0;
         let mut out = Vec::with_capacity(256 + f.json.len());
         out.extend_from_slice(b"{\"access_token\":");

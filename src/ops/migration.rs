@@ -27,7 +27,7 @@ pub enum Feature {
 }
 
 impl Feature {
-    pub const ALL: [Feature; 10] = [
+    pub(crate) const ALL: [Feature; 10] = [
         Self::TokenGet,
         Self::TokenJson,
         Self::TokenForm,
@@ -72,7 +72,7 @@ impl Feature {
         }
     }
 
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Self::TokenGet => "token call by GET",
             Self::TokenJson => "token call with a JSON body",
@@ -93,7 +93,7 @@ impl Feature {
 }
 
 /// At most this many distinct unknown client ids are tracked; further ones fold into one row.
-pub const MAX_UNKNOWN_IDS: usize = 100;
+pub(crate) const MAX_UNKNOWN_IDS: usize = 100;
 /// Longer unknown ids are cut (they are caller input).
 const MAX_ID_CHARS: usize = 64;
 
@@ -137,12 +137,12 @@ struct State {
 
 /// What happened in one call, as recorded.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Call {
+pub(crate) struct Call {
     pub features: [bool; Feature::ALL.len()],
 }
 
 impl Call {
-    pub fn with(mut self, feature: Feature, yes: bool) -> Self {
+    pub(crate) fn with(mut self, feature: Feature, yes: bool) -> Self {
         if yes {
             self.features[feature as usize] = true;
         }
@@ -159,7 +159,7 @@ pub struct Migration {
 impl Migration {
     /// Record one call by `client_id` of `provider`; `configured` says whether the id is a
     /// configured client of that provider.
-    pub fn record(&self, provider: &str, client_id: &str, configured: bool, call: Call) {
+    pub(crate) fn record(&self, provider: &str, client_id: &str, configured: bool, call: Call) {
         let now = SystemTime::now();
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let State { by_id, unknown_ids, folded, .. } = &mut *state;
@@ -197,14 +197,14 @@ impl Migration {
     }
 
     /// A v2-native pass-through call that named no client.
-    pub fn record_unattributed_v2(&self) {
+    pub(crate) fn record_unattributed_v2(&self) {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         state.unattributed_v2.hit(SystemTime::now());
     }
 
     /// The report against the config in force: every configured client (in config order), then
     /// every other id seen (sorted).
-    pub fn report(&self, config: &Config) -> Report {
+    pub(crate) fn report(&self, config: &Config) -> Report {
         let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut clients: Vec<ClientReport> = config
             .clients
@@ -254,14 +254,14 @@ fn cut(id: &str) -> String {
     }
 }
 
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// `GET /migration`, as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    pub generated_at: String,
+    pub(crate) generated_at: String,
     /// Feature key → what it means, in report order.
     pub features: serde_json::Map<String, serde_json::Value>,
     pub clients: Vec<ClientReport>,

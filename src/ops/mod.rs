@@ -22,6 +22,6 @@ pub struct Ops {
 /// The metrics label for a request's client: as its handler noted it (a configured client's
 /// id, or `unknown`: handlers never note an id they did not find configured), `none` when the
 /// request named no client.
-pub fn client_label(client: Option<&str>) -> &str {
+pub(crate) fn client_label(client: Option<&str>) -> &str {
     client.unwrap_or("none")
 }

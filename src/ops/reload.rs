@@ -21,7 +21,7 @@ pub struct ReloadStatus {
     /// 1 at start, +1 per applied reload.
     pub generation: u64,
     /// When the config in force was loaded.
-    pub loaded_at: String,
+    pub(crate) loaded_at: String,
     /// The last attempt, successful or not.
     pub last_attempt: Option<Attempt>,
 }
@@ -41,12 +41,12 @@ pub struct Attempt {
     /// Clients whose secret changed (ids only), e.g. a rotated `secret_file`.
     pub secret_changes: Vec<String>,
     /// Whether the admin token changed.
-    pub admin_token_changed: bool,
+    pub(crate) admin_token_changed: bool,
 }
 
 pub struct ReloadState {
     source: OnceLock<PathBuf>,
-    pub(crate) status: Mutex<ReloadStatus>,
+    pub status: Mutex<ReloadStatus>,
     /// Hash of the file content last read by a reload or the watcher.
     pub(crate) fingerprint: Mutex<Option<[u8; 32]>>,
     /// One reload at a time.
@@ -83,7 +83,7 @@ impl ReloadState {
         let _ = self.source.set(path);
     }
 
-    pub fn source(&self) -> Option<&Path> {
+    pub(crate) fn source(&self) -> Option<&Path> {
         self.source.get().map(PathBuf::as_path)
     }
 

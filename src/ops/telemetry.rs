@@ -9,7 +9,7 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Install the global subscriber, writing to stdout. Safe to call more than once (later calls
 /// do nothing).
-pub fn init(cfg: &LogConfig) {
+pub(crate) fn init(cfg: &LogConfig) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let _ = subscriber(cfg, std::io::stdout, ansi).try_init();
 }

@@ -6,6 +6,6 @@ mod base;
 mod pools;
 mod select;
 
-pub use base::Base;
-pub use pools::{build_http_client, reconfigure_http_client};
-pub use select::{Provider, build, host_table, select};
+pub(crate) use base::Base;
+pub(crate) use pools::reconfigure_http_client;
+pub(crate) use select::{Provider, build, host_table, select};

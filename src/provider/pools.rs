@@ -12,7 +12,7 @@ use crate::oauth::HttpClient;
 /// Build a pooled client (the app builds two, so token calls and pass-through never share a
 /// connection). TLS is rustls with the webpki roots; HTTP/2 is negotiated by ALPN where the
 /// upstream offers it.
-pub fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
+pub(crate) fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
     HttpClient::new(
         build_connector(cfg),
         cfg.pool_idle_timeout,
@@ -23,7 +23,7 @@ pub fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
 
 /// Apply a reloaded `[upstream]` to the pool: its limits, and a new connector (connect timeout,
 /// extra CA certificates) when those changed.
-pub fn reconfigure_http_client(client: &HttpClient, old: &UpstreamConfig, new: &UpstreamConfig) {
+pub(crate) fn reconfigure_http_client(client: &HttpClient, old: &UpstreamConfig, new: &UpstreamConfig) {
     let connector_changed = old.connect_timeout != new.connect_timeout || old.ca_file != new.ca_file;
     if !connector_changed
         && old.pool_idle_timeout == new.pool_idle_timeout

@@ -84,7 +84,7 @@ fn endpoints(config: &Config) -> Vec<Endpoints<'_>> {
 
 /// Build every provider of `config`, the default first. A provider that `previous` also had
 /// (same name) keeps its pool, and its lookup cache when the lookup is configured the same.
-pub fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Vec<Provider>, ConfigError> {
+pub(crate) fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Vec<Provider>, ConfigError> {
     endpoints(config)
         .into_iter()
         .map(|e| {
@@ -135,7 +135,7 @@ pub fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Vec<Provi
 }
 
 /// `Host` (lowercase, no trailing dot) -> provider index, for every provider but the default.
-pub fn host_table(config: &Config) -> Vec<(String, usize)> {
+pub(crate) fn host_table(config: &Config) -> Vec<(String, usize)> {
     config
         .providers
         .iter()
@@ -147,7 +147,7 @@ pub fn host_table(config: &Config) -> Vec<(String, usize)> {
 /// The index of the provider a request selects by its host (the URI's authority, as HTTP/2
 /// and absolute-form requests carry it, else the `Host` header), port ignored and
 /// case-insensitive; 0, the default, when no provider lists it.
-pub fn select<B>(hosts: &[(String, usize)], req: &Request<B>) -> usize {
+pub(crate) fn select<B>(hosts: &[(String, usize)], req: &Request<B>) -> usize {
     if hosts.is_empty() {
         return 0;
     }

@@ -96,7 +96,7 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
     }
 
     /// The namespace `name` of this cache (see [`Namespace`]).
-    pub fn namespace(&self, name: &str) -> Namespace {
+    pub(crate) fn namespace(&self, name: &str) -> Namespace {
         let mut mac = self.inner.mac.clone();
         mac.update(b"namespace\0");
         mac.update(name.as_bytes());
@@ -109,7 +109,7 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
     /// [`RefreshCache::get_or_refresh`] within `namespace`, the key scoped by `scope` (the
     /// client id, and for v2 callers the secret they presented): two namespaces or scopes never
     /// share an entry or a flight. Callers use one arity of `scope` per namespace.
-    pub async fn get_or_refresh_in<F, Fut>(
+    pub(crate) async fn get_or_refresh_in<F, Fut>(
         &self,
         namespace: &Namespace,
         scope: &[&str],
@@ -160,13 +160,13 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
     }
 
     /// The cached answer for the pair, if any, without counting or starting anything.
-    pub async fn peek(&self, client_id: &str, refresh_token: &str) -> Option<Served<V>> {
+    pub(crate) async fn peek(&self, client_id: &str, refresh_token: &str) -> Option<Served<V>> {
         let stored = self.inner.cached(&self.inner.key(client_id, refresh_token)).await?;
         Some(served(&stored, Source::Cache))
     }
 
     /// Drop the cached answer for the pair, if any.
-    pub async fn invalidate(&self, client_id: &str, refresh_token: &str) {
+    pub(crate) async fn invalidate(&self, client_id: &str, refresh_token: &str) {
         if self.inner.caching() {
             Box::pin(self.inner.cache.invalidate(&self.inner.key(client_id, refresh_token))).await;
         }

@@ -67,7 +67,7 @@ impl fmt::Debug for Namespace {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::super::*;
+    use super::super::types::Source;
     use super::*;
     use hmac::digest::KeyInit;
     use std::time::Duration;

@@ -49,5 +49,5 @@ mod testing;
 mod types;
 
 pub use cache::RefreshCache;
-pub use key::Namespace;
-pub use types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
+pub(crate) use key::Namespace;
+pub use types::{RefreshFailure, RefreshStats, Refreshed, Served};

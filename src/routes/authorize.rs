@@ -24,7 +24,7 @@ use crate::services::Shared;
 /// `client_id`.
 const FORWARDED: [&str; 5] = ["redirect_uri", "state", "scope", "code_challenge", "code_challenge_method"];
 
-pub async fn handle(
+pub(crate) async fn handle(
     shared: &Shared,
     rt: &Runtime,
     provider: usize,

@@ -19,7 +19,7 @@ use crate::runtime::Runtime;
 use crate::services::Shared;
 
 /// Forward an API call that carries a minted access token.
-pub async fn forward(
+pub(crate) async fn forward(
     shared: &Shared,
     rt: &Arc<Runtime>,
     req: Request<Body>,

@@ -20,7 +20,7 @@ use crate::provider::{Base, Provider};
 use crate::runtime::Runtime;
 
 /// Forward `req` to the provider's API base and stream the answer back.
-pub async fn forward(
+pub(crate) async fn forward(
     provider: &Provider,
     rt: &Runtime,
     req: Request<Body>,
@@ -33,7 +33,7 @@ pub async fn forward(
 
 /// Forward `req` unchanged to the host of the provider's token URL (same path and query) and
 /// stream the answer back.
-pub async fn forward_to_token_url(
+pub(crate) async fn forward_to_token_url(
     provider: &Provider,
     rt: &Runtime,
     req: Request<Body>,
@@ -47,7 +47,7 @@ pub async fn forward_to_token_url(
 /// [`forward`], started now: the request is prepared and handed to the pool (which, on a
 /// pooled HTTP/1 connection, encodes it) before this returns. The future owns what it needs
 /// and holds the upstream call and its timer, not the request.
-pub fn start(
+pub(crate) fn start(
     provider: &Provider,
     rt: &Runtime,
     req: Request<Body>,

@@ -16,14 +16,14 @@ use crate::provider::Base;
 use crate::upstream::Cause;
 
 /// A pass-through answer, and what the request log and metrics note of it.
-pub struct Forwarded {
+pub(crate) struct Forwarded {
     pub resp: Response<Body>,
     pub upstream_status: Option<http::StatusCode>,
 }
 
 impl Forwarded {
     /// Note the outcome and hand on the answer.
-    pub fn record(self, outcome: &mut Outcome) -> Response<Body> {
+    pub(crate) fn record(self, outcome: &mut Outcome) -> Response<Body> {
         outcome.upstream_status = self.upstream_status;
         self.resp
     }
@@ -31,14 +31,14 @@ impl Forwarded {
 
 /// A pass-through that got no answer: the error for the caller, and why the upstream gave none
 /// when it was the upstream's doing (boxed: the rare case).
-pub struct Refused {
+pub(crate) struct Refused {
     pub(super) error: ShimError,
     pub(super) cause: Option<Box<Cause>>,
 }
 
 impl Refused {
     /// The error, with the failed call to `base` as its cause (which upstream, and why).
-    pub fn at(self, base: &Base) -> ShimError {
+    pub(crate) fn at(self, base: &Base) -> ShimError {
         match self.cause {
             Some(cause) => {
                 self.error.caused_by(UpstreamFailure { upstream: base.host().to_owned(), cause: *cause })
@@ -51,7 +51,7 @@ impl Refused {
 /// A pass-through call to an upstream that failed: the upstream host (and port unless default)
 /// and the classified cause. Safe to log: it carries no request content.
 #[derive(Debug)]
-pub struct UpstreamFailure {
+pub(crate) struct UpstreamFailure {
     pub upstream: String,
     pub cause: Cause,
 }
@@ -68,7 +68,7 @@ pin_project_lite::pin_project! {
     /// [`super::forward::start`]'s future: the upstream call under its deadline, then the
     /// answer with hop-by-hop headers removed and its body under the stall guard.
     #[project = ForwardingProj]
-    pub enum Forwarding<F> {
+    pub(crate) enum Forwarding<F> {
         Sending { #[pin] sent: tokio::time::Timeout<F>, stall: std::time::Duration },
         Failed { error: Option<ShimError> },
     }

@@ -3,14 +3,14 @@
 //! app's rescue turns into the response. Each notes what the access line reports in an
 //! [`Outcome`].
 
-pub mod authorize;
-pub mod continuity;
-pub mod forward;
+pub(crate) mod authorize;
+pub(crate) mod continuity;
+pub(crate) mod forward;
 mod future;
 mod headers;
 mod outcome;
-pub mod token;
-pub mod v2token;
+pub(crate) mod token;
+pub(crate) mod v2token;
 
-pub use future::{Forwarded, Refused, UpstreamFailure};
-pub use outcome::Outcome;
+pub(crate) use future::{Forwarded, Refused, UpstreamFailure};
+pub(crate) use outcome::Outcome;

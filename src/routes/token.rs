@@ -54,7 +54,7 @@ pub(crate) async fn read_body(
 }
 
 /// Serve a legacy token call.
-pub async fn handle(
+pub(crate) async fn handle(
     shared: &Shared,
     rt: &Arc<Runtime>,
     provider_index: usize,

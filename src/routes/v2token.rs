@@ -30,7 +30,7 @@ use crate::runtime::Runtime;
 use crate::services::{Shared, V2Failure};
 
 /// Serve a v2 token call.
-pub async fn handle(
+pub(crate) async fn handle(
     shared: &Shared,
     rt: &Arc<Runtime>,
     provider_index: usize,

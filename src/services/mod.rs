@@ -6,5 +6,5 @@
 mod flights;
 mod shared;
 
-pub use flights::V2Failure;
-pub use shared::Shared;
+pub(crate) use flights::V2Failure;
+pub(crate) use shared::Shared;

@@ -3,4 +3,4 @@
 //! shared refresh flight (`refresh::shared`) is built on both; anything else that keeps
 //! state across replicas is meant to reuse them rather than open its own.
 
-pub mod redis;
+pub(crate) mod redis;

@@ -7,19 +7,19 @@ use std::error::Error;
 
 /// A failed upstream call, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cause {
+pub(crate) struct Cause {
     pub class: &'static str,
     pub detail: String,
 }
 
 impl Cause {
     /// The call got no answer head within `upstream.request_timeout`.
-    pub fn timeout() -> Self {
+    pub(crate) fn timeout() -> Self {
         Self { class: "timeout", detail: "no answer within upstream.request_timeout".into() }
     }
 
     /// Classify an error from the pool (connect, TLS, write or read of the answer head).
-    pub fn of(err: &(dyn Error + 'static)) -> Self {
+    pub(crate) fn of(err: &(dyn Error + 'static)) -> Self {
         let mut class = None;
         let mut innermost = err;
         let mut layer = Some(err);

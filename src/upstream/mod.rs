@@ -11,6 +11,6 @@ mod future;
 pub(crate) mod h1;
 mod pool;
 
-pub use cause::Cause;
+pub(crate) use cause::Cause;
 pub use client::Upstream;
-pub use pool::host_header;
+pub(crate) use pool::host_header;

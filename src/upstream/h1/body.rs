@@ -27,7 +27,7 @@ pub(crate) trait Release: Send + Unpin + 'static {
 
 /// An answer's body, read from the connection as the caller polls it. The connection goes
 /// back to the pool the moment the last byte has been taken.
-pub struct Body<R> {
+pub(crate) struct Body<R> {
     conn: Option<Conn>,
     decoder: Decoder,
     reuse: bool,
