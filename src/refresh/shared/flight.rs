@@ -1,0 +1,323 @@
+//! The shared backend's flight: callers in this process coalesce on a local flight, whose
+//! leader serves a stored answer, leads the upstream call under the Redis lock, or waits for
+//! another replica's flight; and falls back to an in-process cache when Redis fails.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::RngCore;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::portable::{Portable, SharedFailure};
+use super::store::{Keys, LOCK_MARGIN, Looked, Token};
+use crate::crypto::KeySet;
+use crate::oauth::Secret;
+use crate::refresh::cache::RefreshCache;
+use crate::refresh::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
+use crate::state::redis::{Redis, Unavailable};
+
+/// What a shared flight hands to the callers coalesced on it in this process.
+#[derive(Clone)]
+struct Answer<V> {
+    value: V,
+    /// Time since the upstream answered (on whichever replica called it).
+    age: Duration,
+    source: Source,
+}
+
+impl<V: Clone + Send + Sync + 'static> Refreshed for Answer<V> {
+    /// Never cached locally: Redis is the cache.
+    fn lifetime(&self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+/// A value in the fallback cache: a type of its own, so the cache code compiled for the memory
+/// backend has that backend as its only caller and is inlined there as before.
+#[derive(Clone)]
+struct Held<V>(V);
+
+impl<V: Refreshed> Refreshed for Held<V> {
+    fn lifetime(&self) -> Option<Duration> {
+        self.0.lifetime()
+    }
+}
+
+/// The shared backend. Cheap to clone.
+pub struct SharedRefresh<V: Refreshed, E: RefreshFailure> {
+    inner: Arc<Inner<V, E>>,
+}
+
+impl<V: Refreshed, E: RefreshFailure> Clone for SharedRefresh<V, E> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+struct Inner<V: Refreshed, E: RefreshFailure> {
+    redis: Redis,
+    keys: Arc<KeySet>,
+    /// The hash domain of this cache's keys: two caches on one Redis never share a key.
+    domain: &'static str,
+    /// Coalesces this process's callers; caches nothing.
+    local: RefreshCache<Answer<V>, E>,
+    /// Cache and single flight while Redis is down.
+    fallback: RefreshCache<Held<V>, E>,
+    ttl: Duration,
+    recheck: Duration,
+    hits: AtomicU64,
+    upstream: AtomicU64,
+    waited: AtomicU64,
+    upstream_errors: AtomicU64,
+}
+
+impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
+    /// `ttl` and `max_entries` as for the memory backend (the latter bounds the fallback
+    /// cache). `domain` separates this cache's Redis keys from another's on the same Redis
+    /// (legacy refreshes use `refresh`, v2 refreshes `refresh-v2`).
+    pub(crate) fn new(
+        redis: Redis,
+        keys: Arc<KeySet>,
+        domain: &'static str,
+        ttl: Duration,
+        max_entries: u64,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                redis,
+                keys,
+                domain,
+                local: RefreshCache::new(Duration::ZERO, 0),
+                fallback: RefreshCache::new(ttl, max_entries),
+                ttl,
+                recheck: Duration::from_millis(200),
+                hits: AtomicU64::new(0),
+                upstream: AtomicU64::new(0),
+                waited: AtomicU64::new(0),
+                upstream_errors: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// As [`RefreshCache::get_or_refresh`], with the cache and flight shared through Redis.
+    ///
+    /// `upstream_deadline` bounds the call `fetch` makes; a flight's lock outlives it by
+    /// [`LOCK_MARGIN`].
+    pub(crate) async fn get_or_refresh<F, Fut>(
+        &self,
+        client_id: &str,
+        refresh_token: &str,
+        upstream_deadline: Duration,
+        fetch: F,
+    ) -> Result<Served<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let served = self
+            .inner
+            .local
+            .get_or_refresh(client_id, refresh_token, || {
+                let inner = Arc::clone(&self.inner);
+                let hash = inner.keys.hash(inner.domain, &[client_id.as_bytes(), refresh_token.as_bytes()]);
+                let (client_id, refresh_token) = (client_id.to_owned(), Secret::new(refresh_token));
+                let upstream = fetch();
+                let lock_ttl = upstream_deadline + LOCK_MARGIN;
+                Box::pin(
+                    async move { inner.flight(hash, lock_ttl, &client_id, &refresh_token, upstream).await },
+                )
+            })
+            .await?;
+        let Served { value: answer, age, source } = served;
+        let source = if source == Source::Coalesced { Source::Coalesced } else { answer.source };
+        Ok(Served { value: answer.value, age: answer.age + age, source })
+    }
+
+    /// Counters as the memory backend defines them: `hits` answered from Redis (or the
+    /// fallback cache), `misses` calls this replica made upstream, `coalesced` callers that
+    /// joined a flight here or on another replica.
+    pub(crate) fn stats(&self) -> RefreshStats {
+        let i = &self.inner;
+        let (local, fallback) = (i.local.stats(), i.fallback.stats());
+        RefreshStats {
+            hits: i.hits.load(Ordering::Relaxed) + fallback.hits,
+            misses: i.upstream.load(Ordering::Relaxed) + fallback.misses,
+            coalesced: local.coalesced + i.waited.load(Ordering::Relaxed) + fallback.coalesced,
+            upstream_errors: i.upstream_errors.load(Ordering::Relaxed) + fallback.upstream_errors,
+        }
+    }
+
+    /// Answers held in this process: those answered while Redis was down.
+    pub(super) async fn fallback_entry_count(&self) -> u64 {
+        self.inner.fallback.entry_count().await
+    }
+
+    /// Keys with a flight running in this process.
+    pub(super) fn in_flight(&self) -> usize {
+        self.inner.local.in_flight() + self.inner.fallback.in_flight()
+    }
+}
+
+impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
+    async fn flight<Fut>(
+        self: Arc<Self>,
+        hash: [u8; 32],
+        lock_ttl: Duration,
+        client_id: &str,
+        refresh_token: &Secret,
+        upstream: Fut,
+    ) -> Result<Answer<V>, E>
+    where
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        // An answer this process got while Redis was down is still the answer.
+        if let Some(served) = self.fallback.peek(client_id, refresh_token.expose()).await {
+            self.redis.fell_back();
+            return Ok(Answer { value: served.value.0, age: served.age, source: Source::Cache });
+        }
+        if !self.redis.is_up() {
+            return self.fall_back(client_id, refresh_token, upstream).await;
+        }
+        let keys = Keys::new(&self.redis, hash, lock_ttl);
+        // Listening before the first look: a message published after it cannot be missed.
+        let events = self.redis.events();
+        let mut token = [0u8; 16];
+        rand::rng().fill_bytes(&mut token);
+        match keys.get_or_lock(&self.redis, &token, None).await {
+            Err(Unavailable) => self.fall_back(client_id, refresh_token, upstream).await,
+            Ok(Looked::Found(stored)) => match keys.open::<V, E>(&self.keys, &stored, None) {
+                Some(Ok((value, age))) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    Ok(Answer { value, age, source: Source::Cache })
+                }
+                // Unreadable (another key set, or altered): treat as absent and call upstream.
+                _ => self.lead(&keys, &token, client_id, refresh_token, upstream).await,
+            },
+            Ok(Looked::Locked) => self.lead(&keys, &token, client_id, refresh_token, upstream).await,
+            Ok(Looked::Busy(flight)) => {
+                self.waited.fetch_add(1, Ordering::Relaxed);
+                self.wait(keys, token, flight, events, client_id, refresh_token, upstream).await
+            }
+        }
+    }
+
+    async fn lead<Fut>(
+        &self,
+        keys: &Keys,
+        token: &Token,
+        client_id: &str,
+        refresh_token: &Secret,
+        upstream: Fut,
+    ) -> Result<Answer<V>, E>
+    where
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.upstream.fetch_add(1, Ordering::Relaxed);
+        let result = upstream.await;
+        let (stored, keep) = match &result {
+            Ok(value) => {
+                // Kept as long as the local cache would keep it: `min(ttl, lifetime)`.
+                let keep = value.lifetime().map_or(self.ttl, |l| l.min(self.ttl));
+                (keys.seal_answer(&self.keys, value), keep)
+            }
+            Err(error) => {
+                self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                if error.evicts() {
+                    self.fallback.invalidate(client_id, refresh_token.expose()).await;
+                }
+                // Kept while this flight's waiters may still re-read it.
+                (keys.seal_error(&self.keys, token, error), keys.lock_ttl)
+            }
+        };
+        if keys.finish(&self.redis, token, &stored, keep).await.is_err() {
+            // The caller still gets its answer; waiters elsewhere fall back on their own.
+            self.redis.fell_back();
+        }
+        result.map(|value| Answer { value, age: Duration::ZERO, source: Source::Upstream })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn wait<Fut>(
+        &self,
+        keys: Keys,
+        token: Token,
+        mut flight: Vec<u8>,
+        mut events: tokio::sync::broadcast::Receiver<bytes::Bytes>,
+        client_id: &str,
+        refresh_token: &Secret,
+        upstream: Fut,
+    ) -> Result<Answer<V>, E>
+    where
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        // The running leader answers or its lock expires within `lock_ttl`; after that a
+        // re-read takes the lock. This bound only stops a wait that somehow outlives both.
+        let deadline = tokio::time::Instant::now() + 2 * keys.lock_ttl;
+        let mut listening = true;
+        loop {
+            let recheck = tokio::time::sleep(self.recheck);
+            tokio::select! {
+                msg = events.recv(), if listening => match msg {
+                    Ok(msg) => {
+                        if msg.len() > 32
+                            && msg[..32] == keys.hash
+                            && let Some(outcome) = keys.open(&self.keys, &msg[32..], Some(&flight))
+                        {
+                            return self.answer_waiter(outcome);
+                        }
+                        continue;
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => listening = false,
+                },
+                () = recheck => {}
+                () = tokio::time::sleep_until(deadline) => return Err(E::timed_out()),
+            }
+            match keys.get_or_lock(&self.redis, &token, Some(&flight)).await {
+                Err(Unavailable) => return self.fall_back(client_id, refresh_token, upstream).await,
+                Ok(Looked::Found(stored)) => match keys.open(&self.keys, &stored, Some(&flight)) {
+                    Some(outcome) => return self.answer_waiter(outcome),
+                    None => return self.lead(&keys, &token, client_id, refresh_token, upstream).await,
+                },
+                Ok(Looked::Locked) => {
+                    tracing::info!(
+                        "state: a refresh's leader did not finish in time; this replica takes over"
+                    );
+                    return self.lead(&keys, &token, client_id, refresh_token, upstream).await;
+                }
+                Ok(Looked::Busy(current)) => flight = current,
+            }
+        }
+    }
+
+    fn answer_waiter(&self, outcome: Result<(V, Duration), E>) -> Result<Answer<V>, E> {
+        outcome.map(|(value, age)| Answer { value, age, source: Source::Coalesced })
+    }
+
+    async fn fall_back<Fut>(
+        &self,
+        client_id: &str,
+        refresh_token: &Secret,
+        upstream: Fut,
+    ) -> Result<Answer<V>, E>
+    where
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        self.redis.fell_back();
+        let held = async move { upstream.await.map(Held) };
+        let served = self.fallback.get_or_refresh(client_id, refresh_token.expose(), move || held).await?;
+        Ok(Answer { value: served.value.0, age: served.age, source: served.source })
+    }
+}
+
+/// Shows configuration and counters only.
+impl<V: Refreshed + Portable, E: SharedFailure> std::fmt::Debug for SharedRefresh<V, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRefresh")
+            .field("ttl", &self.inner.ttl)
+            .field("redis", &self.inner.redis)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
