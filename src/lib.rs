@@ -55,5 +55,6 @@ pub mod request_id;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod services;
 pub mod state;
 pub mod upstream;

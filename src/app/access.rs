@@ -12,7 +12,8 @@ use crate::body::Body;
 use crate::error::ShimError;
 use crate::ops::metrics::GaugeGuard;
 use crate::routes::Outcome;
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::Runtime;
+use crate::services::Shared;
 
 /// What a request's log line and metrics need once it has been answered; holds the in-flight
 /// gauge up until then.

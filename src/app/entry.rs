@@ -19,7 +19,8 @@ use super::future::Passing;
 use super::rescue::{Handler, wants_html};
 use crate::body::{Body, BoxError};
 use crate::routes::{Outcome, authorize, continuity, forward, token, v2token};
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::Runtime;
+use crate::services::Shared;
 
 /// Cheap to clone; every connection holds one.
 #[derive(Clone)]
@@ -50,7 +51,11 @@ impl App {
         for p in &new.providers {
             if old.providers.iter().any(|o| o.name == p.name) {
                 for pool in [&p.pool, &p.token_pool] {
-                    crate::oauth::reconfigure_http_client(pool, &old.config.upstream, &new.config.upstream);
+                    crate::provider::reconfigure_http_client(
+                        pool,
+                        &old.config.upstream,
+                        &new.config.upstream,
+                    );
                 }
             }
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::oauth::BasicAuthEncoding;
+use crate::oauth::{BasicAuthEncoding, CallLimits};
 
 use super::error::ConfigError;
 
@@ -209,4 +209,11 @@ impl Default for UpstreamConfig {
 /// A `Host` as providers match it: lowercase, without a trailing dot.
 pub fn normalise_host(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl UpstreamConfig {
+    /// The limits of a token call under this `[upstream]`.
+    pub fn call_limits(&self) -> CallLimits {
+        CallLimits { request_timeout: self.request_timeout, max_response_bytes: self.max_response_bytes }
+    }
 }

@@ -213,6 +213,9 @@ impl Session {
     }
 }
 
+/// Assumed lifetime of a v2 access token whose answer stated none (GoTo's is an hour).
+pub const DEFAULT_V2_LIFETIME: u64 = 3600;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use base64::Engine;
 use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
-use super::Secret;
+use super::secret::Secret;
 
 /// RFC 6749 §2.3.1 form-urlencodes id and secret before base64; GoTo's migration guide shows
 /// plain `base64(id:secret)`. The two agree unless a credential holds reserved characters.

@@ -8,8 +8,7 @@ mod token;
 
 pub use basic::{BasicAuthEncoding, basic_auth_header, basic_auth_header_with};
 pub use client::{
-    HttpClient, RawAnswer, TokenOutcome, TraceHeaders, X_REQUEST_ID, build_http_client, raw_token_call,
-    reconfigure_http_client, token_call,
+    CallLimits, HttpClient, RawAnswer, TokenOutcome, TraceHeaders, X_REQUEST_ID, raw_token_call, token_call,
 };
 pub use secret::Secret;
 pub use token::{LEGACY_FIELDS, MAX_EXPIRES_IN, V2Token};

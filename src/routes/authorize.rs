@@ -17,7 +17,8 @@ use crate::ops::Ops;
 use crate::ops::migration::{Call, Feature};
 use crate::provider::Provider;
 use crate::routes::forward;
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::Runtime;
+use crate::services::Shared;
 
 /// Parameters copied to the upstream authorize URL, in this order, after `response_type` and
 /// `client_id`.

@@ -15,7 +15,8 @@ use crate::body::Body;
 use crate::error::ShimError;
 use crate::oauth::Secret;
 use crate::routes::forward;
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::Runtime;
+use crate::services::Shared;
 
 /// Forward an API call that carries a minted access token.
 pub async fn forward(

@@ -17,7 +17,8 @@ use crate::oauth::token_call;
 use crate::provider::Provider;
 use crate::refresh::shared::Refresher;
 use crate::routes::forward;
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::Runtime;
+use crate::services::Shared;
 
 /// Read a v2 token call's body as the legacy route reads its own: at most `max` bytes (refused
 /// from a declared `Content-Length` before any of it is read), all of it within `deadline`.
@@ -172,7 +173,7 @@ pub async fn handle(
             Box::pin(async move {
                 let started = std::time::Instant::now();
                 let provider = rt_owned.provider(provider_index);
-                let cfg = &rt_owned.config.upstream;
+                let cfg = &rt_owned.config.upstream.call_limits();
                 let result = token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace)
                     .await
                     .result;
@@ -212,7 +213,7 @@ pub async fn handle(
     }
 
     let started = std::time::Instant::now();
-    let cfg = &rt.config.upstream;
+    let cfg = &rt.config.upstream.call_limits();
     let result =
         Box::pin(token_call(&provider.token_pool, &provider.token_url, auth, &v2.form, cfg, trace)).await;
     outcome.upstream_latency = Some(started.elapsed());
@@ -234,7 +235,7 @@ async fn fill_legacy_fields(
     provider: &Provider,
     token: V2Token,
     deadline: tokio::time::Instant,
-    cfg: &crate::config::UpstreamConfig,
+    cfg: &crate::oauth::CallLimits,
 ) -> V2Token {
     match &provider.lookup {
         Some(lookup) if lookup.wants(&token) => {

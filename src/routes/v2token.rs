@@ -26,7 +26,8 @@ use crate::ops::Ops;
 use crate::ops::migration::{Call, Feature};
 use crate::provider::Provider;
 use crate::refresh::shared::Refresher;
-use crate::runtime::{Runtime, Shared, V2Failure};
+use crate::runtime::Runtime;
+use crate::services::{Shared, V2Failure};
 
 /// Serve a v2 token call.
 pub async fn handle(
@@ -89,7 +90,7 @@ pub async fn handle(
 
     let (form, auth) = upstream_form(provider, &pairs, client_id, secret);
     drop((parts, bytes));
-    let cfg = &rt.config.upstream;
+    let cfg = &rt.config.upstream.call_limits();
 
     if params.grant_type.as_deref() == Some("refresh_token")
         && let Some(refresh_token) = &params.refresh_token
@@ -98,7 +99,7 @@ pub async fn handle(
             let rt = Arc::clone(rt);
             Box::pin(async move {
                 let provider = rt.provider(provider_index);
-                let cfg = &rt.config.upstream;
+                let cfg = &rt.config.upstream.call_limits();
                 match raw_token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace).await
                 {
                     Ok(answer) if answer.status.is_success() && is_token(&answer) => Ok(answer),

@@ -1,18 +1,19 @@
 //! Providers: the named sets of upstream endpoints one oauth-shim fronts (SPEC §5). `[upstream]`
 //! is the default provider; `[[providers]]` add more, each selected by the request's `Host`.
 //! Each has its own clients, upstream pool, refresh-cache namespace, metrics label and
-//! migration-report rows. Built once per config version, as part of [`crate::app::Runtime`].
+//! migration-report rows. Built once per config version, as part of [`crate::runtime::Runtime`].
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::{Arc, OnceLock};
 
-use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Uri};
 
+use super::base::Base;
+use super::pools::build_http_client;
 use crate::config::{ClientAuth, ClientConfig, Config, ConfigError, DEFAULT_PROVIDER, LegacyFieldsConfig};
 use crate::lookup::Lookup;
-use crate::oauth::{BasicAuthEncoding, HttpClient, basic_auth_header_with, build_http_client};
+use crate::oauth::{BasicAuthEncoding, HttpClient, basic_auth_header_with};
 use crate::ops::metrics::Fnv;
 use crate::refresh::Namespace;
 
@@ -169,60 +170,6 @@ fn strip_port(host: &str) -> &str {
     host.split(':').next().unwrap_or(host)
 }
 
-/// The upstream API base split once at config load: scheme, authority, and a path prefix.
-#[derive(Debug, Clone)]
-pub struct Base {
-    scheme: Scheme,
-    authority: Authority,
-    /// Without a trailing slash; empty for a bare host.
-    prefix: String,
-    /// The `Host` header for the upstream, computed once (host, and the port unless default). It
-    /// replaces the client's `Host`; the pool would add the same value if none were set.
-    host: HeaderValue,
-}
-
-impl Base {
-    pub fn parse(base: &str) -> Option<Self> {
-        let uri: Uri = base.parse().ok()?;
-        let prefix = uri.path().trim_end_matches('/').to_owned();
-        let authority = uri.authority()?.clone();
-        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
-        let host = match authority.port_u16() {
-            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
-            _ => authority.host().to_owned(),
-        };
-        let host = HeaderValue::from_str(&host).ok()?;
-        Some(Self { scheme: uri.scheme()?.clone(), authority, prefix, host })
-    }
-
-    /// The `Host` header for the upstream.
-    pub fn host_header(&self) -> &HeaderValue {
-        &self.host
-    }
-
-    /// The upstream host (and port unless default), as logs name it.
-    pub fn host(&self) -> &str {
-        self.host.to_str().unwrap_or("-")
-    }
-
-    /// The upstream URI for an incoming request target.
-    pub fn join(&self, incoming: &Uri) -> Option<Uri> {
-        let pq = match incoming.path_and_query() {
-            // The common case: no prefix, so the request target is reused as it is (a cheap
-            // clone of already-validated bytes, not a re-parse). `OPTIONS *` (the only
-            // asterisk-form the front door lets through) stays `*`.
-            Some(pq) if self.prefix.is_empty() || pq.as_str() == "*" => pq.clone(),
-            Some(pq) => format!("{}{}", self.prefix, pq).parse().ok()?,
-            None => PathAndQuery::from_static("/"),
-        };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(pq);
-        Uri::from_parts(parts).ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,25 +193,5 @@ mod tests {
         assert_eq!(select(&hosts, &req("/x", Some("api.getgo.com"))), 0);
         assert_eq!(select(&hosts, &req("/x", None)), 0);
         assert_eq!(select(&[], &req("/x", Some("authentication.logmeininc.com"))), 0);
-    }
-
-    #[test]
-    fn join_keeps_path_and_query() {
-        let b = Base::parse("https://api.example.com/base/").unwrap();
-        let u = b.join(&"/G2W/rest/v2/x?a=1&b=%20".parse().unwrap()).unwrap();
-        assert_eq!(u.to_string(), "https://api.example.com/base/G2W/rest/v2/x?a=1&b=%20");
-        let b = Base::parse("http://127.0.0.1:9").unwrap();
-        assert_eq!(b.join(&"/x".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/x");
-    }
-
-    #[test]
-    fn host_header_drops_only_the_default_port() {
-        let host = |base: &str| Base::parse(base).unwrap().host().to_owned();
-        assert_eq!(host("https://api.example.com/base/"), "api.example.com");
-        assert_eq!(host("https://api.example.com:443"), "api.example.com");
-        assert_eq!(host("https://api.example.com:8443"), "api.example.com:8443");
-        assert_eq!(host("http://127.0.0.1:80"), "127.0.0.1");
-        assert_eq!(host("http://127.0.0.1:18081"), "127.0.0.1:18081");
-        assert_eq!(host("http://[::1]:9"), "[::1]:9");
     }
 }

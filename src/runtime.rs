@@ -1,4 +1,4 @@
-//! The config in force and what is derived from it once: providers (endpoints, clients, pools)
+//! The config in force and what is derived from it once (the [`Runtime`]): providers (endpoints, clients, pools)
 //! and the `Host` table that selects them. Swapped as a whole on reload, so a request sees one
 //! consistent version.
 

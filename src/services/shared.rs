@@ -9,13 +9,13 @@ use arc_swap::ArcSwap;
 use http::StatusCode;
 
 use super::flights::{V2Failure, refreshers};
-use super::snapshot::Runtime;
 use crate::continuity::Continuity;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::oauth::RawAnswer;
 use crate::oauth::V2Token;
 use crate::ops::Ops;
 use crate::refresh::shared::Refresher;
+use crate::runtime::Runtime;
 use crate::state::redis::Redis;
 
 /// Process-lifetime state; the app holds it in an `Arc`.
