@@ -168,3 +168,51 @@ where
         body.map_err(|e| -> BoxError { Box::new(crate::body::ClientBodyError(e.into())) }).boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientConfig, Config};
+    use crate::oauth::Secret;
+
+    /// An app whose upstreams are a closed loopback port: nothing is sent anywhere, since no
+    /// handling is polled.
+    fn app() -> App {
+        let mut config = Config::default();
+        config.upstream.api_base = "http://127.0.0.1:9".into();
+        config.upstream.token_url = "http://127.0.0.1:9/oauth/v2/token".into();
+        config.upstream.authorize_url = "http://127.0.0.1:9/oauth/v2/authorize".into();
+        config.clients =
+            vec![ClientConfig { id: "c".into(), secret: Some(Secret::new("s")), ..Default::default() }];
+        App::new(Runtime::new(config).expect("a valid config"))
+    }
+
+    fn handling(app: &App, method: http::Method, uri: &str) -> Handling {
+        let req =
+            Request::builder().method(method).uri(uri).body(http_body_util::Empty::<Bytes>::new()).unwrap();
+        app.handle(req, "127.0.0.1:1".parse().unwrap())
+    }
+
+    /// What each route's request allocates once (the boxed handling the server holds), which the
+    /// load benchmarks depend on: for pass-through, the hand-written `Passing` around
+    /// `Forwarding`. The token routes box their rare branches (a refresh, the legacy-fields
+    /// lookup, continuity) so those do not size every call; a route that grows past its bound
+    /// here has lost that. The bounds are this test build's sizes (unoptimised, so larger than a
+    /// release build's) with a little room.
+    #[tokio::test]
+    async fn each_route_allocates_a_small_handling() {
+        let app = app();
+        let size = |method, uri| std::mem::size_of_val(&*handling(&app, method, uri));
+        let pass = size(http::Method::GET, "/G2W/rest/v2/organizers");
+        let token = size(http::Method::GET, "/oauth/access_token?grant_type=refresh_token&client_id=c");
+        let authorize = size(http::Method::GET, "/oauth/authorize?client_id=c");
+        let v2 = size(http::Method::POST, "/oauth/v2/token");
+        let refused = size(http::Method::CONNECT, "/");
+        println!("pass {pass}, token {token}, authorize {authorize}, v2 token {v2}, refused {refused}");
+        assert!(pass <= 640, "pass-through handling is {pass} bytes");
+        assert!(token <= 3072, "token handling is {token} bytes");
+        assert!(authorize <= 2048, "authorize handling is {authorize} bytes");
+        assert!(v2 <= 2816, "v2 token handling is {v2} bytes");
+        assert!(refused <= 160, "a refusal's handling is {refused} bytes");
+    }
+}

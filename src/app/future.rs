@@ -1,6 +1,7 @@
 //! The pass-through request's hand-written future. Written by hand because an `async` block
 //! would hold the upstream call twice (as its capture and as the value it awaits), and this is
-//! the box every API call allocates; a `size_of` test holds its size.
+//! the box every API call allocates; `entry::tests::each_route_allocates_a_small_handling`
+//! holds its size.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -4,6 +4,8 @@
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 
+use crate::upstream::host_header;
+
 /// The upstream API base split once at config load: scheme, authority, and a path prefix.
 #[derive(Debug, Clone)]
 pub struct Base {
@@ -21,13 +23,9 @@ impl Base {
         let uri: Uri = base.parse().ok()?;
         let prefix = uri.path().trim_end_matches('/').to_owned();
         let authority = uri.authority()?.clone();
-        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
-        let host = match authority.port_u16() {
-            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
-            _ => authority.host().to_owned(),
-        };
-        let host = HeaderValue::from_str(&host).ok()?;
-        Some(Self { scheme: uri.scheme()?.clone(), authority, prefix, host })
+        let scheme = uri.scheme()?.clone();
+        let host = host_header(&scheme, &authority);
+        Some(Self { scheme, authority, prefix, host })
     }
 
     /// The `Host` header for the upstream.

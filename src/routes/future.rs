@@ -1,8 +1,8 @@
 //! The pass-through's hand-written future and what it yields: the answer ([`Forwarded`]), or
 //! the refusal with the upstream's failure as its cause ([`Refused`]). The future is written by
 //! hand because an `async` block would hold the upstream call twice (as its capture and as the
-//! value it awaits), and this is the state every API call carries; a `size_of` test holds its
-//! size.
+//! value it awaits), and this is the state every API call carries; the app's handling-size test
+//! (`app::entry`) holds its size.
 
 use http::Response;
 use http_body_util::BodyExt;

@@ -13,3 +13,4 @@ mod pool;
 
 pub use cause::Cause;
 pub use client::Upstream;
+pub use pool::host_header;

@@ -195,8 +195,8 @@ impl<T> Hosts<T> {
 }
 
 /// `Host` as hyper-util's client formats it: the host, and the port unless it is the scheme's
-/// default.
-fn host_header(scheme: &Scheme, authority: &Authority) -> HeaderValue {
+/// default. The one place oauth-shim computes an upstream `Host`.
+pub fn host_header(scheme: &Scheme, authority: &Authority) -> HeaderValue {
     let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
     let value = match authority.port_u16() {
         Some(port) if port != default_port => format!("{}:{port}", authority.host()),
