@@ -1,0 +1,16 @@
+//! What a refresh's answer and error must be to cross replicas: bytes written to Redis by one
+//! replica and read back by another. The token types implement these (`services::flights`).
+
+use crate::refresh::types::RefreshFailure;
+
+/// A value that can be written to Redis and read back by another replica.
+pub trait Portable: Sized {
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+/// A refresh error that waiters on other replicas can be given.
+pub trait SharedFailure: RefreshFailure + Portable {
+    /// What a waiter gets when the flight it waited on neither answered nor let go in time.
+    fn timed_out() -> Self;
+}
