@@ -5,31 +5,59 @@
 //! - [`server`] accepts connections (one accept loop with a connection limit and backoff, shared
 //!   by the proxy port, the admin port and the stand-in; timeouts; graceful drain) and hands each
 //!   request to
-//! - [`app`], the one entry point, which gives the request its id ([`request_id`]), applies
-//!   front-door checks and routes:
-//!   - `/oauth/access_token` → [`token`]: [`legacy`] collects the parameters, [`translate`]
-//!     builds the v2 form, [`oauth`] makes the upstream call (refreshes go through
-//!     [`refresh`], in this process or shared by replicas through [`state`]), and
-//!     [`translate`] renders the legacy answer;
-//!   - `/oauth/authorize` → [`authorize`]: a redirect to the configured v2 authorize URL;
-//!   - a `POST` to the provider's token path → [`v2token`]: a v2 call with a JSON body or body
-//!     credentials is normalised, one already correct is forwarded unchanged;
-//!   - everything else → [`forward`]: streamed pass-through to the API base; a request carrying
-//!     a token oauth-shim minted (`Bearer osh_at_…`, told by its prefix alone) goes through
-//!     [`continuity`] instead, which swaps in the session's current v2 token.
-//! - The request's `Host` selects the [`provider`] (endpoints, clients, pools) first; legacy
-//!   answers lacking legacy fields are filled by the provider's [`lookup`].
-//! - Upstream calls go through [`upstream`], the connection pools (each provider has one for
-//!   pass-through and one for token calls); a failed call is classified there
-//!   ([`upstream::Cause`]) and logged once by its caller.
-//! - Every failure becomes a response in [`error`], and only there.
+//! - [`app`], the one entry point: it gives the request its id (`request_id`), applies the front
+//!   door, selects the `provider` by `Host`, and runs one of the `routes` with the state they
+//!   share (`services::Shared`, holding the [`runtime::Runtime`] in force):
+//!   - `/oauth/access_token` → `routes::token`: [`legacy`] collects the parameters and builds
+//!     the v2 form, [`oauth`] makes the token call (refreshes go through [`refresh`], in this
+//!     process or shared by replicas through `state`), a legacy answer lacking legacy fields is
+//!     filled by the provider's `lookup`, and [`legacy`] renders the legacy answer;
+//!   - `/oauth/authorize` → `routes::authorize`: a redirect to the provider's v2 authorize URL;
+//!   - a `POST` to the provider's token path → `routes::v2token`: a v2 call with a JSON body or
+//!     body credentials is normalised, one already correct is forwarded unchanged;
+//!   - everything else → `routes::forward`: streamed pass-through to the API base; a request
+//!     carrying a token oauth-shim minted (`Bearer osh_at_…`, told by its prefix alone) goes to
+//!     `routes::continuity`, which swaps in the session's current v2 token (`continuity`).
+//! - Routes return their errors; the app's rescue (`app::rescue`) is the one place an error
+//!   ([`error::ShimError`], with its cause) becomes a response and is logged.
+//! - Upstream calls go through `upstream`: per provider, one pool for pass-through and one for
+//!   token calls, the small HTTP/1 client, and the classification of a failure.
+//! - After the answer, the app writes the access line and the metrics ([`ops`]).
 //!
-//! Around it: [`config`] (typed, validated once), [`admin`] (health and readiness, plus the
-//! routes of [`ops`]: metrics, the migration report, hot reload),
-//! [`devtools`] (`oauth-shim dev` and the local v2 stand-in it and the tests use), [`cli`] (the
-//! command line), `boot` (the one start-up sequence `serve` and `dev` share: config, telemetry,
-//! the app, reload, listeners, run until a signal) and [`telemetry`].
-//! `fuzzing` (hidden from the docs) holds the entry points of the fuzz targets in `fuzz/`.
+//! Around it: [`config`] (typed, validated once), [`admin`] (the admin listener: health and
+//! readiness, metrics, the migration report, sessions, hot reload), [`devtools`] (`oauth-shim
+//! dev` and the local v2 stand-in it and the tests use), [`cli`] (the command line) and `boot`
+//! (the one start-up sequence `serve` and `dev` share). `fuzzing` (hidden from the docs) holds
+//! the entry points of the fuzz targets in `fuzz/`.
+//!
+//! Dependencies point one way, each module using only those below it:
+//!
+//! ```text
+//! cli                          the command line
+//! devtools                     `oauth-shim dev` and the v2 stand-in
+//! boot                         the one start-up sequence
+//! server                       listeners, accept loop, drain
+//! admin                        the admin listener's routes, reload
+//! app                          entry point, front door, rescue, access line
+//! routes                       token, authorize, v2token, forward, continuity
+//! services                     what requests share: flights, Redis, counters, continuity
+//! continuity                   minted tokens and their sessions
+//! runtime                      the config in force and its providers
+//! provider                     endpoints, clients, pools, selected by Host
+//! lookup                       the legacy-fields lookup
+//! ops                          metrics, migration report, reload status, telemetry
+//! refresh                      refresh coalescing and cache, local and shared
+//! state                        the Redis connection
+//! legacy                       what old clients send and get back
+//! config                       typed config and validation
+//! oauth                        secrets, Basic, the v2 token, the token call
+//! upstream                     pools, connect, HTTP/1 client
+//! error                        the one error type
+//! body, crypto, json, request_id   small utilities
+//! ```
+//!
+//! `tests/it/layout.rs` holds this order, and fails on any import circle among files or folders
+//! (`cargo test --test it layout`).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderMap, HeaderValue};
 
-pub(crate) use crate::oauth::X_REQUEST_ID;
+pub(crate) static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Longest caller id kept; longer ones are replaced.
 pub(crate) const MAX_LEN: usize = 128;

@@ -140,8 +140,8 @@ impl Collector {
 /// Collect the parameters of one token call.
 ///
 /// `content_type` is the request's `Content-Type` (absent for GET); `authorization` the raw
-/// `Authorization` header if any. Inlined into its two callers (legacy and v2 token calls), as
-/// it was into its one before the v2 route existed: on the legacy path it is per request.
+/// `Authorization` header if any. Inlined into its two callers (legacy and v2 token calls): on
+/// the legacy path it runs on every request.
 #[inline(always)]
 pub fn collect(
     query: Option<&str>,

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use super::secret::Secret;
 use super::token::V2Token;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
+use crate::request_id::X_REQUEST_ID;
 
 pub use crate::upstream::Upstream as HttpClient;
 
@@ -36,7 +37,6 @@ pub struct TraceHeaders {
     pub tracestate: Option<HeaderValue>,
 }
 
-pub(crate) static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 

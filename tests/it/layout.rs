@@ -1,5 +1,6 @@
-//! The code layout holds: no import circles among `src/` files or folders, and no source file
-//! over the size a reader can hold in mind. Run alone with `cargo test --test it layout -- --nocapture`;
+//! The code layout holds: no import circles among `src/` files or folders, every import points
+//! down the layers `src/lib.rs` lists, and no source file over the size a reader can hold in
+//! mind. Run alone with `cargo test --test it layout -- --nocapture`;
 //! on failure it prints each circle with its links. `LAYOUT_EDGES=1` prints every edge.
 //!
 //! It reads the source text, not rustc's resolution: every `crate::…` and `super::…` path outside
@@ -316,6 +317,59 @@ fn no_import_circles_among_files_or_folders() {
         }
     }
     assert!(failures.is_empty(), "import circles:\n{}", failures.join("\n"));
+}
+
+/// The top-level modules from the top of the stack down (the order `src/lib.rs` documents): a
+/// module may import only modules on lower lines. `fuzzing` (the fuzz targets' entry points)
+/// sits outside the stack and may import anything.
+const LAYERS: &[&[&str]] = &[
+    &["cli"],
+    &["devtools"],
+    &["boot"],
+    &["server"],
+    &["admin"],
+    &["app"],
+    &["routes"],
+    &["services"],
+    &["continuity"],
+    &["runtime"],
+    &["provider"],
+    &["lookup"],
+    &["ops"],
+    &["refresh"],
+    &["state"],
+    &["legacy"],
+    &["config"],
+    &["oauth"],
+    &["upstream"],
+    &["error"],
+    &["body", "crypto", "json", "request_id"],
+];
+
+#[test]
+fn dependencies_point_down_the_layers() {
+    let layer = |m: &str| LAYERS.iter().position(|l| l.contains(&m));
+    let mut wrong = BTreeSet::new();
+    for (a, b) in edges() {
+        let (a, b) = (a[0].as_str(), b[0].as_str());
+        if a == b || a == "fuzzing" {
+            continue;
+        }
+        match (layer(a), layer(b)) {
+            (Some(la), Some(lb)) if la < lb => {}
+            (None, _) | (_, None) => {
+                wrong.insert(format!("{a} -> {b}: add the module to LAYERS (and to the map in src/lib.rs)"));
+            }
+            _ => {
+                wrong.insert(format!("{a} -> {b}: {a} is not above {b}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports against the layer order:\n{}",
+        wrong.into_iter().collect::<Vec<_>>().join("\n")
+    );
 }
 
 #[test]
