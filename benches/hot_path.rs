@@ -43,10 +43,10 @@ fn parse(c: &mut Criterion) {
     g.finish();
 }
 
-fn translate(c: &mut Criterion) {
+fn grant(c: &mut Criterion) {
     let (params, _) = legacy::collect(Some(REFRESH_QUERY), None, b"", None).unwrap();
     let client = client();
-    c.bench_function("translate::to_v2 refresh", |b| b.iter(|| to_v2(black_box(&params), &client).unwrap()));
+    c.bench_function("legacy::to_v2 refresh", |b| b.iter(|| to_v2(black_box(&params), &client).unwrap()));
 }
 
 fn render(c: &mut Criterion) {
@@ -87,5 +87,5 @@ fn cache_key(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, translate, render, cache_key);
+criterion_group!(benches, parse, grant, render, cache_key);
 criterion_main!(benches);
