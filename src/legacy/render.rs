@@ -93,8 +93,7 @@ pub(crate) fn render_minted(
 mod tests {
     use super::*;
     use crate::oauth::MAX_EXPIRES_IN;
-
-    const V2: &str = r#"{"access_token":"at","token_type":"Bearer","refresh_token":"rt","expires_in":3600,"account_key":"ak","account_type":"","email":"jk@example.com","firstName":"Jon","lastName":"Karmak","organizer_key":"ok","version":"3","scope":"s"}"#;
+    use crate::oauth::token_tests::V2;
 
     #[test]
     fn renders_legacy_order_and_string_expiry() {

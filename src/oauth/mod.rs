@@ -15,3 +15,6 @@ pub use client::{RawAnswer, TraceHeaders};
 pub use secret::Secret;
 pub use token::V2Token;
 pub(crate) use token::{LEGACY_FIELDS, MAX_EXPIRES_IN};
+
+#[cfg(test)]
+pub(crate) use token::tests as token_tests;

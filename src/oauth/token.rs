@@ -310,10 +310,11 @@ impl V2Token {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const V2: &str = r#"{"access_token":"at","token_type":"Bearer","refresh_token":"rt","expires_in":3600,"account_key":"ak","account_type":"","email":"jk@example.com","firstName":"Jon","lastName":"Karmak","organizer_key":"ok","version":"3","scope":"s"}"#;
+    /// A GoTo-shaped v2 answer with every legacy field (the renderers' tests use it too).
+    pub(crate) const V2: &str = r#"{"access_token":"at","token_type":"Bearer","refresh_token":"rt","expires_in":3600,"account_key":"ak","account_type":"","email":"jk@example.com","firstName":"Jon","lastName":"Karmak","organizer_key":"ok","version":"3","scope":"s"}"#;
 
     #[test]
     fn garbage_is_refused() {
