@@ -54,7 +54,13 @@ fn modules() -> BTreeMap<Module, PathBuf> {
 
 /// The source without comments, string literals and the trailing test module.
 fn code_of(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod tests") {
+    // The first `#[cfg(test)]` attribute on an inline module (`mod tests {`, of any visibility).
+    let test_module = text.match_indices("#[cfg(test)]\n").map(|(at, _)| at).find(|&at| {
+        let next = text[at..].lines().nth(1).unwrap_or_default();
+        let item = next.trim_start_matches("pub(crate) ").trim_start_matches("pub ");
+        item.starts_with("mod ") && next.ends_with('{')
+    });
+    let text = match test_module {
         Some(at) => &text[..at],
         None => text,
     };
