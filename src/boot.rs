@@ -2,7 +2,9 @@
 //! -> telemetry -> the App -> reload (file watcher, SIGHUP) -> listeners (and the continuity
 //! sweeper) -> serve until SIGTERM or SIGINT, then drain.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 
 use crate::admin;
 use crate::app::App;
@@ -11,9 +13,17 @@ use crate::ops::telemetry;
 use crate::runtime::Runtime;
 use crate::server::{self, Running};
 
+/// A started oauth-shim: its listeners, and the shutdown signals it waits for.
+pub(crate) struct Started {
+    pub(crate) running: Running,
+    signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
 /// Start serving `config`, loaded from `path` (which reload reads again).
-pub(crate) async fn start(config: Config, path: PathBuf) -> Result<Running, String> {
+pub(crate) async fn start(config: Config, path: PathBuf) -> Result<Started, String> {
     telemetry::init(&config.log);
+    // Before any listener is bound: from then on, SIGTERM drains rather than kills.
+    let signal = Box::pin(server::shutdown_signal());
     for warning in &config.warnings {
         tracing::warn!(config = %path.display(), "{warning}");
     }
@@ -31,10 +41,10 @@ pub(crate) async fn start(config: Config, path: PathBuf) -> Result<Running, Stri
         version = env!("CARGO_PKG_VERSION"),
         "oauth-shim listening"
     );
-    Ok(running)
+    Ok(Started { running, signal })
 }
 
 /// Serve until SIGTERM or SIGINT, then drain.
-pub(crate) async fn run_until_signal(running: Running) {
-    server::run_until(running, server::shutdown_signal()).await;
+pub(crate) async fn run_until_signal(started: Started) {
+    server::run_until(started.running, started.signal).await;
 }

@@ -66,7 +66,7 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 pub(super) async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
-    let running = crate::boot::start(config, path).await?;
-    crate::boot::run_until_signal(running).await;
+    let started = crate::boot::start(config, path).await?;
+    crate::boot::run_until_signal(started).await;
     Ok(())
 }

@@ -103,13 +103,14 @@ pub(crate) async fn run(
     std::fs::write(&path, dev_config_toml(&standin, listen, admin))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let config = Config::load(&path).map_err(|e| format!("{}: {}", path.display(), e.0))?;
-    let running = crate::boot::start(config, path.clone()).await?;
+    let started = crate::boot::start(config, path.clone()).await?;
+    let running = &started.running;
     // Not println!: a reader that closes our stdout (a pipe) must not stop the server.
     let text = instructions(running.proxy_addr, running.admin_addr, &standin, &path);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
     drop(out);
-    crate::boot::run_until_signal(running).await;
+    crate::boot::run_until_signal(started).await;
     standin.shutdown();
     Ok(())
 }

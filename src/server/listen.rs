@@ -72,19 +72,25 @@ pub fn start_on(app: App, proxy: TcpListener, admin: Option<TcpListener>) -> io:
     Ok(Running { proxy_addr, admin_addr, shutdown: tx, task })
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Resolves when SIGTERM or SIGINT arrives. The handlers are installed by this call, not when
+/// the future is first polled: a signal that arrives after it (while listeners are still being
+/// bound, say) is not lost to the default action, which would end the process without a drain.
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn next(s: Option<Signal>) {
+        match s {
+            Some(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    }
+    let (term, int) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
+    async move {
+        tokio::select! {
+            () = next(term) => {}
+            () = next(int) => {}
+        }
     }
 }
 
