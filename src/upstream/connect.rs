@@ -69,7 +69,7 @@ pub(crate) async fn connect(mut connector: Connector, uri: &Uri, max_head: usize
 
 /// Start hyper's HTTP/1 client on a connection (a request with a streamed body).
 pub(crate) async fn handshake(conn: h1::Conn, max_head: usize) -> Result<http1::SendRequest<Body>, BoxError> {
-    // One buffer per message, as on the server side (`server.rs`).
+    // One buffer per message, as on the server side (`server::conn`).
     let (tx, conn) = http1::Builder::new()
         .writev(false)
         .max_buf_size(max_head.max(8192))

@@ -1,5 +1,5 @@
 //! Upstream answers framed every way HTTP/1.1 allows (RFC 9112 §6.3), as the pass-through and
-//! the token call read them (`src/upstream/h1.rs`): chunked with extensions and trailers, read
+//! the token call read them (`src/upstream/h1/`): chunked with extensions and trailers, read
 //! to the close, interim 1xx answers, HEAD/204/304 without a body, `Content-Length` beside
 //! `Transfer-Encoding`; and answers that must be refused with a 502, never a panic or a hang.
 //! Each answer is written in pieces with pauses, so bodies arrive after their heads.

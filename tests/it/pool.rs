@@ -1,6 +1,7 @@
-//! The upstream connection pool (`src/upstream.rs`): connections are reused, returned after a
-//! streamed body, closed when idle too long, never kept beyond `pool_max_idle_per_host`, and a
-//! connection the upstream closed while idle costs the caller nothing.
+//! The upstream connection pool (`src/upstream/pool.rs`, `client.rs`): connections are reused,
+//! returned after a streamed body, closed when idle too long, never kept beyond
+//! `pool_max_idle_per_host`, and a connection the upstream closed while idle costs the caller
+//! nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

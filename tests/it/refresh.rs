@@ -168,7 +168,7 @@ async fn failing_refresh_tokens_leave_nothing_behind() {
     let cache = &h.app.shared().refresh;
     assert_eq!(cache.entry_count().await, 0);
     assert_eq!(cache.in_flight(), 0);
-    // (The million-token version runs against the cache directly in src/refresh.rs.)
+    // (The million-token version runs against the cache directly in src/refresh/flight.rs.)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
