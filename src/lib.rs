@@ -60,6 +60,8 @@
 //! (`cargo test --test it layout`).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
+// The docs are for the people working on oauth-shim: `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod admin;
 pub mod app;

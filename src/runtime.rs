@@ -1,6 +1,6 @@
-//! The config in force and what is derived from it once (the [`Runtime`]): providers (endpoints, clients, pools)
-//! and the `Host` table that selects them. Swapped as a whole on reload, so a request sees one
-//! consistent version.
+//! The config in force and what is derived from it once (the [`Runtime`]): providers
+//! (endpoints, clients, pools) and the `Host` table that selects them. Swapped as a whole on
+//! reload, so a request sees one consistent version.
 
 use std::sync::Arc;
 

@@ -51,7 +51,7 @@ pub(super) enum Command {
         /// Config file, used to find the admin listener (default as for `serve`).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Admin listener URL, e.g. http://127.0.0.1:9901 (default: from the config's [admin]).
+        /// Admin listener URL, e.g. http://127.0.0.1:9901 (default: from the config's `[admin]`).
         #[arg(long)]
         admin: Option<String>,
     },

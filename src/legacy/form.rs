@@ -13,9 +13,9 @@ pub(super) const NOT_ENCODED: Bad = "a parameter is not validly percent-encoded"
 pub(super) const NOT_UTF8: Bad = "a parameter is not valid UTF-8";
 pub(super) const CONTROL: Bad = "a parameter contains a control character";
 
-/// Check a whole `application/x-www-form-urlencoded` string (a query) as [`collect`] reads
-/// one: every name and value validly percent-encoded, UTF-8 once decoded, and free of control
-/// characters. `/oauth/authorize` checks its query with it before reading any parameter.
+/// Check a whole `application/x-www-form-urlencoded` string (a query) as
+/// [`super::params::collect`] reads one: every name and value validly percent-encoded, UTF-8
+/// once decoded, and free of control characters. `/oauth/authorize` checks its query with it before reading any parameter.
 pub(crate) fn check_form(input: &[u8]) -> Result<(), ShimError> {
     let check = || -> Result<(), Bad> {
         for pair in raw_pairs(input) {

@@ -51,7 +51,7 @@ pub(super) fn key_in(mac: &Hmac<Sha256>, scope: &[&str], refresh_token: &str) ->
 /// A part of the cache of its own (a provider's): its keys are HMACs under a sub-key derived
 /// from the cache's key and the namespace's name, so two namespaces never share an entry or a
 /// flight, and a lookup costs what it costs without one. Derive it once
-/// ([`RefreshCache::namespace`]) and keep it; the same name gives the same namespace.
+/// ([`super::cache::RefreshCache::namespace`]) and keep it; the same name gives the same namespace.
 #[derive(Clone)]
 pub struct Namespace {
     pub(super) mac: Hmac<Sha256>,

@@ -13,14 +13,14 @@
 //! one either, and may add more length-prefixed parts before the token. Then:
 //!
 //! 1. a cached answer (still inside `min(ttl, lifetime)` measured from when the upstream
-//!    answered) is served as [`Source::Cache`];
+//!    answered) is served as [`Source::Cache`](types::Source::Cache);
 //! 2. otherwise, if a fetch for the key is in flight, the caller waits for its result
-//!    ([`Source::Coalesced`]);
+//!    ([`Source::Coalesced`](types::Source::Coalesced));
 //! 3. otherwise the caller registers a new flight, calls `fetch()` and drives the returned
-//!    future itself ([`Source::Upstream`]). Should that caller hang up (its future dropped)
-//!    before the call ends, the rest of the call is moved into a `tokio::spawn`ed task, so
-//!    a caller hanging up never cancels the upstream call the others (and the cache) are
-//!    waiting on. (Driving it in the caller's task saves a task and a wake-up per refresh.)
+//!    future itself ([`Source::Upstream`](types::Source::Upstream)). Should that caller hang
+//!    up (its future dropped) before the call ends, the rest of the call is moved into a
+//!    `tokio::spawn`ed task, so a caller hanging up never cancels the upstream call the others
+//!    (and the cache) are waiting on. (Driving it in the caller's task saves a task and a wake-up per refresh.)
 //!
 //! The flight inserts a successful answer into the cache *before* it unregisters the
 //! flight, and a caller that finds no flight re-checks the cache under the same lock before

@@ -1,4 +1,5 @@
-//! Local stand-in for GoTo's OAuth v2 token endpoint and a toy G2W/G2M API: strict, recording, no account needed.
+//! Local stand-in for GoTo's OAuth v2 token endpoint and a toy G2W/G2M API: strict, recording,
+//! no account needed.
 //!
 //! It plays both GoTo hosts on one listener: api.getgo.com's `/oauth/v2/{token,authorize}`
 //! (answers with the legacy fields) and the identity host's `/oauth/{token,authorize}` (answers

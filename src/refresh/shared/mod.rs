@@ -2,21 +2,23 @@
 //!
 //! # How a call flows
 //!
-//! Callers in this process coalesce first, in a local [`RefreshCache`](crate::refresh::RefreshCache) with caching off, so one
-//! Redis exchange serves all of them. Its leader then runs the shared flight ([`flight`]):
+//! Callers in this process coalesce first, in a local [`RefreshCache`](super::RefreshCache)
+//! with caching off, so one Redis exchange serves all of them. Its leader then runs the shared
+//! flight ([`flight`]):
 //!
 //! 1. One script, one round trip: if Redis holds an answer for the key, serve it
-//!    ([`Source::Cache`](crate::refresh::Source::Cache)); else try to take the flight's lock (`SET NX PX`, lifetime longer than
-//!    the upstream deadline); else note whose flight is running.
+//!    ([`Source::Cache`](super::types::Source::Cache)); else try to take the flight's lock
+//!    (`SET NX PX`, lifetime longer than the upstream deadline); else note whose flight is
+//!    running.
 //! 2. The lock's winner calls the upstream, then in one pipelined round trip stores the sealed
 //!    answer (success: for `min(ttl, lifetime)`, as the local cache would; error: a marker
 //!    tagged with the flight, for the lock's lifetime), publishes it on the events channel, and
 //!    releases the lock if it still holds it.
 //! 3. Everyone else waits for the message of their key (pub/sub, no polling loop), re-reading
 //!    the key on a slow timer in case a message was missed. A success is served to them
-//!    ([`Source::Coalesced`](crate::refresh::Source::Coalesced)); an error marker of the flight they waited on gives them the same
-//!    error. A leader that died leaves its lock to expire; the next re-read takes the lock and
-//!    that waiter leads.
+//!    ([`Source::Coalesced`](super::types::Source::Coalesced)); an error marker of the flight
+//!    they waited on gives them the same error. A leader that died leaves its lock to expire;
+//!    the next re-read takes the lock and that waiter leads.
 //!
 //! Errors are never served as answers to callers that did not wait on that flight: a fresh
 //! caller skips an error marker and starts a new flight. An evicting error (`invalid_grant`)
@@ -29,8 +31,8 @@
 //! # When Redis fails
 //!
 //! Any failed or slow command makes this replica fall back at once to an in-process
-//! [`RefreshCache`](crate::refresh::RefreshCache) (cache and single flight, as with the memory backend), counted in
-//! [`RedisStats::fallbacks`](crate::state::redis::RedisStats). While Redis is down, concurrent
+//! [`RefreshCache`](super::RefreshCache) (cache and single flight, as with the memory
+//! backend), counted in [`RedisStats::fallbacks`](crate::state::redis::RedisStats). While Redis is down, concurrent
 //! refreshes of one token on different replicas are not coalesced with each other.
 //!
 //! [`refresher`] picks the backend, [`flight`] runs the steps above, [`store`] is how a flight's

@@ -37,7 +37,7 @@ pub(crate) struct Body<R> {
     ready: Option<Bytes>,
 }
 
-/// Decodes a body framed as [`framing`] decided, from whatever part of it is buffered.
+/// Decodes a body framed as [`super::head::framing`] decided, from whatever part of it is buffered.
 /// Independent of the connection, so the fuzz targets drive it from plain bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Decoder {
