@@ -114,3 +114,57 @@ fn error_page(e: &ShimError) -> Response<Body> {
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn answer(e: ShimError, handler: Handler) -> (Response<Body>, Outcome) {
+        let mut outcome = Outcome::default();
+        let resp = rescue(e, handler, &Ops::default(), &mut outcome);
+        (resp, outcome)
+    }
+
+    async fn text(resp: Response<Body>) -> String {
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_browser_on_authorize_gets_a_page_and_everyone_else_json() {
+        let e = || ShimError::invalid_request("missing <client_id>");
+        let (resp, outcome) = answer(e(), Handler::Authorize { page: true }).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(outcome.detail, Some("invalid_request"));
+        assert!(text(resp).await.contains("missing &lt;client_id&gt;"));
+        for handler in [Handler::Authorize { page: false }, Handler::Token, Handler::Pass] {
+            let (resp, _) = answer(e(), handler).await;
+            assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+            assert!(text(resp).await.contains(r#""error":"invalid_request""#));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_access_line_detail_follows_the_handler() {
+        let (_, outcome) = answer(ShimError::invalid_request("x"), Handler::FrontDoor).await;
+        assert_eq!(outcome.detail, None, "a front-door refusal is counted as a plain error");
+        let (resp, outcome) = answer(crate::continuity::invalid_token(), Handler::Continuity).await;
+        assert_eq!(outcome.detail, Some("continuity_invalid_token"));
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let (_, outcome) = answer(crate::continuity::invalid_token(), Handler::Pass).await;
+        assert_eq!(outcome.detail, Some("invalid_token"));
+    }
+
+    #[test]
+    fn an_upstream_failure_cause_names_the_upstream_and_never_reaches_the_body() {
+        let failure =
+            UpstreamFailure { upstream: "api.example.com".into(), cause: crate::upstream::Cause::timeout() };
+        let e = ShimError::upstream_timeout().caused_by(failure);
+        let cause = e.cause.as_deref().and_then(|c| c.downcast_ref::<UpstreamFailure>()).unwrap();
+        assert_eq!(cause.upstream, "api.example.com");
+        assert!(!String::from_utf8(e.body_bytes()).unwrap().contains("api.example.com"));
+    }
+}
