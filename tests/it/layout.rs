@@ -1,13 +1,15 @@
 //! The code layout holds: no import circles among `src/` files or folders, every import points
 //! down the layers `src/lib.rs` lists, and no source file over the size a reader can hold in
-//! mind. Run alone with `cargo test --test it layout -- --nocapture`;
-//! on failure it prints each circle with its links. `LAYOUT_EDGES=1` prints every edge.
+//! mind. Run alone with `cargo test --test it layout -- --nocapture`; on failure it prints each
+//! circle with its links. `LAYOUT_EDGES=1` prints every edge.
 //!
-//! It reads the source text, not rustc's resolution: every `crate::…` and `super::…` path outside
-//! comments and the trailing `#[cfg(test)] mod tests` block is an edge from the file it is in to
-//! the deepest module that path names. `mod x;` declarations are not edges. A folder's `mod.rs`
-//! is a module like any other, so a `mod.rs` that re-exports a child which in turn reaches back
-//! into the `mod.rs` is a circle.
+//! It reads the source text, not rustc's resolution: every `crate::…`, `super::…` and `self::…`
+//! path, and every path through one of the file's own child modules (`child::Item`), outside
+//! comments, strings and the file's `#[cfg(test)]` module, is an edge from the file it is in to
+//! the deepest module that path names. `mod x;` declarations are not edges; `pub use`
+//! re-exports are. A folder's `mod.rs` is a module like any other, so a `mod.rs` that
+//! re-exports a child which in turn reaches back into the `mod.rs` is a circle. Paths a macro
+//! builds are not seen (none of this crate's macros name another module).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
