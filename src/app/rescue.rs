@@ -122,7 +122,7 @@ mod tests {
 
     use super::*;
 
-    async fn answer(e: ShimError, handler: Handler) -> (Response<Body>, Outcome) {
+    fn answer(e: ShimError, handler: Handler) -> (Response<Body>, Outcome) {
         let mut outcome = Outcome::default();
         let resp = rescue(e, handler, &Ops::default(), &mut outcome);
         (resp, outcome)
@@ -135,26 +135,26 @@ mod tests {
     #[tokio::test]
     async fn a_browser_on_authorize_gets_a_page_and_everyone_else_json() {
         let e = || ShimError::invalid_request("missing <client_id>");
-        let (resp, outcome) = answer(e(), Handler::Authorize { page: true }).await;
+        let (resp, outcome) = answer(e(), Handler::Authorize { page: true });
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
         assert_eq!(resp.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
         assert_eq!(outcome.detail, Some("invalid_request"));
         assert!(text(resp).await.contains("missing &lt;client_id&gt;"));
         for handler in [Handler::Authorize { page: false }, Handler::Token, Handler::Pass] {
-            let (resp, _) = answer(e(), handler).await;
+            let (resp, _) = answer(e(), handler);
             assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
             assert!(text(resp).await.contains(r#""error":"invalid_request""#));
         }
     }
 
-    #[tokio::test]
-    async fn the_access_line_detail_follows_the_handler() {
-        let (_, outcome) = answer(ShimError::invalid_request("x"), Handler::FrontDoor).await;
+    #[test]
+    fn the_access_line_detail_follows_the_handler() {
+        let (_, outcome) = answer(ShimError::invalid_request("x"), Handler::FrontDoor);
         assert_eq!(outcome.detail, None, "a front-door refusal is counted as a plain error");
-        let (resp, outcome) = answer(crate::continuity::invalid_token(), Handler::Continuity).await;
+        let (resp, outcome) = answer(crate::continuity::invalid_token(), Handler::Continuity);
         assert_eq!(outcome.detail, Some("continuity_invalid_token"));
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-        let (_, outcome) = answer(crate::continuity::invalid_token(), Handler::Pass).await;
+        let (_, outcome) = answer(crate::continuity::invalid_token(), Handler::Pass);
         assert_eq!(outcome.detail, Some("invalid_token"));
     }
 

@@ -93,7 +93,7 @@ impl Continuity {
         result
     }
 
-    pub(super) async fn refresh_held(
+    async fn refresh_held(
         &self,
         http: &HttpClient,
         rt: &Runtime,

@@ -1,6 +1,6 @@
 //! The code layout holds: no import circles among `src/` files or folders, every import points
-//! down the layers `src/lib.rs` lists, and no source file over the size a reader can hold in
-//! mind. Run alone with `cargo test --test it layout -- --nocapture`; on failure it prints each
+//! down the layers `src/lib.rs` lists, errors become responses only in the app's rescue, and no
+//! source file is over the size a reader can hold in mind. Run alone with `cargo test --test it layout -- --nocapture`; on failure it prints each
 //! circle with its links. `LAYOUT_EDGES=1` prints every edge.
 //!
 //! It reads the source text, not rustc's resolution: every `crate::…`, `super::…` and `self::…`
@@ -390,6 +390,18 @@ fn no_source_file_is_too_long() {
         })
         .collect();
     assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
+}
+
+#[test]
+fn errors_become_responses_only_in_the_rescue() {
+    let callers: Vec<String> = modules()
+        .values()
+        .filter(|path| {
+            std::fs::read_to_string(path).is_ok_and(|text| code_of(&text).contains(".into_response()"))
+        })
+        .map(|path| path.strip_prefix(src_dir()).unwrap().display().to_string())
+        .collect();
+    assert_eq!(callers, ["app/rescue.rs"], "ShimError::into_response is the rescue's alone");
 }
 
 #[test]
