@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::outcome::Outcome;
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
+use crate::continuity::minted;
 use crate::error::ShimError;
 use crate::legacy::{self, Grant, V2Request};
 use crate::oauth::V2Token;
@@ -126,6 +127,15 @@ pub(crate) async fn handle(
             ));
         }
         ClientMode::Passthrough => {
+            // Forwarded as it came: a minted token anywhere in it must not go along.
+            let auth = parts.headers.get_all(http::header::AUTHORIZATION);
+            if auth.iter().any(|v| minted::contains(v.as_bytes()))
+                || legacy::all_pairs(parts.uri.query(), kind, &bytes)?
+                    .iter()
+                    .any(|(_, v)| minted::starts(v.as_bytes()))
+            {
+                return Err(crate::continuity::invalid_token());
+            }
             let req = Request::from_parts(parts, body::full(bytes));
             // Boxed, as is the other grants' upstream call below: this future is sized by its
             // largest branch, and every token request (and, through `App::handle`, every
@@ -140,6 +150,14 @@ pub(crate) async fn handle(
         return Err(challenge(ShimError::invalid_client("client authentication failed")));
     }
 
+    // A minted refresh token of a continuity client is answered from its session; a minted
+    // token in any other parameter the v2 call would carry is refused, never sent upstream.
+    let continuity_refresh = client.continuity
+        && params.grant_type.as_deref() == Some("refresh_token")
+        && params.refresh_token.as_ref().is_some_and(|t| t.expose().starts_with(minted::REFRESH_PREFIX));
+    if carries_minted(&params, !continuity_refresh) {
+        return Err(crate::continuity::invalid_token());
+    }
     let mut v2 = legacy::to_v2(&params, client)?;
     let auth = match provider.client_auth {
         ClientAuth::ClientSecretBasic => Some(auth.clone()),
@@ -156,8 +174,7 @@ pub(crate) async fn handle(
     if v2.grant == Grant::RefreshToken {
         let V2Request { form, refresh_token, .. } = v2;
         let sent = refresh_token.unwrap_or_default();
-        // A minted refresh token is answered from its session and never sent upstream as is.
-        if sent.expose().starts_with(crate::continuity::minted::REFRESH_PREFIX) {
+        if continuity_refresh {
             let continuity = shared.continuity(rt)?;
             let json = Box::pin(continuity.legacy_refresh(rt, client, &sent, trace)).await?;
             outcome.detail = Some("continuity");
@@ -228,6 +245,17 @@ pub(crate) async fn handle(
         return Ok(success(Box::pin(continuity.create(rt, client, &token)).await?));
     }
     Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
+}
+
+/// Whether a parameter the v2 call is built from starts with a minted token (the refresh
+/// token only when `refresh` is set).
+fn carries_minted(params: &legacy::LegacyParams, refresh: bool) -> bool {
+    let secrets = [&params.code, &params.username, &params.password, &params.code_verifier];
+    let texts = [&params.redirect_uri, &params.scope];
+    let minted = |v: &str| minted::starts(v.as_bytes());
+    (refresh && params.refresh_token.as_ref().is_some_and(|t| minted(t.expose())))
+        || secrets.iter().any(|s| s.as_ref().is_some_and(|s| minted(s.expose())))
+        || texts.iter().any(|t| t.as_deref().is_some_and(minted))
 }
 
 /// The provider's legacy-fields lookup, when it has one and the answer lacks a field it fills.

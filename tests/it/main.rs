@@ -14,6 +14,7 @@ mod fuzz_corpus;
 mod hardening;
 mod image;
 mod layout;
+mod minted;
 mod observability;
 mod operator;
 mod ops;
