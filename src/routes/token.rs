@@ -166,6 +166,15 @@ pub(crate) async fn handle(
             None
         }
     };
+    // A login that creates a continuity session takes its place under the session caps now,
+    // before the upstream call: a login refused has not spent its code or password.
+    let admission = if client.continuity && !continuity_refresh {
+        let user = params.username.as_ref().filter(|_| v2.grant == Grant::Password);
+        let continuity = shared.continuity(rt)?;
+        Some(Box::pin(continuity.admit(rt, client, user.map(crate::oauth::Secret::expose))).await?)
+    } else {
+        None
+    };
     let legacy_cfg = &rt.config.legacy;
     // Not held while the upstream answers: the head shares hyper's read buffer, which hyper
     // can then reuse for the connection's next request instead of allocating another.
@@ -208,7 +217,7 @@ pub(crate) async fn handle(
         let served = match &shared.refresh {
             Refresher::Memory(cache) => {
                 let namespace = provider.legacy_refresh.get_or_init(|| cache.namespace(&provider.name));
-                cache.get_or_refresh_in(namespace, &[&client.id], sent.expose(), fetch).await?
+                cache.get_or_refresh_in(namespace, &[&client.id], sent.expose(), fetch).await
             }
             // Boxed, so the memory backend's future keeps its size. The default provider's
             // clients keep the keys replicas already share; another provider's are scoped by its
@@ -218,13 +227,17 @@ pub(crate) async fn handle(
                 let scoped = (provider_index != 0)
                     .then(|| format!("{}:{}:{}", provider.name.len(), provider.name, client.id));
                 let id = scoped.as_deref().unwrap_or(&client.id);
-                Box::pin(cache.get_or_refresh(id, sent.expose(), deadline, fetch)).await?
+                Box::pin(cache.get_or_refresh(id, sent.expose(), deadline, fetch)).await
             }
         };
+        let served = match served {
+            Ok(served) => served,
+            Err(e) => return Err(give_back(admission, e).await),
+        };
         outcome.detail = Some(served.source.as_str());
-        if client.continuity {
+        if let Some(admission) = admission {
             let continuity = shared.continuity(rt)?;
-            return Ok(success(Box::pin(continuity.create(rt, client, &served.value)).await?));
+            return Ok(success(Box::pin(continuity.create(rt, client, &served.value, admission)).await?));
         }
         return Ok(success(served.value.render_legacy(served.age, Some(&sent), legacy_cfg)));
     }
@@ -235,16 +248,27 @@ pub(crate) async fn handle(
         Box::pin(token_call(&provider.token_pool, &provider.token_url, auth, &v2.form, cfg, trace)).await;
     outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
-    let mut token = result.result?;
+    let mut token = match result.result {
+        Ok(token) => token,
+        Err(e) => return Err(give_back(admission, e).await),
+    };
     if provider.lookup.is_some() {
         let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
         token = Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await;
     }
-    if client.continuity {
+    if let Some(admission) = admission {
         let continuity = shared.continuity(rt)?;
-        return Ok(success(Box::pin(continuity.create(rt, client, &token)).await?));
+        return Ok(success(Box::pin(continuity.create(rt, client, &token, admission)).await?));
     }
     Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
+}
+
+/// A failed login's error, once the place it took under the session caps is given back.
+async fn give_back(admission: Option<crate::continuity::Admission>, e: ShimError) -> ShimError {
+    if let Some(admission) = admission {
+        Box::pin(admission.give_back()).await;
+    }
+    e
 }
 
 /// Whether a parameter the v2 call is built from starts with a minted token (the refresh

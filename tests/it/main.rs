@@ -23,6 +23,7 @@ mod pool;
 mod properties;
 mod providers;
 mod refresh;
+mod session_caps;
 mod shared_state;
 mod standin;
 mod tls;
