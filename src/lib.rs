@@ -16,8 +16,9 @@
 //!   - a `POST` to the provider's token path → `routes::v2token`: a v2 call with a JSON body or
 //!     body credentials is normalised, one already correct is forwarded unchanged;
 //!   - everything else → `routes::forward`: streamed pass-through to the API base; a request
-//!     carrying a token oauth-shim minted (`Bearer osh_at_…`, told by its prefix alone) goes to
-//!     `routes::continuity`, which swaps in the session's current v2 token (`continuity`).
+//!     carrying a token oauth-shim minted (told by its prefix alone, in an `Authorization`
+//!     value or the query) goes to `routes::continuity` when it is `Bearer osh_at_…`, which
+//!     swaps in the session's current v2 token (`continuity`), and is refused otherwise.
 //! - Routes return their errors; the app's rescue (`app::rescue`) is the one place an error
 //!   ([`error::ShimError`], with its cause) becomes a response and is logged.
 //! - Upstream calls go through `upstream`: per provider, one pool for pass-through and one for

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use super::access::{Access, Done};
@@ -18,6 +19,7 @@ use super::front_door::{Route, front_door};
 use super::future::Passing;
 use super::rescue::{Handler, wants_html};
 use crate::body::{Body, BoxError};
+use crate::continuity::minted::{self, Carried};
 use crate::routes::{Outcome, authorize, continuity, forward, token, v2token};
 use crate::runtime::Runtime;
 use crate::services::Shared;
@@ -123,14 +125,13 @@ impl App {
                     v2token::handle(&done.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
                 done.finish(Handler::V2Token, outcome, answer)
             }),
-            // A minted token is recognised by its prefix alone, before any lookup; every other
-            // request pays only this header test, and only while some client uses continuity.
-            _ if done.rt.continuity && carries_minted_token(req.headers()) => Box::pin(async move {
-                let mut outcome = Outcome::default();
-                let answer = continuity::forward(&done.shared, &done.rt, req, peer, &mut outcome).await;
-                done.finish(Handler::Continuity, outcome, answer)
-            }),
             _ => {
+                // A minted token is recognised by its prefix alone, before any lookup; every
+                // other request pays only this scan of its `Authorization` values and query.
+                let carried = minted::carried(req.headers(), req.uri().query());
+                if carried != Carried::Nowhere {
+                    return minted_token(done, req, peer, carried);
+                }
                 let mut outcome = Outcome::default();
                 let provider = done.rt.provider(done.provider);
                 if req.uri().path().starts_with("/oauth/v2/") {
@@ -143,13 +144,23 @@ impl App {
     }
 }
 
-/// Whether the request's `Authorization` is a token oauth-shim minted. A walk over the (few)
-/// request headers comparing names (an enum compare for a standard header) is cheaper than the
-/// map's hashed lookup, and runs on every pass-through request while continuity is on.
-fn carries_minted_token(headers: &http::HeaderMap) -> bool {
-    headers.iter().any(|(name, value)| {
-        name == http::header::AUTHORIZATION && crate::continuity::minted::bearer(value.as_bytes()).is_some()
-    })
+/// A pass-through request that carries a minted token: served by the continuity route when it
+/// is the standard `Bearer` spelling and some client uses continuity, refused with
+/// `invalid_token` otherwise. Either way the minted token is not sent upstream.
+#[cold]
+fn minted_token(done: Done, req: Request<Body>, peer: SocketAddr, carried: Carried) -> Handling {
+    if carried == Carried::Bearer && done.rt.continuity {
+        return Box::pin(async move {
+            let mut outcome = Outcome::default();
+            let answer = continuity::forward(&done.shared, &done.rt, req, peer, &mut outcome).await;
+            done.finish(Handler::Continuity, outcome, answer)
+        });
+    }
+    let e = crate::continuity::invalid_token();
+    // The body is not read, so on HTTP/1 where the next request starts is unknown.
+    let e =
+        if req.version() < http::Version::HTTP_2 && !req.body().is_end_stream() { e.closing() } else { e };
+    Box::pin(std::future::ready(done.finish(Handler::Continuity, Outcome::default(), Err(e))))
 }
 
 /// A request's handling, boxed once.

@@ -98,8 +98,14 @@ pub struct ContinuityConfig {
     #[serde(with = "humantime_serde")]
     pub refresh_margin: Duration,
     /// Most sessions the store holds; a token call that would create one more is refused
-    /// (`temporarily_unavailable`).
+    /// (`temporarily_unavailable`) before its upstream call.
     pub max_sessions: u64,
+    /// Most sessions of one client; a token call of the client that would create one more is
+    /// refused (`429 temporarily_unavailable`) before its upstream call.
+    pub max_sessions_per_client: u64,
+    /// Most sessions one user (the password grant's `user_id`, compared case-insensitively)
+    /// holds with one client; refused as `max_sessions_per_client` is.
+    pub max_sessions_per_user: u64,
 }
 
 impl Default for ContinuityConfig {
@@ -109,6 +115,8 @@ impl Default for ContinuityConfig {
             sweep_interval: Duration::from_secs(600),
             refresh_margin: Duration::from_secs(300),
             max_sessions: 1_000_000,
+            max_sessions_per_client: 250_000,
+            max_sessions_per_user: 1_000,
         }
     }
 }

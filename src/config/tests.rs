@@ -226,3 +226,23 @@ fn printed_config_loads_again() {
         Ok(())
     });
 }
+
+#[test]
+fn session_caps_have_defaults_and_refuse_zero() {
+    Jail::expect_with(|jail| {
+        jail.create_file("shim.toml", "[[clients]]\nid = \"a\"\nsecret = \"x\"\n")?;
+        let c = load_in_jail(jail).expect("valid");
+        assert_eq!(c.continuity.max_sessions, 1_000_000);
+        assert_eq!(c.continuity.max_sessions_per_client, 250_000);
+        assert_eq!(c.continuity.max_sessions_per_user, 1_000);
+        for key in ["max_sessions", "max_sessions_per_client", "max_sessions_per_user"] {
+            jail.create_file("shim.toml", &format!("[continuity]\n{key} = 0\n"))?;
+            let err = load_in_jail(jail).expect_err("a cap of 0").to_string();
+            assert!(err.contains(&format!("continuity.{key} must be greater than 0")), "{err}");
+        }
+        jail.set_env("OAUTH_SHIM_CONTINUITY__MAX_SESSIONS_PER_USER", "3");
+        jail.create_file("shim.toml", "")?;
+        assert_eq!(load_in_jail(jail).expect("valid").continuity.max_sessions_per_user, 3);
+        Ok(())
+    });
+}

@@ -36,6 +36,16 @@ impl Config {
                 return Err(ConfigError(format!("{key} must be greater than 0")));
             }
         }
+        let c = &self.continuity;
+        for (key, value) in [
+            ("continuity.max_sessions", c.max_sessions),
+            ("continuity.max_sessions_per_client", c.max_sessions_per_client),
+            ("continuity.max_sessions_per_user", c.max_sessions_per_user),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{key} must be greater than 0")));
+            }
+        }
         if s.max_header_bytes < 8192 {
             return Err(ConfigError("server.max_header_bytes must be at least 8192".into()));
         }

@@ -4,13 +4,15 @@
 //! [`redis_store`]). API calls with a minted access token are forwarded with the session's
 //! current v2 token, refreshed ahead of its expiry, one refresh per session at a time. A legacy
 //! refresh with the minted refresh token is answered from the session
-//! ([`Continuity::legacy_refresh`]).
+//! ([`Continuity::legacy_refresh`]). A login that would create a session first takes a place
+//! under the session caps ([`caps`]).
 //!
 //! Sits beside the request path: the app sends `Bearer osh_at_…` pass-through requests to
 //! `routes::continuity`, and the token route hands continuity clients' token answers to
 //! [`Continuity::create`]. Operators list and revoke sessions through the admin listener.
 
 mod backend;
+mod caps;
 mod errors;
 pub(crate) mod minted;
 pub(crate) mod redis_store;
@@ -19,5 +21,6 @@ mod service;
 pub(crate) mod session;
 pub(crate) mod store;
 
+pub(crate) use backend::Admission;
 pub(crate) use errors::invalid_token;
 pub(crate) use service::{Continuity, SessionInfo};

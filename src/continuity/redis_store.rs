@@ -4,7 +4,10 @@
 //! - `cont:ses:<id>`: the sealed record (the same envelope as the embedded store), expiring
 //!   with the session;
 //! - `cont:tok:<hmac>`: the session id a minted token's keyed hash indexes, expiring with it;
-//! - `cont:index`: a sorted set of session ids scored by expiry (listing, counting, the sweep);
+//! - `cont:index`: a sorted set of session ids scored by expiry (listing, counting, the sweep),
+//!   and of the logins under way scored by when their place lapses (see `reserve`);
+//! - `cont:own:<hmac>`: the same, for the sessions of one owner (a client, or a user of a
+//!   client): the per-client and per-user caps count these;
 //! - `cont:lock:<id>`: the refresh lock of one session (`SET NX PX`, released by its holder
 //!   only); a release is published on the `[state]` events channel, so a replica waiting for
 //!   the lock wakes at once instead of polling.
@@ -17,7 +20,7 @@ use std::time::Duration;
 use rand::RngCore;
 
 use super::session::SessionId;
-use super::store::{StoreError, Stored};
+use super::store::{Cap, Doomed, Over, StoreError, Stored};
 use crate::state::redis::Redis;
 
 /// Compare-and-delete: release a lock only while holding it, and announce the release.
@@ -33,6 +36,36 @@ return 0
 /// What a lock release publishes: this prefix and the session id.
 const RELEASED: &[u8] = b"continuity-released:";
 
+/// Take a place among the sessions, if every cap allows one more: count the live entries
+/// (score after `now`) of the index and of each cap's owner sets, and add the place to the
+/// index and to each cap's first set (the first key's hash), lapsing at `until`. Returns 0 when
+/// taken, else the 1-based position of the refusing cap (1: the index).
+///
+/// KEYS: the index, then each cap's owner sets. ARGV: now, until, id, then per cap its maximum
+/// and how many keys it has (the index: 1).
+const RESERVE: &str = r"
+local live = '(' .. ARGV[1]
+local k, a, firsts = 1, 4, {}
+while ARGV[a] do
+  local max, n, count = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), 0
+  firsts[#firsts + 1] = KEYS[k]
+  for j = k, k + n - 1 do
+    count = count + redis.call('ZCOUNT', KEYS[j], live, '+inf')
+  end
+  if count >= max then return (a - 2) / 2 end
+  k, a = k + n, a + 2
+end
+for i, key in ipairs(firsts) do
+  redis.call('ZADD', key, ARGV[2], ARGV[3])
+  if i > 1 then
+    redis.call('EXPIREAT', key, ARGV[2], 'NX')
+    redis.call('EXPIREAT', key, ARGV[2], 'GT')
+  end
+end
+return 0
+";
+
+#[derive(Clone)]
 pub(crate) struct RedisSessions {
     redis: Redis,
     /// `[state] key_prefix`.
@@ -62,6 +95,10 @@ impl RedisSessions {
 
     fn index_key(&self) -> String {
         format!("{}cont:index", self.prefix())
+    }
+
+    fn owner_key(&self, owner: &[u8; 32]) -> String {
+        self.redis.key("cont:own", owner)
     }
 
     fn lock_key(&self, id: &SessionId) -> String {
@@ -100,11 +137,21 @@ impl RedisSessions {
         sealed: &[u8],
         add: &[[u8; 32]],
         remove: &[[u8; 32]],
+        owners: &[[u8; 32]],
     ) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("SET").arg(self.session_key(&id)).arg(sealed).arg("EXAT").arg(expires_at).ignore();
         pipe.cmd("ZADD").arg(self.index_key()).arg(expires_at).arg(id_hex(&id)).ignore();
+        let now = super::session::now();
+        for owner in owners {
+            let key = self.owner_key(owner);
+            pipe.cmd("ZADD").arg(&key).arg(expires_at).arg(id_hex(&id)).ignore();
+            pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).ignore();
+            // The set lives as long as its longest-lived session.
+            pipe.cmd("EXPIREAT").arg(&key).arg(expires_at).arg("NX").ignore();
+            pipe.cmd("EXPIREAT").arg(&key).arg(expires_at).arg("GT").ignore();
+        }
         for h in remove {
             pipe.cmd("DEL").arg(self.token_key(h)).ignore();
         }
@@ -115,17 +162,20 @@ impl RedisSessions {
         self.redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await.map_err(unavailable)
     }
 
-    pub(crate) async fn delete(&self, doomed: &[(SessionId, Vec<[u8; 32]>)]) -> Result<usize, StoreError> {
+    pub(crate) async fn delete(&self, doomed: &[Doomed]) -> Result<usize, StoreError> {
         if doomed.is_empty() {
             return Ok(0);
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for (id, hashes) in doomed {
-            pipe.cmd("DEL").arg(self.session_key(id));
-            pipe.cmd("ZREM").arg(self.index_key()).arg(id_hex(id)).ignore();
-            for h in hashes {
+        for d in doomed {
+            pipe.cmd("DEL").arg(self.session_key(&d.id));
+            pipe.cmd("ZREM").arg(self.index_key()).arg(id_hex(&d.id)).ignore();
+            for h in &d.tokens {
                 pipe.cmd("DEL").arg(self.token_key(h)).ignore();
+            }
+            for owner in &d.owners {
+                pipe.cmd("ZREM").arg(self.owner_key(owner)).arg(id_hex(&d.id)).ignore();
             }
         }
         let deleted: Vec<u64> = self
@@ -185,6 +235,50 @@ impl RedisSessions {
             })
             .await
             .map_err(unavailable)
+    }
+
+    /// Take a place for a login under way (the session it will create is `id`), across
+    /// replicas and in one step, unless that would put more than `max_sessions` in the store
+    /// or more than a cap's `max` under one of its owners; `Some` names the cap that refused.
+    /// The place lapses at `until` unless the session is stored (or it is released) first.
+    pub(crate) async fn reserve(
+        &self,
+        id: SessionId,
+        now: u64,
+        until: u64,
+        max_sessions: u64,
+        caps: &[Cap],
+    ) -> Result<Option<Over>, StoreError> {
+        let mut script = redis::cmd("EVAL");
+        let keys = 1 + caps.iter().map(|c| c.owners.len()).sum::<usize>();
+        script.arg(RESERVE).arg(keys).arg(self.index_key());
+        for owner in caps.iter().flat_map(|c| &c.owners) {
+            script.arg(self.owner_key(owner));
+        }
+        script.arg(now).arg(until).arg(id_hex(&id)).arg(max_sessions).arg(1);
+        for cap in caps {
+            script.arg(cap.max).arg(cap.owners.len());
+        }
+        let refused: usize = self
+            .redis
+            .run(|mut c| async move { script.query_async(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        Ok(match refused {
+            0 => None,
+            1 => Some(Over::All),
+            i => Some(caps.get(i - 2).map_or(Over::All, |c| c.over)),
+        })
+    }
+
+    /// Give back the place a login took (it failed): `owners` are the sets it was added to.
+    pub(crate) async fn give_back(&self, id: SessionId, owners: &[[u8; 32]]) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM").arg(self.index_key()).arg(id_hex(&id)).ignore();
+        for owner in owners {
+            pipe.cmd("ZREM").arg(self.owner_key(owner)).arg(id_hex(&id)).ignore();
+        }
+        let _ = self.redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await;
     }
 
     /// Take the session's refresh lock across replicas, waiting at most `wait` for another

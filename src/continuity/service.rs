@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::backend::Backend;
+use super::backend::{Admission, Backend};
 use super::errors::{invalid_grant, invalid_token, store_failed};
 use super::minted;
 use super::redis_store::{self, RedisSessions};
 use super::session::{DEFAULT_V2_LIFETIME, LIVE_ACCESS_TOKENS, Session, SessionId, TOKEN_HASH_DOMAIN, now};
-use super::store::{Embedded, StoreError};
+use super::store::{Doomed, Embedded, StoreError};
 use crate::config::{ClientConfig, Config, StateBackend};
 use crate::crypto::KeySet;
 use crate::error::{ErrorCode, ShimError};
@@ -102,14 +102,14 @@ impl Continuity {
         remove: Vec<[u8; 32]>,
     ) -> Result<(), ShimError> {
         self.store
-            .put(session.id, session.expires_at, sealed, add, remove)
+            .put(session.id, session.expires_at, sealed, add, remove, session.owners.clone())
             .await
             .map_err(|e| self.store_failed(e))?;
         self.update_gauge().await;
         Ok(())
     }
 
-    pub(super) async fn delete(&self, doomed: Vec<(SessionId, Vec<[u8; 32]>)>) -> Result<usize, ShimError> {
+    pub(super) async fn delete(&self, doomed: Vec<Doomed>) -> Result<usize, ShimError> {
         let n = self.store.delete(doomed).await.map_err(|e| self.store_failed(e))?;
         self.update_gauge().await;
         Ok(n)
@@ -182,32 +182,23 @@ impl Continuity {
         Ok(session)
     }
 
-    /// Create a session for a continuity client's successful token answer and render the legacy
-    /// answer with the minted tokens.
-    pub async fn create(
+    /// Create a session for a continuity client's successful token answer, in the place its
+    /// login took ([`Continuity::admit`]), and render the legacy answer with the minted tokens.
+    pub(crate) async fn create(
         &self,
         rt: &Runtime,
         client: &ClientConfig,
         v2: &V2Token,
+        mut admission: Admission,
     ) -> Result<Vec<u8>, ShimError> {
         let keys = keys(rt)?;
-        let max = rt.config.continuity.max_sessions;
-        if self.store.count(now()).await.map_err(|e| self.store_failed(e))? >= max {
-            tracing::warn!(max, "continuity session store is full; token call refused");
-            return Err(ShimError::new(
-                ErrorCode::TemporarilyUnavailable,
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                crate::error::ErrorSource::Internal,
-                "too many sessions; retry later",
-            ));
-        }
         let access = minted::mint(minted::ACCESS_PREFIX)?;
         let refresh = minted::mint(minted::REFRESH_PREFIX)?;
         let now = now();
         let lifetime = client.continuity_lifetime.as_secs();
         let v2_lifetime = v2.lifetime().map_or(DEFAULT_V2_LIFETIME, |d| d.as_secs());
         let session = Session {
-            id: SessionId::random(),
+            id: admission.id,
             client_id: client.id.clone(),
             provider: provider(rt),
             created_at: now,
@@ -220,7 +211,9 @@ impl Continuity {
             access_hashes: vec![keys.hash(TOKEN_HASH_DOMAIN, &[access.expose().as_bytes()])],
             refresh_hash: keys.hash(TOKEN_HASH_DOMAIN, &[refresh.expose().as_bytes()]),
             refreshes: 0,
+            owners: std::mem::take(&mut admission.owners),
         };
+        admission.settled = true;
         self.put(&session, session.seal(keys), session.hashes(), Vec::new()).await?;
         tracing::info!(client = %client.id, session = ?session.id, "continuity session created");
         Ok(render_minted(&access, lifetime, &refresh, &session.profile, &rt.config.legacy))
@@ -271,7 +264,7 @@ impl Continuity {
     /// End a session (its upstream grant is gone).
     pub(super) async fn end(&self, session: &Session, why: &'static str) {
         tracing::info!(session = ?session.id, client = %session.client_id, reason = why, "continuity session ended");
-        let _ = self.delete(vec![(session.id, session.hashes())]).await;
+        let _ = self.delete(vec![doomed(session)]).await;
     }
 
     /// Every live session that opens with the configured keys.
@@ -303,12 +296,12 @@ impl Continuity {
         client: &str,
         id: Option<SessionId>,
     ) -> Result<usize, ShimError> {
-        let doomed: Vec<(SessionId, Vec<[u8; 32]>)> = self
+        let doomed: Vec<Doomed> = self
             .sessions(keys(rt)?)
             .await?
-            .into_iter()
+            .iter()
             .filter(|s| s.client_id == client && id.is_none_or(|want| s.id == want))
-            .map(|s| (s.id, s.hashes()))
+            .map(doomed)
             .collect();
         let n = self.delete(doomed).await?;
         tracing::info!(client, revoked = n, "continuity sessions revoked");
@@ -326,6 +319,11 @@ impl Continuity {
 /// The provider a session belongs to: the token URL its grant was issued by.
 pub(super) fn provider(rt: &Runtime) -> String {
     rt.config.upstream.token_url.clone()
+}
+
+/// A session to delete, with its index entries.
+fn doomed(s: &Session) -> Doomed {
+    Doomed { id: s.id, tokens: s.hashes(), owners: s.owners.clone() }
 }
 
 fn info(s: &Session) -> SessionInfo {

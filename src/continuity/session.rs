@@ -86,6 +86,9 @@ pub struct Session {
     pub refresh_hash: [u8; 32],
     /// Upstream refreshes made for this session.
     pub refreshes: u64,
+    /// Keyed hashes of whom the session counts against for the per-client and per-user caps
+    /// (its client, and its user when the login named one).
+    pub owners: Vec<[u8; 32]>,
 }
 
 impl fmt::Debug for Session {
@@ -117,6 +120,8 @@ struct Record {
     #[serde(with = "b64_hash")]
     refresh_hash: [u8; 32],
     refreshes: u64,
+    #[serde(default, with = "b64_hashes")]
+    owners: Vec<[u8; 32]>,
 }
 
 mod b64_hash {
@@ -184,6 +189,7 @@ impl Session {
             access_hashes: self.access_hashes.clone(),
             refresh_hash: self.refresh_hash,
             refreshes: self.refreshes,
+            owners: self.owners.clone(),
         };
         // Serializing plain strings and numbers cannot fail.
         let plain = serde_json::to_vec(&record).unwrap_or_default();
@@ -209,6 +215,7 @@ impl Session {
             access_hashes: r.access_hashes,
             refresh_hash: r.refresh_hash,
             refreshes: r.refreshes,
+            owners: r.owners,
         })
     }
 }
@@ -237,12 +244,14 @@ mod tests {
             access_hashes: vec![[1; 32]],
             refresh_hash: [2; 32],
             refreshes: 0,
+            owners: vec![[3; 32]],
         };
         let sealed = s.seal(&keys);
         assert!(!sealed.windows(6).any(|w| w == b"canary"));
         let back = Session::open(s.id, &sealed, &keys).unwrap();
         assert_eq!(back.v2_access.expose(), "canary-v2-access");
         assert_eq!(back.hashes(), vec![[1; 32], [2; 32]]);
+        assert_eq!(back.owners, vec![[3; 32]]);
         assert!(Session::open(SessionId::random(), &sealed, &keys).is_none());
         assert!(!format!("{s:?}").contains("canary"));
         assert_eq!(SessionId::parse(&s.id.hex()), Some(s.id));

@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::outcome::Outcome;
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
+use crate::continuity::minted;
 use crate::error::ShimError;
 use crate::legacy::{self, Grant, V2Request};
 use crate::oauth::V2Token;
@@ -126,6 +127,15 @@ pub(crate) async fn handle(
             ));
         }
         ClientMode::Passthrough => {
+            // Forwarded as it came: a minted token anywhere in it must not go along.
+            let auth = parts.headers.get_all(http::header::AUTHORIZATION);
+            if auth.iter().any(|v| minted::contains(v.as_bytes()))
+                || legacy::all_pairs(parts.uri.query(), kind, &bytes)?
+                    .iter()
+                    .any(|(_, v)| minted::starts(v.as_bytes()))
+            {
+                return Err(crate::continuity::invalid_token());
+            }
             let req = Request::from_parts(parts, body::full(bytes));
             // Boxed, as is the other grants' upstream call below: this future is sized by its
             // largest branch, and every token request (and, through `App::handle`, every
@@ -140,6 +150,14 @@ pub(crate) async fn handle(
         return Err(challenge(ShimError::invalid_client("client authentication failed")));
     }
 
+    // A minted refresh token of a continuity client is answered from its session; a minted
+    // token in any other parameter the v2 call would carry is refused, never sent upstream.
+    let continuity_refresh = client.continuity
+        && params.grant_type.as_deref() == Some("refresh_token")
+        && params.refresh_token.as_ref().is_some_and(|t| t.expose().starts_with(minted::REFRESH_PREFIX));
+    if carries_minted(&params, !continuity_refresh) {
+        return Err(crate::continuity::invalid_token());
+    }
     let mut v2 = legacy::to_v2(&params, client)?;
     let auth = match provider.client_auth {
         ClientAuth::ClientSecretBasic => Some(auth.clone()),
@@ -147,6 +165,15 @@ pub(crate) async fn handle(
             v2.form = legacy::with_client_credentials(&v2.form, &client.id, client.secret());
             None
         }
+    };
+    // A login that creates a continuity session takes its place under the session caps now,
+    // before the upstream call: a login refused has not spent its code or password.
+    let admission = if client.continuity && !continuity_refresh {
+        let user = params.username.as_ref().filter(|_| v2.grant == Grant::Password);
+        let continuity = shared.continuity(rt)?;
+        Some(Box::pin(continuity.admit(rt, client, user.map(crate::oauth::Secret::expose))).await?)
+    } else {
+        None
     };
     let legacy_cfg = &rt.config.legacy;
     // Not held while the upstream answers: the head shares hyper's read buffer, which hyper
@@ -156,8 +183,7 @@ pub(crate) async fn handle(
     if v2.grant == Grant::RefreshToken {
         let V2Request { form, refresh_token, .. } = v2;
         let sent = refresh_token.unwrap_or_default();
-        // A minted refresh token is answered from its session and never sent upstream as is.
-        if sent.expose().starts_with(crate::continuity::minted::REFRESH_PREFIX) {
+        if continuity_refresh {
             let continuity = shared.continuity(rt)?;
             let json = Box::pin(continuity.legacy_refresh(rt, client, &sent, trace)).await?;
             outcome.detail = Some("continuity");
@@ -191,7 +217,7 @@ pub(crate) async fn handle(
         let served = match &shared.refresh {
             Refresher::Memory(cache) => {
                 let namespace = provider.legacy_refresh.get_or_init(|| cache.namespace(&provider.name));
-                cache.get_or_refresh_in(namespace, &[&client.id], sent.expose(), fetch).await?
+                cache.get_or_refresh_in(namespace, &[&client.id], sent.expose(), fetch).await
             }
             // Boxed, so the memory backend's future keeps its size. The default provider's
             // clients keep the keys replicas already share; another provider's are scoped by its
@@ -201,13 +227,17 @@ pub(crate) async fn handle(
                 let scoped = (provider_index != 0)
                     .then(|| format!("{}:{}:{}", provider.name.len(), provider.name, client.id));
                 let id = scoped.as_deref().unwrap_or(&client.id);
-                Box::pin(cache.get_or_refresh(id, sent.expose(), deadline, fetch)).await?
+                Box::pin(cache.get_or_refresh(id, sent.expose(), deadline, fetch)).await
             }
         };
+        let served = match served {
+            Ok(served) => served,
+            Err(e) => return Err(give_back(admission, e).await),
+        };
         outcome.detail = Some(served.source.as_str());
-        if client.continuity {
+        if let Some(admission) = admission {
             let continuity = shared.continuity(rt)?;
-            return Ok(success(Box::pin(continuity.create(rt, client, &served.value)).await?));
+            return Ok(success(Box::pin(continuity.create(rt, client, &served.value, admission)).await?));
         }
         return Ok(success(served.value.render_legacy(served.age, Some(&sent), legacy_cfg)));
     }
@@ -218,16 +248,38 @@ pub(crate) async fn handle(
         Box::pin(token_call(&provider.token_pool, &provider.token_url, auth, &v2.form, cfg, trace)).await;
     outcome.upstream_latency = Some(started.elapsed());
     outcome.upstream_status = result.upstream_status;
-    let mut token = result.result?;
+    let mut token = match result.result {
+        Ok(token) => token,
+        Err(e) => return Err(give_back(admission, e).await),
+    };
     if provider.lookup.is_some() {
         let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
         token = Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await;
     }
-    if client.continuity {
+    if let Some(admission) = admission {
         let continuity = shared.continuity(rt)?;
-        return Ok(success(Box::pin(continuity.create(rt, client, &token)).await?));
+        return Ok(success(Box::pin(continuity.create(rt, client, &token, admission)).await?));
     }
     Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
+}
+
+/// A failed login's error, once the place it took under the session caps is given back.
+async fn give_back(admission: Option<crate::continuity::Admission>, e: ShimError) -> ShimError {
+    if let Some(admission) = admission {
+        Box::pin(admission.give_back()).await;
+    }
+    e
+}
+
+/// Whether a parameter the v2 call is built from starts with a minted token (the refresh
+/// token only when `refresh` is set).
+fn carries_minted(params: &legacy::LegacyParams, refresh: bool) -> bool {
+    let secrets = [&params.code, &params.username, &params.password, &params.code_verifier];
+    let texts = [&params.redirect_uri, &params.scope];
+    let minted = |v: &str| minted::starts(v.as_bytes());
+    (refresh && params.refresh_token.as_ref().is_some_and(|t| minted(t.expose())))
+        || secrets.iter().any(|s| s.as_ref().is_some_and(|s| minted(s.expose())))
+        || texts.iter().any(|t| t.as_deref().is_some_and(minted))
 }
 
 /// The provider's legacy-fields lookup, when it has one and the answer lacks a field it fills.

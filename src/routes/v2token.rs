@@ -19,6 +19,7 @@ use super::outcome::Outcome;
 use super::{forward, token};
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
+use crate::continuity::minted::{self, Carried};
 use crate::error::ShimError;
 use crate::legacy::{self, BodyKind};
 use crate::oauth::{RawAnswer, Secret, basic_auth_header_with, raw_token_call};
@@ -40,6 +41,13 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, ShimError> {
     let provider = rt.provider(provider_index);
     let (parts, body) = req.into_parts();
+    // A minted token is never sent upstream: not in the headers or query, checked before the
+    // body is read, nor among the body's parameters, checked once they are parsed.
+    if minted::carried(&parts.headers, parts.uri.query()) != Carried::Nowhere {
+        let e = crate::continuity::invalid_token();
+        let unread = parts.version < http::Version::HTTP_2 && !http_body::Body::is_end_stream(&body);
+        return Err(if unread { e.closing() } else { e });
+    }
     let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if !readable(content_type) {
         // Not a body oauth-shim can read (nor one a v2 token endpoint takes): as it came.
@@ -52,6 +60,9 @@ pub(crate) async fn handle(
     let auth_header = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let (params, kind) = legacy::collect(parts.uri.query(), content_type, &bytes, auth_header)?;
     let pairs = legacy::all_pairs(parts.uri.query(), kind, &bytes)?;
+    if pairs.iter().any(|(_, v)| minted::starts(v.as_bytes())) {
+        return Err(crate::continuity::invalid_token());
+    }
     let is_credential = |k: &str| k == "client_id" || k == "client_secret";
     if kind != BodyKind::Json && !pairs.iter().any(|(k, _)| is_credential(k)) {
         outcome.client = record_v2_native(&shared.ops, provider, &parts.headers);

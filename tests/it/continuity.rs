@@ -14,7 +14,7 @@ use crate::support::*;
 const KEY: &str = "5f0e6a1c2b3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccddee";
 
 /// A fresh directory for a store, and a key file in it.
-fn scratch(name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn scratch(name: &str) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!(
         "oauth-shim-continuity-{}-{name}-{:x}",
         std::process::id(),
@@ -26,7 +26,7 @@ fn scratch(name: &str) -> (PathBuf, PathBuf) {
     (dir.join("store"), key)
 }
 
-fn continuity_toml(store: &std::path::Path, key: &std::path::Path, margin: &str) -> String {
+pub(crate) fn continuity_toml(store: &std::path::Path, key: &std::path::Path, margin: &str) -> String {
     format!(
         r#"
         [state]
@@ -42,7 +42,7 @@ fn continuity_toml(store: &std::path::Path, key: &std::path::Path, margin: &str)
 
 /// A harness whose default client uses continuity, against a stand-in issuing v2 tokens that
 /// live `ttl` seconds.
-async fn start(name: &str, ttl: u64, margin: &str) -> (Harness, PathBuf) {
+pub(crate) async fn start(name: &str, ttl: u64, margin: &str) -> (Harness, PathBuf) {
     let (store, key) = scratch(name);
     let standin = StandinConfig { access_token_ttl: ttl, ..standin_config() };
     let standin =
@@ -53,7 +53,7 @@ async fn start(name: &str, ttl: u64, margin: &str) -> (Harness, PathBuf) {
     (Harness::with_config(standin, config).await, store)
 }
 
-async fn password_grant(h: &Harness) -> Value {
+pub(crate) async fn password_grant(h: &Harness) -> Value {
     let resp = http()
         .get(h.url(&format!(
             "/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
@@ -65,12 +65,12 @@ async fn password_grant(h: &Harness) -> Value {
     resp.json().await.unwrap()
 }
 
-async fn api(h: &Harness, token: &str) -> reqwest::Response {
+pub(crate) async fn api(h: &Harness, token: &str) -> reqwest::Response {
     http().get(h.url("/G2W/rest/v2/organizers/1/webinars")).bearer_auth(token).send().await.unwrap()
 }
 
 /// The bearer tokens the stand-in's API saw.
-fn api_bearers(h: &Harness) -> Vec<String> {
+pub(crate) fn api_bearers(h: &Harness) -> Vec<String> {
     h.standin
         .requests()
         .iter()

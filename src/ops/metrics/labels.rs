@@ -35,6 +35,11 @@ pub(super) struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct CapLabels {
+    pub(super) cap: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ReloadLabels {
     pub(super) result: &'static str,
 }

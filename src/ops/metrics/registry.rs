@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use super::fnv::Fnv;
 use super::histograms::{RequestDurations, UpstreamDurations};
 use super::labels::{
-    BuildLabels, CLASSES, LookupLabels, ReasonLabels, ReloadLabels, RequestLabels, TriggerLabels,
+    BuildLabels, CLASSES, CapLabels, LookupLabels, ReasonLabels, ReloadLabels, RequestLabels, TriggerLabels,
     status_class,
 };
 use super::render::{Format, exposition};
@@ -61,6 +61,7 @@ pub struct Metrics {
     continuity_refresh_failures: Family<ReasonLabels, Counter>,
     continuity_rejected: Counter,
     continuity_store_errors: Counter,
+    continuity_refused_logins: Family<CapLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -86,6 +87,7 @@ impl Metrics {
         let continuity_refresh_failures = Family::<ReasonLabels, Counter>::default();
         let continuity_rejected = Counter::default();
         let continuity_store_errors = Counter::default();
+        let continuity_refused_logins = Family::<CapLabels, Counter>::default();
         reload_time.set(unix_now());
         let build = Family::<BuildLabels, Gauge>::default();
         build
@@ -145,6 +147,11 @@ impl Metrics {
             continuity_refresh_failures.clone(),
         );
         r.register(
+            "continuity_refused_logins",
+            "Token calls of continuity clients refused before the upstream call by a session cap: all, client or user",
+            continuity_refused_logins.clone(),
+        );
+        r.register(
             "continuity_rejected_tokens",
             "API calls refused because their minted token was unknown, revoked or expired",
             continuity_rejected.clone(),
@@ -172,6 +179,7 @@ impl Metrics {
             continuity_refresh_failures,
             continuity_rejected,
             continuity_store_errors,
+            continuity_refused_logins,
         }
     }
 
@@ -189,6 +197,11 @@ impl Metrics {
 
     pub(crate) fn continuity_store_error(&self) {
         self.continuity_store_errors.inc();
+    }
+
+    /// A login refused by the session cap `cap` (`all`, `client` or `user`).
+    pub(crate) fn continuity_refused_login(&self, cap: &'static str) {
+        self.continuity_refused_logins.get_or_create(&CapLabels { cap }).inc();
     }
 
     pub(crate) fn continuity_rejected(&self) {
