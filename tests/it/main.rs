@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod authorize;
 mod canary;
 mod cli;
