@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Request};
+use http::HeaderValue;
 
 use crate::config::{ClientConfig, Config, ConfigError};
 use crate::crypto::KeySet;
@@ -61,8 +61,8 @@ impl Runtime {
         self.providers.get(index).unwrap_or(&self.providers[0])
     }
 
-    /// The index of the provider a request selects by its `Host`.
-    pub(crate) fn select<B>(&self, req: &Request<B>) -> usize {
-        provider::select(&self.hosts, req)
+    /// The index of the provider a request's host (`app::host::read`) selects.
+    pub(crate) fn select(&self, host: Option<&str>) -> usize {
+        provider::select(&self.hosts, host)
     }
 }

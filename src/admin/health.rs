@@ -1,15 +1,19 @@
-//! The admin listener's entry: `GET /healthz` (process up) and `GET /readyz` (config loaded, not
-//! draining; "degraded" in the body while shared state is unavailable), after the operator
-//! and session routes.
+//! The admin listener's entry: the guard, then `GET /healthz` (process up) and `GET /readyz`
+//! (config loaded, not draining; "degraded" in the body while shared state is unavailable),
+//! after the operator and session routes.
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+use super::guard::Arrival;
 use crate::app::App;
 use crate::body::{self, Body};
 
-pub(crate) async fn handle<B>(app: &App, req: Request<B>) -> Response<Body> {
+pub(crate) async fn handle<B>(app: &App, req: Request<B>, at: Arrival) -> Response<Body> {
+    if let Err(refused) = super::guard::check(app, &req, at) {
+        return refused.response();
+    }
     if let Some(resp) = super::routes::route(app, &req) {
         return resp;
     }

@@ -1,11 +1,14 @@
 //! The admin listener's routes, separate from the proxy port so no API path can collide with
-//! them: health and readiness ([`health`]), metrics, the migration report and reload
+//! them: the guard every request passes first ([`guard`]: `Host`, cross-site calls, the admin
+//! token), health and readiness ([`health`]), metrics, the migration report and reload
 //! ([`routes`]), continuity sessions ([`sessions`]); and hot reload itself ([`reload`]), which
 //! SIGHUP and the file watcher trigger too.
 
+mod guard;
 mod health;
 pub mod reload;
 mod routes;
 pub mod sessions;
 
+pub(crate) use guard::Arrival;
 pub(crate) use health::handle;

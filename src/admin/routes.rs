@@ -1,6 +1,6 @@
 //! The operator routes of the admin listener: `GET /metrics` (Prometheus text or OpenMetrics),
-//! `GET /migration` (the migration report) and `GET|POST /reload`, with the admin token check
-//! that guards `/migration`, `/reload` and `/sessions`.
+//! `GET /migration` (the migration report) and `GET|POST /reload`, and the admin listener's
+//! JSON and plain answers. The guard (`guard`) has run before any of them.
 
 use bytes::Bytes;
 use http::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
@@ -11,38 +11,11 @@ use crate::app::App;
 use crate::body::{self, Body};
 use crate::ops::metrics;
 
-/// Whether a request to a protected admin route (`/reload`, `/migration`) may proceed: always
-/// when no `[admin]` token is configured, else only with `Authorization: Bearer <token>`.
-pub(super) fn authorized<B>(app: &App, req: &Request<B>) -> bool {
-    let rt = app.runtime();
-    let Some(token) = &rt.config.admin.token else { return true };
-    req.headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .is_some_and(|t| token.ct_eq(t.trim()))
-}
-
-/// The answer to an admin request without the admin token.
-pub(super) fn unauthorized() -> Response<Body> {
-    let mut resp = respond(
-        StatusCode::UNAUTHORIZED,
-        "application/json",
-        Bytes::from_static(b"{\"error\":\"this admin route needs Authorization: Bearer <admin token>\"}\n"),
-    );
-    resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    resp
-}
-
 /// The admin listener's operational routes; `None` for paths it does not own.
 pub(super) fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
     let ops = &app.shared().ops;
     let method = req.method();
-    let path = req.uri().path();
-    if matches!(path, "/reload" | "/migration") && !authorized(app, req) {
-        return Some(unauthorized());
-    }
-    Some(match path {
+    Some(match req.uri().path() {
         "/metrics" if method == Method::GET => {
             let (legacy, v2) = (app.shared().refresh.stats(), app.shared().refresh_v2.stats());
             let stats = crate::refresh::RefreshStats {

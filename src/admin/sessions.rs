@@ -1,6 +1,6 @@
 //! Continuity sessions for operators, on the admin listener: `GET /sessions[?client=K]` lists
 //! them (never a token), `POST /sessions/revoke?client=K[&id=ID]` revokes a client's sessions,
-//! or one of them, at once. Both need the admin token when one is configured.
+//! or one of them, at once. The guard (`guard`) has checked the admin token.
 //! `oauth-shim sessions list|revoke` are clients of these routes.
 
 use http::{Method, Request, Response, StatusCode};
@@ -35,9 +35,6 @@ pub async fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
             "id" if !v.is_empty() => id = Some(v.into_owned()),
             _ => {}
         }
-    }
-    if !super::routes::authorized(app, req) {
-        return Some(super::routes::unauthorized());
     }
     let rt = app.runtime();
     let error = |status, msg: &str| super::routes::json(status, &serde_json::json!({ "error": msg }));

@@ -20,6 +20,7 @@ use super::future::Passing;
 use super::rescue::{Handler, wants_html};
 use crate::body::{Body, BoxError};
 use crate::continuity::minted::{self, Carried};
+use crate::error::ShimError;
 use crate::routes::{Outcome, authorize, continuity, forward, token, v2token};
 use crate::runtime::Runtime;
 use crate::services::Shared;
@@ -85,17 +86,22 @@ impl App {
         // What only the access line needs is taken only when it is written.
         let access = tracing::enabled!(target: "oauth_shim::access", tracing::Level::INFO)
             .then(|| Box::new(Access::of(&req, peer)));
+        // One reading of the host, for provider selection and the front door alike.
+        let (provider, host) = match super::host::read(&req) {
+            Ok(host) => (rt.select(host), Ok(())),
+            Err(why) => (0, Err(ShimError::invalid_request(why))),
+        };
         let done = Done {
             started: Instant::now(),
             shared: Arc::clone(&self.shared),
-            provider: rt.select(&req),
+            provider,
             rt,
             method: req.method().clone(),
             request_id,
             access,
             _in_flight: self.shared.ops.metrics.in_flight(),
         };
-        let route = match front_door(&req, &done.rt, done.provider) {
+        let route = match host.and_then(|()| front_door(&req, &done.rt, done.provider)) {
             Ok(route) => route,
             Err(e) => {
                 // The body was not read, so on HTTP/1 where the next request starts is unknown.
@@ -199,8 +205,12 @@ mod tests {
     }
 
     fn handling(app: &App, method: http::Method, uri: &str) -> Handling {
-        let req =
-            Request::builder().method(method).uri(uri).body(http_body_util::Empty::<Bytes>::new()).unwrap();
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(http::header::HOST, "shim.example")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
         app.handle(req, "127.0.0.1:1".parse().unwrap())
     }
 

@@ -50,8 +50,53 @@ pub(super) fn front_door<B>(req: &Request<B>, rt: &Runtime, provider: usize) -> 
         "/oauth/access_token" => Route::Token,
         "/oauth/authorize" => Route::Authorize,
         path if req.method() == Method::POST && path == rt.provider(provider).token_path => Route::V2Token,
+        path if has_dot_segment(path) => {
+            return Err(ShimError::invalid_request("the path has a dot segment (. or ..)"));
+        }
         _ => Route::PassThrough,
     })
+}
+
+/// Whether a path has a `.` or `..` segment, so that it could climb out of the API base's
+/// prefix (or past a front proxy's path rule) once an upstream resolves it. Segments end at
+/// `/` and `\` (some servers read a backslash as a slash), also percent-encoded (`%2F`,
+/// `%5C`), or at a `;` (a path parameter); a dot may be encoded too (`%2E`): `/../x`,
+/// `/%2e%2E/x`, `/..%2fx`, `/.\x` and `/..;p/x` all count. Nothing is allocated.
+fn has_dot_segment(path: &str) -> bool {
+    let b = path.as_bytes();
+    // Nearly every API path has none of these; a vectorised search rules them out.
+    if memchr::memchr3(b'.', b'%', b'\\', b).is_none() {
+        return false;
+    }
+    // Dots in the current segment, or `None` once it holds anything else.
+    let mut dots = Some(0u8);
+    let mut i = 0;
+    while i <= b.len() {
+        let (c, width) = match b.get(i) {
+            None => (b'/', 1),
+            Some(b'%') if i + 2 < b.len() => match (b[i + 1], b[i + 2].to_ascii_uppercase()) {
+                (b'2', b'E') => (b'.', 3),
+                (b'2', b'F') => (b'/', 3),
+                (b'5', b'C') => (b'\\', 3),
+                _ => (b'%', 1),
+            },
+            Some(&c) => (c, 1),
+        };
+        match c {
+            b'/' | b'\\' => {
+                if matches!(dots, Some(1 | 2)) {
+                    return true;
+                }
+                dots = Some(0);
+            }
+            // A path parameter (`/..;x/`) ends the segment's name for servlet containers.
+            b';' if matches!(dots, Some(1 | 2)) => return true,
+            b'.' => dots = dots.map(|n| n.saturating_add(1)),
+            _ => dots = None,
+        }
+        i += width;
+    }
+    false
 }
 
 /// The request-target forms of RFC 9112 §3.2: origin-form (`/path`) and absolute-form for any
@@ -97,6 +142,49 @@ fn check_transfer_coding(h: &http::HeaderMap) -> Result<(), ShimError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_found_in_every_spelling() {
+        for path in [
+            "/..",
+            "/../admin",
+            "/a/./b",
+            "/a/.",
+            "/%2e%2e/admin",
+            "/%2E%2e/admin",
+            "/.%2e/x",
+            "/..%2fadmin",
+            "/..%2Fadmin",
+            "/..\\admin",
+            "/a\\..\\b",
+            "/..%5cadmin",
+            "/%2e/x",
+            "/a/..",
+            "/..;/admin",
+            "/a/..;x=1/b",
+        ] {
+            assert!(has_dot_segment(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/G2W/rest/v2/organizers/1/webinars",
+            "/a/.../b",
+            "/a/..b/c",
+            "/a/b..",
+            "/.well-known/x",
+            "/file.json",
+            "/%2e%2e%2e",
+            "/a%2",
+            "/a%",
+            "/%zz",
+            "//x",
+            "*",
+            "/a;b/c",
+            "/...;x",
+        ] {
+            assert!(!has_dot_segment(path), "{path}");
+        }
+    }
 
     #[test]
     fn route_discriminants_index_the_metric_labels() {

@@ -6,6 +6,7 @@ mod access;
 mod entry;
 mod front_door;
 mod future;
+pub(crate) mod host;
 mod rescue;
 
 pub use entry::App;

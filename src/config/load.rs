@@ -101,7 +101,11 @@ impl Config {
         self.resolve_presets();
         self.resolve_secrets()?;
         self.admin.resolve_token()?;
+        self.admin.resolve_hosts()?;
         self.validate()?;
+        if let Some(warning) = self.admin.exposure_warning() {
+            self.warnings.push(warning);
+        }
         if self.clients.is_empty() {
             self.warnings.push(
                 "no [[clients]] configured: every legacy token call will be refused as invalid_client".into(),

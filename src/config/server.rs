@@ -93,9 +93,9 @@ pub struct AdminConfig {
     /// Concurrent admin connections; further ones wait in the accept queue, so a flood of them
     /// cannot starve the process (probes and scrapes need only a few).
     pub max_connections: usize,
-    /// Name of an environment variable holding a bearer token that `/reload` and `/migration`
-    /// then require (`Authorization: Bearer <token>`). `/healthz`, `/readyz` and `/metrics`
-    /// stay open.
+    /// Name of an environment variable holding a bearer token that `/reload`, `/migration` and
+    /// `/sessions` then require (`Authorization: Bearer <token>`). `/healthz`, `/readyz` and
+    /// `/metrics` stay open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
     /// The same token read from a file (surrounding whitespace trimmed).
@@ -104,6 +104,14 @@ pub struct AdminConfig {
     /// The resolved token, when `token_env` or `token_file` is set.
     #[serde(skip)]
     pub token: Option<Secret>,
+    /// Host names (no port) the admin listener answers to besides its own address and
+    /// `localhost`: the names operators and scrapers use for it (DNS names, a NAT's address).
+    /// Any other `Host` gets 421 (DNS rebinding). Lowercased, a trailing dot dropped.
+    pub allowed_hosts: Vec<String>,
+    /// With the listener bound beyond loopback, `/migration`, `/reload` and `/sessions` need
+    /// the admin token; without one they answer 403. `true` opens them without a token anyway
+    /// (warned about at start and on every reload).
+    pub allow_unauthenticated_remote: bool,
 }
 
 impl ServerConfig {
@@ -126,11 +134,55 @@ impl Default for AdminConfig {
             token_env: None,
             token_file: None,
             token: None,
+            allowed_hosts: Vec::new(),
+            allow_unauthenticated_remote: false,
         }
     }
 }
 
 impl AdminConfig {
+    /// `allowed_hosts` lowercased and without a trailing dot; each must be a host name or an
+    /// IP address (IPv6 in brackets), without scheme, port or path.
+    pub(super) fn resolve_hosts(&mut self) -> Result<(), ConfigError> {
+        for host in &mut self.allowed_hosts {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            let literal = name.strip_prefix('[').and_then(|n| n.strip_suffix(']'));
+            let ok = match literal {
+                Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => {
+                    !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+                }
+            };
+            if !ok {
+                return Err(ConfigError(format!(
+                    "admin.allowed_hosts: {host:?} must be a host name or IP address, without scheme, port or path"
+                )));
+            }
+            *host = name;
+        }
+        Ok(())
+    }
+
+    /// The warning for an admin listener reachable beyond loopback, if it is one.
+    pub(super) fn exposure_warning(&self) -> Option<String> {
+        if !self.enabled || self.listen.ip().to_canonical().is_loopback() || self.token.is_some() {
+            return None;
+        }
+        let listen = self.listen;
+        Some(if self.allow_unauthenticated_remote {
+            format!(
+                "admin.allow_unauthenticated_remote = true: /migration, /reload and /sessions on {listen} answer anyone who can reach the port, without a token; set admin.token_env or admin.token_file"
+            )
+        } else {
+            format!(
+                "admin.listen {listen} is beyond loopback and no admin token is set: /migration, /reload and /sessions answer 403 until admin.token_env or admin.token_file names one (/healthz, /readyz and /metrics stay open)"
+            )
+        })
+    }
+
     /// Read the admin token from `token_env` or `token_file`, if one is named. Used at load and
     /// by the admin client commands (`reload`, `report`, `healthcheck`).
     pub(crate) fn resolve_token(&mut self) -> Result<(), ConfigError> {

@@ -246,3 +246,41 @@ fn session_caps_have_defaults_and_refuse_zero() {
         Ok(())
     });
 }
+fn admin_allowed_hosts_are_names_without_port() {
+    for bad in ["https://admin.example", "admin.example:9901", "admin.example/x", "", "a b", "[::1", "[nope]"]
+    {
+        expect_error(&format!("[admin]\nallowed_hosts = [{bad:?}]\n"), "admin.allowed_hosts");
+    }
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "shim.toml",
+            "[admin]\nallowed_hosts = [\"Admin.Example.\", \"10.0.0.7\", \"[::1]\"]\n",
+        )?;
+        let c = load_in_jail(jail).expect("valid");
+        assert_eq!(c.admin.allowed_hosts, ["admin.example", "10.0.0.7", "[::1]"]);
+        assert!(!c.admin.allow_unauthenticated_remote, "off by default");
+        Ok(())
+    });
+}
+
+#[test]
+fn an_admin_listener_beyond_loopback_without_a_token_is_warned_about() {
+    let warnings = |toml: &str| {
+        let mut out = Vec::new();
+        Jail::expect_with(|jail| {
+            jail.create_file("admin-token", "t0ken\n")?;
+            jail.create_file("shim.toml", &format!("[[clients]]\nid = \"a\"\nsecret = \"x\"\n{toml}"))?;
+            out = load_in_jail(jail).expect("valid").warnings;
+            Ok(())
+        });
+        out
+    };
+    assert!(warnings("").is_empty(), "loopback by default");
+    assert!(warnings("[admin]\nlisten = \"[::1]:9901\"\n").is_empty());
+    assert!(warnings("[admin]\nlisten = \"0.0.0.0:9901\"\nenabled = false\n").is_empty());
+    assert!(warnings("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_file = \"admin-token\"\n").is_empty());
+    let closed = warnings("[admin]\nlisten = \"0.0.0.0:9901\"\n");
+    assert!(closed.len() == 1 && closed[0].contains("answer 403"), "{closed:?}");
+    let open = warnings("[admin]\nlisten = \"10.0.0.7:9901\"\nallow_unauthenticated_remote = true\n");
+    assert!(open.len() == 1 && open[0].contains("without a token"), "{open:?}");
+}

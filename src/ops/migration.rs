@@ -81,7 +81,7 @@ impl Feature {
             Self::AuthorizeWithoutResponseType => "legacy authorize without response_type",
             Self::MissingRedirectUri => "authorize without redirect_uri",
             Self::ClientSecretSent => "caller sent client_secret (parameter or Basic header)",
-            Self::V2Native => "v2-native call (/oauth/v2/*) seen on pass-through",
+            Self::V2Native => "v2-native call: /oauth/v2/* on pass-through, or authorize with response_type",
             Self::V2Normalised => {
                 "v2, needed normalisation: a v2 token call with a JSON body or body credentials"
             }
@@ -196,7 +196,7 @@ impl Migration {
         }
     }
 
-    /// A v2-native pass-through call that named no client.
+    /// A v2-native call that named no configured client.
     pub(crate) fn record_unattributed_v2(&self) {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         state.unattributed_v2.hit(SystemTime::now());
@@ -265,7 +265,8 @@ pub struct Report {
     /// Feature key → what it means, in report order.
     pub features: serde_json::Map<String, serde_json::Value>,
     pub clients: Vec<ClientReport>,
-    /// v2-native pass-through calls without a Basic header naming a client.
+    /// v2-native calls naming no configured client: pass-through without a Basic header, v2
+    /// authorize calls whose `client_id` is not configured.
     pub unattributed_v2_native: Seen,
     /// The config reload status (filled in by the admin route).
     #[serde(default, skip_serializing_if = "Option::is_none")]

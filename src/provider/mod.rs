@@ -8,4 +8,4 @@ mod select;
 
 pub(crate) use base::Base;
 pub(crate) use pools::reconfigure_http_client;
-pub(crate) use select::{Provider, build, host_table, select};
+pub(crate) use select::{Provider, build, host_name, host_table, select};

@@ -1,7 +1,8 @@
-//! `/oauth/authorize`: the browser step. A legacy call (no `response_type`) becomes a `302` to the
-//! selected provider's v2 authorize URL with `response_type=code` and the caller's parameters re-encoded.
-//! The `Location` host comes only from configuration. Refusals are an error page, never a
-//! redirect (RFC 6749 §4.1.2.1).
+//! `/oauth/authorize`: the browser step. A call with `response_type` is a v2 call: a `302` to the
+//! selected provider's v2 authorize URL with the caller's query as sent, whoever the client.
+//! A legacy call (no `response_type`) from a configured client becomes a `302` to the same URL
+//! with `response_type=code` and the caller's parameters re-encoded. The `Location` host comes
+//! only from configuration. Refusals are an error page, never a redirect (RFC 6749 §4.1.2.1).
 
 use std::net::SocketAddr;
 
@@ -20,8 +21,8 @@ use crate::routes::forward;
 use crate::runtime::Runtime;
 use crate::services::Shared;
 
-/// Parameters copied to the upstream authorize URL, in this order, after `response_type` and
-/// `client_id`.
+/// Parameters of a legacy call copied to the upstream authorize URL, in this order, after
+/// `response_type` and `client_id`.
 const FORWARDED: [&str; 5] = ["redirect_uri", "state", "scope", "code_challenge", "code_challenge_method"];
 
 pub(crate) async fn handle(
@@ -33,28 +34,83 @@ pub(crate) async fn handle(
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, ShimError> {
     let provider = rt.provider(provider);
-    record(&shared.ops, provider, req.uri().query());
-    match plan(provider, &req, outcome)? {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ShimError::method_not_allowed("GET, HEAD"));
+    }
+    if let Some(location) = v2_call(&shared.ops, provider, req.uri().query(), outcome) {
+        return redirect(&location);
+    }
+    match plan(&shared.ops, provider, &req, outcome)? {
         Plan::Redirect(location) => redirect(&location),
         Plan::PassThrough => forward::forward(provider, rt, req, peer, outcome).await,
     }
 }
+
+/// A call with a (non-empty) `response_type` is a v2 call, as the v2 write-ups make it: the
+/// provider's authorize URL with the caller's query appended as it came (bytes outside ASCII
+/// percent-encoded, so the `Location` stays ASCII), unknown client or not, every parameter
+/// kept. Recorded as a v2-native call of the client it names when that is a configured client,
+/// else as an unattributed one (caller input never adds a row to the report). `None` for a
+/// legacy call.
+fn v2_call(ops: &Ops, provider: &Provider, query: Option<&str>, outcome: &mut Outcome) -> Option<String> {
+    let query = query.unwrap_or("");
+    let (mut v2, mut client_id, mut clients) = (false, None, 0);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "response_type" if !v.is_empty() => v2 = true,
+            "client_id" if client_id.as_deref() != Some(&*v) => {
+                clients += 1;
+                client_id = Some(v);
+            }
+            _ => {}
+        }
+    }
+    if !v2 {
+        return None;
+    }
+    let configured = client_id.filter(|_| clients == 1).and_then(|id| provider.client(&id));
+    match configured {
+        Some((client, _)) => {
+            let call = Call::default().with(Feature::V2Native, true);
+            ops.migration.record(&provider.name, &client.id, true, call);
+            outcome.client = Some(client.id.clone());
+        }
+        None => ops.migration.record_unattributed_v2(),
+    }
+    let url = &provider.authorize_url;
+    let (base, fragment) = url.split_at(url.find('#').unwrap_or(url.len()));
+    let mut location = String::with_capacity(url.len() + query.len() + 1);
+    location.push_str(base);
+    if !query.is_empty() {
+        location.push(if base.contains('?') { '&' } else { '?' });
+        for part in percent_encoding::percent_encode(query.as_bytes(), NON_ASCII) {
+            location.push_str(part);
+        }
+    }
+    location.push_str(fragment);
+    Some(location)
+}
+
+/// Only bytes outside ASCII are encoded; the query's ASCII bytes (already valid in a URI) stay.
+const NON_ASCII: &percent_encoding::AsciiSet = &percent_encoding::AsciiSet::EMPTY;
 
 enum Plan {
     Redirect(String),
     PassThrough,
 }
 
-fn plan(provider: &Provider, req: &Request<Body>, outcome: &mut Outcome) -> Result<Plan, ShimError> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Err(ShimError::method_not_allowed("GET, HEAD"));
-    }
+/// A legacy call: the client must be configured; only then is the call recorded.
+fn plan(
+    ops: &Ops,
+    provider: &Provider,
+    req: &Request<Body>,
+    outcome: &mut Outcome,
+) -> Result<Plan, ShimError> {
     // Bad bytes in any parameter (broken escapes, invalid UTF-8, control characters) are
     // refused before any is read, as on the token call.
     crate::legacy::check_form(req.uri().query().unwrap_or("").as_bytes())?;
-    let mut values: [Option<String>; 7] = Default::default();
-    let names =
-        ["client_id", "response_type", FORWARDED[0], FORWARDED[1], FORWARDED[2], FORWARDED[3], FORWARDED[4]];
+    let mut values: [Option<String>; 6] = Default::default();
+    let names = ["client_id", FORWARDED[0], FORWARDED[1], FORWARDED[2], FORWARDED[3], FORWARDED[4]];
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         let Some(i) = names.iter().position(|n| *n == k) else { continue };
         if v.is_empty() {
@@ -64,10 +120,7 @@ fn plan(provider: &Provider, req: &Request<Body>, outcome: &mut Outcome) -> Resu
             return Err(ShimError::invalid_request(format!("parameter {} is repeated", names[i])));
         }
     }
-    let [client_id, response_type, mut redirect_uri, rest @ ..] = values;
-    if response_type.as_deref().is_some_and(|t| t != "code") {
-        return Err(ShimError::invalid_request("response_type must be code"));
-    }
+    let [client_id, mut redirect_uri, rest @ ..] = values;
     let client_id =
         client_id.ok_or_else(|| ShimError::invalid_request("missing required parameter client_id"))?;
     let Some((client, _)) = provider.client(&client_id) else {
@@ -75,6 +128,10 @@ fn plan(provider: &Provider, req: &Request<Body>, outcome: &mut Outcome) -> Resu
         return Err(ShimError::invalid_client("unknown client_id").status(StatusCode::BAD_REQUEST));
     };
     outcome.client = Some(client.id.clone());
+    let call = Call::default()
+        .with(Feature::AuthorizeWithoutResponseType, true)
+        .with(Feature::MissingRedirectUri, redirect_uri.is_none());
+    ops.migration.record(&provider.name, &client.id, true, call);
     match client.mode {
         ClientMode::Rewrite => {}
         ClientMode::Passthrough => return Ok(Plan::PassThrough),
@@ -117,25 +174,4 @@ fn redirect(location: &str) -> Result<Response<Body>, ShimError> {
     h.insert(LOCATION, location);
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
-}
-
-/// Record a legacy `/oauth/authorize` call from its query string in the migration report.
-fn record(ops: &Ops, provider: &Provider, query: Option<&str>) {
-    let (mut client_id, mut response_type, mut redirect_uri) = (None, false, false);
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if v.is_empty() {
-            continue;
-        }
-        match &*k {
-            "client_id" if client_id.is_none() => client_id = Some(v.into_owned()),
-            "response_type" => response_type = true,
-            "redirect_uri" => redirect_uri = true,
-            _ => {}
-        }
-    }
-    let Some(id) = client_id else { return };
-    let call = Call::default()
-        .with(Feature::AuthorizeWithoutResponseType, !response_type)
-        .with(Feature::MissingRedirectUri, !redirect_uri);
-    ops.migration.record(&provider.name, &id, provider.client(&id).is_some(), call);
 }

@@ -141,12 +141,14 @@ async fn serve_proxy(listener: TcpListener, app: App, mut shutdown: watch::Recei
 /// It keeps answering while the proxy drains, so `/readyz` can report the drain.
 async fn serve_admin(listener: TcpListener, app: App) {
     let slots = Arc::new(Semaphore::new(app.runtime().config.admin.max_connections));
+    let Ok(bound) = listener.local_addr() else { return };
     accept_loop(&listener, Some(slots), std::future::pending(), |stream, _, permit| {
         let app = app.clone();
+        let at = crate::admin::Arrival { bound, local: stream.local_addr().unwrap_or(bound) };
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(crate::admin::handle(&app, req).await) }
+                async move { Ok::<_, Infallible>(crate::admin::handle(&app, req, at).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

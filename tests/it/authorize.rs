@@ -49,10 +49,10 @@ async fn redirects_with_exact_location() {
         format!("{up}?response_type=code&client_id={ID}")
     );
     // Every forwarded parameter, in a fixed order, re-encoded; unknown ones dropped; empty ones
-    // count as absent; response_type=code accepted.
+    // (an empty response_type too: a legacy call) count as absent.
     let q = "foo=bar&code_challenge_method=S256&scope=collab%3A+webinar&state=a%20b%26c%3Dd%2F%C3%A9%3F%23\
              &redirect_uri=https%3A%2F%2Fapp.example%2Fcb%3Fx%3D1&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM\
-             &client_id=legacy-client&response_type=code&prompt=&access_type=offline";
+             &client_id=legacy-client&response_type=&prompt=&access_type=offline";
     assert_eq!(
         location(&h, q).await,
         format!(
@@ -129,7 +129,7 @@ async fn location_comes_from_configuration_only() {
 #[tokio::test]
 async fn refusals_are_an_error_and_never_a_redirect() {
     let h = harness().await;
-    let cases: [(&str, u16, &str); 9] = [
+    let cases: [(&str, u16, &str); 8] = [
         ("client_id=nobody&redirect_uri=https%3A%2F%2Fevil.example%2F", 400, "invalid_client"),
         ("redirect_uri=https%3A%2F%2Fapp.example%2Fcb", 400, "invalid_request"),
         ("client_id=allow-listed&redirect_uri=https%3A%2F%2Fevil.example%2Fcb", 400, "invalid_request"),
@@ -142,7 +142,6 @@ async fn refusals_are_an_error_and_never_a_redirect() {
             400,
             "invalid_request",
         ),
-        (&format!("client_id={ID}&response_type=token"), 400, "invalid_request"),
         ("client_id=moved-on", 400, "unauthorized_client"),
     ];
     for (query, status, error) in cases {
@@ -209,4 +208,136 @@ async fn redirect_leads_to_a_code_the_token_path_exchanges() {
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert!(h.standin.is_access_token_valid(v["access_token"].as_str().unwrap()));
+}
+
+/// The write-ups' browser step, `{provider}/oauth/authorize?client_id=…&response_type=code&…`,
+/// through oauth-shim on each provider's real authorize path (stand-ins on 127.0.0.1): GoTo
+/// (`/oauth/v2/authorize`, the default), GoTo identity (`/oauth/authorize`, the preset),
+/// WebinarGeek and VideoAsk (`/oauth/authorize`). A v2 app has no `[[clients]]` block: the call
+/// is redirected with its query as sent, every parameter kept, and the provider approves it.
+#[tokio::test]
+async fn v2_authorize_calls_go_to_each_providers_authorize_url_as_sent() {
+    let app = oauth_shim::devtools::standin::StandinClient {
+        id: "v2-app".into(),
+        secret: "v2-secret".into(),
+        allow_password_grant: false,
+    };
+    let mut cfg = standin_config();
+    cfg.clients.push(app);
+    let start = || oauth_shim::devtools::standin::Standin::start(cfg.clone(), "127.0.0.1:0".parse().unwrap());
+    let (goto, geek, videoask) = (start().await.unwrap(), start().await.unwrap(), start().await.unwrap());
+    let provider = |name: &str, preset: &str, authorize: String| {
+        format!(
+            "[[providers]]\nname = \"{name}\"\n{preset}hosts = [\"{name}.shim.test\"]\ntoken_url = \"{t}\"\n\
+             authorize_url = \"{authorize}\"\napi_base = \"{a}\"\n",
+            t = goto.identity_token_url(),
+            a = goto.api_base()
+        )
+    };
+    let toml = [
+        provider("goto-identity", "preset = \"goto-identity\"\n", goto.identity_authorize_url()),
+        provider("webinargeek", "", geek.identity_authorize_url()),
+        provider("videoask", "", videoask.identity_authorize_url()),
+        format!("{CLIENTS}[[clients]]\nid = \"v2-app\"\nsecret = \"x\"\nprovider = \"videoask\"\nmode = \"deny\"\n"),
+    ]
+    .concat();
+    let config = shim_config(&goto, &toml);
+    let h = Harness::with_config(goto.clone(), config).await;
+    let query = "client_id=v2-app&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb\
+                 &state=s%20t&prompt=login&login_hint=a%40b.example&nonce=n-1&foo=bar+baz";
+    for (host, authorize_url) in [
+        ("shim.test", goto.authorize_url()),
+        ("goto-identity.shim.test", goto.identity_authorize_url()),
+        ("webinargeek.shim.test", geek.identity_authorize_url()),
+        // A deny-mode client: only its legacy calls are refused.
+        ("videoask.shim.test", videoask.identity_authorize_url()),
+    ] {
+        let resp = http()
+            .get(h.url(&format!("/oauth/authorize?{query}")))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND, "{host}");
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        let location = resp.headers()["location"].to_str().unwrap().to_owned();
+        assert_eq!(location, format!("{authorize_url}?{query}"), "{host}");
+        // The provider approves it and sends the browser back with a code and the state.
+        let back = http().get(&location).send().await.unwrap();
+        assert_eq!(back.status(), StatusCode::FOUND, "{host}");
+        let back = url::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+        let pairs: std::collections::HashMap<_, _> = back.query_pairs().into_owned().collect();
+        assert_eq!(pairs["state"], "s t", "{host}");
+        assert!(!pairs["code"].is_empty(), "{host}: a code");
+    }
+
+    // A configured client's v2 call keeps every parameter too; a configured authorize URL with
+    // a query of its own keeps it.
+    let q = format!("response_type=code&client_id={ID}&prompt=consent&login_hint=x&nonce=n&code_challenge=c");
+    assert_eq!(location(&h, &q).await, format!("{}?{q}", goto.authorize_url()));
+
+    // The report: a v2-native call of the configured client; the unknown app's calls are
+    // unattributed, and no row is added for it.
+    let report: oauth_shim::ops::migration::Report =
+        http().get(h.admin_url("/migration")).send().await.unwrap().json().await.unwrap();
+    let row = |id: &str, provider: &str| {
+        report.clients.iter().find(|c| c.id.as_deref() == Some(id) && c.provider == provider).cloned()
+    };
+    let main = row(ID, "default").unwrap();
+    assert_eq!(main.count(oauth_shim::ops::migration::Feature::V2Native), 1);
+    assert_eq!(main.count(oauth_shim::ops::migration::Feature::AuthorizeWithoutResponseType), 0);
+    let videoask_app = row("v2-app", "videoask").unwrap();
+    assert_eq!(
+        videoask_app.count(oauth_shim::ops::migration::Feature::V2Native),
+        1,
+        "configured for videoask"
+    );
+    assert!(row("v2-app", "default").is_none() && row("v2-app", "webinargeek").is_none());
+    assert_eq!(report.unattributed_v2_native.count, 3);
+}
+
+/// A v2 call's query goes out byte for byte, however odd; the `Location` stays ASCII.
+#[tokio::test]
+async fn v2_authorize_query_is_kept_as_sent() {
+    let h = harness().await;
+    let up = h.standin.authorize_url();
+    for q in [
+        "response_type=token&client_id=anyone",
+        "client_id=a&client_id=b&response_type=code&response_type=id_token",
+        "response_type=code&scope=openid%20profile&redirect_uri=https://app.example/cb?x=1",
+        "response_type=code&state=%0D%0ALocation:%20https://evil.example",
+    ] {
+        assert_eq!(location(&h, q).await, format!("{up}?{q}"), "{q}");
+    }
+    let raw = raw_exchange(
+        h.proxy_addr(),
+        b"GET /oauth/authorize?response_type=code&state=caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.contains(&format!("location: {up}?response_type=code&state=caf%C3%A9\r\n")), "{raw}");
+    // Still GET or HEAD only.
+    let resp = http().post(h.url("/oauth/authorize?response_type=code&client_id=x")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// A legacy authorize call from an id oauth-shim does not know is refused and, being caller
+/// input any web page can make a browser send, adds no row to the migration report.
+#[tokio::test]
+async fn legacy_authorize_by_an_unknown_client_adds_no_report_row() {
+    let h = harness().await;
+    for i in 0..3 {
+        let resp = get(&h, &format!("client_id=arbitrary-{i}&state=s")).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(location(&h, &format!("client_id={ID}")).await.split('?').count(), 2);
+    let report: oauth_shim::ops::migration::Report =
+        http().get(h.admin_url("/migration")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        !report.clients.iter().any(|c| c.id.as_deref().is_some_and(|id| id.starts_with("arbitrary-"))),
+        "{:?}",
+        report.clients
+    );
+    let main = report.clients.iter().find(|c| c.id.as_deref() == Some(ID)).unwrap();
+    assert_eq!(main.count(oauth_shim::ops::migration::Feature::AuthorizeWithoutResponseType), 1);
+    assert_eq!(main.count(oauth_shim::ops::migration::Feature::MissingRedirectUri), 1);
 }

@@ -366,6 +366,7 @@ fn example_configs_are_valid() {
             .env("GOTO_SECRET_WEBINAR_SYNC", "a")
             .env("GOTO_SECRET_REPORTING", "b")
             .env("GOTO_CLIENT_SECRET", "c")
+            .env("ADMIN_TOKEN", "f")
             .env("GOTO_SECRET_MEETING_BRIDGE", "d")
             .env("VIDEOASK_RETIRED_SECRET", "e")
             .env("REDIS_PASSWORD", "d")

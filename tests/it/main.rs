@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod authorize;
 mod canary;
 mod cli;
@@ -23,6 +24,7 @@ mod pool;
 mod properties;
 mod providers;
 mod refresh;
+mod request_target;
 mod session_caps;
 mod shared_state;
 mod standin;

@@ -216,3 +216,34 @@ async fn upstream_failures_are_logged_once_with_host_and_cause() {
         assert!(!text.contains("rt-canary") && !text.contains(SECRET), "{text}");
     }
 }
+
+/// Logged values are caller input: C1 controls (U+009B is a one-byte CSI) and bidirectional
+/// overrides (U+202E) in a request path are escaped in the JSON line, never written raw for a
+/// terminal or log viewer to act on, and a JSON reader still gets the path back as sent.
+#[tokio::test]
+async fn json_log_lines_escape_c1_controls_and_bidi_overrides() {
+    let _ = captured_logs();
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    let cfg = LogConfig { level: "info".into(), format: LogFormat::Json };
+    let guard = tracing::subscriber::set_default(oauth_shim::ops::telemetry::subscriber(
+        &cfg,
+        move || writer.clone(),
+        false,
+    ));
+    let echo = crate::passthrough::Echo::start().await;
+    let h = Harness::start(standin_config(), &echo.toml()).await;
+    let raw = raw_exchange(
+        h.proxy_addr(),
+        b"GET /G2W/\xc2\x9b31mred\xe2\x80\xaetxt.exe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&raw), 200, "{raw}");
+    drop(guard);
+    let text = capture.text();
+    assert!(!text.contains('\u{9b}') && !text.contains('\u{202e}'), "{text}");
+    let line = text.lines().find(|l| l.contains("\"message\":\"request\"") && l.contains("/G2W/")).unwrap();
+    assert!(line.contains(r#""path":"/G2W/\u009b31mred\u202etxt.exe""#), "{line}");
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["path"], "/G2W/\u{9b}31mred\u{202e}txt.exe");
+}

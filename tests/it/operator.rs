@@ -1,6 +1,7 @@
 //! Running it as a platform runs it: a pod's service-link variables do not stop it, the
-//! `healthcheck` subcommand probes it, the admin token guards `/reload` and `/migration`, and a
-//! rotated `secret_file` is picked up by the file watch and reported by client name only.
+//! `healthcheck` subcommand probes it, the admin token guards `/reload` and `/migration`, the
+//! Kubernetes examples' admin ports answer probes, scrapes and operators under the admin rules,
+//! and a rotated `secret_file` is picked up by the file watch and reported by client name only.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -196,4 +197,76 @@ async fn a_rotated_secret_file_is_picked_up_and_reported_by_name() {
     let text = v.to_string();
     assert!(!text.contains("old-canary-secret") && !text.contains(SECRET), "{text}");
     assert_eq!(http().get(&password).send().await.unwrap().status(), 200);
+}
+
+/// The Kubernetes examples' configs as shipped, with the admin listener on all interfaces as in
+/// a pod: the kubelet's probes and Prometheus (both naming the pod IP, here 127.0.0.2, in
+/// `Host`) are answered, a rebinding `Host` is not, and the operator commands (`kubectl exec`:
+/// the container's environment) work with the token from the Secret, as nothing does without it.
+// Multi-threaded: the admin client commands below block a thread while the server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_examples_admin_ports_work_under_the_admin_rules() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let secrets = dir("k8s-secrets");
+    for name in ["admin-token", "webinar-sync", "crm-bridge", "reporting", "redis-password"] {
+        std::fs::write(secrets.join(name), format!("{name}-value\n")).unwrap();
+    }
+    let state_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    std::fs::write(secrets.join("state-keys"), format!("{state_key}\n")).unwrap();
+    let sidecar =
+        crate::cli::embedded_toml(&std::fs::read_to_string(format!("{root}/deploy/sidecar.yaml")).unwrap());
+    let shared = crate::cli::embedded_toml(
+        &std::fs::read_to_string(format!("{root}/deploy/shared-service/configmap.yaml")).unwrap(),
+    )
+    .replace("/run/secrets/oauth-shim", secrets.to_str().unwrap())
+    // No Redis here: the replica serves degraded, as it would during an outage.
+    .replace("redis://oauth-shim-redis:6379/0", "redis://127.0.0.1:1/0");
+    for (name, config, token) in
+        [("sidecar", sidecar, "sidecar-admin-token"), ("shared", shared, "admin-token-value")]
+    {
+        let (port, admin) = (free_port(), free_port());
+        let path = dir(&format!("k8s-{name}")).join("oauth-shim.toml");
+        std::fs::write(&path, config).unwrap();
+        let pod = |c: &mut Command| {
+            c.env("OAUTH_SHIM_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+                .env("OAUTH_SHIM_ADMIN__LISTEN", format!("0.0.0.0:{admin}"))
+                .env("GOTO_CLIENT_SECRET", "client-secret")
+                .env("ADMIN_TOKEN", "sidecar-admin-token");
+        };
+        let mut serve = bin();
+        serve.args(["serve", "--config"]).arg(&path).stdout(Stdio::null()).stderr(Stdio::null());
+        pod(&mut serve);
+        let _child = Child(serve.spawn().unwrap());
+        let exec = |args: &[&str]| {
+            let mut c = bin();
+            c.args(args).arg("--config").arg(&path);
+            pod(&mut c);
+            c.output().unwrap()
+        };
+        let mut up = false;
+        for _ in 0..400 {
+            if exec(&["healthcheck", "--ready"]).status.success() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(up, "{name}: the liveness exec probe passes");
+        let pod_ip = std::net::SocketAddr::from(([127, 0, 0, 2], admin));
+        let get = |path: &str, host: &str, auth: &str| {
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n")
+        };
+        let status = async |request: String| raw_status(&raw_exchange(pod_ip, request.as_bytes()).await);
+        let by_ip = pod_ip.to_string();
+        assert_eq!(status(get("/readyz", &by_ip, "")).await, 200, "{name}: kubelet readiness probe");
+        assert_eq!(status(get("/metrics", &by_ip, "")).await, 200, "{name}: Prometheus scrape");
+        assert_eq!(status(get("/metrics", "rebind.evil.example", "")).await, 421, "{name}");
+        assert_eq!(status(get("/migration", &by_ip, "")).await, 401, "{name}: the token is required");
+        let auth = format!("Authorization: Bearer {token}\r\n");
+        assert_eq!(status(get("/migration", &by_ip, &auth)).await, 200, "{name}");
+        for command in [&["report"][..], &["reload"]] {
+            let out = exec(command);
+            assert!(out.status.success(), "{name}: {command:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
 }

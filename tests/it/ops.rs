@@ -248,7 +248,7 @@ async fn migration_report_counts_a_scripted_mix_of_legacy_calls() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // 1 x legacy authorize (no response_type, no redirect_uri), 1 x v2-style authorize.
+    // 1 x legacy authorize (no response_type, no redirect_uri), 1 x v2 authorize (v2-native).
     assert_eq!(
         c.get(h.url(&format!("/oauth/authorize?client_id={ID}&state=s"))).send().await.unwrap().status(),
         302
@@ -301,7 +301,7 @@ async fn migration_report_counts_a_scripted_mix_of_legacy_calls() {
         (Feature::ClientSecretSent, 1),
         (Feature::AuthorizeWithoutResponseType, 1),
         (Feature::MissingRedirectUri, 1),
-        (Feature::V2Native, 1),
+        (Feature::V2Native, 2),
     ];
     for (f, n) in expect {
         assert_eq!(main.count(f), n, "{} for {ID}: {body}", f.as_str());
