@@ -1,8 +1,9 @@
 //! A `POST` to the selected provider's token path (e.g. `/oauth/v2/token`, `/oauth/token`): a
 //! client that already speaks v2 (SPEC §5). A call with a JSON body or with `client_id` /
 //! `client_secret` among its parameters is normalised into the call the provider accepts: a
-//! form body with every parameter as sent, the credentials in the Basic header or the form as
-//! the provider wants, with the caller's own secret when it sent one (else the configured one).
+//! form body with every parameter as sent, the caller's credentials moved into the Basic header
+//! or the form as the provider wants. A v2 call carries its own credentials: oauth-shim never
+//! adds the secret it holds for a configured client (only the legacy route lends it).
 //! The upstream's answer goes back as it came (status, body, plus `Cache-Control: no-store`).
 //! Refreshes go through the single flight, keyed by provider, client id, the presented secret
 //! and the refresh token: in process, or shared by the replicas with `[state] backend = "redis"`
@@ -83,12 +84,11 @@ pub(crate) async fn handle(
         }
     }
     let presented = params.client_secret.as_ref();
-    let secret = presented.or(configured.map(|(c, _)| c.secret()));
     if client_id.is_none() && presented.is_some() {
         return Err(ShimError::invalid_client("client_secret sent without client_id"));
     }
 
-    let (form, auth) = upstream_form(provider, &pairs, client_id, secret);
+    let (form, auth) = upstream_form(provider, &pairs, client_id, presented);
     drop((parts, bytes));
     let cfg = &rt.config.upstream.call_limits();
 
@@ -153,8 +153,8 @@ pub(crate) async fn handle(
 }
 
 /// The form the provider gets: every parameter as sent but the credentials, which go in the
-/// Basic header or the form as the provider wants (a client without a secret is a public
-/// client: its id in the form).
+/// Basic header or the form as the provider wants. `secret` is the one the caller presented, if
+/// any; without one the call is a public client's (its id in the form, no secret anywhere).
 fn upstream_form(
     provider: &Provider,
     pairs: &[(String, String)],

@@ -26,3 +26,4 @@ mod shared_state;
 mod standin;
 mod tls;
 mod token;
+mod v2_credentials;
