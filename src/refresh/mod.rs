@@ -35,6 +35,10 @@
 //!
 //! The handle is cheap to clone: all state lives behind one `Arc`.
 //!
+//! Both token routes refresh through one cache, keyed by a [`shared::Scope`] (a client of a
+//! provider); an answer carries the [`Proof`] of the call that got it, and the routes decide
+//! whose proof it may be served to.
+//!
 //! This is the memory backend. With `[state] backend = "redis"`, [`shared`] shares the cache and
 //! flight between replicas through Redis, still coalescing inside the process with this cache.
 
@@ -43,6 +47,7 @@ mod flight;
 mod future;
 mod inner;
 mod key;
+mod proof;
 pub mod shared;
 #[cfg(test)]
 mod testing;
@@ -50,4 +55,5 @@ mod types;
 
 pub use cache::RefreshCache;
 pub(crate) use key::Namespace;
-pub use types::{RefreshFailure, RefreshStats, Refreshed, Served};
+pub use proof::Proof;
+pub use types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};

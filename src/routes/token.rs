@@ -1,5 +1,6 @@
 //! `/oauth/access_token`: read the legacy call, decide by the client's mode, rewrite it to a v2
-//! token call (refreshes through the cache), and answer in the legacy shape (SPEC §2).
+//! token call (refreshes through the flight both token routes share, `routes::refresh`), and
+//! answer in the legacy shape (SPEC §2).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +16,9 @@ use crate::legacy::{self, Grant, V2Request};
 use crate::oauth::V2Token;
 use crate::oauth::token_call;
 use crate::provider::Provider;
-use crate::refresh::shared::Refresher;
+use crate::refresh::Proof;
 use crate::routes::forward;
+use crate::routes::refresh::{self, Refresh};
 use crate::runtime::Runtime;
 use crate::services::Shared;
 
@@ -163,53 +165,31 @@ pub(crate) async fn handle(
             outcome.detail = Some("continuity");
             return Ok(success(json));
         }
-        // Only the caller that starts the upstream call runs this, so cache hits and joined
-        // callers clone nothing for it. Boxed: the upstream call's future is large, and the
-        // spawned task (and every move of it on the way into the runtime) would otherwise
-        // carry all of it inline.
-        let fetch = || {
-            let rt_owned = Arc::clone(rt);
-            let latency = shared.ops.metrics.upstream_histogram("token");
-            Box::pin(async move {
-                let started = std::time::Instant::now();
-                let provider = rt_owned.provider(provider_index);
-                let cfg = &rt_owned.config.upstream.call_limits();
-                let result = token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace)
-                    .await
-                    .result;
-                let result = match result {
-                    Ok(token) if provider.lookup.is_some() => {
-                        let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
-                        Ok(Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await)
-                    }
-                    result => result,
-                };
-                latency.observe(started.elapsed().as_secs_f64());
-                result
-            })
+        // The lookup (if any) runs within the token call's deadline, counted from here.
+        let started = provider.lookup.is_some().then(std::time::Instant::now);
+        let call = Refresh {
+            provider_index,
+            client_id: &client.id,
+            refresh_token: &sent,
+            form: &form,
+            auth: &auth,
+            trace: &trace,
+            proof: Proof::Configured,
+            legacy: true,
         };
-        let served = match &shared.refresh {
-            Refresher::Memory(cache) => {
-                let namespace = provider.legacy_refresh.get_or_init(|| cache.namespace(&provider.name));
-                cache.get_or_refresh_in(namespace, &[&client.id], sent.expose(), fetch).await?
-            }
-            // Boxed, so the memory backend's future keeps its size. The default provider's
-            // clients keep the keys replicas already share; another provider's are scoped by its
-            // name, length-prefixed (`8:identity:K`).
-            Refresher::Shared(cache) => {
-                let deadline = rt.config.upstream.request_timeout;
-                let scoped = (provider_index != 0)
-                    .then(|| format!("{}:{}:{}", provider.name.len(), provider.name, client.id));
-                let id = scoped.as_deref().unwrap_or(&client.id);
-                Box::pin(cache.get_or_refresh(id, sent.expose(), deadline, fetch)).await?
-            }
-        };
+        let served = refresh::serve(shared, rt, call).await.map_err(refresh::legacy_error)?;
         outcome.detail = Some(served.source.as_str());
+        let mut token = served.value.token().clone();
+        if let Some(started) = started {
+            let cfg = &rt.config.upstream.call_limits();
+            let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
+            token = Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await;
+        }
         if client.continuity {
             let continuity = shared.continuity(rt)?;
-            return Ok(success(Box::pin(continuity.create(rt, client, &served.value)).await?));
+            return Ok(success(Box::pin(continuity.create(rt, client, &token)).await?));
         }
-        return Ok(success(served.value.render_legacy(served.age, Some(&sent), legacy_cfg)));
+        return Ok(success(token.render_legacy(served.age, Some(&sent), legacy_cfg)));
     }
 
     let started = std::time::Instant::now();

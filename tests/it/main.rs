@@ -15,6 +15,7 @@ mod hardening;
 mod image;
 mod layout;
 mod observability;
+mod one_flight;
 mod operator;
 mod ops;
 mod passthrough;

@@ -155,14 +155,16 @@ async fn seed_000_json_with_client_secret_to_v2_token() {
     let again = v2_answer(post_json(&h, "/oauth/v2/token", None, refresh).await).await;
     assert_eq!(again["access_token"], refreshed["access_token"]);
     assert_eq!(h.standin.token_calls(), calls + 1);
-    // A different presented secret is another key: it goes upstream (and is refused there, as
-    // it came).
+    // A different presented secret never gets the cached answer, and the token it spent is not
+    // sent upstream again.
     let wrong = json!({"grant_type": "refresh_token", "refresh_token": rt, "client_id": APP,
         "client_secret": "not-the-secret"});
     let resp = post_json(&h, "/oauth/v2/token", None, wrong).await;
     assert_eq!(resp.status(), 401);
-    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "invalid_client");
-    assert_eq!(h.standin.token_calls(), calls + 2);
+    let refused = resp.json::<Value>().await.unwrap();
+    assert_eq!(refused["error"], "invalid_client");
+    assert!(refused.get("access_token").is_none());
+    assert_eq!(h.standin.token_calls(), calls + 1);
 
     // The migration report lists who still sends JSON.
     let report = get_json(h.admin_url("/migration")).await;
