@@ -189,7 +189,7 @@ pub(crate) async fn handle(
             let continuity = shared.continuity(rt)?;
             return Ok(success(Box::pin(continuity.create(rt, client, &token)).await?));
         }
-        return Ok(success(token.render_legacy(served.age, Some(&sent), legacy_cfg)));
+        return Ok(success(render(shared, provider, &token, served.age, Some(&sent), legacy_cfg)));
     }
 
     let started = std::time::Instant::now();
@@ -207,7 +207,23 @@ pub(crate) async fn handle(
         let continuity = shared.continuity(rt)?;
         return Ok(success(Box::pin(continuity.create(rt, client, &token)).await?));
     }
-    Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
+    Ok(success(render(shared, provider, &token, std::time::Duration::ZERO, None, legacy_cfg)))
+}
+
+/// The legacy answer of `token` (see [`V2Token::render_legacy`]), counting an answer that gets
+/// `legacy.default_expires_in` because the upstream stated no lifetime.
+fn render(
+    shared: &Shared,
+    provider: &Provider,
+    token: &V2Token,
+    age: std::time::Duration,
+    sent_refresh_token: Option<&crate::oauth::Secret>,
+    legacy_cfg: &crate::config::LegacyConfig,
+) -> Vec<u8> {
+    if token.lifetime().is_none() {
+        shared.ops.metrics.legacy_expires_in_defaulted(&provider.name);
+    }
+    token.render_legacy(age, sent_refresh_token, legacy_cfg)
 }
 
 /// The provider's legacy-fields lookup, when it has one and the answer lacks a field it fills.

@@ -14,6 +14,7 @@ mod fuzz_corpus;
 mod hardening;
 mod image;
 mod layout;
+mod legacy_expiry;
 mod observability;
 mod one_flight;
 mod operator;
