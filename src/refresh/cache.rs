@@ -379,6 +379,16 @@ mod tests {
     }
 
     #[test]
+    fn proofs_are_keyed_hashes_apart_from_refresh_keys() {
+        let (cache, other) =
+            (TestCache::new(Duration::from_secs(60), 10), TestCache::new(Duration::from_secs(60), 10));
+        assert_eq!(cache.proof("secret"), cache.proof("secret"));
+        assert_ne!(cache.proof("secret"), cache.proof("secret2"));
+        assert_ne!(cache.proof("secret"), other.proof("secret"), "per-cache key");
+        assert_ne!(cache.proof("secret"), cache.key(&["proof"], "secret"));
+    }
+
+    #[test]
     fn handle_and_futures_are_send_and_sync() {
         fn send_sync<T: Send + Sync>(_: &T) {}
         fn send<T: Send>(_: &T) {}

@@ -13,13 +13,13 @@
 //! one either, and may add more length-prefixed parts before the token. Then:
 //!
 //! 1. a cached answer (still inside `min(ttl, lifetime)` measured from when the upstream
-//!    answered) is served as [`Source::Cache`](types::Source::Cache);
+//!    answered) is served as [`Source::Cache`];
 //! 2. otherwise, if a fetch for the key is in flight, the caller waits for its result
-//!    ([`Source::Coalesced`](types::Source::Coalesced));
+//!    ([`Source::Coalesced`]);
 //! 3. otherwise the caller registers a new flight, calls `fetch()` and drives the returned
-//!    future itself ([`Source::Upstream`](types::Source::Upstream)). Should that caller hang
-//!    up (its future dropped) before the call ends, the rest of the call is moved into a
-//!    `tokio::spawn`ed task, so a caller hanging up never cancels the upstream call the others
+//!    future itself ([`Source::Upstream`]). Should that caller hang up (its future dropped)
+//!    before the call ends, the rest of the call is moved into a `tokio::spawn`ed task, so a
+//!    caller hanging up never cancels the upstream call the others
 //!    (and the cache) are waiting on. (Driving it in the caller's task saves a task and a wake-up per refresh.)
 //!
 //! The flight inserts a successful answer into the cache *before* it unregisters the
