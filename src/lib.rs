@@ -40,7 +40,7 @@
 //! server                       listeners, accept loop, drain
 //! admin                        the admin listener's routes, reload
 //! app                          entry point, front door, rescue, access line
-//! routes                       token, authorize, v2token, forward, continuity
+//! routes                       token, authorize, v2token, refresh, forward, continuity
 //! services                     what requests share: flights, Redis, counters, continuity
 //! continuity                   minted tokens and their sessions
 //! runtime                      the config in force and its providers

@@ -17,13 +17,7 @@ pub(super) fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
     let method = req.method();
     Some(match req.uri().path() {
         "/metrics" if method == Method::GET => {
-            let (legacy, v2) = (app.shared().refresh.stats(), app.shared().refresh_v2.stats());
-            let stats = crate::refresh::RefreshStats {
-                hits: legacy.hits + v2.hits,
-                misses: legacy.misses + v2.misses,
-                coalesced: legacy.coalesced + v2.coalesced,
-                upstream_errors: legacy.upstream_errors + v2.upstream_errors,
-            };
+            let stats = app.shared().refresh.stats();
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
             let format = metrics::Format::from_accept(accept);
             let state = app.shared().redis.as_ref().map(|r| r.stats());

@@ -11,11 +11,19 @@ pub struct LegacyConfig {
     pub version: String,
     /// Keep `token_type`, `scope`, `principal` and other v2-only fields in legacy answers.
     pub keep_extra_fields: bool,
+    /// The `expires_in` of a legacy answer whose upstream answer states none (whole seconds).
+    #[serde(with = "humantime_serde")]
+    pub default_expires_in: Duration,
 }
 
 impl Default for LegacyConfig {
     fn default() -> Self {
-        Self { platform: "GLOBAL".into(), version: "2".into(), keep_extra_fields: false }
+        Self {
+            platform: "GLOBAL".into(),
+            version: "2".into(),
+            keep_extra_fields: false,
+            default_expires_in: Duration::from_secs(3600),
+        }
     }
 }
 

@@ -62,6 +62,9 @@ fn invalid_configs_fail_closed_naming_the_client() {
     expect_error("[[clients]]\nid = \"a\"\nsecret = 5\n", "invalid");
     expect_error("[[clients]]\nid = \"a\"\nsecret = \"hunter2\"\nmode = \"bogus\"\n", "invalid");
     expect_error("[server]\nlisten_typo = 1\n", "listen_typo");
+    expect_error("[legacy]\ndefault_expires_in = \"0s\"\n", "legacy.default_expires_in");
+    expect_error("[legacy]\ndefault_expires_in = \"999ms\"\n", "legacy.default_expires_in");
+    expect_error("[legacy]\ndefault_expires_in = \"3651days\"\n", "legacy.default_expires_in");
 }
 
 #[test]

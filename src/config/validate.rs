@@ -66,6 +66,12 @@ impl Config {
                 return Err(ConfigError(format!("{key} must be greater than 0s")));
             }
         }
+        let default_expires_in = self.legacy.default_expires_in.as_secs();
+        if !(1..=crate::oauth::MAX_EXPIRES_IN).contains(&default_expires_in) {
+            return Err(ConfigError(
+                "legacy.default_expires_in must be between 1s and 10 years (3650days)".into(),
+            ));
+        }
         if self.admin.enabled && self.admin.listen == s.listen && s.listen.port() != 0 {
             return Err(ConfigError("admin.listen must differ from server.listen".into()));
         }

@@ -150,12 +150,27 @@ async fn call(
             };
         }
     };
-    let result =
-        if status.is_success() { V2Token::parse(&body) } else { Err(map_error(status, &body, retry_after)) };
-    if let Err(e) = &result
+    let result = parse_answer(status, &body, retry_after);
+    note_trouble(url, status, &result);
+    TokenOutcome { upstream_status: Some(status), result }
+}
+
+/// What a token answer is to a legacy caller: the token of a 2xx, else the error the answer maps
+/// to (never echoing the upstream's body).
+pub(crate) fn parse_answer(
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<HeaderValue>,
+) -> Result<V2Token, ShimError> {
+    if status.is_success() { V2Token::parse(body) } else { Err(map_error(status, body, retry_after)) }
+}
+
+/// The one log line of an answer that is the upstream's own trouble (5xx, rate limit, an
+/// unusable answer), not the caller's.
+pub(crate) fn note_trouble(url: &Uri, status: StatusCode, result: &Result<V2Token, ShimError>) {
+    if let Err(e) = result
         && (e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS)
     {
-        // The upstream's own trouble (5xx, rate limit, an unusable answer), not the caller's.
         tracing::warn!(
             upstream = url.authority().map_or("-", |a| a.as_str()),
             call = "token",
@@ -164,7 +179,6 @@ async fn call(
             "upstream call failed"
         );
     }
-    TokenOutcome { upstream_status: Some(status), result }
 }
 
 /// The v2 token request: the form, POSTed with the client's Basic header (none when the
@@ -222,7 +236,8 @@ pub(crate) async fn raw_token_call(
         let content_type = resp.headers().get(CONTENT_TYPE).cloned();
         let retry_after = resp.headers().get(RETRY_AFTER).cloned();
         // Read frame by frame rather than by `Limited::collect`, which the legacy token call
-        // then keeps inlined as its one user.
+        // then keeps inlined as its one user; copied, so an answer kept in the refresh cache
+        // holds its own bytes and not the connection's read buffer.
         let mut body = resp.into_body();
         let mut buf = bytes::BytesMut::new();
         while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {

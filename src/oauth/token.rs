@@ -273,40 +273,6 @@ impl V2Token {
         // Built from parsed JSON strings and our own names: always UTF-8.
         String::from_utf8(out).unwrap_or_default()
     }
-
-    /// The answer as a v2 JSON object again, every field kept (order: tokens, `expires_in`,
-    /// `token_type`, the legacy fields, the rest), so that [`V2Token::parse`] reads back an
-    /// equal token. What the shared refresh cache stores (sealed).
-    pub(crate) fn to_v2_json(&self) -> Vec<u8> {
-        let f = &*self.0;
-        let mut out = Vec::with_capacity(256 + f.json.len());
-        out.extend_from_slice(b"{\"access_token\":");
-        json::write_str(&mut out, f.access_token.expose());
-        if let Some(refresh) = &f.refresh_token {
-            json::key(&mut out, "refresh_token");
-            json::write_str(&mut out, refresh.expose());
-        }
-        if let Some(expires) = f.expires_in {
-            json::key(&mut out, "expires_in");
-            json::write_u64(&mut out, expires);
-        }
-        if let Some(span) = &f.token_type {
-            json::key(&mut out, "token_type");
-            out.extend_from_slice(&f.json[span.clone()]);
-        }
-        for (name, span) in LEGACY_FIELDS.iter().zip(&f.legacy) {
-            if let Some(span) = span {
-                json::key(&mut out, name);
-                out.extend_from_slice(&f.json[span.clone()]);
-            }
-        }
-        for (name, v) in &f.rest {
-            json::name(&mut out, name);
-            let _ = serde_json::to_writer(&mut out, v);
-        }
-        out.push(b'}');
-        out
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::lookup::Lookup;
 use crate::oauth::{BasicAuthEncoding, HttpClient, basic_auth_header_with};
 use crate::ops::metrics::Fnv;
 use crate::refresh::Namespace;
+use crate::refresh::shared::Scope;
 
 /// One provider as the request path uses it.
 pub struct Provider {
@@ -37,10 +38,9 @@ pub struct Provider {
     /// Its connections for token calls (legacy and v2) and legacy-fields lookups only: a token
     /// call never goes out on a connection that carried another client's API call.
     pub token_pool: HttpClient,
-    /// Its namespaces in the in-process legacy and v2 refresh caches, derived from its name on first
-    /// use (the same name gives the same namespace, so cached answers survive a reload).
-    pub legacy_refresh: OnceLock<Namespace>,
-    pub v2_refresh: OnceLock<Namespace>,
+    /// Its namespace in the in-process refresh cache, derived from its name on first use (the
+    /// same name gives the same namespace, so cached answers survive a reload).
+    refresh: OnceLock<Namespace>,
     /// Client id -> (its config, the `Authorization` header sent upstream on its behalf).
     /// FNV: a read-only map of configured ids, where SipHash's setup dominated the lookup.
     clients: HashMap<String, (ClientConfig, HeaderValue), BuildHasherDefault<Fnv>>,
@@ -51,6 +51,12 @@ impl Provider {
     /// Basic header oauth-shim sends upstream on its behalf.
     pub fn client(&self, id: &str) -> Option<(&ClientConfig, &HeaderValue)> {
         self.clients.get(id).map(|(c, h)| (c, h))
+    }
+
+    /// The refresh-cache scope of `client_id`'s refresh tokens at this provider, for both token
+    /// routes.
+    pub(crate) fn refresh_scope<'a>(&'a self, client_id: &'a str) -> Scope<'a> {
+        Scope::new(&self.name, &self.refresh, client_id)
     }
 }
 
@@ -126,8 +132,7 @@ pub(crate) fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Ve
                 lookup,
                 pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.pool.clone()),
                 token_pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.token_pool.clone()),
-                legacy_refresh: OnceLock::new(),
-                v2_refresh: OnceLock::new(),
+                refresh: OnceLock::new(),
                 clients,
             })
         })

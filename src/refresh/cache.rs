@@ -123,7 +123,26 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
         self.serve(key_in(&namespace.mac, scope, refresh_token), fetch).await
     }
 
-    async fn serve<F, Fut>(&self, key: Key, fetch: F) -> Result<Served<V>, E>
+    /// The key of `refresh_token` within `scope` (length-prefixed parts), outside any namespace.
+    pub(super) fn key(&self, scope: &[&str], refresh_token: &str) -> Key {
+        key_in(&self.inner.mac, scope, refresh_token)
+    }
+
+    /// The keyed hash of a client secret a caller presented: HMAC-SHA256 under a sub-key of this
+    /// cache's key, kept apart from every refresh key.
+    pub(crate) fn proof(&self, secret: &str) -> [u8; 32] {
+        let mut mac = self.inner.mac.clone();
+        mac.update(b"proof\0");
+        let sub: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&sub);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
+        mac.update(secret.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Serve the refresh of `key` (see [`RefreshCache::get_or_refresh`]).
+    pub(super) async fn serve<F, Fut>(&self, key: Key, fetch: F) -> Result<Served<V>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
@@ -159,16 +178,16 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
         }
     }
 
-    /// The cached answer for the pair, if any, without counting or starting anything.
-    pub(crate) async fn peek(&self, client_id: &str, refresh_token: &str) -> Option<Served<V>> {
-        let stored = self.inner.cached(&self.inner.key(client_id, refresh_token)).await?;
+    /// The cached answer for `key`, if any, without counting or starting anything.
+    pub(super) async fn peek(&self, key: &Key) -> Option<Served<V>> {
+        let stored = self.inner.cached(key).await?;
         Some(served(&stored, Source::Cache))
     }
 
-    /// Drop the cached answer for the pair, if any.
-    pub(crate) async fn invalidate(&self, client_id: &str, refresh_token: &str) {
+    /// Drop the cached answer for `key`, if any.
+    pub(super) async fn invalidate(&self, key: &Key) {
         if self.inner.caching() {
-            Box::pin(self.inner.cache.invalidate(&self.inner.key(client_id, refresh_token))).await;
+            Box::pin(self.inner.cache.invalidate(key)).await;
         }
     }
 
@@ -357,6 +376,16 @@ mod tests {
         let text = format!("{cache:#?}");
         assert!(!text.contains(CANARY), "{text}");
         assert!(text.contains("RefreshCache"));
+    }
+
+    #[test]
+    fn proofs_are_keyed_hashes_apart_from_refresh_keys() {
+        let (cache, other) =
+            (TestCache::new(Duration::from_secs(60), 10), TestCache::new(Duration::from_secs(60), 10));
+        assert_eq!(cache.proof("secret"), cache.proof("secret"));
+        assert_ne!(cache.proof("secret"), cache.proof("secret2"));
+        assert_ne!(cache.proof("secret"), other.proof("secret"), "per-cache key");
+        assert_ne!(cache.proof("secret"), cache.key(&["proof"], "secret"));
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub(super) fn key_in(mac: &Hmac<Sha256>, scope: &[&str], refresh_token: &str) ->
 /// flight, and a lookup costs what it costs without one. Derive it once
 /// ([`super::cache::RefreshCache::namespace`]) and keep it; the same name gives the same namespace.
 #[derive(Clone)]
-pub struct Namespace {
+pub(crate) struct Namespace {
     pub(super) mac: Hmac<Sha256>,
 }
 

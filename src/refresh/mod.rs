@@ -13,13 +13,13 @@
 //! one either, and may add more length-prefixed parts before the token. Then:
 //!
 //! 1. a cached answer (still inside `min(ttl, lifetime)` measured from when the upstream
-//!    answered) is served as [`Source::Cache`](types::Source::Cache);
+//!    answered) is served as [`Source::Cache`];
 //! 2. otherwise, if a fetch for the key is in flight, the caller waits for its result
-//!    ([`Source::Coalesced`](types::Source::Coalesced));
+//!    ([`Source::Coalesced`]);
 //! 3. otherwise the caller registers a new flight, calls `fetch()` and drives the returned
-//!    future itself ([`Source::Upstream`](types::Source::Upstream)). Should that caller hang
-//!    up (its future dropped) before the call ends, the rest of the call is moved into a
-//!    `tokio::spawn`ed task, so a caller hanging up never cancels the upstream call the others
+//!    future itself ([`Source::Upstream`]). Should that caller hang up (its future dropped)
+//!    before the call ends, the rest of the call is moved into a `tokio::spawn`ed task, so a
+//!    caller hanging up never cancels the upstream call the others
 //!    (and the cache) are waiting on. (Driving it in the caller's task saves a task and a wake-up per refresh.)
 //!
 //! The flight inserts a successful answer into the cache *before* it unregisters the
@@ -35,6 +35,10 @@
 //!
 //! The handle is cheap to clone: all state lives behind one `Arc`.
 //!
+//! Both token routes refresh through one cache, keyed by a [`shared::Scope`] (a client of a
+//! provider); an answer carries the [`Proof`] of the call that got it, and the routes decide
+//! whose proof it may be served to.
+//!
 //! This is the memory backend. With `[state] backend = "redis"`, [`shared`] shares the cache and
 //! flight between replicas through Redis, still coalescing inside the process with this cache.
 
@@ -43,6 +47,7 @@ mod flight;
 mod future;
 mod inner;
 mod key;
+mod proof;
 pub mod shared;
 #[cfg(test)]
 mod testing;
@@ -50,4 +55,5 @@ mod types;
 
 pub use cache::RefreshCache;
 pub(crate) use key::Namespace;
-pub use types::{RefreshFailure, RefreshStats, Refreshed, Served};
+pub use proof::Proof;
+pub use types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};

@@ -9,6 +9,7 @@ pub(crate) mod forward;
 mod future;
 mod headers;
 mod outcome;
+mod refresh;
 pub(crate) mod token;
 pub(crate) mod v2token;
 

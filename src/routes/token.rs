@@ -1,5 +1,6 @@
 //! `/oauth/access_token`: read the legacy call, decide by the client's mode, rewrite it to a v2
-//! token call (refreshes through the cache), and answer in the legacy shape (SPEC §2).
+//! token call (refreshes through the flight both token routes share, `routes::refresh`), and
+//! answer in the legacy shape (SPEC §2).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +17,9 @@ use crate::legacy::{self, Grant, V2Request};
 use crate::oauth::V2Token;
 use crate::oauth::token_call;
 use crate::provider::Provider;
-use crate::refresh::shared::Refresher;
+use crate::refresh::Proof;
 use crate::routes::forward;
+use crate::routes::refresh::{self, Refresh};
 use crate::runtime::Runtime;
 use crate::services::Shared;
 
@@ -189,57 +191,34 @@ pub(crate) async fn handle(
             outcome.detail = Some("continuity");
             return Ok(success(json));
         }
-        // Only the caller that starts the upstream call runs this, so cache hits and joined
-        // callers clone nothing for it. Boxed: the upstream call's future is large, and the
-        // spawned task (and every move of it on the way into the runtime) would otherwise
-        // carry all of it inline.
-        let fetch = || {
-            let rt_owned = Arc::clone(rt);
-            let latency = shared.ops.metrics.upstream_histogram("token");
-            Box::pin(async move {
-                let started = std::time::Instant::now();
-                let provider = rt_owned.provider(provider_index);
-                let cfg = &rt_owned.config.upstream.call_limits();
-                let result = token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace)
-                    .await
-                    .result;
-                let result = match result {
-                    Ok(token) if provider.lookup.is_some() => {
-                        let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
-                        Ok(Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await)
-                    }
-                    result => result,
-                };
-                latency.observe(started.elapsed().as_secs_f64());
-                result
-            })
+        // The lookup (if any) runs within the token call's deadline, counted from here.
+        let started = provider.lookup.is_some().then(std::time::Instant::now);
+        let call = Refresh {
+            provider_index,
+            client_id: &client.id,
+            refresh_token: &sent,
+            form: &form,
+            auth: &auth,
+            trace: &trace,
+            proof: Proof::Configured,
+            legacy: true,
         };
-        let served = match &shared.refresh {
-            Refresher::Memory(cache) => {
-                let namespace = provider.legacy_refresh.get_or_init(|| cache.namespace(&provider.name));
-                cache.get_or_refresh_in(namespace, &[&client.id], sent.expose(), fetch).await
-            }
-            // Boxed, so the memory backend's future keeps its size. The default provider's
-            // clients keep the keys replicas already share; another provider's are scoped by its
-            // name, length-prefixed (`8:identity:K`).
-            Refresher::Shared(cache) => {
-                let deadline = rt.config.upstream.request_timeout;
-                let scoped = (provider_index != 0)
-                    .then(|| format!("{}:{}:{}", provider.name.len(), provider.name, client.id));
-                let id = scoped.as_deref().unwrap_or(&client.id);
-                Box::pin(cache.get_or_refresh(id, sent.expose(), deadline, fetch)).await
-            }
-        };
-        let served = match served {
+        let served = match refresh::serve(shared, rt, call).await {
             Ok(served) => served,
-            Err(e) => return Err(give_back(admission, e).await),
+            Err(e) => return Err(give_back(admission, refresh::legacy_error(e)).await),
         };
         outcome.detail = Some(served.source.as_str());
+        let mut token = served.value.token().clone();
+        if let Some(started) = started {
+            let cfg = &rt.config.upstream.call_limits();
+            let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
+            token = Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await;
+        }
         if let Some(admission) = admission {
             let continuity = shared.continuity(rt)?;
-            return Ok(success(Box::pin(continuity.create(rt, client, &served.value, admission)).await?));
+            return Ok(success(Box::pin(continuity.create(rt, client, &token, admission)).await?));
         }
-        return Ok(success(served.value.render_legacy(served.age, Some(&sent), legacy_cfg)));
+        return Ok(success(render(shared, provider, &token, served.age, Some(&sent), legacy_cfg)));
     }
 
     let started = std::time::Instant::now();
@@ -260,7 +239,23 @@ pub(crate) async fn handle(
         let continuity = shared.continuity(rt)?;
         return Ok(success(Box::pin(continuity.create(rt, client, &token, admission)).await?));
     }
-    Ok(success(token.render_legacy(std::time::Duration::ZERO, None, legacy_cfg)))
+    Ok(success(render(shared, provider, &token, std::time::Duration::ZERO, None, legacy_cfg)))
+}
+
+/// The legacy answer of `token` (see [`V2Token::render_legacy`]), counting an answer that gets
+/// `legacy.default_expires_in` because the upstream stated no lifetime.
+fn render(
+    shared: &Shared,
+    provider: &Provider,
+    token: &V2Token,
+    age: std::time::Duration,
+    sent_refresh_token: Option<&crate::oauth::Secret>,
+    legacy_cfg: &crate::config::LegacyConfig,
+) -> Vec<u8> {
+    if token.lifetime().is_none() {
+        shared.ops.metrics.legacy_expires_in_defaulted(&provider.name);
+    }
+    token.render_legacy(age, sent_refresh_token, legacy_cfg)
 }
 
 /// A failed login's error, once the place it took under the session caps is given back.

@@ -1,12 +1,14 @@
 //! A `POST` to the selected provider's token path (e.g. `/oauth/v2/token`, `/oauth/token`): a
 //! client that already speaks v2 (SPEC §5). A call with a JSON body or with `client_id` /
 //! `client_secret` among its parameters is normalised into the call the provider accepts: a
-//! form body with every parameter as sent, the credentials in the Basic header or the form as
-//! the provider wants, with the caller's own secret when it sent one (else the configured one).
+//! form body with every parameter as sent, the caller's credentials moved into the Basic header
+//! or the form as the provider wants. A v2 call carries its own credentials: oauth-shim never
+//! adds the secret it holds for a configured client (only the legacy route lends it).
 //! The upstream's answer goes back as it came (status, body, plus `Cache-Control: no-store`).
-//! Refreshes go through the single flight, keyed by provider, client id, the presented secret
-//! and the refresh token: in process, or shared by the replicas with `[state] backend = "redis"`
-//! (as legacy refreshes are). A call already correct is forwarded unchanged to the token URL.
+//! Refreshes go through the flight both token routes share (`routes::refresh`), keyed by
+//! provider, client id and refresh token, and served only to a caller presenting the proof (the
+//! same secret, or none) of the call that got the answer. A call already correct is forwarded
+//! unchanged to the token URL.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,9 +28,10 @@ use crate::oauth::{RawAnswer, Secret, basic_auth_header_with, raw_token_call};
 use crate::ops::Ops;
 use crate::ops::migration::{Call, Feature};
 use crate::provider::Provider;
-use crate::refresh::shared::Refresher;
+use crate::refresh::Proof;
+use crate::routes::refresh::{self, Refresh};
 use crate::runtime::Runtime;
-use crate::services::{Shared, V2Failure};
+use crate::services::{RefreshError, Shared};
 
 /// Serve a v2 token call.
 pub(crate) async fn handle(
@@ -94,63 +97,43 @@ pub(crate) async fn handle(
         }
     }
     let presented = params.client_secret.as_ref();
-    let secret = presented.or(configured.map(|(c, _)| c.secret()));
     if client_id.is_none() && presented.is_some() {
         return Err(ShimError::invalid_client("client_secret sent without client_id"));
     }
 
-    let (form, auth) = upstream_form(provider, &pairs, client_id, secret);
+    let (form, auth) = upstream_form(provider, &pairs, client_id, presented);
     drop((parts, bytes));
     let cfg = &rt.config.upstream.call_limits();
 
     if params.grant_type.as_deref() == Some("refresh_token")
         && let Some(refresh_token) = &params.refresh_token
     {
-        let fetch = || {
-            let rt = Arc::clone(rt);
-            Box::pin(async move {
-                let provider = rt.provider(provider_index);
-                let cfg = &rt.config.upstream.call_limits();
-                match raw_token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace).await
-                {
-                    Ok(answer) if answer.status.is_success() && is_token(&answer) => Ok(answer),
-                    Ok(answer) => Err(V2Failure::Answer(Arc::new(answer))),
-                    Err(e) => Err(V2Failure::Shim(e)),
-                }
-            })
+        let proof = match (presented, configured) {
+            (None, _) => Proof::Public,
+            (Some(sent), Some((client, _))) if client.secret().ct_eq(sent.expose()) => Proof::Configured,
+            (Some(sent), _) => shared.refresh.proof(sent.expose()),
         };
-        let (id, presented) =
-            (client_id.unwrap_or_default(), presented.map(Secret::expose).unwrap_or_default());
-        let served = match &shared.refresh_v2 {
-            Refresher::Memory(cache) => {
-                let namespace = provider.v2_refresh.get_or_init(|| cache.namespace(&provider.name));
-                cache.get_or_refresh_in(namespace, &[id, presented], refresh_token.expose(), fetch).await
-            }
-            // The same key parts as in process, length-prefixed into one scope (the provider's
-            // name standing for its namespace); Redis sees only their keyed hash.
-            Refresher::Shared(cache) => {
-                let deadline = cfg.request_timeout;
-                let scope = Secret::new(format!(
-                    "{}:{}:{}:{}:{presented}",
-                    provider.name.len(),
-                    provider.name,
-                    id.len(),
-                    id
-                ));
-                Box::pin(cache.get_or_refresh(scope.expose(), refresh_token.expose(), deadline, fetch)).await
-            }
+        let call = Refresh {
+            provider_index,
+            client_id: client_id.unwrap_or_default(),
+            refresh_token,
+            form: &form,
+            auth: &auth,
+            trace: &trace,
+            proof,
+            legacy: false,
         };
-        return match served {
+        return match Box::pin(refresh::serve(shared, rt, call)).await {
             Ok(served) => {
                 outcome.detail = Some(served.source.as_str());
-                outcome.upstream_status = Some(served.value.status);
-                Ok(respond(&served.value, served.age))
+                outcome.upstream_status = Some(served.value.answer().status);
+                Ok(respond(served.value.answer(), served.age))
             }
-            Err(V2Failure::Answer(answer)) => {
+            Err(RefreshError::Answer { answer, .. }) => {
                 outcome.upstream_status = Some(answer.status);
                 Ok(respond(&answer, Duration::ZERO))
             }
-            Err(V2Failure::Shim(e)) => Err(e),
+            Err(RefreshError::Shim(e)) => Err(e),
         };
     }
 
@@ -164,8 +147,8 @@ pub(crate) async fn handle(
 }
 
 /// The form the provider gets: every parameter as sent but the credentials, which go in the
-/// Basic header or the form as the provider wants (a client without a secret is a public
-/// client: its id in the form).
+/// Basic header or the form as the provider wants. `secret` is the one the caller presented, if
+/// any; without one the call is a public client's (its id in the form, no secret anywhere).
 fn upstream_form(
     provider: &Provider,
     pairs: &[(String, String)],
@@ -201,14 +184,6 @@ fn readable(content_type: Option<&str>) -> bool {
     essence == "application/x-www-form-urlencoded"
         || essence == "application/json"
         || essence.ends_with("+json")
-}
-
-/// A 2xx answer worth caching: a JSON object with a non-empty string `access_token`.
-fn is_token(answer: &RawAnswer) -> bool {
-    serde_json::from_slice::<serde_json::Value>(&answer.body)
-        .ok()
-        .and_then(|v| v.get("access_token")?.as_str().map(|s| !s.is_empty()))
-        .unwrap_or(false)
 }
 
 /// The upstream's answer as it came, plus `Cache-Control: no-store`. An answer replayed from the

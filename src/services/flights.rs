@@ -1,6 +1,7 @@
-//! The two refresh flights every request shares (legacy and v2), built from `[state]`, and
-//! what they carry: how a legacy answer ([`V2Token`]), a v2 answer kept as it came
-//! ([`RawAnswer`]) and their failures are cached, and written to Redis when replicas share them.
+//! The refresh flight both token routes share, built from `[state]`, and what it carries: an
+//! answer with a token ([`TokenAnswer`], kept as it came for v2 callers and parsed for legacy
+//! ones) or a failure ([`RefreshError`]), each with the [`Proof`] of the call that got it, and
+//! how both are written to Redis when replicas share them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,26 +10,19 @@ use crate::config::Config;
 use http::{HeaderValue, StatusCode};
 
 use crate::error::{ErrorCode, ShimError};
-use crate::oauth::RawAnswer;
-use crate::oauth::V2Token;
-use crate::refresh::RefreshCache;
+use crate::oauth::{RawAnswer, V2Token};
 use crate::refresh::shared::{Portable, Refresher, SharedFailure, SharedRefresh};
+use crate::refresh::{Proof, RefreshCache};
 use crate::state::redis::Redis;
 
-type Refreshers = (Refresher<V2Token, ShimError>, Refresher<RawAnswer, V2Failure>, Option<Redis>);
+/// The refresh cache of both token routes.
+pub(crate) type TokenRefresher = Refresher<TokenAnswer, RefreshError>;
 
-/// The refresh caches `[state]` asks for, legacy and v2: both in process, or both shared through
-/// one Redis connection (each under a key domain of its own). Needs a Tokio runtime for the
-/// Redis backend.
-pub(super) fn refreshers(config: &Config) -> Refreshers {
+/// The refresh cache `[state]` asks for: in process, or shared through Redis (with the Redis
+/// connection). Needs a Tokio runtime for the Redis backend.
+pub(super) fn refresher(config: &Config) -> (TokenRefresher, Option<Redis>) {
     let rc = &config.refresh_cache;
-    let memory = || {
-        (
-            Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries)),
-            Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries)),
-            None,
-        )
-    };
+    let memory = || (Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries)), None);
     if config.state.backend != crate::config::StateBackend::Redis {
         return memory();
     }
@@ -39,11 +33,8 @@ pub(super) fn refreshers(config: &Config) -> Refreshers {
     });
     match started {
         Ok((redis, keys)) => {
-            let keys = Arc::new(keys);
-            let (ttl, max) = (rc.ttl, rc.max_entries);
-            let legacy = SharedRefresh::new(redis.clone(), Arc::clone(&keys), "refresh", ttl, max);
-            let v2 = SharedRefresh::new(redis.clone(), keys, "refresh-v2", ttl, max);
-            (Refresher::Shared(legacy), Refresher::Shared(v2), Some(redis))
+            let shared = SharedRefresh::new(redis.clone(), Arc::new(keys), "refresh", rc.ttl, rc.max_entries);
+            (Refresher::Shared(shared), Some(redis))
         }
         Err(e) => {
             tracing::error!(error = %e, "state: cannot use redis; refreshes use in-process state");
@@ -52,41 +43,69 @@ pub(super) fn refreshers(config: &Config) -> Refreshers {
     }
 }
 
-/// A v2 refresh that is not served as a cacheable success.
-#[derive(Debug, Clone)]
-pub enum V2Failure {
-    /// The upstream answered, but not with a token (returned to the caller as it came).
-    Answer(Arc<RawAnswer>),
-    /// No usable answer: oauth-shim's own error.
-    Shim(ShimError),
+/// A refresh the upstream answered with a token: its answer as it came (what a v2 caller gets),
+/// the token parsed from it (what a legacy caller gets), and the proof of the call. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct TokenAnswer(Arc<Granted>);
+
+struct Granted {
+    answer: RawAnswer,
+    token: V2Token,
+    proof: Proof,
 }
 
-impl crate::refresh::Refreshed for RawAnswer {
-    fn lifetime(&self) -> Option<Duration> {
-        #[derive(serde::Deserialize)]
-        struct Expiry {
-            expires_in: Option<u64>,
-        }
-        serde_json::from_slice::<Expiry>(&self.body).ok()?.expires_in.map(Duration::from_secs)
+impl TokenAnswer {
+    pub(crate) fn new(answer: RawAnswer, token: V2Token, proof: Proof) -> Self {
+        Self(Arc::new(Granted { answer, token, proof }))
+    }
+
+    /// The upstream's answer as it came.
+    pub(crate) fn answer(&self) -> &RawAnswer {
+        &self.0.answer
+    }
+
+    pub(crate) fn token(&self) -> &V2Token {
+        &self.0.token
+    }
+
+    /// The credentials of the call that got this answer.
+    pub(crate) fn proof(&self) -> Proof {
+        self.0.proof
     }
 }
 
-impl crate::refresh::RefreshFailure for V2Failure {
+/// A refresh that is not served as a cacheable success.
+#[derive(Debug, Clone)]
+pub enum RefreshError {
+    /// The upstream answered, but not with a token (a v2 caller gets it as it came), to a call
+    /// with `proof`.
+    Answer { answer: Arc<RawAnswer>, proof: Proof },
+    /// No usable answer: oauth-shim's own error, whoever asked.
+    Shim(ShimError),
+}
+
+impl crate::refresh::Refreshed for TokenAnswer {
+    fn lifetime(&self) -> Option<Duration> {
+        self.0.token.lifetime()
+    }
+}
+
+impl crate::refresh::RefreshFailure for RefreshError {
     fn evicts(&self) -> bool {
         #[derive(serde::Deserialize)]
         struct RfcError {
             error: String,
         }
         match self {
-            V2Failure::Answer(a) => {
-                serde_json::from_slice::<RfcError>(&a.body).is_ok_and(|e| e.error == "invalid_grant")
-            }
-            V2Failure::Shim(_) => false,
+            RefreshError::Answer { answer, .. } => serde_json::from_slice::<RfcError>(&answer.body)
+                .is_ok_and(|e| e.error == ErrorCode::InvalidGrant.as_str()),
+            RefreshError::Shim(_) => false,
         }
     }
 
     fn internal() -> Self {
-        V2Failure::Shim(ShimError::internal())
+        RefreshError::Shim(ShimError::internal())
     }
 }
 
@@ -122,58 +141,58 @@ impl Portable for RawAnswer {
     }
 }
 
-/// The upstream's answer crosses replicas as it came (to the waiters of its flight only); an
-/// error of oauth-shim's own as its class (see `ShimError`'s encoding).
-impl Portable for V2Failure {
+/// An answer crosses replicas as its proof and the upstream's answer as it came; the token is
+/// parsed from it again.
+impl Portable for TokenAnswer {
     fn encode(&self) -> Vec<u8> {
-        let (tag, rest) = match self {
-            V2Failure::Answer(a) => (b'a', a.encode()),
-            V2Failure::Shim(e) => (b's', e.encode()),
-        };
-        let mut out = Vec::with_capacity(1 + rest.len());
-        out.push(tag);
-        out.extend_from_slice(&rest);
+        let mut out = Vec::with_capacity(33);
+        self.0.proof.encode_into(&mut out);
+        out.extend_from_slice(&self.0.answer.encode());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let (proof, rest) = Proof::decode_from(bytes)?;
+        let answer = RawAnswer::decode(rest)?;
+        let token = V2Token::parse(&answer.body).ok()?;
+        Some(Self::new(answer, token, proof))
+    }
+}
+
+/// The upstream's answer crosses replicas as it came, with its proof (to the waiters of its
+/// flight only); an error of oauth-shim's own as its class (see `ShimError`'s encoding).
+impl Portable for RefreshError {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            RefreshError::Answer { answer, proof } => {
+                out.push(b'a');
+                proof.encode_into(&mut out);
+                out.extend_from_slice(&answer.encode());
+            }
+            RefreshError::Shim(e) => {
+                out.push(b's');
+                out.extend_from_slice(&e.encode());
+            }
+        }
         out
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
         match bytes.split_first()? {
-            (b'a', rest) => Some(V2Failure::Answer(Arc::new(RawAnswer::decode(rest)?))),
-            (b's', rest) => Some(V2Failure::Shim(ShimError::decode(rest)?)),
+            (b'a', rest) => {
+                let (proof, rest) = Proof::decode_from(rest)?;
+                Some(RefreshError::Answer { answer: Arc::new(RawAnswer::decode(rest)?), proof })
+            }
+            (b's', rest) => Some(RefreshError::Shim(ShimError::decode(rest)?)),
             _ => None,
         }
     }
 }
 
-impl SharedFailure for V2Failure {
+impl SharedFailure for RefreshError {
     fn timed_out() -> Self {
-        V2Failure::Shim(ShimError::upstream_timeout())
-    }
-}
-
-impl crate::refresh::Refreshed for V2Token {
-    fn lifetime(&self) -> Option<std::time::Duration> {
-        V2Token::lifetime(self)
-    }
-}
-
-impl crate::refresh::RefreshFailure for ShimError {
-    fn evicts(&self) -> bool {
-        self.code == ErrorCode::InvalidGrant
-    }
-
-    fn internal() -> Self {
-        ShimError::internal()
-    }
-}
-
-impl Portable for V2Token {
-    fn encode(&self) -> Vec<u8> {
-        self.to_v2_json()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        V2Token::parse(bytes).ok()
+        RefreshError::Shim(ShimError::upstream_timeout())
     }
 }
 
@@ -200,12 +219,6 @@ impl Portable for ShimError {
     }
 }
 
-impl SharedFailure for ShimError {
-    fn timed_out() -> Self {
-        ShimError::upstream_timeout()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -227,12 +240,28 @@ mod tests {
             (answer.status, &answer.content_type, &None)
         );
         assert_eq!(back.body, answer.body);
-        let failure = V2Failure::decode(&V2Failure::Answer(Arc::new(answer)).encode()).expect("decodes");
+        let proof = Proof::Presented([9; 32]);
+        let failure = RefreshError::Answer { answer: Arc::new(answer), proof };
+        let failure = RefreshError::decode(&failure.encode()).expect("decodes");
         assert!(failure.evicts(), "invalid_grant still evicts on the waiter's replica");
-        let shim = V2Failure::decode(&V2Failure::timed_out().encode()).expect("decodes");
-        assert!(matches!(shim, V2Failure::Shim(e) if e.status == http::StatusCode::GATEWAY_TIMEOUT));
-        for bad in [&b""[..], b"x", b"a\x00", b"a\x00\xc8\x00\x09ab"] {
-            assert!(V2Failure::decode(bad).is_none());
+        assert!(matches!(failure, RefreshError::Answer { proof: p, .. } if p == proof));
+        let shim = RefreshError::decode(&RefreshError::timed_out().encode()).expect("decodes");
+        assert!(matches!(shim, RefreshError::Shim(e) if e.status == http::StatusCode::GATEWAY_TIMEOUT));
+        for bad in [&b""[..], b"x", b"a\x00", b"ap\x00\xc8\x00\x09ab", b"ah\x01"] {
+            assert!(RefreshError::decode(bad).is_none());
         }
+
+        let ok = RawAnswer {
+            status: http::StatusCode::OK,
+            content_type: None,
+            retry_after: None,
+            body: bytes::Bytes::from_static(br#"{"access_token":"at","expires_in":60,"scope":"s"}"#),
+        };
+        let token = V2Token::parse(&ok.body).expect("a token");
+        let back =
+            TokenAnswer::decode(&TokenAnswer::new(ok, token, Proof::Configured).encode()).expect("decodes");
+        assert_eq!(back.proof(), Proof::Configured);
+        assert_eq!(&back.answer().body[..], br#"{"access_token":"at","expires_in":60,"scope":"s"}"#);
+        assert_eq!(back.token().lifetime(), Some(Duration::from_secs(60)));
     }
 }

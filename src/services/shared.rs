@@ -8,25 +8,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use http::StatusCode;
 
-use super::flights::{V2Failure, refreshers};
+use super::flights::{TokenRefresher, refresher};
 use crate::continuity::Continuity;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
-use crate::oauth::RawAnswer;
-use crate::oauth::V2Token;
 use crate::ops::Ops;
-use crate::refresh::shared::Refresher;
 use crate::runtime::Runtime;
 use crate::state::redis::Redis;
 
 /// Process-lifetime state; the app holds it in an `Arc`.
 pub struct Shared {
     runtime: ArcSwap<Runtime>,
-    /// Legacy refreshes: per provider namespace, client id and refresh token (in process, or
-    /// shared through Redis with `[state] backend = "redis"`).
-    pub refresh: Refresher<V2Token, ShimError>,
-    /// v2 refreshes (answers kept as they came), keyed by provider, client id, the secret the
-    /// caller presented and refresh token (in process, or shared through Redis like `refresh`).
-    pub refresh_v2: Refresher<RawAnswer, V2Failure>,
+    /// Refreshes of both token routes, keyed by provider, client id and refresh token (in
+    /// process, or shared through Redis with `[state] backend = "redis"`).
+    pub refresh: TokenRefresher,
     /// The Redis connection, with `[state] backend = "redis"`.
     pub redis: Option<Redis>,
     /// Metrics, migration report, reload state; survive reloads.
@@ -43,13 +37,12 @@ impl Shared {
     /// session store opened now when some client uses continuity, so a problem with it shows
     /// at start-up.
     pub fn new(runtime: Runtime) -> Self {
-        let (refresh, refresh_v2, redis) = refreshers(&runtime.config);
+        let (refresh, redis) = refresher(&runtime.config);
         let ops = Ops::default();
         attach_lookups(&runtime, &ops);
         let shared = Self {
             runtime: ArcSwap::from_pointee(runtime),
             refresh,
-            refresh_v2,
             redis,
             ops,
             continuity: std::sync::OnceLock::new(),

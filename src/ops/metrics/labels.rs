@@ -25,6 +25,11 @@ pub(super) struct LookupLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ProviderLabels {
+    pub(super) provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct TriggerLabels {
     pub(super) trigger: &'static str,
 }

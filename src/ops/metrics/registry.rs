@@ -18,8 +18,8 @@ use prometheus_client::registry::Registry;
 use super::fnv::Fnv;
 use super::histograms::{RequestDurations, UpstreamDurations};
 use super::labels::{
-    BuildLabels, CLASSES, CapLabels, LookupLabels, ReasonLabels, ReloadLabels, RequestLabels, TriggerLabels,
-    status_class,
+    BuildLabels, CLASSES, CapLabels, LookupLabels, ProviderLabels, ReasonLabels, ReloadLabels, RequestLabels,
+    TriggerLabels, status_class,
 };
 use super::render::{Format, exposition};
 use crate::refresh::RefreshStats;
@@ -56,6 +56,7 @@ pub struct Metrics {
     reload_time: Gauge<f64, AtomicU64>,
     generation: Gauge,
     lookups: Family<LookupLabels, Counter>,
+    expires_defaulted: Family<ProviderLabels, Counter>,
     continuity_sessions: Gauge,
     continuity_refreshes: Family<TriggerLabels, Counter>,
     continuity_refresh_failures: Family<ReasonLabels, Counter>,
@@ -79,6 +80,7 @@ impl Metrics {
         let reload_ok = Gauge::default();
         let generation = Gauge::default();
         let lookups = Family::<LookupLabels, Counter>::default();
+        let expires_defaulted = Family::<ProviderLabels, Counter>::default();
         let reload_time = Gauge::<f64, AtomicU64>::default();
         reload_ok.set(1);
         generation.set(1);
@@ -112,6 +114,11 @@ impl Metrics {
             "legacy_fields_lookups",
             "Legacy-fields lookups, by provider and result (ok, failed, cached)",
             lookups.clone(),
+        );
+        r.register(
+            "legacy_expires_in_defaulted",
+            "Legacy answers given legacy.default_expires_in because the upstream stated no expires_in, by provider",
+            expires_defaulted.clone(),
         );
         r.register("in_flight_requests", "Requests being handled now", in_flight.clone());
         r.register("open_connections", "Client connections open on the proxy port", connections.clone());
@@ -174,6 +181,7 @@ impl Metrics {
             reload_time,
             generation,
             lookups,
+            expires_defaulted,
             continuity_sessions,
             continuity_refreshes,
             continuity_refresh_failures,
@@ -213,6 +221,11 @@ impl Metrics {
         let get =
             |result| self.lookups.get_or_create(&LookupLabels { provider: provider.into(), result }).clone();
         LookupCounters { ok: get("ok"), failed: get("failed"), cached: get("cached") }
+    }
+
+    /// Count a legacy answer of `provider` given `legacy.default_expires_in`.
+    pub(crate) fn legacy_expires_in_defaulted(&self, provider: &str) {
+        self.expires_defaulted.get_or_create(&ProviderLabels { provider: provider.into() }).inc();
     }
 
     /// Record how long a request took until its answer's head, by route (an index into

@@ -12,8 +12,8 @@ use tokio::sync::broadcast::error::RecvError;
 use super::portable::{Portable, SharedFailure};
 use super::store::{Keys, LOCK_MARGIN, Looked, Token};
 use crate::crypto::KeySet;
-use crate::oauth::Secret;
 use crate::refresh::cache::RefreshCache;
+use crate::refresh::key::Key;
 use crate::refresh::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
 use crate::state::redis::{Redis, Unavailable};
 
@@ -75,7 +75,7 @@ struct Inner<V: Refreshed, E: RefreshFailure> {
 impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
     /// `ttl` and `max_entries` as for the memory backend (the latter bounds the fallback
     /// cache). `domain` separates this cache's Redis keys from another's on the same Redis
-    /// (legacy refreshes use `refresh`, v2 refreshes `refresh-v2`).
+    /// (both token routes' refreshes use `refresh`).
     pub(crate) fn new(
         redis: Redis,
         keys: Arc<KeySet>,
@@ -100,13 +100,14 @@ impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
         }
     }
 
-    /// As [`RefreshCache::get_or_refresh`], with the cache and flight shared through Redis.
+    /// As [`RefreshCache::get_or_refresh`] for `refresh_token` within `scope` (the provider and
+    /// the client id), with the cache and flight shared through Redis.
     ///
     /// `upstream_deadline` bounds the call `fetch` makes; a flight's lock outlives it by
     /// [`LOCK_MARGIN`].
     pub(crate) async fn get_or_refresh<F, Fut>(
         &self,
-        client_id: &str,
+        scope: &[&str],
         refresh_token: &str,
         upstream_deadline: Duration,
         fetch: F,
@@ -115,23 +116,30 @@ impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
+        let local = self.inner.local.key(scope, refresh_token);
         let served = self
             .inner
             .local
-            .get_or_refresh(client_id, refresh_token, || {
+            .serve(local, || {
                 let inner = Arc::clone(&self.inner);
-                let hash = inner.keys.hash(inner.domain, &[client_id.as_bytes(), refresh_token.as_bytes()]);
-                let (client_id, refresh_token) = (client_id.to_owned(), Secret::new(refresh_token));
+                let mut parts: Vec<&[u8]> = scope.iter().map(|p| p.as_bytes()).collect();
+                parts.push(refresh_token.as_bytes());
+                let hash = inner.keys.hash(inner.domain, &parts);
+                let fallback = inner.fallback.key(scope, refresh_token);
                 let upstream = fetch();
                 let lock_ttl = upstream_deadline + LOCK_MARGIN;
-                Box::pin(
-                    async move { inner.flight(hash, lock_ttl, &client_id, &refresh_token, upstream).await },
-                )
+                Box::pin(async move { inner.flight(hash, lock_ttl, fallback, upstream).await })
             })
             .await?;
         let Served { value: answer, age, source } = served;
         let source = if source == Source::Coalesced { Source::Coalesced } else { answer.source };
         Ok(Served { value: answer.value, age: answer.age + age, source })
+    }
+
+    /// The keyed hash of a client secret a caller presented, under a key derived from the
+    /// `[state]` key set: every replica computes the same one.
+    pub(crate) fn proof(&self, secret: &str) -> [u8; 32] {
+        self.inner.keys.hash("refresh-proof", &[secret.as_bytes()])
     }
 
     /// Counters as the memory backend defines them: `hits` answered from Redis (or the
@@ -164,20 +172,19 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         self: Arc<Self>,
         hash: [u8; 32],
         lock_ttl: Duration,
-        client_id: &str,
-        refresh_token: &Secret,
+        fallback: Key,
         upstream: Fut,
     ) -> Result<Answer<V>, E>
     where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         // An answer this process got while Redis was down is still the answer.
-        if let Some(served) = self.fallback.peek(client_id, refresh_token.expose()).await {
+        if let Some(served) = self.fallback.peek(&fallback).await {
             self.redis.fell_back();
             return Ok(Answer { value: served.value.0, age: served.age, source: Source::Cache });
         }
         if !self.redis.is_up() {
-            return self.fall_back(client_id, refresh_token, upstream).await;
+            return self.fall_back(fallback, upstream).await;
         }
         let keys = Keys::new(&self.redis, hash, lock_ttl);
         // Listening before the first look: a message published after it cannot be missed.
@@ -185,19 +192,19 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         let mut token = [0u8; 16];
         rand::rng().fill_bytes(&mut token);
         match keys.get_or_lock(&self.redis, &token, None).await {
-            Err(Unavailable) => self.fall_back(client_id, refresh_token, upstream).await,
+            Err(Unavailable) => self.fall_back(fallback, upstream).await,
             Ok(Looked::Found(stored)) => match keys.open::<V, E>(&self.keys, &stored, None) {
                 Some(Ok((value, age))) => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     Ok(Answer { value, age, source: Source::Cache })
                 }
                 // Unreadable (another key set, or altered): treat as absent and call upstream.
-                _ => self.lead(&keys, &token, client_id, refresh_token, upstream).await,
+                _ => self.lead(&keys, &token, fallback, upstream).await,
             },
-            Ok(Looked::Locked) => self.lead(&keys, &token, client_id, refresh_token, upstream).await,
+            Ok(Looked::Locked) => self.lead(&keys, &token, fallback, upstream).await,
             Ok(Looked::Busy(flight)) => {
                 self.waited.fetch_add(1, Ordering::Relaxed);
-                self.wait(keys, token, flight, events, client_id, refresh_token, upstream).await
+                self.wait(keys, token, flight, events, fallback, upstream).await
             }
         }
     }
@@ -206,8 +213,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         &self,
         keys: &Keys,
         token: &Token,
-        client_id: &str,
-        refresh_token: &Secret,
+        fallback: Key,
         upstream: Fut,
     ) -> Result<Answer<V>, E>
     where
@@ -224,7 +230,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
             Err(error) => {
                 self.upstream_errors.fetch_add(1, Ordering::Relaxed);
                 if error.evicts() {
-                    self.fallback.invalidate(client_id, refresh_token.expose()).await;
+                    self.fallback.invalidate(&fallback).await;
                 }
                 // Kept while this flight's waiters may still re-read it.
                 (keys.seal_error(&self.keys, token, error), keys.lock_ttl)
@@ -244,8 +250,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         token: Token,
         mut flight: Vec<u8>,
         mut events: tokio::sync::broadcast::Receiver<bytes::Bytes>,
-        client_id: &str,
-        refresh_token: &Secret,
+        fallback: Key,
         upstream: Fut,
     ) -> Result<Answer<V>, E>
     where
@@ -275,16 +280,16 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
                 () = tokio::time::sleep_until(deadline) => return Err(E::timed_out()),
             }
             match keys.get_or_lock(&self.redis, &token, Some(&flight)).await {
-                Err(Unavailable) => return self.fall_back(client_id, refresh_token, upstream).await,
+                Err(Unavailable) => return self.fall_back(fallback, upstream).await,
                 Ok(Looked::Found(stored)) => match keys.open(&self.keys, &stored, Some(&flight)) {
                     Some(outcome) => return self.answer_waiter(outcome),
-                    None => return self.lead(&keys, &token, client_id, refresh_token, upstream).await,
+                    None => return self.lead(&keys, &token, fallback, upstream).await,
                 },
                 Ok(Looked::Locked) => {
                     tracing::info!(
                         "state: a refresh's leader did not finish in time; this replica takes over"
                     );
-                    return self.lead(&keys, &token, client_id, refresh_token, upstream).await;
+                    return self.lead(&keys, &token, fallback, upstream).await;
                 }
                 Ok(Looked::Busy(current)) => flight = current,
             }
@@ -295,18 +300,13 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         outcome.map(|(value, age)| Answer { value, age, source: Source::Coalesced })
     }
 
-    async fn fall_back<Fut>(
-        &self,
-        client_id: &str,
-        refresh_token: &Secret,
-        upstream: Fut,
-    ) -> Result<Answer<V>, E>
+    async fn fall_back<Fut>(&self, fallback: Key, upstream: Fut) -> Result<Answer<V>, E>
     where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         self.redis.fell_back();
         let held = async move { upstream.await.map(Held) };
-        let served = self.fallback.get_or_refresh(client_id, refresh_token.expose(), move || held).await?;
+        let served = self.fallback.serve(fallback, move || held).await?;
         Ok(Answer { value: served.value.0, age: served.age, source: served.source })
     }
 }

@@ -24,8 +24,8 @@
 //! caller skips an error marker and starts a new flight. An evicting error (`invalid_grant`)
 //! overwrites a cached success, so no replica serves it again.
 //!
-//! Keys are keyed hashes (`[state]` key set, the same on every replica) of the cache's domain
-//! (legacy and v2 refreshes have one each), the client id and the refresh token; values and
+//! Keys are keyed hashes (`[state]` key set, the same on every replica) of the cache's domain,
+//! the refresh's [`Scope`] (provider name and client id) and the refresh token; values and
 //! messages are sealed with the key set, bound to their Redis key.
 //!
 //! # When Redis fails
@@ -45,4 +45,4 @@ mod store;
 
 pub use flight::SharedRefresh;
 pub use portable::{Portable, SharedFailure};
-pub use refresher::Refresher;
+pub use refresher::{Refresher, Scope};
