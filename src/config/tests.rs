@@ -249,6 +249,7 @@ fn session_caps_have_defaults_and_refuse_zero() {
         Ok(())
     });
 }
+#[test]
 fn admin_allowed_hosts_are_names_without_port() {
     for bad in ["https://admin.example", "admin.example:9901", "admin.example/x", "", "a b", "[::1", "[nope]"]
     {
