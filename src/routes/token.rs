@@ -203,7 +203,7 @@ pub(crate) async fn handle(
             proof: Proof::Configured,
             legacy: true,
         };
-        let served = match refresh::serve(shared, rt, call).await {
+        let served = match Box::pin(refresh::serve(shared, rt, call)).await {
             Ok(served) => served,
             Err(e) => return Err(give_back(admission, refresh::legacy_error(e)).await),
         };
