@@ -12,7 +12,9 @@
 //! the connection closed before it was written is retried once on a new connection; on the
 //! [`super::h1`] path the request is written at once, and a failed write or a connection closed
 //! before an answer is an error, never retried, since the request may have reached the
-//! upstream.
+//! upstream. Whichever client read an HTTP/1 answer, one rule ([`super::h1`]'s framing) judges
+//! its framing headers: the same answers are refused, the same headers handed on, and the same
+//! connections retired.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -227,6 +229,7 @@ impl Upstream {
         host: &HostInfo,
         max_head: usize,
     ) -> Result<Response<UpBody>, BoxError> {
+        let head_request = req.method() == Method::HEAD;
         loop {
             // An HTTP/1 sender comes back with the answer, to be pooled again.
             let sent = match tx {
@@ -246,11 +249,17 @@ impl Upstream {
                 }
             };
             match sent {
-                Ok((resp, h1)) => {
-                    if let Some(tx1) = h1 {
+                Ok((resp, None)) => return Ok(resp.map(UpBody::Hyper)),
+                Ok((resp, Some(tx1))) => {
+                    // hyper framed the body; the head gets the checks [`h1`] gives its own. A
+                    // connection they refuse, or do not trust again, is not pooled: without its
+                    // sender, hyper's connection task closes it once the body is read or dropped.
+                    let (mut parts, body) = resp.into_parts();
+                    let (_, reuse) = h1::framing_of(&mut parts, head_request)?;
+                    if reuse {
                         self.give_back(host.key, tx1);
                     }
-                    return Ok(resp.map(UpBody::Hyper));
+                    return Ok(Response::from_parts(parts, UpBody::Hyper(body)));
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written: the idle connection had closed. Retry once, on a new

@@ -52,6 +52,12 @@ fn the_differential_agrees_on_well_formed_answers() {
             true,
         ),
         (b"HTTP/1.1 200 OK\r\n\r\nto the close", b"to the close", false),
+        // Framed two ways: decoded as chunked by both, and neither connection trusted again.
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"hello",
+            false,
+        ),
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", b"", true),
         (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok", false),
         (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", b"ok", false),

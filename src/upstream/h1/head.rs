@@ -97,9 +97,7 @@ pub(crate) fn final_head(
 ) -> Result<Option<(response::Parts, Framing, bool)>, BoxError> {
     while let Some((mut head, seen)) = parse_head_with(buf, spans, max_head)? {
         if head.status.is_informational() {
-            if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(err("101 Switching Protocols without an upgrade request"));
-            }
+            refuse_upgrade(head.status)?;
             *interim += 1;
             if *interim > MAX_INTERIM {
                 return Err(err("too many interim answers"));
@@ -228,6 +226,38 @@ pub(crate) fn framing(
     }
 }
 
+/// No upgrade is ever asked for: a `101` is refused, never handed on.
+fn refuse_upgrade(status: StatusCode) -> Result<(), BoxError> {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(err("101 Switching Protocols without an upgrade request"));
+    }
+    Ok(())
+}
+
+/// [`framing`] for an answer whose head hyper's client read (a request with a streamed body):
+/// the framing headers are noted from the map, so both clients judge an answer by one rule and
+/// hand on the same framing headers. hyper has framed the body already, as [`framing`] would
+/// when it accepts the head (RFC 9112 §6.3); what this adds is the refusal of an unasked-for
+/// `101` (which hyper hands back as an upgrade) and of conflicting framing on answers hyper
+/// reads without a body, and whether the connection may be reused.
+pub(crate) fn framing_of(
+    head: &mut response::Parts,
+    head_request: bool,
+) -> Result<(Framing, bool), BoxError> {
+    refuse_upgrade(head.status)?;
+    let mut seen = Seen::default();
+    for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::CONTENT_LENGTH] {
+        for value in head.headers.get_all(&name) {
+            seen.note(&name, value.as_bytes());
+        }
+    }
+    if seen.transfer_encoding.is_some() {
+        // Consumed: hyper hands the body on decoded.
+        head.headers.remove(header::TRANSFER_ENCODING);
+    }
+    framing(head, &seen, head_request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +379,56 @@ mod tests {
         let (parts, _, _) =
             head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").unwrap();
         assert_eq!(parts.headers.get_all(header::CONTENT_LENGTH).iter().count(), 1);
+    }
+
+    /// A head as hyper's client hands it on: every header kept, in order.
+    fn as_hyper_reads(raw: &str) -> response::Parts {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        resp.parse(raw.as_bytes()).unwrap();
+        let mut builder = http::Response::builder()
+            .status(resp.code.unwrap())
+            .version(if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 });
+        for h in resp.headers.iter() {
+            builder = builder.header(h.name, h.value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_head_hyper_read_is_judged_as_the_raw_head_is() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: x\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.0 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        ] {
+            for head_request in [false, true] {
+                let mut parts = as_hyper_reads(raw);
+                let theirs = framing_of(&mut parts, head_request).map_err(|e| e.to_string());
+                let ours = head_of(raw, head_request);
+                match (ours, theirs) {
+                    (Ok((ours, framing, reuse)), Ok(theirs)) => {
+                        assert_eq!((framing, reuse), theirs, "{raw}");
+                        let length = |p: &response::Parts| {
+                            p.headers.get_all(header::CONTENT_LENGTH).iter().cloned().collect::<Vec<_>>()
+                        };
+                        assert_eq!(length(&ours), length(&parts), "{raw}");
+                        assert!(!parts.headers.contains_key(header::TRANSFER_ENCODING), "{raw}");
+                    }
+                    (Err(ours), Err(theirs)) => assert_eq!(ours, theirs, "{raw}"),
+                    (ours, theirs) => panic!("{raw}: {ours:?} vs {theirs:?}"),
+                }
+            }
+        }
+        let mut upgrade = as_hyper_reads("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        assert!(framing_of(&mut upgrade, false).is_err(), "no upgrade is asked for");
     }
 
     #[test]

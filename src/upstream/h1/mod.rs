@@ -10,12 +10,13 @@
 //! transfer coding or when no length is given; otherwise `Content-Length`, which must be one
 //! valid number. The framing headers are checked on every answer, bodiless ones included: a
 //! `Content-Length` beside `Transfer-Encoding` is removed and the connection not reused, and
-//! conflicting lengths are refused. A chunked body's size lines may carry extensions (never a
-//! bare CR); its trailer section (CRLF lines only) is parsed as header fields and discarded.
-//! Interim 1xx answers are skipped; `101` is refused, since no upgrade is ever asked for. A
-//! connection is reused only when its answer was read to the end with nothing after it, and the
-//! upstream did not ask to close it (HTTP/1.0: only with `Connection: keep-alive` and no
-//! `close`).
+//! conflicting lengths are refused. The answers hyper's client reads (to requests with a
+//! streamed body) are judged by the same rule, through [`framing_of`]. A chunked body's size
+//! lines may carry extensions (never a bare CR); its trailer section (CRLF lines only) is parsed
+//! as header fields and discarded. Interim 1xx answers are skipped; `101` is refused, since no
+//! upgrade is ever asked for. A connection is reused only when its answer was read to the end
+//! with nothing after it, and the upstream did not ask to close it (HTTP/1.0: only with
+//! `Connection: keep-alive` and no `close`).
 
 mod body;
 mod conn;
@@ -25,4 +26,4 @@ mod head;
 pub(crate) use body::{Body, Decoder, Release};
 pub(crate) use conn::{Conn, Pending};
 pub(crate) use error::Error;
-pub(crate) use head::{Framing, final_head};
+pub(crate) use head::{Framing, final_head, framing_of};
