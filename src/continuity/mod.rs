@@ -10,6 +10,7 @@
 //! `routes::continuity`, and the token route hands continuity clients' token answers to
 //! [`Continuity::create`]. Operators list and revoke sessions through the admin listener.
 
+mod anchor;
 mod backend;
 mod errors;
 pub(crate) mod minted;

@@ -22,6 +22,7 @@ mod pool;
 mod properties;
 mod providers;
 mod refresh;
+mod replay;
 mod shared_state;
 mod standin;
 mod tls;
