@@ -1,8 +1,9 @@
 //! Old values written back to Redis by someone who can write to it but does not hold the
-//! `[state]` key (docs/protocol.md §11): a revoked continuity session stays revoked, and an old
-//! session record does not roll its tokens back. Each test saves values as Redis holds them
-//! (`DUMP`), lets oauth-shim move on, and writes them back with no expiry (`RESTORE … REPLACE`,
-//! TTL 0). Each starts its own `redis-server` on a free loopback port.
+//! `[state]` key (docs/protocol.md §11): a revoked continuity session stays revoked, an old
+//! session record does not roll its tokens back, and a refresh answer is not served past its
+//! expiry. Each test saves values as Redis holds them (`DUMP`), lets oauth-shim move on, and
+//! writes them back with no expiry (`RESTORE … REPLACE`, TTL 0). Each starts its own
+//! `redis-server` on a free loopback port.
 
 use std::time::Duration;
 
@@ -236,4 +237,67 @@ async fn an_old_session_record_written_back_never_spends_a_rotated_v2_refresh_to
     let spent = sent_refresh_tokens(&h);
     assert_eq!(spent.len(), 1, "the spent v2 refresh token was not sent again: {spent:?}");
     assert_eq!(h.standin.revoked_grants(), 0, "the upstream saw no refresh token twice");
+}
+
+/// Two replicas sharing `redis`, with `extra` config, against one stand-in.
+async fn shared_refresh(redis: &RedisServer, extra: &str) -> (Harness, Harness) {
+    let standin = Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let toml = format!("{}{extra}", redis_state_toml(redis));
+    let a = Harness::with_config(standin.clone(), shim_config(&standin, &toml)).await;
+    let b = Harness::with_config(standin.clone(), shim_config(&standin, &toml)).await;
+    wait_for_redis(&a).await;
+    wait_for_redis(&b).await;
+    (a, b)
+}
+
+fn refresh_url(h: &Harness, rt: &str) -> String {
+    h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_answer_written_back_is_not_served_past_its_expiry() {
+    let redis = RedisServer::start().await;
+    let (a, b) = shared_refresh(&redis, "[refresh_cache]\nttl = \"1s\"\n").await;
+    let code = a.standin.issue_code(ID, None);
+    let granted: Value = get_json(
+        a.url(&format!("/oauth/access_token?grant_type=authorization_code&code={code}&client_id={ID}")),
+    )
+    .await;
+    let rt = granted["refresh_token"].as_str().unwrap().to_owned();
+    let first: Value = get_json(refresh_url(&a, &rt)).await;
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("oauth-shim:refresh:*").query_async(&mut conn).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let stored: Vec<u8> = redis::cmd("GET").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+
+    // Past the answer's second, Redis has let it go; it comes back with no expiry.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let exists: bool = redis::cmd("EXISTS").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    assert!(!exists, "Redis expired the answer");
+    let _: () = redis::cmd("SET").arg(&keys[0]).arg(&stored).query_async(&mut conn).await.unwrap();
+    a.standin.clear_requests();
+
+    // Concurrent refreshes on both replicas: one upstream call, its answer for everyone.
+    let client = http();
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let url = refresh_url(if i % 2 == 0 { &a } else { &b }, &rt);
+            let client = client.clone();
+            tokio::spawn(async move {
+                let resp = client.get(url).send().await.unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    assert_eq!(a.standin.token_calls(), 1, "the stale answer was refused and the token refreshed once");
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_ne!(body["access_token"], first["access_token"], "the stale answer was served");
+        assert_eq!(body["access_token"], answers[0].1["access_token"]);
+    }
 }
