@@ -1,9 +1,10 @@
 //! Old values written back to Redis by someone who can write to it but does not hold the
 //! `[state]` key (docs/protocol.md §13): a revoked continuity session stays revoked, an old
-//! session record does not roll its tokens back, and a refresh answer is not served past its
-//! expiry. Each test saves values as Redis holds them (`DUMP`), lets oauth-shim move on, and
-//! writes them back with no expiry (`RESTORE … REPLACE`, TTL 0). Each starts its own
-//! `redis-server` on a free loopback port.
+//! session record does not roll its tokens back, and a refresh answer (of either token route) is
+//! not served past its expiry. Most tests save values as Redis holds them (`DUMP`), let
+//! oauth-shim move on, and write them back with no expiry (`RESTORE … REPLACE`, TTL 0); one
+//! revokes a session while its refresh is under way, which must not write it back. Each starts
+//! its own `redis-server` on a free loopback port.
 
 use std::time::Duration;
 
@@ -14,8 +15,13 @@ use crate::support::*;
 
 /// One oauth-shim whose default client uses continuity, its sessions in `redis`.
 async fn continuity_on_redis(redis: &RedisServer, standin: StandinConfig) -> Harness {
+    continuity_on_redis_with(redis, standin, "").await
+}
+
+/// As [`continuity_on_redis`], with `extra` lines in its `[continuity]` table.
+async fn continuity_on_redis_with(redis: &RedisServer, standin: StandinConfig, extra: &str) -> Harness {
     let standin = Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let toml = format!("{}\n[continuity]\nrefresh_margin = \"1s\"\n", redis_state_toml(redis));
+    let toml = format!("{}\n[continuity]\nrefresh_margin = \"1s\"\n{extra}", redis_state_toml(redis));
     let mut config = shim_config(&standin, &toml);
     config.clients[0].continuity = true;
     let h = Harness::with_config(standin, config.validated().unwrap()).await;
@@ -239,6 +245,39 @@ async fn an_old_session_record_written_back_never_spends_a_rotated_v2_refresh_to
     assert_eq!(h.standin.revoked_grants(), 0, "the upstream saw no refresh token twice");
 }
 
+/// A session revoked while its v2 token is being refreshed upstream: the refresh's write, which
+/// would also count the session against its client's cap again, is refused as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_revoked_during_its_refresh_is_not_written_back_and_its_place_stays_free() {
+    let redis = RedisServer::start().await;
+    let slow = Duration::from_millis(1500);
+    let standin = StandinConfig { access_token_ttl: 2, token_delay: slow, ..standin_config() };
+    let h = continuity_on_redis_with(&redis, standin, "max_sessions_per_client = 1\n").await;
+    let (access, refresh) = password_grant(&h).await;
+    // Past the v2 token's due time (its two seconds less the one-second margin).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    h.standin.clear_requests();
+
+    // A legacy refresh goes upstream; while the upstream answers, an operator revokes the session.
+    let revoke_meanwhile = async {
+        while sent_refresh_tokens(&h).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        revoke_all(&h).await
+    };
+    let ((status, body), revoked) = tokio::join!(legacy_refresh(&h, &refresh), revoke_meanwhile);
+    assert_eq!(revoked, 1);
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(api(&h, &access).await.0, 401);
+    assert_eq!(listed(&h).await, 0);
+    // The client's one place is free: the refresh did not count the session against it again.
+    let url = h.url(&format!(
+        "/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
+    ));
+    let resp = http().get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
 /// Two replicas sharing `redis`, with `extra` config, against one stand-in.
 async fn shared_refresh(redis: &RedisServer, extra: &str) -> (Harness, Harness) {
     let standin = Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -250,12 +289,46 @@ async fn shared_refresh(redis: &RedisServer, extra: &str) -> (Harness, Harness) 
     (a, b)
 }
 
-fn refresh_url(h: &Harness, rt: &str) -> String {
-    h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"))
+/// The Redis key of [`ID`]'s refresh answer for `rt` (default provider): an HMAC of the
+/// provider's name, the client id and the token, whichever route asks.
+fn answer_key(rt: &str) -> String {
+    let keys = oauth_shim::crypto::KeySet::parse(STATE_KEY).unwrap();
+    let hash = keys.hash("refresh", &[b"default", ID.as_bytes(), rt.as_bytes()]);
+    format!("oauth-shim:refresh:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A refresh of `rt` by [`ID`] from the oauth-shim at `base`, through the legacy route, or
+/// (`v2`) as seed 000's v2 call: JSON to the token path, with the client's secret.
+async fn refresh(client: &reqwest::Client, base: &str, rt: &str, v2: bool) -> (u16, Value) {
+    let call = if v2 {
+        let body = serde_json::json!({
+            "grant_type": "refresh_token", "refresh_token": rt, "client_id": ID, "client_secret": SECRET,
+        });
+        let url = format!("{base}{TOKEN_PATH}");
+        client.post(url).header("content-type", "application/json").body(body.to_string())
+    } else {
+        client.get(format!(
+            "{base}/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"
+        ))
+    };
+    let resp = call.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_answer_written_back_is_not_served_past_its_expiry() {
+    refresh_answer_written_back(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_refresh_answer_written_back_is_served_to_neither_route_past_its_expiry() {
+    refresh_answer_written_back(true).await;
+}
+
+/// The answer to a refresh (through the v2 route with `first_v2`, else the legacy one) is saved
+/// from Redis and written back with no expiry after Redis let it go; refreshes of the same token
+/// through both routes and both replicas then get one new answer, not the saved one.
+async fn refresh_answer_written_back(first_v2: bool) {
     let redis = RedisServer::start().await;
     let (a, b) = shared_refresh(&redis, "[refresh_cache]\nttl = \"1s\"\n").await;
     let code = a.standin.issue_code(ID, None);
@@ -264,30 +337,28 @@ async fn a_refresh_answer_written_back_is_not_served_past_its_expiry() {
     )
     .await;
     let rt = granted["refresh_token"].as_str().unwrap().to_owned();
-    let first: Value = get_json(refresh_url(&a, &rt)).await;
+    let client = http();
+    let (status, first) = refresh(&client, &a.url(""), &rt, first_v2).await;
+    assert_eq!(status, 200, "{first}");
+    let key = answer_key(&rt);
     let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> =
-        redis::cmd("KEYS").arg("oauth-shim:refresh:*").query_async(&mut conn).await.unwrap();
-    assert_eq!(keys.len(), 1);
-    let stored: Vec<u8> = redis::cmd("GET").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    let stored: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+    let stored = stored.expect("the answer is under the key both routes share");
 
     // Past the answer's second, Redis has let it go; it comes back with no expiry.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let exists: bool = redis::cmd("EXISTS").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.unwrap();
     assert!(!exists, "Redis expired the answer");
-    let _: () = redis::cmd("SET").arg(&keys[0]).arg(&stored).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET").arg(&key).arg(&stored).query_async(&mut conn).await.unwrap();
     a.standin.clear_requests();
 
-    // Concurrent refreshes on both replicas: one upstream call, its answer for everyone.
-    let client = http();
+    // Concurrent refreshes through both routes on both replicas: one upstream call, its answer
+    // for everyone.
     let calls: Vec<_> = (0..8)
         .map(|i| {
-            let url = refresh_url(if i % 2 == 0 { &a } else { &b }, &rt);
-            let client = client.clone();
-            tokio::spawn(async move {
-                let resp = client.get(url).send().await.unwrap();
-                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-            })
+            let (base, v2) = (if i % 2 == 0 { a.url("") } else { b.url("") }, (i / 2) % 2 == 1);
+            let (client, rt) = (client.clone(), rt.clone());
+            tokio::spawn(async move { refresh(&client, &base, &rt, v2).await })
         })
         .collect();
     let mut answers = Vec::new();
@@ -300,4 +371,6 @@ async fn a_refresh_answer_written_back_is_not_served_past_its_expiry() {
         assert_ne!(body["access_token"], first["access_token"], "the stale answer was served");
         assert_eq!(body["access_token"], answers[0].1["access_token"]);
     }
+    let now: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_ne!(now, Some(stored), "the refused answer is gone");
 }
