@@ -16,7 +16,7 @@ use crate::lookup::Lookup;
 use crate::oauth::{BasicAuthEncoding, HttpClient, basic_auth_header_with};
 use crate::ops::metrics::Fnv;
 use crate::refresh::Namespace;
-use crate::refresh::shared::Scope;
+use crate::refresh::redis::Scope;
 
 /// One provider as the request path uses it.
 pub struct Provider {

@@ -35,11 +35,11 @@
 //!
 //! The handle is cheap to clone: all state lives behind one `Arc`.
 //!
-//! Both token routes refresh through one cache, keyed by a [`shared::Scope`] (a client of a
+//! Both token routes refresh through one cache, keyed by a [`redis::Scope`] (a client of a
 //! provider); an answer carries the [`Proof`] of the call that got it, and the routes decide
 //! whose proof it may be served to.
 //!
-//! This is the memory backend. With `[state] backend = "redis"`, [`shared`] shares the cache and
+//! This is the memory backend. With `[state] backend = "redis"`, [`redis`] shares the cache and
 //! flight between replicas through Redis, still coalescing inside the process with this cache.
 
 mod cache;
@@ -48,7 +48,7 @@ mod future;
 mod inner;
 mod key;
 mod proof;
-pub mod shared;
+pub mod redis;
 #[cfg(test)]
 mod testing;
 mod types;

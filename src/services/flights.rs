@@ -11,9 +11,9 @@ use http::{HeaderValue, StatusCode};
 
 use crate::error::{ErrorCode, ShimError};
 use crate::oauth::{RawAnswer, V2Token};
-use crate::refresh::shared::{Portable, Refresher, SharedFailure, SharedRefresh};
+use crate::redis::Redis;
+use crate::refresh::redis::{Portable, PortableFailure, RedisRefresh, Refresher};
 use crate::refresh::{Proof, RefreshCache};
-use crate::state::redis::Redis;
 
 /// The refresh cache of both token routes.
 pub(crate) type TokenRefresher = Refresher<TokenAnswer, RefreshError>;
@@ -33,7 +33,7 @@ pub(super) fn refresher(config: &Config) -> (TokenRefresher, Option<Redis>) {
     });
     match started {
         Ok((redis, keys)) => {
-            let shared = SharedRefresh::new(redis.clone(), Arc::new(keys), "refresh", rc.ttl, rc.max_entries);
+            let shared = RedisRefresh::new(redis.clone(), Arc::new(keys), "refresh", rc.ttl, rc.max_entries);
             (Refresher::Shared(shared), Some(redis))
         }
         Err(e) => {
@@ -190,7 +190,7 @@ impl Portable for RefreshError {
     }
 }
 
-impl SharedFailure for RefreshError {
+impl PortableFailure for RefreshError {
     fn timed_out() -> Self {
         RefreshError::Shim(ShimError::upstream_timeout())
     }

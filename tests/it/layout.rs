@@ -345,7 +345,7 @@ const LAYERS: &[&[&str]] = &[
     &["lookup"],
     &["ops"],
     &["refresh"],
-    &["state"],
+    &["redis"],
     &["legacy"],
     &["config"],
     &["oauth"],

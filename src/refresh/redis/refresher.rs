@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::flight::SharedRefresh;
-use super::portable::{Portable, SharedFailure};
+use super::flight::RedisRefresh;
+use super::portable::{Portable, PortableFailure};
 use crate::refresh::cache::RefreshCache;
 use crate::refresh::key::Namespace;
 use crate::refresh::proof::Proof;
@@ -32,10 +32,10 @@ impl<'a> Scope<'a> {
 /// The refresh cache in front of the token call: in this process, or shared through Redis.
 pub enum Refresher<V: Refreshed, E: RefreshFailure> {
     Memory(RefreshCache<V, E>),
-    Shared(SharedRefresh<V, E>),
+    Shared(RedisRefresh<V, E>),
 }
 
-impl<V: Refreshed + Portable, E: SharedFailure> Refresher<V, E> {
+impl<V: Refreshed + Portable, E: PortableFailure> Refresher<V, E> {
     /// Serve a refresh of `refresh_token` within `scope`: a cached answer, the flight in
     /// progress, or `fetch` (see [`RefreshCache::get_or_refresh`]). `upstream_deadline` bounds
     /// the call `fetch` makes (the shared backend's lock outlives it).
@@ -72,7 +72,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Refresher<V, E> {
         })
     }
 
-    /// Counters, as the memory backend defines them (see [`SharedRefresh::stats`]).
+    /// Counters, as the memory backend defines them (see [`RedisRefresh::stats`]).
     pub fn stats(&self) -> RefreshStats {
         match self {
             Self::Memory(cache) => cache.stats(),

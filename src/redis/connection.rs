@@ -1,7 +1,7 @@
-//! The process's Redis connection, for everything that keeps state in Redis (the shared refresh
-//! flight today). It owns three things: the command connection (redis-rs's connection manager,
-//! one multiplexed connection), a subscriber connection that forwards the messages of one
-//! events channel to in-process listeners, and the health of both.
+//! The process's one Redis connection, for everything that keeps state in Redis (the refresh
+//! flight and its lock, the continuity sessions). It owns three things: the command connection
+//! (redis-rs's connection manager, one multiplexed connection), a subscriber connection that
+//! forwards the messages of one events channel to in-process listeners, and the health of both.
 //!
 //! # Failing Redis
 //!
