@@ -1,11 +1,11 @@
 //! Providers: the named sets of upstream endpoints one oauth-shim fronts (SPEC §5). `[upstream]`
 //! is the default provider; `[[providers]]` add more, each selected by the request's `Host`.
-//! Each has its own clients, upstream pool, refresh-cache namespace, metrics label and
+//! Each has its own clients, upstream pool, refresh-cache scope, metrics label and
 //! migration-report rows. Built once per config version, as part of [`crate::runtime::Runtime`].
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::{HeaderValue, Uri};
 
@@ -15,8 +15,7 @@ use crate::config::{ClientAuth, ClientConfig, Config, ConfigError, DEFAULT_PROVI
 use crate::lookup::Lookup;
 use crate::oauth::{BasicAuthEncoding, HttpClient, basic_auth_header_with};
 use crate::ops::metrics::Fnv;
-use crate::refresh::Namespace;
-use crate::refresh::redis::Scope;
+use crate::refresh::Scope;
 
 /// One provider as the request path uses it.
 pub struct Provider {
@@ -38,9 +37,6 @@ pub struct Provider {
     /// Its connections for token calls (legacy and v2) and legacy-fields lookups only: a token
     /// call never goes out on a connection that carried another client's API call.
     pub token_pool: HttpClient,
-    /// Its namespace in the in-process refresh cache, derived from its name on first use (the
-    /// same name gives the same namespace, so cached answers survive a reload).
-    refresh: OnceLock<Namespace>,
     /// Client id -> (its config, the `Authorization` header sent upstream on its behalf).
     /// FNV: a read-only map of configured ids, where SipHash's setup dominated the lookup.
     clients: HashMap<String, (ClientConfig, HeaderValue), BuildHasherDefault<Fnv>>,
@@ -56,7 +52,7 @@ impl Provider {
     /// The refresh-cache scope of `client_id`'s refresh tokens at this provider, for both token
     /// routes.
     pub(crate) fn refresh_scope<'a>(&'a self, client_id: &'a str) -> Scope<'a> {
-        Scope::new(&self.name, &self.refresh, client_id)
+        Scope::new(&self.name, client_id)
     }
 }
 
@@ -132,7 +128,6 @@ pub(crate) fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Ve
                 lookup,
                 pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.pool.clone()),
                 token_pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.token_pool.clone()),
-                refresh: OnceLock::new(),
                 clients,
             })
         })

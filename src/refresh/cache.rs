@@ -19,10 +19,11 @@ use sha2::Sha256;
 use super::flight::{Step, served, wait};
 use super::future::Detach;
 use super::inner::{Inner, RefreshExpiry};
-use super::key::{Key, KeyHash, Namespace, key_in};
+use super::key::{Key, KeyHash, key_in};
 use super::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
 
-/// successful answers for a short time. Cloning is cheap and shares all state.
+/// The memory backend: coalesces concurrent refreshes of one key into one upstream call and
+/// replays successful answers for a short time. Cloning is cheap and shares all state.
 pub struct RefreshCache<V: Refreshed, E: RefreshFailure> {
     pub(super) inner: Arc<Inner<V, E>>,
 }
@@ -95,35 +96,8 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
         self.serve(key, fetch).await
     }
 
-    /// The namespace `name` of this cache (see [`Namespace`]).
-    pub(crate) fn namespace(&self, name: &str) -> Namespace {
-        let mut mac = self.inner.mac.clone();
-        mac.update(b"namespace\0");
-        mac.update(name.as_bytes());
-        let sub: [u8; 32] = mac.finalize().into_bytes().into();
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&sub);
-        Namespace { mac: <Hmac<Sha256> as KeyInit>::new(&block.into()) }
-    }
-
-    /// [`RefreshCache::get_or_refresh`] within `namespace`, the key scoped by `scope` (the
-    /// client id, and for v2 callers the secret they presented): two namespaces or scopes never
-    /// share an entry or a flight. Callers use one arity of `scope` per namespace.
-    pub(crate) async fn get_or_refresh_in<F, Fut>(
-        &self,
-        namespace: &Namespace,
-        scope: &[&str],
-        refresh_token: &str,
-        fetch: F,
-    ) -> Result<Served<V>, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>> + Send + 'static,
-    {
-        self.serve(key_in(&namespace.mac, scope, refresh_token), fetch).await
-    }
-
-    /// The key of `refresh_token` within `scope` (length-prefixed parts), outside any namespace.
+    /// The key of `refresh_token` within `scope` (length-prefixed parts, see
+    /// [`Scope`](super::Scope)).
     pub(super) fn key(&self, scope: &[&str], refresh_token: &str) -> Key {
         key_in(&self.inner.mac, scope, refresh_token)
     }
@@ -349,9 +323,6 @@ mod tests {
         assert_eq!(cache.stats().hits, 0);
         assert_eq!(sum(cache.stats()), 53);
     }
-
-    /// The window the design must close: a caller misses the cache, then the flight
-    /// inserts its answer and unregisters, then the caller looks for a flight.
 
     #[tokio::test(flavor = "multi_thread")]
     async fn debug_output_never_contains_the_token() {

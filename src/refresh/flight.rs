@@ -339,6 +339,8 @@ mod tests {
         assert_eq!(cache.stats().upstream_errors, 2);
     }
 
+    /// The window the design must close: a caller misses the cache, then the flight
+    /// inserts its answer and unregisters, then the caller looks for a flight.
     #[tokio::test(flavor = "multi_thread")]
     async fn caller_racing_a_finishing_flight_does_not_fetch_again() {
         let cache = TestCache::new(Duration::from_secs(60), 1000);

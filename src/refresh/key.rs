@@ -1,9 +1,6 @@
 //! The keyed-hash cache key: what a refresh token becomes before it reaches the cache or a flight.
 
-use std::{
-    fmt,
-    hash::{BuildHasherDefault, Hasher},
-};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -36,7 +33,7 @@ impl Hasher for KeyHasher {
 pub(super) type KeyHash = BuildHasherDefault<KeyHasher>;
 
 /// The key of `refresh_token` within `scope` under `mac`: each part length-prefixed, then the
-/// token. Inlined into each caller, as the one derivation was before namespaces.
+/// token. Inlined into each caller: it is on every refresh's path.
 #[inline(always)]
 pub(super) fn key_in(mac: &Hmac<Sha256>, scope: &[&str], refresh_token: &str) -> Key {
     let mut mac = mac.clone();
@@ -48,46 +45,30 @@ pub(super) fn key_in(mac: &Hmac<Sha256>, scope: &[&str], refresh_token: &str) ->
     mac.finalize().into_bytes().into()
 }
 
-/// A part of the cache of its own (a provider's): its keys are HMACs under a sub-key derived
-/// from the cache's key and the namespace's name, so two namespaces never share an entry or a
-/// flight, and a lookup costs what it costs without one. Derive it once
-/// ([`super::cache::RefreshCache::namespace`]) and keep it; the same name gives the same namespace.
-#[derive(Clone)]
-pub(crate) struct Namespace {
-    pub(super) mac: Hmac<Sha256>,
-}
-
-/// Never shows the sub-key.
-impl fmt::Debug for Namespace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Namespace")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
     use super::super::types::Source;
     use super::*;
+    use crate::refresh::Scope;
     use hmac::digest::KeyInit;
     use std::time::Duration;
 
     #[tokio::test]
-    async fn namespaces_and_scopes_never_share_an_entry() {
+    async fn scopes_never_share_an_entry() {
         let cache = TestCache::new(Duration::from_secs(60), 10);
-        let (a, b) = (cache.namespace("provider-a"), cache.namespace("provider-b"));
-        let k = |ns: &Namespace, scope: &[&str], t: &str| key_in(&ns.mac, scope, t);
-        assert_eq!(k(&a, &["client"], "t"), k(&cache.namespace("provider-a"), &["client"], "t"));
-        assert_ne!(k(&a, &["client"], "t"), k(&b, &["client"], "t"));
-        assert_ne!(k(&a, &["client"], "t"), cache.inner.key("client", "t"));
-        assert_ne!(k(&a, &["ab", "c"], "t"), k(&a, &["a", "bc"], "t"));
-        assert_ne!(k(&a, &["client", "secret-1"], "t"), k(&a, &["client", "secret-2"], "t"));
+        let k = |scope: &[&str], t: &str| cache.key(scope, t);
+        assert_ne!(k(&["provider-a", "client"], "t"), k(&["provider-b", "client"], "t"));
+        assert_ne!(k(&["ab", "c"], "t"), k(&["a", "bc"], "t"));
+        assert_ne!(k(&["p", "client"], "t"), k(&["p", "client2"], "t"));
 
         let fake = Fake::new(0);
-        let first = cache.get_or_refresh_in(&a, &["client"], "rt", || fake.ok()).await.expect("ok");
-        let other = cache.get_or_refresh_in(&b, &["client"], "rt", || fake.ok()).await.expect("ok");
+        let (a, b) = (Scope::new("provider-a", "client"), Scope::new("provider-b", "client"));
+        let serve = |scope: Scope<'static>| cache.serve(cache.key(&scope.parts(), "rt"), || fake.ok());
+        let first = serve(a).await.expect("ok");
+        let other = serve(b).await.expect("ok");
         assert_eq!((first.source, other.source), (Source::Upstream, Source::Upstream));
-        let again = cache.get_or_refresh_in(&a, &["client"], "rt", || fake.ok()).await.expect("ok");
+        let again = serve(a).await.expect("ok");
         assert_eq!((again.source, again.value), (Source::Cache, first.value));
         assert_eq!(fake.calls(), 2);
     }

@@ -157,12 +157,12 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefresh<V, E> {
     }
 
     /// Answers held in this process: those answered while Redis was down.
-    pub(super) async fn fallback_entry_count(&self) -> u64 {
+    pub(crate) async fn fallback_entry_count(&self) -> u64 {
         self.inner.fallback.entry_count().await
     }
 
     /// Keys with a flight running in this process.
-    pub(super) fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.inner.local.in_flight() + self.inner.fallback.in_flight()
     }
 }

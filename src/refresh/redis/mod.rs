@@ -26,7 +26,7 @@
 //! overwrites a cached success, so no replica serves it again.
 //!
 //! Keys are keyed hashes (`[state]` key set, the same on every replica) of the cache's domain,
-//! the refresh's [`Scope`] (provider name and client id) and the refresh token; values and
+//! the refresh's [`Scope`](super::Scope) (provider name and client id) and the refresh token; values and
 //! messages are sealed with the key set, bound to their Redis key.
 //!
 //! # When Redis fails
@@ -36,14 +36,12 @@
 //! backend), counted in [`RedisStats::fallbacks`](crate::redis::RedisStats). While Redis is down, concurrent
 //! refreshes of one token on different replicas are not coalesced with each other.
 //!
-//! [`refresher`] picks the backend, [`flight`] runs the steps above, [`store`] is how a flight's
+//! [`Refresher`](super::Refresher) picks the backend, [`flight`] runs the steps above, [`store`] is how a flight's
 //! lock and outcome are kept in Redis, and [`portable`] is what a value must be to cross replicas.
 
 mod flight;
 mod portable;
-mod refresher;
 mod store;
 
 pub use flight::RedisRefresh;
 pub use portable::{Portable, PortableFailure};
-pub use refresher::{Refresher, Scope};
