@@ -81,7 +81,7 @@ return swept
 ";
 
 /// A value as Redis gave it, if there was one.
-type Stored = Option<Vec<u8>>;
+type Reply = Option<Vec<u8>>;
 
 /// What a lock release publishes: this prefix and the session id.
 const RELEASED: &[u8] = b"continuity-released:";
@@ -180,7 +180,7 @@ impl RedisSessions {
         pipe.cmd("GET").arg(self.session_key(&id));
         pipe.cmd("HGET").arg(self.anchors_key()).arg(id.hex());
         pipe.cmd("ZSCORE").arg(self.index_key()).arg(id.hex());
-        let (record, anchor, indexed): (Stored, Stored, Option<f64>) = self
+        let (record, anchor, indexed): (Reply, Reply, Option<f64>) = self
             .redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await
@@ -283,7 +283,7 @@ impl RedisSessions {
         pipe.atomic();
         pipe.cmd("MGET").arg(ids.iter().map(|id| self.session_key(id)).collect::<Vec<_>>());
         pipe.cmd("HMGET").arg(self.anchors_key()).arg(ids.iter().map(SessionId::hex).collect::<Vec<_>>());
-        let (records, anchors): (Vec<Stored>, Vec<Stored>) = self
+        let (records, anchors): (Vec<Reply>, Vec<Reply>) = self
             .redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await

@@ -16,16 +16,14 @@ use moka::future::Cache;
 use rand::RngCore;
 use sha2::Sha256;
 
-use super::flight::{Step, served, wait};
-use super::future::Detach;
-use super::inner::{Inner, RefreshExpiry};
-use super::key::{Key, KeyHash, key_in};
+use super::entries::{CacheCore, Key, KeyHash, RefreshExpiry, key_in};
+use super::flight::{Detach, Step, served, wait};
 use super::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
 
 /// The memory backend: coalesces concurrent refreshes of one key into one upstream call and
 /// replays successful answers for a short time. Cloning is cheap and shares all state.
 pub struct RefreshCache<V: Refreshed, E: RefreshFailure> {
-    pub(super) inner: Arc<Inner<V, E>>,
+    pub(super) inner: Arc<CacheCore<V, E>>,
 }
 
 impl<V: Refreshed, E: RefreshFailure> Clone for RefreshCache<V, E> {
@@ -57,7 +55,7 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
             .build_with_hasher(KeyHash::default());
 
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(CacheCore {
                 mac,
                 ttl,
                 max_entries,

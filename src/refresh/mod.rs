@@ -41,10 +41,8 @@
 //! it may be served to.
 
 mod cache;
+mod entries;
 mod flight;
-mod future;
-mod inner;
-mod key;
 mod proof;
 pub mod redis;
 mod refresher;

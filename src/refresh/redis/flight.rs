@@ -14,7 +14,7 @@ use crate::crypto::KeySet;
 use crate::redis::lock::Looked;
 use crate::redis::{Redis, Unavailable};
 use crate::refresh::cache::RefreshCache;
-use crate::refresh::key::Key;
+use crate::refresh::entries::Key;
 use crate::refresh::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
 
 /// What a shared flight hands to the callers coalesced on it in this process.
@@ -36,9 +36,9 @@ impl<V: Clone + Send + Sync + 'static> Refreshed for Answer<V> {
 /// A value in the fallback cache: a type of its own, so the cache code compiled for the memory
 /// backend has that backend as its only caller and is inlined there as before.
 #[derive(Clone)]
-struct Held<V>(V);
+struct FallbackAnswer<V>(V);
 
-impl<V: Refreshed> Refreshed for Held<V> {
+impl<V: Refreshed> Refreshed for FallbackAnswer<V> {
     fn lifetime(&self) -> Option<Duration> {
         self.0.lifetime()
     }
@@ -46,7 +46,7 @@ impl<V: Refreshed> Refreshed for Held<V> {
 
 /// The shared backend. Cheap to clone.
 pub struct RedisRefresh<V: Refreshed, E: RefreshFailure> {
-    inner: Arc<Inner<V, E>>,
+    inner: Arc<RedisRefreshCore<V, E>>,
 }
 
 impl<V: Refreshed, E: RefreshFailure> Clone for RedisRefresh<V, E> {
@@ -55,7 +55,7 @@ impl<V: Refreshed, E: RefreshFailure> Clone for RedisRefresh<V, E> {
     }
 }
 
-struct Inner<V: Refreshed, E: RefreshFailure> {
+struct RedisRefreshCore<V: Refreshed, E: RefreshFailure> {
     redis: Redis,
     keys: Arc<KeySet>,
     /// The hash domain of this cache's keys: two caches on one Redis never share a key.
@@ -63,7 +63,7 @@ struct Inner<V: Refreshed, E: RefreshFailure> {
     /// Coalesces this process's callers; caches nothing.
     local: RefreshCache<Answer<V>, E>,
     /// Cache and single flight while Redis is down.
-    fallback: RefreshCache<Held<V>, E>,
+    fallback: RefreshCache<FallbackAnswer<V>, E>,
     ttl: Duration,
     recheck: Duration,
     hits: AtomicU64,
@@ -84,7 +84,7 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefresh<V, E> {
         max_entries: u64,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(RedisRefreshCore {
                 redis,
                 keys,
                 domain,
@@ -171,7 +171,7 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefresh<V, E> {
 /// the refused one, so a second refusal means someone keeps writing them) before it gives up.
 const LOOKS: usize = 3;
 
-impl<V: Refreshed + Portable, E: PortableFailure> Inner<V, E> {
+impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
     async fn flight<Fut>(
         self: Arc<Self>,
         hash: [u8; 32],
@@ -311,7 +311,7 @@ impl<V: Refreshed + Portable, E: PortableFailure> Inner<V, E> {
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         self.redis.fell_back();
-        let held = async move { upstream.await.map(Held) };
+        let held = async move { upstream.await.map(FallbackAnswer) };
         let served = self.fallback.serve(fallback, move || held).await?;
         Ok(Answer { value: served.value.0, age: served.age, source: served.source })
     }
