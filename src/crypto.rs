@@ -7,9 +7,18 @@
 //! three independent values: the AES-256-GCM key, the HMAC-SHA256 key for lookup hashes, and a
 //! four-byte key id written in front of every sealed value so opening tries only the right key.
 //!
-//! Sealed layout: `version (1) | key id (4) | nonce (12) | ciphertext and tag`. The caller's
+//! Sealed layout: `format (1) | key id (4) | nonce (12) | ciphertext and tag`. The caller's
 //! associated data (for Redis, the key the value is stored under) is authenticated, so a value
 //! copied to another key does not open.
+//!
+//! Two formats. Format 1 ([`KeySet::seal`]) seals the caller's bytes as they are. Format 2
+//! ([`KeySet::seal_stamped`]) puts a [`Stamp`] in front of them, inside the seal: the version of
+//! the record the value holds and when the value stops being valid. Whoever can write to Redis
+//! but lacks the key can write an old value back, or strip its Redis expiry;
+//! [`KeySet::open_stamped`] refuses a stamped value past its sealed expiry, and hands the
+//! version to the caller, who compares it with the version its record should have. The format
+//! byte is authenticated too (it is part of a stamped value's associated data), so a value does
+//! not open as the other format.
 
 use std::fmt;
 
@@ -21,9 +30,38 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-const VERSION: u8 = 1;
+/// The format byte of a value sealed as it is.
+const PLAIN: u8 = 1;
+/// The format byte of a value sealed with a [`Stamp`] in front.
+const STAMPED: u8 = 2;
 const NONCE_LEN: usize = 12;
 const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
+const STAMP_LEN: usize = 16;
+
+/// What a stamped value says about itself, sealed with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The version of the record the value holds (1 for its first write, one more per write).
+    pub version: u64,
+    /// When the value stops being valid, in milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+/// A value [`KeySet::open_stamped`] opened.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// A stamped value, not yet past its expiry, and the bytes behind its stamp.
+    Stamped(Stamp, Vec<u8>),
+    /// A value sealed without a stamp ([`KeySet::seal`]); the caller judges how old it is.
+    Plain(Vec<u8>),
+}
+
+/// Milliseconds since the Unix epoch, now: the clock stamps are read against.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// One configured key, expanded.
 struct Key {
@@ -81,11 +119,51 @@ impl KeySet {
 
     /// Seal `plaintext` under the first key, authenticating `aad` with it.
     pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        self.seal_as(PLAIN, aad, plaintext)
+    }
+
+    /// Open a value sealed by [`KeySet::seal`] under any configured key with the same `aad`.
+    /// `None` when it is not ours, was sealed by a key no longer configured, or was altered.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        self.open_as(PLAIN, aad, sealed)
+    }
+
+    /// Seal `plaintext` behind `stamp` under the first key, authenticating `aad` with both.
+    pub(crate) fn seal_stamped(&self, aad: &[u8], stamp: Stamp, plaintext: &[u8]) -> Vec<u8> {
+        let mut plain = Vec::with_capacity(STAMP_LEN + plaintext.len());
+        plain.extend_from_slice(&stamp.version.to_be_bytes());
+        plain.extend_from_slice(&stamp.expires_at_ms.to_be_bytes());
+        plain.extend_from_slice(plaintext);
+        self.seal_as(STAMPED, &stamped_aad(aad), &plain)
+    }
+
+    /// Open a value sealed by either [`KeySet::seal_stamped`] or [`KeySet::seal`] with the same
+    /// `aad`. `None` as for [`KeySet::open`], and for a stamped value whose expiry is at or
+    /// before `now_ms`.
+    pub fn open_stamped(&self, aad: &[u8], sealed: &[u8], now_ms: u64) -> Option<Opened> {
+        if sealed.first() == Some(&PLAIN) {
+            return self.open(aad, sealed).map(Opened::Plain);
+        }
+        let mut plain = self.open_as(STAMPED, &stamped_aad(aad), sealed)?;
+        let (version, rest) = plain.split_first_chunk::<8>()?;
+        let (expires_at_ms, _) = rest.split_first_chunk::<8>()?;
+        let stamp = Stamp {
+            version: u64::from_be_bytes(*version),
+            expires_at_ms: u64::from_be_bytes(*expires_at_ms),
+        };
+        if stamp.expires_at_ms <= now_ms {
+            return None;
+        }
+        plain.drain(..STAMP_LEN);
+        Some(Opened::Stamped(stamp, plain))
+    }
+
+    fn seal_as(&self, format: u8, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + 16);
-        out.push(VERSION);
+        out.push(format);
         out.extend_from_slice(&key.id);
         out.extend_from_slice(&nonce);
         // AES-GCM encryption fails only for plaintexts beyond 64 GiB.
@@ -95,10 +173,8 @@ impl KeySet {
         out
     }
 
-    /// Open a value sealed by any configured key with the same `aad`. `None` when it is not
-    /// ours, was sealed by a key no longer configured, or was altered.
-    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < HEADER_LEN + 16 || sealed[0] != VERSION {
+    fn open_as(&self, format: u8, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < HEADER_LEN + 16 || sealed[0] != format {
             return None;
         }
         let key = self.keys.iter().find(|k| k.id == sealed[1..5])?;
@@ -122,6 +198,14 @@ impl KeySet {
     ) -> impl Iterator<Item = [u8; 32]> + 'a {
         self.keys.iter().map(move |k| hash_with(&k.mac, domain, parts))
     }
+}
+
+/// A stamped value's associated data: its format byte, then the caller's.
+fn stamped_aad(aad: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + aad.len());
+    out.push(STAMPED);
+    out.extend_from_slice(aad);
+    out
 }
 
 fn hash_with(mac: &Hmac<Sha256>, domain: &str, parts: &[&[u8]]) -> [u8; 32] {
@@ -211,6 +295,38 @@ mod tests {
         assert!(old.open(b"key-1", &sealed[..10]).is_none());
         // Two seals of one value differ (random nonce).
         assert_ne!(old.seal(b"k", b"same"), old.seal(b"k", b"same"));
+    }
+
+    #[test]
+    fn stamped_values_carry_their_version_and_are_refused_past_their_expiry() {
+        let keys = KeySet::parse(HEX_A).unwrap();
+        let stamp = Stamp { version: 7, expires_at_ms: 2_000 };
+        let sealed = keys.seal_stamped(b"key-1", stamp, b"canary-record");
+        assert!(!sealed.windows(6).any(|w| w == b"canary"));
+        assert_eq!(
+            keys.open_stamped(b"key-1", &sealed, 1_999),
+            Some(Opened::Stamped(stamp, b"canary-record".to_vec()))
+        );
+        assert_eq!(keys.open_stamped(b"key-1", &sealed, 2_000), None, "expired");
+        assert_eq!(keys.open_stamped(b"key-2", &sealed, 0), None, "another key's value");
+        // The version and the expiry are sealed: changing a byte of the value refuses it.
+        for i in 5..sealed.len() {
+            let mut altered = sealed.clone();
+            altered[i] ^= 1;
+            assert_eq!(keys.open_stamped(b"key-1", &altered, 0), None, "byte {i}");
+        }
+        // A plain value opens as one, whatever the time; neither format opens as the other.
+        let plain = keys.seal(b"key-1", b"old");
+        assert_eq!(keys.open_stamped(b"key-1", &plain, u64::MAX), Some(Opened::Plain(b"old".to_vec())));
+        let mut relabelled = sealed.clone();
+        relabelled[0] = PLAIN;
+        assert_eq!(keys.open(b"key-1", &relabelled), None);
+        assert_eq!(keys.open_stamped(b"key-1", &relabelled, 0), None);
+        let mut relabelled = plain.clone();
+        relabelled[0] = STAMPED;
+        assert_eq!(keys.open_stamped(b"key-1", &relabelled, 0), None);
+        assert_eq!(keys.open(b"key-1", &sealed), None);
+        assert!(unix_ms() > 1_600_000_000_000);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Where sessions live: the embedded file ([`super::store`]) or Redis
-//! ([`super::redis_store`]), behind one set of calls, and the places logins under way take
-//! there ([`Admission`]). The embedded store's writes run on the blocking pool.
+//! ([`super::redis_store`]), behind one set of calls that take and give opened sessions, and
+//! the places logins under way take there ([`Admission`]). The embedded store's writes run on
+//! the blocking pool.
 
 use std::sync::Arc;
 
 use super::redis_store::RedisSessions;
-use super::session::SessionId;
-use super::store::{Doomed, Embedded, StoreError, Stored};
+use super::session::{Session, SessionId};
+use super::store::{Doomed, Embedded, StoreError};
+use crate::crypto::KeySet;
 
 /// Where sessions live.
 #[derive(Clone)]
@@ -18,52 +20,68 @@ pub(super) enum Backend {
 }
 
 impl Backend {
-    pub(super) async fn find(&self, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
+    /// The session a minted token's hash indexes, if its record opens (with Redis: if it is
+    /// the session's current, live record).
+    pub(super) async fn find(&self, keys: &KeySet, hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
         match self {
-            Self::Embedded(s) => s.find(hash),
-            Self::Redis(r) => r.find(hash).await,
+            Self::Embedded(s) => Ok(s.find(hash)?.and_then(|(id, sealed)| open(keys, id, &sealed))),
+            Self::Redis(r) => r.find(keys, hash).await,
         }
     }
 
-    pub(super) async fn load(&self, id: SessionId) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) async fn load(&self, keys: &KeySet, id: SessionId) -> Result<Option<Session>, StoreError> {
         match self {
-            Self::Embedded(s) => s.load(id),
-            Self::Redis(r) => r.load(id).await,
+            Self::Embedded(s) => Ok(s.load(id)?.and_then(|sealed| open(keys, id, &sealed))),
+            Self::Redis(r) => r.load(keys, id).await,
         }
     }
 
+    /// Write `session` as its next version, counted against its owners. `false`, and nothing
+    /// written, when Redis holds a newer version or a revocation of it (someone else wrote or
+    /// revoked it meanwhile).
     pub(super) async fn put(
         &self,
-        id: SessionId,
-        expires_at: u64,
-        sealed: Vec<u8>,
+        keys: &KeySet,
+        session: &Session,
         add: Vec<[u8; 32]>,
         remove: Vec<[u8; 32]>,
-        owners: Vec<[u8; 32]>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         match self {
             Self::Embedded(s) => {
-                let s = Arc::clone(s);
-                blocking(move || s.put(id, expires_at, &sealed, &add, &remove, &owners)).await
+                let (s, id, expires_at) = (Arc::clone(s), session.id, session.expires_at);
+                let sealed = session.seal(keys, session.version + 1);
+                let owners = session.owners.clone();
+                blocking(move || s.put(id, expires_at, &sealed, &add, &remove, &owners)).await.map(|()| true)
             }
-            Self::Redis(r) => r.put(id, expires_at, &sealed, &add, &remove, &owners).await,
+            Self::Redis(r) => r.put(keys, session, &add, &remove).await,
         }
     }
 
-    pub(super) async fn delete(&self, doomed: Vec<Doomed>) -> Result<usize, StoreError> {
+    /// Delete (with Redis: revoke, leaving a tombstone) sessions, with every index entry they
+    /// have (token and owner entries). Returns how many existed.
+    pub(super) async fn delete(&self, keys: &KeySet, doomed: Vec<Session>) -> Result<usize, StoreError> {
         match self {
             Self::Embedded(s) => {
                 let s = Arc::clone(s);
+                let doomed: Vec<_> = doomed
+                    .iter()
+                    .map(|d| Doomed { id: d.id, tokens: d.hashes(), owners: d.owners.clone() })
+                    .collect();
                 blocking(move || s.delete(&doomed)).await
             }
-            Self::Redis(r) => r.delete(&doomed).await,
+            Self::Redis(r) => r.revoke(keys, &doomed).await,
         }
     }
 
-    pub(super) async fn scan(&self, now: u64) -> Result<Vec<Stored>, StoreError> {
+    /// Every session whose record opens (with Redis: every current, live one).
+    pub(super) async fn scan(&self, keys: &KeySet, now: u64) -> Result<Vec<Session>, StoreError> {
         match self {
-            Self::Embedded(s) => s.scan(),
-            Self::Redis(r) => r.scan(now).await,
+            Self::Embedded(s) => Ok(s
+                .scan()?
+                .into_iter()
+                .filter_map(|(id, sealed)| Session::open(id, &sealed, keys))
+                .collect()),
+            Self::Redis(r) => r.scan(keys, now).await,
         }
     }
 
@@ -83,6 +101,15 @@ impl Backend {
             Self::Redis(r) => r.count(now).await,
         }
     }
+}
+
+/// An embedded record, opened; a record that does not open is logged and skipped.
+fn open(keys: &KeySet, id: SessionId, sealed: &[u8]) -> Option<Session> {
+    let session = Session::open(id, sealed, keys);
+    if session.is_none() {
+        tracing::warn!(session = ?id, "a session record does not open with the configured keys");
+    }
+    session
 }
 
 async fn blocking<T: Send + 'static>(

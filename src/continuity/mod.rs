@@ -11,6 +11,7 @@
 //! `routes::continuity`, and the token route hands continuity clients' token answers to
 //! [`Continuity::create`]. Operators list and revoke sessions through the admin listener.
 
+mod anchor;
 mod backend;
 mod caps;
 mod errors;

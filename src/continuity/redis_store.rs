@@ -1,26 +1,35 @@
 //! Sessions in Redis (`[state] backend = "redis"`), for replicas that share them. Keys, under
 //! `[state] key_prefix`:
 //!
-//! - `cont:ses:<id>`: the sealed record (the same envelope as the embedded store), expiring
-//!   with the session;
+//! - `cont:ses:<id>`: the sealed record, stamped with its version and expiry, expiring with the
+//!   session;
+//! - `cont:anchors`: a hash of each session's anchor (its current record version, live or revoked;
+//!   see [`super::anchor`]), kept until the latest expiry of any of its records;
 //! - `cont:tok:<hmac>`: the session id a minted token's keyed hash indexes, expiring with it;
-//! - `cont:index`: a sorted set of session ids scored by expiry (listing, counting, the sweep),
-//!   and of the logins under way scored by when their place lapses (see `reserve`);
-//! - `cont:own:<hmac>`: the same, for the sessions of one owner (a client, or a user of a
-//!   client): the per-client and per-user caps count these;
+//! - `cont:index`: a sorted set of live session ids scored by that latest expiry (listing,
+//!   counting, the sweep), and of the logins under way scored by when their place lapses (see
+//!   `reserve`); `cont:revoked` the same for revoked sessions, until their tombstones go;
+//! - `cont:own:<hmac>`: the sessions of one owner (a client, or a user of a client) scored by
+//!   their expiry, and that owner's logins under way: the per-client and per-user caps count
+//!   these;
 //! - `cont:lock:<id>`: the refresh lock of one session (`SET NX PX`, released by its holder
 //!   only); a release is published on the `[state]` events channel, so a replica waiting for
 //!   the lock wakes at once instead of polling.
 //!
-//! No token is ever a key or a value in the clear. Redis unreachable: continuity requests get
-//! `temporarily_unavailable` (the sessions live only there); nothing else is affected.
+//! A record and its anchor are written together by one script that first checks the anchor is the
+//! one the writer read, and read together in one transaction, so a session read is always a
+//! consistent one. No token is ever a key or a value in the clear. Redis unreachable:
+//! continuity requests get `temporarily_unavailable` (the sessions live only there); nothing
+//! else is affected.
 
 use std::time::Duration;
 
 use rand::RngCore;
 
-use super::session::SessionId;
-use super::store::{Cap, Doomed, Over, StoreError, Stored};
+use super::anchor::{self, Anchor};
+use super::session::{Session, SessionId};
+use super::store::{Cap, Over, StoreError};
+use crate::crypto::{KeySet, unix_ms};
 use crate::state::redis::Redis;
 
 /// Compare-and-delete: release a lock only while holding it, and announce the release.
@@ -32,6 +41,58 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
+
+/// Write a session's record and anchor, index it, count it against its owners, and update its
+/// token entries, only if its anchor still starts with the version the writer read (`ARGV[2]`;
+/// empty: no anchor). A session revoked meanwhile is thus neither written back nor counted
+/// against its owners again.
+///
+/// `KEYS`: record, anchors, index, then `ARGV[9]` owner sets, then `ARGV[10]` token keys to drop
+/// and the rest to add. `ARGV`: id (hex), expected anchor version, sealed record, sealed anchor,
+/// expiry, latest expiry (the anchor's), id (bytes), now, then the two counts.
+const PUT: &str = r"
+local anchor = redis.call('HGET', KEYS[2], ARGV[1])
+if (anchor and string.sub(anchor, 1, 8) or '') ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3], 'EXAT', ARGV[5])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+local owners, drop = tonumber(ARGV[9]), tonumber(ARGV[10])
+for i = 4, 3 + owners do
+  redis.call('ZADD', KEYS[i], ARGV[5], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[8])
+  -- The set lives as long as its longest-lived session.
+  redis.call('EXPIREAT', KEYS[i], ARGV[5], 'NX')
+  redis.call('EXPIREAT', KEYS[i], ARGV[5], 'GT')
+end
+local tokens = 4 + owners
+for i = tokens, tokens + drop - 1 do
+  redis.call('DEL', KEYS[i])
+end
+for i = tokens + drop, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[7], 'EXAT', ARGV[5])
+end
+return 1
+";
+
+/// Drop the index entries, and the anchors, of sessions and tombstones past their latest expiry.
+/// `KEYS`: anchors, index, revoked; `ARGV[1]`: now. Returns how many live entries went.
+const SWEEP: &str = r"
+local swept = 0
+for i = 2, 3 do
+  local ids = redis.call('ZRANGE', KEYS[i], '-inf', ARGV[1], 'BYSCORE')
+  for _, id in ipairs(ids) do
+    redis.call('HDEL', KEYS[1], id)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[1])
+  if i == 2 then swept = #ids end
+end
+return swept
+";
+
+/// A value as Redis gave it, if there was one.
+type Stored = Option<Vec<u8>>;
 
 /// What a lock release publishes: this prefix and the session id.
 const RELEASED: &[u8] = b"continuity-released:";
@@ -76,25 +137,29 @@ fn unavailable(_: crate::state::redis::Unavailable) -> StoreError {
     StoreError("redis unavailable".into())
 }
 
-fn id_hex(id: &SessionId) -> String {
-    id.hex()
-}
-
 impl RedisSessions {
     pub(crate) fn new(redis: Redis, prefix: &str) -> Self {
         Self { redis, prefix: prefix.to_owned() }
     }
 
     fn session_key(&self, id: &SessionId) -> String {
-        format!("{}cont:ses:{}", self.prefix(), id_hex(id))
+        format!("{}cont:ses:{}", self.prefix, id.hex())
     }
 
     fn token_key(&self, hash: &[u8; 32]) -> String {
         self.redis.key("cont:tok", hash)
     }
 
+    fn anchors_key(&self) -> String {
+        format!("{}cont:anchors", self.prefix)
+    }
+
     fn index_key(&self) -> String {
-        format!("{}cont:index", self.prefix())
+        format!("{}cont:index", self.prefix)
+    }
+
+    fn revoked_key(&self) -> String {
+        format!("{}cont:revoked", self.prefix)
     }
 
     fn owner_key(&self, owner: &[u8; 32]) -> String {
@@ -102,14 +167,11 @@ impl RedisSessions {
     }
 
     fn lock_key(&self, id: &SessionId) -> String {
-        format!("{}cont:lock:{}", self.prefix(), id_hex(id))
+        format!("{}cont:lock:{}", self.prefix, id.hex())
     }
 
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    pub(crate) async fn find(&self, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
+    /// The current, live session a minted token's hash indexes.
+    pub(crate) async fn find(&self, keys: &KeySet, hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
         let key = self.token_key(hash);
         let id: Option<Vec<u8>> = self
             .redis
@@ -119,63 +181,85 @@ impl RedisSessions {
         let Some(id) = id.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok()).map(SessionId) else {
             return Ok(None);
         };
-        Ok(self.load(id).await?.map(|sealed| (id, sealed)))
+        self.load(keys, id).await
     }
 
-    pub(crate) async fn load(&self, id: SessionId) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = self.session_key(&id);
-        self.redis
-            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
-            .await
-            .map_err(unavailable)
-    }
-
-    pub(crate) async fn put(
-        &self,
-        id: SessionId,
-        expires_at: u64,
-        sealed: &[u8],
-        add: &[[u8; 32]],
-        remove: &[[u8; 32]],
-        owners: &[[u8; 32]],
-    ) -> Result<(), StoreError> {
+    /// The current, live session `id`: its record, anchor and index entry read in one transaction.
+    pub(crate) async fn load(&self, keys: &KeySet, id: SessionId) -> Result<Option<Session>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.cmd("SET").arg(self.session_key(&id)).arg(sealed).arg("EXAT").arg(expires_at).ignore();
-        pipe.cmd("ZADD").arg(self.index_key()).arg(expires_at).arg(id_hex(&id)).ignore();
-        let now = super::session::now();
-        for owner in owners {
-            let key = self.owner_key(owner);
-            pipe.cmd("ZADD").arg(&key).arg(expires_at).arg(id_hex(&id)).ignore();
-            pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).ignore();
-            // The set lives as long as its longest-lived session.
-            pipe.cmd("EXPIREAT").arg(&key).arg(expires_at).arg("NX").ignore();
-            pipe.cmd("EXPIREAT").arg(&key).arg(expires_at).arg("GT").ignore();
-        }
-        for h in remove {
-            pipe.cmd("DEL").arg(self.token_key(h)).ignore();
-        }
-        for h in add {
-            pipe.cmd("SET").arg(self.token_key(h)).arg(&id.0[..]).arg("EXAT").arg(expires_at).ignore();
-        }
-        // Every index entry of the session lives as long as the session.
-        self.redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await.map_err(unavailable)
+        pipe.cmd("GET").arg(self.session_key(&id));
+        pipe.cmd("HGET").arg(self.anchors_key()).arg(id.hex());
+        pipe.cmd("ZSCORE").arg(self.index_key()).arg(id.hex());
+        let (record, anchor, indexed): (Stored, Stored, Option<f64>) = self
+            .redis
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        Ok(anchor::current(keys, id, record.as_deref(), anchor.as_deref(), indexed.is_some(), unix_ms()))
     }
 
-    pub(crate) async fn delete(&self, doomed: &[Doomed]) -> Result<usize, StoreError> {
+    /// Write `session` as the version after the one it was read as, with its anchor, index entry,
+    /// owner entries (a place its login took becomes the session's) and token entries (`add`
+    /// indexed, `remove` dropped), all expiring with it. `false`, and nothing written, when its
+    /// anchor is no longer the one it was read with: the session was revoked, or written by
+    /// someone else, meanwhile.
+    pub(crate) async fn put(
+        &self,
+        keys: &KeySet,
+        session: &Session,
+        add: &[[u8; 32]],
+        remove: &[[u8; 32]],
+    ) -> Result<bool, StoreError> {
+        let (id, version) = (session.id, session.version + 1);
+        let next = Anchor::live(session, version);
+        let mut invocation = put_script().prepare_invoke();
+        invocation.key(self.session_key(&id)).key(self.anchors_key()).key(self.index_key());
+        for owner in &session.owners {
+            invocation.key(self.owner_key(owner));
+        }
+        for h in remove.iter().chain(add) {
+            invocation.key(self.token_key(h));
+        }
+        invocation
+            .arg(id.hex())
+            .arg(anchor::expected(session.version))
+            .arg(session.seal(keys, version))
+            .arg(next.seal(keys, &id))
+            .arg(session.expires_at)
+            .arg(next.until)
+            .arg(&id.0[..])
+            .arg(super::session::now())
+            .arg(session.owners.len())
+            .arg(remove.len());
+        let written: i64 = self
+            .redis
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    /// Revoke sessions, in one transaction: each anchor becomes a tombstone that outlives every
+    /// record the session had, and its record, index entry, token entries and owner entries go
+    /// (its places under the caps are free at once). Returns how many had a record.
+    pub(crate) async fn revoke(&self, keys: &KeySet, doomed: &[Session]) -> Result<usize, StoreError> {
         if doomed.is_empty() {
             return Ok(0);
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for d in doomed {
-            pipe.cmd("DEL").arg(self.session_key(&d.id));
-            pipe.cmd("ZREM").arg(self.index_key()).arg(id_hex(&d.id)).ignore();
-            for h in &d.tokens {
-                pipe.cmd("DEL").arg(self.token_key(h)).ignore();
+        for session in doomed {
+            let (id, tombstone) = (session.id, Anchor::tombstone(session));
+            pipe.cmd("DEL").arg(self.session_key(&id));
+            pipe.cmd("HSET").arg(self.anchors_key()).arg(id.hex()).arg(tombstone.seal(keys, &id)).ignore();
+            pipe.cmd("ZREM").arg(self.index_key()).arg(id.hex()).ignore();
+            pipe.cmd("ZADD").arg(self.revoked_key()).arg(tombstone.until).arg(id.hex()).ignore();
+            for h in session.hashes() {
+                pipe.cmd("DEL").arg(self.token_key(&h)).ignore();
             }
-            for owner in &d.owners {
-                pipe.cmd("ZREM").arg(self.owner_key(owner)).arg(id_hex(&d.id)).ignore();
+            for owner in &session.owners {
+                pipe.cmd("ZREM").arg(self.owner_key(owner)).arg(id.hex()).ignore();
             }
         }
         let deleted: Vec<u64> = self
@@ -186,7 +270,8 @@ impl RedisSessions {
         Ok(deleted.iter().filter(|n| **n > 0).count())
     }
 
-    pub(crate) async fn scan(&self, now: u64) -> Result<Vec<Stored>, StoreError> {
+    /// Every current, live session the index lists.
+    pub(crate) async fn scan(&self, keys: &KeySet, now: u64) -> Result<Vec<Session>, StoreError> {
         let index = self.index_key();
         let ids: Vec<String> = self
             .redis
@@ -205,23 +290,33 @@ impl RedisSessions {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|id| self.session_key(id)).collect();
-        let values: Vec<Option<Vec<u8>>> = self
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("MGET").arg(ids.iter().map(|id| self.session_key(id)).collect::<Vec<_>>());
+        pipe.cmd("HMGET").arg(self.anchors_key()).arg(ids.iter().map(SessionId::hex).collect::<Vec<_>>());
+        let (records, anchors): (Vec<Stored>, Vec<Stored>) = self
             .redis
-            .run(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await
             .map_err(unavailable)?;
-        Ok(ids.into_iter().zip(values).filter_map(|(id, v)| v.map(|v| (id, v))).collect())
+        let now_ms = unix_ms();
+        Ok(ids
+            .into_iter()
+            .zip(records.iter().zip(&anchors))
+            .filter_map(|(id, (record, anchor))| {
+                anchor::current(keys, id, record.as_deref(), anchor.as_deref(), true, now_ms)
+            })
+            .collect())
     }
 
-    /// Redis expires the records and token entries itself; this trims the index.
+    /// Redis expires the records and token entries itself; this trims the index, the revoked
+    /// set and the anchors.
     pub(crate) async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
-        let index = self.index_key();
+        let mut invocation = sweep_script().prepare_invoke();
+        invocation.key(self.anchors_key()).key(self.index_key()).key(self.revoked_key()).arg(now);
         let n: u64 = self
             .redis
-            .run(|mut c| async move {
-                redis::cmd("ZREMRANGEBYSCORE").arg(index).arg("-inf").arg(now).query_async(&mut c).await
-            })
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await
             .map_err(unavailable)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
@@ -255,7 +350,7 @@ impl RedisSessions {
         for owner in caps.iter().flat_map(|c| &c.owners) {
             script.arg(self.owner_key(owner));
         }
-        script.arg(now).arg(until).arg(id_hex(&id)).arg(max_sessions).arg(1);
+        script.arg(now).arg(until).arg(id.hex()).arg(max_sessions).arg(1);
         for cap in caps {
             script.arg(cap.max).arg(cap.owners.len());
         }
@@ -274,9 +369,9 @@ impl RedisSessions {
     /// Give back the place a login took (it failed): `owners` are the sets it was added to.
     pub(crate) async fn give_back(&self, id: SessionId, owners: &[[u8; 32]]) {
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREM").arg(self.index_key()).arg(id_hex(&id)).ignore();
+        pipe.cmd("ZREM").arg(self.index_key()).arg(id.hex()).ignore();
         for owner in owners {
-            pipe.cmd("ZREM").arg(self.owner_key(owner)).arg(id_hex(&id)).ignore();
+            pipe.cmd("ZREM").arg(self.owner_key(owner)).arg(id.hex()).ignore();
         }
         let _ = self.redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await;
     }
@@ -371,4 +466,14 @@ impl RemoteLock<'_> {
     pub(crate) async fn release(self) {
         self.store.release(self.key, self.token, self.id).await;
     }
+}
+
+fn put_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(PUT))
+}
+
+fn sweep_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(SWEEP))
 }

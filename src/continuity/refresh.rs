@@ -113,7 +113,7 @@ impl Continuity {
         let Some((_, auth)) = rt.client(&session.client_id) else { return Err(invalid_token()) };
         let Some(v2_refresh) = session.v2_refresh.clone() else {
             // Nothing to refresh with: the session lives as long as its v2 token.
-            self.end(&session, "the upstream issued no refresh token").await;
+            self.end(keys, &session, "the upstream issued no refresh token").await;
             return Err(invalid_token());
         };
         self.metrics.continuity_refresh(trigger.as_str());
@@ -133,7 +133,7 @@ impl Continuity {
             Ok(t) => t,
             Err(e) if e.code == ErrorCode::InvalidGrant => {
                 self.metrics.continuity_refresh_failure("invalid_grant");
-                self.end(&session, "the upstream refused the refresh token (invalid_grant)").await;
+                self.end(keys, &session, "the upstream refused the refresh token (invalid_grant)").await;
                 return Err(invalid_token());
             }
             Err(e) => {
@@ -150,7 +150,7 @@ impl Continuity {
         session.v2_expires_at = Some(now.saturating_add(v2_lifetime));
         session.v2_lifetime = Some(v2_lifetime);
         session.refreshes += 1;
-        self.put(&session, session.seal(keys), Vec::new(), Vec::new()).await?;
+        self.put(keys, &session, Vec::new(), Vec::new()).await?;
         Ok(session)
     }
 }

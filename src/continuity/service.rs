@@ -13,7 +13,7 @@ use super::errors::{invalid_grant, invalid_token, store_failed};
 use super::minted;
 use super::redis_store::{self, RedisSessions};
 use super::session::{DEFAULT_V2_LIFETIME, LIVE_ACCESS_TOKENS, Session, SessionId, TOKEN_HASH_DOMAIN, now};
-use super::store::{Doomed, Embedded, StoreError};
+use super::store::{Embedded, StoreError};
 use crate::config::{ClientConfig, Config, StateBackend};
 use crate::crypto::KeySet;
 use crate::error::{ErrorCode, ShimError};
@@ -94,23 +94,25 @@ impl Continuity {
         }
     }
 
+    /// Write `session` as its next version; `invalid_token` when it was revoked or written by
+    /// someone else since it was read.
     pub(super) async fn put(
         &self,
+        keys: &KeySet,
         session: &Session,
-        sealed: Vec<u8>,
         add: Vec<[u8; 32]>,
         remove: Vec<[u8; 32]>,
     ) -> Result<(), ShimError> {
-        self.store
-            .put(session.id, session.expires_at, sealed, add, remove, session.owners.clone())
-            .await
-            .map_err(|e| self.store_failed(e))?;
+        if !self.store.put(keys, session, add, remove).await.map_err(|e| self.store_failed(e))? {
+            tracing::info!(session = ?session.id, "continuity session revoked or changed while being written; not written");
+            return Err(invalid_token());
+        }
         self.update_gauge().await;
         Ok(())
     }
 
-    pub(super) async fn delete(&self, doomed: Vec<Doomed>) -> Result<usize, ShimError> {
-        let n = self.store.delete(doomed).await.map_err(|e| self.store_failed(e))?;
+    pub(super) async fn delete(&self, keys: &KeySet, doomed: Vec<Session>) -> Result<usize, ShimError> {
+        let n = self.store.delete(keys, doomed).await.map_err(|e| self.store_failed(e))?;
         self.update_gauge().await;
         Ok(n)
     }
@@ -146,11 +148,7 @@ impl Continuity {
         token: &str,
     ) -> Result<Option<(Session, [u8; 32])>, ShimError> {
         for hash in keys.hashes(TOKEN_HASH_DOMAIN, &[token.as_bytes()]) {
-            if let Some((id, sealed)) = self.store.find(&hash).await.map_err(|e| self.store_failed(e))? {
-                let Some(session) = Session::open(id, &sealed, keys) else {
-                    tracing::warn!(session = ?id, "a session record does not open with the configured keys");
-                    return Ok(None);
-                };
+            if let Some(session) = self.store.find(keys, &hash).await.map_err(|e| self.store_failed(e))? {
                 let live = session.expires_at > now() && session.hashes().contains(&hash);
                 return Ok(live.then_some((session, hash)));
             }
@@ -159,8 +157,8 @@ impl Continuity {
     }
 
     pub(super) async fn reload(&self, keys: &KeySet, id: SessionId) -> Result<Option<Session>, ShimError> {
-        let sealed = self.store.load(id).await.map_err(|e| self.store_failed(e))?;
-        Ok(sealed.and_then(|s| Session::open(id, &s, keys)).filter(|s| s.expires_at > now()))
+        let session = self.store.load(keys, id).await.map_err(|e| self.store_failed(e))?;
+        Ok(session.filter(|s| s.expires_at > now()))
     }
 
     /// The session of a minted access token, if it may be used by a request on `rt` now: the
@@ -212,9 +210,11 @@ impl Continuity {
             refresh_hash: keys.hash(TOKEN_HASH_DOMAIN, &[refresh.expose().as_bytes()]),
             refreshes: 0,
             owners: std::mem::take(&mut admission.owners),
+            version: 0,
+            until: 0,
         };
         admission.settled = true;
-        self.put(&session, session.seal(keys), session.hashes(), Vec::new()).await?;
+        self.put(keys, &session, session.hashes(), Vec::new()).await?;
         tracing::info!(client = %client.id, session = ?session.id, "continuity session created");
         Ok(render_minted(&access, lifetime, &refresh, &session.profile, &rt.config.legacy))
     }
@@ -252,19 +252,21 @@ impl Continuity {
                 session.access_hashes.split_off(LIVE_ACCESS_TOKENS.min(session.access_hashes.len()));
             session.expires_at = now().saturating_add(lifetime);
             // Every index entry is written again so that all of them expire with the session.
-            self.put(&session, session.seal(keys), session.hashes(), dropped).await?;
+            self.put(keys, &session, session.hashes(), dropped).await?;
             Ok::<_, ShimError>(session)
         }
         .await;
         held.release().await;
-        let session = renewed?;
+        // Revoked while being renewed: the minted refresh token is dead.
+        let session =
+            renewed.map_err(|e| if e.code == ErrorCode::InvalidToken { invalid_grant() } else { e })?;
         Ok(render_minted(&access, lifetime, token, &session.profile, &rt.config.legacy))
     }
 
     /// End a session (its upstream grant is gone).
-    pub(super) async fn end(&self, session: &Session, why: &'static str) {
+    pub(super) async fn end(&self, keys: &KeySet, session: &Session, why: &'static str) {
         tracing::info!(session = ?session.id, client = %session.client_id, reason = why, "continuity session ended");
-        let _ = self.delete(vec![doomed(session)]).await;
+        let _ = self.delete(keys, vec![session.clone()]).await;
     }
 
     /// Every live session that opens with the configured keys.
@@ -272,11 +274,10 @@ impl Continuity {
         let now = now();
         Ok(self
             .store
-            .scan(now)
+            .scan(keys, now)
             .await
             .map_err(|e| self.store_failed(e))?
             .into_iter()
-            .filter_map(|(id, sealed)| Session::open(id, &sealed, keys))
             .filter(|s| s.expires_at > now)
             .collect())
     }
@@ -296,14 +297,14 @@ impl Continuity {
         client: &str,
         id: Option<SessionId>,
     ) -> Result<usize, ShimError> {
-        let doomed: Vec<Doomed> = self
-            .sessions(keys(rt)?)
+        let keys = keys(rt)?;
+        let doomed: Vec<Session> = self
+            .sessions(keys)
             .await?
-            .iter()
+            .into_iter()
             .filter(|s| s.client_id == client && id.is_none_or(|want| s.id == want))
-            .map(doomed)
             .collect();
-        let n = self.delete(doomed).await?;
+        let n = self.delete(keys, doomed).await?;
         tracing::info!(client, revoked = n, "continuity sessions revoked");
         Ok(n)
     }
@@ -319,11 +320,6 @@ impl Continuity {
 /// The provider a session belongs to: the token URL its grant was issued by.
 pub(super) fn provider(rt: &Runtime) -> String {
     rt.config.upstream.token_url.clone()
-}
-
-/// A session to delete, with its index entries.
-fn doomed(s: &Session) -> Doomed {
-    Doomed { id: s.id, tokens: s.hashes(), owners: s.owners.clone() }
 }
 
 fn info(s: &Session) -> SessionInfo {

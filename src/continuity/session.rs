@@ -1,6 +1,8 @@
 //! A continuity session: the real v2 tokens behind a pair of minted ones, and how a record of
 //! it is sealed for the store. Only [`Session::seal`] and [`Session::open`] see the tokens in
-//! serialized form, and only inside the AES-256-GCM envelope.
+//! serialized form, and only inside the AES-256-GCM envelope. A record carries its version
+//! and its expiry inside the seal; a record written before records carried a version opens as
+//! version 0.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -89,6 +91,13 @@ pub struct Session {
     /// Keyed hashes of whom the session counts against for the per-client and per-user caps
     /// (its client, and its user when the login named one).
     pub owners: Vec<[u8; 32]>,
+    /// The version of the record the session was read from: 0 for a session not yet written,
+    /// or read from a record written before records carried a version. Its next write is
+    /// `version + 1`.
+    pub version: u64,
+    /// The latest expiry any record of this session has carried (with Redis, its anchor keeps
+    /// it; see `continuity::anchor`); at least `expires_at` once read.
+    pub until: u64,
 }
 
 impl fmt::Debug for Session {
@@ -122,6 +131,10 @@ struct Record {
     refreshes: u64,
     #[serde(default, with = "b64_hashes")]
     owners: Vec<[u8; 32]>,
+    /// Absent (0) in records written before records carried a version; versions that do not
+    /// know it ignore it.
+    #[serde(default)]
+    version: u64,
 }
 
 mod b64_hash {
@@ -175,7 +188,8 @@ impl Session {
         self.v2_expires_at.map(|t| t.saturating_sub(now))
     }
 
-    pub fn seal(&self, keys: &KeySet) -> Vec<u8> {
+    /// The sealed record of this session as version `version`.
+    pub fn seal(&self, keys: &KeySet, version: u64) -> Vec<u8> {
         let record = Record {
             client_id: self.client_id.clone(),
             provider: self.provider.clone(),
@@ -190,6 +204,7 @@ impl Session {
             refresh_hash: self.refresh_hash,
             refreshes: self.refreshes,
             owners: self.owners.clone(),
+            version,
         };
         // Serializing plain strings and numbers cannot fail.
         let plain = serde_json::to_vec(&record).unwrap_or_default();
@@ -216,6 +231,8 @@ impl Session {
             refresh_hash: r.refresh_hash,
             refreshes: r.refreshes,
             owners: r.owners,
+            version: r.version,
+            until: r.expires_at,
         })
     }
 }
@@ -223,9 +240,22 @@ impl Session {
 /// Assumed lifetime of a v2 access token whose answer stated none (GoTo's is an hour).
 pub(crate) const DEFAULT_V2_LIFETIME: u64 = 3600;
 
+/// A record as versions before record versions wrote it (expiring at 50 s after the epoch).
+#[cfg(test)]
+pub(crate) const RECORD_WITHOUT_VERSION: &[u8] = br#"{"client_id":"k","provider":"p","created_at":1,"expires_at":50,"v2_access":"a","v2_refresh":null,"v2_expires_at":null,"v2_lifetime":null,"profile":"","access_hashes":[],"refresh_hash":"AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI","refreshes":4}"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record as versions before record versions wrote it opens as version 0.
+    #[test]
+    fn a_record_without_a_version_opens_as_version_0() {
+        let keys = KeySet::parse(&"ab".repeat(32)).unwrap();
+        let id = SessionId::random();
+        let old = Session::open(id, &keys.seal(&id.aad(), RECORD_WITHOUT_VERSION), &keys).unwrap();
+        assert_eq!((old.version, old.until, old.refreshes, old.expires_at), (0, 50, 4, 50));
+    }
 
     #[test]
     fn sealed_record_round_trips_and_hides_tokens() {
@@ -245,13 +275,16 @@ mod tests {
             refresh_hash: [2; 32],
             refreshes: 0,
             owners: vec![[3; 32]],
+            version: 0,
+            until: 0,
         };
-        let sealed = s.seal(&keys);
+        let sealed = s.seal(&keys, 3);
         assert!(!sealed.windows(6).any(|w| w == b"canary"));
         let back = Session::open(s.id, &sealed, &keys).unwrap();
         assert_eq!(back.v2_access.expose(), "canary-v2-access");
         assert_eq!(back.hashes(), vec![[1; 32], [2; 32]]);
         assert_eq!(back.owners, vec![[3; 32]]);
+        assert_eq!((back.version, back.until), (3, 2));
         assert!(Session::open(SessionId::random(), &sealed, &keys).is_none());
         assert!(!format!("{s:?}").contains("canary"));
         assert_eq!(SessionId::parse(&s.id.hex()), Some(s.id));

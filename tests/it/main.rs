@@ -27,6 +27,7 @@ mod pool;
 mod properties;
 mod providers;
 mod refresh;
+mod replay;
 mod request_target;
 mod session_caps;
 mod shared_state;

@@ -10,7 +10,7 @@ use rand::RngCore;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::portable::{Portable, SharedFailure};
-use super::store::{Keys, LOCK_MARGIN, Looked, Token};
+use super::store::{Keys, LOCK_MARGIN, Looked, Token, keep};
 use crate::crypto::KeySet;
 use crate::refresh::cache::RefreshCache;
 use crate::refresh::key::Key;
@@ -167,6 +167,10 @@ impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
     }
 }
 
+/// How many looks a flight makes when each finds a record it refuses (the next look deletes
+/// the refused one, so a second refusal means someone keeps writing them) before it gives up.
+const LOOKS: usize = 3;
+
 impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
     async fn flight<Fut>(
         self: Arc<Self>,
@@ -186,27 +190,35 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         if !self.redis.is_up() {
             return self.fall_back(fallback, upstream).await;
         }
-        let keys = Keys::new(&self.redis, hash, lock_ttl);
+        let keys = Keys::new(&self.redis, hash, lock_ttl, self.ttl);
         // Listening before the first look: a message published after it cannot be missed.
         let events = self.redis.events();
         let mut token = [0u8; 16];
         rand::rng().fill_bytes(&mut token);
-        match keys.get_or_lock(&self.redis, &token, None).await {
-            Err(Unavailable) => self.fall_back(fallback, upstream).await,
-            Ok(Looked::Found(stored)) => match keys.open::<V, E>(&self.keys, &stored, None) {
-                Some(Ok((value, age))) => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    Ok(Answer { value, age, source: Source::Cache })
+        let mut refused = None;
+        for _ in 0..LOOKS {
+            match keys.get_or_lock(&self.redis, &token, None, refused.as_deref()).await {
+                Err(Unavailable) => return self.fall_back(fallback, upstream).await,
+                Ok(Looked::Found(stored)) => match keys.open::<V, E>(&self.keys, &stored, None) {
+                    Some(Ok((value, age))) => {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Answer { value, age, source: Source::Cache });
+                    }
+                    // Unreadable (altered) or stale: the next look deletes it and takes the lock,
+                    // or finds the flight that did.
+                    _ => refused = Some(stored),
+                },
+                Ok(Looked::Locked) => {
+                    return self.lead(&keys, &token, fallback, upstream).await;
                 }
-                // Unreadable (another key set, or altered): treat as absent and call upstream.
-                _ => self.lead(&keys, &token, fallback, upstream).await,
-            },
-            Ok(Looked::Locked) => self.lead(&keys, &token, fallback, upstream).await,
-            Ok(Looked::Busy(flight)) => {
-                self.waited.fetch_add(1, Ordering::Relaxed);
-                self.wait(keys, token, flight, events, fallback, upstream).await
+                Ok(Looked::Busy(flight)) => {
+                    self.waited.fetch_add(1, Ordering::Relaxed);
+                    return self.wait(keys, token, flight, events, fallback, upstream).await;
+                }
             }
         }
+        tracing::warn!("state: refused refresh answers keep coming back in Redis; the refresh is refused");
+        Err(E::internal())
     }
 
     async fn lead<Fut>(
@@ -222,11 +234,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         self.upstream.fetch_add(1, Ordering::Relaxed);
         let result = upstream.await;
         let (stored, keep) = match &result {
-            Ok(value) => {
-                // Kept as long as the local cache would keep it: `min(ttl, lifetime)`.
-                let keep = value.lifetime().map_or(self.ttl, |l| l.min(self.ttl));
-                (keys.seal_answer(&self.keys, value), keep)
-            }
+            Ok(value) => (keys.seal_answer(&self.keys, value), keep(value, self.ttl)),
             Err(error) => {
                 self.upstream_errors.fetch_add(1, Ordering::Relaxed);
                 if error.evicts() {
@@ -260,30 +268,38 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         // re-read takes the lock. This bound only stops a wait that somehow outlives both.
         let deadline = tokio::time::Instant::now() + 2 * keys.lock_ttl;
         let mut listening = true;
+        // A record the last look refused: looked at again at once, and deleted if still there.
+        let mut refused: Option<Vec<u8>> = None;
         loop {
-            let recheck = tokio::time::sleep(self.recheck);
-            tokio::select! {
-                msg = events.recv(), if listening => match msg {
-                    Ok(msg) => {
-                        if msg.len() > 32
-                            && msg[..32] == keys.hash
-                            && let Some(outcome) = keys.open(&self.keys, &msg[32..], Some(&flight))
-                        {
-                            return self.answer_waiter(outcome);
+            if refused.is_none() {
+                let recheck = tokio::time::sleep(self.recheck);
+                tokio::select! {
+                    msg = events.recv(), if listening => match msg {
+                        Ok(msg) => {
+                            if msg.len() > 32
+                                && msg[..32] == keys.hash
+                                && let Some(outcome) = keys.open_published(&self.keys, &msg[32..], &flight)
+                            {
+                                return self.answer_waiter(outcome);
+                            }
+                            continue;
                         }
-                        continue;
-                    }
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => listening = false,
-                },
-                () = recheck => {}
-                () = tokio::time::sleep_until(deadline) => return Err(E::timed_out()),
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => listening = false,
+                    },
+                    () = recheck => {}
+                    () = tokio::time::sleep_until(deadline) => return Err(E::timed_out()),
+                }
+            } else if tokio::time::Instant::now() >= deadline {
+                return Err(E::timed_out());
             }
-            match keys.get_or_lock(&self.redis, &token, Some(&flight)).await {
+            let looked = keys.get_or_lock(&self.redis, &token, Some(&flight), refused.as_deref()).await;
+            refused = None;
+            match looked {
                 Err(Unavailable) => return self.fall_back(fallback, upstream).await,
                 Ok(Looked::Found(stored)) => match keys.open(&self.keys, &stored, Some(&flight)) {
                     Some(outcome) => return self.answer_waiter(outcome),
-                    None => return self.lead(&keys, &token, fallback, upstream).await,
+                    None => refused = Some(stored),
                 },
                 Ok(Looked::Locked) => {
                     tracing::info!(

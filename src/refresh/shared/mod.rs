@@ -7,9 +7,10 @@
 //! flight ([`flight`]):
 //!
 //! 1. One script, one round trip: if Redis holds an answer for the key, serve it
-//!    ([`Source::Cache`](super::types::Source::Cache)); else try to take the flight's lock
-//!    (`SET NX PX`, lifetime longer than the upstream deadline); else note whose flight is
-//!    running.
+//!    ([`Source::Cache`](super::types::Source::Cache)) while it is younger than it is kept for
+//!    (an older one, written back into Redis, is deleted by the next look, as [`store`] says);
+//!    else try to take the flight's lock (`SET NX PX`, lifetime longer than the upstream
+//!    deadline); else note whose flight is running.
 //! 2. The lock's winner calls the upstream, then in one pipelined round trip stores the sealed
 //!    answer (success: for `min(ttl, lifetime)`, as the local cache would; error: a marker
 //!    tagged with the flight, for the lock's lifetime), publishes it on the events channel, and
