@@ -277,7 +277,7 @@ fn populated() -> Config {
     config.admin.token_file = Some("/run/admin-token".into());
     config.admin.allowed_hosts = vec!["admin.example.com".into()];
     config.upstream.ca_file = Some("/etc/ca.pem".into());
-    config.upstream.legacy_fields = None;
+    config.upstream.legacy_fields = Some(lookup());
     let s = &mut config.state;
     s.url = Some("redis://127.0.0.1:6379".into());
     s.password_env = Some("REDIS_PASSWORD".into());
