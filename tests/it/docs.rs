@@ -195,8 +195,11 @@ fn citations(line: &str) -> (Vec<String>, bool) {
     let anchor_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
     let mut cited = Vec::new();
     for (at, _) in line.match_indices(".md#") {
-        let start =
-            line[..at].char_indices().rev().find(|&(_, c)| !path_char(c)).map_or(0, |(i, c)| i + c.len_utf8());
+        let start = line[..at]
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !path_char(c))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let tail = &line[at + 4..];
         let end = tail.find(|c: char| !anchor_char(c)).unwrap_or(tail.len());
         if start < at {
@@ -252,10 +255,12 @@ fn github_anchors_are_computed_as_github_does() {
         ["a-server-table", "linked-text", "same", "same-1", "the-requests-host", "walkthrough-who-and-deny"]
     );
     // Spelled in pieces, so the scan of the code for citations does not take them for some.
-    let links = link_targets(concat!("[a](b.md", "#c) `[not](x)` and [d](#e)\n```\n[no](y)\n```\n[ref]: z.md\n"));
+    let links =
+        link_targets(concat!("[a](b.md", "#c) `[not](x)` and [d](#e)\n```\n[no](y)\n```\n[ref]: z.md\n"));
     let targets: Vec<_> = links.into_iter().map(|(_, t)| t).collect();
     assert_eq!(targets, [concat!("b.md", "#c"), "#e", "z.md"]);
-    let (cited, numbered) = citations(concat!("see (docs/protocol.md#the-v2-request) and `docs/x.md`", " §3"));
+    let (cited, numbered) =
+        citations(concat!("see (docs/protocol.md#the-v2-request) and `docs/x.md`", " §3"));
     assert_eq!((cited, numbered), (vec!["docs/protocol.md#the-v2-request".to_owned()], true));
 }
 
@@ -363,8 +368,11 @@ fn accepted_keys(table: &Table) -> Vec<&'static str> {
 
 /// Whether `key` of `table` is itself a table (a probe inside it is refused as unknown).
 fn is_table(table: &Table, key: &str) -> bool {
-    let figment = Figment::from(Serialized::defaults(Config::default()))
-        .merge(Toml::string(&toml_at(table, key, &format!("{{ {PROBE} = 1 }}"))));
+    let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&toml_at(
+        table,
+        key,
+        &format!("{{ {PROBE} = 1 }}"),
+    )));
     figment.extract::<Config>().err().is_some_and(|err| {
         err.into_iter().any(|e| matches!(e.kind, figment::error::Kind::UnknownField(ref f, _) if f == PROBE))
     })
@@ -402,7 +410,11 @@ fn every_config_key_the_code_accepts_is_documented() {
     for (table, serialized) in &tables {
         let accepted = accepted_keys(table);
         for key in serialized {
-            assert!(accepted.contains(&key.as_str()), "[{}] serializes `{key}` but does not accept it", dotted(table));
+            assert!(
+                accepted.contains(&key.as_str()),
+                "[{}] serializes `{key}` but does not accept it",
+                dotted(table)
+            );
         }
         if table.is_empty() {
             // The top-level keys are the tables: each needs a section of its own.
@@ -429,10 +441,8 @@ fn every_config_key_the_code_accepts_is_documented() {
         };
         // A key is documented by a row of the section's table whose first cell names it (the
         // other cells hold its default and meaning); a mention in passing does not count.
-        let named: Vec<&str> = body
-            .lines()
-            .filter_map(|l| l.trim_start().strip_prefix('|')?.split('|').next())
-            .collect();
+        let named: Vec<&str> =
+            body.lines().filter_map(|l| l.trim_start().strip_prefix('|')?.split('|').next()).collect();
         for key in accepted {
             checked += 1;
             if !named.iter().any(|cell| cell.contains(&format!("`{key}`"))) {
