@@ -153,7 +153,6 @@ mod tests {
     use super::super::types::Source;
     use super::*;
     use crate::refresh::Scope;
-    use hmac::digest::KeyInit;
     use std::time::Duration;
 
     #[tokio::test]
@@ -185,11 +184,9 @@ mod tests {
         assert_ne!(key, cache.inner.key("client", "token2"));
         // Per-instance random secret.
         assert_ne!(key, other.inner.key("client", "token"));
-        // Zero-padding the 32-byte secret to the block is the same as HMAC's own padding.
+        // The one keyed-hash set-up (zero-padding the key to the block) is HMAC's own padding.
         let secret = [7u8; 32];
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&secret);
-        let padded = <Hmac<Sha256> as KeyInit>::new(&block.into());
+        let padded = crate::crypto::keyed_mac(&secret);
         let direct = <Hmac<Sha256> as Mac>::new_from_slice(&secret).expect("any length");
         assert_eq!(
             padded.chain_update(b"x").finalize().into_bytes(),
