@@ -1,18 +1,10 @@
 //! The binary: config errors exit 64 with one line that names the client and never the secret;
 //! `check-config` prints the effective config with secrets redacted; the shipped config loads.
 
-use std::process::Command;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_oauth-shim"));
-    c.env_remove("OAUTH_SHIM_CONFIG");
-    c
-}
+use crate::support::{bin, free_port, poll_until, temp_dir};
 
 fn write(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("oauth-shim-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("shim.toml");
+    let path = temp_dir(&format!("cli-{name}")).join("shim.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -129,21 +121,17 @@ fn shipped_config_is_valid_and_config_path_comes_from_env() {
 /// client_secret_basic (the stand-in): the three legacy grants come back in the legacy shape.
 #[tokio::test]
 async fn serve_binary_answers_legacy_grants() {
-    use oauth_shim::devtools::standin::{Standin, StandinClient, StandinConfig};
-    let standin = Standin::start(
-        StandinConfig {
-            clients: vec![StandinClient {
-                id: "acme".into(),
-                secret: "acme-secret".into(),
-                allow_password_grant: true,
-            }],
-            ..StandinConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    use oauth_shim::devtools::standin::{StandinClient, StandinConfig};
+    let standin = crate::support::start_standin(StandinConfig {
+        clients: vec![StandinClient {
+            id: "acme".into(),
+            secret: "acme-secret".into(),
+            allow_password_grant: true,
+        }],
+        ..StandinConfig::default()
+    })
+    .await;
+    let port = free_port();
     let path = write(
         "serve",
         &format!(
@@ -165,14 +153,7 @@ async fn serve_binary_answers_legacy_grants() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}/oauth/access_token");
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if client.get(&base).send().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let ready = poll_until(async || client.get(&base).send().await.is_ok()).await;
     assert!(ready, "oauth-shim serve did not start listening");
 
     let get = |q: String| {
@@ -204,12 +185,7 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let standin = oauth_shim::devtools::standin::Standin::start(
-        crate::support::standin_config(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let standin = crate::support::start_standin(crate::support::standin_config()).await;
     let file = |mode: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\
@@ -286,14 +262,7 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     std::fs::write(&path, file("deny")).unwrap();
     let kill = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
-    let mut denied = false;
-    for _ in 0..500 {
-        if reqwest::get(&call).await.unwrap().status() == 400 {
-            denied = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let denied = poll_until(async || reqwest::get(&call).await.unwrap().status() == 400).await;
     assert!(denied, "SIGHUP reloaded the edited file");
 
     // An invalid file is refused by `oauth-shim reload` (exit 1) and the old config stays.

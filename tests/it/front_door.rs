@@ -347,9 +347,7 @@ pub struct ShimProcess {
 
 impl ShimProcess {
     pub async fn spawn(upstream_base: &str) -> Self {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let config = std::env::temp_dir().join(format!("oauth-shim-it-{}-{n}.toml", std::process::id()));
+        let config = temp_dir("serve").join("shim.toml");
         let toml = format!(
             r#"
             [server]
@@ -370,7 +368,7 @@ impl ShimProcess {
             "#
         );
         std::fs::write(&config, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oauth-shim"))
+        let mut child = bin()
             .args(["serve", "--config"])
             .arg(&config)
             .env_remove("RUST_LOG")
@@ -462,24 +460,15 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 
     // Draining: readiness is false, the proxy port refuses new connections.
     let mut ready = StatusCode::OK;
-    for _ in 0..250 {
+    poll_until(async || {
         let r = http().get(format!("{admin}/readyz")).send().await;
         ready = r.unwrap_or_else(|e| panic!("{e}: {}", shim.log())).status();
-        if ready != StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        ready != StatusCode::OK
+    })
+    .await;
     assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(http().get(format!("{admin}/healthz")).send().await.unwrap().status(), 200);
-    let mut refused = false;
-    for _ in 0..250 {
-        if TcpStream::connect(shim.proxy).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = poll_until(async || TcpStream::connect(shim.proxy).await.is_err()).await;
     assert!(refused, "new connections are refused while draining");
     assert!(!in_flight.is_finished());
 

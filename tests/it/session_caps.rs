@@ -16,7 +16,7 @@ const OTHER: (&str, &str) = ("other@example.com", "other-password");
 async fn standin(delay: Duration) -> Standin {
     let mut config = StandinConfig { token_delay: delay, ..standin_config() };
     config.users.push((OTHER.0.into(), OTHER.1.into()));
-    Standin::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+    start_standin(config).await
 }
 
 /// oauth-shim with a continuity client on the embedded store, with `caps` (TOML lines of the
@@ -33,19 +33,9 @@ async fn embedded(name: &str, caps: &str) -> Harness {
 async fn replicas(redis: &RedisServer, caps: &str) -> (Harness, Harness) {
     let standin = standin(Duration::from_millis(300)).await;
     let toml = format!("{}\n[continuity]\n{caps}\n", redis_state_toml(redis));
-    let mut both = Vec::new();
-    for _ in 0..2 {
-        let mut config = shim_config(&standin, &toml);
-        config.clients[0].continuity = true;
-        let h = Harness::with_config(standin.clone(), config.validated().unwrap()).await;
-        for _ in 0..500 {
-            if h.app.shared().redis.as_ref().is_some_and(|r| r.is_up()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        both.push(h);
-    }
+    let mut config = shim_config(&standin, &toml);
+    config.clients[0].continuity = true;
+    let mut both = crate::support::replicas(&standin, &config.validated().unwrap(), 2).await;
     let b = both.pop().unwrap();
     (both.pop().unwrap(), b)
 }

@@ -1,4 +1,6 @@
-//! Test harness: a v2 stand-in plus oauth-shim configured against it, both on 127.0.0.1:0.
+//! Test harness: a v2 stand-in plus oauth-shim configured against it, both on 127.0.0.1:0, and
+//! the fixtures several test files share: the binary, scratch directories, free ports, bounded
+//! waits, grants, replicas and a real `redis-server`.
 
 #![allow(dead_code)]
 
@@ -25,6 +27,20 @@ pub fn standin_config() -> StandinConfig {
     }
 }
 
+/// A stand-in with `config` on a free loopback port.
+pub async fn start_standin(config: StandinConfig) -> Standin {
+    Standin::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+/// [`standin_config`] with refresh tokens rotated on use and token answers `delay_ms` late.
+pub fn rotating(delay_ms: u64) -> StandinConfig {
+    StandinConfig {
+        rotate_refresh_tokens: true,
+        token_delay: std::time::Duration::from_millis(delay_ms),
+        ..standin_config()
+    }
+}
+
 pub struct Harness {
     pub standin: Standin,
     pub shim: Running,
@@ -35,7 +51,7 @@ pub struct Harness {
 impl Harness {
     /// Stand-in with `standin`, shim with the default client plus `extra_toml` merged on top.
     pub async fn start(standin: StandinConfig, extra_toml: &str) -> Self {
-        let standin = Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let standin = start_standin(standin).await;
         let config = shim_config(&standin, extra_toml);
         Self::with_config(standin, config).await
     }
@@ -64,6 +80,59 @@ impl Harness {
     pub fn proxy_addr(&self) -> SocketAddr {
         self.shim.proxy_addr
     }
+
+    /// oauth-shim on the config file at `path`, against `standin`; reloads read the file.
+    pub async fn from_file(standin: Standin, path: &std::path::Path) -> Self {
+        let h = Self::with_config(standin, Config::load(path).unwrap()).await;
+        h.app.shared().ops.reload.set_source(path.to_path_buf());
+        h
+    }
+
+    /// A legacy password grant (GET) for [`ID`] and the stand-in's demo user.
+    pub fn password_url(&self) -> String {
+        self.url(&format!(
+            "/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
+        ))
+    }
+
+    /// A legacy refresh (GET) of `rt` by [`ID`].
+    pub fn refresh_url(&self, rt: &str) -> String {
+        self.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"))
+    }
+
+    /// Whether this instance's Redis connection is up (false without a Redis backend).
+    pub fn redis_up(&self) -> bool {
+        self.app.shared().redis.as_ref().is_some_and(|r| r.is_up())
+    }
+
+    /// Wait (bounded) until this instance has connected to Redis.
+    pub async fn wait_for_redis(&self) {
+        eventually("oauth-shim to connect to redis", async || self.redis_up()).await;
+    }
+}
+
+/// `n` replicas of oauth-shim on `config`, each with its own app, listeners and Redis
+/// connection, all against `standin`; returned once every replica with a Redis backend has
+/// connected to it.
+pub async fn replicas(standin: &Standin, config: &Config, n: usize) -> Vec<Harness> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Harness::with_config(standin.clone(), config.clone()).await);
+    }
+    let connected = |h: &Harness| h.app.shared().redis.as_ref().is_none_or(|r| r.is_up());
+    eventually("every replica to connect to redis", async || out.iter().all(connected)).await;
+    out
+}
+
+/// A fresh grant of [`ID`]'s: a code the stand-in issues, exchanged through `via`'s legacy
+/// route. Its refresh token.
+pub async fn grant(via: &Harness) -> String {
+    let code = via.standin.issue_code(ID, None);
+    let body = get_json(
+        via.url(&format!("/oauth/access_token?grant_type=authorization_code&code={code}&client_id={ID}")),
+    )
+    .await;
+    body["refresh_token"].as_str().unwrap().to_owned()
 }
 
 /// A validated config pointing at `standin`; `extra_toml` is merged over the defaults (use it to
@@ -90,6 +159,39 @@ pub fn shim_config(standin: &Standin, extra_toml: &str) -> Config {
     let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&base));
     let figment = if extra_toml.is_empty() { figment } else { figment.admerge(Toml::string(extra_toml)) };
     Config::from_figment(figment).expect("test config is valid")
+}
+
+/// A config file for `standin` with the default client in `mode`, plus `extra` TOML.
+pub fn config_file(name: &str, standin: &Standin, mode: &str, extra: &str) -> std::path::PathBuf {
+    let path = temp_dir(&format!("ops-{name}")).join("shim.toml");
+    write_config(&path, standin, mode, extra);
+    path
+}
+
+pub fn write_config(path: &std::path::Path, standin: &Standin, mode: &str, extra: &str) {
+    let text = format!(
+        r#"
+[upstream]
+token_url = "{token}"
+authorize_url = "{authz}"
+api_base = "{api}"
+connect_timeout = "1s"
+request_timeout = "5s"
+{extra}
+[[clients]]
+id = "{ID}"
+secret = "{SECRET}"
+allow_password_grant = true
+mode = "{mode}"
+"#,
+        token = standin.token_url(),
+        authz = standin.authorize_url(),
+        api = standin.api_base(),
+    );
+    // Write then rename, as config management tools do, so a reader never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A reqwest client that never follows redirects and never uses a proxy.
@@ -151,6 +253,62 @@ impl std::io::Write for LogCapture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+// ---- The binary, scratch files, ports and waiting. ----
+
+/// The `oauth-shim` binary, with `OAUTH_SHIM_CONFIG` cleared so the test's environment cannot
+/// choose its config.
+pub fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-shim"));
+    c.env_remove("OAUTH_SHIM_CONFIG");
+    c
+}
+
+/// A child process killed when dropped, so a failing assertion leaves no process behind.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A new, empty directory under the system temp dir, its name made of `name`, this test
+/// process's id and a counter (a fresh one per call).
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("oauth-shim-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A loopback port nothing listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Poll `cond` every 10 ms until it holds, for at most 10 s (a bound on a wait, never a timing
+/// assertion). Whether it held.
+pub async fn poll_until(mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if cond().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// [`poll_until`] `cond` holds; panics naming `what` if it never does.
+pub async fn eventually(what: &str, cond: impl AsyncFnMut() -> bool) {
+    assert!(poll_until(cond).await, "timed out waiting for {what}");
 }
 
 // ---- Front-door helpers: raw sockets and a recording echo upstream. ----
@@ -249,6 +407,71 @@ pub async fn read_request_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec
     Some(head)
 }
 
+/// A raw HTTP/1.1 upstream on 127.0.0.1:0: reads each request (head and `Content-Length`
+/// body), records its request line with the index of the connection it came on, and answers
+/// with what `answer` makes of the path.
+pub struct RawUpstream {
+    pub addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>,
+}
+
+impl RawUpstream {
+    pub async fn start(answer: fn(&str) -> String) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>> = std::sync::Arc::default();
+        let log = std::sync::Arc::clone(&seen);
+        tokio::spawn(async move {
+            for conn in 0.. {
+                let Ok((mut stream, _)) = listener.accept().await else { return };
+                let log = std::sync::Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Some(head) = read_request_head(&mut stream, &mut buf).await {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().to_owned())
+                            })
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        while buf.len() < len {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..len);
+                        let line = head.lines().next().unwrap_or_default().to_owned();
+                        let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                        log.lock().unwrap().push((conn, line));
+                        if stream.write_all(answer(&path).as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    pub fn seen(&self) -> Vec<(usize, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A `200 OK` answer with `body` as JSON.
+pub fn json_answer(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 // ---- A real redis-server for the shared-state tests. ----
 
 /// A `redis-server` on a free loopback port, with persistence off; killed when dropped.
@@ -268,7 +491,7 @@ impl RedisServer {
     /// A server started with `extra` arguments (`{port}` in them is replaced by the port).
     /// With `--tls-port {port}` among them, the port speaks TLS only.
     pub async fn start_with(extra: Vec<String>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let extra = extra.into_iter().map(|a| a.replace("{port}", &port.to_string())).collect();
         let mut server = Self { port, child: None, extra };
         server.restart().await;
