@@ -1,7 +1,7 @@
 //! The binary: config errors exit 64 with one line that names the client and never the secret;
 //! `check-config` prints the effective config with secrets redacted; the shipped config loads.
 
-use crate::support::{bin, free_port, poll_until, temp_dir};
+use crate::support::{ShimProcess, bin, free_port, poll_until, temp_dir};
 
 fn write(name: &str, text: &str) -> std::path::PathBuf {
     let path = temp_dir(&format!("cli-{name}")).join("shim.toml");
@@ -182,9 +182,6 @@ async fn serve_binary_answers_legacy_grants() {
 /// a mode flip by editing the file and sending SIGHUP, a refused `reload`, an unreachable admin.
 #[tokio::test]
 async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let standin = crate::support::start_standin(crate::support::standin_config()).await;
     let file = |mode: &str| {
         format!(
@@ -198,37 +195,9 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
         )
     };
     let path = write("serve-ops", &file("rewrite"));
-    let mut child = bin()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("OPS_CLI_SECRET", crate::support::SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut logs = Vec::new();
-    let listening: serde_json::Value = loop {
-        let line = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("serve starts");
-        logs.push(line.clone());
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if v["message"] == "oauth-shim listening" {
-            break v;
-        }
-    };
-    let proxy = listening["proxy"].as_str().unwrap().to_owned();
-    let admin =
-        listening["admin"].as_str().unwrap().trim_start_matches("Some(").trim_end_matches(')').to_owned();
-    let admin = format!("http://{admin}");
+    let mut shim =
+        ShimProcess::serve(&path, &[("OPS_CLI_SECRET", crate::support::SECRET), ("RUST_LOG", "info")]).await;
+    let (proxy, admin) = (shim.proxy.to_string(), format!("http://{}", shim.admin));
     let call = format!(
         "http://{proxy}/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={}",
         crate::support::ID
@@ -260,8 +229,7 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
 
     // Flip the client to deny by editing the file; SIGHUP applies it.
     std::fs::write(&path, file("deny")).unwrap();
-    let kill = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
+    shim.signal("HUP");
     let denied = poll_until(async || reqwest::get(&call).await.unwrap().status() == 400).await;
     assert!(denied, "SIGHUP reloaded the edited file");
 
@@ -281,10 +249,8 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     let (code, _, _) = run(&["report", "--admin", "http://127.0.0.1:1"]);
     assert_eq!(code, Some(69));
 
-    let _ = child.kill();
-    let _ = child.wait();
-    logs.extend(rx.try_iter());
-    let logs = logs.join("\n");
+    shim.kill().await;
+    let logs = shim.log();
     assert!(logs.contains("config reload failed"), "{logs}");
     assert!(!logs.contains(crate::support::SECRET) && !logs.contains("demo-password"));
 }

@@ -390,47 +390,6 @@ async fn expired_minted_tokens_are_refused_and_swept() {
     assert!(swept, "the sweep removed the expired session");
 }
 
-/// `oauth-shim serve` on `config`; returns the child, its proxy and admin base URLs, and the
-/// receiver of its log lines.
-fn serve(
-    config: &std::path::Path,
-) -> (std::process::Child, String, String, std::sync::mpsc::Receiver<String>) {
-    use std::io::{BufRead, BufReader};
-    let mut child = bin()
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let listening: Value = loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("serve starts");
-        let v: Value = serde_json::from_str(&line).expect("JSON log lines");
-        if v["message"] == "oauth-shim listening" {
-            break v;
-        }
-    };
-    let proxy = format!("http://{}", listening["proxy"].as_str().unwrap());
-    let admin = listening["admin"].as_str().unwrap().trim_start_matches("Some(").trim_end_matches(')');
-    (child, proxy, format!("http://{admin}"), rx)
-}
-
-fn stop(mut child: std::process::Child) {
-    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(term.success());
-    let _ = child.wait();
-}
-
 #[tokio::test]
 async fn a_minted_token_survives_a_restart_and_operators_revoke_it_from_the_command_line() {
     let (store, key) = scratch("restart");
@@ -453,7 +412,8 @@ async fn a_minted_token_survives_a_restart_and_operators_revoke_it_from_the_comm
     )
     .unwrap();
 
-    let (child, proxy, _, _) = serve(&config);
+    let shim = ShimProcess::serve(&config, &[("RUST_LOG", "info")]).await;
+    let proxy = format!("http://{}", shim.proxy);
     let legacy: Value = get_json(format!(
         "{proxy}/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
     ))
@@ -466,9 +426,10 @@ async fn a_minted_token_survives_a_restart_and_operators_revoke_it_from_the_comm
         }
     };
     assert_eq!(call(proxy.clone()).await, 200);
-    stop(child);
+    shim.terminate_and_wait().await;
 
-    let (child, proxy, admin, logs) = serve(&config);
+    let shim = ShimProcess::serve(&config, &[("RUST_LOG", "info")]).await;
+    let (proxy, admin) = (format!("http://{}", shim.proxy), format!("http://{}", shim.admin));
     assert_eq!(call(proxy.clone()).await, 200, "the minted token works after a restart");
 
     let run = |args: &[&str]| {
@@ -483,8 +444,10 @@ async fn a_minted_token_survives_a_restart_and_operators_revoke_it_from_the_comm
     assert_eq!(code, Some(0));
     assert!(out.contains("\"revoked\": 1"), "{out}");
     assert_eq!(call(proxy).await, 401, "revoked at once");
-    stop(child);
-    let logs: String = logs.try_iter().collect::<Vec<_>>().join("\n");
+    let mut shim = shim;
+    shim.signal("TERM");
+    shim.wait().await;
+    let logs = shim.log();
     assert!(!logs.contains(&access) && !logs.contains("osh_at_"), "{logs}");
 }
 

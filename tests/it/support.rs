@@ -15,6 +15,14 @@ use oauth_shim::runtime::Runtime;
 use oauth_shim::server::{self, Running};
 use tokio::net::TcpListener;
 
+mod process;
+mod raw;
+mod redis_server;
+
+pub use process::*;
+pub use raw::*;
+pub use redis_server::*;
+
 pub const ID: &str = "legacy-client";
 pub const SECRET: &str = "s3cret-canary-secret";
 
@@ -194,6 +202,16 @@ mode = "{mode}"
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// GET `url` and parse the answer as JSON (whatever its status).
+pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// GET `url` and return the answer's body as text (whatever its status).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// A reqwest client that never follows redirects and never uses a proxy.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap()
@@ -253,330 +271,4 @@ impl std::io::Write for LogCapture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-// ---- The binary, scratch files, ports and waiting. ----
-
-/// The `oauth-shim` binary, with `OAUTH_SHIM_CONFIG` cleared so the test's environment cannot
-/// choose its config.
-pub fn bin() -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-shim"));
-    c.env_remove("OAUTH_SHIM_CONFIG");
-    c
-}
-
-/// A child process killed when dropped, so a failing assertion leaves no process behind.
-pub struct ChildGuard(pub std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A new, empty directory under the system temp dir, its name made of `name`, this test
-/// process's id and a counter (a fresh one per call).
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("oauth-shim-{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A loopback port nothing listened on a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Poll `cond` every 10 ms until it holds, for at most 10 s (a bound on a wait, never a timing
-/// assertion). Whether it held.
-pub async fn poll_until(mut cond: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if cond().await {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
-/// [`poll_until`] `cond` holds; panics naming `what` if it never does.
-pub async fn eventually(what: &str, cond: impl AsyncFnMut() -> bool) {
-    assert!(poll_until(cond).await, "timed out waiting for {what}");
-}
-
-// ---- Front-door helpers: raw sockets and a recording echo upstream. ----
-
-/// A raw HTTP/1 exchange: write `request` as is, read until the server closes (at most 10 s).
-/// Returns everything read, lossily decoded. Use `Connection: close` (or a request the server
-/// refuses) so the server closes.
-pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The status code of the first response in a raw exchange's output (0 when there is none).
-pub fn raw_status(raw: &str) -> u16 {
-    raw.strip_prefix("HTTP/1.1 ").and_then(|s| s.get(..3)).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-/// A generated body of `len` bytes in 64 KiB frames, never held in memory as a whole.
-pub struct Generated {
-    pub remaining: u64,
-    chunk: bytes::Bytes,
-}
-
-impl Generated {
-    pub fn new(len: u64) -> Self {
-        let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
-        Self { remaining: len, chunk: chunk.into() }
-    }
-}
-
-impl http_body::Body for Generated {
-    type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        if self.remaining == 0 {
-            return std::task::Poll::Ready(None);
-        }
-        let n = self.remaining.min(self.chunk.len() as u64) as usize;
-        self.remaining -= n as u64;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..n)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-}
-
-/// Memory figures of a process from `/proc/<pid>/status`, in KiB: (VmRSS, VmHWM).
-pub fn proc_memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// GET `url` and parse the answer as JSON (whatever its status).
-pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
-    http().get(url).send().await.unwrap().json().await.unwrap()
-}
-
-/// GET `url` and return the answer's body as text (whatever its status).
-pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
-    http().get(url).send().await.unwrap().text().await.unwrap()
-}
-
-/// Read one request head from a raw upstream connection, as text. `buf` carries bytes read past
-/// the head (a body, or the next request) from one call to the next. `None` once the peer has
-/// closed (or the read failed).
-pub async fn read_request_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    buf.drain(..head_end);
-    Some(head)
-}
-
-/// A raw HTTP/1.1 upstream on 127.0.0.1:0: reads each request (head and `Content-Length`
-/// body), records its request line with the index of the connection it came on, and answers
-/// with what `answer` makes of the path.
-pub struct RawUpstream {
-    pub addr: std::net::SocketAddr,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>,
-}
-
-impl RawUpstream {
-    pub async fn start(answer: fn(&str) -> String) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>> = std::sync::Arc::default();
-        let log = std::sync::Arc::clone(&seen);
-        tokio::spawn(async move {
-            for conn in 0.. {
-                let Ok((mut stream, _)) = listener.accept().await else { return };
-                let log = std::sync::Arc::clone(&log);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while let Some(head) = read_request_head(&mut stream, &mut buf).await {
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().to_owned())
-                            })
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0);
-                        while buf.len() < len {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.drain(..len);
-                        let line = head.lines().next().unwrap_or_default().to_owned();
-                        let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
-                        log.lock().unwrap().push((conn, line));
-                        if stream.write_all(answer(&path).as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Self { addr, seen }
-    }
-
-    pub fn seen(&self) -> Vec<(usize, String)> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-/// A `200 OK` answer with `body` as JSON.
-pub fn json_answer(body: &str) -> String {
-    format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-// ---- A real redis-server for the shared-state tests. ----
-
-/// A `redis-server` on a free loopback port, with persistence off; killed when dropped.
-/// [`RedisServer::stop`] and [`RedisServer::restart`] simulate an outage on the same port.
-pub struct RedisServer {
-    pub port: u16,
-    child: Option<std::process::Child>,
-    /// Further `redis-server` arguments (TLS, a password).
-    extra: Vec<String>,
-}
-
-impl RedisServer {
-    pub async fn start() -> Self {
-        Self::start_with(Vec::new()).await
-    }
-
-    /// A server started with `extra` arguments (`{port}` in them is replaced by the port).
-    /// With `--tls-port {port}` among them, the port speaks TLS only.
-    pub async fn start_with(extra: Vec<String>) -> Self {
-        let port = free_port();
-        let extra = extra.into_iter().map(|a| a.replace("{port}", &port.to_string())).collect();
-        let mut server = Self { port, child: None, extra };
-        server.restart().await;
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kill the server (SIGKILL: no goodbye to its clients).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start it again on the same port, and wait until it answers.
-    pub async fn restart(&mut self) {
-        self.stop();
-        let tls = self.extra.iter().any(|a| a == "--tls-port");
-        let plain_port = if tls { "0".to_owned() } else { self.port.to_string() };
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &plain_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(&self.extra)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        self.child = Some(child);
-        for _ in 0..500 {
-            let up = if tls {
-                tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok()
-            } else {
-                self.client().get_multiplexed_async_connection().await.is_ok()
-            };
-            if up {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-
-    pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).unwrap()
-    }
-
-    /// Every key and its raw contents (`DUMP`, which holds the value as Redis stores it).
-    pub async fn dump_all(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut conn = self.client().get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-        let mut out = Vec::new();
-        for key in keys {
-            let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query_async(&mut conn).await.unwrap();
-            out.push((key, dump.unwrap_or_default()));
-        }
-        out
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A fixed `[state]` key for the tests (64 hex digits).
-pub const STATE_KEY: &str = "8f4c2b1a9e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170f1e2d3c";
-
-/// A file holding [`STATE_KEY`], written once per test process.
-pub fn state_key_file() -> &'static std::path::Path {
-    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    FILE.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("oauth-shim-test-state-key-{}", std::process::id()));
-        std::fs::write(&path, format!("{STATE_KEY}\n")).unwrap();
-        path
-    })
-}
-
-/// `[state]` TOML for a Redis backend at `redis` keyed with [`STATE_KEY`].
-pub fn redis_state_toml(redis: &RedisServer) -> String {
-    format!(
-        "[state]\nbackend = \"redis\"\nurl = \"{}\"\nencryption_key_file = \"{}\"\ncommand_timeout = \"500ms\"\n",
-        redis.url(),
-        state_key_file().display()
-    )
 }
