@@ -1,6 +1,6 @@
 //! A real `redis-server` on a free loopback port, and the `[state]` config that points at it.
 
-use super::free_port;
+use super::{free_port, poll_until};
 
 /// A `redis-server` on a free loopback port, with persistence off; killed when dropped.
 /// [`RedisServer::stop`] and [`RedisServer::restart`] simulate an outage on the same port.
@@ -50,18 +50,15 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is installed (.ci/run installs it)");
         self.child = Some(child);
-        for _ in 0..500 {
-            let up = if tls {
+        let up = poll_until(async || {
+            if tls {
                 tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok()
             } else {
                 self.client().get_multiplexed_async_connection().await.is_ok()
-            };
-            if up {
-                return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("redis-server did not start on port {}", self.port);
+        })
+        .await;
+        assert!(up, "redis-server did not start on port {}", self.port);
     }
 
     pub fn client(&self) -> redis::Client {
