@@ -147,12 +147,6 @@ async fn access_lines_carry_typed_fields_and_no_query() {
     assert!(loud.is_empty(), "{loud:?}");
 }
 
-/// A free loopback port nothing listens on.
-async fn closed_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// A loopback listener that accepts and never answers; its address.
 async fn silent_upstream() -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -169,7 +163,7 @@ async fn silent_upstream() -> std::net::SocketAddr {
 #[tokio::test(flavor = "current_thread")]
 async fn upstream_failures_are_logged_once_with_host_and_cause() {
     let standin = start_standin(standin_config()).await;
-    let refused = closed_port().await;
+    let refused = free_port();
     let silent = silent_upstream().await;
     let tls = standin.addr(); // plain HTTP spoken to by TLS: the handshake fails
     let cases = [

@@ -44,7 +44,7 @@ pub fn free_port() -> u16 {
 /// Poll `cond` every 10 ms until it holds, for at most 10 s (a bound on a wait, never a timing
 /// assertion). Whether it held.
 pub async fn poll_until(mut cond: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if cond().await {
             return true;
@@ -52,11 +52,11 @@ pub async fn poll_until(mut cond: impl AsyncFnMut() -> bool) -> bool {
         if std::time::Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-/// [`poll_until`] `cond` holds; panics naming `what` if it never does.
+/// Wait, as [`poll_until`] does, until `cond` holds; panics naming `what` if it never does.
 pub async fn eventually(what: &str, cond: impl AsyncFnMut() -> bool) {
     assert!(poll_until(cond).await, "timed out waiting for {what}");
 }
