@@ -192,7 +192,6 @@ async fn token_calls_reuse_their_connection_too() {
 
 #[tokio::test]
 async fn a_reload_applies_the_pool_limits() {
-    use oauth_shim::config::Config;
     let up = CountingUpstream::start(Mode::KeepAlive).await;
     let standin = start_standin(standin_config()).await;
     let path = temp_dir("pool").join("shim.toml");
@@ -207,8 +206,7 @@ async fn a_reload_applies_the_pool_limits() {
         std::fs::write(&path, text).unwrap();
     };
     write(8);
-    let shim = Harness::with_config(standin, Config::load(&path).unwrap()).await;
-    shim.app.shared().ops.reload.set_source(path.clone());
+    let shim = Harness::from_file(standin, &path).await;
     let client = http();
     for _ in 0..5 {
         get_ok(&client, &shim.url("/G2W/rest/ping")).await;
