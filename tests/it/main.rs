@@ -11,7 +11,6 @@ mod continuity;
 mod dev;
 mod framing;
 mod front_door;
-mod fuzz_corpus;
 mod hardening;
 mod image;
 mod layout;
