@@ -21,7 +21,7 @@ struct Replica {
 
 impl Replica {
     async fn start(standin: &Standin, extra_toml: &str) -> Self {
-        let app = App::new(Runtime::new(shim_config(standin, extra_toml)).unwrap());
+        let app = App::new(Runtime::new(shim_config(standin, extra_toml).validated().unwrap()).unwrap());
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shim = server::start_on(app.clone(), proxy, Some(admin)).unwrap();
@@ -302,7 +302,7 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     let extra = format!("{}\n", redis_state_toml(&redis));
     let mut config = shim_config(&standin, &extra);
     config.clients[0].secret = Some(oauth_shim::oauth::Secret::new(CLIENT_SECRET));
-    let app = App::new(Runtime::new(config).unwrap());
+    let app = App::new(Runtime::new(config.validated().unwrap()).unwrap());
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shim = server::start_on(app.clone(), proxy, None).unwrap();
     let replica = Replica { app, shim };

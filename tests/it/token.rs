@@ -535,7 +535,7 @@ async fn upstream_unreachable_is_502() {
             .await
             .unwrap();
     let mut config = shim_config(&standin, "");
-    config.upstream.token_url = format!("http://{addr}/oauth/v2/token");
+    config.provider.token_url = Some(format!("http://{addr}/oauth/v2/token"));
     let h = Harness::with_config(standin, config).await;
     let resp =
         send(&h, Via::Get, &[("grant_type", "refresh_token"), ("refresh_token", "r"), ("client_id", ID)])
