@@ -79,7 +79,7 @@ mod continuity;
 pub mod crypto;
 #[cfg(feature = "devtools")]
 pub mod devtools;
-pub mod error;
+mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
