@@ -8,7 +8,7 @@ use std::pin::Pin;
 
 use crate::admin;
 use crate::app::App;
-use crate::config::Config;
+use crate::config::ValidConfig;
 use crate::ops::telemetry;
 use crate::runtime::Runtime;
 use crate::server::{self, Running};
@@ -20,7 +20,7 @@ pub(crate) struct Started {
 }
 
 /// Start serving `config`, loaded from `path` (which reload reads again).
-pub(crate) async fn start(config: Config, path: PathBuf) -> Result<Started, String> {
+pub(crate) async fn start(config: ValidConfig, path: PathBuf) -> Result<Started, String> {
     telemetry::init(&config.log);
     // Before any listener is bound: from then on, SIGTERM drains rather than kills.
     let signal = Box::pin(server::shutdown_signal());

@@ -31,6 +31,11 @@
 //! (the one start-up sequence `serve` and `dev` share). `fuzzing` (hidden from the docs) holds
 //! the entry points of the fuzz targets in `fuzz/`.
 //!
+//! Two cargo features choose what is compiled in: `devtools` (on by default; a build with
+//! `--no-default-features` has no `dev` command and no stand-in) and `fuzzing` (off by default;
+//! `fuzz/` and the corpus replay test, `tests/fuzz_corpus.rs`, turn it on), so the shipped
+//! binary carries no fuzzing entry points.
+//!
 //! Dependencies point one way, each module using only those below it:
 //!
 //! ```text
@@ -72,8 +77,10 @@ pub mod cli;
 pub mod config;
 mod continuity;
 pub mod crypto;
+#[cfg(feature = "devtools")]
 pub mod devtools;
-pub mod error;
+mod error;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod json;

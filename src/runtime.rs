@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use crate::config::{ClientConfig, Config, ConfigError};
+use crate::config::{ClientConfig, Config, ConfigError, ValidConfig};
 use crate::crypto::KeySet;
 use crate::provider::{self, Provider};
 
@@ -14,7 +14,7 @@ use crate::provider::{self, Provider};
 /// clients), swapped as a whole on reload so a request sees one consistent version.
 pub struct Runtime {
     pub config: Config,
-    /// Every provider, the default (`[upstream]`) first.
+    /// Every provider, the default (`[provider]`) first.
     pub providers: Vec<Provider>,
     /// `Host` -> provider index, for the providers other than the default.
     hosts: Vec<(String, usize)>,
@@ -26,14 +26,16 @@ pub struct Runtime {
 
 impl Runtime {
     /// A runtime with new upstream pools.
-    pub fn new(config: Config) -> Result<Self, ConfigError> {
+    pub fn new(config: ValidConfig) -> Result<Self, ConfigError> {
+        let config = config.into_inner();
         let providers = provider::build(&config, None)?;
         Self::assemble(config, providers)
     }
 
     /// A runtime for a reloaded config: providers that `old` had keep their upstream pools
     /// (and lookup caches).
-    pub fn reloaded(config: Config, old: &Runtime) -> Result<Self, ConfigError> {
+    pub fn reloaded(config: ValidConfig, old: &Runtime) -> Result<Self, ConfigError> {
+        let config = config.into_inner();
         let providers = provider::build(&config, Some(&old.providers))?;
         Self::assemble(config, providers)
     }
@@ -51,7 +53,7 @@ impl Runtime {
         self.default_provider().client(id)
     }
 
-    /// The default provider (`[upstream]`).
+    /// The default provider (`[provider]`).
     pub fn default_provider(&self) -> &Provider {
         &self.providers[0]
     }

@@ -8,7 +8,7 @@ mod guard;
 mod health;
 pub mod reload;
 mod routes;
-pub mod sessions;
+pub(crate) mod sessions;
 
 pub(crate) use guard::Arrival;
 pub(crate) use health::handle;

@@ -23,7 +23,7 @@ pub(crate) struct Revoked {
 }
 
 /// `None` for paths this module does not own.
-pub async fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
+pub(crate) async fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
     let path = req.uri().path();
     if path != "/sessions" && path != "/sessions/revoke" {
         return None;

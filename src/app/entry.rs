@@ -196,12 +196,12 @@ mod tests {
     /// handling is polled.
     fn app() -> App {
         let mut config = Config::default();
-        config.upstream.api_base = "http://127.0.0.1:9".into();
-        config.upstream.token_url = "http://127.0.0.1:9/oauth/v2/token".into();
-        config.upstream.authorize_url = "http://127.0.0.1:9/oauth/v2/authorize".into();
+        config.provider.api_base = Some("http://127.0.0.1:9".into());
+        config.provider.token_url = Some("http://127.0.0.1:9/oauth/v2/token".into());
+        config.provider.authorize_url = Some("http://127.0.0.1:9/oauth/v2/authorize".into());
         config.clients =
             vec![ClientConfig { id: "c".into(), secret: Some(Secret::new("s")), ..Default::default() }];
-        App::new(Runtime::new(config).expect("a valid config"))
+        App::new(Runtime::new(config.validated().expect("a valid config")).expect("a valid config"))
     }
 
     fn handling(app: &App, method: http::Method, uri: &str) -> Handling {

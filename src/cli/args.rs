@@ -30,6 +30,7 @@ pub(super) enum Command {
     },
     /// Start a local v2 stand-in and oauth-shim configured against it, and print curl commands
     /// to try it. Needs no account.
+    #[cfg(feature = "devtools")]
     Dev {
         /// Proxy address.
         #[arg(long, default_value = "127.0.0.1:8080")]

@@ -24,6 +24,7 @@ pub fn main() -> ExitCode {
             run::run(config.server.resolved_worker_threads(), run::serve(config, path))
         }
         Command::CheckConfig { config } => run::check_config(config),
+        #[cfg(feature = "devtools")]
         Command::Dev { listen, admin_listen, standin_listen, config_file } => run::run(
             std::thread::available_parallelism().map_or(1, usize::from),
             crate::devtools::dev::run(listen, admin_listen, standin_listen, config_file),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ValidConfig};
 
 /// EX_USAGE from sysexits.h: the configuration is unusable.
 pub(super) const EXIT_CONFIG: u8 = 64;
@@ -30,7 +30,7 @@ pub(super) fn check_config(config: Option<PathBuf>) -> ExitCode {
     }
 }
 
-pub(super) fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+pub(super) fn load(path: Option<PathBuf>) -> Result<ValidConfig, ExitCode> {
     let path = crate::config::config_path(path.as_deref());
     Config::load(&path).map_err(|ConfigError(msg)| {
         eprintln!("oauth-shim: {}: {msg}", path.display());
@@ -65,7 +65,7 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-pub(super) async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
+pub(super) async fn serve(config: ValidConfig, path: PathBuf) -> Result<(), String> {
     let started = crate::boot::start(config, path).await?;
     crate::boot::run_until_signal(started).await;
     Ok(())

@@ -35,7 +35,7 @@ impl ClientMode {
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     pub id: String,
-    /// The provider this client belongs to (a `[[providers]]` name); default: `[upstream]`'s.
+    /// The provider this client belongs to (a `[[providers]]` name); default: `[provider]`'s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     /// The secret inline. Prefer `secret_env` or `secret_file`. After load this holds the
@@ -134,5 +134,5 @@ impl ClientConfig {
     }
 }
 
-/// The name of the provider `[upstream]` describes; clients without `provider` belong to it.
+/// The name of the default provider (`[provider]`); clients without `provider` belong to it.
 pub(crate) const DEFAULT_PROVIDER: &str = "default";

@@ -14,7 +14,7 @@ use super::error::ConfigError;
 use super::sections::{LegacyConfig, LogConfig, RefreshCacheConfig, ReloadConfig};
 use super::server::{AdminConfig, ServerConfig};
 use super::state::StateConfig;
-use super::upstream::{ProviderConfig, UpstreamConfig, normalise_host};
+use super::upstream::{Preset, ProviderConfig, UpstreamConfig, normalise_host};
 
 /// The whole configuration. Field names are the public interface (the TOML keys).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -22,6 +22,8 @@ use super::upstream::{ProviderConfig, UpstreamConfig, normalise_host};
 pub struct Config {
     pub server: ServerConfig,
     pub admin: AdminConfig,
+    /// The default provider: it serves every request whose `Host` no `[[providers]]` entry lists.
+    pub provider: ProviderConfig,
     pub upstream: UpstreamConfig,
     pub legacy: LegacyConfig,
     pub refresh_cache: RefreshCacheConfig,
@@ -29,7 +31,7 @@ pub struct Config {
     pub log: LogConfig,
     pub reload: ReloadConfig,
     pub continuity: ContinuityConfig,
-    /// Providers besides the default one (`[upstream]`), selected by the request's `Host`.
+    /// Providers besides the default one (`[provider]`), selected by the request's `Host`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderConfig>,
     pub clients: Vec<ClientConfig>,
@@ -38,6 +40,26 @@ pub struct Config {
     /// stderr; `serve` and reloads log them once.
     #[serde(skip)]
     pub warnings: Vec<String>,
+}
+
+/// A [`Config`] that passed [`Config::validated`] (loading validates too): what a runtime is
+/// built from. Read it through `Deref`; to change it, take it apart with
+/// [`ValidConfig::into_inner`] and validate the result again.
+#[derive(Debug, Clone)]
+pub struct ValidConfig(Config);
+
+impl ValidConfig {
+    /// The config, to change and validate again.
+    pub fn into_inner(self) -> Config {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.0
+    }
 }
 
 /// Where to read the config file from: an explicit path, else `OAUTH_SHIM_CONFIG`, else the
@@ -51,12 +73,12 @@ pub(crate) fn config_path(explicit: Option<&Path>) -> PathBuf {
 
 impl Config {
     /// Defaults < file < environment, then secrets resolved and everything validated.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
         if !path.exists() {
             return Err(ConfigError(format!("config file {} does not exist", path.display())));
         }
         let (env, ignored) = env_overrides();
-        let mut config = Self::from_figment(
+        let ValidConfig(mut config) = Self::from_figment(
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(path)).merge(env),
         )?;
         if !ignored.is_empty() {
@@ -68,7 +90,7 @@ impl Config {
                 ),
             );
         }
-        Ok(config)
+        Ok(ValidConfig(config))
     }
 
     /// The file and environment merged over the defaults, neither validated nor with secrets
@@ -82,7 +104,7 @@ impl Config {
     }
 
     /// Extract from an arbitrary figment (tests and `dev` build their own), then validate.
-    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+    pub fn from_figment(figment: Figment) -> Result<ValidConfig, ConfigError> {
         let config: Config = figment.extract().map_err(|e| {
             // figment's messages name keys and the offending value's kind, not secret values,
             // except for type errors on the value itself; keep only the first line and never
@@ -97,7 +119,8 @@ impl Config {
     }
 
     /// Validate a config built in code (as `dev` does), resolving secret sources like a loaded one.
-    pub fn validated(mut self) -> Result<Self, ConfigError> {
+    pub fn validated(mut self) -> Result<ValidConfig, ConfigError> {
+        self.move_provider_keys()?;
         self.resolve_presets();
         self.resolve_secrets()?;
         self.admin.resolve_token()?;
@@ -111,13 +134,18 @@ impl Config {
                 "no [[clients]] configured: every legacy token call will be refused as invalid_client".into(),
             );
         }
-        Ok(self)
+        // Validating a config again (a test's, changed after loading) warns once per problem.
+        let mut seen = std::collections::HashSet::new();
+        self.warnings.retain(|w| seen.insert(w.clone()));
+        Ok(ValidConfig(self))
     }
 
-    /// Fill each provider's unset endpoints from its preset, and normalise its hosts.
+    /// Fill each provider's unset endpoints from its preset (the default provider's is `goto`
+    /// unless set), and normalise its hosts.
     fn resolve_presets(&mut self) {
-        for p in &mut self.providers {
-            if let Some(preset) = p.preset {
+        let default = std::iter::once((&mut self.provider, Some(Preset::Goto)));
+        for (p, fallback) in default.chain(self.providers.iter_mut().map(|p| (p, None))) {
+            if let Some(preset) = p.preset.or(fallback) {
                 let [token, authorize, api] = preset.urls();
                 p.token_url.get_or_insert_with(|| token.into());
                 p.authorize_url.get_or_insert_with(|| authorize.into());

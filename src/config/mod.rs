@@ -19,7 +19,7 @@ pub use clients::ContinuityConfig;
 pub(crate) use clients::DEFAULT_PROVIDER;
 pub use clients::{ClientConfig, ClientMode};
 pub use error::ConfigError;
-pub use load::Config;
+pub use load::{Config, ValidConfig};
 pub(crate) use load::{config_path, env_overrides};
 pub use sections::{LegacyConfig, LogConfig, LogFormat};
 pub use sections::{RefreshCacheConfig, ReloadConfig};

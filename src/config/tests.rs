@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use figment::Jail;
 
-fn load_in_jail(jail: &Jail) -> Result<Config, ConfigError> {
+fn load_in_jail(jail: &Jail) -> Result<ValidConfig, ConfigError> {
     Config::load(&jail.directory().join("shim.toml"))
 }
 
@@ -27,7 +27,7 @@ fn file_then_env_override() {
         jail.set_env("OAUTH_SHIM_UPSTREAM__REQUEST_TIMEOUT", "3s");
         jail.set_env("OAUTH_SHIM_CONFIG", "ignored-here");
         let c = load_in_jail(jail).expect("valid");
-        assert_eq!(c.upstream.token_url, "http://127.0.0.1:9/oauth/v2/token");
+        assert_eq!(c.provider.token_url.as_deref(), Some("http://127.0.0.1:9/oauth/v2/token"));
         assert_eq!(c.upstream.connect_timeout, Duration::from_millis(500));
         assert_eq!(c.upstream.request_timeout, Duration::from_secs(3));
         assert_eq!(c.clients[0].secret().expose(), "s3cret");
@@ -274,7 +274,7 @@ fn an_admin_listener_beyond_loopback_without_a_token_is_warned_about() {
         Jail::expect_with(|jail| {
             jail.create_file("admin-token", "t0ken\n")?;
             jail.create_file("shim.toml", &format!("[[clients]]\nid = \"a\"\nsecret = \"x\"\n{toml}"))?;
-            out = load_in_jail(jail).expect("valid").warnings;
+            out = load_in_jail(jail).expect("valid").into_inner().warnings;
             Ok(())
         });
         out
@@ -287,4 +287,135 @@ fn an_admin_listener_beyond_loopback_without_a_token_is_warned_about() {
     assert!(closed.len() == 1 && closed[0].contains("answer 403"), "{closed:?}");
     let open = warnings("[admin]\nlisten = \"10.0.0.7:9901\"\nallow_unauthenticated_remote = true\n");
     assert!(open.len() == 1 && open[0].contains("without a token"), "{open:?}");
+}
+
+fn load_toml(toml: &str) -> Result<ValidConfig, ConfigError> {
+    let mut out = None;
+    Jail::expect_with(|jail| {
+        jail.create_file("shim.toml", toml)?;
+        out = Some(load_in_jail(jail));
+        Ok(())
+    });
+    out.expect("the jail ran")
+}
+
+const CLIENT: &str = "[[clients]]\nid = \"a\"\nsecret = \"x\"\n";
+
+/// The default provider's keys, as `[upstream]` held them and as `[provider]` holds them.
+const PROVIDER_KEYS: &str = r#"
+token_url = "http://127.0.0.1:9/token"
+authorize_url = "http://127.0.0.1:9/authorize"
+api_base = "http://127.0.0.1:9"
+basic_auth_encoding = "raw"
+client_auth = "client_secret_post"
+[TABLE.legacy_fields]
+url = "http://127.0.0.1:9/me"
+email = "/email"
+"#;
+
+#[test]
+fn the_default_provider_in_upstream_loads_as_in_provider_with_one_deprecation_warning() {
+    let old = load_toml(&format!(
+        "{CLIENT}[upstream]\nconnect_timeout = \"700ms\"\n{}",
+        PROVIDER_KEYS.replace("TABLE", "upstream")
+    ))
+    .expect("the old shape loads");
+    let new = load_toml(&format!(
+        "{CLIENT}[upstream]\nconnect_timeout = \"700ms\"\n[provider]\n{}",
+        PROVIDER_KEYS.replace("TABLE", "provider")
+    ))
+    .expect("the new shape loads");
+    let print = |c: &ValidConfig| toml::to_string(&c.printable()).unwrap();
+    assert_eq!(print(&old), print(&new));
+    assert_eq!(old.provider.client_auth, ClientAuth::ClientSecretPost);
+    assert_eq!(old.provider.legacy_fields.as_ref().map(|l| l.url.as_str()), Some("http://127.0.0.1:9/me"));
+    assert_eq!(old.upstream.connect_timeout, Duration::from_millis(700));
+    let deprecated: Vec<_> = old.warnings.iter().filter(|w| w.contains("deprecated")).collect();
+    assert_eq!(
+        deprecated,
+        [
+            "[upstream] token_url, authorize_url, api_base, legacy_fields, basic_auth_encoding, client_auth are deprecated: the default provider's keys belong in [provider] (the same keys as a [[providers]] entry); move them there"
+        ]
+    );
+    assert!(!new.warnings.iter().any(|w| w.contains("deprecated")), "{:?}", new.warnings);
+    // Validating the loaded config again neither moves nor warns twice.
+    let again = old.into_inner().validated().unwrap();
+    assert_eq!(again.warnings.iter().filter(|w| w.contains("deprecated")).count(), 1);
+    assert_eq!(print(&again), print(&new));
+}
+
+#[test]
+fn a_default_provider_key_in_both_tables_is_refused() {
+    let both = |key: &str, value: &str| {
+        load_toml(&format!("{CLIENT}[upstream]\n{key} = {value}\n[provider]\n{key} = {value}\n"))
+            .expect_err("set twice")
+            .to_string()
+    };
+    let err = both("token_url", "\"http://127.0.0.1:9/t\"");
+    assert!(err.contains("upstream.token_url and provider.token_url are both set"), "{err}");
+    // A bad URL under the old name is reported under the name the file uses.
+    let err = load_toml("[upstream]\napi_base = \"ftp://x\"\n").expect_err("bad").to_string();
+    assert!(err.contains("upstream.api_base"), "{err}");
+}
+
+#[test]
+fn every_key_of_a_providers_entry_is_accepted_by_the_default_provider_but_name_and_hosts() {
+    let full = ProviderConfig {
+        name: "other".into(),
+        preset: Some(Preset::GotoIdentity),
+        hosts: vec!["other.example".into()],
+        token_url: Some("http://127.0.0.1:9/token".into()),
+        authorize_url: Some("http://127.0.0.1:9/authorize".into()),
+        api_base: Some("http://127.0.0.1:9".into()),
+        client_auth: ClientAuth::ClientSecretPost,
+        basic_auth_encoding: crate::oauth::BasicAuthEncoding::Raw,
+        legacy_fields: Some(LegacyFieldsConfig {
+            url: "http://127.0.0.1:9/me".into(),
+            email: Some("/email".into()),
+            ..LegacyFieldsConfig::default()
+        }),
+    };
+    let toml::Value::Table(mut table) = toml::Value::try_from(&full).unwrap() else { unreachable!() };
+    // A document with `table` as `[provider]` or as the one `[[providers]]` entry.
+    let doc = |key: &str, table: toml::Table| {
+        let value = if key == "providers" { toml::Value::Array(vec![table.into()]) } else { table.into() };
+        format!("{CLIENT}{}", toml::to_string(&toml::Table::from_iter([(key.to_owned(), value)])).unwrap())
+    };
+    load_toml(&doc("providers", table.clone())).expect("a full [[providers]] entry loads");
+    // The same keys but the two that say which hosts select a provider.
+    let name = table.remove("name").unwrap();
+    let hosts = table.remove("hosts").unwrap();
+    let keys: Vec<_> = table.keys().cloned().collect();
+    assert_eq!(
+        keys,
+        [
+            "api_base",
+            "authorize_url",
+            "basic_auth_encoding",
+            "client_auth",
+            "legacy_fields",
+            "preset",
+            "token_url"
+        ]
+    );
+    let c = load_toml(&doc("provider", table.clone())).expect("loads as the default");
+    assert_eq!(
+        toml::Value::try_from(&c.provider).unwrap(),
+        toml::Value::try_from(ProviderConfig { name: String::new(), hosts: Vec::new(), ..full }).unwrap()
+    );
+    // The default provider serves every host no other lists, under the name "default".
+    for (key, value, needle) in [("name", name, "provider.name"), ("hosts", hosts, "provider.hosts")] {
+        let mut t = table.clone();
+        t.insert(key.into(), value);
+        let err = load_toml(&doc("provider", t)).expect_err(key).to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn the_default_provider_takes_a_preset_and_defaults_to_gotos_endpoints() {
+    let c = load_toml(CLIENT).unwrap();
+    assert_eq!(c.provider.urls(), Preset::Goto.urls());
+    let c = load_toml(&format!("{CLIENT}[provider]\npreset = \"goto-identity\"\n")).unwrap();
+    assert_eq!(c.provider.urls(), Preset::GotoIdentity.urls());
 }

@@ -1,5 +1,6 @@
-//! `[upstream]`, `[[providers]]` and their `legacy_fields` lookup: where token, authorize and
-//! API calls go.
+//! `[upstream]` (how oauth-shim talks to any provider's upstream), the one shape of a provider
+//! (`[provider]`, the default, and each `[[providers]]` entry) and its `legacy_fields` lookup:
+//! where token, authorize and API calls go.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,12 +11,10 @@ use crate::oauth::{BasicAuthEncoding, CallLimits};
 
 use super::error::ConfigError;
 
+/// Connection settings shared by every provider's upstream calls.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
-    pub token_url: String,
-    pub authorize_url: String,
-    pub api_base: String,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Deadline for a whole upstream token call, and for response headers on pass-through.
@@ -37,13 +36,21 @@ pub struct UpstreamConfig {
     /// gateway), in addition to the public web roots.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    /// How client credentials are encoded inside the upstream Basic header.
-    pub basic_auth_encoding: BasicAuthEncoding,
-    /// How client credentials go upstream: the Basic header, or the form body.
-    pub client_auth: ClientAuth,
-    /// Optional lookup filling legacy fields the token answer lacks.
+    // The default provider's keys as `[upstream]` used to hold them, still accepted there
+    // (deprecated: `[provider]` holds them). Moved into `[provider]` at load, with a warning, so
+    // nothing reads them here.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub legacy_fields: Option<LegacyFieldsConfig>,
+    pub(super) token_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) authorize_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) api_base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) basic_auth_encoding: Option<BasicAuthEncoding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) client_auth: Option<ClientAuth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) legacy_fields: Option<LegacyFieldsConfig>,
 }
 
 /// How the upstream wants client credentials (RFC 6749 §2.3.1).
@@ -57,7 +64,7 @@ pub enum ClientAuth {
     ClientSecretPost,
 }
 
-/// Built-in endpoint sets for `[[providers]] preset`.
+/// Built-in endpoint sets for a provider's `preset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
@@ -85,13 +92,16 @@ impl Preset {
     }
 }
 
-/// An OAuth provider besides the default one. Connection settings (timeouts, pool sizes, CA
-/// file) come from `[upstream]`; each provider still gets a pool of its own.
+/// An OAuth provider: the default one (`[provider]`, which serves every `Host` no other provider
+/// lists) and each of `[[providers]]` have this shape. Only a `[[providers]]` entry sets `name`
+/// and `hosts`. Connection settings (timeouts, pool sizes, CA file) come from `[upstream]`; each
+/// provider still gets pools of its own.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProviderConfig {
     pub name: String,
-    /// Fills `token_url`, `authorize_url` and `api_base` where they are not set.
+    /// Fills `token_url`, `authorize_url` and `api_base` where they are not set (the default
+    /// provider's preset is `goto` unless set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<Preset>,
     /// `Host` values (port ignored, case-insensitive) whose requests this provider serves.
@@ -188,9 +198,6 @@ impl UpstreamConfig {
 impl Default for UpstreamConfig {
     fn default() -> Self {
         Self {
-            token_url: "https://api.getgo.com/oauth/v2/token".into(),
-            authorize_url: "https://api.getgo.com/oauth/v2/authorize".into(),
-            api_base: "https://api.getgo.com".into(),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             max_response_bytes: 256 * 1024,
@@ -199,8 +206,11 @@ impl Default for UpstreamConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
             ca_file: None,
-            basic_auth_encoding: BasicAuthEncoding::FormUrlencoded,
-            client_auth: ClientAuth::ClientSecretBasic,
+            token_url: None,
+            authorize_url: None,
+            api_base: None,
+            basic_auth_encoding: None,
+            client_auth: None,
             legacy_fields: None,
         }
     }

@@ -13,14 +13,11 @@ use super::clients::ClientMode;
 use super::clients::DEFAULT_PROVIDER;
 use super::error::ConfigError;
 use super::load::Config;
-use super::upstream::LegacyFieldsConfig;
+use super::upstream::{LegacyFieldsConfig, ProviderConfig};
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         check_log_level(&self.log.level)?;
-        check_url("upstream.token_url", &self.upstream.token_url)?;
-        check_url("upstream.authorize_url", &self.upstream.authorize_url)?;
-        check_url("upstream.api_base", &self.upstream.api_base)?;
         self.upstream.extra_roots()?;
         self.state.validate()?;
         self.check_continuity_keys()?;
@@ -83,7 +80,7 @@ impl Config {
             }
             let provider = client.provider_name();
             let encoding = if provider == DEFAULT_PROVIDER {
-                self.upstream.basic_auth_encoding
+                self.provider.basic_auth_encoding
             } else {
                 match self.providers.iter().find(|p| p.name == provider) {
                     Some(p) => p.basic_auth_encoding,
@@ -110,7 +107,7 @@ impl Config {
             }
             if client.continuity && client.provider_name() != DEFAULT_PROVIDER {
                 return Err(ConfigError(format!(
-                    "client {:?}: continuity is available to clients of the default provider ([upstream]) only",
+                    "client {:?}: continuity is available to clients of the default provider ([provider]) only",
                     client.id
                 )));
             }
@@ -137,12 +134,22 @@ impl Config {
     }
 
     /// Names unique (and not the default's), hosts unique across providers, URLs usable, the
-    /// token path not one oauth-shim answers itself, lookups well formed.
+    /// token path not one oauth-shim answers itself, lookups well formed. The default provider
+    /// takes no name and no hosts: it serves every host the others do not list.
     fn validate_providers(&self) -> Result<(), ConfigError> {
-        check_token_path("upstream.token_url", &self.upstream.token_url)?;
-        if let Some(lookup) = &self.upstream.legacy_fields {
-            check_lookup("upstream.legacy_fields", lookup)?;
+        let default = &self.provider;
+        if !default.name.is_empty() {
+            return Err(ConfigError(format!(
+                "provider.name {:?}: the default provider is named {DEFAULT_PROVIDER:?}; only [[providers]] entries take a name",
+                default.name
+            )));
         }
+        if !default.hosts.is_empty() {
+            return Err(ConfigError(
+                "provider.hosts: the default provider serves every host no [[providers]] entry lists; give hosts to a [[providers]] entry".into(),
+            ));
+        }
+        check_endpoints("provider", DEFAULT_PROVIDER, default)?;
         let mut names = HashSet::new();
         let mut hosts = HashSet::new();
         for p in &self.providers {
@@ -155,7 +162,7 @@ impl Config {
             }
             if name == DEFAULT_PROVIDER {
                 return Err(ConfigError(format!(
-                    "provider {name:?}: the name is reserved for the [upstream] provider"
+                    "provider {name:?}: the name is reserved for the default provider ([provider])"
                 )));
             }
             if !names.insert(name.as_str()) {
@@ -176,18 +183,72 @@ impl Config {
                     return Err(ConfigError(format!("host {host:?} is listed by more than one provider")));
                 }
             }
-            for (key, url) in ["token_url", "authorize_url", "api_base"].into_iter().zip(p.urls()) {
-                if url.is_empty() {
-                    return Err(ConfigError(format!(
-                        "provider {name:?}: {key} is required (or set a preset)"
-                    )));
-                }
-                check_url(&format!("providers.{name}.{key}"), url)?;
+            check_endpoints(&format!("providers.{name}"), name, p)?;
+        }
+        Ok(())
+    }
+}
+
+/// A provider's URLs usable, its token path not one oauth-shim answers itself, its lookup well
+/// formed; `prefix` is its table's key (`provider` or `providers.<name>`).
+fn check_endpoints(prefix: &str, name: &str, p: &ProviderConfig) -> Result<(), ConfigError> {
+    for (key, url) in ["token_url", "authorize_url", "api_base"].into_iter().zip(p.urls()) {
+        if url.is_empty() {
+            return Err(ConfigError(format!("provider {name:?}: {key} is required (or set a preset)")));
+        }
+        check_url(&format!("{prefix}.{key}"), url)?;
+    }
+    check_token_path(&format!("{prefix}.token_url"), p.urls()[0])?;
+    if let Some(lookup) = &p.legacy_fields {
+        check_lookup(&format!("{prefix}.legacy_fields"), lookup)?;
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Move the default provider's keys set under `[upstream]` (deprecated) into `[provider]`,
+    /// with a warning naming them. A URL or lookup set in both tables is an error.
+    pub(super) fn move_provider_keys(&mut self) -> Result<(), ConfigError> {
+        let (upstream, provider) = (&mut self.upstream, &mut self.provider);
+        let mut moved = Vec::new();
+        for (key, old, new) in [
+            ("token_url", &mut upstream.token_url, &mut provider.token_url),
+            ("authorize_url", &mut upstream.authorize_url, &mut provider.authorize_url),
+            ("api_base", &mut upstream.api_base, &mut provider.api_base),
+        ] {
+            let Some(value) = old.take() else { continue };
+            check_url(&format!("upstream.{key}"), &value)?;
+            if new.is_some() {
+                return Err(ConfigError(format!(
+                    "upstream.{key} and provider.{key} are both set: keep provider.{key} (the default provider's keys belong in [provider])"
+                )));
             }
-            check_token_path(&format!("providers.{name}.token_url"), p.urls()[0])?;
-            if let Some(lookup) = &p.legacy_fields {
-                check_lookup(&format!("providers.{name}.legacy_fields"), lookup)?;
+            *new = Some(value);
+            moved.push(key);
+        }
+        if let Some(lookup) = upstream.legacy_fields.take() {
+            if provider.legacy_fields.is_some() {
+                return Err(ConfigError(
+                    "upstream.legacy_fields and provider.legacy_fields are both set: keep provider.legacy_fields".into(),
+                ));
             }
+            provider.legacy_fields = Some(lookup);
+            moved.push("legacy_fields");
+        }
+        if let Some(encoding) = upstream.basic_auth_encoding.take() {
+            provider.basic_auth_encoding = encoding;
+            moved.push("basic_auth_encoding");
+        }
+        if let Some(auth) = upstream.client_auth.take() {
+            provider.client_auth = auth;
+            moved.push("client_auth");
+        }
+        if !moved.is_empty() {
+            self.warnings.push(format!(
+                "[upstream] {} {} deprecated: the default provider's keys belong in [provider] (the same keys as a [[providers]] entry); move them there",
+                moved.join(", "),
+                if moved.len() == 1 { "is" } else { "are" }
+            ));
         }
         Ok(())
     }
@@ -255,7 +316,7 @@ fn parse_redirect(id: &str, key: &str, uri: &str) -> Result<(), ConfigError> {
 }
 
 /// Upstream URLs must be http(s); plain http only to a loopback address.
-fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
+pub(super) fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
     let url = Url::parse(value).map_err(|e| ConfigError(format!("{key} {value:?} is not a URL: {e}")))?;
     match url.scheme() {
         "https" => Ok(()),

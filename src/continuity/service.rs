@@ -319,7 +319,7 @@ impl Continuity {
 
 /// The provider a session belongs to: the token URL its grant was issued by.
 pub(super) fn provider(rt: &Runtime) -> String {
-    rt.config.upstream.token_url.clone()
+    rt.config.provider.token_url.clone().unwrap_or_default()
 }
 
 fn info(s: &Session) -> SessionInfo {

@@ -33,7 +33,7 @@ listen = "{listen}"
 [admin]
 listen = "{admin}"
 
-[upstream]
+[provider]
 token_url = "{token}"
 authorize_url = "{authz}"
 api_base = "{api}"

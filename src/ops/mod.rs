@@ -2,9 +2,9 @@
 //! and the log setup ([`telemetry`]). The request path feeds them through [`Ops`], held in the
 //! shared state; the admin listener (`crate::admin`) exposes them.
 
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod migration;
-pub mod reload;
+pub(crate) mod reload;
 pub mod telemetry;
 
 use metrics::Metrics;

@@ -1,5 +1,5 @@
 //! Providers: the named sets of upstream endpoints one oauth-shim fronts
-//! (docs/protocol.md#providers). `[upstream]` is the default provider; `[[providers]]` add more,
+//! (docs/protocol.md#providers). `[provider]` is the default provider; `[[providers]]` add more,
 //! each selected by the request's `Host`. Each has its own clients, upstream pool, refresh-cache
 //! scope, metrics label and migration-report rows. Built once per config version, as part of
 //! [`crate::runtime::Runtime`].
@@ -20,7 +20,7 @@ use crate::refresh::Scope;
 
 /// One provider as the request path uses it.
 pub struct Provider {
-    /// `default` for `[upstream]`, else the `[[providers]]` name (also its metrics label).
+    /// `default` for `[provider]`, else the `[[providers]]` name (also its metrics label).
     pub name: Arc<str>,
     pub token_url: Uri,
     /// The token URL's path: a `POST` there is a v2 token call (normalised when it needs it).
@@ -67,10 +67,10 @@ struct Endpoints<'a> {
 }
 
 fn endpoints(config: &Config) -> Vec<Endpoints<'_>> {
-    let u = &config.upstream;
+    let u = &config.provider;
     let mut out = vec![Endpoints {
         name: DEFAULT_PROVIDER,
-        urls: [&u.token_url, &u.authorize_url, &u.api_base],
+        urls: u.urls(),
         client_auth: u.client_auth,
         encoding: u.basic_auth_encoding,
         legacy_fields: u.legacy_fields.as_ref(),

@@ -308,7 +308,7 @@ async fn a_401_to_a_fresh_looking_token_refreshes_once_and_retries_a_bodiless_re
     let (api_base, seen) = picky_api().await;
     let mut config = shim_config(&standin, &continuity_toml(&store, &key, "5m"));
     config.clients[0].continuity = true;
-    config.upstream.api_base = api_base;
+    config.provider.api_base = Some(api_base);
     let h = Harness::with_config(standin, config.validated().unwrap()).await;
     let legacy = password_grant(&h).await;
     let access = legacy["access_token"].as_str().unwrap();
@@ -330,7 +330,7 @@ async fn a_streamed_request_is_not_retried_after_a_401() {
     let (api_base, seen) = picky_api().await;
     let mut config = shim_config(&standin, &continuity_toml(&store, &key, "5m"));
     config.clients[0].continuity = true;
-    config.upstream.api_base = api_base;
+    config.provider.api_base = Some(api_base);
     let h = Harness::with_config(standin, config.validated().unwrap()).await;
     let legacy = password_grant(&h).await;
     let access = legacy["access_token"].as_str().unwrap();
@@ -597,10 +597,10 @@ async fn flipping_a_continuity_client_to_deny_refuses_its_minted_tokens() {
     assert_eq!(api(&h, access).await.status(), 200);
     let mut config = h.app.runtime().config.clone();
     config.clients[0].mode = oauth_shim::config::ClientMode::Deny;
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.clone()).unwrap());
+    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.clone().validated().unwrap()).unwrap());
     assert_eq!(api(&h, access).await.status(), 401);
     config.clients[0].mode = oauth_shim::config::ClientMode::Rewrite;
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config).unwrap());
+    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.validated().unwrap()).unwrap());
     assert_eq!(api(&h, access).await.status(), 200, "the session was kept");
     assert_eq!(api_bearers(&h).len(), 2);
 }
@@ -632,9 +632,11 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
     let legacy = password_grant(&h).await;
     let access = legacy["access_token"].as_str().unwrap();
     let new_key = "a".repeat(64);
-    let mut config = h.app.runtime().config.clone();
-    config.state.encryption_keys = Some(oauth_shim::oauth::Secret::new(format!("{new_key} {}", &KEY[..64])));
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.clone()).unwrap());
+    let config = h.app.runtime().config.clone();
+    // Rotated as an operator does it: the key file changes, and the config is loaded again.
+    let key_file = config.state.encryption_key_file.clone().unwrap();
+    std::fs::write(&key_file, format!("{new_key} {}\n", &KEY[..64])).unwrap();
+    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.clone().validated().unwrap()).unwrap());
     assert_eq!(api(&h, access).await.status(), 200, "found under the old key's hash");
     let renewed: Value = http()
         .get(h.url(&format!(
@@ -651,8 +653,8 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
     assert_eq!(api(&h, renewed_access).await.status(), 200, "re-sealed and indexed under the new key");
     // The old key dropped: the session, sealed now under the new key, still opens, but the
     // tokens indexed under the old key's hash are no longer found.
-    config.state.encryption_keys = Some(oauth_shim::oauth::Secret::new(new_key));
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config).unwrap());
+    std::fs::write(&key_file, format!("{new_key}\n")).unwrap();
+    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.validated().unwrap()).unwrap());
     assert_eq!(api(&h, renewed_access).await.status(), 200);
     assert_eq!(api(&h, access).await.status(), 401);
     drop(store);

@@ -282,7 +282,7 @@ fn populated() -> Config {
     config.admin.token_file = Some("/run/admin-token".into());
     config.admin.allowed_hosts = vec!["admin.example.com".into()];
     config.upstream.ca_file = Some("/etc/ca.pem".into());
-    config.upstream.legacy_fields = Some(lookup());
+    config.provider.legacy_fields = Some(lookup());
     let s = &mut config.state;
     s.url = Some("redis://127.0.0.1:6379".into());
     s.password_env = Some("REDIS_PASSWORD".into());
@@ -349,6 +349,10 @@ fn toml_at(table: &Table, key: &str, value: &str) -> String {
     text.push_str(&format!("{key} = {value}\n"));
     text
 }
+
+/// Sub-tables still accepted under an old name and moved at load (documented there in one row),
+/// which a config built in code cannot hold.
+const DEPRECATED_TABLES: [(&str, &str); 1] = [("upstream", "legacy_fields")];
 
 const PROBE: &str = "oauth_shim_docs_probe";
 
@@ -429,7 +433,9 @@ fn every_config_key_the_code_accepts_is_documented() {
         let name = dotted(table);
         for key in &accepted {
             assert!(
-                serialized.contains(*key) || !is_table(table, key),
+                serialized.contains(*key)
+                    || !is_table(table, key)
+                    || DEPRECATED_TABLES.contains(&(name.as_str(), *key)),
                 "[{name}] {key} is a table the populated config leaves out: fill it in `populated()` so its keys are checked"
             );
         }

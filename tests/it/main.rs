@@ -12,7 +12,6 @@ mod dev;
 mod docs;
 mod framing;
 mod front_door;
-mod fuzz_corpus;
 mod hardening;
 mod image;
 mod layout;

@@ -76,7 +76,7 @@ fn continuity_off(h: &Harness, mode: ClientMode) {
     let mut config = h.app.runtime().config.clone();
     config.clients[0].continuity = false;
     config.clients[0].mode = mode;
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config).unwrap());
+    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.validated().unwrap()).unwrap());
     assert!(!h.app.runtime().continuity);
 }
 

@@ -178,8 +178,8 @@ async fn upstream_failures_are_logged_once_with_host_and_cause() {
         let host = base.split("://").nth(1).unwrap().to_owned();
         let lines = json_logs("info", async {
             let mut config = shim_config(&standin, &format!("[upstream]\nrequest_timeout = \"{timeout}\"\n"));
-            config.upstream.api_base = base.clone();
-            config.upstream.token_url = format!("{base}/oauth/v2/token");
+            config.provider.api_base = Some(base.clone());
+            config.provider.token_url = Some(format!("{base}/oauth/v2/token"));
             let h = Harness::with_config(standin.clone(), config).await;
             let resp = http().get(h.url("/G2W/rest/v2/x")).send().await.unwrap();
             assert_eq!(resp.status(), status, "{base}");

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use oauth_shim::app::App;
-use oauth_shim::config::Config;
+use oauth_shim::config::{Config, ValidConfig};
 use oauth_shim::devtools::standin::{Standin, StandinClient, StandinConfig};
 use oauth_shim::runtime::Runtime;
 use oauth_shim::server::{self, Running};
@@ -68,8 +68,8 @@ impl Harness {
         Self::start(standin_config(), "").await
     }
 
-    pub async fn with_config(standin: Standin, config: Config) -> Self {
-        let app = App::new(Runtime::new(config).unwrap());
+    pub async fn with_config(standin: Standin, config: impl Validate) -> Self {
+        let app = App::new(Runtime::new(config.valid()).unwrap());
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shim = server::start_on(app.clone(), proxy, Some(admin)).unwrap();
@@ -143,7 +143,26 @@ pub async fn grant(via: &Harness) -> String {
     body["refresh_token"].as_str().unwrap().to_owned()
 }
 
-/// A validated config pointing at `standin`; `extra_toml` is merged over the defaults (use it to
+/// A config a test hands to a harness: validated already, or validated there.
+pub trait Validate {
+    fn valid(self) -> ValidConfig;
+}
+
+impl Validate for ValidConfig {
+    fn valid(self) -> ValidConfig {
+        self
+    }
+}
+
+impl Validate for Config {
+    fn valid(self) -> ValidConfig {
+        self.validated().expect("test config is valid")
+    }
+}
+
+/// A config pointing at `standin`, validated once (validate it again after changing it). Its
+/// base is the default provider's keys under `[upstream]`, the deprecated shape existing configs
+/// use, which tests' `extra_toml` override; `extra_toml` is merged over the defaults (use it to
 /// change keys), and its `[[clients]]` are appended to the default client: [`ID`] in rewrite
 /// mode with the password grant allowed.
 pub fn shim_config(standin: &Standin, extra_toml: &str) -> Config {
@@ -166,7 +185,7 @@ pub fn shim_config(standin: &Standin, extra_toml: &str) -> Config {
     );
     let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&base));
     let figment = if extra_toml.is_empty() { figment } else { figment.admerge(Toml::string(extra_toml)) };
-    Config::from_figment(figment).expect("test config is valid")
+    Config::from_figment(figment).expect("test config is valid").into_inner()
 }
 
 /// A config file for `standin` with the default client in `mode`, plus `extra` TOML.

@@ -73,8 +73,8 @@ async fn tls_upstream(alpn_h2: bool) -> (u16, String, Arc<Mutex<Vec<(String, Ver
 async fn shim_for(port: u16, ca_pem: Option<&str>) -> Harness {
     let standin = start_standin(standin_config()).await;
     let mut config = shim_config(&standin, "");
-    config.upstream.token_url = format!("https://localhost:{port}/oauth/v2/token");
-    config.upstream.api_base = format!("https://localhost:{port}");
+    config.provider.token_url = Some(format!("https://localhost:{port}/oauth/v2/token"));
+    config.provider.api_base = Some(format!("https://localhost:{port}"));
     if let Some(pem) = ca_pem {
         let path = temp_dir(&format!("ca-{port}")).join("ca.pem");
         std::fs::write(&path, pem).unwrap();
@@ -135,7 +135,8 @@ async fn untrusted_upstream_certificate_is_refused() {
 fn ca_file_must_hold_a_certificate() {
     let path = temp_dir("badca").join("ca.pem");
     std::fs::write(&path, "not a certificate").unwrap();
-    let cfg = oauth_shim::config::UpstreamConfig { ca_file: Some(path), ..Default::default() };
+    let mut cfg = oauth_shim::config::UpstreamConfig::default();
+    cfg.ca_file = Some(path);
     let err = cfg.extra_roots().unwrap_err().to_string();
     assert!(err.contains("upstream.ca_file"), "{err}");
 }

@@ -526,7 +526,7 @@ async fn upstream_unreachable_is_502() {
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let standin = start_standin(standin_config()).await;
     let mut config = shim_config(&standin, "");
-    config.upstream.token_url = format!("http://{addr}/oauth/v2/token");
+    config.provider.token_url = Some(format!("http://{addr}/oauth/v2/token"));
     let h = Harness::with_config(standin, config).await;
     let resp =
         send(&h, Via::Get, &[("grant_type", "refresh_token"), ("refresh_token", "r"), ("client_id", ID)])

@@ -25,5 +25,5 @@ pub(crate) use fnv::Fnv;
 #[cfg(test)]
 pub(crate) use labels::ROUTES;
 pub(crate) use registry::GaugeGuard;
-pub use registry::{LookupCounters, Metrics};
+pub(crate) use registry::{LookupCounters, Metrics};
 pub(crate) use render::Format;

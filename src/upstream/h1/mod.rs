@@ -23,7 +23,10 @@ mod conn;
 mod error;
 mod head;
 
-pub(crate) use body::{Body, Decoder, Release};
+pub(crate) use body::{Body, Release};
 pub(crate) use conn::{Conn, Pending};
 pub(crate) use error::Error;
-pub(crate) use head::{Framing, final_head, framing_of};
+pub(crate) use head::framing_of;
+// What only the fuzz targets' entry points reach from outside.
+#[cfg(feature = "fuzzing")]
+pub(crate) use {body::Decoder, head::Framing, head::final_head};

@@ -1,5 +1,6 @@
 //! Replays every committed fuzz corpus file (`fuzz/corpus/<target>/`) through the function its
-//! fuzz target calls, on stable, as part of `cargo test`: what the fuzzers found stays fixed.
+//! fuzz target calls, on stable, as part of `cargo test --all-features` (the test needs the
+//! `fuzzing` feature): what the fuzzers found stays fixed.
 
 use std::path::Path;
 
