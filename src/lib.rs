@@ -7,13 +7,13 @@
 //!   request to
 //! - [`app`], the one entry point: it gives the request its id (`request_id`), applies the front
 //!   door, selects the `provider` by `Host`, and runs one of the `routes` with the state they
-//!   share (`services::Shared`, holding the [`runtime::Runtime`] in force):
-//!   - `/oauth/access_token` → `routes::token`: [`legacy`] collects the parameters and builds
+//!   share (`app_state::State`, holding the [`snapshot::Snapshot`] in force):
+//!   - `/oauth/access_token` → `routes::legacy_token`: [`legacy`] collects the parameters and builds
 //!     the v2 form, [`oauth`] makes the token call (refreshes go through [`refresh`], in this
 //!     process or shared by replicas through `state`), a legacy answer lacking legacy fields is
 //!     filled by the provider's `lookup`, and [`legacy`] renders the legacy answer;
 //!   - `/oauth/authorize` → `routes::authorize`: a redirect to the provider's v2 authorize URL;
-//!   - a `POST` to the provider's token path → `routes::v2token`: a v2 call with a JSON body or
+//!   - a `POST` to the provider's token path → `routes::v2_token`: a v2 call with a JSON body or
 //!     body credentials is normalised, one already correct is forwarded unchanged;
 //!   - everything else → `routes::forward`: streamed pass-through to the API base; a request
 //!     carrying a token oauth-shim minted (told by its prefix alone, in an `Authorization`
@@ -40,7 +40,7 @@
 //! server                       listeners, accept loop, drain
 //! admin                        the admin listener's routes, reload
 //! app                          entry point, front door, rescue, access line
-//! routes                       token, authorize, v2token, refresh, forward, continuity
+//! routes                       legacy_token, authorize, v2_token, refresh, forward, continuity
 //! services                     what requests share: flights, Redis, counters, continuity
 //! continuity                   minted tokens and their sessions
 //! runtime                      the config in force and its providers
@@ -66,6 +66,7 @@
 
 pub mod admin;
 pub mod app;
+mod app_state;
 mod body;
 mod boot;
 pub mod cli;
@@ -85,8 +86,7 @@ mod provider;
 pub mod refresh;
 mod request_id;
 mod routes;
-pub mod runtime;
 pub mod server;
-mod services;
+pub mod snapshot;
 mod state;
 mod upstream;

@@ -23,9 +23,10 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::config::{ConfigError, LegacyFieldsConfig};
-use crate::oauth::{HttpClient, Secret};
+use crate::oauth::Secret;
 use crate::oauth::{LEGACY_FIELDS, V2Token};
 use crate::ops::metrics::LookupCounters;
+use crate::upstream::Upstream;
 
 /// How long a lookup answer is kept when the token states no lifetime.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -122,7 +123,7 @@ impl Lookup {
     /// `deadline`); `token` unchanged if the lookup fails.
     pub async fn fill(
         &self,
-        pool: &HttpClient,
+        client: &Upstream,
         token: &V2Token,
         deadline: tokio::time::Instant,
         max_bytes: usize,
@@ -134,7 +135,7 @@ impl Lookup {
             return token.with_legacy_fields(&found.values);
         }
         let fetched =
-            tokio::time::timeout_at(deadline, self.fetch(pool, token.access_token(), max_bytes)).await;
+            tokio::time::timeout_at(deadline, self.fetch(client, token.access_token(), max_bytes)).await;
         let why = match fetched {
             Ok(Ok(doc)) => {
                 let values = self.extract(&doc);
@@ -155,7 +156,7 @@ impl Lookup {
 
     async fn fetch(
         &self,
-        pool: &HttpClient,
+        client: &Upstream,
         access_token: &Secret,
         max: usize,
     ) -> Result<Value, &'static str> {
@@ -167,7 +168,7 @@ impl Lookup {
         bearer.set_sensitive(true);
         req.headers_mut().insert(AUTHORIZATION, bearer);
         req.headers_mut().insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let resp = pool.request_full(req).await.map_err(|e| {
+        let resp = client.request_full(req).await.map_err(|e| {
             tracing::debug!(error = %e, "legacy fields lookup could not reach the upstream");
             "the lookup URL could not be reached"
         })?;

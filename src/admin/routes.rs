@@ -13,20 +13,20 @@ use crate::ops::metrics;
 
 /// The admin listener's operational routes; `None` for paths it does not own.
 pub(super) fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
-    let ops = &app.shared().ops;
+    let ops = &app.state().ops;
     let method = req.method();
     Some(match req.uri().path() {
         "/metrics" if method == Method::GET => {
-            let stats = app.shared().refresh.stats();
+            let stats = app.state().refresh.stats();
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
             let format = metrics::Format::from_accept(accept);
-            let state = app.shared().redis.as_ref().map(|r| r.stats());
+            let state = app.state().redis.as_ref().map(|r| r.stats());
             let text = ops.metrics.render(stats, state, format);
             respond(StatusCode::OK, format.content_type(), text.into())
         }
         "/migration" if method == Method::GET => {
-            let rt = app.runtime();
-            let mut report = ops.migration.report(&rt.config);
+            let snapshot = app.snapshot();
+            let mut report = ops.migration.report(&snapshot.config);
             report.reload = serde_json::to_value(ops.reload.status()).ok();
             json(StatusCode::OK, &report)
         }

@@ -36,15 +36,15 @@ pub async fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
             _ => {}
         }
     }
-    let rt = app.runtime();
+    let snapshot = app.snapshot();
     let error = |status, msg: &str| super::routes::json(status, &serde_json::json!({ "error": msg }));
     Some(match (req.method(), path) {
         (&Method::GET, "/sessions") => {
-            if !rt.continuity {
+            if !snapshot.continuity {
                 return Some(super::routes::json(StatusCode::OK, &Listing { sessions: Vec::new() }));
             }
-            let listed = match app.shared().continuity(&rt) {
-                Ok(c) => c.list(&rt, client.as_deref()).await,
+            let listed = match app.state().continuity(&snapshot) {
+                Ok(c) => c.list(&snapshot, client.as_deref()).await,
                 Err(e) => Err(e),
             };
             match listed {
@@ -61,11 +61,11 @@ pub async fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
                 Some(Some(id)) => Some(id),
                 None => None,
             };
-            if !rt.continuity {
+            if !snapshot.continuity {
                 return Some(super::routes::json(StatusCode::OK, &Revoked { client, revoked: 0 }));
             }
-            let revoked = match app.shared().continuity(&rt) {
-                Ok(c) => c.revoke(&rt, &client, id).await,
+            let revoked = match app.state().continuity(&snapshot) {
+                Ok(c) => c.revoke(&snapshot, &client, id).await,
                 Err(e) => Err(e),
             };
             match revoked {

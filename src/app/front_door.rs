@@ -4,7 +4,7 @@
 use http::{Method, Request, StatusCode, Uri};
 
 use crate::error::ShimError;
-use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 
 /// Which handler served a request (logs, metrics). The discriminants index
 /// `ops::metrics::ROUTES`.
@@ -37,8 +37,12 @@ impl Route {
 /// read as chunked, the connection closed after the answer), so that pair never reaches here:
 /// hyper keeps no public trace of the dropped length (its header-case and header-order
 /// extensions are crate-private), so it cannot be refused with a 400 here.
-pub(super) fn front_door<B>(req: &Request<B>, rt: &Runtime, provider: usize) -> Result<Route, ShimError> {
-    let server = &rt.config.server;
+pub(super) fn front_door<B>(
+    req: &Request<B>,
+    snapshot: &Snapshot,
+    provider: usize,
+) -> Result<Route, ShimError> {
+    let server = &snapshot.config.server;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > server.max_uri_bytes {
         return Err(ShimError::invalid_request("request URI too long").status(StatusCode::URI_TOO_LONG));
@@ -49,7 +53,9 @@ pub(super) fn front_door<B>(req: &Request<B>, rt: &Runtime, provider: usize) -> 
     Ok(match path {
         "/oauth/access_token" => Route::Token,
         "/oauth/authorize" => Route::Authorize,
-        path if req.method() == Method::POST && path == rt.provider(provider).token_path => Route::V2Token,
+        path if req.method() == Method::POST && path == snapshot.provider(provider).token_path => {
+            Route::V2Token
+        }
         path if has_dot_segment(path) => {
             return Err(ShimError::invalid_request("the path has a dot segment (. or ..)"));
         }

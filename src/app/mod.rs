@@ -1,6 +1,6 @@
 //! The app: the one request entry point ([`App::handle`]), the front door, the rescue (the one
 //! place an error becomes a response), and the access line. Routes do the work
-//! ([`crate::routes`]) with the state of [`crate::runtime`].
+//! ([`crate::routes`]) with the state of [`crate::snapshot`].
 
 mod access;
 mod entry;

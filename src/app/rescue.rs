@@ -10,7 +10,7 @@ use super::front_door::Route;
 use crate::body::{self, Body};
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::ops::Ops;
-use crate::routes::Outcome;
+use crate::routes::Summary;
 use crate::routes::UpstreamFailure;
 
 /// Which handler failed, with what the rescue needs to know of its request.
@@ -43,14 +43,14 @@ impl Handler {
 }
 
 /// Turn `e` into the answer, logging it once.
-pub(super) fn rescue(e: ShimError, handler: Handler, ops: &Ops, outcome: &mut Outcome) -> Response<Body> {
-    log(&e, handler, outcome.client.as_deref().unwrap_or("-"));
+pub(super) fn rescue(e: ShimError, handler: Handler, ops: &Ops, summary: &mut Summary) -> Response<Body> {
+    log(&e, handler, summary.client.as_deref().unwrap_or("-"));
     // A refusal at the front door is counted as `error`: the request never reached a route.
     if handler != Handler::FrontDoor {
-        outcome.detail = Some(e.code.as_str());
+        summary.detail = Some(e.code.as_str());
     }
     if handler == Handler::Continuity && e.code == ErrorCode::InvalidToken {
-        outcome.detail = Some("continuity_invalid_token");
+        summary.detail = Some("continuity_invalid_token");
         ops.metrics.continuity_rejected();
     }
     match handler {
@@ -122,10 +122,10 @@ mod tests {
 
     use super::*;
 
-    fn answer(e: ShimError, handler: Handler) -> (Response<Body>, Outcome) {
-        let mut outcome = Outcome::default();
-        let resp = rescue(e, handler, &Ops::default(), &mut outcome);
-        (resp, outcome)
+    fn answer(e: ShimError, handler: Handler) -> (Response<Body>, Summary) {
+        let mut summary = Summary::default();
+        let resp = rescue(e, handler, &Ops::default(), &mut summary);
+        (resp, summary)
     }
 
     async fn text(resp: Response<Body>) -> String {
@@ -135,10 +135,10 @@ mod tests {
     #[tokio::test]
     async fn a_browser_on_authorize_gets_a_page_and_everyone_else_json() {
         let e = || ShimError::invalid_request("missing <client_id>");
-        let (resp, outcome) = answer(e(), Handler::Authorize { page: true });
+        let (resp, summary) = answer(e(), Handler::Authorize { page: true });
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
         assert_eq!(resp.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
-        assert_eq!(outcome.detail, Some("invalid_request"));
+        assert_eq!(summary.detail, Some("invalid_request"));
         assert!(text(resp).await.contains("missing &lt;client_id&gt;"));
         for handler in [Handler::Authorize { page: false }, Handler::Token, Handler::Pass] {
             let (resp, _) = answer(e(), handler);
@@ -149,13 +149,13 @@ mod tests {
 
     #[test]
     fn the_access_line_detail_follows_the_handler() {
-        let (_, outcome) = answer(ShimError::invalid_request("x"), Handler::FrontDoor);
-        assert_eq!(outcome.detail, None, "a front-door refusal is counted as a plain error");
-        let (resp, outcome) = answer(crate::continuity::invalid_token(), Handler::Continuity);
-        assert_eq!(outcome.detail, Some("continuity_invalid_token"));
+        let (_, summary) = answer(ShimError::invalid_request("x"), Handler::FrontDoor);
+        assert_eq!(summary.detail, None, "a front-door refusal is counted as a plain error");
+        let (resp, summary) = answer(crate::continuity::invalid_token(), Handler::Continuity);
+        assert_eq!(summary.detail, Some("continuity_invalid_token"));
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-        let (_, outcome) = answer(crate::continuity::invalid_token(), Handler::Pass);
-        assert_eq!(outcome.detail, Some("invalid_token"));
+        let (_, summary) = answer(crate::continuity::invalid_token(), Handler::Pass);
+        assert_eq!(summary.detail, Some("invalid_token"));
     }
 
     #[test]

@@ -9,7 +9,6 @@ mod token;
 pub use basic::BasicAuthEncoding;
 pub use basic::basic_auth_header;
 pub(crate) use basic::basic_auth_header_with;
-pub use client::HttpClient;
 pub(crate) use client::{CallLimits, note_trouble, parse_answer, raw_token_call, token_call};
 pub use client::{RawAnswer, TraceHeaders};
 pub use secret::Secret;

@@ -1,7 +1,7 @@
 //! Providers: the named sets of upstream endpoints one oauth-shim fronts (SPEC §5). `[upstream]`
 //! is the default provider; `[[providers]]` add more, each selected by the request's `Host`.
 //! Each has its own clients, upstream pool, refresh-cache namespace, metrics label and
-//! migration-report rows. Built once per config version, as part of [`crate::runtime::Runtime`].
+//! migration-report rows. Built once per config version, as part of [`crate::snapshot::Snapshot`].
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -10,13 +10,14 @@ use std::sync::{Arc, OnceLock};
 use http::{HeaderValue, Uri};
 
 use super::base::Base;
-use super::pools::build_http_client;
+use super::clients::build_client;
 use crate::config::{ClientAuth, ClientConfig, Config, ConfigError, DEFAULT_PROVIDER, LegacyFieldsConfig};
 use crate::lookup::Lookup;
-use crate::oauth::{BasicAuthEncoding, HttpClient, basic_auth_header_with};
+use crate::oauth::{BasicAuthEncoding, basic_auth_header_with};
 use crate::ops::metrics::Fnv;
 use crate::refresh::Namespace;
 use crate::refresh::shared::Scope;
+use crate::upstream::Upstream;
 
 /// One provider as the request path uses it.
 pub struct Provider {
@@ -34,10 +35,10 @@ pub struct Provider {
     /// The legacy-fields lookup, if configured.
     pub lookup: Option<Arc<Lookup>>,
     /// This provider's upstream connections for pass-through.
-    pub pool: HttpClient,
+    pub api_client: Upstream,
     /// Its connections for token calls (legacy and v2) and legacy-fields lookups only: a token
     /// call never goes out on a connection that carried another client's API call.
-    pub token_pool: HttpClient,
+    pub token_client: Upstream,
     /// Its namespace in the in-process refresh cache, derived from its name on first use (the
     /// same name gives the same namespace, so cached answers survive a reload).
     refresh: OnceLock<Namespace>,
@@ -130,8 +131,8 @@ pub(crate) fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Ve
                 client_auth: e.client_auth,
                 encoding: e.encoding,
                 lookup,
-                pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.pool.clone()),
-                token_pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.token_pool.clone()),
+                api_client: old.map_or_else(|| build_client(&config.upstream), |p| p.api_client.clone()),
+                token_client: old.map_or_else(|| build_client(&config.upstream), |p| p.token_client.clone()),
                 refresh: OnceLock::new(),
                 clients,
             })

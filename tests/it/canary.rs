@@ -196,7 +196,7 @@ async fn json_logs_at_trace_hold_no_secret_across_ops_paths() {
     };
     std::fs::write(&path, file("rewrite", "")).unwrap();
     let h = Harness::with_config(standin.clone(), oauth_shim::config::Config::load(&path).unwrap()).await;
-    h.app.shared().ops.reload.set_source(path.clone());
+    h.app.state().ops.reload.set_source(path.clone());
     let token_url = h.url("/oauth/access_token");
     let user = USER.replace('@', "%40");
     let mut seen: Vec<String> = Vec::new();

@@ -581,7 +581,7 @@ async fn two_replicas_on_redis(redis: &RedisServer, ttl: u64) -> (Harness, Harne
         config.clients[0].continuity = true;
         let h = Harness::with_config(standin.clone(), config.validated().unwrap()).await;
         for _ in 0..500 {
-            if h.app.shared().redis.as_ref().is_some_and(|r| r.is_up()) {
+            if h.app.state().redis.as_ref().is_some_and(|r| r.is_up()) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -689,12 +689,12 @@ async fn flipping_a_continuity_client_to_deny_refuses_its_minted_tokens() {
     let legacy = password_grant(&h).await;
     let access = legacy["access_token"].as_str().unwrap();
     assert_eq!(api(&h, access).await.status(), 200);
-    let mut config = h.app.runtime().config.clone();
+    let mut config = h.app.snapshot().config.clone();
     config.clients[0].mode = oauth_shim::config::ClientMode::Deny;
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.clone()).unwrap());
+    h.app.swap_snapshot(oauth_shim::snapshot::Snapshot::new(config.clone()).unwrap());
     assert_eq!(api(&h, access).await.status(), 401);
     config.clients[0].mode = oauth_shim::config::ClientMode::Rewrite;
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config).unwrap());
+    h.app.swap_snapshot(oauth_shim::snapshot::Snapshot::new(config).unwrap());
     assert_eq!(api(&h, access).await.status(), 200, "the session was kept");
     assert_eq!(api_bearers(&h).len(), 2);
 }
@@ -733,9 +733,9 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
     let legacy = password_grant(&h).await;
     let access = legacy["access_token"].as_str().unwrap();
     let new_key = "a".repeat(64);
-    let mut config = h.app.runtime().config.clone();
+    let mut config = h.app.snapshot().config.clone();
     config.state.encryption_keys = Some(oauth_shim::oauth::Secret::new(format!("{new_key} {}", &KEY[..64])));
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.clone()).unwrap());
+    h.app.swap_snapshot(oauth_shim::snapshot::Snapshot::new(config.clone()).unwrap());
     assert_eq!(api(&h, access).await.status(), 200, "found under the old key's hash");
     let renewed: Value = http()
         .get(h.url(&format!(
@@ -753,7 +753,7 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
     // The old key dropped: the session, sealed now under the new key, still opens, but the
     // tokens indexed under the old key's hash are no longer found.
     config.state.encryption_keys = Some(oauth_shim::oauth::Secret::new(new_key));
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config).unwrap());
+    h.app.swap_snapshot(oauth_shim::snapshot::Snapshot::new(config).unwrap());
     assert_eq!(api(&h, renewed_access).await.status(), 200);
     assert_eq!(api(&h, access).await.status(), 401);
     drop(store);

@@ -23,7 +23,7 @@ async fn instances(standin: &Standin, redis: Option<&RedisServer>, extra: &str) 
         out.push(Harness::with_config(standin.clone(), config).await);
     }
     for _ in 0..1000 {
-        let up = |h: &Harness| h.app.shared().redis.as_ref().is_none_or(|r| r.is_up());
+        let up = |h: &Harness| h.app.state().redis.as_ref().is_none_or(|r| r.is_up());
         if out.iter().all(up) {
             return out;
         }
@@ -207,7 +207,7 @@ async fn another_callers_refusal_is_not_shared(redis: Option<&RedisServer>) {
     // The wrong caller's flight holds the token (in Redis: its lock) before the legacy call.
     for _ in 0..1000 {
         let led = match redis {
-            None => at[0].app.shared().refresh.in_flight() == 1,
+            None => at[0].app.state().refresh.in_flight() == 1,
             Some(redis) => {
                 let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
                 let locks: Vec<String> =

@@ -98,7 +98,7 @@ async fn serves_with_service_link_variables_and_answers_healthcheck() {
 /// A harness running on the config file at `path`, reloads reading it.
 async fn from_file(standin: Standin, path: &std::path::Path) -> Harness {
     let h = Harness::with_config(standin, Config::load(path).unwrap()).await;
-    h.app.shared().ops.reload.set_source(path.to_path_buf());
+    h.app.state().ops.reload.set_source(path.to_path_buf());
     h
 }
 
@@ -182,7 +182,7 @@ async fn a_rotated_secret_file_is_picked_up_and_reported_by_name() {
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     let mut reloaded = None;
     for _ in 0..500 {
-        let status = h.app.shared().ops.reload.status();
+        let status = h.app.state().ops.reload.status();
         if status.generation == 2 {
             reloaded = Some(status);
             break;

@@ -53,7 +53,7 @@ mode = "{mode}"
 async fn from_file(standin: Standin, path: &std::path::Path) -> Harness {
     let config = Config::load(path).unwrap();
     let h = Harness::with_config(standin, config).await;
-    h.app.shared().ops.reload.set_source(path.to_path_buf());
+    h.app.state().ops.reload.set_source(path.to_path_buf());
     h
 }
 
@@ -109,7 +109,7 @@ async fn mode_switch_by_reload_with_requests_in_flight() {
     let client = http();
     let inflight: Vec<_> = (0..N).map(|_| tokio::spawn(client.get(&url).send())).collect();
     eventually("requests to reach the upstream", || h.standin.token_calls() >= calls_before + N).await;
-    assert_eq!(h.app.shared().ops.metrics.in_flight_now(), N as i64);
+    assert_eq!(h.app.state().ops.metrics.in_flight_now(), N as i64);
 
     write_config(&path, &h.standin, "deny", "");
     let (status, body) = admin_json(&h, reqwest::Method::POST, "/reload").await;
@@ -141,7 +141,7 @@ async fn invalid_reload_keeps_the_old_config_serving_and_says_why() {
     let standin = Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let path = config_file("invalid", &standin, "rewrite", "");
     let h = from_file(standin, &path).await;
-    let cache = &h.app.shared().refresh as *const _;
+    let cache = &h.app.state().refresh as *const _;
 
     // A client without a secret: invalid.
     let good = std::fs::read_to_string(&path).unwrap();
@@ -164,13 +164,13 @@ async fn invalid_reload_keeps_the_old_config_serving_and_says_why() {
     // The old config keeps serving.
     let resp = http().get(password_url(&h)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(std::ptr::eq(cache, &h.app.shared().refresh));
+    assert!(std::ptr::eq(cache, &h.app.state().refresh));
 
     // Fixing the file and reloading again applies it.
     std::fs::write(&path, good.replace("mode = \"rewrite\"", "mode = \"passthrough\"")).unwrap();
     let (status, body) = admin_json(&h, reqwest::Method::POST, "/reload").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(h.app.runtime().config.clients[0].mode.as_str(), "passthrough");
+    assert_eq!(h.app.snapshot().config.clients[0].mode.as_str(), "passthrough");
 
     // A process without a config file has nothing to reload.
     let plain = Harness::default().await;
@@ -188,15 +188,15 @@ async fn a_changed_file_is_picked_up_by_the_watcher() {
 
     write_config(&path, &h.standin, "deny", "[reload]\nwatch_interval = \"50ms\"\n");
     let app = h.app.clone();
-    eventually("the watcher to reload", move || app.shared().ops.reload.status().generation == 2).await;
-    assert_eq!(h.app.shared().ops.reload.status().last_attempt.unwrap().trigger, "file");
+    eventually("the watcher to reload", move || app.state().ops.reload.status().generation == 2).await;
+    assert_eq!(h.app.state().ops.reload.status().last_attempt.unwrap().trigger, "file");
     assert_eq!(http().get(password_url(&h)).send().await.unwrap().status(), 400);
 
     // An invalid edit is refused once, and not retried until the file changes again.
     std::fs::write(&path, "[server]\nlisten_typo = 1\n").unwrap();
     let app = h.app.clone();
     eventually("the watcher to try", move || {
-        app.shared().ops.reload.status().last_attempt.is_some_and(|a| !a.ok)
+        app.state().ops.reload.status().last_attempt.is_some_and(|a| !a.ok)
     })
     .await;
     assert_eq!(http().get(password_url(&h)).send().await.unwrap().status(), 400, "old config serves");

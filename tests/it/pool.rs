@@ -219,7 +219,7 @@ async fn a_reload_applies_the_pool_limits() {
     };
     write(8);
     let shim = Harness::with_config(standin, Config::load(&path).unwrap()).await;
-    shim.app.shared().ops.reload.set_source(path.clone());
+    shim.app.state().ops.reload.set_source(path.clone());
     let client = http();
     for _ in 0..5 {
         get_ok(&client, &shim.url("/G2W/rest/ping")).await;

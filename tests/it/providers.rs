@@ -680,7 +680,7 @@ async fn modes_apply_and_reload_changes_providers() {
     std::fs::write(&path, file("deny", "\"old.example\"")).unwrap();
     let config = oauth_shim::config::Config::load(&path).unwrap();
     let h = Harness::with_config(standin, config).await;
-    h.app.shared().ops.reload.set_source(path.clone());
+    h.app.state().ops.reload.set_source(path.clone());
     let call = |code: &str| json!({"grant_type": "authorization_code", "code": code, "client_id": APP, "client_secret": APP_SECRET});
     let resp = post_json(&h, "/oauth/token", Some("old.example"), call("c")).await;
     assert_eq!(resp.status(), 400);

@@ -31,7 +31,7 @@ async fn continuity_on_redis_with(redis: &RedisServer, standin: StandinConfig, e
 
 async fn wait_for_redis(h: &Harness) {
     for _ in 0..500 {
-        if h.app.shared().redis.as_ref().is_some_and(|r| r.is_up()) {
+        if h.app.state().redis.as_ref().is_some_and(|r| r.is_up()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

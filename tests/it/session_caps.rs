@@ -39,7 +39,7 @@ async fn replicas(redis: &RedisServer, caps: &str) -> (Harness, Harness) {
         config.clients[0].continuity = true;
         let h = Harness::with_config(standin.clone(), config.validated().unwrap()).await;
         for _ in 0..500 {
-            if h.app.shared().redis.as_ref().is_some_and(|r| r.is_up()) {
+            if h.app.state().redis.as_ref().is_some_and(|r| r.is_up()) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use oauth_shim::app::App;
 use oauth_shim::devtools::standin::{Fault, Standin, StandinConfig};
-use oauth_shim::runtime::Runtime;
 use oauth_shim::server::{self, Running};
+use oauth_shim::snapshot::Snapshot;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -21,7 +21,7 @@ struct Replica {
 
 impl Replica {
     async fn start(standin: &Standin, extra_toml: &str) -> Self {
-        let app = App::new(Runtime::new(shim_config(standin, extra_toml)).unwrap());
+        let app = App::new(Snapshot::new(shim_config(standin, extra_toml)).unwrap());
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shim = server::start_on(app.clone(), proxy, Some(admin)).unwrap();
@@ -41,7 +41,7 @@ impl Replica {
     }
 
     fn redis_up(&self) -> bool {
-        self.app.shared().redis.as_ref().is_some_and(|r| r.is_up())
+        self.app.state().redis.as_ref().is_some_and(|r| r.is_up())
     }
 
     async fn metric(&self, name: &str) -> f64 {
@@ -148,7 +148,7 @@ async fn three_replicas_spend_a_rotating_refresh_token_once() {
     assert!(standin.is_access_token_valid(first["access_token"].as_str().unwrap()));
     // Exactly one replica called upstream; the others waited on it through Redis or found
     // its answer there.
-    let misses: u64 = replicas.iter().map(|r| r.app.shared().refresh.stats().misses).sum();
+    let misses: u64 = replicas.iter().map(|r| r.app.state().refresh.stats().misses).sum();
     assert_eq!(misses, 1);
     for r in &replicas {
         assert_eq!(r.metric("oauth_shim_state_fallback_total").await, 0.0);
@@ -302,7 +302,7 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     let extra = format!("{}\n", redis_state_toml(&redis));
     let mut config = shim_config(&standin, &extra);
     config.clients[0].secret = Some(oauth_shim::oauth::Secret::new(CLIENT_SECRET));
-    let app = App::new(Runtime::new(config).unwrap());
+    let app = App::new(Snapshot::new(config).unwrap());
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shim = server::start_on(app.clone(), proxy, None).unwrap();
     let replica = Replica { app, shim };
@@ -335,7 +335,7 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
             .send()
     };
     let v2_rt = answers[0].1["refresh_token"].as_str().unwrap().to_owned();
-    let misses = replica.app.shared().refresh.stats().misses;
+    let misses = replica.app.state().refresh.stats().misses;
     let v2: Value = v2_refresh(&v2_rt).await.unwrap().json().await.unwrap();
     canaries.push(v2["access_token"].as_str().unwrap().into());
     canaries.push(v2["refresh_token"].as_str().unwrap().into());
@@ -343,7 +343,7 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     canaries.push(v2_dead.into());
     assert_eq!(v2_refresh(v2_dead).await.unwrap().status(), 400);
     assert_eq!(
-        replica.app.shared().refresh.stats().misses,
+        replica.app.state().refresh.stats().misses,
         misses + 2,
         "both v2 refreshes called the upstream"
     );
@@ -445,7 +445,7 @@ async fn rediss_with_a_private_ca_and_a_password_file() {
     let again: Value = get_json(replica.refresh_url(&rt)).await;
     assert_eq!(first["access_token"], again["access_token"]);
     assert_eq!(standin.token_calls(), 1);
-    let stats = replica.app.shared().refresh.stats();
+    let stats = replica.app.state().refresh.stats();
     assert_eq!((stats.misses, stats.hits), (1, 1), "answered from Redis the second time");
     assert_eq!(replica.metric("oauth_shim_state_fallback_total").await, 0.0);
     let _ = std::fs::remove_dir_all(&dir);
@@ -738,7 +738,7 @@ async fn normalised_v2_refreshes_are_shared_by_replicas() {
     }
     assert_eq!(standin.revoked_grants(), 0);
     assert!(standin.is_access_token_valid(first["access_token"].as_str().unwrap()));
-    let misses: u64 = replicas.iter().map(|r| r.app.shared().refresh.stats().misses).sum();
+    let misses: u64 = replicas.iter().map(|r| r.app.state().refresh.stats().misses).sum();
     assert_eq!(misses, 1, "one replica called upstream; the others were served through Redis");
 
     // An error is the upstream's v2 error as it came, and never an answer for a later caller.

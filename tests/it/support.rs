@@ -9,8 +9,8 @@ use figment::providers::{Format, Serialized, Toml};
 use oauth_shim::app::App;
 use oauth_shim::config::Config;
 use oauth_shim::devtools::standin::{Standin, StandinClient, StandinConfig};
-use oauth_shim::runtime::Runtime;
 use oauth_shim::server::{self, Running};
+use oauth_shim::snapshot::Snapshot;
 use tokio::net::TcpListener;
 
 pub const ID: &str = "legacy-client";
@@ -45,7 +45,7 @@ impl Harness {
     }
 
     pub async fn with_config(standin: Standin, config: Config) -> Self {
-        let app = App::new(Runtime::new(config).unwrap());
+        let app = App::new(Snapshot::new(config).unwrap());
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shim = server::start_on(app.clone(), proxy, Some(admin)).unwrap();

@@ -1,10 +1,10 @@
-//! What every request shares for the life of the process ([`Shared`]): the runtime in force
+//! What every request shares for the life of the process ([`State`]): the runtime in force
 //! (swapped on reload), the refresh flight both token routes share and what it carries, the Redis
 //! connection, the operators' counters, and the continuity service. Built by the app; read by
 //! every route.
 
 mod flights;
-mod shared;
+mod handles;
 
 pub(crate) use flights::{RefreshError, TokenAnswer};
-pub(crate) use shared::Shared;
+pub(crate) use handles::State;
