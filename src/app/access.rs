@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, Uri};
 
-use super::rescue::{Handler, rescue};
+use super::front_door::Route;
+use super::rescue::rescue;
 use crate::app_state::State;
 use crate::body::Body;
 use crate::error::ShimError;
@@ -58,15 +59,14 @@ impl Done {
     /// rescue first.
     pub(super) fn finish(
         self,
-        handler: Handler,
+        route: Route,
         mut summary: Summary,
         answer: Result<Response<Body>, ShimError>,
     ) -> Response<Body> {
         let ops = &self.state.ops;
-        let route = handler.route();
         let mut resp = match answer {
             Ok(resp) => resp,
-            Err(e) => rescue(e, handler, ops, &mut summary),
+            Err(e) => rescue(e, route, ops, &mut summary),
         };
         let snapshot = &self.snapshot;
         let status = resp.status();
@@ -77,7 +77,7 @@ impl Done {
         let client_label = crate::ops::client_label(client.as_deref());
         let result = summary.detail.unwrap_or(if status.as_u16() < 400 { "ok" } else { "error" });
         ops.metrics.request(route.as_str(), &provider.name, client_label, result, status.as_u16());
-        ops.metrics.request_duration(route as usize, status.as_u16(), elapsed);
+        ops.metrics.request_duration(route.index(), status.as_u16(), elapsed);
         match (summary.upstream_latency, summary.upstream_status) {
             (Some(took), _) => ops.metrics.upstream_latency("token", took),
             (None, Some(_)) => ops.metrics.upstream_latency("pass", elapsed),

@@ -17,7 +17,6 @@ use http_body_util::BodyExt;
 use super::access::{Access, Done};
 use super::front_door::{Route, front_door};
 use super::future::Passing;
-use super::rescue::{Handler, wants_html};
 use crate::app_state::State;
 use crate::body::{Body, BoxError};
 use crate::continuity::minted::{self, Carried};
@@ -102,33 +101,32 @@ impl App {
             Err(e) => {
                 // The body was not read, so on HTTP/1 where the next request starts is unknown.
                 let e = if req.version() < http::Version::HTTP_2 { e.closing() } else { e };
-                let resp = done.finish(Handler::FrontDoor, Summary::default(), Err(e));
+                let resp = done.finish(Route::Rejected, Summary::default(), Err(e));
                 return Box::pin(std::future::ready(resp));
             }
         };
         let req = req.map(into_body);
         match route {
-            Route::Token => Box::pin(async move {
+            Route::LegacyToken => Box::pin(async move {
                 let mut summary = Summary::default();
                 let answer =
                     legacy_token::handle(&done.state, &done.snapshot, done.provider, req, peer, &mut summary)
                         .await;
-                done.finish(Handler::Token, summary, answer)
+                done.finish(Route::LegacyToken, summary, answer)
             }),
-            Route::Authorize => Box::pin(async move {
-                let page = wants_html(&req);
+            Route::Authorize { .. } => Box::pin(async move {
                 let mut summary = Summary::default();
                 let answer =
                     authorize::handle(&done.state, &done.snapshot, done.provider, req, peer, &mut summary)
                         .await;
-                done.finish(Handler::Authorize { page }, summary, answer)
+                done.finish(route, summary, answer)
             }),
             Route::V2Token => Box::pin(async move {
                 let mut summary = Summary::default();
                 let answer =
                     v2_token::handle(&done.state, &done.snapshot, done.provider, req, peer, &mut summary)
                         .await;
-                done.finish(Handler::V2Token, summary, answer)
+                done.finish(Route::V2Token, summary, answer)
             }),
             _ => {
                 // A minted token is recognised by its prefix alone, before any lookup; every
@@ -158,14 +156,14 @@ fn minted_token(done: Done, req: Request<Body>, peer: SocketAddr, carried: Carri
         return Box::pin(async move {
             let mut summary = Summary::default();
             let answer = continuity::forward(&done.state, &done.snapshot, req, peer, &mut summary).await;
-            done.finish(Handler::Continuity, summary, answer)
+            done.finish(Route::Continuity, summary, answer)
         });
     }
     let e = crate::continuity::invalid_token();
     // The body is not read, so on HTTP/1 where the next request starts is unknown.
     let e =
         if req.version() < http::Version::HTTP_2 && !req.body().is_end_stream() { e.closing() } else { e };
-    Box::pin(std::future::ready(done.finish(Handler::Continuity, Summary::default(), Err(e))))
+    Box::pin(std::future::ready(done.finish(Route::Continuity, Summary::default(), Err(e))))
 }
 
 /// A request's handling, boxed once.

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use http::Response;
 
 use super::access::Done;
-use super::rescue::Handler;
+use super::front_door::Route;
 use crate::body::Body;
 use crate::routes::Summary;
 use crate::routes::{Forwarded, Refused};
@@ -40,6 +40,6 @@ impl<F: Future<Output = Result<Forwarded, Refused>>> Future for Passing<F> {
             Err(refused) => Err(refused.at(&done.snapshot.provider(done.provider).api_base)),
         };
         let summary = std::mem::take(this.summary);
-        Poll::Ready(done.finish(Handler::Pass, summary, answer))
+        Poll::Ready(done.finish(Route::PassThrough, summary, answer))
     }
 }
