@@ -17,8 +17,8 @@ pub(crate) async fn handle<B>(app: &App, req: Request<B>, at: Arrival) -> Respon
     if let Some(resp) = super::routes::route(app, &req) {
         return resp;
     }
-    if let Some(resp) = super::sessions::route(app, &req).await {
-        return resp;
+    if let Some(answer) = super::sessions::route(app, &req).await {
+        return answer.unwrap_or_else(crate::app::rescue_admin);
     }
     let (status, text) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n"),

@@ -9,6 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::reload::{ReloadError, reload};
 use crate::app::App;
 use crate::body::{self, Body};
+use crate::error::ShimError;
 use crate::ops::metrics;
 
 /// The admin listener's operational routes; `None` for paths it does not own.
@@ -20,8 +21,8 @@ pub(super) fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
             let stats = app.state().refresh.stats();
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
             let format = metrics::Format::from_accept(accept);
-            let state = app.state().redis.as_ref().map(|r| r.stats());
-            let text = ops.metrics.render(stats, state, format);
+            let redis = app.state().redis.as_ref().map(|r| r.stats());
+            let text = ops.metrics.render(stats, redis, format);
             respond(StatusCode::OK, format.content_type(), text.into())
         }
         "/migration" if method == Method::GET => {
@@ -34,9 +35,11 @@ pub(super) fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
         "/reload" if method == Method::POST => match reload(app, "admin") {
             Ok(status) => json(StatusCode::OK, &status),
             Err(ReloadError::Invalid(status)) => json(StatusCode::UNPROCESSABLE_ENTITY, &*status),
-            Err(ReloadError::NoSource) => json(
-                StatusCode::CONFLICT,
-                &serde_json::json!({"error": "this process was not started from a config file; nothing to reload"}),
+            Err(ReloadError::NoSource) => crate::app::rescue_admin(
+                ShimError::invalid_request(
+                    "this process was not started from a config file; nothing to reload",
+                )
+                .status(StatusCode::CONFLICT),
             ),
         },
         "/metrics" | "/migration" | "/reload" => {

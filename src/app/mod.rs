@@ -12,3 +12,4 @@ mod rescue;
 
 pub use entry::App;
 pub(crate) use entry::Handling;
+pub(crate) use rescue::rescue_admin;

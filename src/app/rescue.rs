@@ -1,4 +1,5 @@
-//! The rescue: the one place a route's error becomes a response. It classifies the error by
+//! The rescue: the one place an error becomes a response (a route's, or an admin route's through
+//! [`rescue_admin`]). It classifies the error by
 //! its source, logs it once with its cause, notes it for the access line and metrics, and
 //! renders it (JSON in both the RFC 6749 and the legacy shape; an HTML page for a browser on
 //! `/oauth/authorize`). Bodies carry fixed descriptions, never a cause, a token or a secret.
@@ -28,6 +29,19 @@ pub(super) fn rescue(e: ShimError, route: Route, ops: &Ops, summary: &mut Summar
         Route::Authorize { page: true } => error_page(&e),
         _ => e.into_response(),
     }
+}
+
+/// Turn an admin route's error into its answer, logging it once: a failure on oauth-shim's
+/// side at WARN, a caller's mistake at DEBUG. The admin listener keeps no access line or
+/// request metrics, so there is nothing to note.
+pub(crate) fn rescue_admin(e: ShimError) -> Response<Body> {
+    let cause = e.cause.as_deref().map(tracing::field::display);
+    if e.status.is_server_error() {
+        tracing::warn!(error = %e, cause, "admin request failed");
+    } else {
+        tracing::debug!(error = %e, cause, "admin request refused");
+    }
+    e.into_response()
 }
 
 /// One log line per failed request, at a level by who is to act: an upstream that could not be
