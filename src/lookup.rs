@@ -15,7 +15,6 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac, digest::KeyInit};
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, Method, Request, Uri};
-use http_body_util::BodyExt;
 use moka::Expiry;
 use moka::future::Cache;
 use rand::RngCore;
@@ -175,19 +174,10 @@ impl Lookup {
         if !resp.status().is_success() {
             return Err("the lookup URL answered with an error status");
         }
-        // Frame by frame (not `Limited::collect`, which the legacy token call keeps inlined as
-        // its one user).
-        let mut body = resp.into_body();
-        let mut buf = bytes::BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| "the lookup answer could not be read")?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > max {
-                    return Err("the lookup answer is too large");
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
+        let buf = crate::body::read_limited(resp.into_body(), max).await.map_err(|e| match e {
+            crate::body::ReadError::TooLarge => "the lookup answer is too large",
+            crate::body::ReadError::Body => "the lookup answer could not be read",
+        })?;
         serde_json::from_slice(&buf).map_err(|_| "the lookup answer is not JSON")
     }
 

@@ -32,27 +32,22 @@ pub(crate) async fn read_body(
     deadline: std::time::Duration,
 ) -> Result<bytes::Bytes, ShimError> {
     refuse_declared_over(&parts.headers, max)?;
-    // Not `body::read_limited`: the legacy route is its one caller, where it is inlined.
-    let read = async move {
-        let mut body = body;
-        let mut buf = bytes::BytesMut::new();
-        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-            let frame = frame
-                .map_err(|_| ShimError::invalid_request("the request body could not be read").closing())?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > max {
-                    return Err(too_large());
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(buf.freeze())
-    };
+    let read = crate::body::read_limited(body, max);
     match tokio::time::timeout(deadline, read).await {
-        Ok(read) => read,
+        Ok(read) => read.map_err(read_failed),
         Err(_) => Err(ShimError::invalid_request("the request body did not arrive in time")
             .status(StatusCode::REQUEST_TIMEOUT)
             .closing()),
+    }
+}
+
+/// The error of a request body that could not be read whole.
+fn read_failed(e: crate::body::ReadError) -> ShimError {
+    match e {
+        crate::body::ReadError::TooLarge => too_large(),
+        crate::body::ReadError::Body => {
+            ShimError::invalid_request("the request body could not be read").closing()
+        }
     }
 }
 
@@ -88,12 +83,7 @@ pub(crate) async fn handle(
                     .status(StatusCode::REQUEST_TIMEOUT)
                     .closing());
             }
-            Ok(read) => read.map_err(|e| match e {
-                crate::body::ReadError::TooLarge => too_large(),
-                crate::body::ReadError::Body => {
-                    ShimError::invalid_request("the request body could not be read").closing()
-                }
-            })?,
+            Ok(read) => read.map_err(read_failed)?,
         }
     };
     if parts.method == Method::GET && !bytes.is_empty() {
