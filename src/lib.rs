@@ -41,9 +41,9 @@
 //! admin                        the admin listener's routes, reload
 //! app                          entry point, front door, rescue, access line
 //! routes                       legacy_token, authorize, v2_token, refresh, forward, continuity
-//! services                     what requests share: flights, Redis, counters, continuity
+//! app_state                    the app's State, what requests share: flights, Redis, counters, continuity
 //! continuity                   minted tokens and their sessions
-//! runtime                      the config in force and its providers
+//! snapshot                     the config snapshot in force and its providers
 //! provider                     endpoints, clients, pools, selected by Host
 //! lookup                       the legacy-fields lookup
 //! ops                          metrics, migration report, reload status, telemetry

@@ -23,16 +23,16 @@ pub enum ReloadError {
 
 /// Reload now. Blocking file I/O (a small file); safe to call from async code.
 pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadError> {
-    let state = &app.state().ops.reload;
-    let Some(path) = state.source() else { return Err(ReloadError::NoSource) };
-    let _one_at_a_time = lock(&state.serial);
+    let reloads = &app.state().ops.reload;
+    let Some(path) = reloads.source() else { return Err(ReloadError::NoSource) };
+    let _one_at_a_time = lock(&reloads.serial);
     let old = app.snapshot();
     let loaded = Config::load(path).and_then(|config| Snapshot::reloaded(config, &old));
     // What the watcher compares against next: the files of the config now in force.
     let in_force = loaded.as_ref().map_or(&old.config, |new| &new.config);
-    *lock(&state.fingerprint) = fingerprint(path, in_force);
+    *lock(&reloads.fingerprint) = fingerprint(path, in_force);
     let metrics = &app.state().ops.metrics;
-    let mut status = lock(&state.status);
+    let mut status = lock(&reloads.status);
     let at = rfc3339(SystemTime::now());
     match loaded {
         Err(e) => {
@@ -194,15 +194,15 @@ pub fn spawn_watcher(app: App) {
             if !cfg.watch {
                 continue;
             }
-            let state = &app.state().ops.reload;
-            let Some(path) = state.source() else { return };
+            let reloads = &app.state().ops.reload;
+            let Some(path) = reloads.source() else { return };
             let path = path.to_path_buf();
             let snapshot = app.snapshot();
             let now = match tokio::task::spawn_blocking(move || fingerprint(&path, &snapshot.config)).await {
                 Ok(Some(fp)) => fp,
                 _ => continue,
             };
-            if *lock(&state.fingerprint) == Some(now) {
+            if *lock(&reloads.fingerprint) == Some(now) {
                 continue;
             }
             let app2 = app.clone();

@@ -1,5 +1,5 @@
-//! What every request shares for the life of the process: the snapshot in force (swapped on
-//! reload), the refresh flights, the Redis connection, the operators' counters, and the
+//! What every request shares for the life of the process: the config snapshot in force (swapped
+//! on reload), the refresh flights, the Redis connection, the operators' counters, and the
 //! continuity service.
 
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub struct State {
 }
 
 impl State {
-    /// The shared state for a first snapshot: refresh flights as `[state]` asks, and the
+    /// The app's state for a first snapshot: refresh flights as `[state]` asks, and the
     /// session store opened now when some client uses continuity, so a problem with it shows
     /// at start-up.
     pub fn new(snapshot: Snapshot) -> Self {

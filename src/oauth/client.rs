@@ -1,4 +1,6 @@
-//! The upstream HTTP client (built once, pooled, rustls) and the v2 token call made with it.
+//! The v2 token call, made through a provider's token client ([`Upstream`]): the request it
+//! sends, the limits it runs under, and its answer, parsed into a [`V2Token`] for legacy
+//! callers or kept as it came ([`RawAnswer`]) for v2 callers.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! RFC 6749 pieces: secrets, client authentication, and the upstream HTTP client with its token
-//! call.
+//! RFC 6749 pieces: secrets, client authentication, the v2 token and the token call (made through
+//! a provider's token client, `upstream::Upstream`).
 
 mod basic;
 mod client;

@@ -72,7 +72,8 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-/// A fresh grant's refresh token, straight from the stand-in (no shim involved).
+/// A fresh grant's refresh token: a code the stand-in issues directly, exchanged through `via`
+/// (a legacy authorization-code call).
 async fn grant(standin: &Standin, via: &Replica) -> String {
     let code = standin.issue_code(ID, None);
     let body: Value = get_json(
