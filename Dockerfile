@@ -2,7 +2,7 @@
 # Multi-stage build: compile with the Rust toolchain, run on distroless as a numeric non-root
 # user. Base images are pinned: the builder by its exact version tag (the toolchain the test
 # suite was run with); the runtime by digest through RUNTIME_IMAGE (distroless publishes no
-# version tags), see README "Container image".
+# version tags), see docs/deployment.md#container-image.
 ARG BUILD_IMAGE=docker.io/library/rust:1.95.0-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 

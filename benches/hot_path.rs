@@ -21,7 +21,8 @@ use oauth_shim::oauth::V2Token;
 const REFRESH_QUERY: &str =
     "grant_type=refresh_token&refresh_token=bench-refresh-token&client_id=bench-client";
 const JSON_BODY: &[u8] = br#"{"grant_type":"refresh_token","refresh_token":"bench-refresh-token","client_id":"bench-client","client_secret":"bench-secret"}"#;
-/// What the load bench's upstream answers (the v2 token shape from SPEC §1).
+/// What the load bench's upstream answers (the v2 token shape,
+/// docs/protocol.md#token-answers-legacy-and-v2).
 const V2_BODY: &[u8] = br#"{"access_token":"eyJraWQiOiJiZW5jaCIsImFsZyI6IlJTMjU2In0.bench-access-token","token_type":"Bearer","refresh_token":"bench-refresh-token","expires_in":3600,"account_key":"3792314532151329654","account_type":"","email":"jk@example.com","firstName":"Jon","lastName":"Karmak","organizer_key":"1252383132521359990","version":"3"}"#;
 
 fn client() -> ClientConfig {

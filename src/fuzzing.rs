@@ -180,7 +180,8 @@ pub fn h1_vs_hyper(data: &[u8]) {
     }
 }
 
-/// Where the h1 client refuses what hyper's accepts, on purpose (README, "Upstream answers").
+/// Where the h1 client refuses what hyper's accepts, on purpose
+/// (docs/protocol.md#upstream-answers).
 fn stricter(error: &str) -> bool {
     // hyper skips any number of interim answers.
     error.contains("too many interim answers")

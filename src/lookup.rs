@@ -1,7 +1,7 @@
-//! The legacy-fields lookup (SPEC §5): when a provider's token answer lacks `organizer_key`,
-//! `account_key`, `account_type`, `firstName`, `lastName` or `email` and the provider names a
-//! lookup for them, the legacy token call `GET`s the configured URL with the new access token as
-//! `Bearer` and takes each field from the answer by an RFC 6901 JSON pointer.
+//! The legacy-fields lookup (docs/protocol.md#legacy-fields-lookup): when a provider's token answer
+//! lacks `organizer_key`, `account_key`, `account_type`, `firstName`, `lastName` or `email` and the
+//! provider names a lookup for them, the legacy token call `GET`s the configured URL with the new
+//! access token as `Bearer` and takes each field from the answer by an RFC 6901 JSON pointer.
 //!
 //! Made only when a field it can fill is missing, at most once per access token (answers are
 //! cached under an HMAC of the token, never the token, for the token's life), and within the

@@ -1,6 +1,6 @@
-//! The admin listener's guard, applied to every admin request before its route: the `Host`
-//! rule (against DNS rebinding), the refusal of cross-site state changes (against a page in a
-//! browser on the same machine), and the admin token. `docs/protocol.md` §12 is the contract.
+//! The admin listener's guard, applied to every admin request before its route: the `Host` rule
+//! (against DNS rebinding), the refusal of cross-site state changes (against a page in a browser on
+//! the same machine), and the admin token. `docs/protocol.md#the-admin-listener` is the contract.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -24,8 +24,8 @@ pub(crate) async fn handle<B>(app: &App, req: Request<B>, at: Arrival) -> Respon
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if app.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         // Redis being down does not make a replica unready: it serves from in-process state
-        // (README, "Shared service"), and taking every replica out of the load balancer would
-        // turn a Redis outage into a full one.
+        // (docs/deployment.md#when-redis-fails), and taking every replica out of the load balancer
+        // would turn a Redis outage into a full one.
         (&Method::GET, "/readyz") if app.state().redis.as_ref().is_some_and(|r| !r.is_up()) => {
             (StatusCode::OK, "ready, degraded: redis unavailable, refreshes use in-process state\n")
         }

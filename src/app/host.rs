@@ -2,7 +2,7 @@
 //! listener's `Host` rule): one `Host` header at most, well formed, required on HTTP/1.1, and
 //! equal to the target's authority when the request carries both (RFC 9112 §3.2, RFC 9113
 //! §8.3.1). A request that a front proxy routing by `Host` could read differently is refused
-//! (`docs/protocol.md` §11).
+//! (`docs/protocol.md#the-requests-host`).
 
 use http::header::HOST;
 use http::{Request, Version};

@@ -31,7 +31,7 @@ pub(crate) fn mint(prefix: &'static str) -> Result<Secret, ShimError> {
 }
 
 /// Where a request carries a minted token, as the request path tells it before anything is
-/// read or looked up (see `docs/protocol.md`, "Minted tokens never leave oauth-shim").
+/// read or looked up (see `docs/protocol.md#minted-tokens-never-leave-oauth-shim`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Carried {
     /// Nowhere: the request goes on as it came.

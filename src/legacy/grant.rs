@@ -1,5 +1,5 @@
-//! A legacy token call as the v2 call it becomes (SPEC §2 point 4): the grant, and the form body
-//! the upstream takes. Pure mapping, no I/O.
+//! A legacy token call as the v2 call it becomes (docs/protocol.md#the-v2-request): the grant, and
+//! the form body the upstream takes. Pure mapping, no I/O.
 
 use crate::config::ClientConfig;
 use crate::error::ShimError;

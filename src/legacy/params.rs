@@ -1,5 +1,5 @@
 //! Collects the parameters of a legacy `/oauth/access_token` call from the query string, a form or
-//! JSON body, and a caller's `Authorization: Basic` header, applying SPEC §2 point 1.
+//! JSON body, and a caller's `Authorization: Basic` header, applying docs/protocol.md#parameters.
 //!
 //! Pure: no I/O, no config. The token handler calls [`collect`] after the body has been read
 //! through a size limit.
@@ -201,9 +201,9 @@ pub fn collect(
 }
 
 /// Every parameter of a token call, for a v2 call that is forwarded with all its parameters
-/// (SPEC §5): the body's in order, then the query's that the body does not repeat. Empty values
-/// count as absent, as in [`collect`] (run it first: it applies the duplicate, conflict and
-/// credential rules). JSON values must be strings (`null` counts as absent).
+/// (docs/protocol.md#v2-token-calls): the body's in order, then the query's that the body does not
+/// repeat. Empty values count as absent, as in [`collect`] (run it first: it applies the duplicate,
+/// conflict and credential rules). JSON values must be strings (`null` counts as absent).
 pub(crate) fn all_pairs(
     query: Option<&str>,
     kind: BodyKind,

@@ -1,6 +1,7 @@
-//! What legacy clients get back (SPEC §2 point 5): a v2 token answer, or a continuity session's
-//! minted tokens, in the legacy JSON shape (`expires_in` as a string, the legacy fields,
-//! `platform` and `version`). Written directly as bytes, no intermediate `Value` tree.
+//! What legacy clients get back (docs/protocol.md#the-legacy-answer): a v2 token answer, or a
+//! continuity session's minted tokens, in the legacy JSON shape (`expires_in` as a string, the
+//! legacy fields, `platform` and `version`). Written directly as bytes, no intermediate `Value`
+//! tree.
 
 use std::time::Duration;
 

@@ -201,7 +201,8 @@ fn token_request(url: &Uri, auth: Option<HeaderValue>, form: &Secret, trace: Tra
     req
 }
 
-/// An upstream token answer kept as it came, for v2 callers (SPEC §5: not mapped).
+/// An upstream token answer kept as it came, for v2 callers (docs/protocol.md#v2-token-calls: not
+/// mapped).
 #[derive(Clone)]
 pub struct RawAnswer {
     pub status: StatusCode,

@@ -1,7 +1,8 @@
-//! Providers: the named sets of upstream endpoints one oauth-shim fronts (SPEC §5). `[upstream]`
-//! is the default provider; `[[providers]]` add more, each selected by the request's `Host`.
-//! Each has its own clients, upstream pool, refresh-cache namespace, metrics label and
-//! migration-report rows. Built once per config version, as part of [`crate::snapshot::Snapshot`].
+//! Providers: the named sets of upstream endpoints one oauth-shim fronts
+//! (docs/protocol.md#providers). `[upstream]` is the default provider; `[[providers]]` add more,
+//! each selected by the request's `Host`. Each has its own clients, upstream pool, refresh-cache
+//! namespace, metrics label and migration-report rows. Built once per config version, as part of
+//! [`crate::snapshot::Snapshot`].
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;

@@ -1,6 +1,6 @@
 //! `/oauth/access_token`: read the legacy call, decide by the client's mode, rewrite it to a v2
 //! token call (refreshes through the flight both token routes share, `routes::refresh`), and
-//! answer in the legacy shape (SPEC §2).
+//! answer in the legacy shape (docs/protocol.md#the-legacy-token-call).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
-//! Refresh grants of both token routes: one flight per refresh token of one client of one
-//! provider, whichever route asks (docs/protocol.md §4), and an answer served only to a caller
-//! whose proof it matches.
+//! Refresh grants of both token routes: one flight per refresh token of one client of one provider,
+//! whichever route asks (docs/protocol.md#refreshes), and an answer served only to a caller whose
+//! proof it matches.
 //!
 //! The flight's answer (or failure) carries the [`Proof`] of the call that got it. A caller is
 //! served it when

@@ -1,9 +1,9 @@
 //! A `POST` to the selected provider's token path (e.g. `/oauth/v2/token`, `/oauth/token`): a
-//! client that already speaks v2 (SPEC §5). A call with a JSON body or with `client_id` /
-//! `client_secret` among its parameters is normalised into the call the provider accepts: a
-//! form body with every parameter as sent, the caller's credentials moved into the Basic header
-//! or the form as the provider wants. A v2 call carries its own credentials: oauth-shim never
-//! adds the secret it holds for a configured client (only the legacy route lends it).
+//! client that already speaks v2 (docs/protocol.md#v2-token-calls). A call with a JSON body or with
+//! `client_id` / `client_secret` among its parameters is normalised into the call the provider
+//! accepts: a form body with every parameter as sent, the caller's credentials moved into the Basic
+//! header or the form as the provider wants. A v2 call carries its own credentials: oauth-shim
+//! never adds the secret it holds for a configured client (only the legacy route lends it).
 //! The upstream's answer goes back as it came (status, body, plus `Cache-Control: no-store`).
 //! Refreshes go through the flight both token routes share (`routes::refresh`), keyed by
 //! provider, client id and refresh token, and served only to a caller presenting the proof (the

@@ -1,6 +1,6 @@
-//! A legacy answer always has `expires_in` (docs/protocol.md §2): an upstream answer that omits
-//! it, or sends `null` (RFC 6749 allows both), gets `legacy.default_expires_in`, and each such
-//! answer is counted in `/metrics`.
+//! A legacy answer always has `expires_in` (docs/protocol.md#the-legacy-answer): an upstream answer
+//! that omits it, or sends `null` (RFC 6749 allows both), gets `legacy.default_expires_in`, and
+//! each such answer is counted in `/metrics`.
 
 use std::sync::{Arc, Mutex};
 

@@ -9,6 +9,7 @@ mod canary;
 mod cli;
 mod continuity;
 mod dev;
+mod docs;
 mod framing;
 mod front_door;
 mod fuzz_corpus;

@@ -1,4 +1,4 @@
-//! One flight per refresh token (docs/protocol.md §4): a refresh token of one client of one
+//! One flight per refresh token (docs/protocol.md#refreshes): a refresh token of one client of one
 //! provider is spent upstream once, whether it comes through the legacy route or as a v2 call,
 //! with or without a secret; a shared answer reaches only a caller with the same proof. For both
 //! backends: in process (one instance), and through a real Redis (two replicas).

@@ -1,6 +1,7 @@
-//! Providers and v2 calls that are not quite v2 (SPEC §5): the seed write-ups' token calls
-//! through oauth-shim against the stand-in and a strict raw fake (what reached the upstream,
-//! byte for byte), Host selection, the legacy-fields lookup, and providers kept apart.
+//! Providers and v2 calls that are not quite v2 (docs/protocol.md#providers,
+//! docs/protocol.md#v2-token-calls): the seed write-ups' token calls through oauth-shim against the
+//! stand-in and a strict raw fake (what reached the upstream, byte for byte), Host selection, the
+//! legacy-fields lookup, and providers kept apart.
 
 use std::sync::{Arc, Mutex};
 
@@ -416,7 +417,8 @@ async fn strict_fake_gets_the_normalised_calls_byte_for_byte() {
     );
     let h = Harness::start(standin_config(), &toml).await;
     let auth = basic(APP, APP_SECRET);
-    // The caller's request id goes upstream with the call (docs/protocol.md §7).
+    // The caller's request id goes upstream with the call
+    // (docs/protocol.md#request-ids-and-trace-context).
     let head = |path: &str, body: &str, id: usize| {
         format!(
             "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: {auth}\r\ncontent-type: application/x-www-form-urlencoded\r\naccept: application/json\r\nx-request-id: call-{id}\r\ncontent-length: {}\r\n\r\n{body}",

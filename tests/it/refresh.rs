@@ -1,4 +1,5 @@
-//! Refresh results through real sockets (SPEC §3): coalesced, cached, never spent twice.
+//! Refresh results through real sockets (docs/protocol.md#refreshes): coalesced, cached, never
+//! spent twice.
 
 use std::time::Duration;
 

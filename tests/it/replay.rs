@@ -1,5 +1,5 @@
 //! Old values written back to Redis by someone who can write to it but does not hold the
-//! `[state]` key (docs/protocol.md §13): a revoked continuity session stays revoked, an old
+//! `[state]` key (docs/protocol.md#shared-state-and-old-values-written-back): a revoked continuity session stays revoked, an old
 //! session record does not roll its tokens back, and a refresh answer (of either token route) is
 //! not served past its expiry. Most tests save values as Redis holds them (`DUMP`), let
 //! oauth-shim move on, and write them back with no expiry (`RESTORE … REPLACE`, TTL 0); one

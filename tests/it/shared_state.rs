@@ -1,6 +1,7 @@
-//! Shared state on a real Redis (SPEC §6): replicas spend a refresh token once between them,
-//! survive Redis dying, stalling or refusing and coming back, and leave nothing readable in
-//! Redis. Each test starts its own `redis-server` on a free loopback port.
+//! Shared state on a real Redis (docs/deployment.md#shared-service-refresh-state-in-redis):
+//! replicas spend a refresh token once between them, survive Redis dying, stalling or refusing and
+//! coming back, and leave nothing readable in Redis. Each test starts its own `redis-server` on a
+//! free loopback port.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! `/oauth/access_token`: every grant in every legacy form, checked at both ends (what reached
-//! the upstream, what the caller got), and every error case of SPEC §2.
+//! the upstream, what the caller got), and every error case of docs/protocol.md#errors.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! v2 token calls carry their own credentials (docs/protocol.md §10): oauth-shim moves a
+//! v2 token calls carry their own credentials (docs/protocol.md#v2-token-calls): oauth-shim moves a
 //! caller's `client_id` / `client_secret` (JSON, form or query → the Basic header or the form,
 //! as the provider wants), and never adds the secret it holds for a configured client, whatever
 //! the grant. Checked for both ways a provider takes credentials, on what reached the upstream.
