@@ -20,9 +20,11 @@
 //!     value or the query) goes to `routes::continuity` when it is `Bearer osh_at_…`, which
 //!     swaps in the session's current v2 token (`continuity`), and is refused otherwise.
 //! - Routes return their errors; the app's rescue (`app::rescue`) is the one place an error
-//!   ([`error::ShimError`], with its cause) becomes a response and is logged.
-//! - Upstream calls go through `upstream`: per provider, one pool for pass-through and one for
-//!   token calls, the small HTTP/1 client, and the classification of a failure.
+//!   ([`error::ShimError`], with its cause) becomes a response and is logged (the admin
+//!   listener's routes send theirs there too).
+//! - Upstream calls go through `upstream`: per provider, an API client for pass-through and a
+//!   token client for token calls (each an `upstream::Upstream` over its own pool), the small
+//!   HTTP/1 client, and the classification of a failure.
 //! - After the answer, the app writes the access line and the metrics ([`ops`]).
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (the admin listener: health and
