@@ -62,7 +62,7 @@ impl Snapshot {
     }
 
     /// The index of the provider a request's host (`app::host::read`) selects.
-    pub(crate) fn select(&self, host: Option<&str>) -> usize {
+    pub(crate) fn select(&self, host: Option<&[u8]>) -> usize {
         provider::select(&self.hosts, host)
     }
 }

@@ -91,15 +91,18 @@ fn beyond_loopback(bound: SocketAddr) -> bool {
 /// The `Host` names this listener (the address the connection came in on, which is the bound
 /// one unless that is `0.0.0.0` or `[::]`), `localhost`, or a name in `admin.allowed_hosts`; port ignored (a port-forward or NAT changes
 /// it, and DNS rebinding turns on the name).
-fn host_allowed(host: &str, at: Arrival, admin: &AdminConfig) -> bool {
+fn host_allowed(host: &[u8], at: Arrival, admin: &AdminConfig) -> bool {
     let name = crate::provider::host_name(host);
-    if name.eq_ignore_ascii_case("localhost")
-        || admin.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+    if name.eq_ignore_ascii_case(b"localhost")
+        || admin.allowed_hosts.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
     {
         return true;
     }
-    let literal = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
-    literal.parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical() == at.local.ip().to_canonical())
+    let literal = name.strip_prefix(b"[").and_then(|n| n.strip_suffix(b"]")).unwrap_or(name);
+    std::str::from_utf8(literal)
+        .ok()
+        .and_then(|l| l.parse::<IpAddr>().ok())
+        .is_some_and(|ip| ip.to_canonical() == at.local.ip().to_canonical())
 }
 
 /// A state-changing call is refused when a browser says it comes from another site or origin
@@ -161,7 +164,7 @@ mod tests {
             "admin.internal:8000",
             "Admin.Internal",
         ] {
-            assert!(host_allowed(ok, pod, &admin), "{ok}");
+            assert!(host_allowed(ok.as_bytes(), pod, &admin), "{ok}");
         }
         for bad in [
             "evil.example:9901",
@@ -171,13 +174,13 @@ mod tests {
             "admin.internal.evil",
             "",
         ] {
-            assert!(!host_allowed(bad, pod, &admin), "{bad}");
+            assert!(!host_allowed(bad.as_bytes(), pod, &admin), "{bad}");
         }
         let v6 = at("[::1]:9901", "[::1]:9901");
-        assert!(host_allowed("[::1]:9901", v6, &admin));
-        assert!(!host_allowed("[::2]:9901", v6, &admin));
+        assert!(host_allowed(b"[::1]:9901", v6, &admin));
+        assert!(!host_allowed(b"[::2]:9901", v6, &admin));
         let mapped = at("[::]:9901", "[::ffff:10.1.2.3]:9901");
-        assert!(host_allowed("10.1.2.3:9901", mapped, &admin));
+        assert!(host_allowed(b"10.1.2.3:9901", mapped, &admin));
     }
 
     #[test]

@@ -11,23 +11,30 @@ use http::{Request, Version};
 /// target's) when it has one, else its `Host` header; `None` when neither is present (HTTP/1.0,
 /// or HTTP/2 without `:authority`). `Err` says why the request is malformed.
 ///
-/// One hashed header lookup and a byte scan of the value; nothing is allocated.
-pub(crate) fn read<B>(req: &Request<B>) -> Result<Option<&str>, &'static str> {
-    let mut values = req.headers().get_all(HOST).iter();
-    let header = values.next();
-    if values.next().is_some() {
-        return Err("more than one Host header");
-    }
-    let header = match header {
-        Some(v) => {
-            Some(std::str::from_utf8(v.as_bytes()).ok().filter(|h| well_formed(h)).ok_or("invalid Host")?)
+/// One hashed header lookup and a byte scan of the value; nothing is allocated, and the value
+/// is not turned into a `str` (a well-formed host is ASCII; its readers compare bytes).
+pub(crate) fn read<B>(req: &Request<B>) -> Result<Option<&[u8]>, &'static str> {
+    let headers = req.headers();
+    // Without a repeated header name in the map (the count of values equals the count of
+    // names, both kept by the map), one `Host` at most: a plain lookup.
+    let header = if headers.len() == headers.keys_len() {
+        headers.get(HOST)
+    } else {
+        let mut values = headers.get_all(HOST).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err("more than one Host header");
         }
+        first
+    };
+    let header = match header {
+        Some(v) => Some(Some(v.as_bytes()).filter(|h| well_formed(h)).ok_or("invalid Host")?),
         None if req.version() == Version::HTTP_11 => return Err("missing Host header"),
         None => None,
     };
     // An authority-form target (`CONNECT host:port`) names a tunnel's end, not this host; the
     // front door refuses it.
-    match req.uri().authority().filter(|_| req.uri().scheme().is_some()).map(|a| a.as_str()) {
+    match req.uri().authority().filter(|_| req.uri().scheme().is_some()).map(|a| a.as_str().as_bytes()) {
         None => Ok(header),
         Some(authority) if !well_formed(authority) => Err("invalid authority in the request target"),
         Some(authority) => match header {
@@ -45,8 +52,7 @@ pub(crate) fn read<B>(req: &Request<B>) -> Result<Option<&str>, &'static str> {
 /// percent-encoding, no spaces, nothing after the port. Stricter than RFC 3986's `reg-name`
 /// (which also allows `!$&'()*+,;=` and `%XX`): no client sends those in a host, and a front
 /// proxy may read them differently.
-pub(crate) fn well_formed(host: &str) -> bool {
-    let b = host.as_bytes();
+pub(crate) fn well_formed(b: &[u8]) -> bool {
     let port_at = if b.first() == Some(&b'[') {
         let Some(end) = b.iter().position(|&c| c == b']') else { return false };
         if end < 3 || !b[1..end].iter().all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.') {
@@ -96,7 +102,9 @@ mod tests {
         const HTTP_10: Version = Version::HTTP_10;
         const HTTP_11: Version = Version::HTTP_11;
         const HTTP_2: Version = Version::HTTP_2;
-        let ok = |v, uri, hosts: &[&[u8]]| read(&req(v, uri, hosts)).map(|h| h.map(str::to_owned));
+        let ok = |v, uri, hosts: &[&[u8]]| {
+            read(&req(v, uri, hosts)).map(|h| h.map(|h| String::from_utf8(h.to_vec()).unwrap()))
+        };
         assert_eq!(ok(HTTP_11, "/x", &[b"a.example:8080"]), Ok(Some("a.example:8080".into())));
         assert_eq!(ok(HTTP_11, "/x", &[b""]), Ok(Some(String::new())));
         assert_eq!(ok(HTTP_10, "/x", &[]), Ok(None));

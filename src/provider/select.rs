@@ -154,19 +154,22 @@ pub(crate) fn host_table(config: &Config) -> Vec<(String, usize)> {
 /// The index of the provider a request's host selects (as `app::host` read it: the target's
 /// authority or the `Host` header), port and trailing dot ignored, case-insensitive; 0, the
 /// default, when no provider lists it.
-pub(crate) fn select(hosts: &[(String, usize)], host: Option<&str>) -> usize {
+pub(crate) fn select(hosts: &[(String, usize)], host: Option<&[u8]>) -> usize {
     let Some(host) = host.filter(|_| !hosts.is_empty()) else { return 0 };
     let host = host_name(host);
-    hosts.iter().find(|(h, _)| h.eq_ignore_ascii_case(host)).map_or(0, |(_, i)| *i)
+    hosts.iter().find(|(h, _)| h.as_bytes().eq_ignore_ascii_case(host)).map_or(0, |(_, i)| *i)
 }
 
 /// `host[:port]` or `[v6]:port` without the port and without a trailing dot.
-pub(crate) fn host_name(host: &str) -> &str {
-    let name = match host.strip_prefix('[') {
-        Some(_) => host.find(']').map_or(host, |end| &host[..=end]),
-        None => host.split(':').next().unwrap_or(host),
+pub(crate) fn host_name(host: &[u8]) -> &[u8] {
+    let mut name = match host.first() {
+        Some(b'[') => host.iter().position(|&b| b == b']').map_or(host, |end| &host[..=end]),
+        _ => host.split(|&b| b == b':').next().unwrap_or(host),
     };
-    name.trim_end_matches('.')
+    while let Some(shorter) = name.strip_suffix(b".") {
+        name = shorter;
+    }
+    name
 }
 
 #[cfg(test)]
@@ -176,12 +179,12 @@ mod tests {
     #[test]
     fn selects_by_host_ignoring_port_and_case() {
         let hosts = vec![("authentication.logmeininc.com".to_owned(), 1), ("[::1]".to_owned(), 2)];
-        assert_eq!(select(&hosts, Some("authentication.logmeininc.com")), 1);
-        assert_eq!(select(&hosts, Some("Authentication.LogMeInInc.com:8443")), 1);
-        assert_eq!(select(&hosts, Some("authentication.logmeininc.com.")), 1);
-        assert_eq!(select(&hosts, Some("[::1]:8080")), 2);
-        assert_eq!(select(&hosts, Some("api.getgo.com")), 0);
+        assert_eq!(select(&hosts, Some(b"authentication.logmeininc.com")), 1);
+        assert_eq!(select(&hosts, Some(b"Authentication.LogMeInInc.com:8443")), 1);
+        assert_eq!(select(&hosts, Some(b"authentication.logmeininc.com.")), 1);
+        assert_eq!(select(&hosts, Some(b"[::1]:8080")), 2);
+        assert_eq!(select(&hosts, Some(b"api.getgo.com")), 0);
         assert_eq!(select(&hosts, None), 0);
-        assert_eq!(select(&[], Some("authentication.logmeininc.com")), 0);
+        assert_eq!(select(&[], Some(b"authentication.logmeininc.com")), 0);
     }
 }

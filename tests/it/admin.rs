@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use oauth_shim::app::App;
 use oauth_shim::config::Config;
-use oauth_shim::devtools::standin::Standin;
 use oauth_shim::server;
 use oauth_shim::snapshot::Snapshot;
 use serde_json::Value;
@@ -17,8 +16,8 @@ use crate::support::*;
 /// A shim whose admin listener is bound to `bind`, on a config file (so `POST /reload`
 /// reloads); the address to connect to, on loopback.
 async fn shim(name: &str, bind: &str, extra: &str) -> (Harness, SocketAddr) {
-    let standin = Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let path = crate::ops::config_file(&format!("admin-{name}"), &standin, "rewrite", extra);
+    let standin = start_standin(standin_config()).await;
+    let path = config_file(&format!("admin-{name}"), &standin, "rewrite", extra);
     let app = App::new(Snapshot::new(Config::load(&path).unwrap()).unwrap());
     app.state().ops.reload.set_source(path);
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -178,7 +177,7 @@ async fn beyond_loopback_the_operator_routes_need_the_token() {
     let (_h, addr) = shim("remote-open", "0.0.0.0:0", "[admin]\nallow_unauthenticated_remote = true\n").await;
     assert_eq!(send(addr, &get("/migration", addr, "")).await.0, 200, "the operator opted out");
 
-    let token = std::env::temp_dir().join(format!("oauth-shim-admin-token-{}", std::process::id()));
+    let token = temp_dir("admin").join("admin-token");
     std::fs::write(&token, "canary-admin-token-21\n").unwrap();
     let extra = format!("[admin]\ntoken_file = {:?}\n", token.display().to_string());
     let (_h, addr) = shim("remote-token", "0.0.0.0:0", &extra).await;
@@ -193,7 +192,7 @@ async fn beyond_loopback_the_operator_routes_need_the_token() {
 /// On loopback, with a token configured, the scheme is case-insensitive too.
 #[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive() {
-    let standin = Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin = start_standin(standin_config()).await;
     let mut config = shim_config(&standin, "");
     config.admin.token = Some(oauth_shim::oauth::Secret::new("canary-admin-token-22"));
     let h = Harness::with_config(standin, config).await;

@@ -17,20 +17,16 @@ const BEARER: &str = "canary-bearer-token-aa11";
 
 /// The stand-in both canary tests use: client `canary` with the canary secret and user.
 async fn canary_standin() -> Standin {
-    Standin::start(
-        StandinConfig {
-            clients: vec![StandinClient {
-                id: "canary".into(),
-                secret: CLIENT_SECRET.into(),
-                allow_password_grant: true,
-            }],
-            users: vec![(USER.into(), PASSWORD.into())],
-            ..StandinConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
+    start_standin(StandinConfig {
+        clients: vec![StandinClient {
+            id: "canary".into(),
+            secret: CLIENT_SECRET.into(),
+            allow_password_grant: true,
+        }],
+        users: vec![(USER.into(), PASSWORD.into())],
+        ..StandinConfig::default()
+    })
     .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -182,8 +178,7 @@ async fn json_logs_at_trace_hold_no_secret_across_ops_paths() {
     ));
 
     let standin = canary_standin().await;
-    let dir = std::env::temp_dir().join(format!("oauth-shim-canary-json-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("canary-json");
     let path = dir.join("shim.toml");
     let file = |mode: &str, extra: &str| {
         format!(
@@ -195,8 +190,7 @@ async fn json_logs_at_trace_hold_no_secret_across_ops_paths() {
         )
     };
     std::fs::write(&path, file("rewrite", "")).unwrap();
-    let h = Harness::with_config(standin.clone(), oauth_shim::config::Config::load(&path).unwrap()).await;
-    h.app.state().ops.reload.set_source(path.clone());
+    let h = Harness::from_file(standin.clone(), &path).await;
     let token_url = h.url("/oauth/access_token");
     let user = USER.replace('@', "%40");
     let mut seen: Vec<String> = Vec::new();

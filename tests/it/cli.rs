@@ -1,18 +1,10 @@
 //! The binary: config errors exit 64 with one line that names the client and never the secret;
 //! `check-config` prints the effective config with secrets redacted; the shipped config loads.
 
-use std::process::Command;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_oauth-shim"));
-    c.env_remove("OAUTH_SHIM_CONFIG");
-    c
-}
+use crate::support::{ShimProcess, bin, free_port, poll_until, temp_dir};
 
 fn write(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("oauth-shim-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("shim.toml");
+    let path = temp_dir(&format!("cli-{name}")).join("shim.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -129,21 +121,17 @@ fn shipped_config_is_valid_and_config_path_comes_from_env() {
 /// client_secret_basic (the stand-in): the three legacy grants come back in the legacy shape.
 #[tokio::test]
 async fn serve_binary_answers_legacy_grants() {
-    use oauth_shim::devtools::standin::{Standin, StandinClient, StandinConfig};
-    let standin = Standin::start(
-        StandinConfig {
-            clients: vec![StandinClient {
-                id: "acme".into(),
-                secret: "acme-secret".into(),
-                allow_password_grant: true,
-            }],
-            ..StandinConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    use oauth_shim::devtools::standin::{StandinClient, StandinConfig};
+    let standin = crate::support::start_standin(StandinConfig {
+        clients: vec![StandinClient {
+            id: "acme".into(),
+            secret: "acme-secret".into(),
+            allow_password_grant: true,
+        }],
+        ..StandinConfig::default()
+    })
+    .await;
+    let port = free_port();
     let path = write(
         "serve",
         &format!(
@@ -165,14 +153,7 @@ async fn serve_binary_answers_legacy_grants() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}/oauth/access_token");
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if client.get(&base).send().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let ready = poll_until(async || client.get(&base).send().await.is_ok()).await;
     assert!(ready, "oauth-shim serve did not start listening");
 
     let get = |q: String| {
@@ -201,15 +182,7 @@ async fn serve_binary_answers_legacy_grants() {
 /// a mode flip by editing the file and sending SIGHUP, a refused `reload`, an unreachable admin.
 #[tokio::test]
 async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
-    let standin = oauth_shim::devtools::standin::Standin::start(
-        crate::support::standin_config(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let standin = crate::support::start_standin(crate::support::standin_config()).await;
     let file = |mode: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\
@@ -222,37 +195,9 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
         )
     };
     let path = write("serve-ops", &file("rewrite"));
-    let mut child = bin()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("OPS_CLI_SECRET", crate::support::SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut logs = Vec::new();
-    let listening: serde_json::Value = loop {
-        let line = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("serve starts");
-        logs.push(line.clone());
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if v["message"] == "oauth-shim listening" {
-            break v;
-        }
-    };
-    let proxy = listening["proxy"].as_str().unwrap().to_owned();
-    let admin =
-        listening["admin"].as_str().unwrap().trim_start_matches("Some(").trim_end_matches(')').to_owned();
-    let admin = format!("http://{admin}");
+    let mut shim =
+        ShimProcess::serve(&path, &[("OPS_CLI_SECRET", crate::support::SECRET), ("RUST_LOG", "info")]).await;
+    let (proxy, admin) = (shim.proxy.to_string(), format!("http://{}", shim.admin));
     let call = format!(
         "http://{proxy}/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={}",
         crate::support::ID
@@ -284,16 +229,8 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
 
     // Flip the client to deny by editing the file; SIGHUP applies it.
     std::fs::write(&path, file("deny")).unwrap();
-    let kill = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    let mut denied = false;
-    for _ in 0..500 {
-        if reqwest::get(&call).await.unwrap().status() == 400 {
-            denied = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    shim.signal("HUP");
+    let denied = poll_until(async || reqwest::get(&call).await.unwrap().status() == 400).await;
     assert!(denied, "SIGHUP reloaded the edited file");
 
     // An invalid file is refused by `oauth-shim reload` (exit 1) and the old config stays.
@@ -312,10 +249,8 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     let (code, _, _) = run(&["report", "--admin", "http://127.0.0.1:1"]);
     assert_eq!(code, Some(69));
 
-    let _ = child.kill();
-    let _ = child.wait();
-    logs.extend(rx.try_iter());
-    let logs = logs.join("\n");
+    shim.kill().await;
+    let logs = shim.log();
     assert!(logs.contains("config reload failed"), "{logs}");
     assert!(!logs.contains(crate::support::SECRET) && !logs.contains("demo-password"));
 }

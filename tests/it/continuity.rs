@@ -15,12 +15,7 @@ const KEY: &str = "5f0e6a1c2b3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbcc
 
 /// A fresh directory for a store, and a key file in it.
 pub(crate) fn scratch(name: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "oauth-shim-continuity-{}-{name}-{:x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir(&format!("continuity-{name}"));
     let key = dir.join("state.key");
     std::fs::write(&key, format!("{}\n", &KEY[..64])).unwrap();
     (dir.join("store"), key)
@@ -45,8 +40,7 @@ pub(crate) fn continuity_toml(store: &std::path::Path, key: &std::path::Path, ma
 pub(crate) async fn start(name: &str, ttl: u64, margin: &str) -> (Harness, PathBuf) {
     let (store, key) = scratch(name);
     let standin = StandinConfig { access_token_ttl: ttl, ..standin_config() };
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin = start_standin(standin).await;
     let mut config = shim_config(&standin, &continuity_toml(&store, &key, margin));
     config.clients[0].continuity = true;
     let config = config.validated().unwrap();
@@ -54,13 +48,7 @@ pub(crate) async fn start(name: &str, ttl: u64, margin: &str) -> (Harness, PathB
 }
 
 pub(crate) async fn password_grant(h: &Harness) -> Value {
-    let resp = http()
-        .get(h.url(&format!(
-            "/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
-        )))
-        .send()
-        .await
-        .unwrap();
+    let resp = http().get(h.password_url()).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
 }
@@ -316,10 +304,7 @@ async fn picky_api() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) 
 #[tokio::test]
 async fn a_401_to_a_fresh_looking_token_refreshes_once_and_retries_a_bodiless_request() {
     let (store, key) = scratch("retry");
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = start_standin(standin_config()).await;
     let (api_base, seen) = picky_api().await;
     let mut config = shim_config(&standin, &continuity_toml(&store, &key, "5m"));
     config.clients[0].continuity = true;
@@ -341,10 +326,7 @@ async fn a_401_to_a_fresh_looking_token_refreshes_once_and_retries_a_bodiless_re
 #[tokio::test]
 async fn a_streamed_request_is_not_retried_after_a_401() {
     let (store, key) = scratch("no-retry");
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = start_standin(standin_config()).await;
     let (api_base, seen) = picky_api().await;
     let mut config = shim_config(&standin, &continuity_toml(&store, &key, "5m"));
     config.clients[0].continuity = true;
@@ -378,10 +360,7 @@ async fn migration_report_shows_who_relies_on_continuity() {
 #[tokio::test]
 async fn expired_minted_tokens_are_refused_and_swept() {
     let (store, key) = scratch("expired");
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = start_standin(standin_config()).await;
     let extra = format!("{}\nsweep_interval = \"300ms\"\n", continuity_toml(&store, &key, "5m"));
     let mut config = shim_config(&standin, &extra);
     config.clients[0].continuity = true;
@@ -404,71 +383,17 @@ async fn expired_minted_tokens_are_refused_and_swept() {
         .unwrap();
     assert_eq!(refresh.status(), 400);
     // The sweep deleted it from the store.
-    let mut swept = false;
-    for _ in 0..50 {
-        if get_text(h.admin_url("/metrics")).await.contains("oauth_shim_continuity_sessions 0") {
-            swept = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let swept = poll_until(async || {
+        get_text(h.admin_url("/metrics")).await.contains("oauth_shim_continuity_sessions 0")
+    })
+    .await;
     assert!(swept, "the sweep removed the expired session");
-}
-
-fn bin() -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-shim"));
-    c.env_remove("OAUTH_SHIM_CONFIG");
-    c
-}
-
-/// `oauth-shim serve` on `config`; returns the child, its proxy and admin base URLs, and the
-/// receiver of its log lines.
-fn serve(
-    config: &std::path::Path,
-) -> (std::process::Child, String, String, std::sync::mpsc::Receiver<String>) {
-    use std::io::{BufRead, BufReader};
-    let mut child = bin()
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let listening: Value = loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("serve starts");
-        let v: Value = serde_json::from_str(&line).expect("JSON log lines");
-        if v["message"] == "oauth-shim listening" {
-            break v;
-        }
-    };
-    let proxy = format!("http://{}", listening["proxy"].as_str().unwrap());
-    let admin = listening["admin"].as_str().unwrap().trim_start_matches("Some(").trim_end_matches(')');
-    (child, proxy, format!("http://{admin}"), rx)
-}
-
-fn stop(mut child: std::process::Child) {
-    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(term.success());
-    let _ = child.wait();
 }
 
 #[tokio::test]
 async fn a_minted_token_survives_a_restart_and_operators_revoke_it_from_the_command_line() {
     let (store, key) = scratch("restart");
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = start_standin(standin_config()).await;
     let config = store.parent().unwrap().join("shim.toml");
     std::fs::write(
         &config,
@@ -487,7 +412,8 @@ async fn a_minted_token_survives_a_restart_and_operators_revoke_it_from_the_comm
     )
     .unwrap();
 
-    let (child, proxy, _, _) = serve(&config);
+    let shim = ShimProcess::serve(&config, &[("RUST_LOG", "info")]).await;
+    let proxy = format!("http://{}", shim.proxy);
     let legacy: Value = get_json(format!(
         "{proxy}/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
     ))
@@ -500,9 +426,10 @@ async fn a_minted_token_survives_a_restart_and_operators_revoke_it_from_the_comm
         }
     };
     assert_eq!(call(proxy.clone()).await, 200);
-    stop(child);
+    shim.terminate_and_wait().await;
 
-    let (child, proxy, admin, logs) = serve(&config);
+    let shim = ShimProcess::serve(&config, &[("RUST_LOG", "info")]).await;
+    let (proxy, admin) = (format!("http://{}", shim.proxy), format!("http://{}", shim.admin));
     assert_eq!(call(proxy.clone()).await, 200, "the minted token works after a restart");
 
     let run = |args: &[&str]| {
@@ -517,15 +444,16 @@ async fn a_minted_token_survives_a_restart_and_operators_revoke_it_from_the_comm
     assert_eq!(code, Some(0));
     assert!(out.contains("\"revoked\": 1"), "{out}");
     assert_eq!(call(proxy).await, 401, "revoked at once");
-    stop(child);
-    let logs: String = logs.try_iter().collect::<Vec<_>>().join("\n");
+    let mut shim = shim;
+    shim.signal("TERM");
+    shim.wait().await;
+    let logs = shim.log();
     assert!(!logs.contains(&access) && !logs.contains("osh_at_"), "{logs}");
 }
 
 #[test]
 fn a_continuity_client_without_a_state_key_is_a_config_error() {
-    let dir = std::env::temp_dir().join(format!("oauth-shim-continuity-nokey-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("continuity-nokey");
     let path = dir.join("shim.toml");
     std::fs::write(
         &path,
@@ -572,24 +500,13 @@ async fn two_replicas_on_redis(redis: &RedisServer, ttl: u64) -> (Harness, Harne
     // A slow token endpoint: a refresh is still under way when the other replica's calls come.
     let standin =
         StandinConfig { access_token_ttl: ttl, token_delay: Duration::from_millis(300), ..standin_config() };
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin = start_standin(standin).await;
     let toml = format!("{}\n[continuity]\nrefresh_margin = \"1s\"\n", redis_state_toml(redis));
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
-        let mut config = shim_config(&standin, &toml);
-        config.clients[0].continuity = true;
-        let h = Harness::with_config(standin.clone(), config.validated().unwrap()).await;
-        for _ in 0..500 {
-            if h.app.state().redis.as_ref().is_some_and(|r| r.is_up()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        replicas.push(h);
-    }
-    let b = replicas.pop().unwrap();
-    (replicas.pop().unwrap(), b)
+    let mut config = shim_config(&standin, &toml);
+    config.clients[0].continuity = true;
+    let mut both = replicas(&standin, &config.validated().unwrap(), 2).await;
+    let b = both.pop().unwrap();
+    (both.pop().unwrap(), b)
 }
 
 #[tokio::test]
@@ -659,24 +576,13 @@ async fn a_token_inside_the_refresh_margin_is_refreshed_in_the_background() {
     assert_eq!(api(&h, access).await.status(), 200);
     let seen = api_bearers(&h);
     assert_eq!(seen[0], seen[1], "the call went on with the still-valid token");
-    let mut refreshed = false;
-    for _ in 0..100 {
-        if h.standin.token_calls() == 2 {
-            refreshed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refreshed = poll_until(async || h.standin.token_calls() == 2).await;
     assert!(refreshed, "a background refresh was made");
-    let mut used_new = false;
-    for _ in 0..100 {
+    let used_new = poll_until(async || {
         assert_eq!(api(&h, access).await.status(), 200);
-        if api_bearers(&h).last() != Some(&seen[0]) {
-            used_new = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        api_bearers(&h).last() != Some(&seen[0])
+    })
+    .await;
     assert!(used_new, "later calls use the refreshed token");
     assert_eq!(h.standin.token_calls(), 2, "one refresh");
     let metrics = get_text(h.admin_url("/metrics")).await;
@@ -716,14 +622,7 @@ async fn redis_down_fails_only_continuity_calls_and_they_recover_with_it() {
     assert!(metrics.contains("oauth_shim_continuity_store_errors_total"), "{metrics}");
     // Redis back (empty: it keeps nothing on disk here): the replica uses it again by itself.
     redis.restart().await;
-    let mut recovered = false;
-    for _ in 0..100 {
-        if api(&a, &access).await.status() == 401 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let recovered = poll_until(async || api(&a, &access).await.status() == 401).await;
     assert!(recovered, "the store answers again (the session died with Redis's memory)");
 }
 
@@ -762,10 +661,7 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
 #[tokio::test]
 async fn session_routes_need_the_admin_token_when_one_is_set() {
     let (store, key) = scratch("admin-token");
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = start_standin(standin_config()).await;
     let mut config = shim_config(&standin, &continuity_toml(&store, &key, "5m"));
     config.clients[0].continuity = true;
     config.admin.token = Some(oauth_shim::oauth::Secret::new("canary-admin-token-31"));

@@ -2,11 +2,13 @@
 //! call works.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+
+use crate::support::{bin, poll_until, temp_dir};
 
 #[tokio::test]
 async fn dev_starts_and_its_printed_commands_work() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oauth-shim"))
+    let mut child = bin()
         .args([
             "dev",
             "--listen",
@@ -17,7 +19,7 @@ async fn dev_starts_and_its_printed_commands_work() {
             "127.0.0.1:0",
             "--config-file",
         ])
-        .arg(std::env::temp_dir().join(format!("oauth-shim-dev-test-{}.toml", std::process::id())))
+        .arg(temp_dir("dev").join("oauth-shim.toml"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -89,8 +91,7 @@ async fn dev_starts_and_its_printed_commands_work() {
     // file to put the client in deny mode takes effect without a restart.
     let report = lines.iter().find(|l| l.contains("oauth-shim report --admin ")).unwrap();
     let admin = report.rsplit(' ').next().unwrap();
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_oauth-shim")).args(["report", "--admin", admin]).output().unwrap();
+    let out = bin().args(["report", "--admin", admin]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.lines().any(|l| l.starts_with("demo-client") && l.contains("rewrite")), "{table}");
     let config = lines.iter().find_map(|l| l.trim().strip_prefix("config")).unwrap().trim();
@@ -98,14 +99,7 @@ async fn dev_starts_and_its_printed_commands_work() {
     let edited =
         std::fs::read_to_string(config).unwrap().replacen("mode = \"rewrite\"", "mode = \"deny\"", 1);
     std::fs::write(config, edited).unwrap();
-    let mut denied = false;
-    for _ in 0..500 {
-        if reqwest::get(url).await.unwrap().status() == 400 {
-            denied = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let denied = poll_until(async || reqwest::get(url).await.unwrap().status() == 400).await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(denied, "editing the dev config flips the client to deny");

@@ -77,13 +77,8 @@ impl Scripted {
     /// Wait until oauth-shim has closed connection `conn` (it may close it a moment after the
     /// answer, from hyper's connection task); panics if it stays open.
     async fn closed_by_shim(&self, conn: usize) {
-        for _ in 0..500 {
-            if self.ended.lock().unwrap().contains(&conn) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("connection {conn} was never closed: {:?}", self.seen());
+        let closed = poll_until(async || self.ended.lock().unwrap().contains(&conn)).await;
+        assert!(closed, "connection {conn} was never closed: {:?}", self.seen());
     }
 }
 

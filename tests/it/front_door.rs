@@ -1,10 +1,7 @@
 //! The front door: limits and their status codes, framing attacks, timeouts, the connection
 //! limit, the admin port, and graceful shutdown of the real binary on SIGTERM.
 
-use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -335,120 +332,10 @@ async fn shutdown_grace_caps_the_drain() {
     let _ = pending.await;
 }
 
-/// The real binary, `serve --config` with a TOML written here, on 127.0.0.1:0 ports read from
-/// its JSON log.
-pub struct ShimProcess {
-    child: Child,
-    pub proxy: SocketAddr,
-    pub admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    config: std::path::PathBuf,
-}
-
-impl ShimProcess {
-    pub async fn spawn(upstream_base: &str) -> Self {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let config = std::env::temp_dir().join(format!("oauth-shim-it-{}-{n}.toml", std::process::id()));
-        let toml = format!(
-            r#"
-            [server]
-            listen = "127.0.0.1:0"
-            shutdown_grace = "20s"
-            [admin]
-            listen = "127.0.0.1:0"
-            [log]
-            format = "json"
-            level = "debug"
-            [upstream]
-            token_url = "{upstream_base}/oauth/v2/token"
-            authorize_url = "{upstream_base}/oauth/v2/authorize"
-            api_base = "{upstream_base}"
-            [[clients]]
-            id = "{ID}"
-            secret = "{SECRET}"
-            "#
-        );
-        std::fs::write(&config, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oauth-shim"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = log.clone();
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains("oauth-shim listening") {
-                        let _ = tx.send(line.clone());
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let line = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .expect("the binary logs its addresses");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let proxy = v["proxy"].as_str().unwrap().parse().unwrap();
-        let admin =
-            v["admin"].as_str().unwrap().trim_start_matches("Some(").trim_end_matches(')').parse().unwrap();
-        Self { child, proxy, admin, log, config }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn sigterm(&self) {
-        let ok = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
-        assert!(ok.success());
-    }
-
-    /// Wait (bounded, 30 s) for the process to exit.
-    pub async fn wait(&mut self) -> ExitStatus {
-        for _ in 0..1500 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = self.child.kill();
-        panic!("oauth-shim did not exit");
-    }
-
-    pub async fn terminate_and_wait(mut self) -> ExitStatus {
-        self.sigterm();
-        self.wait().await
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for ShimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
-
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let echo = Echo::start().await;
-    let mut shim = ShimProcess::spawn(&echo.base()).await;
+    let mut shim = ShimProcess::against(&echo.base()).await;
     let admin = format!("http://{}", shim.admin);
     assert_eq!(http().get(format!("{admin}/readyz")).send().await.unwrap().status(), 200);
 
@@ -458,28 +345,19 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         (r.status(), r.text().await.unwrap())
     });
     echo.wait_for(1).await;
-    shim.sigterm();
+    shim.signal("TERM");
 
     // Draining: readiness is false, the proxy port refuses new connections.
     let mut ready = StatusCode::OK;
-    for _ in 0..250 {
+    poll_until(async || {
         let r = http().get(format!("{admin}/readyz")).send().await;
         ready = r.unwrap_or_else(|e| panic!("{e}: {}", shim.log())).status();
-        if ready != StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        ready != StatusCode::OK
+    })
+    .await;
     assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(http().get(format!("{admin}/healthz")).send().await.unwrap().status(), 200);
-    let mut refused = false;
-    for _ in 0..250 {
-        if TcpStream::connect(shim.proxy).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = poll_until(async || TcpStream::connect(shim.proxy).await.is_err()).await;
     assert!(refused, "new connections are refused while draining");
     assert!(!in_flight.is_finished());
 

@@ -1,80 +1,16 @@
 //! Hostile input at the front door, in token and authorize parameters and in upstream token
-//! answers, slow bodies, HTTP/2 limits, and the token calls' own connection pool.
+//! answers, slow bodies, and HTTP/2 limits.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::passthrough::Echo;
 use crate::support::*;
 
 async fn harness(echo: &Echo, extra: &str) -> Harness {
     Harness::start(standin_config(), &format!("{}{extra}", echo.toml())).await
-}
-
-/// A raw HTTP/1.1 upstream on 127.0.0.1:0: reads each request (head and `Content-Length`
-/// body), records its request line with the index of the connection it came on, and answers
-/// with what `answer` makes of the path.
-struct RawUpstream {
-    addr: std::net::SocketAddr,
-    seen: Arc<Mutex<Vec<(usize, String)>>>,
-}
-
-impl RawUpstream {
-    async fn start(answer: fn(&str) -> String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
-        let log = Arc::clone(&seen);
-        tokio::spawn(async move {
-            for conn in 0.. {
-                let Ok((mut stream, _)) = listener.accept().await else { return };
-                let log = Arc::clone(&log);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while let Some(head) = read_request_head(&mut stream, &mut buf).await {
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().to_owned())
-                            })
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0);
-                        while buf.len() < len {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.drain(..len);
-                        let line = head.lines().next().unwrap_or_default().to_owned();
-                        let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
-                        log.lock().unwrap().push((conn, line));
-                        if stream.write_all(answer(&path).as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Self { addr, seen }
-    }
-
-    fn seen(&self) -> Vec<(usize, String)> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-fn json_answer(body: &str) -> String {
-    format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
 }
 
 // ---- 1. The front door ----
@@ -347,53 +283,4 @@ async fn http2_max_concurrent_streams_defaults_to_100_and_is_configurable() {
     assert_eq!(h2_max_concurrent_streams(&harness(&echo, "").await).await, Some(100));
     let h = harness(&echo, "[server]\nhttp2_max_concurrent_streams = 7\n").await;
     assert_eq!(h2_max_concurrent_streams(&h).await, Some(7));
-}
-
-// ---- 6. Token calls on their own connections ----
-
-#[tokio::test]
-async fn token_calls_never_share_a_connection_with_pass_through() {
-    let up = RawUpstream::start(|path| {
-        if path.starts_with("/oauth/v2/token") {
-            json_answer(r#"{"access_token":"at","refresh_token":"rt","expires_in":3600}"#)
-        } else {
-            json_answer("{}")
-        }
-    })
-    .await;
-    // The default shape: token URL and API base on one host.
-    let toml = format!(
-        "[upstream]\ntoken_url = \"http://{0}/oauth/v2/token\"\napi_base = \"http://{0}\"\n\
-         [refresh_cache]\nttl = \"0s\"\n",
-        up.addr
-    );
-    let h = Harness::start(standin_config(), &toml).await;
-    let client = http();
-    let token =
-        h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token=r&client_id={ID}"));
-    for i in 0..3 {
-        let resp = client.get(h.url(&format!("/G2W/rest/{i}"))).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let resp = client.get(&token).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let resp =
-            client
-                .get(h.url(&format!(
-                    "/oauth/access_token?grant_type=password&user_id=u&password=p&client_id={ID}"
-                )))
-                .send()
-                .await
-                .unwrap();
-        assert_eq!(resp.status(), 200);
-    }
-    let seen = up.seen();
-    let conns = |token: bool| -> std::collections::BTreeSet<usize> {
-        seen.iter().filter(|(_, line)| line.contains("/oauth/v2/token") == token).map(|(c, _)| *c).collect()
-    };
-    let (tokens, passes) = (conns(true), conns(false));
-    assert!(
-        tokens.is_disjoint(&passes),
-        "token calls {tokens:?} and pass-through {passes:?} shared: {seen:?}"
-    );
-    assert_eq!((tokens.len(), passes.len()), (1, 1), "each pool still reuses its connection: {seen:?}");
 }

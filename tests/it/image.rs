@@ -3,8 +3,6 @@
 //! minimum Rust version; the manifests' image references, service links and users. (The
 //! manifests' schemas are validated by `.ci/run` with kubernetes-validate.)
 
-use std::process::Command;
-
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
@@ -47,11 +45,7 @@ fn dockerfile_runs_as_a_numeric_user_on_pinned_bases_with_a_healthcheck() {
 #[test]
 fn the_images_built_in_config_listens_on_all_interfaces() {
     let path = format!("{}/config/container.toml", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(env!("CARGO_BIN_EXE_oauth-shim"))
-        .env_remove("OAUTH_SHIM_CONFIG")
-        .args(["check-config", "--config", &path])
-        .output()
-        .unwrap();
+    let out = crate::support::bin().args(["check-config", "--config", &path]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("listen = \"0.0.0.0:8080\""), "{text}");

@@ -66,10 +66,7 @@ impl Fake {
 }
 
 async fn shim(fake: &Fake, extra: &str) -> Harness {
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = start_standin(standin_config()).await;
     let toml = format!("[upstream]\ntoken_url = \"{}\"\n{extra}", fake.token_url);
     let config = shim_config(&standin, &toml);
     Harness::with_config(standin, config).await

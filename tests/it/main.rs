@@ -21,7 +21,6 @@ mod minted;
 mod observability;
 mod one_flight;
 mod operator;
-mod ops;
 mod passthrough;
 mod pool;
 mod properties;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use oauth_shim::devtools::standin::{Standin, StandinClient, StandinConfig};
+use oauth_shim::devtools::standin::{Standin, StandinClient};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -17,47 +17,12 @@ async fn instances(standin: &Standin, redis: Option<&RedisServer>, extra: &str) 
         Some(redis) => (2, redis_state_toml(redis)),
         None => (1, String::new()),
     };
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let config = shim_config(standin, &format!("{state}{extra}"));
-        out.push(Harness::with_config(standin.clone(), config).await);
-    }
-    for _ in 0..1000 {
-        let up = |h: &Harness| h.app.state().redis.as_ref().is_none_or(|r| r.is_up());
-        if out.iter().all(up) {
-            return out;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("a replica did not connect to redis");
-}
-
-fn rotating(delay_ms: u64) -> StandinConfig {
-    StandinConfig {
-        rotate_refresh_tokens: true,
-        token_delay: Duration::from_millis(delay_ms),
-        ..standin_config()
-    }
-}
-
-async fn start_standin(config: StandinConfig) -> Standin {
-    Standin::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
-}
-
-/// A fresh grant of [`ID`]'s, through a legacy code exchange; its refresh token.
-async fn grant(standin: &Standin, via: &Harness) -> String {
-    let code = standin.issue_code(ID, None);
-    let body = get_json(
-        via.url(&format!("/oauth/access_token?grant_type=authorization_code&code={code}&client_id={ID}")),
-    )
-    .await;
-    body["refresh_token"].as_str().unwrap().to_owned()
+    replicas(standin, &shim_config(standin, &format!("{state}{extra}")), n).await
 }
 
 /// A legacy refresh of `rt` by [`ID`]: (status, body).
 async fn legacy(via: &Harness, rt: &str) -> (u16, Value) {
-    let url =
-        via.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"));
+    let url = via.refresh_url(rt);
     let resp = http().get(url).send().await.unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
@@ -84,7 +49,7 @@ async fn every_route_and_proof_spend_a_token_once(redis: Option<&RedisServer>) {
     let other = &at[at.len() - 1];
 
     // A v2 caller with the client's secret first, then the legacy route and more v2 callers.
-    let rt = grant(&standin, &at[0]).await;
+    let rt = grant(&at[0]).await;
     let calls = standin.token_calls();
     let (status, first) = v2(&at[0], &rt, Some(SECRET)).await;
     assert_eq!(status, 200, "{first}");
@@ -107,7 +72,7 @@ async fn every_route_and_proof_spend_a_token_once(redis: Option<&RedisServer>) {
     assert_eq!(standin.token_calls(), calls + 1, "one upstream call for five refreshes of one token");
 
     // The legacy route first: a v2 caller with the secret gets that answer, as v2.
-    let rt = grant(&standin, &at[0]).await;
+    let rt = grant(&at[0]).await;
     let calls = standin.token_calls();
     let (status, old) = legacy(&at[0], &rt).await;
     assert_eq!(status, 200, "{old}");
@@ -134,7 +99,7 @@ async fn every_route_and_proof_spend_a_token_once_through_redis() {
 async fn concurrent_routes_share_one_flight(redis: Option<&RedisServer>) {
     let standin = start_standin(rotating(300)).await;
     let at = instances(&standin, redis, "").await;
-    let rt = grant(&standin, &at[0]).await;
+    let rt = grant(&at[0]).await;
     let calls = standin.token_calls();
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -188,7 +153,7 @@ async fn concurrent_routes_share_one_flight_through_redis() {
 async fn another_callers_refusal_is_not_shared(redis: Option<&RedisServer>) {
     let standin = start_standin(rotating(300)).await;
     let at = instances(&standin, redis, "").await;
-    let rt = grant(&standin, &at[0]).await;
+    let rt = grant(&at[0]).await;
     let wrong = {
         let (base, rt) = (at[0].base.clone(), rt.clone());
         tokio::spawn(async move {

@@ -376,7 +376,7 @@ const BOUND_KIB: u64 = 64 * 1024;
 #[tokio::test]
 async fn large_bodies_stream_with_bounded_memory() {
     let echo = Echo::start().await;
-    let shim = crate::front_door::ShimProcess::spawn(&echo.base()).await;
+    let shim = ShimProcess::against(&echo.base()).await;
     let (rss_before, _) = proc_memory_kib(shim.pid());
     let client = Client::builder(TokioExecutor::new()).build_http::<Generated>();
 

@@ -1,11 +1,10 @@
 //! The upstream connection pool (`src/upstream/pool.rs`, `client.rs`): connections are reused,
 //! returned after a streamed body, closed when idle too long, never kept beyond
-//! `pool_max_idle_per_host`, and a connection the upstream closed while idle costs the caller
-//! nothing.
+//! `pool_max_idle_per_host`, a connection the upstream closed while idle costs the caller
+//! nothing, and token calls keep connections of their own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -70,14 +69,9 @@ impl CountingUpstream {
         self.requests.load(Ordering::SeqCst)
     }
 
-    /// Wait (bounded, at most 5 s; not a timing assertion) until no connection is open.
+    /// Wait (bounded; not a timing assertion) until no connection is open.
     async fn wait_all_closed(&self) {
-        for _ in 0..100 {
-            if self.open() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll_until(async || self.open() == 0).await;
     }
 }
 
@@ -198,15 +192,9 @@ async fn token_calls_reuse_their_connection_too() {
 
 #[tokio::test]
 async fn a_reload_applies_the_pool_limits() {
-    use oauth_shim::config::Config;
     let up = CountingUpstream::start(Mode::KeepAlive).await;
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-    let dir = std::env::temp_dir().join(format!("oauth-shim-pool-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("shim.toml");
+    let standin = start_standin(standin_config()).await;
+    let path = temp_dir("pool").join("shim.toml");
     let (token_url, authorize_url) = (standin.token_url(), standin.authorize_url());
     let write = |max_idle: usize| {
         let text = format!(
@@ -218,8 +206,7 @@ async fn a_reload_applies_the_pool_limits() {
         std::fs::write(&path, text).unwrap();
     };
     write(8);
-    let shim = Harness::with_config(standin, Config::load(&path).unwrap()).await;
-    shim.app.state().ops.reload.set_source(path.clone());
+    let shim = Harness::from_file(standin, &path).await;
     let client = http();
     for _ in 0..5 {
         get_ok(&client, &shim.url("/G2W/rest/ping")).await;
@@ -236,4 +223,51 @@ async fn a_reload_applies_the_pool_limits() {
     assert_eq!(up.accepted(), 4);
     up.wait_all_closed().await;
     assert_eq!(up.open(), 0, "no upstream connection is kept open");
+}
+
+#[tokio::test]
+async fn token_calls_never_share_a_connection_with_pass_through() {
+    let up = RawUpstream::start(|path| {
+        if path.starts_with("/oauth/v2/token") {
+            json_answer(r#"{"access_token":"at","refresh_token":"rt","expires_in":3600}"#)
+        } else {
+            json_answer("{}")
+        }
+    })
+    .await;
+    // The default shape: token URL and API base on one host.
+    let toml = format!(
+        "[upstream]\ntoken_url = \"http://{0}/oauth/v2/token\"\napi_base = \"http://{0}\"\n\
+         [refresh_cache]\nttl = \"0s\"\n",
+        up.addr
+    );
+    let h = Harness::start(standin_config(), &toml).await;
+    let client = http();
+    let token =
+        h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token=r&client_id={ID}"));
+    for i in 0..3 {
+        let resp = client.get(h.url(&format!("/G2W/rest/{i}"))).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let resp = client.get(&token).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let resp =
+            client
+                .get(h.url(&format!(
+                    "/oauth/access_token?grant_type=password&user_id=u&password=p&client_id={ID}"
+                )))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let seen = up.seen();
+    let conns = |token: bool| -> std::collections::BTreeSet<usize> {
+        seen.iter().filter(|(_, line)| line.contains("/oauth/v2/token") == token).map(|(c, _)| *c).collect()
+    };
+    let (tokens, passes) = (conns(true), conns(false));
+    assert!(
+        tokens.is_disjoint(&passes),
+        "token calls {tokens:?} and pass-through {passes:?} shared: {seen:?}"
+    );
+    assert_eq!((tokens.len(), passes.len()), (1, 1), "each pool still reuses its connection: {seen:?}");
 }

@@ -62,7 +62,7 @@ fn identity_toml(standin: &Standin, extra: &str) -> String {
 }
 
 async fn start(extra: impl Fn(&Standin) -> String) -> Harness {
-    let standin = Standin::start(standin_clients(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin = start_standin(standin_clients()).await;
     let config = shim_config(&standin, &extra(&standin));
     Harness::with_config(standin, config).await
 }
@@ -298,7 +298,7 @@ async fn form_with_body_credentials_is_normalised() {
 async fn client_secret_post_provider_gets_credentials_in_the_form() {
     let mut cfg = standin_clients();
     cfg.client_secret_post = true;
-    let standin = Standin::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin = start_standin(cfg).await;
     let toml = format!(
         "[[providers]]\nname = \"geek\"\nhosts = [\"geek.test\"]\ntoken_url = \"{}\"\nauthorize_url = \"{}\"\napi_base = \"{}\"\nclient_auth = \"client_secret_post\"\n",
         standin.token_url(),
@@ -666,8 +666,8 @@ async fn each_provider_has_its_own_pool() {
 /// A configured client's mode applies to its v2 calls; a reload applies to providers.
 #[tokio::test]
 async fn modes_apply_and_reload_changes_providers() {
-    let standin = Standin::start(standin_clients(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let path = std::env::temp_dir().join(format!("oauth-shim-providers-{}.toml", std::process::id()));
+    let standin = start_standin(standin_clients()).await;
+    let path = temp_dir("providers").join("shim.toml");
     let s = standin.clone();
     let file = move |mode: &str, hosts: &str| {
         format!(
@@ -680,9 +680,7 @@ async fn modes_apply_and_reload_changes_providers() {
         )
     };
     std::fs::write(&path, file("deny", "\"old.example\"")).unwrap();
-    let config = oauth_shim::config::Config::load(&path).unwrap();
-    let h = Harness::with_config(standin, config).await;
-    h.app.state().ops.reload.set_source(path.clone());
+    let h = Harness::from_file(standin, &path).await;
     let call = |code: &str| json!({"grant_type": "authorization_code", "code": code, "client_id": APP, "client_secret": APP_SECRET});
     let resp = post_json(&h, "/oauth/token", Some("old.example"), call("c")).await;
     assert_eq!(resp.status(), 400);

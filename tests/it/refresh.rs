@@ -12,28 +12,12 @@ fn refresh_url(h: &Harness, client: &str, rt: &str) -> String {
     h.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={client}"))
 }
 
-/// A fresh grant's refresh token, obtained through the shim.
-async fn grant(h: &Harness) -> String {
-    let code = h.standin.issue_code(ID, None);
-    let body: Value = get_json(
-        h.url(&format!("/oauth/access_token?grant_type=authorization_code&code={code}&client_id={ID}")),
-    )
-    .await;
-    body["refresh_token"].as_str().unwrap().to_owned()
-}
-
 fn slow(delay_ms: u64) -> StandinConfig {
     StandinConfig { token_delay: Duration::from_millis(delay_ms), ..standin_config() }
 }
 
 async fn wait_for_token_calls(h: &Harness, n: usize) {
-    for _ in 0..500 {
-        if h.standin.token_calls() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("upstream never saw {n} token calls");
+    eventually(&format!("{n} token calls upstream"), async || h.standin.token_calls() >= n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use oauth_shim::devtools::standin::{Standin, StandinConfig, TOKEN_PATH};
+use oauth_shim::devtools::standin::{StandinConfig, TOKEN_PATH};
 use serde_json::Value;
 
 use crate::support::*;
@@ -20,30 +20,17 @@ async fn continuity_on_redis(redis: &RedisServer, standin: StandinConfig) -> Har
 
 /// As [`continuity_on_redis`], with `extra` lines in its `[continuity]` table.
 async fn continuity_on_redis_with(redis: &RedisServer, standin: StandinConfig, extra: &str) -> Harness {
-    let standin = Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin = start_standin(standin).await;
     let toml = format!("{}\n[continuity]\nrefresh_margin = \"1s\"\n{extra}", redis_state_toml(redis));
     let mut config = shim_config(&standin, &toml);
     config.clients[0].continuity = true;
     let h = Harness::with_config(standin, config.validated().unwrap()).await;
-    wait_for_redis(&h).await;
+    h.wait_for_redis().await;
     h
 }
 
-async fn wait_for_redis(h: &Harness) {
-    for _ in 0..500 {
-        if h.app.state().redis.as_ref().is_some_and(|r| r.is_up()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("oauth-shim did not connect to redis");
-}
-
 async fn password_grant(h: &Harness) -> (String, String) {
-    let body: Value = get_json(h.url(&format!(
-        "/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
-    )))
-    .await;
+    let body: Value = get_json(h.password_url()).await;
     (body["access_token"].as_str().unwrap().to_owned(), body["refresh_token"].as_str().unwrap().to_owned())
 }
 
@@ -172,13 +159,13 @@ async fn a_revoked_session_written_back_stays_revoked() {
 #[tokio::test]
 async fn a_tombstone_lasts_as_long_as_its_session_could_and_the_sweep_then_clears_it() {
     let redis = RedisServer::start().await;
-    let standin = Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin = start_standin(standin_config()).await;
     let toml = format!("{}\n[continuity]\nsweep_interval = \"200ms\"\n", redis_state_toml(&redis));
     let mut config = shim_config(&standin, &toml);
     config.clients[0].continuity = true;
     config.clients[0].continuity_lifetime = Duration::from_secs(2);
     let h = Harness::with_config(standin, config.validated().unwrap()).await;
-    wait_for_redis(&h).await;
+    h.wait_for_redis().await;
     let (revoked, _) = password_grant(&h).await;
     let listing = get_json(h.admin_url("/sessions")).await;
     let id = listing["sessions"][0]["id"].as_str().unwrap().to_owned();
@@ -271,22 +258,17 @@ async fn a_session_revoked_during_its_refresh_is_not_written_back_and_its_place_
     assert_eq!(api(&h, &access).await.0, 401);
     assert_eq!(listed(&h).await, 0);
     // The client's one place is free: the refresh did not count the session against it again.
-    let url = h.url(&format!(
-        "/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
-    ));
-    let resp = http().get(url).send().await.unwrap();
+    let resp = http().get(h.password_url()).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 }
 
 /// Two replicas sharing `redis`, with `extra` config, against one stand-in.
 async fn shared_refresh(redis: &RedisServer, extra: &str) -> (Harness, Harness) {
-    let standin = Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin = start_standin(standin_config()).await;
     let toml = format!("{}{extra}", redis_state_toml(redis));
-    let a = Harness::with_config(standin.clone(), shim_config(&standin, &toml)).await;
-    let b = Harness::with_config(standin.clone(), shim_config(&standin, &toml)).await;
-    wait_for_redis(&a).await;
-    wait_for_redis(&b).await;
-    (a, b)
+    let mut both = replicas(&standin, &shim_config(&standin, &toml), 2).await;
+    let b = both.pop().unwrap();
+    (both.pop().unwrap(), b)
 }
 
 /// The Redis key of [`ID`]'s refresh answer for `rt` (default provider): an HMAC of the

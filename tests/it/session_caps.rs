@@ -16,7 +16,7 @@ const OTHER: (&str, &str) = ("other@example.com", "other-password");
 async fn standin(delay: Duration) -> Standin {
     let mut config = StandinConfig { token_delay: delay, ..standin_config() };
     config.users.push((OTHER.0.into(), OTHER.1.into()));
-    Standin::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+    start_standin(config).await
 }
 
 /// oauth-shim with a continuity client on the embedded store, with `caps` (TOML lines of the
@@ -30,22 +30,12 @@ async fn embedded(name: &str, caps: &str) -> Harness {
 }
 
 /// Two replicas sharing `redis` and one stand-in, with `caps` as in [`embedded`].
-async fn replicas(redis: &RedisServer, caps: &str) -> (Harness, Harness) {
+async fn replicas_on_redis(redis: &RedisServer, caps: &str) -> (Harness, Harness) {
     let standin = standin(Duration::from_millis(300)).await;
     let toml = format!("{}\n[continuity]\n{caps}\n", redis_state_toml(redis));
-    let mut both = Vec::new();
-    for _ in 0..2 {
-        let mut config = shim_config(&standin, &toml);
-        config.clients[0].continuity = true;
-        let h = Harness::with_config(standin.clone(), config.validated().unwrap()).await;
-        for _ in 0..500 {
-            if h.app.state().redis.as_ref().is_some_and(|r| r.is_up()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        both.push(h);
-    }
+    let mut config = shim_config(&standin, &toml);
+    config.clients[0].continuity = true;
+    let mut both = replicas(&standin, &config.validated().unwrap(), 2).await;
     let b = both.pop().unwrap();
     (both.pop().unwrap(), b)
 }
@@ -132,7 +122,7 @@ async fn the_per_user_cap_counts_one_users_sessions_case_insensitively() {
 #[tokio::test]
 async fn caps_hold_across_replicas_sharing_redis_even_for_concurrent_logins() {
     let redis = RedisServer::start().await;
-    let (a, b) = replicas(&redis, "max_sessions_per_client = 3\nmax_sessions_per_user = 2").await;
+    let (a, b) = replicas_on_redis(&redis, "max_sessions_per_client = 3\nmax_sessions_per_user = 2").await;
     // Five logins of one user at once, on both replicas: the upstream is slow, so all of them
     // are under way together. Exactly two get a session; the others never reach the upstream.
     let mut calls = Vec::new();
@@ -179,7 +169,7 @@ async fn caps_hold_across_replicas_sharing_redis_even_for_concurrent_logins() {
 #[tokio::test]
 async fn the_store_wide_cap_holds_across_replicas_sharing_redis() {
     let redis = RedisServer::start().await;
-    let (a, b) = replicas(&redis, "max_sessions = 1").await;
+    let (a, b) = replicas_on_redis(&redis, "max_sessions = 1").await;
     assert_eq!(login(&a, "demo@example.com", "wrong").await.status(), 400);
     assert_eq!(login(&a, "demo@example.com", "demo-password").await.status(), 200);
     let calls = a.standin.token_calls();

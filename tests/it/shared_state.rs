@@ -5,87 +5,31 @@
 
 use std::time::Duration;
 
-use oauth_shim::app::App;
 use oauth_shim::devtools::standin::{Fault, Standin, StandinConfig};
-use oauth_shim::server::{self, Running};
-use oauth_shim::snapshot::Snapshot;
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 use crate::support::*;
 
-/// One oauth-shim replica (its own app, listeners and Redis connection).
-struct Replica {
-    app: App,
-    shim: Running,
+/// One oauth-shim replica on `extra_toml` (its own app, listeners and Redis connection).
+async fn start(standin: &Standin, extra_toml: &str) -> Harness {
+    Harness::with_config(standin.clone(), shim_config(standin, extra_toml)).await
 }
 
-impl Replica {
-    async fn start(standin: &Standin, extra_toml: &str) -> Self {
-        let app = App::new(Snapshot::new(shim_config(standin, extra_toml)).unwrap());
-        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let shim = server::start_on(app.clone(), proxy, Some(admin)).unwrap();
-        Self { app, shim }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.shim.proxy_addr, path)
-    }
-
-    fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{}", self.shim.admin_addr.unwrap(), path)
-    }
-
-    fn refresh_url(&self, rt: &str) -> String {
-        self.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"))
-    }
-
-    fn redis_up(&self) -> bool {
-        self.app.state().redis.as_ref().is_some_and(|r| r.is_up())
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let text = get_text(self.admin_url("/metrics")).await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-    }
+/// The value of the unlabelled sample `name` in `replica`'s `/metrics`.
+async fn metric(replica: &Harness, name: &str) -> f64 {
+    let text = get_text(replica.admin_url("/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
 }
 
-async fn replicas(standin: &Standin, redis: &RedisServer, n: usize, extra: &str) -> Vec<Replica> {
-    let toml = format!("{}{extra}", redis_state_toml(redis));
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(Replica::start(standin, &toml).await);
-    }
-    eventually("every replica connected to redis", || out.iter().all(Replica::redis_up)).await;
-    out
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
-/// A fresh grant's refresh token: a code the stand-in issues directly, exchanged through `via`
-/// (a legacy authorization-code call).
-async fn grant(standin: &Standin, via: &Replica) -> String {
-    let code = standin.issue_code(ID, None);
-    let body: Value = get_json(
-        via.url(&format!("/oauth/access_token?grant_type=authorization_code&code={code}&client_id={ID}")),
-    )
-    .await;
-    body["refresh_token"].as_str().unwrap().to_owned()
+/// `n` replicas sharing `redis`, with `extra` TOML.
+async fn on_redis(standin: &Standin, redis: &RedisServer, n: usize, extra: &str) -> Vec<Harness> {
+    replicas(standin, &shim_config(standin, &format!("{}{extra}", redis_state_toml(redis))), n).await
 }
 
 /// `n` concurrent refreshes of `rt`, spread round-robin over `replicas`: (status, body) each.
-async fn burst(replicas: &[Replica], rt: &str, n: usize) -> Vec<(u16, Value)> {
+async fn burst(replicas: &[Harness], rt: &str, n: usize) -> Vec<(u16, Value)> {
     let client = http();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
@@ -104,7 +48,7 @@ async fn burst(replicas: &[Replica], rt: &str, n: usize) -> Vec<(u16, Value)> {
 }
 
 /// Seed 000's refresh through `via`: `POST /oauth/v2/token`, JSON with the client's credentials.
-async fn v2_json_refresh(via: &Replica, rt: &str) -> (u16, Value) {
+async fn v2_json_refresh(via: &Harness, rt: &str) -> (u16, Value) {
     let call = serde_json::json!({"client_id": ID, "client_secret": SECRET,
         "grant_type": "refresh_token", "refresh_token": rt});
     let resp = http()
@@ -117,24 +61,12 @@ async fn v2_json_refresh(via: &Replica, rt: &str) -> (u16, Value) {
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
-fn rotating(delay_ms: u64) -> StandinConfig {
-    StandinConfig {
-        rotate_refresh_tokens: true,
-        token_delay: Duration::from_millis(delay_ms),
-        ..standin_config()
-    }
-}
-
-async fn start_standin(config: StandinConfig) -> Standin {
-    Standin::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_spend_a_rotating_refresh_token_once() {
     let redis = RedisServer::start().await;
     let standin = start_standin(rotating(300)).await;
-    let replicas = replicas(&standin, &redis, 3, "").await;
-    let rt = grant(&standin, &replicas[0]).await;
+    let replicas = on_redis(&standin, &redis, 3, "").await;
+    let rt = grant(&replicas[0]).await;
     standin.clear_requests();
 
     let answers = burst(&replicas, &rt, 300).await;
@@ -153,7 +85,7 @@ async fn three_replicas_spend_a_rotating_refresh_token_once() {
     let misses: u64 = replicas.iter().map(|r| r.app.state().refresh.stats().misses).sum();
     assert_eq!(misses, 1);
     for r in &replicas {
-        assert_eq!(r.metric("oauth_shim_state_fallback_total").await, 0.0);
+        assert_eq!(metric(r, "oauth_shim_state_fallback_total").await, 0.0);
     }
 
     // A late worker on any replica with the retired token gets the cached answer.
@@ -167,8 +99,8 @@ async fn errors_reach_every_replica_as_errors_and_are_not_cached() {
     let redis = RedisServer::start().await;
     let standin =
         start_standin(StandinConfig { token_delay: Duration::from_millis(300), ..standin_config() }).await;
-    let replicas = replicas(&standin, &redis, 3, "").await;
-    let rt = grant(&standin, &replicas[0]).await;
+    let replicas = on_redis(&standin, &redis, 3, "").await;
+    let rt = grant(&replicas[0]).await;
     standin.clear_requests();
 
     standin.set_fault(Some(Fault::Status(500, "boom".into())));
@@ -195,8 +127,8 @@ async fn errors_reach_every_replica_as_errors_and_are_not_cached() {
 async fn a_dead_leaders_lock_expires_and_a_waiter_takes_over() {
     let redis = RedisServer::start().await;
     let standin = start_standin(standin_config()).await;
-    let replicas = replicas(&standin, &redis, 1, "").await;
-    let rt = grant(&standin, &replicas[0]).await;
+    let replicas = on_redis(&standin, &redis, 1, "").await;
+    let rt = grant(&replicas[0]).await;
     standin.clear_requests();
 
     // A leader on some replica took the lock and died: only its lock is left.
@@ -225,8 +157,8 @@ async fn a_dead_leaders_lock_expires_and_a_waiter_takes_over() {
 async fn redis_dying_falls_back_and_coming_back_resumes_sharing() {
     let mut redis = RedisServer::start().await;
     let standin = start_standin(rotating(300)).await;
-    let replicas = replicas(&standin, &redis, 2, "").await;
-    let rt = grant(&standin, &replicas[0]).await;
+    let replicas = on_redis(&standin, &redis, 2, "").await;
+    let rt = grant(&replicas[0]).await;
     standin.clear_requests();
     let answers = burst(&replicas, &rt, 20).await;
     assert!(answers.iter().all(|(s, _)| *s == 200));
@@ -236,13 +168,13 @@ async fn redis_dying_falls_back_and_coming_back_resumes_sharing() {
     // Requests keep succeeding: new grants and their refreshes, through both replicas.
     for i in 0..6 {
         let via = &replicas[i % 2];
-        let rt = grant(&standin, via).await;
+        let rt = grant(via).await;
         let resp = http().get(via.refresh_url(&rt)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "refresh {i} during the outage");
     }
     // Normalised v2 refreshes too, each answered once and then replayed from the fallback cache.
     for via in &replicas {
-        let rt = grant(&standin, via).await;
+        let rt = grant(via).await;
         let before = standin.token_calls();
         let first = v2_json_refresh(via, &rt).await;
         let again = v2_json_refresh(via, &rt).await;
@@ -250,25 +182,25 @@ async fn redis_dying_falls_back_and_coming_back_resumes_sharing() {
         assert_eq!(again.1["access_token"], first.1["access_token"]);
         assert_eq!(standin.token_calls(), before + 1);
     }
-    let fallbacks = replicas[0].metric("oauth_shim_state_fallback_total").await
-        + replicas[1].metric("oauth_shim_state_fallback_total").await;
+    let fallbacks = metric(&replicas[0], "oauth_shim_state_fallback_total").await
+        + metric(&replicas[1], "oauth_shim_state_fallback_total").await;
     assert!(fallbacks >= 10.0, "every refresh during the outage fell back: {fallbacks}");
-    assert_eq!(replicas[0].metric("oauth_shim_state_redis_up").await, 0.0);
+    assert_eq!(metric(&replicas[0], "oauth_shim_state_redis_up").await, 0.0);
     let ready = http().get(replicas[0].admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "a Redis outage does not take replicas out of rotation");
     assert!(ready.text().await.unwrap().contains("degraded"));
 
     redis.restart().await;
-    eventually("replicas reconnect on their own", || replicas.iter().all(Replica::redis_up)).await;
+    eventually("replicas reconnect on their own", async || replicas.iter().all(Harness::redis_up)).await;
     let ready = get_text(replicas[0].admin_url("/readyz")).await;
     assert!(!ready.contains("degraded"), "{ready}");
-    let rt = grant(&standin, &replicas[1]).await;
+    let rt = grant(&replicas[1]).await;
     let before = standin.token_calls();
     let answers = burst(&replicas, &rt, 40).await;
     assert_eq!(standin.token_calls(), before + 1, "shared coalescing resumed");
     assert!(answers.iter().all(|(s, b)| *s == 200 && b["access_token"] == answers[0].1["access_token"]));
     assert_eq!(standin.revoked_grants(), 0);
-    assert!(replicas[0].metric("oauth_shim_state_outages_total").await >= 1.0);
+    assert!(metric(&replicas[0], "oauth_shim_state_outages_total").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,14 +236,11 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     let extra = format!("{}\n", redis_state_toml(&redis));
     let mut config = shim_config(&standin, &extra);
     config.clients[0].secret = Some(oauth_shim::oauth::Secret::new(CLIENT_SECRET));
-    let app = App::new(Snapshot::new(config).unwrap());
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shim = server::start_on(app.clone(), proxy, None).unwrap();
-    let replica = Replica { app, shim };
-    eventually("connected", || replica.redis_up()).await;
+    let replica = Harness::with_config(standin.clone(), config).await;
+    eventually("connected", async || replica.redis_up()).await;
 
     let mut canaries = vec![CLIENT_SECRET.to_owned(), STATE_KEY.to_owned()];
-    let rt = grant(&standin, &replica).await;
+    let rt = grant(&replica).await;
     canaries.push(rt.clone());
     // Led, cached, and an error flight.
     let answers = burst(std::slice::from_ref(&replica), &rt, 5).await;
@@ -379,14 +308,14 @@ async fn redis_down_at_start_serves_from_memory_and_says_degraded() {
     let mut redis = RedisServer::start().await;
     redis.stop();
     let standin = start_standin(standin_config()).await;
-    let replica = Replica::start(&standin, &redis_state_toml(&redis)).await;
-    let rt = grant(&standin, &replica).await;
+    let replica = start(&standin, &redis_state_toml(&redis)).await;
+    let rt = grant(&replica).await;
     let first: Value = get_json(replica.refresh_url(&rt)).await;
     let again: Value = get_json(replica.refresh_url(&rt)).await;
     assert_eq!(first["access_token"], again["access_token"], "the in-process cache answered");
     let ready = get_text(replica.admin_url("/readyz")).await;
     assert!(ready.contains("degraded"), "{ready}");
-    assert!(replica.metric("oauth_shim_state_fallback_total").await >= 2.0);
+    assert!(metric(&replica, "oauth_shim_state_fallback_total").await >= 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,8 +329,7 @@ async fn rediss_with_a_private_ca_and_a_password_file() {
         .unwrap()
         .signed_by(&server_key, &ca)
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("oauth-shim-rediss-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("rediss");
     let (ca_file, cert, key, password) =
         (dir.join("ca.crt"), dir.join("redis.crt"), dir.join("redis.key"), dir.join("password"));
     std::fs::write(&ca_file, ca.pem()).unwrap();
@@ -439,9 +367,9 @@ async fn rediss_with_a_private_ca_and_a_password_file() {
         path(&password),
         state_key_file().display()
     );
-    let replica = Replica::start(&standin, &toml).await;
-    eventually("connected over TLS with the password", || replica.redis_up()).await;
-    let rt = grant(&standin, &replica).await;
+    let replica = start(&standin, &toml).await;
+    eventually("connected over TLS with the password", async || replica.redis_up()).await;
+    let rt = grant(&replica).await;
     standin.clear_requests();
     let first: Value = get_json(replica.refresh_url(&rt)).await;
     let again: Value = get_json(replica.refresh_url(&rt)).await;
@@ -449,7 +377,7 @@ async fn rediss_with_a_private_ca_and_a_password_file() {
     assert_eq!(standin.token_calls(), 1);
     let stats = replica.app.state().refresh.stats();
     assert_eq!((stats.misses, stats.hits), (1, 1), "answered from Redis the second time");
-    assert_eq!(replica.metric("oauth_shim_state_fallback_total").await, 0.0);
+    assert_eq!(metric(&replica, "oauth_shim_state_fallback_total").await, 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -457,7 +385,7 @@ async fn rediss_with_a_private_ca_and_a_password_file() {
 async fn slow_or_erroring_redis_falls_back_at_once() {
     let redis = RedisServer::start_with(vec!["--enable-debug-command".into(), "yes".into()]).await;
     let standin = start_standin(standin_config()).await;
-    let replicas = replicas(&standin, &redis, 1, "").await;
+    let replicas = on_redis(&standin, &redis, 1, "").await;
     let replica = &replicas[0];
 
     // Slow: Redis stalls for 3 s; the refresh is answered through the in-process flight.
@@ -466,22 +394,22 @@ async fn slow_or_erroring_redis_falls_back_at_once() {
         let _: redis::RedisResult<()> = redis::cmd("DEBUG").arg("SLEEP").arg(3).query_async(&mut conn).await;
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let rt = grant(&standin, replica).await;
+    let rt = grant(replica).await;
     let resp = http().get(replica.refresh_url(&rt)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(replica.metric("oauth_shim_state_fallback_total").await >= 1.0);
+    assert!(metric(replica, "oauth_shim_state_fallback_total").await >= 1.0);
     assert!(!replica.redis_up(), "a command past command_timeout marks Redis down");
     stall.await.unwrap();
-    eventually("back after the stall", || replica.redis_up()).await;
+    eventually("back after the stall", async || replica.redis_up()).await;
 
     // Erroring: Redis refuses writes (out of memory); refreshes still succeed.
     let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1).query_async(&mut conn).await.unwrap();
-    let before = replica.metric("oauth_shim_state_fallback_total").await;
-    let rt = grant(&standin, replica).await;
+    let before = metric(replica, "oauth_shim_state_fallback_total").await;
+    let rt = grant(replica).await;
     let resp = http().get(replica.refresh_url(&rt)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(replica.metric("oauth_shim_state_fallback_total").await > before);
+    assert!(metric(replica, "oauth_shim_state_fallback_total").await > before);
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query_async(&mut conn).await.unwrap();
 }
 
@@ -494,7 +422,7 @@ async fn measure_shared_state() {
     let redis = RedisServer::start().await;
     let standin =
         start_standin(StandinConfig { token_delay: Duration::from_millis(200), ..standin_config() }).await;
-    let replicas = replicas(&standin, &redis, 2, "").await;
+    let replicas = on_redis(&standin, &redis, 2, "").await;
     let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
     async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
         let info: String = redis::cmd("INFO").arg("stats").query_async(conn).await.unwrap();
@@ -508,13 +436,13 @@ async fn measure_shared_state() {
         n + 1 // this INFO itself
     }
     // Commands per scenario; the leader's SET, PUBLISH and lock release are one pipeline.
-    let rt = grant(&standin, &replicas[0]).await;
+    let rt = grant(&replicas[0]).await;
     let c0 = commands(&mut conn).await;
     let _ = get_json(replicas[0].refresh_url(&rt)).await;
     let c1 = commands(&mut conn).await;
     let _ = get_json(replicas[1].refresh_url(&rt)).await;
     let c2 = commands(&mut conn).await;
-    let rt = grant(&standin, &replicas[0]).await;
+    let rt = grant(&replicas[0]).await;
     let c3 = commands(&mut conn).await;
     let _ = burst(&replicas, &rt, 2).await;
     let c4 = commands(&mut conn).await;
@@ -607,17 +535,17 @@ impl oauth_shim::refresh::RefreshFailure for Fail {
 async fn a_replica_with_another_key_set_neither_reads_nor_breaks_the_others() {
     let redis = RedisServer::start().await;
     let standin = start_standin(standin_config()).await;
-    let replicas = replicas(&standin, &redis, 1, "").await;
-    let other_key = std::env::temp_dir().join(format!("oauth-shim-test-other-key-{}", std::process::id()));
+    let replicas = on_redis(&standin, &redis, 1, "").await;
+    let other_key = temp_dir("other-key").join("state.key");
     std::fs::write(&other_key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
     let toml = format!(
         "[state]\nbackend = \"redis\"\nurl = \"{}\"\nencryption_key_file = \"{}\"\n",
         redis.url(),
         other_key.display()
     );
-    let stranger = Replica::start(&standin, &toml).await;
-    eventually("connected", || stranger.redis_up()).await;
-    let rt = grant(&standin, &replicas[0]).await;
+    let stranger = start(&standin, &toml).await;
+    eventually("connected", async || stranger.redis_up()).await;
+    let rt = grant(&replicas[0]).await;
     standin.clear_requests();
     let first: Value = get_json(replicas[0].refresh_url(&rt)).await;
     assert!(first["access_token"].is_string());
@@ -632,8 +560,8 @@ async fn a_replica_with_another_key_set_neither_reads_nor_breaks_the_others() {
 async fn redis_entries_follow_the_cache_ttl_and_count_down_across_replicas() {
     let redis = RedisServer::start().await;
     let standin = start_standin(standin_config()).await;
-    let replicas = replicas(&standin, &redis, 2, "[refresh_cache]\nttl = \"2500ms\"\n").await;
-    let rt = grant(&standin, &replicas[0]).await;
+    let replicas = on_redis(&standin, &redis, 2, "[refresh_cache]\nttl = \"2500ms\"\n").await;
+    let rt = grant(&replicas[0]).await;
     standin.clear_requests();
     let first: Value = get_json(replicas[0].refresh_url(&rt)).await;
     assert_eq!(first["expires_in"], "3600");
@@ -669,8 +597,8 @@ async fn providers_keep_their_refreshes_apart_in_redis() {
         standin.authorize_url(),
         standin.api_base()
     );
-    let replicas = replicas(&standin, &redis, 2, &extra).await;
-    let rt = grant(&standin, &replicas[0]).await;
+    let replicas = on_redis(&standin, &redis, 2, &extra).await;
+    let rt = grant(&replicas[0]).await;
     standin.clear_requests();
 
     let a: Value = get_json(replicas[0].refresh_url(&rt)).await;
@@ -698,8 +626,8 @@ async fn normalised_v2_refreshes_are_shared_by_replicas() {
     const N: usize = 60;
     let redis = RedisServer::start().await;
     let standin = start_standin(rotating(300)).await;
-    let replicas = replicas(&standin, &redis, 3, "").await;
-    let rt = grant(&standin, &replicas[0]).await;
+    let replicas = on_redis(&standin, &redis, 3, "").await;
+    let rt = grant(&replicas[0]).await;
     standin.clear_requests();
 
     let call = serde_json::json!({"client_id": ID, "client_secret": SECRET,
@@ -751,6 +679,6 @@ async fn normalised_v2_refreshes_are_shared_by_replicas() {
     }
     assert_eq!(standin.token_calls(), before + 2);
     for r in &replicas {
-        assert_eq!(r.metric("oauth_shim_state_fallback_total").await, 0.0);
+        assert_eq!(metric(r, "oauth_shim_state_fallback_total").await, 0.0);
     }
 }

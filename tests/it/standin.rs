@@ -538,15 +538,7 @@ async fn shutdown_stops_accepting() {
     let s = start(StandinConfig::default()).await;
     let addr = s.addr();
     s.shutdown();
-    let mut refused = false;
-    for _ in 0..50 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused);
+    assert!(crate::support::poll_until(async || tokio::net::TcpStream::connect(addr).await.is_err()).await);
 }
 
 #[tokio::test]

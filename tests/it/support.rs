@@ -1,4 +1,6 @@
-//! Test harness: a v2 stand-in plus oauth-shim configured against it, both on 127.0.0.1:0.
+//! Test harness: a v2 stand-in plus oauth-shim configured against it, both on 127.0.0.1:0, and
+//! the fixtures several test files share: the binary, scratch directories, free ports, bounded
+//! waits, grants, replicas and a real `redis-server`.
 
 #![allow(dead_code)]
 
@@ -13,6 +15,14 @@ use oauth_shim::server::{self, Running};
 use oauth_shim::snapshot::Snapshot;
 use tokio::net::TcpListener;
 
+mod process;
+mod raw;
+mod redis_server;
+
+pub use process::*;
+pub use raw::*;
+pub use redis_server::*;
+
 pub const ID: &str = "legacy-client";
 pub const SECRET: &str = "s3cret-canary-secret";
 
@@ -22,6 +32,20 @@ pub fn standin_config() -> StandinConfig {
     StandinConfig {
         clients: vec![StandinClient { id: ID.into(), secret: SECRET.into(), allow_password_grant: true }],
         ..StandinConfig::default()
+    }
+}
+
+/// A stand-in with `config` on a free loopback port.
+pub async fn start_standin(config: StandinConfig) -> Standin {
+    Standin::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+/// [`standin_config`] with refresh tokens rotated on use and token answers `delay_ms` late.
+pub fn rotating(delay_ms: u64) -> StandinConfig {
+    StandinConfig {
+        rotate_refresh_tokens: true,
+        token_delay: std::time::Duration::from_millis(delay_ms),
+        ..standin_config()
     }
 }
 
@@ -35,7 +59,7 @@ pub struct Harness {
 impl Harness {
     /// Stand-in with `standin`, shim with the default client plus `extra_toml` merged on top.
     pub async fn start(standin: StandinConfig, extra_toml: &str) -> Self {
-        let standin = Standin::start(standin, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let standin = start_standin(standin).await;
         let config = shim_config(&standin, extra_toml);
         Self::with_config(standin, config).await
     }
@@ -64,6 +88,59 @@ impl Harness {
     pub fn proxy_addr(&self) -> SocketAddr {
         self.shim.proxy_addr
     }
+
+    /// oauth-shim on the config file at `path`, against `standin`; reloads read the file.
+    pub async fn from_file(standin: Standin, path: &std::path::Path) -> Self {
+        let h = Self::with_config(standin, Config::load(path).unwrap()).await;
+        h.app.state().ops.reload.set_source(path.to_path_buf());
+        h
+    }
+
+    /// A legacy password grant (GET) for [`ID`] and the stand-in's demo user.
+    pub fn password_url(&self) -> String {
+        self.url(&format!(
+            "/oauth/access_token?grant_type=password&user_id=demo%40example.com&password=demo-password&client_id={ID}"
+        ))
+    }
+
+    /// A legacy refresh (GET) of `rt` by [`ID`].
+    pub fn refresh_url(&self, rt: &str) -> String {
+        self.url(&format!("/oauth/access_token?grant_type=refresh_token&refresh_token={rt}&client_id={ID}"))
+    }
+
+    /// Whether this instance's Redis connection is up (false without a Redis backend).
+    pub fn redis_up(&self) -> bool {
+        self.app.state().redis.as_ref().is_some_and(|r| r.is_up())
+    }
+
+    /// Wait (bounded) until this instance has connected to Redis.
+    pub async fn wait_for_redis(&self) {
+        eventually("oauth-shim to connect to redis", async || self.redis_up()).await;
+    }
+}
+
+/// `n` replicas of oauth-shim on `config`, each with its own app, listeners and Redis
+/// connection, all against `standin`; returned once every replica with a Redis backend has
+/// connected to it.
+pub async fn replicas(standin: &Standin, config: &Config, n: usize) -> Vec<Harness> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Harness::with_config(standin.clone(), config.clone()).await);
+    }
+    let connected = |h: &Harness| h.app.state().redis.as_ref().is_none_or(|r| r.is_up());
+    eventually("every replica to connect to redis", async || out.iter().all(connected)).await;
+    out
+}
+
+/// A fresh grant of [`ID`]'s: a code the stand-in issues, exchanged through `via`'s legacy
+/// route. Its refresh token.
+pub async fn grant(via: &Harness) -> String {
+    let code = via.standin.issue_code(ID, None);
+    let body = get_json(
+        via.url(&format!("/oauth/access_token?grant_type=authorization_code&code={code}&client_id={ID}")),
+    )
+    .await;
+    body["refresh_token"].as_str().unwrap().to_owned()
 }
 
 /// A validated config pointing at `standin`; `extra_toml` is merged over the defaults (use it to
@@ -90,6 +167,49 @@ pub fn shim_config(standin: &Standin, extra_toml: &str) -> Config {
     let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&base));
     let figment = if extra_toml.is_empty() { figment } else { figment.admerge(Toml::string(extra_toml)) };
     Config::from_figment(figment).expect("test config is valid")
+}
+
+/// A config file for `standin` with the default client in `mode`, plus `extra` TOML.
+pub fn config_file(name: &str, standin: &Standin, mode: &str, extra: &str) -> std::path::PathBuf {
+    let path = temp_dir(&format!("ops-{name}")).join("shim.toml");
+    write_config(&path, standin, mode, extra);
+    path
+}
+
+pub fn write_config(path: &std::path::Path, standin: &Standin, mode: &str, extra: &str) {
+    let text = format!(
+        r#"
+[upstream]
+token_url = "{token}"
+authorize_url = "{authz}"
+api_base = "{api}"
+connect_timeout = "1s"
+request_timeout = "5s"
+{extra}
+[[clients]]
+id = "{ID}"
+secret = "{SECRET}"
+allow_password_grant = true
+mode = "{mode}"
+"#,
+        token = standin.token_url(),
+        authz = standin.authorize_url(),
+        api = standin.api_base(),
+    );
+    // Write then rename, as config management tools do, so a reader never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// GET `url` and parse the answer as JSON (whatever its status).
+pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// GET `url` and return the answer's body as text (whatever its status).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// A reqwest client that never follows redirects and never uses a proxy.
@@ -151,209 +271,4 @@ impl std::io::Write for LogCapture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-// ---- Front-door helpers: raw sockets and a recording echo upstream. ----
-
-/// A raw HTTP/1 exchange: write `request` as is, read until the server closes (at most 10 s).
-/// Returns everything read, lossily decoded. Use `Connection: close` (or a request the server
-/// refuses) so the server closes.
-pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The status code of the first response in a raw exchange's output (0 when there is none).
-pub fn raw_status(raw: &str) -> u16 {
-    raw.strip_prefix("HTTP/1.1 ").and_then(|s| s.get(..3)).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-/// A generated body of `len` bytes in 64 KiB frames, never held in memory as a whole.
-pub struct Generated {
-    pub remaining: u64,
-    chunk: bytes::Bytes,
-}
-
-impl Generated {
-    pub fn new(len: u64) -> Self {
-        let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
-        Self { remaining: len, chunk: chunk.into() }
-    }
-}
-
-impl http_body::Body for Generated {
-    type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        if self.remaining == 0 {
-            return std::task::Poll::Ready(None);
-        }
-        let n = self.remaining.min(self.chunk.len() as u64) as usize;
-        self.remaining -= n as u64;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..n)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-}
-
-/// Memory figures of a process from `/proc/<pid>/status`, in KiB: (VmRSS, VmHWM).
-pub fn proc_memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// GET `url` and parse the answer as JSON (whatever its status).
-pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
-    http().get(url).send().await.unwrap().json().await.unwrap()
-}
-
-/// GET `url` and return the answer's body as text (whatever its status).
-pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
-    http().get(url).send().await.unwrap().text().await.unwrap()
-}
-
-/// Read one request head from a raw upstream connection, as text. `buf` carries bytes read past
-/// the head (a body, or the next request) from one call to the next. `None` once the peer has
-/// closed (or the read failed).
-pub async fn read_request_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    buf.drain(..head_end);
-    Some(head)
-}
-
-// ---- A real redis-server for the shared-state tests. ----
-
-/// A `redis-server` on a free loopback port, with persistence off; killed when dropped.
-/// [`RedisServer::stop`] and [`RedisServer::restart`] simulate an outage on the same port.
-pub struct RedisServer {
-    pub port: u16,
-    child: Option<std::process::Child>,
-    /// Further `redis-server` arguments (TLS, a password).
-    extra: Vec<String>,
-}
-
-impl RedisServer {
-    pub async fn start() -> Self {
-        Self::start_with(Vec::new()).await
-    }
-
-    /// A server started with `extra` arguments (`{port}` in them is replaced by the port).
-    /// With `--tls-port {port}` among them, the port speaks TLS only.
-    pub async fn start_with(extra: Vec<String>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let extra = extra.into_iter().map(|a| a.replace("{port}", &port.to_string())).collect();
-        let mut server = Self { port, child: None, extra };
-        server.restart().await;
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kill the server (SIGKILL: no goodbye to its clients).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start it again on the same port, and wait until it answers.
-    pub async fn restart(&mut self) {
-        self.stop();
-        let tls = self.extra.iter().any(|a| a == "--tls-port");
-        let plain_port = if tls { "0".to_owned() } else { self.port.to_string() };
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &plain_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(&self.extra)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        self.child = Some(child);
-        for _ in 0..500 {
-            let up = if tls {
-                tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok()
-            } else {
-                self.client().get_multiplexed_async_connection().await.is_ok()
-            };
-            if up {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-
-    pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).unwrap()
-    }
-
-    /// Every key and its raw contents (`DUMP`, which holds the value as Redis stores it).
-    pub async fn dump_all(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut conn = self.client().get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-        let mut out = Vec::new();
-        for key in keys {
-            let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query_async(&mut conn).await.unwrap();
-            out.push((key, dump.unwrap_or_default()));
-        }
-        out
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A fixed `[state]` key for the tests (64 hex digits).
-pub const STATE_KEY: &str = "8f4c2b1a9e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170f1e2d3c";
-
-/// A file holding [`STATE_KEY`], written once per test process.
-pub fn state_key_file() -> &'static std::path::Path {
-    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    FILE.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("oauth-shim-test-state-key-{}", std::process::id()));
-        std::fs::write(&path, format!("{STATE_KEY}\n")).unwrap();
-        path
-    })
-}
-
-/// `[state]` TOML for a Redis backend at `redis` keyed with [`STATE_KEY`].
-pub fn redis_state_toml(redis: &RedisServer) -> String {
-    format!(
-        "[state]\nbackend = \"redis\"\nurl = \"{}\"\nencryption_key_file = \"{}\"\ncommand_timeout = \"500ms\"\n",
-        redis.url(),
-        state_key_file().display()
-    )
 }

@@ -71,15 +71,12 @@ async fn tls_upstream(alpn_h2: bool) -> (u16, String, Arc<Mutex<Vec<(String, Ver
 }
 
 async fn shim_for(port: u16, ca_pem: Option<&str>) -> Harness {
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = start_standin(standin_config()).await;
     let mut config = shim_config(&standin, "");
     config.upstream.token_url = format!("https://localhost:{port}/oauth/v2/token");
     config.upstream.api_base = format!("https://localhost:{port}");
     if let Some(pem) = ca_pem {
-        let path = std::env::temp_dir().join(format!("oauth-shim-ca-{}-{port}.pem", std::process::id()));
+        let path = temp_dir(&format!("ca-{port}")).join("ca.pem");
         std::fs::write(&path, pem).unwrap();
         config.upstream.ca_file = Some(path);
     }
@@ -136,7 +133,7 @@ async fn untrusted_upstream_certificate_is_refused() {
 
 #[test]
 fn ca_file_must_hold_a_certificate() {
-    let path = std::env::temp_dir().join(format!("oauth-shim-badca-{}.pem", std::process::id()));
+    let path = temp_dir("badca").join("ca.pem");
     std::fs::write(&path, "not a certificate").unwrap();
     let cfg = oauth_shim::config::UpstreamConfig { ca_file: Some(path), ..Default::default() };
     let err = cfg.extra_roots().unwrap_err().to_string();

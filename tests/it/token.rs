@@ -196,10 +196,7 @@ async fn refresh_answer_without_refresh_token_echoes_the_sent_one() {
 
 #[tokio::test]
 async fn redirect_uri_caller_then_configured_and_extras_forwarded() {
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = start_standin(standin_config()).await;
     let mut config = shim_config(&standin, "");
     config.clients[0].redirect_uri = Some("https://app.example/cb".into());
     let h = Harness::with_config(standin, config).await;
@@ -419,10 +416,7 @@ async fn get_with_content_length_zero_and_empty_or_bare_secret() {
 
 #[tokio::test]
 async fn password_grant_refused_unless_allowed() {
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = start_standin(standin_config()).await;
     let mut config = shim_config(&standin, "");
     config.clients[0].allow_password_grant = false;
     let h = Harness::with_config(standin, config).await;
@@ -530,10 +524,7 @@ async fn upstream_errors_are_mapped_and_never_echoed() {
 async fn upstream_unreachable_is_502() {
     // A port with nothing listening: bind, note the address, drop the listener.
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let standin =
-        oauth_shim::devtools::standin::Standin::start(standin_config(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    let standin = start_standin(standin_config()).await;
     let mut config = shim_config(&standin, "");
     config.upstream.token_url = format!("http://{addr}/oauth/v2/token");
     let h = Harness::with_config(standin, config).await;

@@ -6,7 +6,7 @@
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use oauth_shim::config::Config;
-use oauth_shim::devtools::standin::{Recorded, Standin};
+use oauth_shim::devtools::standin::Recorded;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -19,7 +19,7 @@ const TOKEN_PATH: &str = "/oauth/v2/token";
 async fn start(client_secret_post: bool) -> Harness {
     let mut standin_cfg = standin_config();
     standin_cfg.client_secret_post = client_secret_post;
-    let standin = Standin::start(standin_cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let standin = start_standin(standin_cfg).await;
     let auth = if client_secret_post { "client_secret_post" } else { "client_secret_basic" };
     let toml = format!(
         r#"

@@ -44,6 +44,8 @@ impl Seen {
     /// hand on: `Transfer-Encoding` (the body is decoded here), and a `Connection` that says
     /// only `close`/`keep-alive` (one naming other headers is kept, so a proxy still strips
     /// those).
+    // Inlined into both readers of a head: this runs for every header of every answer.
+    #[inline(always)]
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         // A value with bytes outside visible ASCII (obs-text) says neither `keep-alive` nor
         // `chunked`, as hyper's client reads it; it may still say `close`. (A header value
