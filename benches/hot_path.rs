@@ -8,8 +8,6 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use oauth_shim::config::{ClientConfig, LegacyConfig};
 use oauth_shim::legacy;
@@ -71,21 +69,34 @@ fn render(c: &mut Criterion) {
     g.finish();
 }
 
-/// The refresh cache key: HMAC-SHA256 under a per-process key of the length-prefixed client id
-/// and the refresh token, from a MAC state keyed once and cloned per derivation (as the refresh
-/// cache does; the module itself is being replaced, so this benches the construction).
+/// The refresh cache key as the refresh cache derives it: HMAC-SHA256 under the per-process key
+/// of the length-prefixed scope (provider, client id) and the refresh token.
 fn cache_key(c: &mut Criterion) {
-    let keyed = Hmac::<Sha256>::new_from_slice(&[7u8; 32]).unwrap();
-    let key = |client_id: &str, refresh_token: &str| -> [u8; 32] {
-        let mut mac = keyed.clone();
-        mac.update(&(client_id.len() as u64).to_be_bytes());
-        mac.update(client_id.as_bytes());
-        mac.update(refresh_token.as_bytes());
-        mac.finalize().into_bytes().into()
-    };
-    c.bench_function("cache key HMAC-SHA256(len(client_id) || client_id || refresh_token)", |b| {
-        b.iter(|| key(black_box("bench-client"), black_box("bench-refresh-token")))
-    });
+    #[derive(Clone)]
+    struct Answer;
+    impl oauth_shim::refresh::Refreshed for Answer {
+        fn lifetime(&self) -> Option<std::time::Duration> {
+            None
+        }
+    }
+    #[derive(Clone)]
+    struct Failure;
+    impl oauth_shim::refresh::RefreshFailure for Failure {
+        fn evicts(&self) -> bool {
+            false
+        }
+        fn internal() -> Self {
+            Failure
+        }
+    }
+    let cache =
+        oauth_shim::refresh::RefreshCache::<Answer, Failure>::new(std::time::Duration::from_secs(60), 10);
+    c.bench_function(
+        "cache key HMAC-SHA256(len(provider) || provider || len(client_id) || client_id || refresh_token)",
+        |b| {
+            b.iter(|| cache.key_of(black_box(&["default", "bench-client"]), black_box("bench-refresh-token")))
+        },
+    );
 }
 
 criterion_group!(benches, parse, grant, render, cache_key);

@@ -208,6 +208,15 @@ fn stamped_aad(aad: &[u8]) -> Vec<u8> {
     out
 }
 
+/// HMAC-SHA256 keyed with a 32-byte key: the one keyed-hash set-up. HMAC zero-pads a key
+/// shorter than the hash's block to the block (RFC 2104), so padding it here is exactly HMAC
+/// keyed with `key`, built without a fallible constructor.
+pub(crate) fn keyed_mac(key: &[u8; 32]) -> Hmac<Sha256> {
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into())
+}
+
 fn hash_with(mac: &Hmac<Sha256>, domain: &str, parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = mac.clone();
     mac.update(&(domain.len() as u64).to_be_bytes());
@@ -230,8 +239,7 @@ impl Key {
         let _ = hk.expand(b"oauth-shim/v1 hmac-sha256", &mut mac);
         let _ = hk.expand(b"oauth-shim/v1 key id", &mut id);
         let aead = Aes256Gcm::new(&enc.into());
-        // HMAC accepts keys of any length.
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&mac).unwrap_or_else(|_| unreachable!());
+        let mac = keyed_mac(&mac);
         Self { id, aead, mac }
     }
 }

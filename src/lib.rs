@@ -10,7 +10,7 @@
 //!   share (`app_state::State`, holding the [`snapshot::Snapshot`] in force):
 //!   - `/oauth/access_token` → `routes::legacy_token`: [`legacy`] collects the parameters and builds
 //!     the v2 form, [`oauth`] makes the token call (refreshes go through [`refresh`], in this
-//!     process or shared by replicas through `state`), a legacy answer lacking legacy fields is
+//!     process or shared by replicas through [`redis`]), a legacy answer lacking legacy fields is
 //!     filled by the provider's `lookup`, and [`legacy`] renders the legacy answer;
 //!   - `/oauth/authorize` → `routes::authorize`: a redirect to the provider's v2 authorize URL;
 //!   - a `POST` to the provider's token path → `routes::v2_token`: a v2 call with a JSON body or
@@ -49,8 +49,8 @@
 //! provider                     endpoints, clients, pools, selected by Host
 //! lookup                       the legacy-fields lookup
 //! ops                          metrics, migration report, reload status, telemetry
-//! refresh                      refresh coalescing and cache, local and shared
-//! state                        the Redis connection
+//! refresh                      refresh coalescing and cache, in process or through Redis
+//! redis                        the Redis connection
 //! legacy                       what old clients send and get back
 //! config                       typed config and validation
 //! oauth                        secrets, Basic, the v2 token, the token call
@@ -85,10 +85,10 @@ mod lookup;
 pub mod oauth;
 pub mod ops;
 mod provider;
+mod redis;
 pub mod refresh;
 mod request_id;
 mod routes;
 pub mod server;
 pub mod snapshot;
-mod state;
 mod upstream;

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac, digest::KeyInit};
+use hmac::{Hmac, Mac};
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, Method, Request, Uri};
 use moka::Expiry;
@@ -76,13 +76,11 @@ impl Lookup {
             .map_err(|_| ConfigError(format!("legacy_fields.url {:?} is not a valid URI", config.url)))?;
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&secret);
         let cache = Cache::builder().max_capacity(config.cache_max_entries).expire_after(TokenLife).build();
         Ok(Self {
             config: config.clone(),
             url,
-            mac: <Hmac<Sha256> as KeyInit>::new(&block.into()),
+            mac: crate::crypto::keyed_mac(&secret),
             cache,
             counters: OnceLock::new(),
         })

@@ -11,9 +11,9 @@ use http::{HeaderValue, StatusCode};
 
 use crate::error::{ErrorCode, ShimError};
 use crate::oauth::{RawAnswer, V2Token};
-use crate::refresh::shared::{Portable, Refresher, SharedFailure, SharedRefresh};
-use crate::refresh::{Proof, RefreshCache};
-use crate::state::redis::Redis;
+use crate::redis::Redis;
+use crate::refresh::redis::{Portable, PortableFailure};
+use crate::refresh::{Proof, Refresher};
 
 /// The refresh cache of both token routes.
 pub(crate) type TokenRefresher = Refresher<TokenAnswer, RefreshError>;
@@ -22,7 +22,7 @@ pub(crate) type TokenRefresher = Refresher<TokenAnswer, RefreshError>;
 /// connection). Needs a Tokio runtime for the Redis backend.
 pub(super) fn refresher(config: &Config) -> (TokenRefresher, Option<Redis>) {
     let rc = &config.refresh_cache;
-    let memory = || (Refresher::Memory(RefreshCache::new(rc.ttl, rc.max_entries)), None);
+    let memory = || (Refresher::in_memory(rc.ttl, rc.max_entries), None);
     if config.state.backend != crate::config::StateBackend::Redis {
         return memory();
     }
@@ -33,8 +33,7 @@ pub(super) fn refresher(config: &Config) -> (TokenRefresher, Option<Redis>) {
     });
     match started {
         Ok((redis, keys)) => {
-            let shared = SharedRefresh::new(redis.clone(), Arc::new(keys), "refresh", rc.ttl, rc.max_entries);
-            (Refresher::Shared(shared), Some(redis))
+            (Refresher::through_redis(redis.clone(), Arc::new(keys), rc.ttl, rc.max_entries), Some(redis))
         }
         Err(e) => {
             tracing::error!(error = %e, "state: cannot use redis; refreshes use in-process state");
@@ -190,7 +189,7 @@ impl Portable for RefreshError {
     }
 }
 
-impl SharedFailure for RefreshError {
+impl PortableFailure for RefreshError {
     fn timed_out() -> Self {
         RefreshError::Shim(ShimError::upstream_timeout())
     }

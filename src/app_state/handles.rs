@@ -12,8 +12,8 @@ use super::flights::{TokenRefresher, refresher};
 use crate::continuity::Continuity;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::ops::Ops;
+use crate::redis::Redis;
 use crate::snapshot::Snapshot;
-use crate::state::redis::Redis;
 
 /// Process-lifetime state; the app holds it in an `Arc`.
 pub struct State {

@@ -12,9 +12,9 @@
 //! - `cont:own:<hmac>`: the sessions of one owner (a client, or a user of a client) scored by
 //!   their expiry, and that owner's logins under way: the per-client and per-user caps count
 //!   these;
-//! - `cont:lock:<id>`: the refresh lock of one session (`SET NX PX`, released by its holder
-//!   only); a release is published on the `[state]` events channel, so a replica waiting for
-//!   the lock wakes at once instead of polling.
+//! - `cont:lock:<id>`: the refresh lock of one session (a [`Lock`]: leased, released by its
+//!   holder only); a release is announced on the `[state]` events channel, so a replica waiting
+//!   for the lock wakes at once.
 //!
 //! A record and its anchor are written together by one script that first checks the anchor is the
 //! one the writer read, and read together in one transaction, so a session read is always a
@@ -24,23 +24,12 @@
 
 use std::time::Duration;
 
-use rand::RngCore;
-
 use super::anchor::{self, Anchor};
 use super::session::{Session, SessionId};
 use super::store::{Cap, Over, StoreError};
 use crate::crypto::{KeySet, unix_ms};
-use crate::state::redis::Redis;
-
-/// Compare-and-delete: release a lock only while holding it, and announce the release.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', KEYS[2], ARGV[2])
-  return 1
-end
-return 0
-";
+use crate::redis::Redis;
+use crate::redis::lock::Lock;
 
 /// Write a session's record and anchor, index it, count it against its owners, and update its
 /// token entries, only if its anchor still starts with the version the writer read (`ARGV[2]`;
@@ -92,7 +81,7 @@ return swept
 ";
 
 /// A value as Redis gave it, if there was one.
-type Stored = Option<Vec<u8>>;
+type Reply = Option<Vec<u8>>;
 
 /// What a lock release publishes: this prefix and the session id.
 const RELEASED: &[u8] = b"continuity-released:";
@@ -133,7 +122,7 @@ pub(crate) struct RedisSessions {
     prefix: String,
 }
 
-fn unavailable(_: crate::state::redis::Unavailable) -> StoreError {
+fn unavailable(_: crate::redis::Unavailable) -> StoreError {
     StoreError("redis unavailable".into())
 }
 
@@ -191,7 +180,7 @@ impl RedisSessions {
         pipe.cmd("GET").arg(self.session_key(&id));
         pipe.cmd("HGET").arg(self.anchors_key()).arg(id.hex());
         pipe.cmd("ZSCORE").arg(self.index_key()).arg(id.hex());
-        let (record, anchor, indexed): (Stored, Stored, Option<f64>) = self
+        let (record, anchor, indexed): (Reply, Reply, Option<f64>) = self
             .redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await
@@ -294,7 +283,7 @@ impl RedisSessions {
         pipe.atomic();
         pipe.cmd("MGET").arg(ids.iter().map(|id| self.session_key(id)).collect::<Vec<_>>());
         pipe.cmd("HMGET").arg(self.anchors_key()).arg(ids.iter().map(SessionId::hex).collect::<Vec<_>>());
-        let (records, anchors): (Vec<Stored>, Vec<Stored>) = self
+        let (records, anchors): (Vec<Reply>, Vec<Reply>) = self
             .redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await
@@ -377,94 +366,40 @@ impl RedisSessions {
     }
 
     /// Take the session's refresh lock across replicas, waiting at most `wait` for another
-    /// holder's release (announced on the events channel; re-tried every 250 ms in case an
-    /// announcement is missed). The lock expires by itself after `hold`, should its holder die.
+    /// holder's release (see [`Lock::acquire`]). The lock expires by itself after `hold`, should
+    /// its holder die.
     pub(crate) async fn lock(
         &self,
         id: SessionId,
         hold: Duration,
         wait: Duration,
     ) -> Result<RemoteLock<'_>, StoreError> {
-        let mut token = [0u8; 16];
-        rand::rng().fill_bytes(&mut token);
-        let key = self.lock_key(&id);
-        let mut released = self.redis.events();
-        let mut wanted = RELEASED.to_vec();
-        wanted.extend_from_slice(&id.0);
-        let hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let (k, t) = (key.clone(), token);
-            let taken: Option<String> = self
-                .redis
-                .run(|mut c| async move {
-                    redis::cmd("SET")
-                        .arg(k)
-                        .arg(&t[..])
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(hold_ms)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await
-                .map_err(unavailable)?;
-            if taken.is_some() {
-                return Ok(RemoteLock { store: self, key, token, id });
-            }
-            let woken = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + Duration::from_millis(250)),
-                async {
-                    loop {
-                        match released.recv().await {
-                            Ok(msg) if msg[..] == wanted[..] => return,
-                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                                std::future::pending::<()>().await;
-                            }
-                        }
-                    }
-                },
-            )
-            .await;
-            if woken.is_err() && tokio::time::Instant::now() >= deadline {
-                return Err(StoreError("timed out waiting for another replica's session refresh".into()));
-            }
+        let lock = Lock::new(self.lock_key(&id), hold);
+        if lock.acquire(&self.redis, wait, &released(&id)).await.map_err(unavailable)? {
+            Ok(RemoteLock { store: self, lock, id })
+        } else {
+            Err(StoreError("timed out waiting for another replica's session refresh".into()))
         }
     }
+}
 
-    async fn release(&self, key: String, token: [u8; 16], id: SessionId) {
-        let mut message = RELEASED.to_vec();
-        message.extend_from_slice(&id.0);
-        let channel = self.redis.events_channel().to_owned();
-        let _ = self
-            .redis
-            .run(|mut c| async move {
-                redis::cmd("EVAL")
-                    .arg(RELEASE)
-                    .arg(2)
-                    .arg(key)
-                    .arg(channel)
-                    .arg(&token[..])
-                    .arg(message)
-                    .query_async::<i64>(&mut c)
-                    .await
-            })
-            .await;
-    }
+/// What a lock's release announces: [`RELEASED`] and the session id.
+fn released(id: &SessionId) -> Vec<u8> {
+    let mut message = RELEASED.to_vec();
+    message.extend_from_slice(&id.0);
+    message
 }
 
 /// A held refresh lock; release it with [`RemoteLock::release`] (or it expires by itself).
 pub(crate) struct RemoteLock<'a> {
     store: &'a RedisSessions,
-    key: String,
-    token: [u8; 16],
+    lock: Lock,
     id: SessionId,
 }
 
 impl RemoteLock<'_> {
     pub(crate) async fn release(self) {
-        self.store.release(self.key, self.token, self.id).await;
+        let _ = self.lock.release(&self.store.redis, &released(&self.id)).await;
     }
 }
 

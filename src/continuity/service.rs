@@ -20,8 +20,8 @@ use crate::error::{ErrorCode, ShimError};
 use crate::legacy::render_minted;
 use crate::oauth::{Secret, TraceHeaders, V2Token};
 use crate::ops::metrics::Metrics;
+use crate::redis::Redis;
 use crate::snapshot::Snapshot;
-use crate::state::redis::Redis;
 
 /// The continuity service: the store, and the per-session locks that keep refreshes single.
 pub struct Continuity {

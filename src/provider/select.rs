@@ -1,12 +1,12 @@
 //! Providers: the named sets of upstream endpoints one oauth-shim fronts
 //! (docs/protocol.md#providers). `[upstream]` is the default provider; `[[providers]]` add more,
 //! each selected by the request's `Host`. Each has its own clients, upstream pool, refresh-cache
-//! namespace, metrics label and migration-report rows. Built once per config version, as part of
+//! scope, metrics label and migration-report rows. Built once per config version, as part of
 //! [`crate::snapshot::Snapshot`].
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::{HeaderValue, Uri};
 
@@ -16,8 +16,7 @@ use crate::config::{ClientAuth, ClientConfig, Config, ConfigError, DEFAULT_PROVI
 use crate::lookup::Lookup;
 use crate::oauth::{BasicAuthEncoding, basic_auth_header_with};
 use crate::ops::metrics::Fnv;
-use crate::refresh::Namespace;
-use crate::refresh::shared::Scope;
+use crate::refresh::Scope;
 use crate::upstream::Upstream;
 
 /// One provider as the request path uses it.
@@ -40,9 +39,6 @@ pub struct Provider {
     /// Its connections for token calls (legacy and v2) and legacy-fields lookups only: a token
     /// call never goes out on a connection that carried another client's API call.
     pub token_client: Upstream,
-    /// Its namespace in the in-process refresh cache, derived from its name on first use (the
-    /// same name gives the same namespace, so cached answers survive a reload).
-    refresh: OnceLock<Namespace>,
     /// Client id -> (its config, the `Authorization` header sent upstream on its behalf).
     /// FNV: a read-only map of configured ids, where SipHash's setup dominated the lookup.
     clients: HashMap<String, (ClientConfig, HeaderValue), BuildHasherDefault<Fnv>>,
@@ -58,7 +54,7 @@ impl Provider {
     /// The refresh-cache scope of `client_id`'s refresh tokens at this provider, for both token
     /// routes.
     pub(crate) fn refresh_scope<'a>(&'a self, client_id: &'a str) -> Scope<'a> {
-        Scope::new(&self.name, &self.refresh, client_id)
+        Scope::new(&self.name, client_id)
     }
 }
 
@@ -134,7 +130,6 @@ pub(crate) fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Ve
                 lookup,
                 api_client: old.map_or_else(|| build_client(&config.upstream), |p| p.api_client.clone()),
                 token_client: old.map_or_else(|| build_client(&config.upstream), |p| p.token_client.clone()),
-                refresh: OnceLock::new(),
                 clients,
             })
         })

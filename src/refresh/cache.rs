@@ -11,20 +11,19 @@ use std::{
     time::Duration,
 };
 
-use hmac::{Hmac, Mac, digest::KeyInit};
+use hmac::Mac;
 use moka::future::Cache;
 use rand::RngCore;
-use sha2::Sha256;
 
-use super::flight::{Step, served, wait};
-use super::future::Detach;
-use super::inner::{Inner, RefreshExpiry};
-use super::key::{Key, KeyHash, Namespace, key_in};
+use super::entries::{CacheCore, Key, KeyHash, RefreshExpiry, key_in};
+use super::flight::{Detach, Step, served, wait};
 use super::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
+use crate::crypto::keyed_mac;
 
-/// successful answers for a short time. Cloning is cheap and shares all state.
+/// The memory backend: coalesces concurrent refreshes of one key into one upstream call and
+/// replays successful answers for a short time. Cloning is cheap and shares all state.
 pub struct RefreshCache<V: Refreshed, E: RefreshFailure> {
-    pub(super) inner: Arc<Inner<V, E>>,
+    pub(super) inner: Arc<CacheCore<V, E>>,
 }
 
 impl<V: Refreshed, E: RefreshFailure> Clone for RefreshCache<V, E> {
@@ -42,12 +41,7 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
     pub fn new(ttl: Duration, max_entries: u64) -> Self {
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
-        // HMAC zero-pads keys shorter than the hash's block to the block size (RFC 2104),
-        // so this is exactly HMAC-SHA256 keyed with the 32 random bytes, built without a
-        // fallible constructor.
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&secret);
-        let mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
+        let mac = keyed_mac(&secret);
 
         let capacity = if ttl.is_zero() { 0 } else { max_entries };
         let cache = Cache::builder()
@@ -56,7 +50,7 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
             .build_with_hasher(KeyHash::default());
 
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(CacheCore {
                 mac,
                 ttl,
                 max_entries,
@@ -95,37 +89,17 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
         self.serve(key, fetch).await
     }
 
-    /// The namespace `name` of this cache (see [`Namespace`]).
-    pub(crate) fn namespace(&self, name: &str) -> Namespace {
-        let mut mac = self.inner.mac.clone();
-        mac.update(b"namespace\0");
-        mac.update(name.as_bytes());
-        let sub: [u8; 32] = mac.finalize().into_bytes().into();
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&sub);
-        Namespace { mac: <Hmac<Sha256> as KeyInit>::new(&block.into()) }
-    }
-
-    /// [`RefreshCache::get_or_refresh`] within `namespace`, the key scoped by `scope` (the
-    /// client id, and for v2 callers the secret they presented): two namespaces or scopes never
-    /// share an entry or a flight. Callers use one arity of `scope` per namespace.
-    pub(crate) async fn get_or_refresh_in<F, Fut>(
-        &self,
-        namespace: &Namespace,
-        scope: &[&str],
-        refresh_token: &str,
-        fetch: F,
-    ) -> Result<Served<V>, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>> + Send + 'static,
-    {
-        self.serve(key_in(&namespace.mac, scope, refresh_token), fetch).await
-    }
-
-    /// The key of `refresh_token` within `scope` (length-prefixed parts), outside any namespace.
+    /// The key of `refresh_token` within `scope` (length-prefixed parts, see
+    /// [`Scope`](super::Scope)).
     pub(super) fn key(&self, scope: &[&str], refresh_token: &str) -> Key {
         key_in(&self.inner.mac, scope, refresh_token)
+    }
+
+    /// The key `refresh_token` within `scope` is cached under: for the benches, which measure
+    /// the derivation every refresh pays.
+    #[doc(hidden)]
+    pub fn key_of(&self, scope: &[&str], refresh_token: &str) -> [u8; 32] {
+        self.key(scope, refresh_token)
     }
 
     /// The keyed hash of a client secret a caller presented: HMAC-SHA256 under a sub-key of this
@@ -133,10 +107,7 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
     pub(crate) fn proof(&self, secret: &str) -> [u8; 32] {
         let mut mac = self.inner.mac.clone();
         mac.update(b"proof\0");
-        let sub: [u8; 32] = mac.finalize().into_bytes().into();
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&sub);
-        let mut mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
+        let mut mac = keyed_mac(&mac.finalize().into_bytes().into());
         mac.update(secret.as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -349,9 +320,6 @@ mod tests {
         assert_eq!(cache.stats().hits, 0);
         assert_eq!(sum(cache.stats()), 53);
     }
-
-    /// The window the design must close: a caller misses the cache, then the flight
-    /// inserts its answer and unregisters, then the caller looks for a flight.
 
     #[tokio::test(flavor = "multi_thread")]
     async fn debug_output_never_contains_the_token() {

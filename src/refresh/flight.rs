@@ -1,5 +1,10 @@
 //! Single flight per key: the locked join-or-lead step, the upstream call a leader drives and
 //! how waiters get its outcome.
+//!
+//! The future a leader drives ([`Detach`]) is hand-written because an `async fn` cannot act
+//! when it is dropped: this one hands the rest of the upstream call to a spawned task when the
+//! leader hangs up, so the call the waiters and the cache depend on is never cancelled, and a
+//! leader that stays pays no task.
 
 use std::{
     future::Future,
@@ -9,14 +14,13 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::inner::{Flight, Inner, Outcome, RefreshExpiry, Stored};
-use super::key::Key;
+use super::entries::{CacheCore, CachedAnswer, Flight, FlightResult, Key, RefreshExpiry};
 use super::types::{RefreshFailure, Refreshed, Served, Source};
 
 /// What the locked step of a lookup decided.
 pub(super) enum Step<V: Refreshed, E: RefreshFailure> {
     /// A flight for the key is running: wait for it.
-    Join(watch::Receiver<Outcome<V, E>>),
+    Join(watch::Receiver<FlightResult<V, E>>),
     /// An answer landed in the cache after our first check: look again.
     Recheck,
     /// Nothing in flight or cached: this caller starts the upstream call.
@@ -27,7 +31,7 @@ pub(super) enum Step<V: Refreshed, E: RefreshFailure> {
 /// the flight's future, so it drops when the call finishes or panics, when a shutting-down
 /// runtime drops the detached rest of it, or in the caller if `fetch()` itself panics.
 pub(super) struct FlightGuard<V: Refreshed, E: RefreshFailure> {
-    pub(super) inner: Arc<Inner<V, E>>,
+    pub(super) inner: Arc<CacheCore<V, E>>,
     pub(super) key: Key,
     pub(super) id: u64,
     pub(super) answered: bool,
@@ -37,7 +41,7 @@ pub(super) struct FlightGuard<V: Refreshed, E: RefreshFailure> {
 
 impl<V: Refreshed, E: RefreshFailure> FlightGuard<V, E> {
     /// Remove the flight from the in-flight map, returning its channel if anyone joined.
-    pub(super) fn unregister(&mut self) -> Option<watch::Sender<Outcome<V, E>>> {
+    pub(super) fn unregister(&mut self) -> Option<watch::Sender<FlightResult<V, E>>> {
         self.done = true;
         let mut map = self.inner.lock_in_flight();
         let tx = match map.get(&self.key) {
@@ -66,7 +70,7 @@ impl<V: Refreshed, E: RefreshFailure> Drop for FlightGuard<V, E> {
     }
 }
 
-impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
+impl<V: Refreshed, E: RefreshFailure> CacheCore<V, E> {
     /// Under the in-flight lock: join a running flight, notice an answer that landed in
     /// the cache since the caller's first check, or register a new flight.
     ///
@@ -105,7 +109,7 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
         self: Arc<Self>,
         mut guard: FlightGuard<V, E>,
         fut: Fut,
-    ) -> Result<Arc<Stored<V>>, E>
+    ) -> Result<Arc<CachedAnswer<V>>, E>
     where
         Fut: Future<Output = Result<V, E>>,
     {
@@ -115,7 +119,7 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
         let key = guard.key;
         let outcome = match result {
             Ok(value) => {
-                let stored = Arc::new(Stored { value, answered_at });
+                let stored = Arc::new(CachedAnswer { value, answered_at });
                 let expiry = RefreshExpiry { ttl: self.ttl };
                 if self.caching() && !expiry.remaining(&stored, Instant::now()).is_zero() {
                     // Before the guard unregisters the flight: see `join_or_lead`.
@@ -146,14 +150,14 @@ impl<V: Refreshed, E: RefreshFailure> Inner<V, E> {
     }
 }
 
-pub(super) fn served<V: Clone>(stored: &Stored<V>, source: Source) -> Served<V> {
+pub(super) fn served<V: Clone>(stored: &CachedAnswer<V>, source: Source) -> Served<V> {
     Served { value: stored.value.clone(), age: stored.answered_at.elapsed(), source }
 }
 
 /// Waits for a flight's outcome. The sender only drops without publishing if the task
 /// died, which every waiter reports as `E::internal()`.
 pub(super) async fn wait<V: Refreshed, E: RefreshFailure>(
-    mut rx: watch::Receiver<Outcome<V, E>>,
+    mut rx: watch::Receiver<FlightResult<V, E>>,
     source: Source,
 ) -> Result<Served<V>, E> {
     let outcome = match rx.wait_for(Option::is_some).await {
@@ -164,6 +168,48 @@ pub(super) async fn wait<V: Refreshed, E: RefreshFailure>(
         Some(Ok(stored)) => Ok(served(&stored, source)),
         Some(Err(error)) => Err(error),
         None => Err(E::internal()),
+    }
+}
+
+/// A flight's future as its leader drives it. Dropped before it finished (the leader hung
+/// up), it hands the rest of the call to a spawned task instead of cancelling it.
+pub(super) struct Detach<T: Send + 'static> {
+    pub(super) fut: Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>,
+}
+
+impl<T: Send + 'static> Future for Detach<T> {
+    /// `None` when the call panicked (its flight is unregistered by then).
+    type Output = Option<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        let Some(fut) = self.fut.as_mut() else { return std::task::Poll::Ready(None) };
+        // A panic in the call must not take the leader's connection down with it: the flight
+        // is dropped (its guard unregisters it and its waiters see `E::internal()`), and so
+        // does the leader.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(out)) => {
+                self.fut = None;
+                std::task::Poll::Ready(Some(out))
+            }
+            Err(_) => {
+                self.fut = None;
+                std::task::Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Detach<T> {
+    fn drop(&mut self) {
+        if let Some(fut) = self.fut.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            drop(handle.spawn(fut));
+        }
     }
 }
 
@@ -305,7 +351,7 @@ mod tests {
             })
         };
         eventually("flight registered", || cache.in_flight() == 1).await;
-        let planted = Arc::new(Stored {
+        let planted = Arc::new(CachedAnswer {
             value: Tok { access: "stale".into(), lifetime: None },
             answered_at: Instant::now(),
         });
@@ -327,7 +373,7 @@ mod tests {
             })
         };
         eventually("flight registered", || cache.in_flight() == 1).await;
-        let planted = Arc::new(Stored {
+        let planted = Arc::new(CachedAnswer {
             value: Tok { access: "kept".into(), lifetime: None },
             answered_at: Instant::now(),
         });
@@ -339,6 +385,8 @@ mod tests {
         assert_eq!(cache.stats().upstream_errors, 2);
     }
 
+    /// The window the design must close: a caller misses the cache, then the flight
+    /// inserts its answer and unregisters, then the caller looks for a flight.
     #[tokio::test(flavor = "multi_thread")]
     async fn caller_racing_a_finishing_flight_does_not_fetch_again() {
         let cache = TestCache::new(Duration::from_secs(60), 1000);
@@ -444,5 +492,10 @@ mod tests {
         let stats = cache.stats();
         assert_eq!(stats.upstream_errors, TOTAL as u64);
         assert_eq!(stats.misses, TOTAL as u64);
+    }
+
+    #[test]
+    fn detach_stays_one_boxed_pointer() {
+        assert!(std::mem::size_of::<Detach<u64>>() <= 16);
     }
 }

@@ -3,24 +3,26 @@
 //! and a just-answered refresh is replayed from a short-lived cache instead of spending the
 //! token again.
 //!
-//! # How a call flows
+//! The token routes call one interface, [`Refresher::get_or_refresh`], with the refresh's
+//! [`Scope`] (provider and client id) and the refresh token; `[state] backend` chose at start
+//! which backend serves it: this process's [`RefreshCache`] (below), or [`redis`], shared by
+//! replicas. Both key a refresh the same way, from the scope's parts and the token.
 //!
-//! [`RefreshCache::get_or_refresh`] derives a key with HMAC-SHA256 under a per-process
-//! random key over the length-prefixed client id followed by the refresh token, so the raw
-//! token is never stored, logged or printed, and two clients never share an entry.
-//! [`RefreshCache::get_or_refresh_in`] derives the key within a [`Namespace`] (a provider's:
-//! an HMAC sub-key of the cache's key and the namespace's name), so two providers never share
-//! one either, and may add more length-prefixed parts before the token. Then:
+//! # How a call flows (in this process)
+//!
+//! [`RefreshCache`] derives a key with HMAC-SHA256 under a per-process random key over the
+//! length-prefixed parts of the scope followed by the refresh token, so the raw token is never
+//! stored, logged or printed, and two clients (or providers) never share an entry. Then:
 //!
 //! 1. a cached answer (still inside `min(ttl, lifetime)` measured from when the upstream
 //!    answered) is served as [`Source::Cache`];
 //! 2. otherwise, if a fetch for the key is in flight, the caller waits for its result
 //!    ([`Source::Coalesced`]);
 //! 3. otherwise the caller registers a new flight, calls `fetch()` and drives the returned
-//!    future itself ([`Source::Upstream`]). Should that caller hang up (its future dropped)
-//!    before the call ends, the rest of the call is moved into a `tokio::spawn`ed task, so a
-//!    caller hanging up never cancels the upstream call the others
-//!    (and the cache) are waiting on. (Driving it in the caller's task saves a task and a wake-up per refresh.)
+//!    future itself ([`Source::Upstream`]), which saves a task and a wake-up per refresh.
+//!    Should that caller hang up (its future dropped) before the call ends, the rest of the
+//!    call is moved into a `tokio::spawn`ed task, so a caller hanging up never cancels the
+//!    upstream call the others (and the cache) are waiting on.
 //!
 //! The flight inserts a successful answer into the cache *before* it unregisters the
 //! flight, and a caller that finds no flight re-checks the cache under the same lock before
@@ -35,25 +37,20 @@
 //!
 //! The handle is cheap to clone: all state lives behind one `Arc`.
 //!
-//! Both token routes refresh through one cache, keyed by a [`shared::Scope`] (a client of a
-//! provider); an answer carries the [`Proof`] of the call that got it, and the routes decide
-//! whose proof it may be served to.
-//!
-//! This is the memory backend. With `[state] backend = "redis"`, [`shared`] shares the cache and
-//! flight between replicas through Redis, still coalescing inside the process with this cache.
+//! An answer carries the [`Proof`] of the call that got it, and the routes decide whose proof
+//! it may be served to.
 
 mod cache;
+mod entries;
 mod flight;
-mod future;
-mod inner;
-mod key;
 mod proof;
-pub mod shared;
+pub mod redis;
+mod refresher;
 #[cfg(test)]
 mod testing;
 mod types;
 
 pub use cache::RefreshCache;
-pub(crate) use key::Namespace;
 pub use proof::Proof;
+pub use refresher::{Refresher, Scope};
 pub use types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};

@@ -7,7 +7,7 @@ use std::fmt;
 use subtle::ConstantTimeEq;
 
 /// The client credentials a refresh's upstream call carried. Never the secret itself: a secret a
-/// caller presented is kept as its keyed hash ([`super::shared::Refresher::proof`]).
+/// caller presented is kept as its keyed hash ([`super::Refresher::proof`]).
 #[derive(Clone, Copy)]
 pub enum Proof {
     /// No client secret (a public client's call).

@@ -361,7 +361,7 @@ const LAYERS: &[&[&str]] = &[
     &["lookup"],
     &["ops"],
     &["refresh"],
-    &["state"],
+    &["redis"],
     &["legacy"],
     &["config"],
     &["oauth"],

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use crate::support::*;
@@ -27,24 +27,7 @@ impl Fake {
                 let answer = Arc::clone(&answer);
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    while let Some(head) = read_request_head(&mut stream, &mut buf).await {
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().to_owned())
-                            })
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0);
-                        let mut chunk = [0u8; 4096];
-                        while buf.len() < len {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.drain(..len);
+                    while read_request(&mut stream, &mut buf).await.is_some() {
                         let body = answer.lock().unwrap().clone();
                         let out = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",

@@ -376,7 +376,9 @@ const BOUND_KIB: u64 = 64 * 1024;
 #[tokio::test]
 async fn large_bodies_stream_with_bounded_memory() {
     let echo = Echo::start().await;
-    let shim = ShimProcess::against(&echo.base()).await;
+    // The upload's answer comes once the upstream has counted the whole body: on a starved
+    // machine that takes longer than the default wait for an answer head.
+    let shim = ShimProcess::against_with(&echo.base(), r#"request_timeout = "300s""#).await;
     let (rss_before, _) = proc_memory_kib(shim.pid());
     let client = Client::builder(TokioExecutor::new()).build_http::<Generated>();
 

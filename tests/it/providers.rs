@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use oauth_shim::devtools::standin::{Fault, Recorded, Standin, StandinClient, StandinConfig};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use crate::support::*;
@@ -346,25 +346,9 @@ impl Strict {
                 let log = Arc::clone(&log);
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    while let Some(head) = read_request_head(&mut stream, &mut buf).await {
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().to_owned())
-                            })
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0);
-                        let mut chunk = [0u8; 4096];
-                        while buf.len() < len {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
+                    while let Some((head, body)) = read_request(&mut stream, &mut buf).await {
                         let mut raw = head.clone().into_bytes();
-                        raw.extend(buf.drain(..len));
+                        raw.extend(body);
                         log.lock().unwrap().push((conn, raw));
                         let lower = head.to_ascii_lowercase();
                         let ok = lower.starts_with("post ")

@@ -65,7 +65,8 @@ async fn v2_json_refresh(via: &Harness, rt: &str) -> (u16, Value) {
 async fn three_replicas_spend_a_rotating_refresh_token_once() {
     let redis = RedisServer::start().await;
     let standin = start_standin(rotating(300)).await;
-    let replicas = on_redis(&standin, &redis, 3, "").await;
+    let config = shim_config(&standin, &redis_state_toml_timing_out(&redis, "5s"));
+    let replicas = replicas(&standin, &config, 3).await;
     let rt = grant(&replicas[0]).await;
     standin.clear_requests();
 

@@ -22,8 +22,8 @@ use super::labels::{
     TriggerLabels, status_class,
 };
 use super::render::{Format, exposition};
+use crate::redis::RedisStats;
 use crate::refresh::RefreshStats;
-use crate::state::redis::RedisStats;
 
 /// One provider's legacy-fields lookup counters (see [`Metrics::lookup_counters`]).
 #[derive(Clone)]

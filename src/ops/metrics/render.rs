@@ -9,8 +9,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::redis::RedisStats;
 use crate::refresh::RefreshStats;
-use crate::state::redis::RedisStats;
 
 /// The exposition format a scrape asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

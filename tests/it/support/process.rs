@@ -116,6 +116,11 @@ impl ShimProcess {
     /// Serve a config against the upstream at `upstream_base` (tokens, authorize and API alike),
     /// with [`ID`] as its client, logging at debug.
     pub async fn against(upstream_base: &str) -> Self {
+        Self::against_with(upstream_base, "").await
+    }
+
+    /// [`ShimProcess::against`] with `upstream_keys` (TOML lines) added to its `[upstream]`.
+    pub async fn against_with(upstream_base: &str, upstream_keys: &str) -> Self {
         let config = temp_dir("serve").join("shim.toml");
         let toml = format!(
             r#"
@@ -131,6 +136,7 @@ impl ShimProcess {
             token_url = "{upstream_base}/oauth/v2/token"
             authorize_url = "{upstream_base}/oauth/v2/authorize"
             api_base = "{upstream_base}"
+            {upstream_keys}
             [[clients]]
             id = "{ID}"
             secret = "{SECRET}"

@@ -87,6 +87,29 @@ pub async fn read_request_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec
     Some(head)
 }
 
+/// One request from `stream`: its head (as [`read_request_head`] reads it) and its
+/// `Content-Length` body; `None` once the connection ends.
+pub async fn read_request(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let head = read_request_head(stream, buf).await?;
+    let len = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut chunk = [0u8; 4096];
+    while buf.len() < len {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some((head, buf.drain(..len).collect()))
+}
+
 /// A raw HTTP/1.1 upstream on 127.0.0.1:0: reads each request (head and `Content-Length`
 /// body), records its request line with the index of the connection it came on, and answers
 /// with what `answer` makes of the path.
@@ -97,7 +120,7 @@ pub struct RawUpstream {
 
 impl RawUpstream {
     pub async fn start(answer: fn(&str) -> String) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>> = std::sync::Arc::default();
@@ -108,24 +131,7 @@ impl RawUpstream {
                 let log = std::sync::Arc::clone(&log);
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while let Some(head) = read_request_head(&mut stream, &mut buf).await {
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().to_owned())
-                            })
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0);
-                        while buf.len() < len {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.drain(..len);
+                    while let Some((head, _body)) = read_request(&mut stream, &mut buf).await {
                         let line = head.lines().next().unwrap_or_default().to_owned();
                         let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
                         log.lock().unwrap().push((conn, line));

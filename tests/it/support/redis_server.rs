@@ -99,8 +99,15 @@ pub fn state_key_file() -> &'static std::path::Path {
 
 /// `[state]` TOML for a Redis backend at `redis` keyed with [`STATE_KEY`].
 pub fn redis_state_toml(redis: &RedisServer) -> String {
+    redis_state_toml_timing_out(redis, "500ms")
+}
+
+/// [`redis_state_toml`] with another `command_timeout`: a test of what replicas do while Redis
+/// is up gives a starved machine's Redis time to answer, so a slow answer is not taken for an
+/// outage (which the outage tests cover).
+pub fn redis_state_toml_timing_out(redis: &RedisServer, command_timeout: &str) -> String {
     format!(
-        "[state]\nbackend = \"redis\"\nurl = \"{}\"\nencryption_key_file = \"{}\"\ncommand_timeout = \"500ms\"\n",
+        "[state]\nbackend = \"redis\"\nurl = \"{}\"\nencryption_key_file = \"{}\"\ncommand_timeout = \"{command_timeout}\"\n",
         redis.url(),
         state_key_file().display()
     )

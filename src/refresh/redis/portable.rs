@@ -10,7 +10,7 @@ pub trait Portable: Sized {
 }
 
 /// A refresh error that waiters on other replicas can be given.
-pub trait SharedFailure: RefreshFailure + Portable {
+pub trait PortableFailure: RefreshFailure + Portable {
     /// What a waiter gets when the flight it waited on neither answered nor let go in time.
     fn timed_out() -> Self;
 }

@@ -1,36 +1,32 @@
-//! How one shared flight lives in Redis: its keys, the lock (`SET NX PX`, released only by the
-//! flight that holds it), and the sealed record of its outcome (`s…` an answer, `e…` an error
-//! marker tagged with the flight's lock token), which is stored under the value key and
-//! published on the events channel.
+//! How one refresh flight lives in Redis: its keys, its [`Lock`] (held by the flight that leads,
+//! its token telling one flight from the next), and the sealed record of its outcome (`s…` an
+//! answer, `e…` an error marker tagged with the flight's lock token), which is stored under the
+//! value key and published on the events channel.
 //!
 //! An answer is served only while it is younger than it was kept for ([`keep`]), reckoned from
 //! the answer time sealed in it: an answer written back to Redis, or left there with its expiry
 //! stripped, by someone without the `[state]` key is refused once stale, and the look that
 //! refused it takes the lock (or finds the flight that did), so the refresh is made once.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::portable::Portable;
 use crate::crypto::{KeySet, Opened, unix_ms};
+use crate::redis::lock::{GetOrAcquire, Lock, Looked};
+use crate::redis::{Redis, Unavailable};
 use crate::refresh::types::Refreshed;
-use crate::state::redis::{Redis, Unavailable};
-
-/// A flight's lock token: random, so only the flight that took the lock releases it, and
-/// waiters can tell their flight's error marker from another's.
-pub(super) type Token = [u8; 16];
 
 /// How much longer than the upstream deadline a flight's lock lives: time for the leader's
 /// store-and-publish after a call that took the whole deadline.
 pub(super) const LOCK_MARGIN: Duration = Duration::from_secs(2);
 
-/// Serve a stored answer, take the lock, or report the running flight's lock token. Error
-/// markers are returned only to a waiter whose flight token (`ARGV[3]`) they carry. A record
+/// The read half of a look (the lock takes the rest, see [`GetOrAcquire`]): serve a stored
+/// answer; an error marker only to a waiter whose flight token (`ARGV[3]`) it carries. A record
 /// the caller refused before (`ARGV[4]`: stale or unreadable) is deleted and looked past.
-const GET_OR_LOCK: &str = r"
-local v = redis.call('GET', KEYS[1])
+const READ: &str = r"
+local v = redis.call('GET', KEYS[2])
 if v and ARGV[4] ~= '' and v == ARGV[4] then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[2])
   v = false
 end
 if v then
@@ -38,31 +34,11 @@ if v then
     return {1, v}
   end
 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {2, ''}
-end
-return {3, redis.call('GET', KEYS[2]) or ''}
 ";
 
-/// Delete the lock only if this flight still holds it.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-";
-
-fn get_or_lock_script() -> &'static redis::Script {
-    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| redis::Script::new(GET_OR_LOCK))
-}
-
-/// What [`Keys::get_or_lock`] found.
-pub(super) enum Looked {
-    /// A stored answer (`s…`) or this waiter's error marker (`e…`).
-    Found(Vec<u8>),
-    /// This caller holds the lock now.
-    Locked,
-    /// Another flight holds the lock; its token.
-    Busy(Vec<u8>),
+fn get_or_lock_script() -> &'static GetOrAcquire {
+    static SCRIPT: std::sync::OnceLock<GetOrAcquire> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| GetOrAcquire::new(READ))
 }
 
 /// How long an answer is kept, and served: as long as the local cache would keep it,
@@ -71,13 +47,13 @@ pub(super) fn keep<V: Refreshed>(value: &V, ttl: Duration) -> Duration {
     value.lifetime().map_or(ttl, |l| l.min(ttl))
 }
 
-/// The Redis keys of one refresh, its lock's lifetime, and how long its answers are kept.
+/// The Redis keys of one refresh, its flight's lock (this caller's token, the lease), and how
+/// long its answers are kept.
 pub(super) struct Keys {
     /// The keyed hash of the refresh; messages on the events channel start with it.
     pub(super) hash: [u8; 32],
     value: String,
-    lock: String,
-    pub(super) lock_ttl: Duration,
+    pub(super) lock: Lock,
     /// `refresh_cache.ttl`.
     ttl: Duration,
 }
@@ -85,36 +61,20 @@ pub(super) struct Keys {
 impl Keys {
     pub(super) fn new(redis: &Redis, hash: [u8; 32], lock_ttl: Duration, ttl: Duration) -> Self {
         let (value, lock) = (redis.key("refresh", &hash), redis.key("refresh-lock", &hash));
-        Self { hash, value, lock, lock_ttl, ttl }
+        Self { hash, value, lock: Lock::new(lock, lock_ttl), ttl }
     }
 
     /// One round trip: the stored record (an answer, or the error marker of the flight
-    /// `waiting_on`), else the lock for `token`, else the running flight's token. A stored
-    /// record equal to `refused` is deleted first.
+    /// `waiting_on`), else the lock, else the running flight's token. A stored record equal to
+    /// `refused` is deleted first.
     pub(super) async fn get_or_lock(
         &self,
         redis: &Redis,
-        token: &Token,
         waiting_on: Option<&[u8]>,
         refused: Option<&[u8]>,
     ) -> Result<Looked, Unavailable> {
-        let lock_ms = u64::try_from(self.lock_ttl.as_millis()).unwrap_or(u64::MAX);
-        let script = get_or_lock_script();
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .key(&self.value)
-            .key(&self.lock)
-            .arg(&token[..])
-            .arg(lock_ms)
-            .arg(waiting_on.unwrap_or(b""))
-            .arg(refused.unwrap_or(b""));
-        let (kind, bytes): (u8, Vec<u8>) =
-            redis.run(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
-        Ok(match kind {
-            1 => Looked::Found(bytes),
-            2 => Looked::Locked,
-            _ => Looked::Busy(bytes),
-        })
+        let args = [waiting_on.unwrap_or(b""), refused.unwrap_or(b"")];
+        self.lock.get_or_acquire(redis, get_or_lock_script(), &self.value, &args).await
     }
 
     /// The record of an answer: `s`, then sealed (bound to the value key) the time it was
@@ -128,9 +88,9 @@ impl Keys {
     }
 
     /// The record of an error: `e`, the flight's token, then the sealed error.
-    pub(super) fn seal_error<E: Portable>(&self, seal: &KeySet, token: &Token, error: &E) -> Vec<u8> {
+    pub(super) fn seal_error<E: Portable>(&self, seal: &KeySet, error: &E) -> Vec<u8> {
         let mut stored = vec![b'e'];
-        stored.extend_from_slice(token);
+        stored.extend_from_slice(self.lock.token());
         stored.extend_from_slice(&seal.seal(self.value.as_bytes(), &error.encode()));
         stored
     }
@@ -160,7 +120,7 @@ impl Keys {
         published: &[u8],
         waiting_on: &[u8],
     ) -> Option<Result<(V, Duration), E>> {
-        self.open_within(seal, published, Some(waiting_on), self.lock_ttl)
+        self.open_within(seal, published, Some(waiting_on), self.lock.lease())
     }
 
     fn open_within<V: Portable + Refreshed, E: Portable>(
@@ -209,12 +169,11 @@ impl Keys {
     }
 
     /// One pipelined round trip at the end of a flight: keep `stored` for `keep` (or, for a
-    /// zero `keep`, drop any stale record), publish it to the waiters, and release the lock if
-    /// `token` still holds it.
+    /// zero `keep`, drop any stale record), release the lock if this flight still holds it,
+    /// and publish `stored` to the waiters (the lock's wake-up).
     pub(super) async fn finish(
         &self,
         redis: &Redis,
-        token: &Token,
         stored: &[u8],
         keep: Duration,
     ) -> Result<(), Unavailable> {
@@ -228,8 +187,7 @@ impl Keys {
             // Not cached: the success is only published; drop any stale marker.
             pipe.cmd("DEL").arg(&self.value).ignore();
         }
-        pipe.cmd("PUBLISH").arg(redis.events_channel()).arg(&message).ignore();
-        pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(&self.lock).arg(&token[..]).ignore();
+        pipe.add_command(self.lock.release_cmd(redis, &message)).ignore();
         redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 }

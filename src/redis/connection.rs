@@ -1,7 +1,7 @@
-//! The process's Redis connection, for everything that keeps state in Redis (the shared refresh
-//! flight today). It owns three things: the command connection (redis-rs's connection manager,
-//! one multiplexed connection), a subscriber connection that forwards the messages of one
-//! events channel to in-process listeners, and the health of both.
+//! The process's one Redis connection, for everything that keeps state in Redis (the refresh
+//! flight and its lock, the continuity sessions). It owns three things: the command connection
+//! (redis-rs's connection manager, one multiplexed connection), a subscriber connection that
+//! forwards the messages of one events channel to in-process listeners, and the health of both.
 //!
 //! # Failing Redis
 //!
@@ -46,10 +46,10 @@ pub struct RedisStats {
 /// A cheap-to-clone handle. The background tasks end when the last handle is dropped.
 #[derive(Clone)]
 pub struct Redis {
-    inner: Arc<Inner>,
+    inner: Arc<RedisCore>,
 }
 
-struct Inner {
+struct RedisCore {
     conn: ConnectionManager,
     prefix: String,
     events_channel: String,
@@ -94,7 +94,7 @@ impl Redis {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg).map_err(bad)?;
         let (alive, stopped) = watch::channel(());
         let (events, _) = broadcast::channel(1024);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(RedisCore {
             conn,
             prefix: cfg.key_prefix.clone(),
             events_channel: format!("{}events", cfg.key_prefix),
@@ -188,7 +188,7 @@ impl Redis {
 
 /// While Redis is down, PING it with backoff and mark it up on the first answer. Also makes the
 /// first connection at start.
-async fn probe(inner: std::sync::Weak<Inner>, failed: Arc<Notify>, mut stopped: watch::Receiver<()>) {
+async fn probe(inner: std::sync::Weak<RedisCore>, failed: Arc<Notify>, mut stopped: watch::Receiver<()>) {
     let mut first = true;
     loop {
         let mut delay = PROBE_MIN;
@@ -239,7 +239,7 @@ async fn probe(inner: std::sync::Weak<Inner>, failed: Arc<Notify>, mut stopped: 
 /// Keep one subscription to the events channel and fan its messages out to the listeners,
 /// reconnecting with backoff.
 async fn subscribe(
-    inner: std::sync::Weak<Inner>,
+    inner: std::sync::Weak<RedisCore>,
     client: redis::Client,
     connect_timeout: Duration,
     mut stopped: watch::Receiver<()>,

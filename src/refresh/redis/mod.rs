@@ -1,4 +1,4 @@
-//! The refresh flight and cache shared by replicas through Redis (`[state] backend = "redis"`).
+//! The refresh flight and cache replicas share through Redis (`[state] backend = "redis"`).
 //!
 //! # How a call flows
 //!
@@ -9,12 +9,12 @@
 //! 1. One script, one round trip: if Redis holds an answer for the key, serve it
 //!    ([`Source::Cache`](super::types::Source::Cache)) while it is younger than it is kept for
 //!    (an older one, written back into Redis, is deleted by the next look, as [`store`] says);
-//!    else try to take the flight's lock (`SET NX PX`, lifetime longer than the upstream
+//!    else try to take the flight's [lock](crate::redis::lock) (leased longer than the upstream
 //!    deadline); else note whose flight is running.
 //! 2. The lock's winner calls the upstream, then in one pipelined round trip stores the sealed
 //!    answer (success: for `min(ttl, lifetime)`, as the local cache would; error: a marker
 //!    tagged with the flight, for the lock's lifetime), publishes it on the events channel, and
-//!    releases the lock if it still holds it.
+//!    releases the lock if it still holds it (the lock's release announces the answer).
 //! 3. Everyone else waits for the message of their key (pub/sub, no polling loop), re-reading
 //!    the key on a slow timer in case a message was missed. A success is served to them
 //!    ([`Source::Coalesced`](super::types::Source::Coalesced)); an error marker of the flight
@@ -26,24 +26,22 @@
 //! overwrites a cached success, so no replica serves it again.
 //!
 //! Keys are keyed hashes (`[state]` key set, the same on every replica) of the cache's domain,
-//! the refresh's [`Scope`] (provider name and client id) and the refresh token; values and
+//! the refresh's [`Scope`](super::Scope) (provider name and client id) and the refresh token; values and
 //! messages are sealed with the key set, bound to their Redis key.
 //!
 //! # When Redis fails
 //!
 //! Any failed or slow command makes this replica fall back at once to an in-process
 //! [`RefreshCache`](super::RefreshCache) (cache and single flight, as with the memory
-//! backend), counted in [`RedisStats::fallbacks`](crate::state::redis::RedisStats). While Redis is down, concurrent
+//! backend), counted in [`RedisStats::fallbacks`](crate::redis::RedisStats). While Redis is down, concurrent
 //! refreshes of one token on different replicas are not coalesced with each other.
 //!
-//! [`refresher`] picks the backend, [`flight`] runs the steps above, [`store`] is how a flight's
+//! [`Refresher`](super::Refresher) picks the backend, [`flight`] runs the steps above, [`store`] is how a flight's
 //! lock and outcome are kept in Redis, and [`portable`] is what a value must be to cross replicas.
 
 mod flight;
 mod portable;
-mod refresher;
 mod store;
 
-pub use flight::SharedRefresh;
-pub use portable::{Portable, SharedFailure};
-pub use refresher::{Refresher, Scope};
+pub use flight::RedisRefresh;
+pub use portable::{Portable, PortableFailure};

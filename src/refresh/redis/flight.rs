@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rand::RngCore;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::portable::{Portable, SharedFailure};
-use super::store::{Keys, LOCK_MARGIN, Looked, Token, keep};
+use super::portable::{Portable, PortableFailure};
+use super::store::{Keys, LOCK_MARGIN, keep};
 use crate::crypto::KeySet;
+use crate::redis::lock::Looked;
+use crate::redis::{Redis, Unavailable};
 use crate::refresh::cache::RefreshCache;
-use crate::refresh::key::Key;
+use crate::refresh::entries::Key;
 use crate::refresh::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
-use crate::state::redis::{Redis, Unavailable};
 
 /// What a shared flight hands to the callers coalesced on it in this process.
 #[derive(Clone)]
@@ -36,26 +36,26 @@ impl<V: Clone + Send + Sync + 'static> Refreshed for Answer<V> {
 /// A value in the fallback cache: a type of its own, so the cache code compiled for the memory
 /// backend has that backend as its only caller and is inlined there as before.
 #[derive(Clone)]
-struct Held<V>(V);
+struct FallbackAnswer<V>(V);
 
-impl<V: Refreshed> Refreshed for Held<V> {
+impl<V: Refreshed> Refreshed for FallbackAnswer<V> {
     fn lifetime(&self) -> Option<Duration> {
         self.0.lifetime()
     }
 }
 
 /// The shared backend. Cheap to clone.
-pub struct SharedRefresh<V: Refreshed, E: RefreshFailure> {
-    inner: Arc<Inner<V, E>>,
+pub struct RedisRefresh<V: Refreshed, E: RefreshFailure> {
+    inner: Arc<RedisRefreshCore<V, E>>,
 }
 
-impl<V: Refreshed, E: RefreshFailure> Clone for SharedRefresh<V, E> {
+impl<V: Refreshed, E: RefreshFailure> Clone for RedisRefresh<V, E> {
     fn clone(&self) -> Self {
         Self { inner: Arc::clone(&self.inner) }
     }
 }
 
-struct Inner<V: Refreshed, E: RefreshFailure> {
+struct RedisRefreshCore<V: Refreshed, E: RefreshFailure> {
     redis: Redis,
     keys: Arc<KeySet>,
     /// The hash domain of this cache's keys: two caches on one Redis never share a key.
@@ -63,7 +63,7 @@ struct Inner<V: Refreshed, E: RefreshFailure> {
     /// Coalesces this process's callers; caches nothing.
     local: RefreshCache<Answer<V>, E>,
     /// Cache and single flight while Redis is down.
-    fallback: RefreshCache<Held<V>, E>,
+    fallback: RefreshCache<FallbackAnswer<V>, E>,
     ttl: Duration,
     recheck: Duration,
     hits: AtomicU64,
@@ -72,7 +72,7 @@ struct Inner<V: Refreshed, E: RefreshFailure> {
     upstream_errors: AtomicU64,
 }
 
-impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
+impl<V: Refreshed + Portable, E: PortableFailure> RedisRefresh<V, E> {
     /// `ttl` and `max_entries` as for the memory backend (the latter bounds the fallback
     /// cache). `domain` separates this cache's Redis keys from another's on the same Redis
     /// (both token routes' refreshes use `refresh`).
@@ -84,7 +84,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
         max_entries: u64,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(RedisRefreshCore {
                 redis,
                 keys,
                 domain,
@@ -157,12 +157,12 @@ impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
     }
 
     /// Answers held in this process: those answered while Redis was down.
-    pub(super) async fn fallback_entry_count(&self) -> u64 {
+    pub(crate) async fn fallback_entry_count(&self) -> u64 {
         self.inner.fallback.entry_count().await
     }
 
     /// Keys with a flight running in this process.
-    pub(super) fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.inner.local.in_flight() + self.inner.fallback.in_flight()
     }
 }
@@ -171,7 +171,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> SharedRefresh<V, E> {
 /// the refused one, so a second refusal means someone keeps writing them) before it gives up.
 const LOOKS: usize = 3;
 
-impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
+impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
     async fn flight<Fut>(
         self: Arc<Self>,
         hash: [u8; 32],
@@ -193,11 +193,9 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         let keys = Keys::new(&self.redis, hash, lock_ttl, self.ttl);
         // Listening before the first look: a message published after it cannot be missed.
         let events = self.redis.events();
-        let mut token = [0u8; 16];
-        rand::rng().fill_bytes(&mut token);
         let mut refused = None;
         for _ in 0..LOOKS {
-            match keys.get_or_lock(&self.redis, &token, None, refused.as_deref()).await {
+            match keys.get_or_lock(&self.redis, None, refused.as_deref()).await {
                 Err(Unavailable) => return self.fall_back(fallback, upstream).await,
                 Ok(Looked::Found(stored)) => match keys.open::<V, E>(&self.keys, &stored, None) {
                     Some(Ok((value, age))) => {
@@ -208,12 +206,12 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
                     // or finds the flight that did.
                     _ => refused = Some(stored),
                 },
-                Ok(Looked::Locked) => {
-                    return self.lead(&keys, &token, fallback, upstream).await;
+                Ok(Looked::Acquired) => {
+                    return self.lead(&keys, fallback, upstream).await;
                 }
                 Ok(Looked::Busy(flight)) => {
                     self.waited.fetch_add(1, Ordering::Relaxed);
-                    return self.wait(keys, token, flight, events, fallback, upstream).await;
+                    return self.wait(keys, flight, events, fallback, upstream).await;
                 }
             }
         }
@@ -221,13 +219,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         Err(E::internal())
     }
 
-    async fn lead<Fut>(
-        &self,
-        keys: &Keys,
-        token: &Token,
-        fallback: Key,
-        upstream: Fut,
-    ) -> Result<Answer<V>, E>
+    async fn lead<Fut>(&self, keys: &Keys, fallback: Key, upstream: Fut) -> Result<Answer<V>, E>
     where
         Fut: Future<Output = Result<V, E>>,
     {
@@ -241,21 +233,19 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
                     self.fallback.invalidate(&fallback).await;
                 }
                 // Kept while this flight's waiters may still re-read it.
-                (keys.seal_error(&self.keys, token, error), keys.lock_ttl)
+                (keys.seal_error(&self.keys, error), keys.lock.lease())
             }
         };
-        if keys.finish(&self.redis, token, &stored, keep).await.is_err() {
+        if keys.finish(&self.redis, &stored, keep).await.is_err() {
             // The caller still gets its answer; waiters elsewhere fall back on their own.
             self.redis.fell_back();
         }
         result.map(|value| Answer { value, age: Duration::ZERO, source: Source::Upstream })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn wait<Fut>(
         &self,
         keys: Keys,
-        token: Token,
         mut flight: Vec<u8>,
         mut events: tokio::sync::broadcast::Receiver<bytes::Bytes>,
         fallback: Key,
@@ -266,7 +256,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
     {
         // The running leader answers or its lock expires within `lock_ttl`; after that a
         // re-read takes the lock. This bound only stops a wait that somehow outlives both.
-        let deadline = tokio::time::Instant::now() + 2 * keys.lock_ttl;
+        let deadline = tokio::time::Instant::now() + 2 * keys.lock.lease();
         let mut listening = true;
         // A record the last look refused: looked at again at once, and deleted if still there.
         let mut refused: Option<Vec<u8>> = None;
@@ -293,7 +283,7 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
             } else if tokio::time::Instant::now() >= deadline {
                 return Err(E::timed_out());
             }
-            let looked = keys.get_or_lock(&self.redis, &token, Some(&flight), refused.as_deref()).await;
+            let looked = keys.get_or_lock(&self.redis, Some(&flight), refused.as_deref()).await;
             refused = None;
             match looked {
                 Err(Unavailable) => return self.fall_back(fallback, upstream).await,
@@ -301,11 +291,11 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
                     Some(outcome) => return self.answer_waiter(outcome),
                     None => refused = Some(stored),
                 },
-                Ok(Looked::Locked) => {
+                Ok(Looked::Acquired) => {
                     tracing::info!(
                         "state: a refresh's leader did not finish in time; this replica takes over"
                     );
-                    return self.lead(&keys, &token, fallback, upstream).await;
+                    return self.lead(&keys, fallback, upstream).await;
                 }
                 Ok(Looked::Busy(current)) => flight = current,
             }
@@ -321,16 +311,16 @@ impl<V: Refreshed + Portable, E: SharedFailure> Inner<V, E> {
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         self.redis.fell_back();
-        let held = async move { upstream.await.map(Held) };
+        let held = async move { upstream.await.map(FallbackAnswer) };
         let served = self.fallback.serve(fallback, move || held).await?;
         Ok(Answer { value: served.value.0, age: served.age, source: served.source })
     }
 }
 
 /// Shows configuration and counters only.
-impl<V: Refreshed + Portable, E: SharedFailure> std::fmt::Debug for SharedRefresh<V, E> {
+impl<V: Refreshed + Portable, E: PortableFailure> std::fmt::Debug for RedisRefresh<V, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedRefresh")
+        f.debug_struct("RedisRefresh")
             .field("ttl", &self.inner.ttl)
             .field("redis", &self.inner.redis)
             .field("stats", &self.stats())
