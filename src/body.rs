@@ -34,14 +34,21 @@ pub(crate) fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> boo
     false
 }
 
+/// Why [`read_limited`] gave up.
 pub(crate) enum ReadError {
+    /// More than the limit arrived.
     TooLarge,
+    /// The body failed (a client gone mid-body, broken framing, an upstream cut off).
     Body,
 }
 
 /// Read a whole body, refusing more than `max` bytes (checked as frames arrive, so an oversized
-/// body is never buffered).
-pub(crate) async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, ReadError> {
+/// body is never buffered). The one body-reading loop: request bodies of both token routes and
+/// the legacy-fields lookup's answers.
+pub(crate) async fn read_limited<B>(mut body: B, max: usize) -> Result<Bytes, ReadError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| ReadError::Body)?;

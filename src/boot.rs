@@ -10,8 +10,8 @@ use crate::admin;
 use crate::app::App;
 use crate::config::ValidConfig;
 use crate::ops::telemetry;
-use crate::runtime::Runtime;
 use crate::server::{self, Running};
+use crate::snapshot::Snapshot;
 
 /// A started oauth-shim: its listeners, and the shutdown signals it waits for.
 pub(crate) struct Started {
@@ -27,9 +27,9 @@ pub(crate) async fn start(config: ValidConfig, path: PathBuf) -> Result<Started,
     for warning in &config.warnings {
         tracing::warn!(config = %path.display(), "{warning}");
     }
-    let runtime = Runtime::new(config).map_err(|e| e.0)?;
-    let app = App::new(runtime);
-    app.shared().ops.reload.set_source(path);
+    let snapshot = Snapshot::new(config).map_err(|e| e.0)?;
+    let app = App::new(snapshot);
+    app.state().ops.reload.set_source(path);
     admin::reload::spawn_sighup(app.clone());
     admin::reload::spawn_watcher(app.clone());
     let running = server::start(app.clone()).await.map_err(|e| e.to_string())?;
@@ -37,7 +37,7 @@ pub(crate) async fn start(config: ValidConfig, path: PathBuf) -> Result<Started,
     tracing::info!(
         proxy = %running.proxy_addr,
         admin = %admin,
-        clients = app.runtime().config.clients.len(),
+        clients = app.snapshot().config.clients.len(),
         version = env!("CARGO_PKG_VERSION"),
         "oauth-shim listening"
     );

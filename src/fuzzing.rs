@@ -1,5 +1,5 @@
 //! Entry points for the fuzz targets in `fuzz/` and for the corpus replay test
-//! (`tests/fuzz_corpus.rs`), which runs every saved input through the same functions on stable.
+//! (`tests/it/fuzz_corpus.rs`), which runs every saved input through the same functions on stable.
 //! Not part of the API: each takes raw bytes, checks the invariants of one parser, and panics
 //! when one breaks. None may hang, and none may panic on any input for another reason.
 

@@ -7,22 +7,24 @@
 //!   request to
 //! - [`app`], the one entry point: it gives the request its id (`request_id`), applies the front
 //!   door, selects the `provider` by `Host`, and runs one of the `routes` with the state they
-//!   share (`services::Shared`, holding the [`runtime::Runtime`] in force):
-//!   - `/oauth/access_token` → `routes::token`: [`legacy`] collects the parameters and builds
+//!   share (`app_state::State`, holding the [`snapshot::Snapshot`] in force):
+//!   - `/oauth/access_token` → `routes::legacy_token`: [`legacy`] collects the parameters and builds
 //!     the v2 form, [`oauth`] makes the token call (refreshes go through [`refresh`], in this
 //!     process or shared by replicas through [`redis`]), a legacy answer lacking legacy fields is
 //!     filled by the provider's `lookup`, and [`legacy`] renders the legacy answer;
 //!   - `/oauth/authorize` → `routes::authorize`: a redirect to the provider's v2 authorize URL;
-//!   - a `POST` to the provider's token path → `routes::v2token`: a v2 call with a JSON body or
+//!   - a `POST` to the provider's token path → `routes::v2_token`: a v2 call with a JSON body or
 //!     body credentials is normalised, one already correct is forwarded unchanged;
 //!   - everything else → `routes::forward`: streamed pass-through to the API base; a request
 //!     carrying a token oauth-shim minted (told by its prefix alone, in an `Authorization`
 //!     value or the query) goes to `routes::continuity` when it is `Bearer osh_at_…`, which
 //!     swaps in the session's current v2 token (`continuity`), and is refused otherwise.
 //! - Routes return their errors; the app's rescue (`app::rescue`) is the one place an error
-//!   ([`error::ShimError`], with its cause) becomes a response and is logged.
-//! - Upstream calls go through `upstream`: per provider, one pool for pass-through and one for
-//!   token calls, the small HTTP/1 client, and the classification of a failure.
+//!   ([`error::ShimError`], with its cause) becomes a response and is logged (the admin
+//!   listener's routes send theirs there too).
+//! - Upstream calls go through `upstream`: per provider, an API client for pass-through and a
+//!   token client for token calls (each an `upstream::Upstream` over its own pool), the small
+//!   HTTP/1 client, and the classification of a failure.
 //! - After the answer, the app writes the access line and the metrics ([`ops`]).
 //!
 //! Around it: [`config`] (typed, validated once), [`admin`] (the admin listener: health and
@@ -45,10 +47,10 @@
 //! server                       listeners, accept loop, drain
 //! admin                        the admin listener's routes, reload
 //! app                          entry point, front door, rescue, access line
-//! routes                       token, authorize, v2token, refresh, forward, continuity
-//! services                     what requests share: flights, Redis, counters, continuity
+//! routes                       legacy_token, authorize, v2_token, refresh, forward, continuity
+//! app_state                    the app's State, what requests share: flights, Redis, counters, continuity
 //! continuity                   minted tokens and their sessions
-//! runtime                      the config in force and its providers
+//! snapshot                     the config snapshot in force and its providers
 //! provider                     endpoints, clients, pools, selected by Host
 //! lookup                       the legacy-fields lookup
 //! ops                          metrics, migration report, reload status, telemetry
@@ -71,6 +73,7 @@
 
 pub mod admin;
 pub mod app;
+mod app_state;
 mod body;
 mod boot;
 pub mod cli;
@@ -93,7 +96,6 @@ mod redis;
 pub mod refresh;
 mod request_id;
 mod routes;
-pub mod runtime;
 pub mod server;
-mod services;
+pub mod snapshot;
 mod upstream;

@@ -15,7 +15,6 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, Method, Request, Uri};
-use http_body_util::BodyExt;
 use moka::Expiry;
 use moka::future::Cache;
 use rand::RngCore;
@@ -23,9 +22,10 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::config::{ConfigError, LegacyFieldsConfig};
-use crate::oauth::{HttpClient, Secret};
+use crate::oauth::Secret;
 use crate::oauth::{LEGACY_FIELDS, V2Token};
 use crate::ops::metrics::LookupCounters;
+use crate::upstream::Upstream;
 
 /// How long a lookup answer is kept when the token states no lifetime.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -120,7 +120,7 @@ impl Lookup {
     /// `deadline`); `token` unchanged if the lookup fails.
     pub async fn fill(
         &self,
-        pool: &HttpClient,
+        client: &Upstream,
         token: &V2Token,
         deadline: tokio::time::Instant,
         max_bytes: usize,
@@ -132,7 +132,7 @@ impl Lookup {
             return token.with_legacy_fields(&found.values);
         }
         let fetched =
-            tokio::time::timeout_at(deadline, self.fetch(pool, token.access_token(), max_bytes)).await;
+            tokio::time::timeout_at(deadline, self.fetch(client, token.access_token(), max_bytes)).await;
         let why = match fetched {
             Ok(Ok(doc)) => {
                 let values = self.extract(&doc);
@@ -153,7 +153,7 @@ impl Lookup {
 
     async fn fetch(
         &self,
-        pool: &HttpClient,
+        client: &Upstream,
         access_token: &Secret,
         max: usize,
     ) -> Result<Value, &'static str> {
@@ -165,26 +165,17 @@ impl Lookup {
         bearer.set_sensitive(true);
         req.headers_mut().insert(AUTHORIZATION, bearer);
         req.headers_mut().insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let resp = pool.request_full(req).await.map_err(|e| {
+        let resp = client.request_full(req).await.map_err(|e| {
             tracing::debug!(error = %e, "legacy fields lookup could not reach the upstream");
             "the lookup URL could not be reached"
         })?;
         if !resp.status().is_success() {
             return Err("the lookup URL answered with an error status");
         }
-        // Frame by frame (not `Limited::collect`, which the legacy token call keeps inlined as
-        // its one user).
-        let mut body = resp.into_body();
-        let mut buf = bytes::BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| "the lookup answer could not be read")?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > max {
-                    return Err("the lookup answer is too large");
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
+        let buf = crate::body::read_limited(resp.into_body(), max).await.map_err(|e| match e {
+            crate::body::ReadError::TooLarge => "the lookup answer is too large",
+            crate::body::ReadError::Body => "the lookup answer could not be read",
+        })?;
         serde_json::from_slice(&buf).map_err(|_| "the lookup answer is not JSON")
     }
 

@@ -45,8 +45,8 @@ impl Refused {
 
 /// `Ok` when the request may go on to its route, else why not.
 pub(super) fn check<B>(app: &App, req: &Request<B>, at: Arrival) -> Result<(), Refused> {
-    let rt = app.runtime();
-    let admin = &rt.config.admin;
+    let snapshot = app.snapshot();
+    let admin = &snapshot.config.admin;
     let path = req.uri().path();
     // Probes are answered whatever their Host: they reveal nothing, and a probe that stops
     // working takes the pod out of service (kubelet, load balancers behind NAT).

@@ -17,8 +17,8 @@ pub(crate) async fn handle<B>(app: &App, req: Request<B>, at: Arrival) -> Respon
     if let Some(resp) = super::routes::route(app, &req) {
         return resp;
     }
-    if let Some(resp) = super::sessions::route(app, &req).await {
-        return resp;
+    if let Some(answer) = super::sessions::route(app, &req).await {
+        return answer.unwrap_or_else(crate::app::rescue_admin);
     }
     let (status, text) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n"),
@@ -26,7 +26,7 @@ pub(crate) async fn handle<B>(app: &App, req: Request<B>, at: Arrival) -> Respon
         // Redis being down does not make a replica unready: it serves from in-process state
         // (docs/deployment.md#when-redis-fails), and taking every replica out of the load balancer
         // would turn a Redis outage into a full one.
-        (&Method::GET, "/readyz") if app.shared().redis.as_ref().is_some_and(|r| !r.is_up()) => {
+        (&Method::GET, "/readyz") if app.state().redis.as_ref().is_some_and(|r| !r.is_up()) => {
             (StatusCode::OK, "ready, degraded: redis unavailable, refreshes use in-process state\n")
         }
         (&Method::GET, "/readyz") => (StatusCode::OK, "ready\n"),

@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::ops::migration::rfc3339;
 use crate::ops::reload::{Attempt, ReloadStatus, fingerprint, lock};
-use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 
 /// Why a reload did not apply.
 #[derive(Debug)]
@@ -23,16 +23,16 @@ pub enum ReloadError {
 
 /// Reload now. Blocking file I/O (a small file); safe to call from async code.
 pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadError> {
-    let state = &app.shared().ops.reload;
-    let Some(path) = state.source() else { return Err(ReloadError::NoSource) };
-    let _one_at_a_time = lock(&state.serial);
-    let old = app.runtime();
-    let loaded = Config::load(path).and_then(|config| Runtime::reloaded(config, &old));
+    let reloads = &app.state().ops.reload;
+    let Some(path) = reloads.source() else { return Err(ReloadError::NoSource) };
+    let _one_at_a_time = lock(&reloads.serial);
+    let old = app.snapshot();
+    let loaded = Config::load(path).and_then(|config| Snapshot::reloaded(config, &old));
     // What the watcher compares against next: the files of the config now in force.
     let in_force = loaded.as_ref().map_or(&old.config, |new| &new.config);
-    *lock(&state.fingerprint) = fingerprint(path, in_force);
-    let metrics = &app.shared().ops.metrics;
-    let mut status = lock(&state.status);
+    *lock(&reloads.fingerprint) = fingerprint(path, in_force);
+    let metrics = &app.state().ops.metrics;
+    let mut status = lock(&reloads.status);
     let at = rfc3339(SystemTime::now());
     match loaded {
         Err(e) => {
@@ -71,7 +71,7 @@ pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadEr
                 tracing::info!(trigger, "admin token changed");
             }
             let clients = new.config.clients.len();
-            app.swap_runtime(new);
+            app.swap_snapshot(new);
             status.generation += 1;
             status.loaded_at = at.clone();
             status.last_attempt = Some(Attempt {
@@ -189,20 +189,20 @@ pub(crate) fn spawn_sighup(app: App) {
 pub fn spawn_watcher(app: App) {
     tokio::spawn(async move {
         loop {
-            let cfg = app.runtime().config.reload.clone();
+            let cfg = app.snapshot().config.reload.clone();
             tokio::time::sleep(cfg.watch_interval).await;
             if !cfg.watch {
                 continue;
             }
-            let state = &app.shared().ops.reload;
-            let Some(path) = state.source() else { return };
+            let reloads = &app.state().ops.reload;
+            let Some(path) = reloads.source() else { return };
             let path = path.to_path_buf();
-            let rt = app.runtime();
-            let now = match tokio::task::spawn_blocking(move || fingerprint(&path, &rt.config)).await {
+            let snapshot = app.snapshot();
+            let now = match tokio::task::spawn_blocking(move || fingerprint(&path, &snapshot.config)).await {
                 Ok(Some(fp)) => fp,
                 _ => continue,
             };
-            if *lock(&state.fingerprint) == Some(now) {
+            if *lock(&reloads.fingerprint) == Some(now) {
                 continue;
             }
             let app2 = app.clone();

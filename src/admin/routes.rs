@@ -9,24 +9,25 @@ use http::{Method, Request, Response, StatusCode};
 use super::reload::{ReloadError, reload};
 use crate::app::App;
 use crate::body::{self, Body};
+use crate::error::ShimError;
 use crate::ops::metrics;
 
 /// The admin listener's operational routes; `None` for paths it does not own.
 pub(super) fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
-    let ops = &app.shared().ops;
+    let ops = &app.state().ops;
     let method = req.method();
     Some(match req.uri().path() {
         "/metrics" if method == Method::GET => {
-            let stats = app.shared().refresh.stats();
+            let stats = app.state().refresh.stats();
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
             let format = metrics::Format::from_accept(accept);
-            let state = app.shared().redis.as_ref().map(|r| r.stats());
-            let text = ops.metrics.render(stats, state, format);
+            let redis = app.state().redis.as_ref().map(|r| r.stats());
+            let text = ops.metrics.render(stats, redis, format);
             respond(StatusCode::OK, format.content_type(), text.into())
         }
         "/migration" if method == Method::GET => {
-            let rt = app.runtime();
-            let mut report = ops.migration.report(&rt.config);
+            let snapshot = app.snapshot();
+            let mut report = ops.migration.report(&snapshot.config);
             report.reload = serde_json::to_value(ops.reload.status()).ok();
             json(StatusCode::OK, &report)
         }
@@ -34,9 +35,11 @@ pub(super) fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
         "/reload" if method == Method::POST => match reload(app, "admin") {
             Ok(status) => json(StatusCode::OK, &status),
             Err(ReloadError::Invalid(status)) => json(StatusCode::UNPROCESSABLE_ENTITY, &*status),
-            Err(ReloadError::NoSource) => json(
-                StatusCode::CONFLICT,
-                &serde_json::json!({"error": "this process was not started from a config file; nothing to reload"}),
+            Err(ReloadError::NoSource) => crate::app::rescue_admin(
+                ShimError::invalid_request(
+                    "this process was not started from a config file; nothing to reload",
+                )
+                .status(StatusCode::CONFLICT),
             ),
         },
         "/metrics" | "/migration" | "/reload" => {

@@ -7,20 +7,21 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, Uri};
 
-use super::rescue::{Handler, rescue};
+use super::front_door::Route;
+use super::rescue::rescue;
+use crate::app_state::State;
 use crate::body::Body;
 use crate::error::ShimError;
 use crate::ops::metrics::GaugeGuard;
-use crate::routes::Outcome;
-use crate::runtime::Runtime;
-use crate::services::Shared;
+use crate::routes::Summary;
+use crate::snapshot::Snapshot;
 
 /// What a request's log line and metrics need once it has been answered; holds the in-flight
 /// gauge up until then.
 pub(super) struct Done {
     pub(super) started: Instant,
-    pub(super) shared: Arc<Shared>,
-    pub(super) rt: Arc<Runtime>,
+    pub(super) state: Arc<State>,
+    pub(super) snapshot: Arc<Snapshot>,
     /// The index of the provider the request selected.
     pub(super) provider: usize,
     pub(super) method: http::Method,
@@ -58,27 +59,26 @@ impl Done {
     /// rescue first.
     pub(super) fn finish(
         self,
-        handler: Handler,
-        mut outcome: Outcome,
+        route: Route,
+        mut summary: Summary,
         answer: Result<Response<Body>, ShimError>,
     ) -> Response<Body> {
-        let ops = &self.shared.ops;
-        let route = handler.route();
+        let ops = &self.state.ops;
         let mut resp = match answer {
             Ok(resp) => resp,
-            Err(e) => rescue(e, handler, ops, &mut outcome),
+            Err(e) => rescue(e, route, ops, &mut summary),
         };
-        let rt = &self.rt;
+        let snapshot = &self.snapshot;
         let status = resp.status();
         let elapsed = self.started.elapsed();
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        let client = outcome.client.take();
-        let provider = rt.provider(self.provider);
+        let client = summary.client.take();
+        let provider = snapshot.provider(self.provider);
         let client_label = crate::ops::client_label(client.as_deref());
-        let result = outcome.detail.unwrap_or(if status.as_u16() < 400 { "ok" } else { "error" });
+        let result = summary.detail.unwrap_or(if status.as_u16() < 400 { "ok" } else { "error" });
         ops.metrics.request(route.as_str(), &provider.name, client_label, result, status.as_u16());
-        ops.metrics.request_duration(route as usize, status.as_u16(), elapsed);
-        match (outcome.upstream_latency, outcome.upstream_status) {
+        ops.metrics.request_duration(route.index(), status.as_u16(), elapsed);
+        match (summary.upstream_latency, summary.upstream_status) {
             (Some(took), _) => ops.metrics.upstream_latency("token", took),
             (None, Some(_)) => ops.metrics.upstream_latency("pass", elapsed),
             (None, None) => {}
@@ -96,8 +96,8 @@ impl Done {
                 provider = &*provider.name,
                 client = client.as_deref().unwrap_or("-"),
                 status = status.as_u16(),
-                upstream_status = outcome.upstream_status.map(|s| s.as_u16()),
-                detail = outcome.detail,
+                upstream_status = summary.upstream_status.map(|s| s.as_u16()),
+                detail = summary.detail,
                 latency_ms = (latency_ms * 1000.0).round() / 1000.0,
                 bytes_in = access.bytes_in,
                 bytes_out = http_body::Body::size_hint(resp.body()).exact(),

@@ -17,59 +17,54 @@ use http_body_util::BodyExt;
 use super::access::{Access, Done};
 use super::front_door::{Route, front_door};
 use super::future::Passing;
-use super::rescue::{Handler, wants_html};
+use crate::app_state::State;
 use crate::body::{Body, BoxError};
 use crate::continuity::minted::{self, Carried};
 use crate::error::ShimError;
-use crate::routes::{Outcome, authorize, continuity, forward, token, v2token};
-use crate::runtime::Runtime;
-use crate::services::Shared;
+use crate::routes::{Summary, authorize, continuity, forward, legacy_token, v2_token};
+use crate::snapshot::Snapshot;
 
 /// Cheap to clone; every connection holds one.
 #[derive(Clone)]
 pub struct App {
-    shared: Arc<Shared>,
+    state: Arc<State>,
 }
 
 impl App {
-    pub fn new(runtime: Runtime) -> Self {
-        Self { shared: Arc::new(Shared::new(runtime)) }
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self { state: Arc::new(State::new(snapshot)) }
     }
 
-    pub fn shared(&self) -> &Shared {
-        &self.shared
+    pub fn state(&self) -> &State {
+        &self.state
     }
 
     /// The config in force now.
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.shared.runtime()
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.snapshot()
     }
 
-    /// Swap in a new validated config (built by [`Runtime::reloaded`] from the one in force)
+    /// Swap in a new validated config (built by [`Snapshot::reloaded`] from the one in force)
     /// for new requests; in-flight ones finish on the old one. The pools providers kept are
     /// reconfigured to the new `[upstream]` settings.
-    pub fn swap_runtime(&self, runtime: Runtime) {
-        let old = self.shared.swap_runtime(runtime);
-        let new = self.shared.runtime();
+    pub fn swap_snapshot(&self, snapshot: Snapshot) {
+        let old = self.state.swap_snapshot(snapshot);
+        let new = self.state.snapshot();
         for p in &new.providers {
             if old.providers.iter().any(|o| o.name == p.name) {
-                for pool in [&p.pool, &p.token_pool] {
-                    crate::provider::reconfigure_http_client(
-                        pool,
-                        &old.config.upstream,
-                        &new.config.upstream,
-                    );
+                for client in [&p.api_client, &p.token_client] {
+                    crate::provider::reconfigure_client(client, &old.config.upstream, &new.config.upstream);
                 }
             }
         }
     }
 
     pub(crate) fn set_draining(&self) {
-        self.shared.set_draining();
+        self.state.set_draining();
     }
 
     pub fn is_draining(&self) -> bool {
-        self.shared.is_draining()
+        self.state.is_draining()
     }
 
     /// Handle one request from `peer`. The front-door checks and routing run now; the returned
@@ -81,55 +76,57 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        let rt = self.runtime();
+        let snapshot = self.snapshot();
         let request_id = crate::request_id::ensure(req.headers_mut());
         // What only the access line needs is taken only when it is written.
         let access = tracing::enabled!(target: "oauth_shim::access", tracing::Level::INFO)
             .then(|| Box::new(Access::of(&req, peer)));
         // One reading of the host, for provider selection and the front door alike.
         let (provider, host) = match super::host::read(&req) {
-            Ok(host) => (rt.select(host), Ok(())),
+            Ok(host) => (snapshot.select(host), Ok(())),
             Err(why) => (0, Err(ShimError::invalid_request(why))),
         };
         let done = Done {
             started: Instant::now(),
-            shared: Arc::clone(&self.shared),
+            state: Arc::clone(&self.state),
             provider,
-            rt,
+            snapshot,
             method: req.method().clone(),
             request_id,
             access,
-            _in_flight: self.shared.ops.metrics.in_flight(),
+            _in_flight: self.state.ops.metrics.in_flight(),
         };
-        let route = match host.and_then(|()| front_door(&req, &done.rt, done.provider)) {
+        let route = match host.and_then(|()| front_door(&req, &done.snapshot, done.provider)) {
             Ok(route) => route,
             Err(e) => {
                 // The body was not read, so on HTTP/1 where the next request starts is unknown.
                 let e = if req.version() < http::Version::HTTP_2 { e.closing() } else { e };
-                let resp = done.finish(Handler::FrontDoor, Outcome::default(), Err(e));
+                let resp = done.finish(Route::Rejected, Summary::default(), Err(e));
                 return Box::pin(std::future::ready(resp));
             }
         };
         let req = req.map(into_body);
         match route {
-            Route::Token => Box::pin(async move {
-                let mut outcome = Outcome::default();
+            Route::LegacyToken => Box::pin(async move {
+                let mut summary = Summary::default();
                 let answer =
-                    token::handle(&done.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
-                done.finish(Handler::Token, outcome, answer)
+                    legacy_token::handle(&done.state, &done.snapshot, done.provider, req, peer, &mut summary)
+                        .await;
+                done.finish(Route::LegacyToken, summary, answer)
             }),
-            Route::Authorize => Box::pin(async move {
-                let page = wants_html(&req);
-                let mut outcome = Outcome::default();
+            Route::Authorize { .. } => Box::pin(async move {
+                let mut summary = Summary::default();
                 let answer =
-                    authorize::handle(&done.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
-                done.finish(Handler::Authorize { page }, outcome, answer)
+                    authorize::handle(&done.state, &done.snapshot, done.provider, req, peer, &mut summary)
+                        .await;
+                done.finish(route, summary, answer)
             }),
             Route::V2Token => Box::pin(async move {
-                let mut outcome = Outcome::default();
+                let mut summary = Summary::default();
                 let answer =
-                    v2token::handle(&done.shared, &done.rt, done.provider, req, peer, &mut outcome).await;
-                done.finish(Handler::V2Token, outcome, answer)
+                    v2_token::handle(&done.state, &done.snapshot, done.provider, req, peer, &mut summary)
+                        .await;
+                done.finish(Route::V2Token, summary, answer)
             }),
             _ => {
                 // A minted token is recognised by its prefix alone, before any lookup; every
@@ -138,13 +135,13 @@ impl App {
                 if carried != Carried::Nowhere {
                     return minted_token(done, req, peer, carried);
                 }
-                let mut outcome = Outcome::default();
-                let provider = done.rt.provider(done.provider);
+                let mut summary = Summary::default();
+                let provider = done.snapshot.provider(done.provider);
                 if req.uri().path().starts_with("/oauth/v2/") {
-                    outcome.client = v2token::record_v2_native(&self.shared.ops, provider, req.headers());
+                    summary.client = v2_token::record_v2_native(&self.state.ops, provider, req.headers());
                 }
-                let forwarded = forward::start(provider, &done.rt, req, peer);
-                Box::pin(Passing { forwarded, done: Some(done), outcome })
+                let forwarded = forward::start(provider, &done.snapshot, req, peer);
+                Box::pin(Passing { forwarded, done: Some(done), summary })
             }
         }
     }
@@ -155,18 +152,18 @@ impl App {
 /// `invalid_token` otherwise. Either way the minted token is not sent upstream.
 #[cold]
 fn minted_token(done: Done, req: Request<Body>, peer: SocketAddr, carried: Carried) -> Handling {
-    if carried == Carried::Bearer && done.rt.continuity {
+    if carried == Carried::Bearer && done.snapshot.continuity {
         return Box::pin(async move {
-            let mut outcome = Outcome::default();
-            let answer = continuity::forward(&done.shared, &done.rt, req, peer, &mut outcome).await;
-            done.finish(Handler::Continuity, outcome, answer)
+            let mut summary = Summary::default();
+            let answer = continuity::forward(&done.state, &done.snapshot, req, peer, &mut summary).await;
+            done.finish(Route::Continuity, summary, answer)
         });
     }
     let e = crate::continuity::invalid_token();
     // The body is not read, so on HTTP/1 where the next request starts is unknown.
     let e =
         if req.version() < http::Version::HTTP_2 && !req.body().is_end_stream() { e.closing() } else { e };
-    Box::pin(std::future::ready(done.finish(Handler::Continuity, Outcome::default(), Err(e))))
+    Box::pin(std::future::ready(done.finish(Route::Continuity, Summary::default(), Err(e))))
 }
 
 /// A request's handling, boxed once.
@@ -201,7 +198,7 @@ mod tests {
         config.provider.authorize_url = Some("http://127.0.0.1:9/oauth/v2/authorize".into());
         config.clients =
             vec![ClientConfig { id: "c".into(), secret: Some(Secret::new("s")), ..Default::default() }];
-        App::new(Runtime::new(config.validated().expect("a valid config")).expect("a valid config"))
+        App::new(Snapshot::new(config.validated().expect("a valid config")).expect("a valid config"))
     }
 
     fn handling(app: &App, method: http::Method, uri: &str) -> Handling {

@@ -4,28 +4,49 @@
 use http::{Method, Request, StatusCode, Uri};
 
 use crate::error::ShimError;
-use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 
-/// Which handler served a request (logs, metrics). The discriminants index
-/// `ops::metrics::ROUTES`.
+/// Which route a request took: the one label of a request in the access line, the metrics
+/// and the rescue. The front door chooses it from the head; a request it refuses is
+/// [`Route::Rejected`], and a pass-through request carrying a minted token becomes
+/// [`Route::Continuity`] in the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
-    Token,
-    Authorize,
-    PassThrough,
-    Rejected,
+    /// `/oauth/access_token`: the legacy token route.
+    LegacyToken,
+    /// `/oauth/authorize`. `page`: the caller asked for HTML (a browser), so its errors are a
+    /// page, never a redirect.
+    Authorize { page: bool },
     /// A `POST` to the selected provider's token path: a v2 token call.
     V2Token,
+    /// Everything else: streamed to the API base.
+    PassThrough,
+    /// A pass-through call with a minted token (token continuity); counted as pass-through.
+    Continuity,
+    /// Refused by the front door, before any route.
+    Rejected,
 }
 
 impl Route {
+    /// Its label in the metrics and the access line (`ops::metrics::ROUTES`).
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Self::Token => "token",
-            Self::Authorize => "authorize",
+            Self::LegacyToken => "token",
+            Self::Authorize { .. } => "authorize",
             Self::V2Token => "v2_token",
-            Self::PassThrough => "pass",
+            Self::PassThrough | Self::Continuity => "pass",
             Self::Rejected => "rejected",
+        }
+    }
+
+    /// Its label's index in `ops::metrics::ROUTES`.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::LegacyToken => 0,
+            Self::Authorize { .. } => 1,
+            Self::PassThrough | Self::Continuity => 2,
+            Self::Rejected => 3,
+            Self::V2Token => 4,
         }
     }
 }
@@ -37,8 +58,12 @@ impl Route {
 /// read as chunked, the connection closed after the answer), so that pair never reaches here:
 /// hyper keeps no public trace of the dropped length (its header-case and header-order
 /// extensions are crate-private), so it cannot be refused with a 400 here.
-pub(super) fn front_door<B>(req: &Request<B>, rt: &Runtime, provider: usize) -> Result<Route, ShimError> {
-    let server = &rt.config.server;
+pub(super) fn front_door<B>(
+    req: &Request<B>,
+    snapshot: &Snapshot,
+    provider: usize,
+) -> Result<Route, ShimError> {
+    let server = &snapshot.config.server;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > server.max_uri_bytes {
         return Err(ShimError::invalid_request("request URI too long").status(StatusCode::URI_TOO_LONG));
@@ -47,14 +72,24 @@ pub(super) fn front_door<B>(req: &Request<B>, rt: &Runtime, provider: usize) -> 
     check_target(req.method(), req.uri(), path)?;
     check_transfer_coding(req.headers())?;
     Ok(match path {
-        "/oauth/access_token" => Route::Token,
-        "/oauth/authorize" => Route::Authorize,
-        path if req.method() == Method::POST && path == rt.provider(provider).token_path => Route::V2Token,
+        "/oauth/access_token" => Route::LegacyToken,
+        "/oauth/authorize" => Route::Authorize { page: wants_html(req) },
+        path if req.method() == Method::POST && path == snapshot.provider(provider).token_path => {
+            Route::V2Token
+        }
         path if has_dot_segment(path) => {
             return Err(ShimError::invalid_request("the path has a dot segment (. or ..)"));
         }
         _ => Route::PassThrough,
     })
+}
+
+/// Whether a request asks for HTML (a browser on the authorize step).
+fn wants_html<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
 }
 
 /// Whether a path has a `.` or `..` segment, so that it could climb out of the API base's
@@ -187,9 +222,47 @@ mod tests {
     }
 
     #[test]
-    fn route_discriminants_index_the_metric_labels() {
-        for route in [Route::Token, Route::Authorize, Route::PassThrough, Route::Rejected] {
-            assert_eq!(crate::ops::metrics::ROUTES[route as usize], route.as_str());
+    fn every_route_indexes_its_metric_label() {
+        let all = [
+            Route::LegacyToken,
+            Route::Authorize { page: false },
+            Route::Authorize { page: true },
+            Route::V2Token,
+            Route::PassThrough,
+            Route::Continuity,
+            Route::Rejected,
+        ];
+        for route in all {
+            assert_eq!(crate::ops::metrics::ROUTES[route.index()], route.as_str(), "{route:?}");
+        }
+        let labels: std::collections::BTreeSet<_> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), crate::ops::metrics::ROUTES.len(), "every label has a route");
+    }
+
+    #[test]
+    fn the_front_door_chooses_each_route_or_refuses() {
+        let mut config = crate::config::Config::default();
+        config.provider.api_base = Some("http://127.0.0.1:9".into());
+        config.provider.token_url = Some("http://127.0.0.1:9/oauth/v2/token".into());
+        config.provider.authorize_url = Some("http://127.0.0.1:9/oauth/v2/authorize".into());
+        let snapshot = Snapshot::new(config.validated().expect("a valid config")).expect("a valid config");
+        let route = |method: &str, uri: &str, accept: &str| {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(http::header::ACCEPT, accept)
+                .body(())
+                .unwrap();
+            front_door(&req, &snapshot, 0)
+        };
+        assert_eq!(route("GET", "/oauth/access_token?x=1", "*/*").ok(), Some(Route::LegacyToken));
+        assert_eq!(route("GET", "/oauth/authorize", "*/*").ok(), Some(Route::Authorize { page: false }));
+        assert_eq!(route("GET", "/oauth/authorize", "text/html").ok(), Some(Route::Authorize { page: true }));
+        assert_eq!(route("POST", "/oauth/v2/token", "*/*").ok(), Some(Route::V2Token));
+        assert_eq!(route("GET", "/oauth/v2/token", "*/*").ok(), Some(Route::PassThrough));
+        assert_eq!(route("GET", "/G2W/rest/v2/organizers", "*/*").ok(), Some(Route::PassThrough));
+        for (method, uri) in [("GET", "/a/../admin"), ("CONNECT", "/")] {
+            assert!(route(method, uri, "*/*").is_err(), "{method} {uri} is refused");
         }
     }
 }

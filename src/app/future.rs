@@ -10,9 +10,9 @@ use std::task::{Context, Poll};
 use http::Response;
 
 use super::access::Done;
-use super::rescue::Handler;
+use super::front_door::Route;
 use crate::body::Body;
-use crate::routes::Outcome;
+use crate::routes::Summary;
 use crate::routes::{Forwarded, Refused};
 
 pin_project_lite::pin_project! {
@@ -21,7 +21,7 @@ pin_project_lite::pin_project! {
         #[pin]
         pub(super) forwarded: F,
         pub(super) done: Option<Done>,
-        pub(super) outcome: Outcome,
+        pub(super) summary: Summary,
     }
 }
 
@@ -36,10 +36,10 @@ impl<F: Future<Output = Result<Forwarded, Refused>>> Future for Passing<F> {
             return Poll::Ready(Response::new(crate::body::empty()));
         };
         let answer = match forwarded {
-            Ok(forwarded) => Ok(forwarded.record(this.outcome)),
-            Err(refused) => Err(refused.at(&done.rt.provider(done.provider).api_base)),
+            Ok(forwarded) => Ok(forwarded.record(this.summary)),
+            Err(refused) => Err(refused.at(&done.snapshot.provider(done.provider).api_base)),
         };
-        let outcome = std::mem::take(this.outcome);
-        Poll::Ready(done.finish(Handler::Pass, outcome, answer))
+        let summary = std::mem::take(this.summary);
+        Poll::Ready(done.finish(Route::PassThrough, summary, answer))
     }
 }

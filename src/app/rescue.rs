@@ -1,62 +1,47 @@
-//! The rescue: the one place a route's error becomes a response. It classifies the error by
+//! The rescue: the one place an error becomes a response (a route's, or an admin route's through
+//! [`rescue_admin`]). It classifies the error by
 //! its source, logs it once with its cause, notes it for the access line and metrics, and
 //! renders it (JSON in both the RFC 6749 and the legacy shape; an HTML page for a browser on
 //! `/oauth/authorize`). Bodies carry fixed descriptions, never a cause, a token or a secret.
 
+use http::Response;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use http::{Request, Response};
 
 use super::front_door::Route;
 use crate::body::{self, Body};
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::ops::Ops;
-use crate::routes::Outcome;
+use crate::routes::Summary;
 use crate::routes::UpstreamFailure;
 
-/// Which handler failed, with what the rescue needs to know of its request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Handler {
-    /// Refused before routing.
-    FrontDoor,
-    Token,
-    /// `page`: the caller asked for HTML (a browser), so errors are a page, never a redirect.
-    Authorize {
-        page: bool,
-    },
-    V2Token,
-    Pass,
-    /// A pass-through call with a minted token (token continuity).
-    Continuity,
-}
-
-impl Handler {
-    /// The route the request is counted under.
-    pub(super) fn route(self) -> Route {
-        match self {
-            Self::FrontDoor => Route::Rejected,
-            Self::Token => Route::Token,
-            Self::Authorize { .. } => Route::Authorize,
-            Self::V2Token => Route::V2Token,
-            Self::Pass | Self::Continuity => Route::PassThrough,
-        }
-    }
-}
-
 /// Turn `e` into the answer, logging it once.
-pub(super) fn rescue(e: ShimError, handler: Handler, ops: &Ops, outcome: &mut Outcome) -> Response<Body> {
-    log(&e, handler, outcome.client.as_deref().unwrap_or("-"));
+pub(super) fn rescue(e: ShimError, route: Route, ops: &Ops, summary: &mut Summary) -> Response<Body> {
+    log(&e, route, summary.client.as_deref().unwrap_or("-"));
     // A refusal at the front door is counted as `error`: the request never reached a route.
-    if handler != Handler::FrontDoor {
-        outcome.detail = Some(e.code.as_str());
+    if route != Route::Rejected {
+        summary.detail = Some(e.code.as_str());
     }
-    if handler == Handler::Continuity && e.code == ErrorCode::InvalidToken {
-        outcome.detail = Some("continuity_invalid_token");
+    if route == Route::Continuity && e.code == ErrorCode::InvalidToken {
+        summary.detail = Some("continuity_invalid_token");
         ops.metrics.continuity_rejected();
     }
-    match handler {
-        Handler::Authorize { page: true } => error_page(&e),
+    match route {
+        Route::Authorize { page: true } => error_page(&e),
         _ => e.into_response(),
     }
+}
+
+/// Turn an admin route's error into its answer, logging it once: a failure on oauth-shim's
+/// side at WARN, a caller's mistake at DEBUG. The admin listener keeps no access line or
+/// request metrics, so there is nothing to note.
+pub(crate) fn rescue_admin(e: ShimError) -> Response<Body> {
+    let cause = e.cause.as_deref().map(tracing::field::display);
+    if e.status.is_server_error() {
+        tracing::warn!(error = %e, cause, "admin request failed");
+    } else {
+        tracing::debug!(error = %e, cause, "admin request refused");
+    }
+    e.into_response()
 }
 
 /// One log line per failed request, at a level by who is to act: an upstream that could not be
@@ -64,7 +49,7 @@ pub(super) fn rescue(e: ShimError, handler: Handler, ops: &Ops, outcome: &mut Ou
 /// business (WARN); a caller's own mistake or an upstream verdict on its grant is not (DEBUG).
 /// A failed token call is also logged where the upstream call is made, once for all the
 /// requests that shared it.
-fn log(e: &ShimError, handler: Handler, client: &str) {
+fn log(e: &ShimError, route: Route, client: &str) {
     if let Some(failure) = e.cause.as_deref().and_then(|c| c.downcast_ref::<UpstreamFailure>()) {
         tracing::warn!(
             upstream = %failure.upstream,
@@ -76,23 +61,15 @@ fn log(e: &ShimError, handler: Handler, client: &str) {
         return;
     }
     let cause = e.cause.as_deref().map(tracing::field::display);
-    match (handler, e.source, e.code) {
-        (Handler::Token, ErrorSource::Upstream, ErrorCode::InvalidClient) => {
+    match (route, e.source, e.code) {
+        (Route::LegacyToken, ErrorSource::Upstream, ErrorCode::InvalidClient) => {
             tracing::warn!(client, error = %e, "the upstream refused this client's credentials; check its secret");
         }
-        (Handler::V2Token, ErrorSource::Upstream, _) => {
+        (Route::V2Token, ErrorSource::Upstream, _) => {
             tracing::warn!(client, error = %e, "v2 token call failed upstream");
         }
-        _ => tracing::debug!(route = handler.route().as_str(), client, error = %e, cause, "request refused"),
+        _ => tracing::debug!(route = route.as_str(), client, error = %e, cause, "request refused"),
     }
-}
-
-/// Whether a request asks for HTML (a browser on the authorize step).
-pub(super) fn wants_html<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
 }
 
 /// A small HTML page for browsers; the text is ours, never the caller's input.
@@ -122,10 +99,10 @@ mod tests {
 
     use super::*;
 
-    fn answer(e: ShimError, handler: Handler) -> (Response<Body>, Outcome) {
-        let mut outcome = Outcome::default();
-        let resp = rescue(e, handler, &Ops::default(), &mut outcome);
-        (resp, outcome)
+    fn answer(e: ShimError, route: Route) -> (Response<Body>, Summary) {
+        let mut summary = Summary::default();
+        let resp = rescue(e, route, &Ops::default(), &mut summary);
+        (resp, summary)
     }
 
     async fn text(resp: Response<Body>) -> String {
@@ -135,27 +112,27 @@ mod tests {
     #[tokio::test]
     async fn a_browser_on_authorize_gets_a_page_and_everyone_else_json() {
         let e = || ShimError::invalid_request("missing <client_id>");
-        let (resp, outcome) = answer(e(), Handler::Authorize { page: true });
+        let (resp, summary) = answer(e(), Route::Authorize { page: true });
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
         assert_eq!(resp.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
-        assert_eq!(outcome.detail, Some("invalid_request"));
+        assert_eq!(summary.detail, Some("invalid_request"));
         assert!(text(resp).await.contains("missing &lt;client_id&gt;"));
-        for handler in [Handler::Authorize { page: false }, Handler::Token, Handler::Pass] {
-            let (resp, _) = answer(e(), handler);
+        for route in [Route::Authorize { page: false }, Route::LegacyToken, Route::PassThrough] {
+            let (resp, _) = answer(e(), route);
             assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
             assert!(text(resp).await.contains(r#""error":"invalid_request""#));
         }
     }
 
     #[test]
-    fn the_access_line_detail_follows_the_handler() {
-        let (_, outcome) = answer(ShimError::invalid_request("x"), Handler::FrontDoor);
-        assert_eq!(outcome.detail, None, "a front-door refusal is counted as a plain error");
-        let (resp, outcome) = answer(crate::continuity::invalid_token(), Handler::Continuity);
-        assert_eq!(outcome.detail, Some("continuity_invalid_token"));
+    fn the_access_line_detail_follows_the_route() {
+        let (_, summary) = answer(ShimError::invalid_request("x"), Route::Rejected);
+        assert_eq!(summary.detail, None, "a front-door refusal is counted as a plain error");
+        let (resp, summary) = answer(crate::continuity::invalid_token(), Route::Continuity);
+        assert_eq!(summary.detail, Some("continuity_invalid_token"));
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-        let (_, outcome) = answer(crate::continuity::invalid_token(), Handler::Pass);
-        assert_eq!(outcome.detail, Some("invalid_token"));
+        let (_, summary) = answer(crate::continuity::invalid_token(), Route::PassThrough);
+        assert_eq!(summary.detail, Some("invalid_token"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::session::{SessionId, now};
 use super::store::{Cap, Over};
 use crate::config::ClientConfig;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
-use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 
 /// Domain of the keyed hashes that name whom a session counts against.
 const OWNER_HASH_DOMAIN: &str = "continuity-owner";
@@ -21,12 +21,12 @@ impl Continuity {
     /// or refuse it. Called before the login's upstream call.
     pub(crate) async fn admit(
         &self,
-        rt: &Runtime,
+        snapshot: &Snapshot,
         client: &ClientConfig,
         user: Option<&str>,
     ) -> Result<Admission, ShimError> {
-        let keys = keys(rt)?;
-        let limits = &rt.config.continuity;
+        let keys = keys(snapshot)?;
+        let limits = &snapshot.config.continuity;
         let owners = |parts: &[&[u8]]| keys.hashes(OWNER_HASH_DOMAIN, parts).collect::<Vec<_>>();
         let mut caps = vec![Cap {
             owners: owners(&[b"client", client.id.as_bytes()]),

@@ -8,8 +8,9 @@ use super::errors::invalid_token;
 use super::service::{Continuity, keys};
 use super::session::{DEFAULT_V2_LIFETIME, Session, SessionId, now};
 use crate::error::{ErrorCode, ShimError};
-use crate::oauth::{HttpClient, Secret, TraceHeaders, token_call};
-use crate::runtime::Runtime;
+use crate::oauth::{Secret, TraceHeaders, token_call};
+use crate::snapshot::Snapshot;
+use crate::upstream::Upstream;
 
 /// Why a refresh is being made (the metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +39,13 @@ impl Continuity {
     /// refreshed first.
     pub async fn ensure_fresh(
         self: &Arc<Self>,
-        http: &HttpClient,
-        rt: &Arc<Runtime>,
+        token_client: &Upstream,
+        snapshot: &Arc<Snapshot>,
         session: Session,
         trace: TraceHeaders,
     ) -> Result<Session, ShimError> {
         let remaining = session.v2_remaining(now()).unwrap_or(0);
-        if remaining > margin(rt, &session) {
+        if remaining > margin(snapshot, &session) {
             return Ok(session);
         }
         if remaining > 1 {
@@ -52,26 +53,31 @@ impl Continuity {
             if self.lock(session.id).try_lock().is_err() {
                 return Ok(session);
             }
-            let (this, http, rt, id, used) =
-                (Arc::clone(self), http.clone(), Arc::clone(rt), session.id, session.v2_access.clone());
+            let (this, token_client, snapshot, id, used) = (
+                Arc::clone(self),
+                token_client.clone(),
+                Arc::clone(snapshot),
+                session.id,
+                session.v2_access.clone(),
+            );
             tokio::spawn(async move {
-                let _ = this.refresh(&http, &rt, id, &used, Trigger::Background, trace).await;
+                let _ = this.refresh(&token_client, &snapshot, id, &used, Trigger::Background, trace).await;
             });
             return Ok(session);
         }
-        self.refresh(http, rt, session.id, &session.v2_access, Trigger::Inline, trace).await
+        self.refresh(token_client, snapshot, session.id, &session.v2_access, Trigger::Inline, trace).await
     }
 
     /// After the upstream refused `session`'s token with 401: refresh once (unless another
     /// request already did) and hand back the session with its new token.
     pub async fn refresh_after_401(
         self: &Arc<Self>,
-        http: &HttpClient,
-        rt: &Arc<Runtime>,
+        token_client: &Upstream,
+        snapshot: &Arc<Snapshot>,
         session: &Session,
         trace: TraceHeaders,
     ) -> Result<Session, ShimError> {
-        self.refresh(http, rt, session.id, &session.v2_access, Trigger::Retry, trace).await
+        self.refresh(token_client, snapshot, session.id, &session.v2_access, Trigger::Retry, trace).await
     }
 
     /// Refresh the session's v2 token upstream, one refresh per session at a time (across
@@ -80,37 +86,37 @@ impl Continuity {
     /// returned instead.
     pub(super) async fn refresh(
         &self,
-        http: &HttpClient,
-        rt: &Runtime,
+        token_client: &Upstream,
+        snapshot: &Snapshot,
         id: SessionId,
         used: &Secret,
         trigger: Trigger,
         trace: TraceHeaders,
     ) -> Result<Session, ShimError> {
         let held = self.hold(id).await?;
-        let result = self.refresh_held(http, rt, id, used, trigger, trace).await;
+        let result = self.refresh_held(token_client, snapshot, id, used, trigger, trace).await;
         held.release().await;
         result
     }
 
     async fn refresh_held(
         &self,
-        http: &HttpClient,
-        rt: &Runtime,
+        token_client: &Upstream,
+        snapshot: &Snapshot,
         id: SessionId,
         used: &Secret,
         trigger: Trigger,
         trace: TraceHeaders,
     ) -> Result<Session, ShimError> {
-        let keys = keys(rt)?;
+        let keys = keys(snapshot)?;
         let mut session = self.reload(keys, id).await?.ok_or_else(invalid_token)?;
         let now = now();
         let still_due =
-            trigger == Trigger::Retry || session.v2_remaining(now).unwrap_or(0) <= margin(rt, &session);
+            trigger == Trigger::Retry || session.v2_remaining(now).unwrap_or(0) <= margin(snapshot, &session);
         if session.v2_access != *used || !still_due {
             return Ok(session);
         }
-        let Some((_, auth)) = rt.client(&session.client_id) else { return Err(invalid_token()) };
+        let Some((_, auth)) = snapshot.client(&session.client_id) else { return Err(invalid_token()) };
         let Some(v2_refresh) = session.v2_refresh.clone() else {
             // Nothing to refresh with: the session lives as long as its v2 token.
             self.end(keys, &session, "the upstream issued no refresh token").await;
@@ -120,11 +126,11 @@ impl Continuity {
         let mut form = String::from("grant_type=refresh_token&refresh_token=");
         form.extend(form_urlencoded::byte_serialize(v2_refresh.expose().as_bytes()));
         let result = token_call(
-            http,
-            &rt.default_provider().token_url,
+            token_client,
+            &snapshot.default_provider().token_url,
             Some(auth.clone()),
             &Secret::new(form),
-            &rt.config.upstream.call_limits(),
+            &snapshot.config.upstream.call_limits(),
             trace,
         )
         .await
@@ -157,7 +163,7 @@ impl Continuity {
 
 /// When a session's v2 token is due for refresh: `[continuity] refresh_margin` before its
 /// expiry, at most half its lifetime.
-fn margin(rt: &Runtime, session: &Session) -> u64 {
+fn margin(snapshot: &Snapshot, session: &Session) -> u64 {
     let lifetime = session.v2_lifetime.unwrap_or(DEFAULT_V2_LIFETIME);
-    rt.config.continuity.refresh_margin.as_secs().min(lifetime / 2)
+    snapshot.config.continuity.refresh_margin.as_secs().min(lifetime / 2)
 }

@@ -21,7 +21,7 @@ use crate::legacy::render_minted;
 use crate::oauth::{Secret, TraceHeaders, V2Token};
 use crate::ops::metrics::Metrics;
 use crate::redis::Redis;
-use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 
 /// The continuity service: the store, and the per-session locks that keep refreshes single.
 pub struct Continuity {
@@ -33,13 +33,13 @@ pub struct Continuity {
     pub(super) lock_hold: Duration,
 }
 
-/// A session's lock, held; [`Held::release`] it (a Redis lock left behind expires by itself).
-pub(super) struct Held<'a> {
+/// A session's lock, held; [`SessionLock::release`] it (a Redis lock left behind expires by itself).
+pub(super) struct SessionLock<'a> {
     _local: tokio::sync::OwnedMutexGuard<()>,
     remote: Option<redis_store::RemoteLock<'a>>,
 }
 
-impl Held<'_> {
+impl SessionLock<'_> {
     pub(super) async fn release(self) {
         if let Some(remote) = self.remote {
             remote.release().await;
@@ -59,9 +59,9 @@ pub struct SessionInfo {
     pub upstream_refreshes: u64,
 }
 
-pub(super) fn keys(rt: &Runtime) -> Result<&KeySet, ShimError> {
+pub(super) fn keys(snapshot: &Snapshot) -> Result<&KeySet, ShimError> {
     // A validated config with a continuity client always has keys.
-    rt.state_keys.as_deref().ok_or_else(ShimError::internal)
+    snapshot.state_keys.as_deref().ok_or_else(ShimError::internal)
 }
 
 impl Continuity {
@@ -118,7 +118,7 @@ impl Continuity {
     }
 
     /// Hold the session's lock: in this process, and with Redis across replicas too.
-    pub(super) async fn hold(&self, id: SessionId) -> Result<Held<'_>, ShimError> {
+    pub(super) async fn hold(&self, id: SessionId) -> Result<SessionLock<'_>, ShimError> {
         let local = self.lock(id).lock_owned().await;
         let remote = match &self.store {
             Backend::Redis(r) => {
@@ -126,7 +126,7 @@ impl Continuity {
             }
             Backend::Embedded(_) => None,
         };
-        Ok(Held { _local: local, remote })
+        Ok(SessionLock { _local: local, remote })
     }
 
     pub(super) fn lock(&self, id: SessionId) -> Arc<tokio::sync::Mutex<()>> {
@@ -161,20 +161,20 @@ impl Continuity {
         Ok(session.filter(|s| s.expires_at > now()))
     }
 
-    /// The session of a minted access token, if it may be used by a request on `rt` now: the
+    /// The session of a minted access token, if it may be used by a request on `snapshot` now: the
     /// session is live, its client is still configured with continuity, and its provider is
     /// the request's.
-    pub async fn authenticate(&self, rt: &Runtime, token: &[u8]) -> Result<Session, ShimError> {
-        let keys = keys(rt)?;
+    pub async fn authenticate(&self, snapshot: &Snapshot, token: &[u8]) -> Result<Session, ShimError> {
+        let keys = keys(snapshot)?;
         let token = std::str::from_utf8(token).map_err(|_| invalid_token())?;
         if !minted::well_formed(token.as_bytes(), minted::ACCESS_PREFIX) {
             return Err(invalid_token());
         }
         let (session, hash) = self.find(keys, token).await?.ok_or_else(invalid_token)?;
-        let client_ok = rt
+        let client_ok = snapshot
             .client(&session.client_id)
             .is_some_and(|(c, _)| c.continuity && c.mode == crate::config::ClientMode::Rewrite);
-        if !session.access_hashes.contains(&hash) || !client_ok || session.provider != provider(rt) {
+        if !session.access_hashes.contains(&hash) || !client_ok || session.provider != provider(snapshot) {
             return Err(invalid_token());
         }
         Ok(session)
@@ -184,12 +184,12 @@ impl Continuity {
     /// login took ([`Continuity::admit`]), and render the legacy answer with the minted tokens.
     pub(crate) async fn create(
         &self,
-        rt: &Runtime,
+        snapshot: &Snapshot,
         client: &ClientConfig,
         v2: &V2Token,
         mut admission: Admission,
     ) -> Result<Vec<u8>, ShimError> {
-        let keys = keys(rt)?;
+        let keys = keys(snapshot)?;
         let access = minted::mint(minted::ACCESS_PREFIX)?;
         let refresh = minted::mint(minted::REFRESH_PREFIX)?;
         let now = now();
@@ -198,7 +198,7 @@ impl Continuity {
         let session = Session {
             id: admission.id,
             client_id: client.id.clone(),
-            provider: provider(rt),
+            provider: provider(snapshot),
             created_at: now,
             expires_at: now.saturating_add(lifetime),
             v2_access: v2.access_token().clone(),
@@ -216,28 +216,33 @@ impl Continuity {
         admission.settled = true;
         self.put(keys, &session, session.hashes(), Vec::new()).await?;
         tracing::info!(client = %client.id, session = ?session.id, "continuity session created");
-        Ok(render_minted(&access, lifetime, &refresh, &session.profile, &rt.config.legacy))
+        Ok(render_minted(&access, lifetime, &refresh, &session.profile, &snapshot.config.legacy))
     }
 
     /// A legacy refresh with a minted refresh token: a new minted access token from the
     /// session, refreshing upstream only if the v2 token is due.
     pub async fn legacy_refresh(
         self: &Arc<Self>,
-        rt: &Arc<Runtime>,
+        snapshot: &Arc<Snapshot>,
         client: &ClientConfig,
         token: &Secret,
         trace: TraceHeaders,
     ) -> Result<Vec<u8>, ShimError> {
-        let keys = keys(rt)?;
+        let keys = keys(snapshot)?;
         if !client.continuity || !minted::well_formed(token.expose().as_bytes(), minted::REFRESH_PREFIX) {
             return Err(invalid_grant());
         }
         let (session, hash) = self.find(keys, token.expose()).await?.ok_or_else(invalid_grant)?;
-        if hash != session.refresh_hash || session.client_id != client.id || session.provider != provider(rt)
+        if hash != session.refresh_hash
+            || session.client_id != client.id
+            || session.provider != provider(snapshot)
         {
             return Err(invalid_grant());
         }
-        let session = match self.ensure_fresh(&rt.default_provider().token_pool, rt, session, trace).await {
+        let session = match self
+            .ensure_fresh(&snapshot.default_provider().token_client, snapshot, session, trace)
+            .await
+        {
             Err(e) if e.code == ErrorCode::InvalidToken => return Err(invalid_grant()),
             other => other?,
         };
@@ -260,7 +265,7 @@ impl Continuity {
         // Revoked while being renewed: the minted refresh token is dead.
         let session =
             renewed.map_err(|e| if e.code == ErrorCode::InvalidToken { invalid_grant() } else { e })?;
-        Ok(render_minted(&access, lifetime, token, &session.profile, &rt.config.legacy))
+        Ok(render_minted(&access, lifetime, token, &session.profile, &snapshot.config.legacy))
     }
 
     /// End a session (its upstream grant is gone).
@@ -283,8 +288,12 @@ impl Continuity {
     }
 
     /// Sessions, of one client or all, soonest expiry first.
-    pub async fn list(&self, rt: &Runtime, client: Option<&str>) -> Result<Vec<SessionInfo>, ShimError> {
-        let mut sessions = self.sessions(keys(rt)?).await?;
+    pub async fn list(
+        &self,
+        snapshot: &Snapshot,
+        client: Option<&str>,
+    ) -> Result<Vec<SessionInfo>, ShimError> {
+        let mut sessions = self.sessions(keys(snapshot)?).await?;
         sessions.retain(|s| client.is_none_or(|c| s.client_id == c));
         sessions.sort_by_key(|s| s.expires_at);
         Ok(sessions.iter().map(info).collect())
@@ -293,11 +302,11 @@ impl Continuity {
     /// Revoke a client's sessions (one, by id, or all). Returns how many went.
     pub async fn revoke(
         &self,
-        rt: &Runtime,
+        snapshot: &Snapshot,
         client: &str,
         id: Option<SessionId>,
     ) -> Result<usize, ShimError> {
-        let keys = keys(rt)?;
+        let keys = keys(snapshot)?;
         let doomed: Vec<Session> = self
             .sessions(keys)
             .await?
@@ -318,8 +327,8 @@ impl Continuity {
 }
 
 /// The provider a session belongs to: the token URL its grant was issued by.
-pub(super) fn provider(rt: &Runtime) -> String {
-    rt.config.provider.token_url.clone().unwrap_or_default()
+pub(super) fn provider(snapshot: &Snapshot) -> String {
+    snapshot.config.provider.token_url.clone().unwrap_or_default()
 }
 
 fn info(s: &Session) -> SessionInfo {

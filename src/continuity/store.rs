@@ -35,7 +35,7 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A stored session: its id and sealed record.
-pub(crate) type Stored = (SessionId, Vec<u8>);
+pub(crate) type SealedSession = (SessionId, Vec<u8>);
 
 /// Which session cap refused a login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl Embedded {
     }
 
     /// The session a token hash indexes, if any.
-    pub(crate) fn find(&self, hash: &[u8; 32]) -> Result<Option<Stored>, StoreError> {
+    pub(crate) fn find(&self, hash: &[u8; 32]) -> Result<Option<SealedSession>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let tokens = tx.open_table(TOKENS).map_err(err)?;
         let Some(id) = tokens.get(hash).map_err(err)?.map(|g| SessionId(*g.value())) else {
@@ -233,7 +233,7 @@ impl Embedded {
     }
 
     /// Every session (for operators' listing and revocation).
-    pub(crate) fn scan(&self) -> Result<Vec<Stored>, StoreError> {
+    pub(crate) fn scan(&self) -> Result<Vec<SealedSession>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let sessions = tx.open_table(SESSIONS).map_err(err)?;
         let mut out = Vec::new();

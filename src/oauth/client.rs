@@ -1,4 +1,6 @@
-//! The upstream HTTP client (built once, pooled, rustls) and the v2 token call made with it.
+//! The v2 token call, made through a provider's token client ([`Upstream`]): the request it
+//! sends, the limits it runs under, and its answer, parsed into a [`V2Token`] for legacy
+//! callers or kept as it came ([`RawAnswer`]) for v2 callers.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use super::token::V2Token;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::request_id::X_REQUEST_ID;
 
-pub use crate::upstream::Upstream as HttpClient;
+use crate::upstream::Upstream;
 
 /// What a token call produced, with the upstream status for logs and metrics.
 pub(crate) struct TokenOutcome {
@@ -82,7 +84,7 @@ impl TraceHeaders {
 /// under `cfg.request_timeout`. A call that gets no usable answer is logged here, once, at
 /// warn, naming the upstream host and why.
 pub(crate) async fn token_call(
-    client: &HttpClient,
+    client: &Upstream,
     token_url: &Uri,
     auth: Option<HeaderValue>,
     form: &Secret,
@@ -115,7 +117,7 @@ fn upstream_failed(url: &Uri, cause: &crate::upstream::Cause) {
 }
 
 async fn call(
-    client: &HttpClient,
+    client: &Upstream,
     url: &Uri,
     auth: Option<HeaderValue>,
     form: &Secret,
@@ -221,7 +223,7 @@ impl std::fmt::Debug for RawAnswer {
 /// connection, no answer within `cfg.request_timeout`, an unreadable or oversized body) is an
 /// error.
 pub(crate) async fn raw_token_call(
-    client: &HttpClient,
+    client: &Upstream,
     token_url: &Uri,
     auth: Option<HeaderValue>,
     form: &Secret,

@@ -1,5 +1,5 @@
-//! RFC 6749 pieces: secrets, client authentication, and the upstream HTTP client with its token
-//! call.
+//! RFC 6749 pieces: secrets, client authentication, the v2 token and the token call (made through
+//! a provider's token client, `upstream::Upstream`).
 
 mod basic;
 mod client;
@@ -9,7 +9,6 @@ mod token;
 pub use basic::BasicAuthEncoding;
 pub use basic::basic_auth_header;
 pub(crate) use basic::basic_auth_header_with;
-pub use client::HttpClient;
 pub(crate) use client::{CallLimits, note_trouble, parse_answer, raw_token_call, token_call};
 pub use client::{RawAnswer, TraceHeaders};
 pub use secret::Secret;

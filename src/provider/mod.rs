@@ -3,9 +3,9 @@
 //! selected per request by `Host`.
 
 mod base;
-mod pools;
+mod clients;
 mod select;
 
 pub(crate) use base::Base;
-pub(crate) use pools::reconfigure_http_client;
+pub(crate) use clients::reconfigure_client;
 pub(crate) use select::{Provider, build, host_name, host_table, select};

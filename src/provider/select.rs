@@ -2,7 +2,7 @@
 //! (docs/protocol.md#providers). `[provider]` is the default provider; `[[providers]]` add more,
 //! each selected by the request's `Host`. Each has its own clients, upstream pool, refresh-cache
 //! scope, metrics label and migration-report rows. Built once per config version, as part of
-//! [`crate::runtime::Runtime`].
+//! [`crate::snapshot::Snapshot`].
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -11,12 +11,13 @@ use std::sync::Arc;
 use http::{HeaderValue, Uri};
 
 use super::base::Base;
-use super::pools::build_http_client;
+use super::clients::build_client;
 use crate::config::{ClientAuth, ClientConfig, Config, ConfigError, DEFAULT_PROVIDER, LegacyFieldsConfig};
 use crate::lookup::Lookup;
-use crate::oauth::{BasicAuthEncoding, HttpClient, basic_auth_header_with};
+use crate::oauth::{BasicAuthEncoding, basic_auth_header_with};
 use crate::ops::metrics::Fnv;
 use crate::refresh::Scope;
+use crate::upstream::Upstream;
 
 /// One provider as the request path uses it.
 pub struct Provider {
@@ -34,10 +35,10 @@ pub struct Provider {
     /// The legacy-fields lookup, if configured.
     pub lookup: Option<Arc<Lookup>>,
     /// This provider's upstream connections for pass-through.
-    pub pool: HttpClient,
+    pub api_client: Upstream,
     /// Its connections for token calls (legacy and v2) and legacy-fields lookups only: a token
     /// call never goes out on a connection that carried another client's API call.
-    pub token_pool: HttpClient,
+    pub token_client: Upstream,
     /// Client id -> (its config, the `Authorization` header sent upstream on its behalf).
     /// FNV: a read-only map of configured ids, where SipHash's setup dominated the lookup.
     clients: HashMap<String, (ClientConfig, HeaderValue), BuildHasherDefault<Fnv>>,
@@ -127,8 +128,8 @@ pub(crate) fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Ve
                 client_auth: e.client_auth,
                 encoding: e.encoding,
                 lookup,
-                pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.pool.clone()),
-                token_pool: old.map_or_else(|| build_http_client(&config.upstream), |p| p.token_pool.clone()),
+                api_client: old.map_or_else(|| build_client(&config.upstream), |p| p.api_client.clone()),
+                token_client: old.map_or_else(|| build_client(&config.upstream), |p| p.token_client.clone()),
                 clients,
             })
         })

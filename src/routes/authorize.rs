@@ -10,7 +10,8 @@ use http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use http::{Method, Request, Response, StatusCode};
 use url::Url;
 
-use super::outcome::Outcome;
+use super::summary::Summary;
+use crate::app_state::State;
 use crate::body::{self, Body};
 use crate::config::ClientMode;
 use crate::error::ShimError;
@@ -18,31 +19,30 @@ use crate::ops::Ops;
 use crate::ops::migration::{Call, Feature};
 use crate::provider::Provider;
 use crate::routes::forward;
-use crate::runtime::Runtime;
-use crate::services::Shared;
+use crate::snapshot::Snapshot;
 
 /// Parameters of a legacy call copied to the upstream authorize URL, in this order, after
 /// `response_type` and `client_id`.
 const FORWARDED: [&str; 5] = ["redirect_uri", "state", "scope", "code_challenge", "code_challenge_method"];
 
 pub(crate) async fn handle(
-    shared: &Shared,
-    rt: &Runtime,
+    state: &State,
+    snapshot: &Snapshot,
     provider: usize,
     req: Request<Body>,
     peer: SocketAddr,
-    outcome: &mut Outcome,
+    summary: &mut Summary,
 ) -> Result<Response<Body>, ShimError> {
-    let provider = rt.provider(provider);
+    let provider = snapshot.provider(provider);
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(ShimError::method_not_allowed("GET, HEAD"));
     }
-    if let Some(location) = v2_call(&shared.ops, provider, req.uri().query(), outcome) {
+    if let Some(location) = v2_call(&state.ops, provider, req.uri().query(), summary) {
         return redirect(&location);
     }
-    match plan(&shared.ops, provider, &req, outcome)? {
+    match plan(&state.ops, provider, &req, summary)? {
         Plan::Redirect(location) => redirect(&location),
-        Plan::PassThrough => forward::forward(provider, rt, req, peer, outcome).await,
+        Plan::PassThrough => forward::forward(provider, snapshot, req, peer, summary).await,
     }
 }
 
@@ -52,7 +52,7 @@ pub(crate) async fn handle(
 /// kept. Recorded as a v2-native call of the client it names when that is a configured client,
 /// else as an unattributed one (caller input never adds a row to the report). `None` for a
 /// legacy call.
-fn v2_call(ops: &Ops, provider: &Provider, query: Option<&str>, outcome: &mut Outcome) -> Option<String> {
+fn v2_call(ops: &Ops, provider: &Provider, query: Option<&str>, summary: &mut Summary) -> Option<String> {
     let query = query.unwrap_or("");
     let (mut v2, mut client_id, mut clients) = (false, None, 0);
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
@@ -73,7 +73,7 @@ fn v2_call(ops: &Ops, provider: &Provider, query: Option<&str>, outcome: &mut Ou
         Some((client, _)) => {
             let call = Call::default().with(Feature::V2Native, true);
             ops.migration.record(&provider.name, &client.id, true, call);
-            outcome.client = Some(client.id.clone());
+            summary.client = Some(client.id.clone());
         }
         None => ops.migration.record_unattributed_v2(),
     }
@@ -104,7 +104,7 @@ fn plan(
     ops: &Ops,
     provider: &Provider,
     req: &Request<Body>,
-    outcome: &mut Outcome,
+    summary: &mut Summary,
 ) -> Result<Plan, ShimError> {
     // Bad bytes in any parameter (broken escapes, invalid UTF-8, control characters) are
     // refused before any is read, as on the token call.
@@ -124,10 +124,10 @@ fn plan(
     let client_id =
         client_id.ok_or_else(|| ShimError::invalid_request("missing required parameter client_id"))?;
     let Some((client, _)) = provider.client(&client_id) else {
-        outcome.client = Some("unknown".into());
+        summary.client = Some("unknown".into());
         return Err(ShimError::invalid_client("unknown client_id").status(StatusCode::BAD_REQUEST));
     };
-    outcome.client = Some(client.id.clone());
+    summary.client = Some(client.id.clone());
     let call = Call::default()
         .with(Feature::AuthorizeWithoutResponseType, true)
         .with(Feature::MissingRedirectUri, redirect_uri.is_none());

@@ -10,28 +10,28 @@ use http::header::{AUTHORIZATION, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 
-use super::outcome::Outcome;
+use super::summary::Summary;
+use crate::app_state::State;
 use crate::body::Body;
 use crate::error::ShimError;
 use crate::oauth::Secret;
 use crate::routes::forward;
-use crate::runtime::Runtime;
-use crate::services::Shared;
+use crate::snapshot::Snapshot;
 
 /// Forward an API call that carries a minted access token.
 pub(crate) async fn forward(
-    shared: &Shared,
-    rt: &Arc<Runtime>,
+    state: &State,
+    snapshot: &Arc<Snapshot>,
     req: Request<Body>,
     peer: SocketAddr,
-    outcome: &mut Outcome,
+    summary: &mut Summary,
 ) -> Result<Response<Body>, ShimError> {
-    let continuity = shared.continuity(rt)?;
+    let continuity = state.continuity(snapshot)?;
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
     let token = crate::continuity::minted::bearer(header).ok_or_else(crate::continuity::invalid_token)?;
-    let session = continuity.authenticate(rt, token).await?;
-    outcome.client = Some(session.client_id.clone());
-    shared.ops.migration.record(
+    let session = continuity.authenticate(snapshot, token).await?;
+    summary.client = Some(session.client_id.clone());
+    state.ops.migration.record(
         crate::config::DEFAULT_PROVIDER,
         &session.client_id,
         true,
@@ -39,8 +39,9 @@ pub(crate) async fn forward(
     );
     // A refresh this request waits for carries its id and trace context upstream.
     let trace = crate::oauth::TraceHeaders::from_headers(req.headers());
-    let session =
-        continuity.ensure_fresh(&rt.default_provider().token_pool, rt, session, trace.clone()).await?;
+    let session = continuity
+        .ensure_fresh(&snapshot.default_provider().token_client, snapshot, session, trace.clone())
+        .await?;
 
     let (mut parts, body) = req.into_parts();
     // Only a request without a body can be sent twice.
@@ -48,22 +49,24 @@ pub(crate) async fn forward(
         .is_end_stream()
         .then(|| (parts.method.clone(), parts.uri.clone(), parts.version, parts.headers.clone()));
     parts.headers.insert(AUTHORIZATION, bearer(&session.v2_access)?);
-    let api_base = &rt.default_provider().api_base;
-    let sent = forward::start(rt.default_provider(), rt, Request::from_parts(parts, body), peer)
+    let api_base = &snapshot.default_provider().api_base;
+    let sent = forward::start(snapshot.default_provider(), snapshot, Request::from_parts(parts, body), peer)
         .await
         .map_err(|r| r.at(api_base))?;
-    outcome.detail = Some("continuity");
-    let Some((method, uri, version, mut headers)) = replay else { return Ok(sent.record(outcome)) };
+    summary.detail = Some("continuity");
+    let Some((method, uri, version, mut headers)) = replay else { return Ok(sent.record(summary)) };
     if sent.upstream_status != Some(StatusCode::UNAUTHORIZED) {
-        return Ok(sent.record(outcome));
+        return Ok(sent.record(summary));
     }
-    let fresh =
-        match continuity.refresh_after_401(&rt.default_provider().token_pool, rt, &session, trace).await {
-            Ok(fresh) if fresh.v2_access != session.v2_access => fresh,
-            // No newer token to try: the upstream's 401 stands.
-            Ok(_) => return Ok(sent.record(outcome)),
-            Err(e) => return Err(e),
-        };
+    let fresh = match continuity
+        .refresh_after_401(&snapshot.default_provider().token_client, snapshot, &session, trace)
+        .await
+    {
+        Ok(fresh) if fresh.v2_access != session.v2_access => fresh,
+        // No newer token to try: the upstream's 401 stands.
+        Ok(_) => return Ok(sent.record(summary)),
+        Err(e) => return Err(e),
+    };
     drop(sent);
     headers.insert(AUTHORIZATION, bearer(&fresh.v2_access)?);
     let mut retry = Request::new(crate::body::empty());
@@ -71,9 +74,11 @@ pub(crate) async fn forward(
     *retry.uri_mut() = uri;
     *retry.version_mut() = version;
     *retry.headers_mut() = headers;
-    let sent = forward::start(rt.default_provider(), rt, retry, peer).await.map_err(|r| r.at(api_base))?;
-    outcome.detail = Some("continuity_retried");
-    Ok(sent.record(outcome))
+    let sent = forward::start(snapshot.default_provider(), snapshot, retry, peer)
+        .await
+        .map_err(|r| r.at(api_base))?;
+    summary.detail = Some("continuity_retried");
+    Ok(sent.record(summary))
 }
 
 fn bearer(token: &Secret) -> Result<HeaderValue, ShimError> {

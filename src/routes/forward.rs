@@ -12,36 +12,36 @@ use http_body_util::BodyExt;
 
 use super::future::{Forwarded, Forwarding, Refused};
 use super::headers::{append_forwarded, strip_request_headers};
-use super::outcome::Outcome;
+use super::summary::Summary;
 use crate::body::{Body, StallGuard};
 use crate::error::ShimError;
-use crate::oauth::HttpClient;
 use crate::provider::{Base, Provider};
-use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
+use crate::upstream::Upstream;
 
 /// Forward `req` to the provider's API base and stream the answer back.
 pub(crate) async fn forward(
     provider: &Provider,
-    rt: &Runtime,
+    snapshot: &Snapshot,
     req: Request<Body>,
     peer: SocketAddr,
-    outcome: &mut Outcome,
+    summary: &mut Summary,
 ) -> Result<Response<Body>, ShimError> {
-    let forwarded = start(provider, rt, req, peer).await;
-    Ok(forwarded.map_err(|r| r.at(&provider.api_base))?.record(outcome))
+    let forwarded = start(provider, snapshot, req, peer).await;
+    Ok(forwarded.map_err(|r| r.at(&provider.api_base))?.record(summary))
 }
 
 /// Forward `req` unchanged to the host of the provider's token URL (same path and query) and
 /// stream the answer back.
 pub(crate) async fn forward_to_token_url(
     provider: &Provider,
-    rt: &Runtime,
+    snapshot: &Snapshot,
     req: Request<Body>,
     peer: SocketAddr,
-    outcome: &mut Outcome,
+    summary: &mut Summary,
 ) -> Result<Response<Body>, ShimError> {
-    let forwarded = start_on(&provider.token_pool, &provider.token_base, rt, req, peer).await;
-    Ok(forwarded.map_err(|r| r.at(&provider.token_base))?.record(outcome))
+    let forwarded = start_on(&provider.token_client, &provider.token_base, snapshot, req, peer).await;
+    Ok(forwarded.map_err(|r| r.at(&provider.token_base))?.record(summary))
 }
 
 /// [`forward`], started now: the request is prepared and handed to the pool (which, on a
@@ -49,25 +49,25 @@ pub(crate) async fn forward_to_token_url(
 /// and holds the upstream call and its timer, not the request.
 pub(crate) fn start(
     provider: &Provider,
-    rt: &Runtime,
+    snapshot: &Snapshot,
     req: Request<Body>,
     peer: SocketAddr,
 ) -> impl Future<Output = Result<Forwarded, Refused>> + Send + 'static {
-    start_on(&provider.pool, &provider.api_base, rt, req, peer)
+    start_on(&provider.api_client, &provider.api_base, snapshot, req, peer)
 }
 
 /// [`start`] towards `base` through `client`. Always inlined: pass-through's `start` is the
 /// hot caller.
 #[inline(always)]
 fn start_on(
-    client: &HttpClient,
+    client: &Upstream,
     base: &Base,
-    rt: &Runtime,
+    snapshot: &Snapshot,
     req: Request<Body>,
     peer: SocketAddr,
 ) -> impl Future<Output = Result<Forwarded, Refused>> + Send + 'static {
-    let upstream = &rt.config.upstream;
-    match prepare(rt, base, req, peer) {
+    let upstream = &snapshot.config.upstream;
+    match prepare(snapshot, base, req, peer) {
         Ok(req) => Forwarding::Sending {
             sent: tokio::time::timeout(upstream.request_timeout, client.request(req)),
             stall: upstream.body_stall_timeout,
@@ -80,7 +80,7 @@ fn start_on(
 /// headers removed, `X-Forwarded-For`/`-Proto` written. (`CONNECT` never gets here: the front
 /// door refuses it.)
 fn prepare(
-    rt: &Runtime,
+    snapshot: &Snapshot,
     base: &Base,
     req: Request<Body>,
     peer: SocketAddr,
@@ -92,12 +92,12 @@ fn prepare(
     strip_request_headers(h);
     // The upstream's Host (HTTP/2 also sends :authority, from the URI: the same host).
     h.insert(header::HOST, base.host_header().clone());
-    append_forwarded(h, peer, rt.config.server.x_forwarded_for);
+    append_forwarded(h, peer, snapshot.config.server.x_forwarded_for);
     // A bodiless request (most API calls) skips the guard and its allocation.
     let body = if body.is_end_stream() {
         body
     } else {
-        StallGuard::new(body, rt.config.upstream.body_stall_timeout).boxed()
+        StallGuard::new(body, snapshot.config.upstream.body_stall_timeout).boxed()
     };
     Ok(Request::from_parts(parts, body))
 }

@@ -8,7 +8,7 @@ use http::Response;
 use http_body_util::BodyExt;
 
 use super::headers::strip_hop_by_hop;
-use super::outcome::Outcome;
+use super::summary::Summary;
 use crate::body::Body;
 use crate::body::{BoxError, StallGuard, is_client_body_error};
 use crate::error::ShimError;
@@ -23,8 +23,8 @@ pub(crate) struct Forwarded {
 
 impl Forwarded {
     /// Note the outcome and hand on the answer.
-    pub(crate) fn record(self, outcome: &mut Outcome) -> Response<Body> {
-        outcome.upstream_status = self.upstream_status;
+    pub(crate) fn record(self, summary: &mut Summary) -> Response<Body> {
+        summary.upstream_status = self.upstream_status;
         self.resp
     }
 }

@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::app_state::{RefreshError, State, TokenAnswer};
 use crate::error::ShimError;
 use crate::oauth::{Secret, TraceHeaders, note_trouble, parse_answer, raw_token_call};
 use crate::refresh::{Proof, Served, Source};
-use crate::runtime::Runtime;
-use crate::services::{RefreshError, Shared, TokenAnswer};
+use crate::snapshot::Snapshot;
 
 /// One refresh grant, as a token route hands it over: whose, which token, and the upstream call
 /// that spends it.
@@ -45,30 +45,30 @@ pub(crate) struct Refresh<'a> {
 
 /// Serve `call` through the refresh flight, as the module says.
 pub(crate) async fn serve(
-    shared: &Shared,
-    rt: &Arc<Runtime>,
+    state: &State,
+    snapshot: &Arc<Snapshot>,
     call: Refresh<'_>,
 ) -> Result<Served<TokenAnswer>, RefreshError> {
-    let provider = rt.provider(call.provider_index);
+    let provider = snapshot.provider(call.provider_index);
     // Only the caller that starts the upstream call runs this, so cache hits and joined callers
     // clone nothing for it.
     let fetch = || {
-        let (rt, form, auth, trace) =
-            (Arc::clone(rt), call.form.clone(), call.auth.clone(), call.trace.clone());
-        let latency = shared.ops.metrics.upstream_histogram("token");
+        let (snapshot, form, auth, trace) =
+            (Arc::clone(snapshot), call.form.clone(), call.auth.clone(), call.trace.clone());
+        let latency = state.ops.metrics.upstream_histogram("token");
         let (index, proof) = (call.provider_index, call.proof);
         // Boxed: the upstream call's future is large, and the spawned task (and every move of
         // it on the way into the runtime) would otherwise carry all of it inline.
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let result = upstream(&rt, index, auth, &form, trace, proof).await;
+            let result = upstream(&snapshot, index, auth, &form, trace, proof).await;
             latency.observe(started.elapsed().as_secs_f64());
             result
         })
     };
     let scope = provider.refresh_scope(call.client_id);
-    let deadline = rt.config.upstream.request_timeout;
-    let served = shared.refresh.get_or_refresh(&scope, call.refresh_token.expose(), deadline, fetch).await;
+    let deadline = snapshot.config.upstream.request_timeout;
+    let served = state.refresh.get_or_refresh(&scope, call.refresh_token.expose(), deadline, fetch).await;
     let for_caller = match &served {
         Ok(served) => call.legacy || served.value.proof() == call.proof,
         Err(RefreshError::Answer { proof, .. }) => *proof == call.proof,
@@ -82,22 +82,23 @@ pub(crate) async fn serve(
     }
     drop(served);
     let (auth, trace) = (call.auth.clone(), call.trace.clone());
-    let answer = Box::pin(upstream(rt, call.provider_index, auth, call.form, trace, call.proof)).await?;
+    let answer =
+        Box::pin(upstream(snapshot, call.provider_index, auth, call.form, trace, call.proof)).await?;
     Ok(Served { value: answer, age: Duration::ZERO, source: Source::Upstream })
 }
 
 /// The upstream call of a refresh: a token (with the answer as it came), or why not.
 async fn upstream(
-    rt: &Runtime,
+    snapshot: &Snapshot,
     provider_index: usize,
     auth: Option<HeaderValue>,
     form: &Secret,
     trace: TraceHeaders,
     proof: Proof,
 ) -> Result<TokenAnswer, RefreshError> {
-    let provider = rt.provider(provider_index);
-    let cfg = rt.config.upstream.call_limits();
-    let answer = raw_token_call(&provider.token_pool, &provider.token_url, auth, form, &cfg, trace)
+    let provider = snapshot.provider(provider_index);
+    let cfg = snapshot.config.upstream.call_limits();
+    let answer = raw_token_call(&provider.token_client, &provider.token_url, auth, form, &cfg, trace)
         .await
         .map_err(RefreshError::Shim)?;
     let parsed = parse_answer(answer.status, &answer.body, answer.retry_after.clone());

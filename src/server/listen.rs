@@ -42,10 +42,10 @@ impl Running {
 /// Bind the configured listeners and serve until [`Running::shutdown`]. A bind failure names
 /// the listener, its config key and address, and the OS error.
 pub(crate) async fn start(app: App) -> io::Result<Running> {
-    let rt = app.runtime();
-    let proxy = bind("proxy", "server.listen", rt.config.server.listen).await?;
-    let admin = if rt.config.admin.enabled {
-        Some(bind("admin", "admin.listen", rt.config.admin.listen).await?)
+    let snapshot = app.snapshot();
+    let proxy = bind("proxy", "server.listen", snapshot.config.server.listen).await?;
+    let admin = if snapshot.config.admin.enabled {
+        Some(bind("admin", "admin.listen", snapshot.config.admin.listen).await?)
     } else {
         None
     };
@@ -105,7 +105,7 @@ pub(crate) async fn run_until(running: Running, signal: impl Future<Output = ()>
 /// Serve the proxy port until `shutdown` changes, then mark the app draining (`/readyz` turns
 /// 503), stop accepting and give open connections `server.shutdown_grace` to finish.
 async fn serve_proxy(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bool>) {
-    let cfg = app.runtime().config.server.clone();
+    let cfg = app.snapshot().config.server.clone();
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     let protocols = Arc::new(Protocols::new(&cfg));
     // Every connection task holds a receiver; the sender's `closed()` is the drain barrier.
@@ -122,7 +122,7 @@ async fn serve_proxy(listener: TcpListener, app: App, mut shutdown: watch::Recei
             idle_timeout: cfg.idle_timeout,
             drain: drain_rx.clone(),
             _permit: permit,
-            _open: app.shared().ops.metrics.connection_opened(),
+            _open: app.state().ops.metrics.connection_opened(),
         };
         tokio::spawn(conn.run(stream, peer));
     })
@@ -140,7 +140,7 @@ async fn serve_proxy(listener: TcpListener, app: App, mut shutdown: watch::Recei
 /// Serve the admin port (HTTP/1.1, `admin.max_connections` at a time) until the process ends.
 /// It keeps answering while the proxy drains, so `/readyz` can report the drain.
 async fn serve_admin(listener: TcpListener, app: App) {
-    let slots = Arc::new(Semaphore::new(app.runtime().config.admin.max_connections));
+    let slots = Arc::new(Semaphore::new(app.snapshot().config.admin.max_connections));
     let Ok(bound) = listener.local_addr() else { return };
     accept_loop(&listener, Some(slots), std::future::pending(), |stream, _, permit| {
         let app = app.clone();

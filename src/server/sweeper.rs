@@ -9,17 +9,17 @@ use crate::app::App;
 pub(super) fn spawn_sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
-            let interval = app.runtime().config.continuity.sweep_interval;
+            let interval = app.snapshot().config.continuity.sweep_interval;
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return,
             }
-            let rt = app.runtime();
-            if !rt.config.continuity_enabled() {
+            let snapshot = app.snapshot();
+            if !snapshot.config.continuity_enabled() {
                 continue;
             }
             // Failures were logged where they happened; the next round tries again.
-            if let Ok(c) = app.shared().continuity(&rt)
+            if let Ok(c) = app.state().continuity(&snapshot)
                 && let Ok(n @ 1..) = c.sweep().await
             {
                 tracing::info!(swept = n, "expired continuity sessions deleted");

@@ -12,5 +12,5 @@ pub(crate) mod h1;
 mod pool;
 
 pub(crate) use cause::Cause;
-pub use client::Upstream;
+pub(crate) use client::Upstream;
 pub(crate) use pool::host_header;

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use oauth_shim::app::App;
 use oauth_shim::config::Config;
-use oauth_shim::runtime::Runtime;
 use oauth_shim::server;
+use oauth_shim::snapshot::Snapshot;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -18,8 +18,8 @@ use crate::support::*;
 async fn shim(name: &str, bind: &str, extra: &str) -> (Harness, SocketAddr) {
     let standin = start_standin(standin_config()).await;
     let path = config_file(&format!("admin-{name}"), &standin, "rewrite", extra);
-    let app = App::new(Runtime::new(Config::load(&path).unwrap()).unwrap());
-    app.shared().ops.reload.set_source(path);
+    let app = App::new(Snapshot::new(Config::load(&path).unwrap()).unwrap());
+    app.state().ops.reload.set_source(path);
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind(bind).await.unwrap();
     let port = admin.local_addr().unwrap().port();

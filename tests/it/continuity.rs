@@ -595,12 +595,12 @@ async fn flipping_a_continuity_client_to_deny_refuses_its_minted_tokens() {
     let legacy = password_grant(&h).await;
     let access = legacy["access_token"].as_str().unwrap();
     assert_eq!(api(&h, access).await.status(), 200);
-    let mut config = h.app.runtime().config.clone();
+    let mut config = h.app.snapshot().config.clone();
     config.clients[0].mode = oauth_shim::config::ClientMode::Deny;
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.clone().validated().unwrap()).unwrap());
+    h.app.swap_snapshot(oauth_shim::snapshot::Snapshot::new(config.clone().validated().unwrap()).unwrap());
     assert_eq!(api(&h, access).await.status(), 401);
     config.clients[0].mode = oauth_shim::config::ClientMode::Rewrite;
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.validated().unwrap()).unwrap());
+    h.app.swap_snapshot(oauth_shim::snapshot::Snapshot::new(config.validated().unwrap()).unwrap());
     assert_eq!(api(&h, access).await.status(), 200, "the session was kept");
     assert_eq!(api_bearers(&h).len(), 2);
 }
@@ -632,11 +632,11 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
     let legacy = password_grant(&h).await;
     let access = legacy["access_token"].as_str().unwrap();
     let new_key = "a".repeat(64);
-    let config = h.app.runtime().config.clone();
+    let config = h.app.snapshot().config.clone();
     // Rotated as an operator does it: the key file changes, and the config is loaded again.
     let key_file = config.state.encryption_key_file.clone().unwrap();
     std::fs::write(&key_file, format!("{new_key} {}\n", &KEY[..64])).unwrap();
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.clone().validated().unwrap()).unwrap());
+    h.app.swap_snapshot(oauth_shim::snapshot::Snapshot::new(config.clone().validated().unwrap()).unwrap());
     assert_eq!(api(&h, access).await.status(), 200, "found under the old key's hash");
     let renewed: Value = http()
         .get(h.url(&format!(
@@ -654,7 +654,7 @@ async fn sessions_outlive_a_key_rotation_while_the_old_key_stays_listed() {
     // The old key dropped: the session, sealed now under the new key, still opens, but the
     // tokens indexed under the old key's hash are no longer found.
     std::fs::write(&key_file, format!("{new_key}\n")).unwrap();
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.validated().unwrap()).unwrap());
+    h.app.swap_snapshot(oauth_shim::snapshot::Snapshot::new(config.validated().unwrap()).unwrap());
     assert_eq!(api(&h, renewed_access).await.status(), 200);
     assert_eq!(api(&h, access).await.status(), 401);
     drop(store);

@@ -73,11 +73,11 @@ async fn minted(name: &str) -> (Harness, String, String) {
 /// Turn continuity off for the default client (and so for every client), optionally changing
 /// its mode: the minted tokens are still out there.
 fn continuity_off(h: &Harness, mode: ClientMode) {
-    let mut config = h.app.runtime().config.clone();
+    let mut config = h.app.snapshot().config.clone();
     config.clients[0].continuity = false;
     config.clients[0].mode = mode;
-    h.app.swap_runtime(oauth_shim::runtime::Runtime::new(config.validated().unwrap()).unwrap());
-    assert!(!h.app.runtime().continuity);
+    h.app.swap_snapshot(oauth_shim::snapshot::Snapshot::new(config.validated().unwrap()).unwrap());
+    assert!(!h.app.snapshot().continuity);
 }
 
 #[tokio::test]

@@ -172,7 +172,7 @@ async fn another_callers_refusal_is_not_shared(redis: Option<&RedisServer>) {
     // The wrong caller's flight holds the token (in Redis: its lock) before the legacy call.
     for _ in 0..1000 {
         let led = match redis {
-            None => at[0].app.shared().refresh.in_flight() == 1,
+            None => at[0].app.state().refresh.in_flight() == 1,
             Some(redis) => {
                 let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
                 let locks: Vec<String> =

@@ -55,7 +55,7 @@ async fn mode_switch_by_reload_with_requests_in_flight() {
     let client = http();
     let inflight: Vec<_> = (0..N).map(|_| tokio::spawn(client.get(&url).send())).collect();
     eventually("requests to reach the upstream", async || h.standin.token_calls() >= calls_before + N).await;
-    assert_eq!(h.app.shared().ops.metrics.in_flight_now(), N as i64);
+    assert_eq!(h.app.state().ops.metrics.in_flight_now(), N as i64);
 
     write_config(&path, &h.standin, "deny", "");
     let (status, body) = admin_json(&h, reqwest::Method::POST, "/reload").await;
@@ -87,7 +87,7 @@ async fn invalid_reload_keeps_the_old_config_serving_and_says_why() {
     let standin = start_standin(standin_config()).await;
     let path = config_file("invalid", &standin, "rewrite", "");
     let h = Harness::from_file(standin, &path).await;
-    let cache = &h.app.shared().refresh as *const _;
+    let cache = &h.app.state().refresh as *const _;
 
     // A client without a secret: invalid.
     let good = std::fs::read_to_string(&path).unwrap();
@@ -110,13 +110,13 @@ async fn invalid_reload_keeps_the_old_config_serving_and_says_why() {
     // The old config keeps serving.
     let resp = http().get(h.password_url()).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(std::ptr::eq(cache, &h.app.shared().refresh));
+    assert!(std::ptr::eq(cache, &h.app.state().refresh));
 
     // Fixing the file and reloading again applies it.
     std::fs::write(&path, good.replace("mode = \"rewrite\"", "mode = \"passthrough\"")).unwrap();
     let (status, body) = admin_json(&h, reqwest::Method::POST, "/reload").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(h.app.runtime().config.clients[0].mode.as_str(), "passthrough");
+    assert_eq!(h.app.snapshot().config.clients[0].mode.as_str(), "passthrough");
 
     // A process without a config file has nothing to reload.
     let plain = Harness::default().await;
@@ -133,14 +133,14 @@ async fn a_changed_file_is_picked_up_by_the_watcher() {
     assert_eq!(http().get(h.password_url()).send().await.unwrap().status(), 200);
 
     write_config(&path, &h.standin, "deny", "[reload]\nwatch_interval = \"50ms\"\n");
-    eventually("the watcher to reload", async || h.app.shared().ops.reload.status().generation == 2).await;
-    assert_eq!(h.app.shared().ops.reload.status().last_attempt.unwrap().trigger, "file");
+    eventually("the watcher to reload", async || h.app.state().ops.reload.status().generation == 2).await;
+    assert_eq!(h.app.state().ops.reload.status().last_attempt.unwrap().trigger, "file");
     assert_eq!(http().get(h.password_url()).send().await.unwrap().status(), 400);
 
     // An invalid edit is refused once, and not retried until the file changes again.
     std::fs::write(&path, "[server]\nlisten_typo = 1\n").unwrap();
     eventually("the watcher to try", async || {
-        h.app.shared().ops.reload.status().last_attempt.is_some_and(|a| !a.ok)
+        h.app.state().ops.reload.status().last_attempt.is_some_and(|a| !a.ok)
     })
     .await;
     assert_eq!(http().get(h.password_url()).send().await.unwrap().status(), 400, "old config serves");
@@ -400,7 +400,7 @@ async fn a_rotated_secret_file_is_picked_up_and_reported_by_name() {
 
     // Rotate as a Secret volume does: the file's content changes, the config file does not.
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
-    let reloads = &h.app.shared().ops.reload;
+    let reloads = &h.app.state().ops.reload;
     eventually("the watcher to reload on a changed secret file", async || reloads.status().generation == 2)
         .await;
     let status = reloads.status();

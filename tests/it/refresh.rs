@@ -41,7 +41,7 @@ async fn concurrent_identical_refreshes_reach_upstream_once() {
     assert!(answers.iter().all(|a| a == first), "all 200 answers identical");
     let body: Value = serde_json::from_str(&first.1).unwrap();
     assert!(h.standin.is_access_token_valid(body["access_token"].as_str().unwrap()));
-    let stats = h.app.shared().refresh.stats();
+    let stats = h.app.state().refresh.stats();
     assert_eq!(stats.misses, 1);
     assert_eq!(stats.hits + stats.coalesced, 199);
 }
@@ -91,7 +91,7 @@ async fn errors_reach_every_waiter_and_are_not_cached() {
     let ok = http().get(&url).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(h.standin.token_calls(), 2, "the error was not cached: the next attempt went upstream");
-    assert_eq!(h.app.shared().refresh.stats().upstream_errors, 1);
+    assert_eq!(h.app.state().refresh.stats().upstream_errors, 1);
 }
 
 #[tokio::test]
@@ -150,7 +150,7 @@ async fn failing_refresh_tokens_leave_nothing_behind() {
         let resp = client.get(refresh_url(&h, ID, &format!("no-such-token-{i}"))).send().await.unwrap();
         assert_eq!(resp.status(), 400);
     }
-    let cache = &h.app.shared().refresh;
+    let cache = &h.app.state().refresh;
     assert_eq!(cache.entry_count().await, 0);
     assert_eq!(cache.in_flight(), 0);
     // (The million-token version runs against the cache directly in src/refresh/flight.rs.)

@@ -83,7 +83,7 @@ async fn three_replicas_spend_a_rotating_refresh_token_once() {
     assert!(standin.is_access_token_valid(first["access_token"].as_str().unwrap()));
     // Exactly one replica called upstream; the others waited on it through Redis or found
     // its answer there.
-    let misses: u64 = replicas.iter().map(|r| r.app.shared().refresh.stats().misses).sum();
+    let misses: u64 = replicas.iter().map(|r| r.app.state().refresh.stats().misses).sum();
     assert_eq!(misses, 1);
     for r in &replicas {
         assert_eq!(metric(r, "oauth_shim_state_fallback_total").await, 0.0);
@@ -267,7 +267,7 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
             .send()
     };
     let v2_rt = answers[0].1["refresh_token"].as_str().unwrap().to_owned();
-    let misses = replica.app.shared().refresh.stats().misses;
+    let misses = replica.app.state().refresh.stats().misses;
     let v2: Value = v2_refresh(&v2_rt).await.unwrap().json().await.unwrap();
     canaries.push(v2["access_token"].as_str().unwrap().into());
     canaries.push(v2["refresh_token"].as_str().unwrap().into());
@@ -275,7 +275,7 @@ async fn redis_never_holds_a_token_or_secret_in_the_clear() {
     canaries.push(v2_dead.into());
     assert_eq!(v2_refresh(v2_dead).await.unwrap().status(), 400);
     assert_eq!(
-        replica.app.shared().refresh.stats().misses,
+        replica.app.state().refresh.stats().misses,
         misses + 2,
         "both v2 refreshes called the upstream"
     );
@@ -376,7 +376,7 @@ async fn rediss_with_a_private_ca_and_a_password_file() {
     let again: Value = get_json(replica.refresh_url(&rt)).await;
     assert_eq!(first["access_token"], again["access_token"]);
     assert_eq!(standin.token_calls(), 1);
-    let stats = replica.app.shared().refresh.stats();
+    let stats = replica.app.state().refresh.stats();
     assert_eq!((stats.misses, stats.hits), (1, 1), "answered from Redis the second time");
     assert_eq!(metric(&replica, "oauth_shim_state_fallback_total").await, 0.0);
     let _ = std::fs::remove_dir_all(&dir);
@@ -669,7 +669,7 @@ async fn normalised_v2_refreshes_are_shared_by_replicas() {
     }
     assert_eq!(standin.revoked_grants(), 0);
     assert!(standin.is_access_token_valid(first["access_token"].as_str().unwrap()));
-    let misses: u64 = replicas.iter().map(|r| r.app.shared().refresh.stats().misses).sum();
+    let misses: u64 = replicas.iter().map(|r| r.app.state().refresh.stats().misses).sum();
     assert_eq!(misses, 1, "one replica called upstream; the others were served through Redis");
 
     // An error is the upstream's v2 error as it came, and never an answer for a later caller.

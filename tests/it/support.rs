@@ -11,8 +11,8 @@ use figment::providers::{Format, Serialized, Toml};
 use oauth_shim::app::App;
 use oauth_shim::config::{Config, ValidConfig};
 use oauth_shim::devtools::standin::{Standin, StandinClient, StandinConfig};
-use oauth_shim::runtime::Runtime;
 use oauth_shim::server::{self, Running};
+use oauth_shim::snapshot::Snapshot;
 use tokio::net::TcpListener;
 
 mod process;
@@ -69,7 +69,7 @@ impl Harness {
     }
 
     pub async fn with_config(standin: Standin, config: impl Validate) -> Self {
-        let app = App::new(Runtime::new(config.valid()).unwrap());
+        let app = App::new(Snapshot::new(config.valid()).unwrap());
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shim = server::start_on(app.clone(), proxy, Some(admin)).unwrap();
@@ -92,7 +92,7 @@ impl Harness {
     /// oauth-shim on the config file at `path`, against `standin`; reloads read the file.
     pub async fn from_file(standin: Standin, path: &std::path::Path) -> Self {
         let h = Self::with_config(standin, Config::load(path).unwrap()).await;
-        h.app.shared().ops.reload.set_source(path.to_path_buf());
+        h.app.state().ops.reload.set_source(path.to_path_buf());
         h
     }
 
@@ -110,7 +110,7 @@ impl Harness {
 
     /// Whether this instance's Redis connection is up (false without a Redis backend).
     pub fn redis_up(&self) -> bool {
-        self.app.shared().redis.as_ref().is_some_and(|r| r.is_up())
+        self.app.state().redis.as_ref().is_some_and(|r| r.is_up())
     }
 
     /// Wait (bounded) until this instance has connected to Redis.
@@ -127,7 +127,7 @@ pub async fn replicas(standin: &Standin, config: &Config, n: usize) -> Vec<Harne
     for _ in 0..n {
         out.push(Harness::with_config(standin.clone(), config.clone()).await);
     }
-    let connected = |h: &Harness| h.app.shared().redis.as_ref().is_none_or(|r| r.is_up());
+    let connected = |h: &Harness| h.app.state().redis.as_ref().is_none_or(|r| r.is_up());
     eventually("every replica to connect to redis", async || out.iter().all(connected)).await;
     out
 }

@@ -11,8 +11,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use oauth_shim::app::App;
-use oauth_shim::runtime::Runtime;
 use oauth_shim::server;
+use oauth_shim::snapshot::Snapshot;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
@@ -81,7 +81,7 @@ async fn shim_for(port: u16, ca_pem: Option<&str>) -> Harness {
         config.upstream.ca_file = Some(path);
     }
     let config = config.validated().unwrap();
-    let app = App::new(Runtime::new(config).unwrap());
+    let app = App::new(Snapshot::new(config).unwrap());
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shim = server::start_on(app.clone(), proxy, None).unwrap();
     let base = format!("http://{}", shim.proxy_addr);

@@ -63,8 +63,8 @@ pub(super) struct BuildLabels {
     pub(super) profile: &'static str,
 }
 
-/// The route labels of the request duration histogram, in the order of its handles (the order
-/// of `app::Route`).
+/// The route labels of the request duration histogram, in the order of its handles
+/// (`app::Route::index`).
 pub(crate) const ROUTES: [&str; 5] = ["token", "authorize", "pass", "rejected", "v2_token"];
 
 /// The status class labels, in the order [`status_class`] indexes them.

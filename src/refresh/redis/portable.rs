@@ -1,5 +1,5 @@
 //! What a refresh's answer and error must be to cross replicas: bytes written to Redis by one
-//! replica and read back by another. The token types implement these (`services::flights`).
+//! replica and read back by another. The token types implement these (`app_state::flights`).
 
 use crate::refresh::types::RefreshFailure;
 

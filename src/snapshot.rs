@@ -1,4 +1,4 @@
-//! The config in force and what is derived from it once (the [`Runtime`]): providers
+//! The config in force and what is derived from it once (the [`Snapshot`]): providers
 //! (endpoints, clients, pools) and the `Host` table that selects them. Swapped as a whole on
 //! reload, so a request sees one consistent version.
 
@@ -12,7 +12,7 @@ use crate::provider::{self, Provider};
 
 /// A validated config plus what is derived from it once (parsed URIs, providers and their
 /// clients), swapped as a whole on reload so a request sees one consistent version.
-pub struct Runtime {
+pub struct Snapshot {
     pub config: Config,
     /// Every provider, the default (`[provider]`) first.
     pub providers: Vec<Provider>,
@@ -24,17 +24,17 @@ pub struct Runtime {
     pub(crate) state_keys: Option<Arc<KeySet>>,
 }
 
-impl Runtime {
-    /// A runtime with new upstream pools.
+impl Snapshot {
+    /// A snapshot with new upstream pools.
     pub fn new(config: ValidConfig) -> Result<Self, ConfigError> {
         let config = config.into_inner();
         let providers = provider::build(&config, None)?;
         Self::assemble(config, providers)
     }
 
-    /// A runtime for a reloaded config: providers that `old` had keep their upstream pools
+    /// A snapshot for a reloaded config: providers that `old` had keep their upstream pools
     /// (and lookup caches).
-    pub fn reloaded(config: ValidConfig, old: &Runtime) -> Result<Self, ConfigError> {
+    pub fn reloaded(config: ValidConfig, old: &Snapshot) -> Result<Self, ConfigError> {
         let config = config.into_inner();
         let providers = provider::build(&config, Some(&old.providers))?;
         Self::assemble(config, providers)
@@ -58,7 +58,7 @@ impl Runtime {
         &self.providers[0]
     }
 
-    /// The provider at `index` (as [`Runtime::select`] returned it for this runtime).
+    /// The provider at `index` (as [`Snapshot::select`] returned it for this snapshot).
     pub fn provider(&self, index: usize) -> &Provider {
         self.providers.get(index).unwrap_or(&self.providers[0])
     }

@@ -5,7 +5,7 @@ use http::StatusCode;
 
 /// What the per-request log line reports besides method, status and latency.
 #[derive(Debug, Default)]
-pub(crate) struct Outcome {
+pub(crate) struct Summary {
     /// A configured client's id, or `unknown` when the request named one that is not
     /// configured (a metrics label: never a caller's unchecked id).
     pub client: Option<String>,

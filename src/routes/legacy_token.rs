@@ -8,7 +8,8 @@ use std::sync::Arc;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, PRAGMA};
 use http::{Method, Request, Response, StatusCode};
 
-use super::outcome::Outcome;
+use super::summary::Summary;
+use crate::app_state::State;
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
 use crate::continuity::minted;
@@ -20,8 +21,7 @@ use crate::provider::Provider;
 use crate::refresh::Proof;
 use crate::routes::forward;
 use crate::routes::refresh::{self, Refresh};
-use crate::runtime::Runtime;
-use crate::services::Shared;
+use crate::snapshot::Snapshot;
 
 /// Read a v2 token call's body as the legacy route reads its own: at most `max` bytes (refused
 /// from a declared `Content-Length` before any of it is read), all of it within `deadline`.
@@ -32,46 +32,41 @@ pub(crate) async fn read_body(
     deadline: std::time::Duration,
 ) -> Result<bytes::Bytes, ShimError> {
     refuse_declared_over(&parts.headers, max)?;
-    // Not `body::read_limited`: the legacy route is its one caller, where it is inlined.
-    let read = async move {
-        let mut body = body;
-        let mut buf = bytes::BytesMut::new();
-        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-            let frame = frame
-                .map_err(|_| ShimError::invalid_request("the request body could not be read").closing())?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > max {
-                    return Err(too_large());
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(buf.freeze())
-    };
+    let read = crate::body::read_limited(body, max);
     match tokio::time::timeout(deadline, read).await {
-        Ok(read) => read,
+        Ok(read) => read.map_err(read_failed),
         Err(_) => Err(ShimError::invalid_request("the request body did not arrive in time")
             .status(StatusCode::REQUEST_TIMEOUT)
             .closing()),
     }
 }
 
+/// The error of a request body that could not be read whole.
+fn read_failed(e: crate::body::ReadError) -> ShimError {
+    match e {
+        crate::body::ReadError::TooLarge => too_large(),
+        crate::body::ReadError::Body => {
+            ShimError::invalid_request("the request body could not be read").closing()
+        }
+    }
+}
+
 /// Serve a legacy token call.
 pub(crate) async fn handle(
-    shared: &Shared,
-    rt: &Arc<Runtime>,
+    state: &State,
+    snapshot: &Arc<Snapshot>,
     provider_index: usize,
     req: Request<Body>,
     peer: SocketAddr,
-    outcome: &mut Outcome,
+    summary: &mut Summary,
 ) -> Result<Response<Body>, ShimError> {
     let (parts, body) = req.into_parts();
     if parts.method != Method::GET && parts.method != Method::POST {
         return Err(ShimError::method_not_allowed("GET, POST"));
     }
-    let provider = rt.provider(provider_index);
+    let provider = snapshot.provider(provider_index);
     // Read here rather than through `read_body`: one state machine less on every token call.
-    let max = rt.config.server.max_body_bytes;
+    let max = snapshot.config.server.max_body_bytes;
     refuse_declared_over(&parts.headers, max)?;
     // The whole body within `body_read_timeout`: a client trickling bytes cannot hold the
     // connection (and this task) for longer. A bodiless call (a GET) needs no timer, and a body
@@ -82,18 +77,13 @@ pub(crate) async fn handle(
         // Boxed: the timer and the read would otherwise size this whole future (which every
         // token call allocates), GETs included.
         let read = crate::body::read_limited(body, max);
-        match Box::pin(tokio::time::timeout(rt.config.server.body_read_timeout, read)).await {
+        match Box::pin(tokio::time::timeout(snapshot.config.server.body_read_timeout, read)).await {
             Err(_) => {
                 return Err(ShimError::invalid_request("the request body did not arrive in time")
                     .status(StatusCode::REQUEST_TIMEOUT)
                     .closing());
             }
-            Ok(read) => read.map_err(|e| match e {
-                crate::body::ReadError::TooLarge => too_large(),
-                crate::body::ReadError::Body => {
-                    ShimError::invalid_request("the request body could not be read").closing()
-                }
-            })?,
+            Ok(read) => read.map_err(read_failed)?,
         }
     };
     if parts.method == Method::GET && !bytes.is_empty() {
@@ -114,12 +104,12 @@ pub(crate) async fn handle(
         return Err(challenge(ShimError::invalid_client("missing client_id")));
     };
     let configured = provider.client(client_id);
-    record_usage(shared, provider, client_id, configured.is_some(), &parts.method, kind, &params);
+    record_usage(state, provider, client_id, configured.is_some(), &parts.method, kind, &params);
     let Some((client, auth)) = configured else {
-        outcome.client = Some("unknown".into());
+        summary.client = Some("unknown".into());
         return Err(challenge(ShimError::invalid_client("unknown client_id")));
     };
-    outcome.client = Some(client.id.clone());
+    summary.client = Some(client.id.clone());
 
     match client.mode {
         ClientMode::Rewrite => {}
@@ -142,7 +132,7 @@ pub(crate) async fn handle(
             // Boxed, as is the other grants' upstream call below: this future is sized by its
             // largest branch, and every token request (and, through `App::handle`, every
             // request) would otherwise allocate and move that much.
-            return Box::pin(forward::forward(provider, rt, req, peer, outcome)).await;
+            return Box::pin(forward::forward(provider, snapshot, req, peer, summary)).await;
         }
     }
 
@@ -172,12 +162,12 @@ pub(crate) async fn handle(
     // before the upstream call: a login refused has not spent its code or password.
     let admission = if client.continuity && !continuity_refresh {
         let user = params.username.as_ref().filter(|_| v2.grant == Grant::Password);
-        let continuity = shared.continuity(rt)?;
-        Some(Box::pin(continuity.admit(rt, client, user.map(crate::oauth::Secret::expose))).await?)
+        let continuity = state.continuity(snapshot)?;
+        Some(Box::pin(continuity.admit(snapshot, client, user.map(crate::oauth::Secret::expose))).await?)
     } else {
         None
     };
-    let legacy_cfg = &rt.config.legacy;
+    let legacy_cfg = &snapshot.config.legacy;
     // Not held while the upstream answers: the head shares hyper's read buffer, which hyper
     // can then reuse for the connection's next request instead of allocating another.
     drop((parts, bytes));
@@ -186,9 +176,9 @@ pub(crate) async fn handle(
         let V2Request { form, refresh_token, .. } = v2;
         let sent = refresh_token.unwrap_or_default();
         if continuity_refresh {
-            let continuity = shared.continuity(rt)?;
-            let json = Box::pin(continuity.legacy_refresh(rt, client, &sent, trace)).await?;
-            outcome.detail = Some("continuity");
+            let continuity = state.continuity(snapshot)?;
+            let json = Box::pin(continuity.legacy_refresh(snapshot, client, &sent, trace)).await?;
+            summary.detail = Some("continuity");
             return Ok(success(json));
         }
         // The lookup (if any) runs within the token call's deadline, counted from here.
@@ -203,30 +193,30 @@ pub(crate) async fn handle(
             proof: Proof::Configured,
             legacy: true,
         };
-        let served = match Box::pin(refresh::serve(shared, rt, call)).await {
+        let served = match Box::pin(refresh::serve(state, snapshot, call)).await {
             Ok(served) => served,
             Err(e) => return Err(give_back(admission, refresh::legacy_error(e)).await),
         };
-        outcome.detail = Some(served.source.as_str());
+        summary.detail = Some(served.source.as_str());
         let mut token = served.value.token().clone();
         if let Some(started) = started {
-            let cfg = &rt.config.upstream.call_limits();
+            let cfg = &snapshot.config.upstream.call_limits();
             let deadline = tokio::time::Instant::from_std(started) + cfg.request_timeout;
             token = Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await;
         }
         if let Some(admission) = admission {
-            let continuity = shared.continuity(rt)?;
-            return Ok(success(Box::pin(continuity.create(rt, client, &token, admission)).await?));
+            let continuity = state.continuity(snapshot)?;
+            return Ok(success(Box::pin(continuity.create(snapshot, client, &token, admission)).await?));
         }
-        return Ok(success(render(shared, provider, &token, served.age, Some(&sent), legacy_cfg)));
+        return Ok(success(render(state, provider, &token, served.age, Some(&sent), legacy_cfg)));
     }
 
     let started = std::time::Instant::now();
-    let cfg = &rt.config.upstream.call_limits();
+    let cfg = &snapshot.config.upstream.call_limits();
     let result =
-        Box::pin(token_call(&provider.token_pool, &provider.token_url, auth, &v2.form, cfg, trace)).await;
-    outcome.upstream_latency = Some(started.elapsed());
-    outcome.upstream_status = result.upstream_status;
+        Box::pin(token_call(&provider.token_client, &provider.token_url, auth, &v2.form, cfg, trace)).await;
+    summary.upstream_latency = Some(started.elapsed());
+    summary.upstream_status = result.upstream_status;
     let mut token = match result.result {
         Ok(token) => token,
         Err(e) => return Err(give_back(admission, e).await),
@@ -236,16 +226,16 @@ pub(crate) async fn handle(
         token = Box::pin(fill_legacy_fields(provider, token, deadline, cfg)).await;
     }
     if let Some(admission) = admission {
-        let continuity = shared.continuity(rt)?;
-        return Ok(success(Box::pin(continuity.create(rt, client, &token, admission)).await?));
+        let continuity = state.continuity(snapshot)?;
+        return Ok(success(Box::pin(continuity.create(snapshot, client, &token, admission)).await?));
     }
-    Ok(success(render(shared, provider, &token, std::time::Duration::ZERO, None, legacy_cfg)))
+    Ok(success(render(state, provider, &token, std::time::Duration::ZERO, None, legacy_cfg)))
 }
 
 /// The legacy answer of `token` (see [`V2Token::render_legacy`]), counting an answer that gets
 /// `legacy.default_expires_in` because the upstream stated no lifetime.
 fn render(
-    shared: &Shared,
+    state: &State,
     provider: &Provider,
     token: &V2Token,
     age: std::time::Duration,
@@ -253,7 +243,7 @@ fn render(
     legacy_cfg: &crate::config::LegacyConfig,
 ) -> Vec<u8> {
     if token.lifetime().is_none() {
-        shared.ops.metrics.legacy_expires_in_defaulted(&provider.name);
+        state.ops.metrics.legacy_expires_in_defaulted(&provider.name);
     }
     token.render_legacy(age, sent_refresh_token, legacy_cfg)
 }
@@ -286,7 +276,9 @@ async fn fill_legacy_fields(
 ) -> V2Token {
     match &provider.lookup {
         Some(lookup) if lookup.wants(&token) => {
-            lookup.fill(&provider.token_pool, &token, deadline, cfg.max_response_bytes, &provider.name).await
+            lookup
+                .fill(&provider.token_client, &token, deadline, cfg.max_response_bytes, &provider.name)
+                .await
         }
         _ => token,
     }
@@ -294,7 +286,7 @@ async fn fill_legacy_fields(
 
 /// Feed the migration report: how this client sent its call, and which legacy features it used.
 fn record_usage(
-    shared: &Shared,
+    state: &State,
     provider: &Provider,
     client_id: &str,
     configured: bool,
@@ -309,7 +301,7 @@ fn record_usage(
         .with(Feature::TokenForm, kind == legacy::BodyKind::Form)
         .with(Feature::PasswordGrant, params.grant_type.as_deref() == Some("password"))
         .with(Feature::ClientSecretSent, params.client_secret.is_some());
-    shared.ops.migration.record(&provider.name, client_id, configured, call);
+    state.ops.migration.record(&provider.name, client_id, configured, call);
 }
 
 /// Refuse a body whose declared `Content-Length` is unreadable (400) or over `max` (413),

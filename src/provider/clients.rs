@@ -7,13 +7,13 @@ use std::time::Duration;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::config::UpstreamConfig;
-use crate::oauth::HttpClient;
+use crate::upstream::Upstream;
 
 /// Build a pooled client (the app builds two, so token calls and pass-through never share a
 /// connection). TLS is rustls with the webpki roots; HTTP/2 is negotiated by ALPN where the
 /// upstream offers it.
-pub(crate) fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
-    HttpClient::new(
+pub(crate) fn build_client(cfg: &UpstreamConfig) -> Upstream {
+    Upstream::new(
         build_connector(cfg),
         cfg.pool_idle_timeout,
         cfg.pool_max_idle_per_host,
@@ -23,7 +23,7 @@ pub(crate) fn build_http_client(cfg: &UpstreamConfig) -> HttpClient {
 
 /// Apply a reloaded `[upstream]` to the pool: its limits, and a new connector (connect timeout,
 /// extra CA certificates) when those changed.
-pub(crate) fn reconfigure_http_client(client: &HttpClient, old: &UpstreamConfig, new: &UpstreamConfig) {
+pub(crate) fn reconfigure_client(client: &Upstream, old: &UpstreamConfig, new: &UpstreamConfig) {
     let connector_changed = old.connect_timeout != new.connect_timeout || old.ca_file != new.ca_file;
     if !connector_changed
         && old.pool_idle_timeout == new.pool_idle_timeout

@@ -1,5 +1,5 @@
-//! What every request shares for the life of the process: the runtime in force (swapped on
-//! reload), the refresh flights, the Redis connection, the operators' counters, and the
+//! What every request shares for the life of the process: the config snapshot in force (swapped
+//! on reload), the refresh flights, the Redis connection, the operators' counters, and the
 //! continuity service.
 
 use std::sync::Arc;
@@ -13,11 +13,11 @@ use crate::continuity::Continuity;
 use crate::error::{ErrorCode, ErrorSource, ShimError};
 use crate::ops::Ops;
 use crate::redis::Redis;
-use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 
 /// Process-lifetime state; the app holds it in an `Arc`.
-pub struct Shared {
-    runtime: ArcSwap<Runtime>,
+pub struct State {
+    snapshot: ArcSwap<Snapshot>,
     /// Refreshes of both token routes, keyed by provider, client id and refresh token (in
     /// process, or shared through Redis with `[state] backend = "redis"`).
     pub refresh: TokenRefresher,
@@ -32,39 +32,39 @@ pub struct Shared {
     draining: AtomicBool,
 }
 
-impl Shared {
-    /// The shared state for a first runtime: refresh flights as `[state]` asks, and the
+impl State {
+    /// The app's state for a first snapshot: refresh flights as `[state]` asks, and the
     /// session store opened now when some client uses continuity, so a problem with it shows
     /// at start-up.
-    pub fn new(runtime: Runtime) -> Self {
-        let (refresh, redis) = refresher(&runtime.config);
+    pub fn new(snapshot: Snapshot) -> Self {
+        let (refresh, redis) = refresher(&snapshot.config);
         let ops = Ops::default();
-        attach_lookups(&runtime, &ops);
-        let shared = Self {
-            runtime: ArcSwap::from_pointee(runtime),
+        attach_lookups(&snapshot, &ops);
+        let state = Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
             refresh,
             redis,
             ops,
             continuity: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
         };
-        let rt = shared.runtime();
-        if rt.continuity {
-            let _ = shared.continuity(&rt);
+        let snapshot = state.snapshot();
+        if snapshot.continuity {
+            let _ = state.continuity(&snapshot);
         }
-        shared
+        state
     }
 
-    /// The runtime in force now.
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
+    /// The snapshot in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
     }
 
-    /// Swap in a new runtime for new requests (in-flight ones finish on the old one); returns
+    /// Swap in a new snapshot for new requests (in-flight ones finish on the old one); returns
     /// the old one.
-    pub fn swap_runtime(&self, runtime: Runtime) -> Arc<Runtime> {
-        attach_lookups(&runtime, &self.ops);
-        self.runtime.swap(Arc::new(runtime))
+    pub fn swap_snapshot(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        attach_lookups(&snapshot, &self.ops);
+        self.snapshot.swap(Arc::new(snapshot))
     }
 
     pub fn set_draining(&self) {
@@ -75,10 +75,10 @@ impl Shared {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// The continuity service for `rt`, opening its store on first use.
-    pub fn continuity(&self, rt: &Runtime) -> Result<&Arc<Continuity>, ShimError> {
+    /// The continuity service for `snapshot`, opening its store on first use.
+    pub fn continuity(&self, snapshot: &Snapshot) -> Result<&Arc<Continuity>, ShimError> {
         let opened = self.continuity.get_or_init(|| {
-            Continuity::open(&rt.config, self.redis.clone(), self.ops.metrics.clone()).map(Arc::new).map_err(|e| {
+            Continuity::open(&snapshot.config, self.redis.clone(), self.ops.metrics.clone()).map(Arc::new).map_err(|e| {
                 tracing::error!(error = %e, "token continuity is unavailable: the session store did not open");
                 e.to_string()
             })
@@ -95,8 +95,8 @@ impl Shared {
 }
 
 /// Count each provider's legacy-fields lookups under its name.
-fn attach_lookups(runtime: &Runtime, ops: &Ops) {
-    for p in &runtime.providers {
+fn attach_lookups(snapshot: &Snapshot, ops: &Ops) {
+    for p in &snapshot.providers {
         if let Some(lookup) = &p.lookup {
             lookup.attach(|| ops.metrics.lookup_counters(&p.name));
         }

@@ -17,8 +17,9 @@ use std::time::Duration;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
 
-use super::outcome::Outcome;
-use super::{forward, token};
+use super::summary::Summary;
+use super::{forward, legacy_token};
+use crate::app_state::{RefreshError, State};
 use crate::body::{self, Body};
 use crate::config::{ClientAuth, ClientMode};
 use crate::continuity::minted::{self, Carried};
@@ -30,19 +31,18 @@ use crate::ops::migration::{Call, Feature};
 use crate::provider::Provider;
 use crate::refresh::Proof;
 use crate::routes::refresh::{self, Refresh};
-use crate::runtime::Runtime;
-use crate::services::{RefreshError, Shared};
+use crate::snapshot::Snapshot;
 
 /// Serve a v2 token call.
 pub(crate) async fn handle(
-    shared: &Shared,
-    rt: &Arc<Runtime>,
+    state: &State,
+    snapshot: &Arc<Snapshot>,
     provider_index: usize,
     req: Request<Body>,
     peer: SocketAddr,
-    outcome: &mut Outcome,
+    summary: &mut Summary,
 ) -> Result<Response<Body>, ShimError> {
-    let provider = rt.provider(provider_index);
+    let provider = snapshot.provider(provider_index);
     let (parts, body) = req.into_parts();
     // A minted token is never sent upstream: not in the headers or query, checked before the
     // body is read, nor among the body's parameters, checked once they are parsed.
@@ -55,10 +55,11 @@ pub(crate) async fn handle(
     if !readable(content_type) {
         // Not a body oauth-shim can read (nor one a v2 token endpoint takes): as it came.
         let req = Request::from_parts(parts, body);
-        return Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await;
+        return Box::pin(forward::forward_to_token_url(provider, snapshot, req, peer, summary)).await;
     }
-    let server = &rt.config.server;
-    let bytes = token::read_body(&parts, body, server.max_body_bytes, server.body_read_timeout).await?;
+    let server = &snapshot.config.server;
+    let bytes =
+        legacy_token::read_body(&parts, body, server.max_body_bytes, server.body_read_timeout).await?;
     let trace = crate::oauth::TraceHeaders::from_headers(&parts.headers);
     let auth_header = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let (params, kind) = legacy::collect(parts.uri.query(), content_type, &bytes, auth_header)?;
@@ -68,9 +69,9 @@ pub(crate) async fn handle(
     }
     let is_credential = |k: &str| k == "client_id" || k == "client_secret";
     if kind != BodyKind::Json && !pairs.iter().any(|(k, _)| is_credential(k)) {
-        outcome.client = record_v2_native(&shared.ops, provider, &parts.headers);
+        summary.client = record_v2_native(&state.ops, provider, &parts.headers);
         let req = Request::from_parts(parts, body::full(bytes));
-        return Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await;
+        return Box::pin(forward::forward_to_token_url(provider, snapshot, req, peer, summary)).await;
     }
 
     let client_id = params.client_id.as_deref();
@@ -79,15 +80,15 @@ pub(crate) async fn handle(
         let call = Call::default()
             .with(Feature::V2Normalised, true)
             .with(Feature::ClientSecretSent, params.client_secret.is_some());
-        shared.ops.migration.record(&provider.name, id, configured.is_some(), call);
-        outcome.client = Some(configured.map_or_else(|| "unknown".into(), |(c, _)| c.id.clone()));
+        state.ops.migration.record(&provider.name, id, configured.is_some(), call);
+        summary.client = Some(configured.map_or_else(|| "unknown".into(), |(c, _)| c.id.clone()));
     }
     if let Some((client, _)) = configured {
         match client.mode {
             ClientMode::Rewrite => {}
             ClientMode::Passthrough => {
                 let req = Request::from_parts(parts, body::full(bytes));
-                return Box::pin(forward::forward_to_token_url(provider, rt, req, peer, outcome)).await;
+                return Box::pin(forward::forward_to_token_url(provider, snapshot, req, peer, summary)).await;
             }
             ClientMode::Deny => {
                 return Err(ShimError::unauthorized_client(
@@ -103,7 +104,7 @@ pub(crate) async fn handle(
 
     let (form, auth) = upstream_form(provider, &pairs, client_id, presented);
     drop((parts, bytes));
-    let cfg = &rt.config.upstream.call_limits();
+    let cfg = &snapshot.config.upstream.call_limits();
 
     if params.grant_type.as_deref() == Some("refresh_token")
         && let Some(refresh_token) = &params.refresh_token
@@ -111,7 +112,7 @@ pub(crate) async fn handle(
         let proof = match (presented, configured) {
             (None, _) => Proof::Public,
             (Some(sent), Some((client, _))) if client.secret().ct_eq(sent.expose()) => Proof::Configured,
-            (Some(sent), _) => shared.refresh.proof(sent.expose()),
+            (Some(sent), _) => state.refresh.proof(sent.expose()),
         };
         let call = Refresh {
             provider_index,
@@ -123,14 +124,14 @@ pub(crate) async fn handle(
             proof,
             legacy: false,
         };
-        return match Box::pin(refresh::serve(shared, rt, call)).await {
+        return match Box::pin(refresh::serve(state, snapshot, call)).await {
             Ok(served) => {
-                outcome.detail = Some(served.source.as_str());
-                outcome.upstream_status = Some(served.value.answer().status);
+                summary.detail = Some(served.source.as_str());
+                summary.upstream_status = Some(served.value.answer().status);
                 Ok(respond(served.value.answer(), served.age))
             }
             Err(RefreshError::Answer { answer, .. }) => {
-                outcome.upstream_status = Some(answer.status);
+                summary.upstream_status = Some(answer.status);
                 Ok(respond(&answer, Duration::ZERO))
             }
             Err(RefreshError::Shim(e)) => Err(e),
@@ -139,10 +140,10 @@ pub(crate) async fn handle(
 
     let started = std::time::Instant::now();
     let answer =
-        Box::pin(raw_token_call(&provider.token_pool, &provider.token_url, auth, &form, cfg, trace)).await;
-    outcome.upstream_latency = Some(started.elapsed());
+        Box::pin(raw_token_call(&provider.token_client, &provider.token_url, auth, &form, cfg, trace)).await;
+    summary.upstream_latency = Some(started.elapsed());
     let answer = answer?;
-    outcome.upstream_status = Some(answer.status);
+    summary.upstream_status = Some(answer.status);
     Ok(respond(&answer, Duration::ZERO))
 }
 
