@@ -120,14 +120,14 @@ struct Usage {
     features: [Tally; Feature::ALL.len()],
 }
 
-impl State {
+impl Ledger {
     fn ids(&self, provider: &str) -> Option<&HashMap<String, Usage>> {
         self.by_id.iter().find(|(p, _)| p == provider).map(|(_, ids)| ids)
     }
 }
 
 #[derive(Default)]
-struct State {
+struct Ledger {
     /// By provider (a short list, scanned), then client id.
     by_id: Vec<(String, HashMap<String, Usage>)>,
     unknown_ids: usize,
@@ -153,7 +153,7 @@ impl Call {
 /// Usage counters since start. Survive config reloads.
 #[derive(Default)]
 pub struct Migration {
-    state: Mutex<State>,
+    ledger: Mutex<Ledger>,
 }
 
 impl Migration {
@@ -161,8 +161,8 @@ impl Migration {
     /// configured client of that provider.
     pub(crate) fn record(&self, provider: &str, client_id: &str, configured: bool, call: Call) {
         let now = SystemTime::now();
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let State { by_id, unknown_ids, folded, .. } = &mut *state;
+        let mut ledger = self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Ledger { by_id, unknown_ids, folded, .. } = &mut *ledger;
         let at = match by_id.iter().position(|(p, _)| p == provider) {
             Some(at) => at,
             None => {
@@ -198,27 +198,27 @@ impl Migration {
 
     /// A v2-native call that named no configured client.
     pub(crate) fn record_unattributed_v2(&self) {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.unattributed_v2.hit(SystemTime::now());
+        let mut ledger = self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ledger.unattributed_v2.hit(SystemTime::now());
     }
 
     /// The report against the config in force: every configured client (in config order), then
     /// every other id seen (sorted).
     pub(crate) fn report(&self, config: &Config) -> Report {
-        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ledger = self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut clients: Vec<ClientReport> = config
             .clients
             .iter()
             .map(|c| {
                 let usage =
-                    state.ids(c.provider_name()).and_then(|ids| ids.get(&c.id)).copied().unwrap_or_default();
+                    ledger.ids(c.provider_name()).and_then(|ids| ids.get(&c.id)).copied().unwrap_or_default();
                 let mut row =
                     ClientReport::new(c.provider_name(), Some(c.id.clone()), true, c.mode.as_str(), usage);
                 row.continuity = c.continuity;
                 row
             })
             .collect();
-        let mut others: Vec<_> = state
+        let mut others: Vec<_> = ledger
             .by_id
             .iter()
             .flat_map(|(p, ids)| ids.iter().map(move |(id, usage)| ((p, id), usage)))
@@ -228,8 +228,8 @@ impl Migration {
         for ((provider, id), usage) in others {
             clients.push(ClientReport::new(provider, Some(id.clone()), false, "unknown", *usage));
         }
-        if state.folded.calls.count > 0 {
-            clients.push(ClientReport::new("", None, false, "unknown", state.folded));
+        if ledger.folded.calls.count > 0 {
+            clients.push(ClientReport::new("", None, false, "unknown", ledger.folded));
         }
         Report {
             generated_at: rfc3339(SystemTime::now()),
@@ -238,7 +238,7 @@ impl Migration {
                 .map(|f| (f.as_str().to_owned(), serde_json::Value::String(f.describe().to_owned())))
                 .collect(),
             clients,
-            unattributed_v2_native: state.unattributed_v2.report(),
+            unattributed_v2_native: ledger.unattributed_v2.report(),
             reload: None,
         }
     }

@@ -4,14 +4,14 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
-use super::state::{Shared, lock, mint_code};
+use super::state::{Core, lock, mint_code};
 use super::token::parse_params;
 use super::wire::{Resp, bearer, injected, invalid_token, json_response, response};
 
 // ---------------------------------------------------------------------------------------------
 // Authorization endpoint and toy API
 
-pub(super) fn authorize(shared: &Shared, parts: &http::request::Parts) -> Resp {
+pub(super) fn authorize(shared: &Core, parts: &http::request::Parts) -> Resp {
     let fail = |status: StatusCode, error: &str, description: &str| {
         let body = json!({"error": error, "error_description": description});
         json_response(status, body.to_string())
@@ -68,12 +68,12 @@ pub(super) fn authorize(shared: &Shared, parts: &http::request::Parts) -> Resp {
 }
 
 /// The user endpoint: the legacy fields for a valid bearer token, in GoTo's admin API's names.
-pub(super) async fn me(shared: &Shared, headers: &HeaderMap) -> std::io::Result<Resp> {
+pub(super) async fn me(shared: &Core, headers: &HeaderMap) -> std::io::Result<Resp> {
     let fault = lock(&shared.me_fault).clone();
     if let Some(answer) = injected(fault).await {
         return answer;
     }
-    if !bearer(headers).is_some_and(|t| lock(&shared.state).access_valid(t)) {
+    if !bearer(headers).is_some_and(|t| lock(&shared.grants).access_valid(t)) {
         return Ok(invalid_token());
     }
     let body = json!({
@@ -88,8 +88,8 @@ pub(super) async fn me(shared: &Shared, headers: &HeaderMap) -> std::io::Result<
 }
 
 /// Any path under `/G2W/` or `/G2M/`: needs a valid bearer token.
-pub(super) fn api(shared: &Shared, headers: &HeaderMap) -> Resp {
-    if bearer(headers).is_some_and(|t| lock(&shared.state).access_valid(t)) {
+pub(super) fn api(shared: &Core, headers: &HeaderMap) -> Resp {
+    if bearer(headers).is_some_and(|t| lock(&shared.grants).access_valid(t)) {
         let body = json!([{"webinarKey": "1235813", "subject": "Stand-in webinar"}]);
         return json_response(StatusCode::OK, body.to_string());
     }

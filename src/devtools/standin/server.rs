@@ -19,14 +19,14 @@ use super::config::{
     AUTHORIZE_PATH, Fault, IDENTITY_AUTHORIZE_PATH, IDENTITY_TOKEN_PATH, MAX_BODY_BYTES, ME_PATH, Recorded,
     StandinConfig, TOKEN_PATH,
 };
-use super::state::{Shared, State, lock, mint_code};
+use super::state::{Core, Grants, lock, mint_code};
 use super::token::token_path;
 use super::wire::{OAuthError, Resp, invalid_request, json_response, oauth_error};
 
 /// Handle to a running stand-in. Cheap to clone.
 #[derive(Clone)]
 pub struct Standin {
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     addr: SocketAddr,
 }
 
@@ -36,9 +36,9 @@ impl Standin {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Core {
             config,
-            state: Mutex::new(State::default()),
+            grants: Mutex::new(Grants::default()),
             requests: Mutex::new(Vec::new()),
             fault: Mutex::new(None),
             me_fault: Mutex::new(None),
@@ -115,12 +115,12 @@ impl Standin {
 
     /// Whether `token` was issued, has not expired and its grant was not revoked.
     pub fn is_access_token_valid(&self, token: &str) -> bool {
-        lock(&self.shared.state).access_valid(token)
+        lock(&self.shared.grants).access_valid(token)
     }
 
     /// How many grants were revoked because a retired refresh token was presented again.
     pub fn revoked_grants(&self) -> usize {
-        lock(&self.shared.state).revoked.len()
+        lock(&self.shared.grants).revoked.len()
     }
 
     /// Stops accepting connections and gracefully closes open ones.
@@ -136,7 +136,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 /// Serve connections through the shared accept loop until `shutdown`; open connections are
 /// then closed gracefully.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Core>, stop: watch::Receiver<bool>) {
     let stopping = stopped(stop.clone());
     crate::server::accept::accept_loop(&listener, None, stopping, |stream, _, _| {
         let shared = Arc::clone(&shared);
@@ -159,7 +159,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: watch::Re
 }
 
 /// Returning `Err` makes hyper drop the connection without a response (used by `Fault::Close`).
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> std::io::Result<Resp> {
+async fn handle(shared: Arc<Core>, req: Request<Incoming>) -> std::io::Result<Resp> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),

@@ -10,9 +10,9 @@ use tokio::sync::watch;
 use super::config::{Fault, Recorded, StandinConfig};
 use super::wire::TokenResponse;
 
-pub(super) struct Shared {
+pub(super) struct Core {
     pub(super) config: StandinConfig,
-    pub(super) state: Mutex<State>,
+    pub(super) grants: Mutex<Grants>,
     pub(super) requests: Mutex<Vec<Recorded>>,
     pub(super) fault: Mutex<Option<Fault>>,
     /// Failure injected on the user endpoint.
@@ -39,7 +39,7 @@ pub(super) struct AccessEntry {
 }
 
 #[derive(Default)]
-pub(super) struct State {
+pub(super) struct Grants {
     pub(super) codes: HashMap<String, Code>,
     pub(super) refresh: HashMap<String, RefreshEntry>,
     pub(super) access: HashMap<String, AccessEntry>,
@@ -56,7 +56,7 @@ pub(super) fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl State {
+impl Grants {
     fn new_grant(&mut self) -> u64 {
         self.next_grant += 1;
         self.next_grant
@@ -91,10 +91,10 @@ impl State {
     }
 }
 
-pub(super) fn mint_code(shared: &Shared, client_id: &str, redirect_uri: Option<&str>) -> String {
+pub(super) fn mint_code(shared: &Core, client_id: &str, redirect_uri: Option<&str>) -> String {
     let code = random_token();
     let entry =
         Code { client_id: client_id.to_owned(), redirect_uri: redirect_uri.map(str::to_owned), used: false };
-    lock(&shared.state).codes.insert(code.clone(), entry);
+    lock(&shared.grants).codes.insert(code.clone(), entry);
     code
 }

@@ -9,14 +9,14 @@ use http::header;
 use http::{HeaderMap, Method, StatusCode};
 
 use super::config::{StandinClient, StandinConfig};
-use super::state::{Shared, lock};
+use super::state::{Core, lock};
 use super::wire::{
     IdentityTokenResponse, OAuthError, Resp, TokenResponse, injected, invalid_grant, invalid_request,
     json_response, oauth_error,
 };
 
 pub(super) async fn token_path(
-    shared: &Shared,
+    shared: &Core,
     parts: &http::request::Parts,
     body: &[u8],
     identity: bool,
@@ -45,7 +45,7 @@ pub(super) async fn token_path(
 }
 
 pub(super) fn token_grant(
-    shared: &Shared,
+    shared: &Core,
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Result<TokenResponse, OAuthError> {
@@ -74,7 +74,7 @@ pub(super) fn token_grant(
     match required("grant_type")? {
         "authorization_code" => {
             let code = required("code")?;
-            let mut state = lock(&shared.state);
+            let mut state = lock(&shared.grants);
             let entry = state.codes.get_mut(code).filter(|c| c.client_id == client.id);
             let entry = entry.ok_or_else(|| invalid_grant("unknown authorization code"))?;
             if entry.used {
@@ -91,7 +91,7 @@ pub(super) fn token_grant(
         }
         "refresh_token" => {
             let token = required("refresh_token")?;
-            let mut state = lock(&shared.state);
+            let mut state = lock(&shared.grants);
             let entry = state.refresh.get(token).filter(|r| r.client_id == client.id);
             let (grant, retired) =
                 entry.map(|r| (r.grant, r.retired)).ok_or_else(|| invalid_grant("unknown refresh token"))?;
@@ -124,7 +124,7 @@ pub(super) fn token_grant(
             if !config.users.iter().any(|(u, p)| u == username && p == password) {
                 return Err(invalid_grant("invalid username or password"));
             }
-            Ok(lock(&shared.state).new_tokens(&client.id, ttl))
+            Ok(lock(&shared.grants).new_tokens(&client.id, ttl))
         }
         other => {
             Err(OAuthError::new("unsupported_grant_type", format!("grant_type {other:?} is not supported")))
