@@ -52,6 +52,7 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
         Self {
             inner: Arc::new(CacheCore {
                 mac,
+                provider_macs: std::sync::RwLock::default(),
                 ttl,
                 max_entries,
                 cache,
@@ -92,7 +93,10 @@ impl<V: Refreshed, E: RefreshFailure> RefreshCache<V, E> {
     /// The key of `refresh_token` within `scope` (length-prefixed parts, see
     /// [`Scope`](super::Scope)).
     pub(super) fn key(&self, scope: &[&str], refresh_token: &str) -> Key {
-        key_in(&self.inner.mac, scope, refresh_token)
+        match scope.split_first() {
+            Some((provider, rest)) => self.inner.key_for_provider(provider, rest, refresh_token),
+            None => key_in(&self.inner.mac, scope, refresh_token),
+        }
     }
 
     /// The key `refresh_token` within `scope` is cached under: for the benches, which measure

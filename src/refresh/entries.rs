@@ -43,6 +43,9 @@ impl Hasher for KeyHasher {
 
 pub(super) type KeyHash = BuildHasherDefault<KeyHasher>;
 
+/// Provider sub-keys kept by one cache; a provider beyond them derives its sub-key per refresh.
+pub(super) const MAX_PROVIDER_KEYS: usize = 64;
+
 /// The key of `refresh_token` within `scope` under `mac`: each part length-prefixed, then the
 /// token. Inlined into each caller: it is on every refresh's path.
 #[inline(always)]
@@ -79,6 +82,10 @@ pub(super) struct Flight<V, E> {
 pub(super) struct CacheCore<V: Refreshed, E: RefreshFailure> {
     /// HMAC state already keyed with the per-process secret; cloned per derivation.
     pub(super) mac: Hmac<Sha256>,
+    /// Per provider name, HMAC state keyed with a sub-key of `mac` for that provider (see
+    /// [`CacheCore::key_for_provider`]); as many as the config has providers, at most
+    /// [`MAX_PROVIDER_KEYS`].
+    pub(super) provider_macs: std::sync::RwLock<Vec<(Box<str>, Hmac<Sha256>)>>,
     pub(super) ttl: Duration,
     pub(super) max_entries: u64,
     pub(super) cache: Cache<Key, Arc<CachedAnswer<V>>, KeyHash>,
@@ -134,6 +141,28 @@ impl<V: Refreshed, E: RefreshFailure> CacheCore<V, E> {
 
     pub(super) fn caching(&self) -> bool {
         !self.ttl.is_zero() && self.max_entries > 0
+    }
+
+    /// The key of `refresh_token` for the scope `provider`, `rest`: under a sub-key derived
+    /// from the cache's key and the provider's name (kept per provider), the rest
+    /// length-prefixed before the token. The provider's name is thus hashed once per provider,
+    /// not once per refresh, which keeps a refresh's message inside one SHA-256 block for usual
+    /// client ids and tokens.
+    pub(super) fn key_for_provider(&self, provider: &str, rest: &[&str], refresh_token: &str) -> Key {
+        {
+            let macs = self.provider_macs.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, mac)) = macs.iter().find(|(name, _)| **name == *provider) {
+                return key_in(mac, rest, refresh_token);
+            }
+        }
+        // Kept apart from every refresh key by its own first part.
+        let mac = crate::crypto::keyed_mac(&key_in(&self.mac, &["provider sub-key", provider], ""));
+        let key = key_in(&mac, rest, refresh_token);
+        let mut macs = self.provider_macs.write().unwrap_or_else(PoisonError::into_inner);
+        if macs.len() < MAX_PROVIDER_KEYS && !macs.iter().any(|(name, _)| **name == *provider) {
+            macs.push((provider.into(), mac));
+        }
+        key
     }
 
     pub(super) fn key(&self, client_id: &str, refresh_token: &str) -> Key {
