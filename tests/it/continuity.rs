@@ -190,15 +190,7 @@ async fn revocation_takes_effect_at_once() {
     assert!(live.contains(&reqwest::StatusCode::OK) && live.contains(&reqwest::StatusCode::UNAUTHORIZED));
 
     // Revoke the rest of the client's sessions: every minted token stops at once, refresh too.
-    let body: Value = http()
-        .post(h.admin_url(&format!("/sessions/revoke?client={ID}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["revoked"], 1);
+    assert_eq!(revoke_all(&h).await, 1);
     assert_eq!(api(&h, a1).await.status(), 401);
     assert_eq!(api(&h, a2).await.status(), 401);
     let refresh = http()
@@ -552,15 +544,7 @@ async fn two_replicas_on_redis_refresh_a_session_once_at_the_expiry_edge() {
     }
 
     // Revoking on one replica ends the session on both, at once.
-    let body: Value = http()
-        .post(b.admin_url(&format!("/sessions/revoke?client={ID}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["revoked"], 1);
+    assert_eq!(revoke_all(&b).await, 1);
     assert_eq!(api(&a, &access).await.status(), 401);
     assert_eq!(api(&b, &access).await.status(), 401);
 }

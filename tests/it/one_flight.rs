@@ -27,22 +27,6 @@ async fn legacy(via: &Harness, rt: &str) -> (u16, Value) {
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
-/// Seed 000's refresh of `rt` (JSON to the token path) by [`ID`], with `secret` if any.
-async fn v2(via: &Harness, rt: &str, secret: Option<&str>) -> (u16, Value) {
-    let mut call = json!({"grant_type": "refresh_token", "refresh_token": rt, "client_id": ID});
-    if let Some(secret) = secret {
-        call["client_secret"] = secret.into();
-    }
-    let resp = http()
-        .post(via.url("/oauth/v2/token"))
-        .header("content-type", "application/json")
-        .body(call.to_string())
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
-}
-
 async fn every_route_and_proof_spend_a_token_once(redis: Option<&RedisServer>) {
     let standin = start_standin(rotating(0)).await;
     let at = instances(&standin, redis, "").await;
@@ -51,7 +35,7 @@ async fn every_route_and_proof_spend_a_token_once(redis: Option<&RedisServer>) {
     // A v2 caller with the client's secret first, then the legacy route and more v2 callers.
     let rt = grant(&at[0]).await;
     let calls = standin.token_calls();
-    let (status, first) = v2(&at[0], &rt, Some(SECRET)).await;
+    let (status, first) = v2_json_refresh(&at[0], &rt, Some(SECRET)).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!((first["version"].as_str(), first["expires_in"].as_u64().is_some()), (Some("3"), true));
     let (status, old) = legacy(other, &rt).await;
@@ -63,11 +47,11 @@ async fn every_route_and_proof_spend_a_token_once(redis: Option<&RedisServer>) {
     assert_eq!(old["version"], "2", "the legacy shape: {old}");
     // Without a secret, or with a wrong one: never the answer, and nothing spent upstream.
     for (via, secret) in [(other, None), (&at[0], Some("not-the-secret"))] {
-        let (status, body) = v2(via, &rt, secret).await;
+        let (status, body) = v2_json_refresh(via, &rt, secret).await;
         assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{secret:?}: {body}");
         assert!(body.get("access_token").is_none());
     }
-    let (status, again) = v2(other, &rt, Some(SECRET)).await;
+    let (status, again) = v2_json_refresh(other, &rt, Some(SECRET)).await;
     assert_eq!((status, &again["access_token"]), (200, &first["access_token"]));
     assert_eq!(standin.token_calls(), calls + 1, "one upstream call for five refreshes of one token");
 
@@ -76,7 +60,7 @@ async fn every_route_and_proof_spend_a_token_once(redis: Option<&RedisServer>) {
     let calls = standin.token_calls();
     let (status, old) = legacy(&at[0], &rt).await;
     assert_eq!(status, 200, "{old}");
-    let (status, new) = v2(other, &rt, Some(SECRET)).await;
+    let (status, new) = v2_json_refresh(other, &rt, Some(SECRET)).await;
     assert_eq!((status, &new["access_token"]), (200, &old["access_token"]), "{new}");
     assert_eq!((new["token_type"].as_str(), new["version"].as_str()), (Some("Bearer"), Some("3")));
     assert_eq!(standin.token_calls(), calls + 1);

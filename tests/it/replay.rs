@@ -109,18 +109,6 @@ async fn listed(h: &Harness) -> usize {
     listing["sessions"].as_array().unwrap().len()
 }
 
-async fn revoke_all(h: &Harness) -> u64 {
-    let body: Value = http()
-        .post(h.admin_url(&format!("/sessions/revoke?client={ID}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["revoked"].as_u64().unwrap()
-}
-
 #[tokio::test]
 async fn a_revoked_session_written_back_stays_revoked() {
     let redis = RedisServer::start().await;

@@ -59,11 +59,6 @@ async fn metrics(h: &Harness) -> String {
     get_text(h.admin_url("/metrics")).await
 }
 
-async fn revoke_all(h: &Harness) -> u64 {
-    let resp = http().post(h.admin_url(&format!("/sessions/revoke?client={ID}"))).send().await.unwrap();
-    resp.json::<Value>().await.unwrap()["revoked"].as_u64().unwrap()
-}
-
 #[tokio::test]
 async fn the_store_wide_cap_refuses_a_login_before_its_upstream_call() {
     let h = embedded("all", "max_sessions = 1").await;

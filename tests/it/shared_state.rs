@@ -47,20 +47,6 @@ async fn burst(replicas: &[Harness], rt: &str, n: usize) -> Vec<(u16, Value)> {
     out
 }
 
-/// Seed 000's refresh through `via`: `POST /oauth/v2/token`, JSON with the client's credentials.
-async fn v2_json_refresh(via: &Harness, rt: &str) -> (u16, Value) {
-    let call = serde_json::json!({"client_id": ID, "client_secret": SECRET,
-        "grant_type": "refresh_token", "refresh_token": rt});
-    let resp = http()
-        .post(via.url("/oauth/v2/token"))
-        .header("content-type", "application/json")
-        .body(call.to_string())
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_spend_a_rotating_refresh_token_once() {
     let redis = RedisServer::start().await;
@@ -177,8 +163,8 @@ async fn redis_dying_falls_back_and_coming_back_resumes_sharing() {
     for via in &replicas {
         let rt = grant(via).await;
         let before = standin.token_calls();
-        let first = v2_json_refresh(via, &rt).await;
-        let again = v2_json_refresh(via, &rt).await;
+        let first = v2_json_refresh(via, &rt, Some(SECRET)).await;
+        let again = v2_json_refresh(via, &rt, Some(SECRET)).await;
         assert_eq!((first.0, again.0), (200, 200), "v2 refresh during the outage: {}", first.1);
         assert_eq!(again.1["access_token"], first.1["access_token"]);
         assert_eq!(standin.token_calls(), before + 1);
@@ -675,7 +661,7 @@ async fn normalised_v2_refreshes_are_shared_by_replicas() {
     // An error is the upstream's v2 error as it came, and never an answer for a later caller.
     let before = standin.token_calls();
     for via in &replicas[..2] {
-        let (status, body) = v2_json_refresh(via, "no-such-refresh-token").await;
+        let (status, body) = v2_json_refresh(via, "no-such-refresh-token", Some(SECRET)).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
     }
     assert_eq!(standin.token_calls(), before + 2);

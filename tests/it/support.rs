@@ -132,6 +132,29 @@ pub async fn replicas(standin: &Standin, config: &Config, n: usize) -> Vec<Harne
     out
 }
 
+/// `POST /sessions/revoke?client=` [`ID`] on `h`'s admin listener: how many sessions it revoked.
+pub async fn revoke_all(h: &Harness) -> u64 {
+    let resp = http().post(h.admin_url(&format!("/sessions/revoke?client={ID}"))).send().await.unwrap();
+    resp.json::<serde_json::Value>().await.unwrap()["revoked"].as_u64().unwrap()
+}
+
+/// Seed 000's refresh of `rt` through `via`: JSON to the token path by [`ID`], with `secret` if
+/// any. Its status and body.
+pub async fn v2_json_refresh(via: &Harness, rt: &str, secret: Option<&str>) -> (u16, serde_json::Value) {
+    let mut call = serde_json::json!({"grant_type": "refresh_token", "refresh_token": rt, "client_id": ID});
+    if let Some(secret) = secret {
+        call["client_secret"] = secret.into();
+    }
+    let resp = http()
+        .post(via.url("/oauth/v2/token"))
+        .header("content-type", "application/json")
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
 /// A fresh grant of [`ID`]'s: a code the stand-in issues, exchanged through `via`'s legacy
 /// route. Its refresh token.
 pub async fn grant(via: &Harness) -> String {
