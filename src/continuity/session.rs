@@ -3,6 +3,10 @@
 //! serialized form, and only inside the AES-256-GCM envelope. A record carries its version
 //! and its expiry inside the seal; a record written before records carried a version opens as
 //! version 0.
+//!
+//! A record is serialized compactly ([`COMPACT`], then postcard: no field names, hashes as raw
+//! bytes), since opening one is most of the cost of an API call with a minted token. A record
+//! written as JSON by earlier versions (it starts with `{`) still opens.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -110,6 +114,9 @@ impl fmt::Debug for Session {
     }
 }
 
+/// The first byte of a compact record (a JSON record starts with `{`).
+const COMPACT: u8 = 1;
+
 /// The serialized form, inside the seal only.
 #[derive(Serialize, Deserialize)]
 struct Record {
@@ -122,8 +129,8 @@ struct Record {
     v2_expires_at: Option<u64>,
     v2_lifetime: Option<u64>,
     profile: String,
-    /// Hashes as base64 strings: a JSON array of 32 numbers per hash made decoding the record
-    /// the largest cost of a minted-token API call.
+    /// Hashes as base64 strings in JSON (an array of 32 numbers per hash made decoding a JSON
+    /// record costly), as raw bytes in the compact form.
     #[serde(with = "b64_hashes")]
     access_hashes: Vec<[u8; 32]>,
     #[serde(with = "b64_hash")]
@@ -155,11 +162,15 @@ mod b64_hash {
     }
 
     pub(crate) fn serialize<S: Serializer>(hash: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&encode(hash))
+        if s.is_human_readable() {
+            s.serialize_str(&encode(hash))
+        } else {
+            serde::Serialize::serialize(hash, s)
+        }
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        decode(<&str>::deserialize(d)?)
+        if d.is_human_readable() { decode(<&str>::deserialize(d)?) } else { <[u8; 32]>::deserialize(d) }
     }
 }
 
@@ -167,11 +178,19 @@ mod b64_hashes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(crate) fn serialize<S: Serializer>(hashes: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(hashes.iter().map(super::b64_hash::encode))
+        if s.is_human_readable() {
+            s.collect_seq(hashes.iter().map(super::b64_hash::encode))
+        } else {
+            s.collect_seq(hashes)
+        }
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
-        <Vec<&str>>::deserialize(d)?.into_iter().map(super::b64_hash::decode).collect()
+        if d.is_human_readable() {
+            <Vec<&str>>::deserialize(d)?.into_iter().map(super::b64_hash::decode).collect()
+        } else {
+            <Vec<[u8; 32]>>::deserialize(d)
+        }
     }
 }
 
@@ -206,8 +225,8 @@ impl Session {
             owners: self.owners.clone(),
             version,
         };
-        // Serializing plain strings and numbers cannot fail.
-        let plain = serde_json::to_vec(&record).unwrap_or_default();
+        // Serializing plain strings and numbers into a Vec cannot fail.
+        let plain = postcard::to_extend(&record, vec![COMPACT]).unwrap_or_default();
         keys.seal(&self.id.aad(), &plain)
     }
 
@@ -215,7 +234,10 @@ impl Session {
     /// id, or sealed by a key no longer configured).
     pub fn open(id: SessionId, sealed: &[u8], keys: &KeySet) -> Option<Self> {
         let plain = keys.open(&id.aad(), sealed)?;
-        let r: Record = serde_json::from_slice(&plain).ok()?;
+        let r: Record = match plain.split_first() {
+            Some((&COMPACT, rest)) => postcard::from_bytes(rest).ok()?,
+            _ => serde_json::from_slice(&plain).ok()?,
+        };
         Some(Self {
             id,
             client_id: r.client_id,
@@ -257,6 +279,17 @@ mod tests {
         assert_eq!((old.version, old.until, old.refreshes, old.expires_at), (0, 50, 4, 50));
     }
 
+    /// A JSON record with every field (as versions before the compact form wrote it) opens.
+    #[test]
+    fn a_json_record_opens() {
+        let keys = KeySet::parse(&"ab".repeat(32)).unwrap();
+        let id = SessionId::random();
+        let json = br#"{"client_id":"k","provider":"p","created_at":1,"expires_at":50,"v2_access":"a","v2_refresh":"r","v2_expires_at":9,"v2_lifetime":3600,"profile":"","access_hashes":["AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"],"refresh_hash":"AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI","refreshes":4,"owners":["AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM"],"version":7}"#;
+        let s = Session::open(id, &keys.seal(&id.aad(), json), &keys).unwrap();
+        assert_eq!((s.version, s.v2_refresh.unwrap().expose(), s.v2_lifetime), (7, "r", Some(3600)));
+        assert_eq!((s.access_hashes, s.refresh_hash, s.owners), (vec![[1; 32]], [2; 32], vec![[3; 32]]));
+    }
+
     #[test]
     fn sealed_record_round_trips_and_hides_tokens() {
         let keys = KeySet::parse(&"ab".repeat(32)).unwrap();
@@ -280,6 +313,7 @@ mod tests {
         };
         let sealed = s.seal(&keys, 3);
         assert!(!sealed.windows(6).any(|w| w == b"canary"));
+        assert_eq!(keys.open(&s.id.aad(), &sealed).unwrap()[0], COMPACT);
         let back = Session::open(s.id, &sealed, &keys).unwrap();
         assert_eq!(back.v2_access.expose(), "canary-v2-access");
         assert_eq!(back.hashes(), vec![[1; 32], [2; 32]]);
