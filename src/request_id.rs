@@ -8,6 +8,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
 pub(crate) static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -24,17 +25,22 @@ fn usable(value: &HeaderValue) -> bool {
         && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(b))
 }
 
-/// A new id.
+/// A new id. Its bytes are allocated once, shared by the request's and the answer's header
+/// (a clone is a reference count, not a copy); the prefix's hex digits are formatted once.
 pub(crate) fn generate() -> HeaderValue {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(rand::random::<u64>);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut digits = [0u8; 16];
+        hex(rand::random::<u64>(), &mut digits);
+        digits
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut buf = [0u8; 32];
-    hex(prefix, &mut buf[..16]);
+    buf[..16].copy_from_slice(prefix);
     hex(n, &mut buf[16..]);
     // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_maybe_shared(Bytes::from_owner(buf)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// `v` as 16 lowercase hex digits, a byte (two digits) at a time.
