@@ -31,5 +31,6 @@ mod session_caps;
 mod shared_state;
 mod standin;
 mod tls;
+mod tls_listener;
 mod token;
 mod v2_credentials;
