@@ -288,7 +288,8 @@ fn example_configs_are_valid() {
     let k8s_shared = embedded_toml(
         &std::fs::read_to_string(format!("{root}/deploy/shared-service/configmap.yaml")).unwrap(),
     )
-    .replace("/run/secrets/oauth-shim", secrets.to_str().unwrap());
+    .replace("/run/secrets/oauth-shim", secrets.to_str().unwrap())
+    .replace("/run/tls/oauth-shim", crate::support::mounted_tls_secret(1).0.to_str().unwrap());
     let providers = std::fs::read_to_string(format!("{root}/config/examples/providers.toml")).unwrap();
     for (name, text) in
         [("shared", shared), ("sidecar", sidecar), ("k8s-shared", k8s_shared), ("providers", providers)]

@@ -190,3 +190,15 @@ pub async fn h1_get(
         http::Request::get(path).header("host", "localhost").body(http_body_util::Empty::new()).unwrap();
     send.send_request(req).await.unwrap().status().as_u16()
 }
+
+/// A directory laid out as cert-manager's Secret mounts it (`tls.crt`, `tls.key`, `ca.crt`),
+/// with a server certificate of serial `serial` from a fresh CA; and that CA.
+pub fn mounted_tls_secret(serial: u64) -> (PathBuf, Ca) {
+    let ca = Ca::new("cert-manager test ca");
+    let pair = ca.server(serial);
+    let dir = super::temp_dir("tls-secret");
+    std::fs::write(dir.join("tls.crt"), &pair.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &pair.key_pem).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+    (dir, ca)
+}
