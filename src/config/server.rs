@@ -65,7 +65,7 @@ pub enum ForwardedFor {
     #[default]
     Append,
     /// Trust no one: the client's `X-Forwarded-For` is replaced by its address alone, and
-    /// `X-Forwarded-Proto` is always `http`.
+    /// `X-Forwarded-Proto` is always the scheme the client spoke (`https` with `[server.tls]`).
     Replace,
 }
 

@@ -53,6 +53,11 @@ async fn token_call_and_pass_through_over_http1_and_h2() {
     // No ALPN at all: HTTP/1.1.
     let none = tls_http(client_tls(&ca.pem(), &[], None));
     assert_eq!(login_and_call(&h, &none).await.0, http::Version::HTTP_11);
+    // The upstream is told the client spoke https.
+    let passed: Vec<_> =
+        h.standin.requests().into_iter().filter(|r| r.path == "/G2M/rest/meetings").collect();
+    assert_eq!(passed.len(), 3);
+    assert!(passed.iter().all(|r| r.headers["x-forwarded-proto"] == "https"), "{:?}", passed[0].headers);
     // Plaintext on the TLS port gets no HTTP answer.
     assert!(http().get(h.url("/G2M/rest/meetings")).send().await.is_err());
     // The certificate's end of validity is exported.
