@@ -28,10 +28,10 @@
 //! - After the answer, the app writes the access line and the metrics ([`ops`]).
 //!
 //! Around it: [`config`] (typed, validated once), [`tls`] (the listeners' certificates, read
-//! and checked into a rustls config held by the snapshot, so a reload rotates them), [`admin`] (the admin listener: health and
-//! readiness, metrics, the migration report, sessions, hot reload), [`devtools`] (`oauth-shim
-//! dev` and the local v2 stand-in it and the tests use), [`cli`] (the command line) and `boot`
-//! (the one start-up sequence `serve` and `dev` share). `fuzzing` (hidden from the docs) holds
+//! and checked into a rustls config held by the snapshot, so a reload rotates them), [`admin`]
+//! (the admin listener: health and readiness, metrics, the migration report, sessions, hot
+//! reload), [`devtools`] (`oauth-shim dev` and the local v2 stand-in it and the tests use),
+//! [`cli`] (the command line) and `boot` (the one start-up sequence `serve` and `dev` share). `fuzzing` (hidden from the docs) holds
 //! the entry points of the fuzz targets in `fuzz/`.
 //!
 //! Two cargo features choose what is compiled in: `devtools` (on by default; a build with

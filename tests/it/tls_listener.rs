@@ -220,9 +220,12 @@ async fn stalled_handshakes_are_closed_and_do_not_starve_others() {
     for _ in 0..4 {
         stalled.push(tokio::net::TcpStream::connect(h.proxy_addr()).await.unwrap());
     }
-    // A real client is served all the same.
+    // A real client is served all the same (within a bound, so a starved one fails the test
+    // rather than hanging it).
     let client = tls_http(client_tls(&ca.pem(), &[b"http/1.1"], None));
-    let resp = client.get(https(&h, "/G2M/rest/meetings")).send().await.unwrap();
+    let served = client.get(https(&h, "/G2M/rest/meetings")).send();
+    let resp =
+        tokio::time::timeout(Duration::from_secs(10), served).await.expect("served, not starved").unwrap();
     assert_eq!(resp.status(), 401);
     // Each stalled connection was closed by the server (EOF, or a reset).
     for mut s in stalled {
