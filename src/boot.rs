@@ -27,6 +27,9 @@ pub(crate) async fn start(config: ValidConfig, path: PathBuf) -> Result<Started,
     for warning in &config.warnings {
         tracing::warn!(config = %path.display(), "{warning}");
     }
+    if let Some(warning) = plaintext_password_warning(&config) {
+        tracing::warn!("{warning}");
+    }
     let snapshot = Snapshot::new(config).map_err(|e| e.0)?;
     let app = App::new(snapshot);
     app.state().ops.reload.set_source(path);
@@ -42,6 +45,25 @@ pub(crate) async fn start(config: ValidConfig, path: PathBuf) -> Result<Started,
         "oauth-shim listening"
     );
     Ok(Started { running, signal })
+}
+
+/// The warning for a proxy port reachable beyond loopback in plaintext while some client may
+/// use the password grant, whose passwords then cross the network in the clear.
+fn plaintext_password_warning(config: &crate::config::Config) -> Option<String> {
+    let server = &config.server;
+    if server.tls.is_some() || server.listen.ip().to_canonical().is_loopback() {
+        return None;
+    }
+    let clients: Vec<&str> =
+        config.clients.iter().filter(|c| c.allow_password_grant).map(|c| c.id.as_str()).collect();
+    if clients.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "server.listen {} is beyond loopback and serves plaintext while clients allow the password grant ({}): passwords cross the network in the clear unless TLS ends in front of oauth-shim; set [server.tls]",
+        server.listen,
+        clients.join(", ")
+    ))
 }
 
 /// Serve until SIGTERM or SIGINT, then drain.

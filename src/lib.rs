@@ -27,10 +27,11 @@
 //!   HTTP/1 client, and the classification of a failure.
 //! - After the answer, the app writes the access line and the metrics ([`ops`]).
 //!
-//! Around it: [`config`] (typed, validated once), [`admin`] (the admin listener: health and
-//! readiness, metrics, the migration report, sessions, hot reload), [`devtools`] (`oauth-shim
-//! dev` and the local v2 stand-in it and the tests use), [`cli`] (the command line) and `boot`
-//! (the one start-up sequence `serve` and `dev` share). `fuzzing` (hidden from the docs) holds
+//! Around it: [`config`] (typed, validated once), [`tls`] (the listeners' certificates, read
+//! and checked into a rustls config held by the snapshot, so a reload rotates them), [`admin`]
+//! (the admin listener: health and readiness, metrics, the migration report, sessions, hot
+//! reload), [`devtools`] (`oauth-shim dev` and the local v2 stand-in it and the tests use),
+//! [`cli`] (the command line) and `boot` (the one start-up sequence `serve` and `dev` share). `fuzzing` (hidden from the docs) holds
 //! the entry points of the fuzz targets in `fuzz/`.
 //!
 //! Two cargo features choose what is compiled in: `devtools` (on by default; a build with
@@ -52,6 +53,7 @@
 //! continuity                   minted tokens and their sessions
 //! snapshot                     the config snapshot in force and its providers
 //! provider                     endpoints, clients, pools, selected by Host
+//! tls                          the listeners' certificates, client CA, rustls config
 //! lookup                       the legacy-fields lookup
 //! ops                          metrics, migration report, reload status, telemetry
 //! refresh                      refresh coalescing and cache, in process or through Redis
@@ -98,4 +100,5 @@ mod request_id;
 mod routes;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 mod upstream;

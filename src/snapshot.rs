@@ -9,6 +9,7 @@ use http::HeaderValue;
 use crate::config::{ClientConfig, Config, ConfigError, ValidConfig};
 use crate::crypto::KeySet;
 use crate::provider::{self, Provider};
+use crate::tls::{ALPN_ADMIN, ALPN_PROXY, Tls};
 
 /// A validated config plus what is derived from it once (parsed URIs, providers and their
 /// clients), swapped as a whole on reload so a request sees one consistent version.
@@ -22,6 +23,10 @@ pub struct Snapshot {
     pub continuity: bool,
     /// The `[state]` key set, parsed once per config.
     pub(crate) state_keys: Option<Arc<KeySet>>,
+    /// The proxy and admin listeners' TLS (`[server.tls]`, `[admin.tls]`), their files read and
+    /// checked: new handshakes use the one of the snapshot in force.
+    pub server_tls: Option<Arc<Tls>>,
+    pub admin_tls: Option<Arc<Tls>>,
 }
 
 impl Snapshot {
@@ -43,7 +48,21 @@ impl Snapshot {
     fn assemble(config: Config, providers: Vec<Provider>) -> Result<Self, ConfigError> {
         let continuity = config.continuity_enabled();
         let state_keys = config.state.key_set()?.map(Arc::new);
-        Ok(Self { hosts: provider::host_table(&config), config, providers, continuity, state_keys })
+        let server_tls =
+            config.server.tls.as_ref().map(|t| Tls::load(t, "server.tls", ALPN_PROXY)).transpose()?;
+        let admin_tls = match &config.admin.tls {
+            Some(t) if config.admin.enabled => Some(Tls::load(t, "admin.tls", ALPN_ADMIN)?),
+            _ => None,
+        };
+        Ok(Self {
+            hosts: provider::host_table(&config),
+            config,
+            providers,
+            continuity,
+            state_keys,
+            server_tls: server_tls.map(Arc::new),
+            admin_tls: admin_tls.map(Arc::new),
+        })
     }
 
     /// The configured client of the default provider with exactly this id (byte for byte),

@@ -3,11 +3,14 @@
 HTTP/1.1 keep-alive connections open (each has completed one request and stays open).
 
 Usage: hold_conns.py PORT PATH N PID...   (PIDs whose VmRSS is summed; loopback only)
+With HOLD_TLS=1 in the environment the connections speak TLS (the certificate is not verified).
 Prints one line: RSS idle_kib=... held_kib=... open=... closed=...
 """
 
+import os
 import resource
 import socket
+import ssl
 import sys
 import time
 
@@ -22,8 +25,17 @@ def rss_kib(pids):
     return total
 
 
+TLS = None
+if os.environ.get("HOLD_TLS") == "1":
+    TLS = ssl.create_default_context()
+    TLS.check_hostname = False
+    TLS.verify_mode = ssl.CERT_NONE
+
+
 def one_request(port, path):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if TLS is not None:
+        s = TLS.wrap_socket(s, server_hostname="localhost")
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
     buf = b""
     while b"\r\n\r\n" not in buf:
@@ -64,7 +76,7 @@ def main():
         try:
             if s.recv(1) == b"":
                 closed += 1
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):
             pass
     for s in conns:
         s.close()

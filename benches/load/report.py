@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turn the raw results of benches/load/run.sh into the markdown table and the bar checks.
 
-Usage: report.py RESULTS_TSV CLK_TCK [MEMORY_LINE]
+Usage: report.py RESULTS_TSV CLK_TCK [MEMORY_LINE [TLS_MEMORY_SHIM TLS_MEMORY_NGINX]]
 RESULTS_TSV columns: rep target requests duration_us p50_us p99_us p999_us errors
                      proxy_ticks upstream_ticks   (ticks are "-" where there is no such process)
 """
@@ -10,7 +10,11 @@ import statistics
 import sys
 
 TARGETS = ["direct", "nginx", "shim-pass", "shim-token", "shim-cached", "shim-coalesced",
-           "shim-redis-cached", "shim-redis-coalesced"]
+           "shim-redis-cached", "shim-redis-coalesced",
+           "nginx-tls", "shim-tls", "nginx-tls-new", "shim-tls-new"]
+# The TLS targets are compared with nginx on TLS in the same mode, the others with plain nginx.
+PEER = {"nginx-tls": "nginx-tls", "shim-tls": "nginx-tls",
+        "nginx-tls-new": "nginx-tls-new", "shim-tls-new": "nginx-tls-new"}
 # The Redis backend's targets and their memory twins (shim-token-redis).
 REDIS_PAIRS = [("cached refresh", "shim-redis-cached", "shim-cached"),
                ("coalesced refresh", "shim-redis-coalesced", "shim-coalesced")]
@@ -28,6 +32,7 @@ def fmt(values, scale=1.0, digits=0):
 def main():
     path, clk_tck = sys.argv[1], int(sys.argv[2])
     memory = sys.argv[3] if len(sys.argv) > 3 else ""
+    tls_memory = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 and sys.argv[4] and sys.argv[5] else None
     runs = {t: [] for t in TARGETS}
     for line in open(path):
         cols = line.split()
@@ -52,7 +57,7 @@ def main():
         return statistics.median(vals) if vals else None
 
     def ratio(target, key):
-        a, b = med(target, key), med("nginx", key)
+        a, b = med(target, key), med(PEER.get(target, "nginx"), key)
         if a is None or b is None or b == 0:
             return "–"
         return f"{a / b:.2f}×"
@@ -70,7 +75,8 @@ def main():
               f"| {ratio(t, 'pcpu')} | {sum(r['errors'] for r in rs)} |")
     print()
     print("Medians over the repetitions, (min–max) in brackets; ratios are median ÷ nginx median "
-          "from this run. CPU is user+system time of the proxy process(es) from /proc/PID/stat.")
+          "from this run (TLS targets ÷ nginx-tls or nginx-tls-new). CPU is user+system time of the proxy "
+          "process(es) from /proc/PID/stat.")
     print()
 
     pairs = []
@@ -101,6 +107,30 @@ def main():
         a, b = med(t, k), med("nginx", k)
         return None if a is None or b is None or b == 0 else a / b
 
+    def rss(line):
+        kv = dict(p.split("=") for p in line.split()[1:])
+        return (int(kv["held_kib"]) - int(kv["idle_kib"])) / max(int(kv["open"]), 1), kv
+
+    def tls_r(t, peer, k):
+        a, b = med(t, k), med(peer, k)
+        return None if a is None or b is None or b == 0 else a / b
+
+    tls_lines = []
+    if runs["shim-tls"] and runs["nginx-tls"]:
+        tls_lines.append(f"- TLS pass-through proxy CPU per request: {tls_r('shim-tls', 'nginx-tls', 'pcpu'):.2f}× nginx "
+                         f"(p99 {tls_r('shim-tls', 'nginx-tls', 'p99'):.2f}×)")
+    if runs["shim-tls-new"] and runs["nginx-tls-new"]:
+        tls_lines.append(f"- new TLS connections per second: {tls_r('shim-tls-new', 'nginx-tls-new', 'rps'):.2f}× nginx; "
+                         f"CPU per handshake {tls_r('shim-tls-new', 'nginx-tls-new', 'pcpu'):.2f}× nginx")
+    if tls_memory:
+        (shim_per, shim_kv), (ngx_per, ngx_kv) = rss(tls_memory[0]), rss(tls_memory[1])
+        tls_lines.append(f"- RSS per idle TLS connection: {shim_per:.1f} KiB vs nginx {ngx_per:.1f} KiB: "
+                         f"{shim_per / ngx_per:.2f}× ({shim_kv['open']} and {ngx_kv['open']} held open)")
+    if tls_lines:
+        print("TLS, oauth-shim ÷ nginx with ssl, medians of this run:")
+        print("\n".join(tls_lines))
+        print()
+
     if not runs["nginx"]:
         return
     bar("shim-pass proxy CPU/req ÷ nginx", r("shim-pass", "pcpu"), "<=", 1.0)
@@ -113,6 +143,11 @@ def main():
         bar("idle RSS", idle, "<=", 16, " MiB")
         bar(f"RSS added by {kv['open']} idle keep-alive connections ({kv['closed']} closed early)",
             held - idle, "<=", 64, " MiB")
+    if runs["shim-tls"] and runs["nginx-tls"]:
+        bar("shim-tls proxy CPU/req ÷ nginx-tls", tls_r("shim-tls", "nginx-tls", "pcpu"), "<=", 1.0)
+    if runs["shim-tls-new"] and runs["nginx-tls-new"]:
+        bar("shim-tls-new proxy CPU/handshake ÷ nginx-tls-new", tls_r("shim-tls-new", "nginx-tls-new", "pcpu"),
+            "<=", 1.0)
     print("Bars:")
     print("\n".join(checks))
 

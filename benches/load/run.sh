@@ -21,6 +21,14 @@
 #   shim-coalesced        one refresh token, cache off: concurrent requests join the running
 #                         refresh, the others start the next one (memory backend)
 #   shim-redis-coalesced  the same with the Redis backend (lock, upstream call, publish)
+# and the group tls: the proxy port on TLS (the same ECDSA P-256 certificate, made here with
+# openssl, for both; TLS 1.2 and 1.3; wrk speaks HTTP/1.1), each beside nginx with `ssl`:
+#   nginx-tls       wrk -> nginx ssl proxy_pass -> upstream, keep-alive
+#   shim-tls        wrk -> oauth-shim [server.tls] pass-through -> upstream, keep-alive
+#   nginx-tls-new   nginx-tls with `Connection: close`: a new connection and a full handshake per
+#                   request (session caches and tickets off), so req/s is handshakes per second
+#   shim-tls-new    the same against oauth-shim
+# and the memory probe holds idle TLS keep-alive connections against both for RSS per connection.
 # TARGETS picks targets or groups (default: all). The load tool runs on LOAD_CPU, every server on SERVER_CPU (taskset). Prints a markdown table.
 set -euo pipefail
 
@@ -44,10 +52,14 @@ REDIS_PORT=$((BASE_PORT + 5))
 REDIS_CACHED_PORT=$((BASE_PORT + 6))
 REDIS_COAL_PORT=$((BASE_PORT + 7))
 COAL_PORT=$((BASE_PORT + 8))
-read -r -a TARGETS <<<"${TARGETS:-direct nginx shim-pass shim-token shim-cached shim-token-redis}"
+NGX_TLS_PORT=$((BASE_PORT + 9))
+SHIM_TLS_PORT=$((BASE_PORT + 10))
+SHIM_TLS_MEM_PORT=$((BASE_PORT + 11))
+read -r -a TARGETS <<<"${TARGETS:-direct nginx shim-pass shim-token shim-cached shim-token-redis tls}"
 read -r -a TARGETS <<<"$(for t in "${TARGETS[@]}"; do
   case $t in
     shim-token-redis) echo shim-cached shim-redis-cached shim-coalesced shim-redis-coalesced ;;
+    tls) echo nginx-tls shim-tls nginx-tls-new shim-tls-new ;;
     *) echo "$t" ;;
   esac
 done | tr '\n' ' ')"
@@ -64,6 +76,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
   SUDO=""
@@ -155,9 +168,48 @@ http {
 }
 EOF
 
+# One certificate for both TLS servers: ECDSA P-256, self-signed for 127.0.0.1 (wrk does not
+# verify it).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -addext 'subjectAltName=DNS:localhost,IP:127.0.0.1' \
+  -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+mkdir -p "$WORK/ngx-tls"
+cat >"$WORK/ngx-tls.conf" <<EOF
+${nginx_common//NAME/ngx-tls}
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path $WORK/ngx-tls; proxy_temp_path $WORK/ngx-tls; fastcgi_temp_path $WORK/ngx-tls;
+  uwsgi_temp_path $WORK/ngx-tls; scgi_temp_path $WORK/ngx-tls;
+  upstream api {
+    server 127.0.0.1:$UP_PORT;
+    keepalive 256;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGX_TLS_PORT ssl reuseport backlog=4096;
+    ssl_certificate $WORK/tls.crt;
+    ssl_certificate_key $WORK/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # A full handshake per new connection, as oauth-shim's *-new runs get from wrk.
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    location / {
+      proxy_pass http://api;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$proxy_host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+EOF
+
 STATE_KEY_FILE=$WORK/state.key
 echo 5f0c2b9a8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170f1e2d3c >"$STATE_KEY_FILE"
-shim_conf() { # port ttl header_read_timeout [redis]
+shim_conf() { # port ttl header_read_timeout [redis|tls]
   cat <<EOF
 [server]
 listen = "127.0.0.1:$1"
@@ -180,6 +232,10 @@ EOF
     printf '[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s"\nencryption_key_file = "%s"\n' \
       "$REDIS_PORT" "$STATE_KEY_FILE"
   fi
+  if [ "${4:-}" = tls ]; then
+    printf '[server.tls]\ncert_file = "%s"\nkey_file = "%s"\nmax_handshakes = 1024\n' \
+      "$WORK/tls.crt" "$WORK/tls.key"
+  fi
 }
 shim_conf "$SHIM_PORT" 0s 10s >"$WORK/shim.toml"
 shim_conf "$CACHED_PORT" 30s 10s >"$WORK/shim-cached.toml"
@@ -189,6 +245,8 @@ shim_conf "$MEM_PORT" 0s 60s >"$WORK/shim-mem.toml"
 shim_conf "$COAL_PORT" 0s 10s >"$WORK/shim-coalesced.toml"
 shim_conf "$REDIS_CACHED_PORT" 30s 10s redis >"$WORK/shim-redis-cached.toml"
 shim_conf "$REDIS_COAL_PORT" 0s 10s redis >"$WORK/shim-redis-coalesced.toml"
+shim_conf "$SHIM_TLS_PORT" 0s 10s tls >"$WORK/shim-tls.toml"
+shim_conf "$SHIM_TLS_MEM_PORT" 0s 60s tls >"$WORK/shim-tls-mem.toml"
 
 start() { # name, command...
   local name=$1; shift
@@ -230,14 +288,17 @@ start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appen
 wait_port "$REDIS_PORT"
 start shim-redis-cached "$SHIM_BIN" serve --config "$WORK/shim-redis-cached.toml"
 start shim-redis-coalesced "$SHIM_BIN" serve --config "$WORK/shim-redis-coalesced.toml"
+start ngx-tls "$NGINX" -p "$WORK/ngx-tls" -e "$WORK/ngx-tls-error.log" -c "$WORK/ngx-tls.conf"
+start shim-tls "$SHIM_BIN" serve --config "$WORK/shim-tls.toml"
 for p in "$UP_PORT" "$NGX_PORT" "$SHIM_PORT" "$CACHED_PORT" "$COAL_PORT" "$REDIS_CACHED_PORT" \
-  "$REDIS_COAL_PORT"; do
+  "$REDIS_COAL_PORT" "$NGX_TLS_PORT" "$SHIM_TLS_PORT"; do
   wait_port "$p"
 done
 # A Redis-backed replica serves from memory until its first PING to Redis has answered.
 sleep 1
 UP_WORKERS=$(children "$PID_up")
 NGX_WORKERS=$(children "$PID_ngx")
+NGX_TLS_WORKERS=$(children "$PID_ngx_tls")
 
 declare -A URL PROXY
 URL[direct]="http://127.0.0.1:$UP_PORT$API_PATH";         PROXY[direct]=""
@@ -250,15 +311,22 @@ URL[shim-redis-cached]="http://127.0.0.1:$REDIS_CACHED_PORT$TOKEN_PATH"
 PROXY[shim-redis-cached]="$PID_shim_redis_cached $PID_redis"
 URL[shim-redis-coalesced]="http://127.0.0.1:$REDIS_COAL_PORT$TOKEN_PATH"
 PROXY[shim-redis-coalesced]="$PID_shim_redis_coalesced $PID_redis"
+URL[nginx-tls]="https://127.0.0.1:$NGX_TLS_PORT$API_PATH";     PROXY[nginx-tls]="$NGX_TLS_WORKERS"
+URL[shim-tls]="https://127.0.0.1:$SHIM_TLS_PORT$API_PATH";     PROXY[shim-tls]="$PID_shim_tls"
+URL[nginx-tls-new]=${URL[nginx-tls]};                          PROXY[nginx-tls-new]="$NGX_TLS_WORKERS"
+URL[shim-tls-new]=${URL[shim-tls]};                            PROXY[shim-tls-new]="$PID_shim_tls"
 redis_commands() { # commands Redis has processed so far
   redis-cli -p "$REDIS_PORT" INFO stats | awk -F: '/^total_commands_processed/ { print $2 + 0 }'
 }
 
 # Every target must answer 200 with the expected body before it is measured.
 python3 - $(for t in "${TARGETS[@]}"; do echo "${URL[$t]}"; done) <<'EOF'
-import json, sys, urllib.request
+import json, ssl, sys, urllib.request
+unverified = ssl.create_default_context()
+unverified.check_hostname = False
+unverified.verify_mode = ssl.CERT_NONE
 for url in sys.argv[1:]:
-    with urllib.request.urlopen(url, timeout=5) as r:
+    with urllib.request.urlopen(url, timeout=5, context=unverified) as r:
         body = json.loads(r.read())
         assert r.status == 200 and ("webinarKey" in body or body.get("expires_in") == "3600"), (url, body)
 EOF
@@ -278,7 +346,10 @@ run_one() { # target duration -> one TSV line
   p0=-; [ -n "${PROXY[$t]}" ] && p0=$(ticks ${PROXY[$t]})
   u0=$(ticks $UP_WORKERS)
   unique=0; [ "$t" = shim-token ] && unique=1
-  out=$(UNIQUE_TOKENS=$unique taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${d}s" --timeout 2s -s "$HERE/report.lua" "${URL[$t]}")
+  local close=()
+  [[ $t == *-tls-new ]] && close=(-H "Connection: close")
+  out=$(UNIQUE_TOKENS=$unique taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${d}s" --timeout 2s "${close[@]}" \
+    -s "$HERE/report.lua" "${URL[$t]}")
   u1=$(ticks $UP_WORKERS)
   p1=-; [ -n "${PROXY[$t]}" ] && p1=$(ticks ${PROXY[$t]})
   line=$(grep '^RESULT' <<<"$out")
@@ -308,7 +379,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- memory ------------------------------------------------------------------------------------
 kill "$PID_shim" "$PID_shim_cached" "$PID_ngx" "$PID_shim_coalesced" "$PID_shim_redis_cached" \
-  "$PID_shim_redis_coalesced" "$PID_redis" 2>/dev/null || true
+  "$PID_shim_redis_coalesced" "$PID_redis" "$PID_shim_tls" 2>/dev/null || true
 MEM=
 if wants shim-pass; then
   start shim-mem "$SHIM_BIN" serve --config "$WORK/shim-mem.toml"
@@ -317,6 +388,23 @@ if wants shim-pass; then
   log "memory: idle, then $HOLD idle keep-alive connections"
   MEM=$(python3 "$HERE/hold_conns.py" "$MEM_PORT" "$API_PATH" "$HOLD" "$PID_shim_mem" | grep '^RSS')
 fi
+# RSS per idle TLS keep-alive connection: nginx (master and worker) and oauth-shim, each holding
+# HOLD connections that completed one request over TLS.
+MEM_TLS_SHIM=
+MEM_TLS_NGINX=
+if wants shim-tls; then
+  [ -n "${PID_shim_mem:-}" ] && kill "$PID_shim_mem" 2>/dev/null || true
+  log "memory: $HOLD idle TLS keep-alive connections, nginx then oauth-shim"
+  # shellcheck disable=SC2086
+  MEM_TLS_NGINX=$(HOLD_TLS=1 python3 "$HERE/hold_conns.py" "$NGX_TLS_PORT" "$API_PATH" "$HOLD" \
+    "$PID_ngx_tls" $NGX_TLS_WORKERS | grep '^RSS')
+  kill "$PID_ngx_tls" 2>/dev/null || true
+  start shim-tls-mem "$SHIM_BIN" serve --config "$WORK/shim-tls-mem.toml"
+  wait_port "$SHIM_TLS_MEM_PORT"
+  sleep 1
+  MEM_TLS_SHIM=$(HOLD_TLS=1 python3 "$HERE/hold_conns.py" "$SHIM_TLS_MEM_PORT" "$API_PATH" "$HOLD" \
+    "$PID_shim_tls_mem" | grep '^RSS')
+fi
 
 echo
 echo "## oauth-shim load bench ($(date -u +%Y-%m-%dT%H:%MZ))"
@@ -324,7 +412,7 @@ echo
 machine
 echo "- load average before / after the runs: $LOAD_BEFORE / $LOAD_AFTER"
 echo
-python3 "$HERE/report.py" "$RESULTS" "$CLK_TCK" "$MEM"
+python3 "$HERE/report.py" "$RESULTS" "$CLK_TCK" "$MEM" "$MEM_TLS_SHIM" "$MEM_TLS_NGINX"
 if [ -s "$WORK/redis.tsv" ]; then
   echo
   awk -F'\t' '{ req[$1] += $2; cmd[$1] += $3 }

@@ -70,6 +70,15 @@ pub fn reload(app: &App, trigger: &'static str) -> Result<ReloadStatus, ReloadEr
             if admin_token_changed {
                 tracing::info!(trigger, "admin token changed");
             }
+            for (listener, o, n) in
+                [("proxy", &old.server_tls, &new.server_tls), ("admin", &old.admin_tls, &new.admin_tls)]
+            {
+                if let (Some(o), Some(n)) = (o, n)
+                    && o.leaf != n.leaf
+                {
+                    tracing::info!(trigger, listener, subject = %n.leaf.subject, serial = %n.leaf.serial, not_after = %crate::tls::rfc3339(n.leaf.not_after), "TLS certificate changed; new handshakes use it");
+                }
+            }
             let clients = new.config.clients.len();
             app.swap_snapshot(new);
             status.generation += 1;
@@ -106,6 +115,17 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             "server.http2_max_concurrent_streams",
             o.http2_max_concurrent_streams != n.http2_max_concurrent_streams,
+        ),
+        ("server.tls", o.tls.is_some() != n.tls.is_some()),
+        (
+            "server.tls.max_handshakes",
+            o.tls.as_ref().zip(n.tls.as_ref()).is_some_and(|(o, n)| o.max_handshakes != n.max_handshakes),
+        ),
+        ("admin.tls", old.admin.tls.is_some() != new.admin.tls.is_some()),
+        (
+            "admin.tls.max_handshakes",
+            (old.admin.tls.as_ref().zip(new.admin.tls.as_ref()))
+                .is_some_and(|(o, n)| o.max_handshakes != n.max_handshakes),
         ),
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("admin.enabled", old.admin.enabled != new.admin.enabled),

@@ -30,10 +30,22 @@ pub(super) struct Done {
     pub(super) _in_flight: GaugeGuard,
 }
 
+/// The subject of the client certificate a TLS connection's client presented and the
+/// listener verified; the server puts it on each request of that connection.
+#[derive(Clone)]
+pub(crate) struct ClientCert(Arc<str>);
+
+impl ClientCert {
+    pub(crate) fn new(subject: String) -> Self {
+        Self(subject.into())
+    }
+}
+
 /// What the access line records of the request beyond method and id.
 pub(super) struct Access {
     uri: Uri,
     peer: SocketAddr,
+    client_cert: Option<ClientCert>,
     user_agent: Option<HeaderValue>,
     /// The declared `Content-Length`, when there is one.
     bytes_in: Option<u64>,
@@ -45,6 +57,7 @@ impl Access {
         Self {
             uri: req.uri().clone(),
             peer,
+            client_cert: req.extensions().get::<ClientCert>().cloned(),
             user_agent: h.get(http::header::USER_AGENT).cloned(),
             bytes_in: h
                 .get(http::header::CONTENT_LENGTH)
@@ -102,6 +115,7 @@ impl Done {
                 bytes_in = access.bytes_in,
                 bytes_out = http_body::Body::size_hint(resp.body()).exact(),
                 peer = %access.peer,
+                client_cert = access.client_cert.as_ref().map(|c| &*c.0),
                 user_agent = ua,
                 "request"
             );

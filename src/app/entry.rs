@@ -32,7 +32,20 @@ pub struct App {
 
 impl App {
     pub fn new(snapshot: Snapshot) -> Self {
-        Self { state: Arc::new(State::new(snapshot)) }
+        let app = Self { state: Arc::new(State::new(snapshot)) };
+        app.export_tls_expiry();
+        app
+    }
+
+    /// Export the end of validity of each listener's certificate in the snapshot in force.
+    fn export_tls_expiry(&self) {
+        let snapshot = self.snapshot();
+        let metrics = &self.state.ops.metrics;
+        for (listener, tls) in [("proxy", &snapshot.server_tls), ("admin", &snapshot.admin_tls)] {
+            if let Some(tls) = tls {
+                metrics.tls_cert(listener, tls.leaf.not_after);
+            }
+        }
     }
 
     pub fn state(&self) -> &State {
@@ -50,6 +63,7 @@ impl App {
     pub fn swap_snapshot(&self, snapshot: Snapshot) {
         let old = self.state.swap_snapshot(snapshot);
         let new = self.state.snapshot();
+        self.export_tls_expiry();
         for p in &new.providers {
             if old.providers.iter().any(|o| o.name == p.name) {
                 for client in [&p.api_client, &p.token_client] {

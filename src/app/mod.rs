@@ -10,6 +10,7 @@ mod future;
 pub(crate) mod host;
 mod rescue;
 
+pub(crate) use access::ClientCert;
 pub use entry::App;
 pub(crate) use entry::Handling;
 pub(crate) use rescue::rescue_admin;

@@ -10,15 +10,27 @@ use crate::config::{Config, ConfigError, ValidConfig};
 pub(super) const EXIT_CONFIG: u8 = 64;
 
 pub(super) fn check_config(config: Option<PathBuf>) -> ExitCode {
+    let path = crate::config::config_path(config.as_deref());
     match load(config) {
         Ok(c) => match toml::to_string_pretty(&c.printable()) {
             Ok(text) => {
                 for warning in &c.warnings {
                     eprintln!("oauth-shim: warning: {warning}");
                 }
+                let certs = match tls_certificates(&c) {
+                    Ok(lines) => lines,
+                    Err(ConfigError(msg)) => {
+                        eprintln!("oauth-shim: {}: {msg}", path.display());
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                };
                 println!(
-                    "# configuration is valid; effective settings (secrets from secret_env/secret_file left out, inline ones shown as [redacted]):\n{text}"
+                    "# configuration is valid; effective settings (secrets from secret_env/secret_file left out, inline ones shown as [redacted]):"
                 );
+                for line in certs {
+                    println!("# {line}");
+                }
+                println!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -28,6 +40,29 @@ pub(super) fn check_config(config: Option<PathBuf>) -> ExitCode {
         },
         Err(code) => code,
     }
+}
+
+/// Read and check the certificate files of `[server.tls]` and `[admin.tls]` as serving would
+/// (readable, the key matches the certificate, not expired); one line per listener with the
+/// certificate's subject, serial and expiry.
+fn tls_certificates(c: &Config) -> Result<Vec<String>, ConfigError> {
+    use crate::tls::{ALPN_ADMIN, ALPN_PROXY, Tls, rfc3339};
+    let admin = c.admin.tls.as_ref().filter(|_| c.admin.enabled);
+    let mut lines = Vec::new();
+    for (section, tls, alpn) in
+        [("server.tls", c.server.tls.as_ref(), ALPN_PROXY), ("admin.tls", admin, ALPN_ADMIN)]
+    {
+        let Some(cfg) = tls else { continue };
+        let leaf = Tls::load(cfg, section, alpn)?.leaf;
+        lines.push(format!(
+            "{section}: {} (subject {}, serial {}, expires {})",
+            cfg.cert_file.display(),
+            leaf.subject,
+            leaf.serial,
+            rfc3339(leaf.not_after)
+        ));
+    }
+    Ok(lines)
 }
 
 pub(super) fn load(path: Option<PathBuf>) -> Result<ValidConfig, ExitCode> {

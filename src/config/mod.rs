@@ -8,6 +8,7 @@ mod load;
 mod sections;
 mod server;
 mod state;
+mod tls;
 mod upstream;
 mod validate;
 
@@ -28,6 +29,7 @@ pub use server::ForwardedFor;
 pub use server::ServerConfig;
 pub use state::StateBackend;
 pub use state::StateConfig;
+pub use tls::{ClientCertPolicy, TlsConfig};
 pub use upstream::Preset;
 pub use upstream::UpstreamConfig;
 pub use upstream::{ClientAuth, LegacyFieldsConfig, ProviderConfig};

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::oauth::Secret;
 
 use super::error::ConfigError;
+use super::tls::TlsConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -50,6 +51,9 @@ pub struct ServerConfig {
     pub http2_max_concurrent_streams: u32,
     /// What happens to a client-sent `X-Forwarded-For` on pass-through.
     pub x_forwarded_for: ForwardedFor,
+    /// `[server.tls]`: serve TLS (1.2 and 1.3, ALPN `h2` and `http/1.1`) instead of plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 /// Whether the `X-Forwarded-For` (and `X-Forwarded-Proto`) a client sends is believed.
@@ -61,7 +65,7 @@ pub enum ForwardedFor {
     #[default]
     Append,
     /// Trust no one: the client's `X-Forwarded-For` is replaced by its address alone, and
-    /// `X-Forwarded-Proto` is always `http`.
+    /// `X-Forwarded-Proto` is always the scheme the client spoke (`https` with `[server.tls]`).
     Replace,
 }
 
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(5),
             http2_max_concurrent_streams: 100,
             x_forwarded_for: ForwardedFor::Append,
+            tls: None,
         }
     }
 }
@@ -112,6 +117,9 @@ pub struct AdminConfig {
     /// the admin token; without one they answer 403. `true` opens them without a token anyway
     /// (warned about at start and on every reload).
     pub allow_unauthenticated_remote: bool,
+    /// `[admin.tls]`: serve the admin listener over TLS (HTTP/1.1) instead of plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 impl ServerConfig {
@@ -136,6 +144,7 @@ impl Default for AdminConfig {
             token: None,
             allowed_hosts: Vec::new(),
             allow_unauthenticated_remote: false,
+            tls: None,
         }
     }
 }

@@ -419,3 +419,37 @@ fn the_default_provider_takes_a_preset_and_defaults_to_gotos_endpoints() {
     let c = load_toml(&format!("{CLIENT}[provider]\npreset = \"goto-identity\"\n")).unwrap();
     assert_eq!(c.provider.urls(), Preset::GotoIdentity.urls());
 }
+
+#[test]
+fn tls_sections_have_defaults_and_refuse_incomplete_or_zero_limits() {
+    Jail::expect_with(|jail| {
+        let pair = "cert_file = \"tls.crt\"\nkey_file = \"tls.key\"\n";
+        jail.create_file("shim.toml", &format!("[server.tls]\n{pair}[admin.tls]\n{pair}"))?;
+        let c = load_in_jail(jail).expect("valid: the files are read by the listener, not here");
+        let tls = c.server.tls.clone().expect("[server.tls]");
+        assert_eq!(tls.handshake_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(tls.max_handshakes, 256);
+        assert_eq!(tls.client_auth, crate::config::ClientCertPolicy::Required);
+        assert!(c.admin.tls.is_some());
+        for (section, body, why) in [
+            ("server.tls", "key_file = \"k\"\n".to_owned(), "server.tls: set both cert_file and key_file"),
+            ("admin.tls", "cert_file = \"c\"\n".to_owned(), "admin.tls: set both cert_file and key_file"),
+            (
+                "server.tls",
+                format!("{pair}max_handshakes = 0\n"),
+                "server.tls.max_handshakes must be at least 1",
+            ),
+            (
+                "server.tls",
+                format!("{pair}handshake_timeout = \"0s\"\n"),
+                "server.tls.handshake_timeout must be more than 0",
+            ),
+            ("server.tls", format!("{pair}client_auth = \"sometimes\"\n"), "client_auth"),
+        ] {
+            jail.create_file("shim.toml", &format!("[{section}]\n{body}"))?;
+            let err = load_in_jail(jail).expect_err(why).to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        Ok(())
+    });
+}

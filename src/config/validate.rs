@@ -22,6 +22,12 @@ impl Config {
         self.state.validate()?;
         self.check_continuity_keys()?;
         let s = &self.server;
+        if let Some(tls) = &s.tls {
+            tls.validate("server.tls")?;
+        }
+        if let Some(tls) = &self.admin.tls {
+            tls.validate("admin.tls")?;
+        }
         for (key, value) in [
             ("server.max_connections", s.max_connections),
             ("admin.max_connections", self.admin.max_connections),

@@ -92,15 +92,19 @@ impl ReloadState {
     }
 }
 
-/// SHA-256 over the config file's content and that of every `secret_file` and the admin
-/// `token_file` `config` names (following symlinks, as ConfigMap and Secret mounts need), so a
+/// SHA-256 over the config file's content and that of every `secret_file`, the admin
+/// `token_file` and the files of `[server.tls]` and `[admin.tls]` `config` names (following symlinks, as ConfigMap and Secret mounts need), so a
 /// rotated secret file is noticed like an edited config. `None` when the config file cannot
 /// be read; an unreadable secret file counts as empty (the reload then says why it failed).
 pub(crate) fn fingerprint(path: &Path, config: &Config) -> Option<[u8; 32]> {
     let mut hash = Sha256::new();
     hash.update(std::fs::read(path).ok()?);
     let files = config.clients.iter().filter_map(|c| c.secret_file.as_deref());
-    for file in files.chain(config.admin.token_file.as_deref()) {
+    let tls = [&config.server.tls, &config.admin.tls]
+        .into_iter()
+        .flatten()
+        .flat_map(|t| [Some(t.cert_file.as_path()), Some(t.key_file.as_path()), t.client_ca_file.as_deref()]);
+    for file in files.chain(config.admin.token_file.as_deref()).chain(tls.flatten()) {
         hash.update([0u8]);
         hash.update(file.as_os_str().as_encoded_bytes());
         hash.update([0u8]);

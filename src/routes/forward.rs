@@ -92,7 +92,8 @@ fn prepare(
     strip_request_headers(h);
     // The upstream's Host (HTTP/2 also sends :authority, from the URI: the same host).
     h.insert(header::HOST, base.host_header().clone());
-    append_forwarded(h, peer, snapshot.config.server.x_forwarded_for);
+    let proto = if snapshot.server_tls.is_some() { "https" } else { "http" };
+    append_forwarded(h, peer, snapshot.config.server.x_forwarded_for, proto);
     // A bodiless request (most API calls) skips the guard and its allocation.
     let body = if body.is_end_stream() {
         body

@@ -105,8 +105,9 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 
 /// `X-Forwarded-For`: the client's address, appended to what the client sent when the hop in
 /// front is trusted ([`ForwardedFor::Append`]), else alone. `X-Forwarded-Proto` is one value:
-/// `http` (what oauth-shim was spoken to in), or a trusted hop's single `http`/`https`.
-pub(super) fn append_forwarded(h: &mut HeaderMap, peer: SocketAddr, mode: ForwardedFor) {
+/// `proto` (what oauth-shim was spoken to in: `https` with `[server.tls]`, else `http`), or a
+/// trusted hop's single `http`/`https`.
+pub(super) fn append_forwarded(h: &mut HeaderMap, peer: SocketAddr, mode: ForwardedFor, proto: &'static str) {
     let mut ip = IpText::default();
     let ip = ip.format(peer.ip());
     let trusted = mode == ForwardedFor::Append;
@@ -145,7 +146,7 @@ pub(super) fn append_forwarded(h: &mut HeaderMap, peer: SocketAddr, mode: Forwar
         None => h.remove(&X_FORWARDED_FOR),
     };
     if !keep_proto {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
 }
 
@@ -213,16 +214,16 @@ mod tests {
     fn appends_forwarded_for() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), ForwardedFor::Append);
+        append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), ForwardedFor::Append, "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
         let mut h = HeaderMap::new();
-        append_forwarded(&mut h, "[2001:db8::1]:5".parse().unwrap(), ForwardedFor::Append);
+        append_forwarded(&mut h, "[2001:db8::1]:5".parse().unwrap(), ForwardedFor::Append, "http");
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
-        append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), ForwardedFor::Append);
+        append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), ForwardedFor::Append, "http");
         assert_eq!(
             h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
             ["10.0.0.1, 10.0.0.2, 127.0.0.2"]
@@ -236,7 +237,7 @@ mod tests {
             for (k, v) in pairs {
                 h.append(*k, HeaderValue::from_static(v));
             }
-            append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), mode);
+            append_forwarded(&mut h, "127.0.0.2:5".parse().unwrap(), mode, "http");
             let all =
                 |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
             (all("x-forwarded-for"), all("x-forwarded-proto"))

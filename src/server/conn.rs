@@ -29,8 +29,8 @@ use crate::config::ServerConfig;
 
 /// The HTTP/1 and HTTP/2 connection settings, built once and shared by every connection.
 pub(super) struct Protocols {
-    h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+    pub(super) h1: http1::Builder,
+    pub(super) h2: http2::Builder<TokioExecutor>,
 }
 
 impl Protocols {
@@ -146,7 +146,13 @@ impl Conn {
     /// The connection is polled on every wake-up; the drain signal and the idle timer only when
     /// they may have fired (a version check, an `is_elapsed`), not on each of the several
     /// wake-ups every request causes: once polled, both keep the task's waker registered.
-    async fn drive(&mut self, mut conn: Pin<Box<dyn Served>>, activity: &Activity, idle: Duration, h1: bool) {
+    pub(super) async fn drive(
+        &mut self,
+        mut conn: Pin<Box<dyn Served>>,
+        activity: &Activity,
+        idle: Duration,
+        h1: bool,
+    ) {
         let first = self.first_request_timeout;
         let mut probe = self.drain.clone();
         let mut drain = std::pin::pin!(self.drain.wait_for(|d| *d));
@@ -206,7 +212,7 @@ impl Conn {
 }
 
 /// An HTTP/1 or HTTP/2 server connection, as one type.
-trait Served: Future<Output = Result<(), hyper::Error>> + Send {
+pub(super) trait Served: Future<Output = Result<(), hyper::Error>> + Send {
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 

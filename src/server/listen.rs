@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use super::accept::accept_loop;
 use super::conn::{Conn, Protocols};
 use super::sweeper::spawn_sweeper;
+use super::tls::{Handshakes, Listener};
 use crate::app::App;
 
 /// A running proxy (and admin listener), as returned by [`start`].
@@ -108,6 +109,7 @@ async fn serve_proxy(listener: TcpListener, app: App, mut shutdown: watch::Recei
     let cfg = app.snapshot().config.server.clone();
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     let protocols = Arc::new(Protocols::new(&cfg));
+    let tls = app.snapshot().server_tls.clone().map(|t| Arc::new(Handshakes::new(t, Listener::Proxy)));
     // Every connection task holds a receiver; the sender's `closed()` is the drain barrier.
     let (drain_tx, drain_rx) = watch::channel(false);
     let stop = async {
@@ -124,7 +126,10 @@ async fn serve_proxy(listener: TcpListener, app: App, mut shutdown: watch::Recei
             _permit: permit,
             _open: app.state().ops.metrics.connection_opened(),
         };
-        tokio::spawn(conn.run(stream, peer));
+        match &tls {
+            None => tokio::spawn(conn.run(stream, peer)),
+            Some(handshakes) => tokio::spawn(conn.run_tls(stream, peer, handshakes.clone())),
+        };
     })
     .await;
     app.set_draining();
@@ -137,25 +142,38 @@ async fn serve_proxy(listener: TcpListener, app: App, mut shutdown: watch::Recei
     }
 }
 
-/// Serve the admin port (HTTP/1.1, `admin.max_connections` at a time) until the process ends.
-/// It keeps answering while the proxy drains, so `/readyz` can report the drain.
+/// Serve the admin port (HTTP/1.1, over TLS with `[admin.tls]`, `admin.max_connections` at a
+/// time) until the process ends. It keeps answering while the proxy drains, so `/readyz` can
+/// report the drain.
 async fn serve_admin(listener: TcpListener, app: App) {
     let slots = Arc::new(Semaphore::new(app.snapshot().config.admin.max_connections));
+    let tls = app.snapshot().admin_tls.clone().map(|t| Arc::new(Handshakes::new(t, Listener::Admin)));
     let Ok(bound) = listener.local_addr() else { return };
-    accept_loop(&listener, Some(slots), std::future::pending(), |stream, _, permit| {
+    accept_loop(&listener, Some(slots), std::future::pending(), |stream, peer, permit| {
         let app = app.clone();
+        let tls = tls.clone();
         let at = crate::admin::Arrival { bound, local: stream.local_addr().unwrap_or(bound) };
         tokio::spawn(async move {
+            let served = app.clone();
             let svc = service_fn(move |req| {
-                let app = app.clone();
+                let app = served.clone();
                 async move { Ok::<_, Infallible>(crate::admin::handle(&app, req, at).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc);
+            let mut h1 = hyper::server::conn::http1::Builder::new();
+            h1.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
             // Probes reconnect; an admin connection never outlives a minute.
-            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+            let limit = Duration::from_secs(60);
+            match tls {
+                None => {
+                    let _ = tokio::time::timeout(limit, h1.serve_connection(TokioIo::new(stream), svc)).await;
+                }
+                Some(handshakes) => {
+                    let Some(accepted) = handshakes.accept(&app, stream, peer).await else { return };
+                    let _ =
+                        tokio::time::timeout(limit, h1.serve_connection(TokioIo::new(accepted.stream), svc))
+                            .await;
+                }
+            }
             drop(permit);
         });
     })

@@ -4,7 +4,8 @@
 //!
 //! `listen.rs` binds and drains, `conn.rs` drives one proxy connection, `activity.rs` is what
 //! its idle watchdog reads, `future.rs` the per-request future hyper holds, `sweeper.rs` the
-//! continuity sweeper started beside the listeners.
+//! continuity sweeper started beside the listeners, `tls.rs` the TLS handshake of either
+//! listener when `[server.tls]` or `[admin.tls]` is set.
 
 pub(crate) mod accept;
 mod activity;
@@ -12,6 +13,7 @@ mod conn;
 mod future;
 mod listen;
 mod sweeper;
+mod tls;
 
 pub use listen::{Running, start_on};
 pub(crate) use listen::{run_until, shutdown_signal, start};

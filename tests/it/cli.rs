@@ -1,7 +1,7 @@
 //! The binary: config errors exit 64 with one line that names the client and never the secret;
 //! `check-config` prints the effective config with secrets redacted; the shipped config loads.
 
-use crate::support::{ShimProcess, bin, free_port, poll_until, temp_dir};
+use crate::support::{ShimProcess, bin, client, fetch_url, free_port, poll_until, temp_dir};
 
 fn write(name: &str, text: &str) -> std::path::PathBuf {
     let path = temp_dir(&format!("cli-{name}")).join("shim.toml");
@@ -152,7 +152,7 @@ async fn serve_binary_answers_legacy_grants() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}/oauth/access_token");
-    let client = reqwest::Client::new();
+    let client = client();
     let ready = poll_until(async || client.get(&base).send().await.is_ok()).await;
     assert!(ready, "oauth-shim serve did not start listening");
 
@@ -203,7 +203,7 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
         crate::support::ID
     );
     for _ in 0..2 {
-        assert_eq!(reqwest::get(&call).await.unwrap().status(), 200);
+        assert_eq!(fetch_url(&call).await.unwrap().status(), 200);
     }
 
     let run = |args: &[&str]| {
@@ -230,7 +230,7 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     // Flip the client to deny by editing the file; SIGHUP applies it.
     std::fs::write(&path, file("deny")).unwrap();
     shim.signal("HUP");
-    let denied = poll_until(async || reqwest::get(&call).await.unwrap().status() == 400).await;
+    let denied = poll_until(async || fetch_url(&call).await.unwrap().status() == 400).await;
     assert!(denied, "SIGHUP reloaded the edited file");
 
     // An invalid file is refused by `oauth-shim reload` (exit 1) and the old config stays.
@@ -238,12 +238,12 @@ async fn serve_report_sighup_and_reload_as_an_operator_runs_them() {
     let (code, _, err) = run(&["reload", "--admin", &admin]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("reload refused") && err.contains("mode"), "{err}");
-    assert_eq!(reqwest::get(&call).await.unwrap().status(), 400);
+    assert_eq!(fetch_url(&call).await.unwrap().status(), 400);
     std::fs::write(&path, file("rewrite")).unwrap();
     let (code, out, err) = run(&["reload", "--admin", &admin]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("\"generation\": 3"), "{out}");
-    assert_eq!(reqwest::get(&call).await.unwrap().status(), 200);
+    assert_eq!(fetch_url(&call).await.unwrap().status(), 200);
 
     // No admin listener there: 69.
     let (code, _, _) = run(&["report", "--admin", "http://127.0.0.1:1"]);
@@ -288,7 +288,8 @@ fn example_configs_are_valid() {
     let k8s_shared = embedded_toml(
         &std::fs::read_to_string(format!("{root}/deploy/shared-service/configmap.yaml")).unwrap(),
     )
-    .replace("/run/secrets/oauth-shim", secrets.to_str().unwrap());
+    .replace("/run/secrets/oauth-shim", secrets.to_str().unwrap())
+    .replace("/run/tls/oauth-shim", crate::support::mounted_tls_secret(1).0.to_str().unwrap());
     let providers = std::fs::read_to_string(format!("{root}/config/examples/providers.toml")).unwrap();
     for (name, text) in
         [("shared", shared), ("sidecar", sidecar), ("k8s-shared", k8s_shared), ("providers", providers)]

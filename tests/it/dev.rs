@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use crate::support::{bin, poll_until, temp_dir};
+use crate::support::{bin, client, fetch_url, poll_until, temp_dir};
 
 #[tokio::test]
 async fn dev_starts_and_its_printed_commands_work() {
@@ -48,18 +48,18 @@ async fn dev_starts_and_its_printed_commands_work() {
         .find(|l| l.starts_with("curl -s 'http://") && l.contains("grant_type=password"))
         .unwrap();
     let url = cmd.split('\'').nth(1).unwrap();
-    let body: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let body: serde_json::Value = fetch_url(url).await.unwrap().json().await.unwrap();
 
     // The seed-000-style call: a code from the printed authorize URL, then the printed JSON
     // POST (with client_secret inside) to /oauth/v2/token, through oauth-shim.
     let code_cmd = lines.iter().find(|l| l.starts_with("CODE2=$(curl -s '")).unwrap();
     let authorize = code_cmd.split('\'').nth(1).unwrap();
-    let code: serde_json::Value = reqwest::get(authorize).await.unwrap().json().await.unwrap();
+    let code: serde_json::Value = fetch_url(authorize).await.unwrap().json().await.unwrap();
     let json_cmd = lines.iter().find(|l| l.contains("/oauth/v2/token") && l.contains("-d \"")).unwrap();
     let payload = json_cmd.split("-d \"").nth(1).unwrap().split("\" '").next().unwrap();
     let payload = payload.replace("\\\"", "\"").replace("$CODE2", code["code"].as_str().unwrap());
     let token_url = json_cmd.rsplit('\'').nth(1).unwrap();
-    let resp = reqwest::Client::new()
+    let resp = client()
         .post(token_url)
         .header("content-type", "application/json")
         .body(payload)
@@ -75,15 +75,8 @@ async fn dev_starts_and_its_printed_commands_work() {
     let identity = lines.iter().find(|l| l.starts_with("curl -s -H 'Host: ")).unwrap();
     let host = identity.split('\'').nth(1).unwrap().strip_prefix("Host: ").unwrap();
     let identity_url = identity.split('\'').nth(3).unwrap();
-    let legacy: serde_json::Value = reqwest::Client::new()
-        .get(identity_url)
-        .header("host", host)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let legacy: serde_json::Value =
+        client().get(identity_url).header("host", host).send().await.unwrap().json().await.unwrap();
     assert_eq!(legacy["organizer_key"], "18889842069694200", "{legacy}");
     assert_eq!(legacy["firstName"], "Jon");
 
@@ -99,7 +92,7 @@ async fn dev_starts_and_its_printed_commands_work() {
     let edited =
         std::fs::read_to_string(config).unwrap().replacen("mode = \"rewrite\"", "mode = \"deny\"", 1);
     std::fs::write(config, edited).unwrap();
-    let denied = poll_until(async || reqwest::get(url).await.unwrap().status() == 400).await;
+    let denied = poll_until(async || fetch_url(url).await.unwrap().status() == 400).await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(denied, "editing the dev config flips the client to deny");

@@ -282,6 +282,14 @@ fn populated() -> Config {
     config.admin.token_file = Some("/run/admin-token".into());
     config.admin.allowed_hosts = vec!["admin.example.com".into()];
     config.upstream.ca_file = Some("/etc/ca.pem".into());
+    let tls = oauth_shim::config::TlsConfig {
+        cert_file: "/etc/tls/tls.crt".into(),
+        key_file: "/etc/tls/tls.key".into(),
+        client_ca_file: Some("/etc/tls/clients.pem".into()),
+        ..Default::default()
+    };
+    config.server.tls = Some(tls.clone());
+    config.admin.tls = Some(tls);
     config.provider.legacy_fields = Some(lookup());
     let s = &mut config.state;
     s.url = Some("redis://127.0.0.1:6379".into());

@@ -358,6 +358,7 @@ const LAYERS: &[&[&str]] = &[
     &["continuity"],
     &["snapshot"],
     &["provider"],
+    &["tls"],
     &["lookup"],
     &["ops"],
     &["refresh"],

@@ -31,5 +31,7 @@ mod session_caps;
 mod shared_state;
 mod standin;
 mod tls;
+mod tls_clients;
+mod tls_listener;
 mod token;
 mod v2_credentials;

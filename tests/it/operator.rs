@@ -429,12 +429,15 @@ async fn the_kubernetes_examples_admin_ports_work_under_the_admin_rules() {
     std::fs::write(secrets.join("state-keys"), format!("{state_key}\n")).unwrap();
     let sidecar =
         crate::cli::embedded_toml(&std::fs::read_to_string(format!("{root}/deploy/sidecar.yaml")).unwrap());
+    // The proxy port serves the certificate cert-manager's Secret holds.
+    let (tls_secret, tls_ca) = mounted_tls_secret(0x5e);
     let shared = crate::cli::embedded_toml(
         &std::fs::read_to_string(format!("{root}/deploy/shared-service/configmap.yaml")).unwrap(),
     )
     .replace("/run/secrets/oauth-shim", secrets.to_str().unwrap())
     // No Redis here: the replica serves degraded, as it would during an outage.
-    .replace("redis://oauth-shim-redis:6379/0", "redis://127.0.0.1:1/0");
+    .replace("redis://oauth-shim-redis:6379/0", "redis://127.0.0.1:1/0")
+    .replace("/run/tls/oauth-shim", tls_secret.to_str().unwrap());
     for (name, config, token) in
         [("sidecar", sidecar, "sidecar-admin-token"), ("shared", shared, "admin-token-value")]
     {
@@ -474,6 +477,11 @@ async fn the_kubernetes_examples_admin_ports_work_under_the_admin_rules() {
         for command in [&["report"][..], &["reload"]] {
             let out = exec(command);
             assert!(out.status.success(), "{name}: {command:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        if name == "shared" {
+            let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let tls = tls_connect(proxy, client_tls(&tls_ca.pem(), &[b"h2"], None)).await.unwrap();
+            assert_eq!(peer_serial(&tls), [0x5e], "the proxy port serves the mounted certificate");
         }
     }
 }

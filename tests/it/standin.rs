@@ -17,7 +17,7 @@ async fn start(config: StandinConfig) -> Standin {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+    crate::support::reqwest_builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
 }
 
 fn encode(s: &str) -> String {

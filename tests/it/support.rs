@@ -15,10 +15,12 @@ use oauth_shim::server::{self, Running};
 use oauth_shim::snapshot::Snapshot;
 use tokio::net::TcpListener;
 
+mod certs;
 mod process;
 mod raw;
 mod redis_server;
 
+pub use certs::*;
 pub use process::*;
 pub use raw::*;
 pub use redis_server::*;
@@ -254,9 +256,26 @@ pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
     http().get(url).send().await.unwrap().text().await.unwrap()
 }
 
+/// reqwest's TLS (used by the TLS listener tests) takes its crypto provider from the process:
+/// ring, as oauth-shim uses. Every reqwest client is built after this.
+pub fn reqwest_builder() -> reqwest::ClientBuilder {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+/// A reqwest client with its defaults (follows redirects).
+pub fn client() -> reqwest::Client {
+    reqwest_builder().build().unwrap()
+}
+
+/// GET `url` with [`client`].
+pub async fn fetch_url(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    client().get(url).send().await
+}
+
 /// A reqwest client that never follows redirects and never uses a proxy.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap()
+    reqwest_builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap()
 }
 
 /// Decode an `Authorization: Basic` header the upstream received into (id, secret), undoing the

@@ -45,6 +45,11 @@ pub(super) struct CapLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ListenerLabels {
+    pub(super) listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ReloadLabels {
     pub(super) result: &'static str,
 }

@@ -18,8 +18,8 @@ use prometheus_client::registry::Registry;
 use super::fnv::Fnv;
 use super::histograms::{RequestDurations, UpstreamDurations};
 use super::labels::{
-    BuildLabels, CLASSES, CapLabels, LookupLabels, ProviderLabels, ReasonLabels, ReloadLabels, RequestLabels,
-    TriggerLabels, status_class,
+    BuildLabels, CLASSES, CapLabels, ListenerLabels, LookupLabels, ProviderLabels, ReasonLabels,
+    ReloadLabels, RequestLabels, TriggerLabels, status_class,
 };
 use super::render::{Format, exposition};
 use crate::redis::RedisStats;
@@ -63,6 +63,7 @@ pub struct Metrics {
     continuity_rejected: Counter,
     continuity_store_errors: Counter,
     continuity_refused_logins: Family<CapLabels, Counter>,
+    tls_not_after: Family<ListenerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -91,6 +92,7 @@ impl Metrics {
         let continuity_store_errors = Counter::default();
         let continuity_refused_logins = Family::<CapLabels, Counter>::default();
         reload_time.set(unix_now());
+        let tls_not_after = Family::<ListenerLabels, Gauge>::default();
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -137,6 +139,11 @@ impl Metrics {
             "config_last_reload_success_timestamp_seconds",
             "When the config in force was loaded (start or the last applied reload), Unix time",
             reload_time.clone(),
+        );
+        r.register(
+            "tls_cert_not_after_seconds",
+            "When the certificate a TLS listener serves to new handshakes expires, Unix time, by listener (proxy, admin)",
+            tls_not_after.clone(),
         );
         r.register(
             "continuity_sessions",
@@ -188,6 +195,7 @@ impl Metrics {
             continuity_rejected,
             continuity_store_errors,
             continuity_refused_logins,
+            tls_not_after,
         }
     }
 
@@ -297,6 +305,11 @@ impl Metrics {
     /// Hold the returned guard while a client connection is open.
     pub(crate) fn connection_opened(&self) -> GaugeGuard {
         GaugeGuard::new(&self.connections)
+    }
+
+    /// The end of validity of the certificate `listener` (`proxy`, `admin`) now serves.
+    pub(crate) fn tls_cert(&self, listener: &'static str, not_after: i64) {
+        self.tls_not_after.get_or_create(&ListenerLabels { listener }).set(not_after);
     }
 
     pub(crate) fn reloaded(&self, ok: bool, generation: u64) {
