@@ -21,6 +21,7 @@ impl Config {
         self.upstream.extra_roots()?;
         self.state.validate()?;
         self.check_continuity_keys()?;
+        self.migration.validate()?;
         let s = &self.server;
         for (key, value) in [
             ("server.max_connections", s.max_connections),

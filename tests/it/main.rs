@@ -16,6 +16,7 @@ mod hardening;
 mod image;
 mod layout;
 mod legacy_expiry;
+mod migration;
 mod minted;
 mod observability;
 mod one_flight;
