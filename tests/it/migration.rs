@@ -130,3 +130,111 @@ async fn days_roll_over_at_midnight_utc_and_retention_drops_old_days() {
     assert_eq!((row(&r, ID).verdict, row(&r, ID).calls.count), (Verdict::NeverSeen, 0), "{r:?}");
     assert!(row(&r, ID).last_legacy_call.is_none());
 }
+/// The resident set of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `n` legacy token calls through `proxy`, each naming `id(i)`, 32 at a time.
+async fn flood(proxy: std::net::SocketAddr, range: std::ops::Range<usize>, id: fn(usize) -> String) {
+    use futures_util::StreamExt;
+    let client = http();
+    futures_util::stream::iter(range)
+        .for_each_concurrent(32, |i| {
+            let url = format!(
+                "http://{proxy}/oauth/access_token?grant_type=password&user_id=u&password=p&client_id={}",
+                id(i)
+            );
+            let client = client.clone();
+            async move {
+                let status = client.get(url).send().await.unwrap().status();
+                assert_eq!(status, 401);
+            }
+        })
+        .await;
+}
+
+fn random_id(i: usize) -> String {
+    format!("flood-{i}-{:016x}", rand::random::<u64>())
+}
+
+/// 100k random client ids: the record keeps the configured client, `max_unknown_ids` sampled
+/// ids and one folded row; `/metrics` gains no series; the file and the resident set stay small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_random_client_ids_leaves_the_record_and_metrics_bounded() {
+    let standin = start_standin(standin_config()).await;
+    let record = temp_dir("record-flood");
+    let path = temp_dir("record-flood-config").join("shim.toml");
+    let extra = "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info,oauth_shim::access=warn\"\n";
+    write_config(&path, &standin, "rewrite", extra);
+    let shim = ShimProcess::serve(&path, &[("OAUTH_SHIM_MIGRATION__DIR", record.to_str().unwrap())]).await;
+    let metrics = async || get_text(format!("http://{}/metrics", shim.admin)).await;
+    let file = record.join("migration.redb");
+
+    // Warm up: every series a refused unknown id adds exists after the first ones.
+    flood(shim.proxy, 0..1_000, random_id).await;
+    let (series_before, rss_before) = (metrics().await.lines().count(), rss_kib(shim.pid()));
+    flood(shim.proxy, 1_000..100_000, random_id).await;
+    eventually("the flood to be flushed", async || std::fs::metadata(&file).is_ok_and(|m| m.len() > 0)).await;
+    let r = report_at(shim.admin, "").await;
+    let series_after = metrics().await.lines().count();
+    let rss_after = rss_kib(shim.pid());
+    let size = std::fs::metadata(&file).unwrap().len();
+    eprintln!(
+        "flood of 100000 random client ids: record file {size} bytes, {} rows; /metrics {series_before} -> {series_after} lines; RSS {rss_before} -> {rss_after} KiB",
+        r.clients.len()
+    );
+    assert_eq!(r.clients.len(), 1 + 100 + 1, "the client, 100 sampled ids, the folded row");
+    let folded = r.clients.last().unwrap();
+    assert!(folded.id.is_none());
+    assert_eq!(r.clients.iter().map(|c| c.calls.count).sum::<u64>(), 100_000);
+    assert_eq!(series_after, series_before, "no series per client id");
+    assert!(size < 4 << 20, "the record file stays small: {size} bytes");
+    assert!(rss_after < rss_before + 64 * 1024, "RSS {rss_before} -> {rss_after} KiB");
+}
+
+/// What one client-day costs in each store: 2000 ids, each with one day of legacy calls
+/// (calls, legacy calls, GET and password grant counted), in the file and in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_size_per_client_day_is_small_in_both_stores() {
+    const IDS: usize = 2_000;
+    let id = |i: usize| format!("integration-{i:05}");
+    let extra = "[migration]\nmax_unknown_ids = 5000\n";
+    let h = Harness::start(standin_config(), extra).await;
+    let config = h.app.snapshot().config.clone();
+    let file = config.migration.dir.join("migration.redb");
+    let m = &h.app.state().ops.migration;
+    assert!(m.flush(&config).await);
+    let empty = std::fs::metadata(&file).unwrap().len();
+    flood(h.proxy_addr(), 0..IDS, id).await;
+    assert!(m.flush(&config).await);
+    let file_bytes = std::fs::metadata(&file).unwrap().len() - empty;
+
+    let redis = RedisServer::start().await;
+    let standin = start_standin(standin_config()).await;
+    let on_redis = shim_config(&standin, &format!("{}{extra}", redis_state_toml_timing_out(&redis, "5s")));
+    let r = replicas(&standin, &on_redis, 1).await.remove(0);
+    flood(r.proxy_addr(), 0..IDS, id).await;
+    assert!(r.app.state().ops.migration.flush(&on_redis).await);
+    let day = r.app.state().ops.migration.now() / 86_400;
+    let usage = |key: String| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "MEMORY", "USAGE", &key, "SAMPLES", "0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0)
+    };
+    let day_bytes = usage(format!("oauth-shim:mig:day:{day}"));
+    let seen_bytes = usage("oauth-shim:mig:seen".into());
+    eprintln!(
+        "per client-day: file {} bytes ({file_bytes} for {IDS}); redis day hash {} bytes, seen hash {} bytes per client ({day_bytes}, {seen_bytes})",
+        file_bytes / IDS as u64,
+        day_bytes / IDS as u64,
+        seen_bytes / IDS as u64
+    );
+    assert_eq!(report(&r, "").await.clients.len(), IDS + 1, "every id has its row");
+    assert!(file_bytes / (IDS as u64) < 1_000, "{file_bytes}");
+    assert!(day_bytes > 0 && day_bytes / (IDS as u64) < 1_000, "{day_bytes}");
+}
