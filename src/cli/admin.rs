@@ -58,12 +58,15 @@ pub(super) fn report(
     since: Option<String>,
     client_id: Option<String>,
 ) -> ExitCode {
+    if let Some(Err(e)) = since.as_deref().map(ops::migration::parse_days) {
+        eprintln!("oauth-shim: --{e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     admin_command(config, admin, move |target| async move {
         let base = &target.base;
         let token = target.token?;
         let mut query = form_urlencoded::Serializer::new(String::new());
         if let Some(since) = &since {
-            ops::migration::parse_days(since).map_err(|e| format!("--{e}"))?;
             query.append_pair("since", since);
         }
         if let Some(id) = &client_id {

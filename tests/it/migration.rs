@@ -238,3 +238,42 @@ async fn the_record_size_per_client_day_is_small_in_both_stores() {
     assert!(file_bytes / (IDS as u64) < 1_000, "{file_bytes}");
     assert!(day_bytes > 0 && day_bytes / (IDS as u64) < 1_000, "{day_bytes}");
 }
+
+/// `oauth-shim report --since --client` and `GET /migration` as text: the window, one client's
+/// row, its verdict; a bad window is refused before any call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_narrows_to_a_window_and_a_client_in_json_and_text() {
+    let h = Harness::start(standin_config(), "[[clients]]\nid = \"idle\"\nsecret = \"idle-secret\"\n").await;
+    legacy_calls(h.proxy_addr(), 2).await;
+    let admin = h.admin_url("");
+    let run = |args: &[&str]| {
+        let out = bin().arg("report").args(args).args(["--admin", &admin]).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, json, _) = run(&["--json", "--since", "7d", "--client", ID]);
+    assert_eq!(code, Some(0));
+    let r: Report = serde_json::from_str(&json).unwrap();
+    assert_eq!((r.window_days, r.clients.len()), (7, 1));
+    assert_eq!((r.clients[0].daily.len(), r.clients[0].legacy_calls), (7, 2));
+    assert_eq!((r.fleet.active, r.fleet.never_seen), (1, 1), "the fleet, before the client filter");
+    let (code, table, _) = run(&["--since", "14d"]);
+    assert_eq!(code, Some(0));
+    assert!(table.starts_with("14 days from "), "{table}");
+    let idle = table.lines().find(|l| l.starts_with("idle ")).unwrap();
+    assert!(idle.ends_with("never  never seen"), "{table}");
+    assert!(table.lines().find(|l| l.starts_with(ID)).unwrap().ends_with(" active"), "{table}");
+    let (code, _, err) = run(&["--since", "2w"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("2w"), "{err}");
+
+    let text =
+        http().get(h.admin_url("/migration?since=3d")).header("accept", "text/plain").send().await.unwrap();
+    assert!(text.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(text.text().await.unwrap().starts_with("3 days from "));
+    let bad = http().get(h.admin_url("/migration?since=forever")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+}
