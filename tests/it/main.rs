@@ -17,6 +17,7 @@ mod image;
 mod layout;
 mod legacy_expiry;
 mod migration;
+mod migration_page;
 mod minted;
 mod observability;
 mod one_flight;
