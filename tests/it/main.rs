@@ -19,6 +19,7 @@ mod legacy_expiry;
 mod migration;
 mod migration_page;
 mod minted;
+mod monitoring;
 mod observability;
 mod one_flight;
 mod operator;
