@@ -1,4 +1,4 @@
-//! The migration record (docs/operating.md#where-the-record-lives): it survives restarts in its
+//! The migration record (docs/operating.md#running-a-migration): it survives restarts in its
 //! file and in Redis, replicas on one Redis report the sum, day buckets roll over at midnight
 //! UTC and retention drops old days, and a flood of random client ids leaves it bounded.
 

@@ -1,4 +1,4 @@
-//! The migration page (docs/operating.md#migration-report): served by the admin listener at
+//! The migration page (docs/operating.md#running-a-migration): served by the admin listener at
 //! `/ui` and to `Accept: text/html` on `/migration`, behind the admin token, under a strict
 //! Content-Security-Policy, with a hostile client id escaped; and loaded by a real headless
 //! Chromium, whose DOM is checked and whose screenshots are taken at a laptop's and a phone's size.
