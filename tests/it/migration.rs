@@ -277,3 +277,27 @@ async fn report_narrows_to_a_window_and_a_client_in_json_and_text() {
     let bad = http().get(h.admin_url("/migration?since=forever")).send().await.unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+/// Redis down: the counts stay in the process (the flush says so), the report shows this
+/// replica's counts marked partial, and the next flush once Redis is back writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_wait_in_the_process_while_redis_is_down() {
+    let mut redis = RedisServer::start().await;
+    let standin = start_standin(standin_config()).await;
+    let config = shim_config(&standin, &redis_state_toml(&redis));
+    let h = replicas(&standin, &config, 1).await.remove(0);
+    let m = &h.app.state().ops.migration;
+    redis.stop();
+    legacy_calls(h.proxy_addr(), 2).await;
+    assert!(!m.flush(&config).await, "the store did not take them");
+    let r = report(&h, "").await;
+    assert!(r.partial, "{r:?}");
+    assert_eq!(row(&r, ID).calls.count, 2, "this replica's counts, kept");
+    redis.restart().await;
+    h.wait_for_redis().await;
+    assert!(m.flush(&config).await);
+    let fresh = replicas(&standin, &config, 1).await.remove(0);
+    let r = report(&fresh, "").await;
+    assert!(!r.partial);
+    assert_eq!(row(&r, ID).calls.count, 2, "written once Redis was back: {r:?}");
+}
