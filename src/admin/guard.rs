@@ -63,7 +63,7 @@ pub(super) fn check<B>(app: &App, req: &Request<B>, at: Arrival) -> Result<(), R
     }
     if probe
         || path == "/metrics"
-        || !matches!(path, "/migration" | "/reload" | "/sessions" | "/sessions/revoke")
+        || !matches!(path, "/migration" | "/ui" | "/reload" | "/sessions" | "/sessions/revoke")
     {
         return Ok(());
     }

@@ -17,6 +17,9 @@ pub(crate) async fn handle<B>(app: &App, req: Request<B>, at: Arrival) -> Respon
     if let Some(resp) = super::routes::route(app, &req) {
         return resp;
     }
+    if let Some(answer) = super::migration::route(app, &req).await {
+        return answer.unwrap_or_else(crate::app::rescue_admin);
+    }
     if let Some(answer) = super::sessions::route(app, &req).await {
         return answer.unwrap_or_else(crate::app::rescue_admin);
     }

@@ -1,6 +1,5 @@
-//! The operator routes of the admin listener: `GET /metrics` (Prometheus text or OpenMetrics),
-//! `GET /migration` (the migration report) and `GET|POST /reload`, and the admin listener's
-//! JSON and plain answers. The guard (`guard`) has run before any of them.
+//! The operator routes of the admin listener: `GET /metrics` (Prometheus text or OpenMetrics)
+//! and `GET|POST /reload`, and the admin listener's JSON and plain answers. The guard (`guard`) has run before any of them.
 
 use bytes::Bytes;
 use http::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
@@ -25,12 +24,6 @@ pub(super) fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
             let text = ops.metrics.render(stats, redis, format);
             respond(StatusCode::OK, format.content_type(), text.into())
         }
-        "/migration" if method == Method::GET => {
-            let snapshot = app.snapshot();
-            let mut report = ops.migration.report(&snapshot.config);
-            report.reload = serde_json::to_value(ops.reload.status()).ok();
-            json(StatusCode::OK, &report)
-        }
         "/reload" if method == Method::GET => json(StatusCode::OK, &ops.reload.status()),
         "/reload" if method == Method::POST => match reload(app, "admin") {
             Ok(status) => json(StatusCode::OK, &status),
@@ -42,7 +35,7 @@ pub(super) fn route<B>(app: &App, req: &Request<B>) -> Option<Response<Body>> {
                 .status(StatusCode::CONFLICT),
             ),
         },
-        "/metrics" | "/migration" | "/reload" => {
+        "/metrics" | "/reload" => {
             method_not_allowed(if req.uri().path() == "/reload" { "GET, POST" } else { "GET" })
         }
         _ => return None,
@@ -69,6 +62,10 @@ pub(super) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Respon
             respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", "internal error\n".into())
         }
     }
+}
+
+pub(super) fn text(body: String) -> Response<Body> {
+    respond(StatusCode::OK, "text/plain; charset=utf-8", body.into())
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {

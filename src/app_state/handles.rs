@@ -75,6 +75,26 @@ impl State {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Open the migration record's store as `[state]` and `[migration]` ask: Redis with the
+    /// Redis backend, else the embedded file; a file that does not open leaves the record in
+    /// memory (logged). Done once, with the listeners.
+    pub fn open_migration_record(&self) {
+        use crate::ops::migration::store::Store;
+        let snapshot = self.snapshot();
+        let config = &snapshot.config;
+        let store = match &self.redis {
+            Some(redis) => crate::ops::migration::shared_record(redis.clone()),
+            None => match crate::ops::migration::embedded_record(&config.migration.dir) {
+                Ok(store) => store,
+                Err(e) => {
+                    tracing::error!(error = %e, "the migration record is kept in memory only: its file did not open");
+                    Store::memory()
+                }
+            },
+        };
+        self.ops.migration.attach(store, config);
+    }
+
     /// The continuity service for `snapshot`, opening its store on first use.
     pub fn continuity(&self, snapshot: &Snapshot) -> Result<&Arc<Continuity>, ShimError> {
         let opened = self.continuity.get_or_init(|| {

@@ -51,14 +51,36 @@ pub(super) fn reload(config: Option<PathBuf>, admin: Option<String>) -> ExitCode
     })
 }
 
-pub(super) fn report(config: Option<PathBuf>, admin: Option<String>, json: bool) -> ExitCode {
+pub(super) fn report(
+    config: Option<PathBuf>,
+    admin: Option<String>,
+    json: bool,
+    since: Option<String>,
+    client_id: Option<String>,
+) -> ExitCode {
+    if let Some(Err(e)) = since.as_deref().map(ops::migration::parse_days) {
+        eprintln!("oauth-shim: --{e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     admin_command(config, admin, move |target| async move {
         let base = &target.base;
         let token = target.token?;
-        let (status, body) =
-            client::call(http::Method::GET, &format!("{base}/migration"), token.as_ref()).await?;
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(since) = &since {
+            query.append_pair("since", since);
+        }
+        if let Some(id) = &client_id {
+            query.append_pair("client", id);
+        }
+        let query = query.finish();
+        let url =
+            if query.is_empty() { format!("{base}/migration") } else { format!("{base}/migration?{query}") };
+        let (status, body) = client::call(http::Method::GET, &url, token.as_ref()).await?;
         if status != http::StatusCode::OK {
-            return Err(format!("GET {base}/migration answered {status}"));
+            return Err(format!(
+                "GET {base}/migration answered {status}: {}",
+                String::from_utf8_lossy(&body).trim_end()
+            ));
         }
         if json {
             println!("{}", String::from_utf8_lossy(&body).trim_end());

@@ -78,6 +78,12 @@ pub(super) enum Command {
         /// Print the JSON from GET /migration instead of a table.
         #[arg(long)]
         json: bool,
+        /// The window: whole days up to today, such as 30d (default: `[migration] window`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this client id.
+        #[arg(long)]
+        client: Option<String>,
     },
     /// List or revoke token-continuity sessions of a running oauth-shim (never shows a token).
     Sessions {

@@ -31,7 +31,9 @@ pub fn main() -> ExitCode {
         ),
         Command::Healthcheck { config, admin, ready } => admin::healthcheck(config, admin, ready),
         Command::Reload { config, admin } => admin::reload(config, admin),
-        Command::Report { config, admin, json } => admin::report(config, admin, json),
+        Command::Report { config, admin, json, since, client } => {
+            admin::report(config, admin, json, since, client)
+        }
         Command::Sessions { action } => admin::sessions(action),
     }
 }

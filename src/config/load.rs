@@ -11,6 +11,7 @@ use crate::oauth::Secret;
 
 use super::clients::{ClientConfig, ContinuityConfig, DEFAULT_PROVIDER};
 use super::error::ConfigError;
+use super::migration::MigrationConfig;
 use super::sections::{LegacyConfig, LogConfig, RefreshCacheConfig, ReloadConfig};
 use super::server::{AdminConfig, ServerConfig};
 use super::state::StateConfig;
@@ -31,6 +32,7 @@ pub struct Config {
     pub log: LogConfig,
     pub reload: ReloadConfig,
     pub continuity: ContinuityConfig,
+    pub migration: MigrationConfig,
     /// Providers besides the default one (`[provider]`), selected by the request's `Host`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderConfig>,

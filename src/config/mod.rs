@@ -5,6 +5,7 @@
 mod clients;
 mod error;
 mod load;
+mod migration;
 mod sections;
 mod server;
 mod state;
@@ -22,6 +23,7 @@ pub use clients::{ClientConfig, ClientMode};
 pub use error::ConfigError;
 pub use load::{Config, ValidConfig};
 pub(crate) use load::{config_path, env_overrides};
+pub use migration::MigrationConfig;
 pub use sections::{LegacyConfig, LogConfig, LogFormat};
 pub use sections::{RefreshCacheConfig, ReloadConfig};
 pub use server::AdminConfig;

@@ -21,6 +21,7 @@ impl Config {
         self.upstream.extra_roots()?;
         self.state.validate()?;
         self.check_continuity_keys()?;
+        self.migration.validate()?;
         let s = &self.server;
         if let Some(tls) = &s.tls {
             tls.validate("server.tls")?;

@@ -42,6 +42,9 @@ api_base = "{api}"
 watch = true
 watch_interval = "1s"
 
+[migration]
+dir = "{record}"
+
 [[clients]]
 id = "{DEMO_CLIENT}"
 secret = "{DEMO_SECRET}"
@@ -82,6 +85,7 @@ allow_password_grant = true
         identity_token = standin.identity_token_url(),
         identity_authz = standin.identity_authorize_url(),
         me = standin.me_url(),
+        record = std::env::temp_dir().join("oauth-shim-dev-record").display(),
     )
 }
 

@@ -129,6 +129,11 @@ impl Redis {
         key
     }
 
+    /// `key_prefix` followed by `name`.
+    pub fn prefixed(&self, name: &str) -> String {
+        format!("{}{name}", self.inner.prefix)
+    }
+
     /// The channel whose messages [`Redis::events`] delivers.
     pub fn events_channel(&self) -> &str {
         &self.inner.events_channel

@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::accept::accept_loop;
 use super::conn::{Conn, Protocols};
-use super::sweeper::spawn_sweeper;
+use super::sweeper::{spawn_flusher, spawn_sweeper};
 use super::tls::{Handshakes, Listener};
 use crate::app::App;
 
@@ -59,8 +59,8 @@ async fn bind(which: &str, key: &str, addr: SocketAddr) -> io::Result<TcpListene
     })
 }
 
-/// Serve on listeners the caller bound (tests bind `127.0.0.1:0`), and start the continuity
-/// sweeper beside them.
+/// Serve on listeners the caller bound (tests bind `127.0.0.1:0`), open the migration record,
+/// and start the continuity sweeper and the record's flusher beside them.
 pub fn start_on(app: App, proxy: TcpListener, admin: Option<TcpListener>) -> io::Result<Running> {
     let proxy_addr = proxy.local_addr()?;
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -68,7 +68,9 @@ pub fn start_on(app: App, proxy: TcpListener, admin: Option<TcpListener>) -> io:
     if let Some(listener) = admin {
         tokio::spawn(serve_admin(listener, app.clone()));
     }
+    app.state().open_migration_record();
     spawn_sweeper(app.clone(), rx.clone());
+    spawn_flusher(app.clone(), rx.clone());
     let task = tokio::spawn(serve_proxy(proxy, app, rx));
     Ok(Running { proxy_addr, admin_addr, shutdown: tx, task })
 }
@@ -104,7 +106,8 @@ pub(crate) async fn run_until(running: Running, signal: impl Future<Output = ()>
 }
 
 /// Serve the proxy port until `shutdown` changes, then mark the app draining (`/readyz` turns
-/// 503), stop accepting and give open connections `server.shutdown_grace` to finish.
+/// 503), stop accepting, give open connections `server.shutdown_grace` to finish, and flush the
+/// migration record one last time.
 async fn serve_proxy(listener: TcpListener, app: App, mut shutdown: watch::Receiver<bool>) {
     let cfg = app.snapshot().config.server.clone();
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
@@ -140,6 +143,7 @@ async fn serve_proxy(listener: TcpListener, app: App, mut shutdown: watch::Recei
     if tokio::time::timeout(cfg.shutdown_grace, drain_tx.closed()).await.is_err() {
         tracing::warn!("shutdown grace elapsed with connections still open");
     }
+    app.state().ops.migration.flush(&app.snapshot().config).await;
 }
 
 /// Serve the admin port (HTTP/1.1, over TLS with `[admin.tls]`, `admin.max_connections` at a

@@ -1,5 +1,7 @@
-//! The continuity sweeper, a background task started with the listeners: every
-//! `continuity.sweep_interval` it deletes expired token-continuity sessions from the store.
+//! The background tasks started with the listeners: the continuity sweeper (every
+//! `continuity.sweep_interval` it deletes expired token-continuity sessions from the store) and
+//! the migration record's flusher (every `migration.flush_interval` it adds this process's
+//! counts to the record; the last flush runs after the drain, in `listen.rs`).
 
 use tokio::sync::watch;
 
@@ -24,6 +26,20 @@ pub(super) fn spawn_sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
             {
                 tracing::info!(swept = n, "expired continuity sessions deleted");
             }
+        }
+    });
+}
+
+/// Spawn the migration record's flusher; it ends when `shutdown` changes.
+pub(super) fn spawn_flusher(app: App, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let interval = app.snapshot().config.migration.flush_interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            app.state().ops.migration.flush(&app.snapshot().config).await;
         }
     });
 }

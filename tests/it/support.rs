@@ -210,7 +210,11 @@ pub fn shim_config(standin: &Standin, extra_toml: &str) -> Config {
     );
     let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&base));
     let figment = if extra_toml.is_empty() { figment } else { figment.admerge(Toml::string(extra_toml)) };
-    Config::from_figment(figment).expect("test config is valid").into_inner()
+    let mut config = Config::from_figment(figment).expect("test config is valid").into_inner();
+    if config.migration.dir == oauth_shim::config::MigrationConfig::default().dir {
+        config.migration.dir = temp_dir("record");
+    }
+    config
 }
 
 /// A config file for `standin` with the default client in `mode`, plus `extra` TOML.
@@ -240,6 +244,12 @@ mode = "{mode}"
         authz = standin.authorize_url(),
         api = standin.api_base(),
     );
+    // The migration record in a scratch directory, unless `extra` names one.
+    let text = if extra.contains("[migration]") {
+        text
+    } else {
+        format!("{text}\n[migration]\ndir = {:?}\n", temp_dir("record"))
+    };
     // Write then rename, as config management tools do, so a reader never sees half a file.
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();

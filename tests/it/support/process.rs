@@ -8,10 +8,12 @@ use std::time::Duration;
 use super::{ID, SECRET};
 
 /// The `oauth-shim` binary, with `OAUTH_SHIM_CONFIG` cleared so the test's environment cannot
-/// choose its config.
+/// choose its config, and its migration record in a fresh directory (a test that restarts a
+/// process on one record sets `OAUTH_SHIM_MIGRATION__DIR` again).
 pub fn bin() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-shim"));
     c.env_remove("OAUTH_SHIM_CONFIG");
+    c.env("OAUTH_SHIM_MIGRATION__DIR", temp_dir("record"));
     c
 }
 
