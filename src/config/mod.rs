@@ -28,6 +28,7 @@ pub use server::ForwardedFor;
 pub use server::ServerConfig;
 pub use state::StateBackend;
 pub use state::StateConfig;
+pub use state::WhenUnavailable;
 pub use upstream::Preset;
 pub use upstream::UpstreamConfig;
 pub use upstream::{ClientAuth, LegacyFieldsConfig, ProviderConfig};

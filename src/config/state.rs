@@ -22,6 +22,28 @@ pub enum StateBackend {
     Redis,
 }
 
+/// What a refresh that no answer in Redis serves does while no Redis master answers
+/// (docs/deployment.md#when-redis-fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenUnavailable {
+    /// `503 temporarily_unavailable` with `Retry-After`; no refresh token is spent. Safe for
+    /// every provider, and the only safe choice for one that rotates refresh tokens.
+    Refuse,
+    /// This replica's own single flight: replicas may each spend the token once. Only for
+    /// providers whose refresh tokens stay the same until they expire.
+    Local,
+}
+
+impl WhenUnavailable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::Local => "local",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
@@ -44,6 +66,15 @@ pub struct StateConfig {
     /// Limit for one Redis command; slower counts as Redis failing (fall back to local state).
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// The outage policy of every provider that sets none (unset: `refuse`, or `local` for a
+    /// provider with a GoTo `preset`; see [`crate::config::Config::when_unavailable`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when_unavailable: Option<WhenUnavailable>,
+    /// How long a refresh waits for Redis to answer again (a restart, a failover) before
+    /// `when_unavailable` decides; never longer than the token call's deadline. An outage
+    /// already older than this is decided at once.
+    #[serde(with = "humantime_serde")]
+    pub failover_wait: Duration,
     /// PEM file of the CA certificates that Redis's TLS certificate must chain to (`rediss://`);
     /// unset: the public web roots, as for the upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +105,8 @@ impl Default for StateConfig {
             key_prefix: "oauth-shim:".into(),
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_millis(250),
+            when_unavailable: None,
+            failover_wait: Duration::from_secs(2),
             ca_file: None,
             encryption_key_env: None,
             encryption_key_file: None,

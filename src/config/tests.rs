@@ -374,6 +374,7 @@ fn every_key_of_a_providers_entry_is_accepted_by_the_default_provider_but_name_a
             email: Some("/email".into()),
             ..LegacyFieldsConfig::default()
         }),
+        when_unavailable: Some(super::WhenUnavailable::Refuse),
     };
     let toml::Value::Table(mut table) = toml::Value::try_from(&full).unwrap() else { unreachable!() };
     // A document with `table` as `[provider]` or as the one `[[providers]]` entry.
@@ -395,7 +396,8 @@ fn every_key_of_a_providers_entry_is_accepted_by_the_default_provider_but_name_a
             "client_auth",
             "legacy_fields",
             "preset",
-            "token_url"
+            "token_url",
+            "when_unavailable"
         ]
     );
     let c = load_toml(&doc("provider", table.clone())).expect("loads as the default");
@@ -418,4 +420,31 @@ fn the_default_provider_takes_a_preset_and_defaults_to_gotos_endpoints() {
     assert_eq!(c.provider.urls(), Preset::Goto.urls());
     let c = load_toml(&format!("{CLIENT}[provider]\npreset = \"goto-identity\"\n")).unwrap();
     assert_eq!(c.provider.urls(), Preset::GotoIdentity.urls());
+}
+
+#[test]
+fn the_outage_policy_is_refuse_unless_a_goto_preset_or_the_config_says_local() {
+    use super::WhenUnavailable::{Local, Refuse};
+    let policy = |toml: &str| {
+        let c = load_toml(&format!("{CLIENT}{toml}")).unwrap();
+        let mut out = vec![c.when_unavailable(&c.provider)];
+        out.extend(c.providers.iter().map(|p| c.when_unavailable(p)));
+        out
+    };
+    let other = "[[providers]]\nname = \"o\"\nhosts = [\"o.example\"]\ntoken_url = \"http://127.0.0.1:9/t\"\nauthorize_url = \"http://127.0.0.1:9/a\"\napi_base = \"http://127.0.0.1:9\"\n";
+    // URLs alone (the default provider's implicit preset included): assumed to rotate.
+    assert_eq!(policy(""), [Refuse]);
+    assert_eq!(
+        policy(&format!("[provider]{}{other}", PROVIDER_KEYS.replace("TABLE", "provider"))),
+        [Refuse, Refuse]
+    );
+    // A GoTo preset: GoTo's refresh tokens do not rotate.
+    assert_eq!(policy("[provider]\npreset = \"goto\"\n"), [Local]);
+    assert_eq!(policy("[provider]\npreset = \"goto-identity\"\n"), [Local]);
+    // [state] sets it for every provider that sets none; a provider's own wins.
+    let state = "[state]\nwhen_unavailable = \"refuse\"\n";
+    assert_eq!(policy(&format!("{state}[provider]\npreset = \"goto\"\n")), [Refuse]);
+    let state = "[state]\nwhen_unavailable = \"local\"\nfailover_wait = \"0s\"\n";
+    assert_eq!(policy(&format!("{state}{other}when_unavailable = \"refuse\"\n")), [Local, Refuse]);
+    assert!(load_toml(&format!("{CLIENT}[state]\nwhen_unavailable = \"fallback\"\n")).is_err());
 }

@@ -7,12 +7,17 @@
 //!
 //! Every command runs under `command_timeout`. A command that fails, times out, or gets an error
 //! answer marks Redis down: the outage is logged once, and from then on every command fails at
-//! once (callers fall back to their in-process state) until a background probe (PING, with
-//! exponential backoff from 100 ms to 5 s) succeeds; the recovery is logged too. Nothing here
-//! ever waits on Redis for longer than `command_timeout`.
+//! once until a background probe (PING) succeeds; the recovery is logged too. No command waits
+//! on Redis for longer than `command_timeout`.
+//!
+//! A caller that must not go on without Redis waits for it with [`Redis::wait_up`], at most
+//! `[state] failover_wait` into an outage (a restart, a failover): the probe looks every 100 ms
+//! during that time, then backs off exponentially to 5 s. What the caller does when Redis is
+//! not back is its outage policy (`when_unavailable`); it counts a refusal with
+//! [`Redis::refused`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +36,26 @@ const PROBE_MAX: Duration = Duration::from_secs(5);
 #[error("redis unavailable")]
 pub struct Unavailable;
 
+/// Why a caller refused to go on without Redis (the `reason` label of the refusals metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Redis refused connections or answered commands with errors.
+    Unavailable = 0,
+    /// Redis answered no command within `command_timeout`.
+    Timeout = 1,
+}
+
+impl Refusal {
+    pub(crate) const ALL: [Refusal; 2] = [Refusal::Unavailable, Refusal::Timeout];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
 /// Counters since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RedisStats {
@@ -41,6 +66,8 @@ pub struct RedisStats {
     pub fallbacks: u64,
     /// Outages seen (each logged once).
     pub outages: u64,
+    /// Operations refused because Redis was unavailable, by [`Refusal`] (indexed by its value).
+    pub refusals: [u64; 2],
 }
 
 /// A cheap-to-clone handle. The background tasks end when the last handle is dropped.
@@ -54,9 +81,17 @@ struct RedisCore {
     prefix: String,
     events_channel: String,
     command_timeout: Duration,
+    failover_wait: Duration,
     up: AtomicBool,
+    /// The same as `up`, for those waiting for Redis to be back.
+    up_changes: watch::Sender<bool>,
+    /// When the current outage began (read only while down).
+    down_since: std::sync::Mutex<tokio::time::Instant>,
+    /// The [`Refusal`] the current outage is counted as.
+    down_reason: AtomicU8,
     fallbacks: AtomicU64,
     outages: AtomicU64,
+    refusals: [AtomicU64; 2],
     /// Wakes the probe task when a command fails.
     failed: Arc<Notify>,
     events: broadcast::Sender<Bytes>,
@@ -99,9 +134,14 @@ impl Redis {
             prefix: cfg.key_prefix.clone(),
             events_channel: format!("{}events", cfg.key_prefix),
             command_timeout: cfg.command_timeout,
+            failover_wait: cfg.failover_wait,
             up: AtomicBool::new(false),
+            up_changes: watch::Sender::new(false),
+            down_since: std::sync::Mutex::new(tokio::time::Instant::now()),
+            down_reason: AtomicU8::new(Refusal::Unavailable as u8),
             fallbacks: AtomicU64::new(0),
             outages: AtomicU64::new(0),
+            refusals: [AtomicU64::new(0), AtomicU64::new(0)],
             failed: Arc::new(Notify::new()),
             events,
             _alive: alive,
@@ -154,14 +194,40 @@ impl Redis {
         match tokio::time::timeout(self.inner.command_timeout, op(self.inner.conn.clone())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
-                self.mark_down(e.category());
+                self.mark_down(e.category(), Refusal::Unavailable);
                 Err(Unavailable)
             }
             Err(_) => {
-                self.mark_down("timed out");
+                self.mark_down("timed out", Refusal::Timeout);
                 Err(Unavailable)
             }
         }
+    }
+
+    /// Wait for Redis to answer again, until `until` at the latest. `true` when it is up.
+    pub async fn wait_up(&self, until: tokio::time::Instant) -> bool {
+        let mut changes = self.inner.up_changes.subscribe();
+        if *changes.borrow_and_update() {
+            return true;
+        }
+        matches!(tokio::time::timeout_at(until, changes.wait_for(|up| *up)).await, Ok(Ok(_)))
+    }
+
+    /// Until when a caller that found Redis unavailable waits for it: `failover_wait` into the
+    /// current outage (in the past for an older outage: decided at once).
+    pub fn failover_deadline(&self) -> tokio::time::Instant {
+        let since = if self.is_up() {
+            tokio::time::Instant::now()
+        } else {
+            *self.inner.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        since + self.inner.failover_wait
+    }
+
+    /// Count one operation refused because Redis was unavailable (the current outage's reason).
+    pub fn refused(&self) {
+        let reason = usize::from(self.inner.down_reason.load(Ordering::Relaxed)).min(1);
+        self.inner.refusals[reason].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count one operation that used in-process state because Redis was unavailable.
@@ -174,13 +240,21 @@ impl Redis {
             up: self.is_up(),
             fallbacks: self.inner.fallbacks.load(Ordering::Relaxed),
             outages: self.inner.outages.load(Ordering::Relaxed),
+            refusals: self.inner.refusals.each_ref().map(|r| r.load(Ordering::Relaxed)),
         }
     }
 
-    fn mark_down(&self, why: &str) {
+    fn mark_down(&self, why: &str, reason: Refusal) {
         if self.inner.up.swap(false, Ordering::AcqRel) {
+            *self.inner.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                tokio::time::Instant::now();
+            self.inner.down_reason.store(reason as u8, Ordering::Relaxed);
+            self.inner.up_changes.send_replace(false);
             self.inner.outages.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = why, "state: redis unavailable; using in-process state until it is back");
+            tracing::warn!(
+                error = why,
+                "state: redis unavailable; refreshes follow when_unavailable until it is back"
+            );
         }
         self.inner.failed.notify_one();
     }
@@ -205,6 +279,7 @@ async fn probe(inner: std::sync::Weak<RedisCore>, failed: Arc<Notify>, mut stopp
             };
             let Some(failure) = failure else {
                 strong.up.store(true, Ordering::Release);
+                strong.up_changes.send_replace(true);
                 if !first {
                     tracing::info!("state: redis reachable again; shared state resumed");
                 }
@@ -213,6 +288,10 @@ async fn probe(inner: std::sync::Weak<RedisCore>, failed: Arc<Notify>, mut stopp
             };
             if first {
                 first = false;
+                strong.down_reason.store(
+                    if failure == "timed out" { Refusal::Timeout } else { Refusal::Unavailable } as u8,
+                    Ordering::Relaxed,
+                );
                 strong.outages.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     error = %failure,
@@ -221,12 +300,17 @@ async fn probe(inner: std::sync::Weak<RedisCore>, failed: Arc<Notify>, mut stopp
             } else {
                 tracing::debug!(error = %failure, "state: redis still unavailable");
             }
+            // Quick looks while callers may be waiting for it (`failover_wait`), then backoff.
+            let since = *strong.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let young = since.elapsed() < strong.failover_wait;
             drop(strong);
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(if young { PROBE_MIN } else { delay }) => {}
                 _ = stopped.changed() => return,
             }
-            delay = (delay * 2).min(PROBE_MAX);
+            if !young {
+                delay = (delay * 2).min(PROBE_MAX);
+            }
         }
         // Up: sleep until a command fails.
         tokio::select! {

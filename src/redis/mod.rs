@@ -7,4 +7,4 @@
 pub(crate) mod connection;
 pub(crate) mod lock;
 
-pub(crate) use connection::{Redis, RedisStats, Unavailable};
+pub(crate) use connection::{Redis, RedisStats, Refusal, Unavailable};

@@ -30,6 +30,7 @@ mod request_target;
 mod session_caps;
 mod shared_state;
 mod standin;
+mod state_outage;
 mod tls;
 mod token;
 mod v2_credentials;
