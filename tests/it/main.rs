@@ -27,6 +27,7 @@ mod providers;
 mod refresh;
 mod replay;
 mod request_target;
+mod sentinel;
 mod session_caps;
 mod shared_state;
 mod standin;

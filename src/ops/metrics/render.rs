@@ -65,6 +65,16 @@ pub(super) fn exposition(
             ConstCounter::new(state.fallbacks),
         );
         shared.register("outages", "Redis outages seen (each logged once)", ConstCounter::new(state.outages));
+        shared.register(
+            "ack_failures",
+            "Writes (a flight's lock, its answer) fewer than replicas_ack Redis replicas acknowledged in time",
+            ConstCounter::new(state.ack_failures),
+        );
+        shared.register(
+            "failovers",
+            "Redis failovers followed: a new master named by the sentinels",
+            ConstCounter::new(state.failovers),
+        );
         let refusals = Family::<[(&'static str, &'static str); 1], Counter>::default();
         for reason in Refusal::ALL {
             refusals.get_or_create(&[("reason", reason.as_str())]).inc_by(state.refusals[reason as usize]);

@@ -16,7 +16,7 @@ use super::store::{Keys, LOCK_MARGIN, keep};
 use crate::config::WhenUnavailable;
 use crate::crypto::KeySet;
 use crate::redis::lock::Looked;
-use crate::redis::{Redis, Unavailable};
+use crate::redis::{Redis, Refusal, Unavailable};
 use crate::refresh::cache::RefreshCache;
 use crate::refresh::entries::Key;
 use crate::refresh::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
@@ -133,7 +133,12 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefresh<V, E> {
                 let fallback = inner.fallback.key(scope, refresh_token);
                 let upstream = fetch();
                 let lock_ttl = upstream_deadline + LOCK_MARGIN;
-                let outage = Outage { policy, deadline: Instant::now() + upstream_deadline, until: None };
+                let outage = Outage {
+                    policy,
+                    no_ack: false,
+                    deadline: Instant::now() + upstream_deadline,
+                    until: None,
+                };
                 Box::pin(async move { inner.flight(hash, lock_ttl, fallback, outage, upstream).await })
             })
             .await?;
@@ -181,6 +186,8 @@ const LOOKS: usize = 3;
 /// failure (and never past the token call's deadline), then follow `policy`.
 struct Outage {
     policy: WhenUnavailable,
+    /// Whether too few replicas acknowledged a lock this flight took.
+    no_ack: bool,
     /// The token call's deadline, from when the flight started.
     deadline: Instant,
     /// Set at the first failure: until when this flight waits for Redis.
@@ -188,6 +195,11 @@ struct Outage {
 }
 
 impl Outage {
+    /// What a refusal is counted as: too few acknowledgements, or the outage's own reason.
+    fn refusal(&self) -> Option<Refusal> {
+        self.no_ack.then_some(Refusal::NoReplicaAck)
+    }
+
     /// Wait for Redis to answer again; `false` when it did not in time.
     async fn wait(&mut self, redis: &Redis) -> bool {
         let until = *self.until.get_or_insert_with(|| redis.failover_deadline().min(self.deadline));
@@ -218,9 +230,17 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
         let mut refused = None;
         let mut looks = 0;
         loop {
-            match keys.get_or_lock(&self.redis, None, refused.as_deref()).await {
+            let looked = keys.get_or_lock(&self.redis, None, refused.as_deref()).await;
+            // Taken, or taken by a look whose answer was lost (Redis slow or restarting: nobody
+            // else holds it, and nothing was sent upstream yet).
+            let ours = match &looked {
+                Ok(Looked::Acquired) => true,
+                Ok(Looked::Busy(holder, _)) => holder[..] == keys.lock.token()[..],
+                _ => false,
+            };
+            match looked {
                 Err(Unavailable) if outage.wait(&self.redis).await => {}
-                Err(Unavailable) => return self.unavailable(outage.policy, fallback, upstream).await,
+                Err(Unavailable) => return self.unavailable(&outage, fallback, upstream).await,
                 Ok(Looked::Found(stored)) => match keys.open::<V, E>(&self.keys, &stored, None) {
                     Some(Ok((value, age))) => {
                         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -239,19 +259,35 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
                         refused = Some(stored);
                     }
                 },
-                Ok(Looked::Acquired) => return self.lead(keys, fallback, upstream).await,
-                // A look whose answer was lost (Redis slow or restarting) took the lock for this
-                // flight: nobody else holds it, and nothing was sent upstream yet.
-                Ok(Looked::Busy(holder, _)) if holder[..] == keys.lock.token()[..] => {
-                    return self.lead(keys, fallback, upstream).await;
-                }
-                Ok(Looked::Busy(flight, left)) => {
+                Ok(Looked::Busy(flight, left)) if !ours => {
                     self.waited.fetch_add(1, Ordering::Relaxed);
                     let leader_done = Instant::now() + left;
                     return self.wait(keys, (flight, leader_done), events, fallback, outage, upstream).await;
                 }
+                Ok(_) if self.acked(&keys, &mut outage).await => {
+                    return self.lead(keys, fallback, upstream).await;
+                }
+                // Too few replicas have the lock: as on an outage.
+                Ok(_) if outage.wait(&self.redis).await => {}
+                Ok(_) => return self.unavailable(&outage, fallback, upstream).await,
             }
         }
+    }
+
+    /// Whether `replicas_ack` replicas have the lock this flight took (always, with none asked
+    /// for). When not, the lock is let go, so that nobody waits on a flight that is not made.
+    async fn acked(&self, keys: &Keys, outage: &mut Outage) -> bool {
+        if self.redis.replicas_ack() == 0 {
+            return true;
+        }
+        let wait = self.redis.wait_cmd();
+        let acked = self.redis.run(|mut c| async move { wait.query_async::<i64>(&mut c).await }).await;
+        if acked.is_ok_and(|n| self.redis.enough_acks(n)) {
+            return true;
+        }
+        outage.no_ack = true;
+        let _ = keys.lock.release(&self.redis, b"").await;
+        false
     }
 
     async fn lead<Fut>(&self, keys: Keys, fallback: Key, upstream: Fut) -> Result<Answer<V>, E>
@@ -335,7 +371,7 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
             match looked {
                 // Redis back within `failover_wait`: look again (the stored answer first).
                 Err(Unavailable) if outage.wait(&self.redis).await => {}
-                Err(Unavailable) => return self.unavailable(outage.policy, fallback, upstream).await,
+                Err(Unavailable) => return self.unavailable(&outage, fallback, upstream).await,
                 Ok(Looked::Found(stored)) => match keys.open(&self.keys, &stored, Some(&flight)) {
                     Some(outcome) => return self.answer_waiter(&keys, holding, outcome).await,
                     None => refused = Some(stored),
@@ -348,12 +384,14 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
                     (flight, leader_done) = (current, Instant::now() + left);
                 }
                 Ok(_) if Instant::now() < leader_done => holding = true,
-                Ok(_) => {
+                Ok(_) if self.acked(&keys, &mut outage).await => {
                     tracing::info!(
                         "state: a refresh's leader did not finish in time; this replica takes over"
                     );
                     return self.lead(keys, fallback, upstream).await;
                 }
+                Ok(_) if outage.wait(&self.redis).await => holding = false,
+                Ok(_) => return self.unavailable(&outage, fallback, upstream).await,
             }
         }
     }
@@ -372,18 +410,13 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
     }
 
     /// No Redis master answered within `failover_wait`: refuse, or run this replica's own flight.
-    async fn unavailable<Fut>(
-        &self,
-        policy: WhenUnavailable,
-        fallback: Key,
-        upstream: Fut,
-    ) -> Result<Answer<V>, E>
+    async fn unavailable<Fut>(&self, outage: &Outage, fallback: Key, upstream: Fut) -> Result<Answer<V>, E>
     where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
-        match policy {
+        match outage.policy {
             WhenUnavailable::Refuse => {
-                self.redis.refused();
+                self.redis.refused(outage.refusal());
                 Err(E::unavailable())
             }
             WhenUnavailable::Local => self.fall_back(fallback, upstream).await,
