@@ -142,3 +142,33 @@ async fn a_lock_no_replica_acknowledges_is_not_led() {
     let metrics = get_text(replicas[0].admin_url("/metrics")).await;
     assert!(!metrics.contains("oauth_shim_state_refusals_total{reason=\"no_replica_ack\"} 0"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuity_session_written_before_a_failover_works_after_it() {
+    use crate::continuity::{api, password_grant};
+    let mut setup = SentinelSetup::start().await;
+    let first_master = setup.nodes[0].port;
+    let standin = start_standin(standin_config()).await;
+    let mut config = shim_config(&standin, &setup.state_toml());
+    config.clients[0].continuity = true;
+    let replicas = replicas(&standin, &config, 2).await;
+    let legacy = password_grant(&replicas[0]).await;
+    let access = legacy["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(api(&replicas[1], &access).await.status(), 200);
+    // The replicas have the session (continuity's writes are not WAITed for).
+    let keys = async |node: &RedisServer| -> i64 {
+        let mut conn = node.client().get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap()
+    };
+    let on_master = keys(&setup.nodes[0]).await;
+    eventually("the session to replicate", async || keys(&setup.nodes[1]).await == on_master).await;
+
+    setup.node(first_master).stop();
+    for r in &replicas {
+        eventually("the session to be served through the new master", async || {
+            api(r, &access).await.status() == 200
+        })
+        .await;
+    }
+    assert_ne!(setup.master_port().await, Some(first_master));
+}
