@@ -245,6 +245,20 @@ impl ShimError {
         )
     }
 
+    /// 503 for a call that needs the shared state (Redis) while no Redis master answers, and
+    /// that its outage policy does not let go on without it (docs/deployment.md#when-redis-fails):
+    /// nothing was sent upstream, so the caller retries after `Retry-After`.
+    pub(crate) fn state_unavailable(description: &'static str) -> Self {
+        let mut e = Self::new(
+            ErrorCode::TemporarilyUnavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorSource::Internal,
+            description,
+        );
+        e.retry_after = Some(HeaderValue::from_static("1"));
+        e
+    }
+
     pub(crate) fn internal() -> Self {
         Self::new(
             ErrorCode::ServerError,

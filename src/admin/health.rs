@@ -26,11 +26,21 @@ pub(crate) async fn handle<B>(app: &App, req: Request<B>, at: Arrival) -> Respon
     let (status, text) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if app.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        // Redis being down does not make a replica unready: it serves from in-process state
-        // (docs/deployment.md#when-redis-fails), and taking every replica out of the load balancer
-        // would turn a Redis outage into a full one.
-        (&Method::GET, "/readyz") if app.state().redis.as_ref().is_some_and(|r| !r.is_up()) => {
-            (StatusCode::OK, "ready, degraded: redis unavailable, refreshes use in-process state\n")
+        // Redis being down does not make a replica unready: it still serves pass-through,
+        // cached answers and what `when_unavailable` allows (docs/deployment.md#when-redis-fails),
+        // and taking every replica out of the load balancer would turn a Redis outage into a
+        // full one.
+        (&Method::GET, "/readyz") if let Some(redis) = &app.state().redis => {
+            let (topology, master) = redis.topology();
+            let master = master.as_deref().unwrap_or("unknown");
+            let text = if redis.is_up() {
+                format!("ready\nredis: {topology}, master {master}\n")
+            } else {
+                format!(
+                    "ready, degraded: redis unavailable, refreshes follow when_unavailable (refused, or in-process)\nredis: {topology}, master {master}\n"
+                )
+            };
+            return text_response(StatusCode::OK, Bytes::from(text));
         }
         (&Method::GET, "/readyz") => (StatusCode::OK, "ready\n"),
         (_, "/healthz" | "/readyz") => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),

@@ -193,6 +193,12 @@ impl PortableFailure for RefreshError {
     fn timed_out() -> Self {
         RefreshError::Shim(ShimError::upstream_timeout())
     }
+
+    fn unavailable() -> Self {
+        RefreshError::Shim(ShimError::state_unavailable(
+            "the shared refresh state is unavailable; no refresh was made, retry shortly",
+        ))
+    }
 }
 
 /// An error crosses replicas as its class: code, status, side and the fixed description (never

@@ -14,7 +14,7 @@ use super::error::ConfigError;
 use super::migration::MigrationConfig;
 use super::sections::{LegacyConfig, LogConfig, RefreshCacheConfig, ReloadConfig};
 use super::server::{AdminConfig, ServerConfig};
-use super::state::StateConfig;
+use super::state::{StateConfig, WhenUnavailable};
 use super::upstream::{Preset, ProviderConfig, UpstreamConfig, normalise_host};
 
 /// The whole configuration. Field names are the public interface (the TOML keys).
@@ -140,6 +140,18 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         self.warnings.retain(|w| seen.insert(w.clone()));
         Ok(ValidConfig(self))
+    }
+
+    /// What `provider`'s refreshes do while no Redis master answers: its own
+    /// `when_unavailable`, else `[state] when_unavailable`, else what its `preset` says (GoTo's
+    /// refresh tokens do not rotate), else `refuse`: a provider configured by URLs alone is
+    /// assumed to rotate its refresh tokens.
+    pub fn when_unavailable(&self, provider: &ProviderConfig) -> WhenUnavailable {
+        provider
+            .when_unavailable
+            .or(self.state.when_unavailable)
+            .or(provider.preset.map(Preset::when_unavailable))
+            .unwrap_or(WhenUnavailable::Refuse)
     }
 
     /// Fill each provider's unset endpoints from its preset (the default provider's is `goto`

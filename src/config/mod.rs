@@ -31,6 +31,7 @@ pub use server::ForwardedFor;
 pub use server::ServerConfig;
 pub use state::StateBackend;
 pub use state::StateConfig;
+pub use state::WhenUnavailable;
 pub use tls::{ClientCertPolicy, TlsConfig};
 pub use upstream::Preset;
 pub use upstream::UpstreamConfig;

@@ -22,6 +22,28 @@ pub enum StateBackend {
     Redis,
 }
 
+/// What a refresh that no answer in Redis serves does while no Redis master answers
+/// (docs/deployment.md#when-redis-fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenUnavailable {
+    /// `503 temporarily_unavailable` with `Retry-After`; no refresh token is spent. Safe for
+    /// every provider, and the only safe choice for one that rotates refresh tokens.
+    Refuse,
+    /// This replica's own single flight: replicas may each spend the token once. Only for
+    /// providers whose refresh tokens stay the same until they expire.
+    Local,
+}
+
+impl WhenUnavailable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::Local => "local",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
@@ -44,6 +66,39 @@ pub struct StateConfig {
     /// Limit for one Redis command; slower counts as Redis failing (fall back to local state).
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// Sentinel: the sentinels' `host:port`s. oauth-shim asks them for the master of
+    /// `master_name` and follows its failovers; `url` then only gives the data nodes' scheme
+    /// (`rediss://` for TLS), user name and database.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sentinels: Vec<String>,
+    /// The master the sentinels monitor (Sentinel's `sentinel monitor <name> …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
+    /// Name of an environment variable holding the sentinels' password (they have their own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password_env: Option<String>,
+    /// Path of a file holding the sentinels' password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password_file: Option<PathBuf>,
+    /// Talk TLS to the sentinels (their certificates chain to `sentinel_ca_file`, else the
+    /// public web roots).
+    pub sentinel_tls: bool,
+    /// PEM file of the CA certificates the sentinels' TLS certificates must chain to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_ca_file: Option<PathBuf>,
+    /// How many replicas must acknowledge (`WAIT`) a flight's lock before its leader calls the
+    /// upstream, and its answer before the lock is released (unset: 1 with `sentinels`, else 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas_ack: Option<u32>,
+    /// The outage policy of every provider that sets none (unset: `refuse`, or `local` for a
+    /// provider with a GoTo `preset`; see [`crate::config::Config::when_unavailable`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when_unavailable: Option<WhenUnavailable>,
+    /// How long a refresh waits for Redis to answer again (a restart, a failover) before
+    /// `when_unavailable` decides; never longer than the token call's deadline. An outage
+    /// already older than this is decided at once.
+    #[serde(with = "humantime_serde")]
+    pub failover_wait: Duration,
     /// PEM file of the CA certificates that Redis's TLS certificate must chain to (`rediss://`);
     /// unset: the public web roots, as for the upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,6 +114,9 @@ pub struct StateConfig {
     /// The resolved password, after load.
     #[serde(skip)]
     pub password: Option<Secret>,
+    /// The resolved sentinel password, after load.
+    #[serde(skip)]
+    pub sentinel_password: Option<Secret>,
     /// The resolved key material, after load (parsed by [`StateConfig::key_set`]).
     #[serde(skip)]
     pub encryption_keys: Option<Secret>,
@@ -74,10 +132,20 @@ impl Default for StateConfig {
             key_prefix: "oauth-shim:".into(),
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_millis(250),
+            sentinels: Vec::new(),
+            master_name: None,
+            sentinel_password_env: None,
+            sentinel_password_file: None,
+            sentinel_tls: false,
+            sentinel_ca_file: None,
+            replicas_ack: None,
+            when_unavailable: None,
+            failover_wait: Duration::from_secs(2),
             ca_file: None,
             encryption_key_env: None,
             encryption_key_file: None,
             password: None,
+            sentinel_password: None,
             encryption_keys: None,
         }
     }
@@ -95,17 +163,17 @@ impl StateConfig {
 
     /// The CA certificates of `ca_file`, as PEM text, if set.
     pub(crate) fn ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        let Some(path) = &self.ca_file else { return Ok(None) };
-        let bad = |why: String| ConfigError(format!("state.ca_file {}: {why}", path.display()));
-        let pem = std::fs::read(path).map_err(|e| bad(e.kind().to_string()))?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(bad("contains no PEM certificate".into()));
-        }
-        Ok(Some(pem))
+        read_ca("state.ca_file", self.ca_file.as_deref())
+    }
+
+    /// The replicas that must acknowledge a lock and an answer.
+    pub(crate) fn replicas_ack(&self) -> u32 {
+        self.replicas_ack.unwrap_or(u32::from(!self.sentinels.is_empty()))
+    }
+
+    /// The CA certificates of `sentinel_ca_file`, as PEM text, if set.
+    pub(crate) fn sentinel_ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        read_ca("state.sentinel_ca_file", self.sentinel_ca_file.as_deref())
     }
 
     pub(super) fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
@@ -113,6 +181,11 @@ impl StateConfig {
             "state.password",
             self.password_env.as_deref(),
             self.password_file.as_deref(),
+        )?;
+        self.sentinel_password = read_secret_source(
+            "state.sentinel_password",
+            self.sentinel_password_env.as_deref(),
+            self.sentinel_password_file.as_deref(),
         )?;
         self.encryption_keys = read_secret_source(
             "state.encryption_key",
@@ -122,13 +195,56 @@ impl StateConfig {
         Ok(())
     }
 
+    /// The Sentinel keys: all or none, each sentinel a `host:port`.
+    fn validate_sentinels(&self) -> Result<(), ConfigError> {
+        if self.sentinels.is_empty() {
+            let set = self.master_name.is_some()
+                || self.sentinel_password.is_some()
+                || self.sentinel_tls
+                || self.sentinel_ca_file.is_some();
+            if set {
+                return Err(ConfigError(
+                    "state.master_name and state.sentinel_* need state.sentinels".into(),
+                ));
+            }
+            return Ok(());
+        }
+        if self.master_name.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError("state.sentinels needs state.master_name".into()));
+        }
+        for s in &self.sentinels {
+            let ok = s
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(ConfigError(format!("state.sentinels: {s:?} is not host:port")));
+            }
+        }
+        if self.sentinel_ca_file.is_some() && !self.sentinel_tls {
+            return Err(ConfigError("state.sentinel_ca_file needs state.sentinel_tls = true".into()));
+        }
+        self.sentinel_ca_pem()?;
+        Ok(())
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.key_set()?;
         if self.backend == StateBackend::Memory {
             return Ok(());
         }
-        let Some(url) = &self.url else {
-            return Err(ConfigError("state.url is required with state.backend = \"redis\"".into()));
+        self.validate_sentinels()?;
+        if self.replicas_ack() > 16 {
+            return Err(ConfigError("state.replicas_ack must be at most 16".into()));
+        }
+        let url = match (&self.url, self.sentinels.is_empty()) {
+            (Some(url), _) => url.as_str(),
+            // With sentinels the data nodes' address comes from them.
+            (None, false) => "redis://sentinel-master",
+            (None, true) => {
+                return Err(ConfigError(
+                    "state.url is required with state.backend = \"redis\" (or state.sentinels)".into(),
+                ));
+            }
         };
         // The URL is not echoed: it may carry a user name.
         let parsed = Url::parse(url).map_err(|e| ConfigError(format!("state.url is not a URL: {e}")))?;
@@ -143,7 +259,7 @@ impl StateConfig {
                 "state.url must not contain a password; use state.password_env or state.password_file".into(),
             ));
         }
-        redis::IntoConnectionInfo::into_connection_info(url.as_str())
+        redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| ConfigError(format!("state.url is not a usable Redis URL: {}", e.category())))?;
         if self.encryption_keys.is_none() {
             return Err(ConfigError(
@@ -164,4 +280,20 @@ impl StateConfig {
         }
         Ok(())
     }
+}
+
+/// The PEM certificates of the file at `path` (config key `key`), if set.
+fn read_ca(key: &str, path: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, ConfigError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let Some(path) = path else { return Ok(None) };
+    let bad = |why: String| ConfigError(format!("{key} {}: {why}", path.display()));
+
+    let pem = std::fs::read(path).map_err(|e| bad(e.kind().to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("contains no PEM certificate".into()));
+    }
+    Ok(Some(pem))
 }

@@ -374,6 +374,7 @@ fn every_key_of_a_providers_entry_is_accepted_by_the_default_provider_but_name_a
             email: Some("/email".into()),
             ..LegacyFieldsConfig::default()
         }),
+        when_unavailable: Some(super::WhenUnavailable::Refuse),
     };
     let toml::Value::Table(mut table) = toml::Value::try_from(&full).unwrap() else { unreachable!() };
     // A document with `table` as `[provider]` or as the one `[[providers]]` entry.
@@ -395,7 +396,8 @@ fn every_key_of_a_providers_entry_is_accepted_by_the_default_provider_but_name_a
             "client_auth",
             "legacy_fields",
             "preset",
-            "token_url"
+            "token_url",
+            "when_unavailable"
         ]
     );
     let c = load_toml(&doc("provider", table.clone())).expect("loads as the default");
@@ -452,4 +454,60 @@ fn tls_sections_have_defaults_and_refuse_incomplete_or_zero_limits() {
         }
         Ok(())
     });
+}
+
+#[test]
+fn the_outage_policy_is_refuse_unless_a_goto_preset_or_the_config_says_local() {
+    use super::WhenUnavailable::{Local, Refuse};
+    let policy = |toml: &str| {
+        let c = load_toml(&format!("{CLIENT}{toml}")).unwrap();
+        let mut out = vec![c.when_unavailable(&c.provider)];
+        out.extend(c.providers.iter().map(|p| c.when_unavailable(p)));
+        out
+    };
+    let other = "[[providers]]\nname = \"o\"\nhosts = [\"o.example\"]\ntoken_url = \"http://127.0.0.1:9/t\"\nauthorize_url = \"http://127.0.0.1:9/a\"\napi_base = \"http://127.0.0.1:9\"\n";
+    // URLs alone (the default provider's implicit preset included): assumed to rotate.
+    assert_eq!(policy(""), [Refuse]);
+    assert_eq!(
+        policy(&format!("[provider]{}{other}", PROVIDER_KEYS.replace("TABLE", "provider"))),
+        [Refuse, Refuse]
+    );
+    // A GoTo preset: GoTo's refresh tokens do not rotate.
+    assert_eq!(policy("[provider]\npreset = \"goto\"\n"), [Local]);
+    assert_eq!(policy("[provider]\npreset = \"goto-identity\"\n"), [Local]);
+    // [state] sets it for every provider that sets none; a provider's own wins.
+    let state = "[state]\nwhen_unavailable = \"refuse\"\n";
+    assert_eq!(policy(&format!("{state}[provider]\npreset = \"goto\"\n")), [Refuse]);
+    let state = "[state]\nwhen_unavailable = \"local\"\nfailover_wait = \"0s\"\n";
+    assert_eq!(policy(&format!("{state}{other}when_unavailable = \"refuse\"\n")), [Local, Refuse]);
+    assert!(load_toml(&format!("{CLIENT}[state]\nwhen_unavailable = \"fallback\"\n")).is_err());
+}
+
+#[test]
+fn sentinel_keys_come_together_and_replace_the_url() {
+    let redis = |keys: &str| {
+        let file = std::env::temp_dir().join(format!("oauth-shim-cfg-state-keys-{}", std::process::id()));
+        std::fs::write(&file, "ab".repeat(32)).unwrap();
+        let toml = format!(
+            "{CLIENT}[state]\nbackend = \"redis\"\nencryption_key_file = \"{}\"\n{keys}",
+            file.display()
+        );
+        load_toml(&toml).map(|_| ()).map_err(|e| e.to_string())
+    };
+    redis("sentinels = [\"10.0.0.1:26379\", \"s2:26379\"]\nmaster_name = \"m\"\n").expect("no url needed");
+    let with_url = "url = \"rediss://user@ignored:1/2\"\nsentinels = [\"s:26379\"]\nmaster_name = \"m\"\n";
+    redis(&format!("{with_url}sentinel_tls = true\n")).expect("url gives scheme, user, db");
+    for (keys, needle) in [
+        ("sentinels = [\"s:26379\"]\n", "needs state.master_name"),
+        ("sentinels = [\"s\"]\nmaster_name = \"m\"\n", "is not host:port"),
+        ("url = \"redis://r:6379\"\nmaster_name = \"m\"\n", "need state.sentinels"),
+        (
+            "sentinels = [\"s:1\"]\nmaster_name = \"m\"\nsentinel_ca_file = \"/x\"\n",
+            "needs state.sentinel_tls",
+        ),
+        ("", "state.url is required"),
+    ] {
+        let err = redis(keys).expect_err(keys);
+        assert!(err.contains(needle), "{keys}: {err}");
+    }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::oauth::{BasicAuthEncoding, CallLimits};
 
 use super::error::ConfigError;
+use super::state::WhenUnavailable;
 
 /// Connection settings shared by every provider's upstream calls.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +76,15 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// The outage policy a provider with this preset defaults to: GoTo documents that its
+    /// refresh tokens stay the same until they expire (docs/deployment.md#when-redis-fails), so
+    /// a refresh made twice spends nothing.
+    pub(crate) fn when_unavailable(self) -> WhenUnavailable {
+        match self {
+            Self::Goto | Self::GotoIdentity => WhenUnavailable::Local,
+        }
+    }
+
     /// (token_url, authorize_url, api_base).
     pub(crate) fn urls(self) -> [&'static str; 3] {
         match self {
@@ -116,6 +126,10 @@ pub struct ProviderConfig {
     pub basic_auth_encoding: BasicAuthEncoding,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy_fields: Option<LegacyFieldsConfig>,
+    /// What its refreshes do while no Redis master answers (unset: `[state] when_unavailable`,
+    /// else as its `preset` says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when_unavailable: Option<WhenUnavailable>,
 }
 
 impl ProviderConfig {

@@ -35,10 +35,7 @@ pub(super) fn store_failed(e: StoreError) -> ShimError {
     {
         tracing::error!(error = %e, "continuity session store failed");
     }
-    ShimError::new(
-        ErrorCode::TemporarilyUnavailable,
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        crate::error::ErrorSource::Internal,
-        "the session store is unavailable",
-    )
+    // Never a local fallback: a session refreshed on two replicas would spend its refresh token
+    // twice. The caller retries.
+    ShimError::state_unavailable("the session store is unavailable")
 }

@@ -12,7 +12,9 @@ use http::{HeaderValue, Uri};
 
 use super::base::Base;
 use super::clients::build_client;
-use crate::config::{ClientAuth, ClientConfig, Config, ConfigError, DEFAULT_PROVIDER, LegacyFieldsConfig};
+use crate::config::{
+    ClientAuth, ClientConfig, Config, ConfigError, DEFAULT_PROVIDER, LegacyFieldsConfig, WhenUnavailable,
+};
 use crate::lookup::Lookup;
 use crate::oauth::{BasicAuthEncoding, basic_auth_header_with};
 use crate::ops::metrics::Fnv;
@@ -32,6 +34,8 @@ pub struct Provider {
     pub api_base: Base,
     pub client_auth: ClientAuth,
     pub encoding: BasicAuthEncoding,
+    /// What its refreshes do while no Redis master answers (resolved from config).
+    pub when_unavailable: WhenUnavailable,
     /// The legacy-fields lookup, if configured.
     pub lookup: Option<Arc<Lookup>>,
     /// This provider's upstream connections for pass-through.
@@ -54,7 +58,7 @@ impl Provider {
     /// The refresh-cache scope of `client_id`'s refresh tokens at this provider, for both token
     /// routes.
     pub(crate) fn refresh_scope<'a>(&'a self, client_id: &'a str) -> Scope<'a> {
-        Scope::new(&self.name, client_id)
+        Scope::new(&self.name, client_id).when_unavailable(self.when_unavailable)
     }
 }
 
@@ -65,6 +69,7 @@ struct Endpoints<'a> {
     client_auth: ClientAuth,
     encoding: BasicAuthEncoding,
     legacy_fields: Option<&'a LegacyFieldsConfig>,
+    when_unavailable: WhenUnavailable,
 }
 
 fn endpoints(config: &Config) -> Vec<Endpoints<'_>> {
@@ -75,6 +80,7 @@ fn endpoints(config: &Config) -> Vec<Endpoints<'_>> {
         client_auth: u.client_auth,
         encoding: u.basic_auth_encoding,
         legacy_fields: u.legacy_fields.as_ref(),
+        when_unavailable: config.when_unavailable(u),
     }];
     out.extend(config.providers.iter().map(|p| Endpoints {
         name: &p.name,
@@ -82,6 +88,7 @@ fn endpoints(config: &Config) -> Vec<Endpoints<'_>> {
         client_auth: p.client_auth,
         encoding: p.basic_auth_encoding,
         legacy_fields: p.legacy_fields.as_ref(),
+        when_unavailable: config.when_unavailable(p),
     }));
     out
 }
@@ -127,6 +134,7 @@ pub(crate) fn build(config: &Config, previous: Option<&[Provider]>) -> Result<Ve
                 api_base,
                 client_auth: e.client_auth,
                 encoding: e.encoding,
+                when_unavailable: e.when_unavailable,
                 lookup,
                 api_client: old.map_or_else(|| build_client(&config.upstream), |p| p.api_client.clone()),
                 token_client: old.map_or_else(|| build_client(&config.upstream), |p| p.token_client.clone()),

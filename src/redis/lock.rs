@@ -27,12 +27,13 @@ pub(crate) type Token = [u8; 16];
 const RECHECK: Duration = Duration::from_millis(250);
 
 /// Acquire: the tail of every acquiring script. `KEYS[1]` the lock, `ARGV[1]` the token,
-/// `ARGV[2]` the lease in ms. `{2, ''}` when taken, else `{3, the holder's token}`.
+/// `ARGV[2]` the lease in ms. `{2, ''}` when taken, else `{3, the holder's token, the ms left
+/// of its lease}`.
 const ACQUIRE: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {2, ''}
 end
-return {3, redis.call('GET', KEYS[1]) or ''}
+return {3, redis.call('GET', KEYS[1]) or '', redis.call('PTTL', KEYS[1])}
 ";
 
 /// Extend the lease (`ARGV[2]` ms) only while `ARGV[1]` holds the lock.
@@ -82,8 +83,10 @@ pub(crate) enum Looked {
     Found(Vec<u8>),
     /// This holder holds the lock now.
     Acquired,
-    /// Another holder holds it; its token.
-    Busy(Vec<u8>),
+    /// Another holder holds it: its token, and how long its lease still runs (from when Redis
+    /// answered). Nobody else takes the lock before then, unless Redis loses it (a restart
+    /// without persistence, a failover).
+    Busy(Vec<u8>, Duration),
 }
 
 /// One lock as one would-be holder sees it: the key, this holder's token and the lease.
@@ -143,12 +146,18 @@ impl Lock {
         for arg in args {
             invocation.arg(*arg);
         }
-        let (kind, bytes): (u8, Vec<u8>) =
+        let answer: Vec<redis::Value> =
             redis.run(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        let field = |i: usize| answer.get(i).cloned().unwrap_or(redis::Value::Nil);
+        let kind: u8 = redis::from_redis_value(field(0)).unwrap_or(0);
+        let bytes: Vec<u8> = redis::from_redis_value(field(1)).unwrap_or_default();
         Ok(match kind {
             1 => Looked::Found(bytes),
             2 => Looked::Acquired,
-            _ => Looked::Busy(bytes),
+            _ => {
+                let left: i64 = redis::from_redis_value(field(2)).unwrap_or(0);
+                Looked::Busy(bytes, Duration::from_millis(u64::try_from(left).unwrap_or(0)))
+            }
         })
     }
 
@@ -248,6 +257,17 @@ mod tests {
         panic!("redis-server did not come up");
     }
 
+    /// The holder a look found busy, without its lease.
+    fn holder(looked: Result<Looked, Unavailable>) -> Option<Vec<u8>> {
+        match looked {
+            Ok(Looked::Busy(holder, left)) => {
+                assert!(left > Duration::ZERO, "a held lock's lease runs");
+                Some(holder)
+            }
+            _ => None,
+        }
+    }
+
     #[tokio::test]
     async fn only_the_holder_renews_or_releases_and_a_release_wakes_a_waiter() {
         let (_server, redis) = redis().await;
@@ -255,8 +275,8 @@ mod tests {
         let (a, b) = (Lock::new("t:lock".into(), lease), Lock::new("t:lock".into(), lease));
         assert_ne!(a.token(), b.token());
         assert_eq!(a.try_acquire(&redis).await, Ok(Looked::Acquired));
-        assert_eq!(b.try_acquire(&redis).await, Ok(Looked::Busy(a.token().to_vec())));
-        assert_eq!(a.try_acquire(&redis).await, Ok(Looked::Busy(a.token().to_vec())), "not re-entrant");
+        assert_eq!(holder(b.try_acquire(&redis).await), Some(a.token().to_vec()));
+        assert_eq!(holder(a.try_acquire(&redis).await), Some(a.token().to_vec()), "not re-entrant");
         assert_eq!(b.renew(&redis).await, Ok(false));
         assert_eq!(b.release(&redis, b"").await, Ok(false), "a non-holder cannot release");
         assert_eq!(a.renew(&redis).await, Ok(true));
@@ -274,7 +294,7 @@ mod tests {
         let (got, b) = waiter.await.unwrap();
         assert_eq!(got, Ok(true));
         assert_eq!(a.renew(&redis).await, Ok(false), "a released holder renews nothing");
-        assert_eq!(a.try_acquire(&redis).await, Ok(Looked::Busy(b.token().to_vec())));
+        assert_eq!(holder(a.try_acquire(&redis).await), Some(b.token().to_vec()));
         assert_eq!(b.release(&redis, b"").await, Ok(true));
     }
 
@@ -301,8 +321,8 @@ mod tests {
         let other = Lock::new("t:goa".into(), Duration::from_secs(30));
         assert_eq!(lock.get_or_acquire(&redis, &read, "t:value", &[b"skip"]).await, Ok(Looked::Acquired));
         assert_eq!(
-            other.get_or_acquire(&redis, &read, "t:value", &[b"skip"]).await,
-            Ok(Looked::Busy(lock.token().to_vec()))
+            holder(other.get_or_acquire(&redis, &read, "t:value", &[b"skip"]).await),
+            Some(lock.token().to_vec())
         );
         let set = redis::cmd("SET").arg("t:value").arg("answer").clone();
         redis.run(|mut c| async move { set.query_async::<()>(&mut c).await }).await.unwrap();
@@ -311,8 +331,8 @@ mod tests {
             Ok(Looked::Found(b"answer".to_vec()))
         );
         assert_eq!(
-            other.get_or_acquire(&redis, &read, "t:value", &[b"answer"]).await,
-            Ok(Looked::Busy(lock.token().to_vec())),
+            holder(other.get_or_acquire(&redis, &read, "t:value", &[b"answer"]).await),
+            Some(lock.token().to_vec()),
             "a value the read passes over falls through to the lock"
         );
     }

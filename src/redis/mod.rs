@@ -6,5 +6,6 @@
 
 pub(crate) mod connection;
 pub(crate) mod lock;
+mod sentinel;
 
-pub(crate) use connection::{Redis, RedisStats, Unavailable};
+pub(crate) use connection::{Redis, RedisStats, Refusal, Unavailable};

@@ -9,6 +9,7 @@ use super::cache::RefreshCache;
 use super::proof::Proof;
 use super::redis::{Portable, PortableFailure, RedisRefresh};
 use super::types::{RefreshFailure, RefreshStats, Refreshed, Served};
+use crate::config::WhenUnavailable;
 use crate::crypto::KeySet;
 use crate::redis::Redis;
 
@@ -21,15 +22,25 @@ use crate::redis::Redis;
 /// A caller's credentials are not part of the scope: a legacy and a v2 caller of one client
 /// spending one token join one flight, and its answer carries the [`Proof`] of the call that got
 /// it (the route decides whom it may be served to).
+///
+/// The scope also carries its provider's outage policy (`when_unavailable`), which the Redis
+/// backend follows while no Redis master answers; it is not part of the key.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
     provider: &'a str,
     client_id: &'a str,
+    when_unavailable: WhenUnavailable,
 }
 
 impl<'a> Scope<'a> {
+    /// A scope whose refreshes are refused while no Redis master answers.
     pub fn new(provider: &'a str, client_id: &'a str) -> Self {
-        Self { provider, client_id }
+        Self { provider, client_id, when_unavailable: WhenUnavailable::Refuse }
+    }
+
+    /// This scope with the outage policy `policy`.
+    pub fn when_unavailable(self, policy: WhenUnavailable) -> Self {
+        Self { when_unavailable: policy, ..self }
     }
 
     /// What a key is derived from before the refresh token: the provider's name and the
@@ -82,7 +93,8 @@ impl<V: Refreshed + Portable, E: PortableFailure> Refresher<V, E> {
             Backend::Memory(cache) => cache.serve(cache.key(&scope.parts(), refresh_token), fetch).await,
             // Boxed, so the memory backend's future keeps its size.
             Backend::Redis(redis) => {
-                Box::pin(redis.get_or_refresh(&scope.parts(), refresh_token, upstream_deadline, fetch)).await
+                let (parts, policy) = (scope.parts(), scope.when_unavailable);
+                Box::pin(redis.get_or_refresh(&parts, policy, refresh_token, upstream_deadline, fetch)).await
             }
         }
     }

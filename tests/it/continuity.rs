@@ -599,6 +599,7 @@ async fn redis_down_fails_only_continuity_calls_and_they_recover_with_it() {
     redis.stop();
     let resp = api(&a, &access).await;
     assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"), "a retryable refusal, never a local refresh");
     assert_eq!(resp.json::<Value>().await.unwrap()["error"], "temporarily_unavailable");
     // Other traffic is not affected.
     assert_eq!(api(&a, "upstream-issued-token").await.status(), 401, "passed through to the stand-in");

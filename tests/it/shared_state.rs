@@ -10,6 +10,10 @@ use serde_json::Value;
 
 use crate::support::*;
 
+/// `[state]` TOML for the outage policy of providers whose refresh tokens do not rotate: each
+/// replica refreshes on its own while Redis is down (docs/deployment.md#when-redis-fails).
+const LOCAL: &str = "when_unavailable = \"local\"\n";
+
 /// One oauth-shim replica on `extra_toml` (its own app, listeners and Redis connection).
 async fn start(standin: &Standin, extra_toml: &str) -> Harness {
     Harness::with_config(standin.clone(), shim_config(standin, extra_toml)).await
@@ -141,10 +145,10 @@ async fn a_dead_leaders_lock_expires_and_a_waiter_takes_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_dying_falls_back_and_coming_back_resumes_sharing() {
+async fn with_local_redis_dying_falls_back_and_coming_back_resumes_sharing() {
     let mut redis = RedisServer::start().await;
     let standin = start_standin(rotating(300)).await;
-    let replicas = on_redis(&standin, &redis, 2, "").await;
+    let replicas = on_redis(&standin, &redis, 2, &format!("{LOCAL}failover_wait = \"0s\"\n")).await;
     let rt = grant(&replicas[0]).await;
     standin.clear_requests();
     let answers = burst(&replicas, &rt, 20).await;
@@ -291,11 +295,12 @@ async fn readyz_and_metrics_of_the_memory_backend_are_unchanged() {
 }
 
 #[tokio::test]
-async fn redis_down_at_start_serves_from_memory_and_says_degraded() {
+async fn with_local_redis_down_at_start_serves_from_memory_and_says_degraded() {
     let mut redis = RedisServer::start().await;
     redis.stop();
     let standin = start_standin(standin_config()).await;
-    let replica = start(&standin, &redis_state_toml(&redis)).await;
+    let replica =
+        start(&standin, &format!("{}{LOCAL}failover_wait = \"0s\"\n", redis_state_toml(&redis))).await;
     let rt = grant(&replica).await;
     let first: Value = get_json(replica.refresh_url(&rt)).await;
     let again: Value = get_json(replica.refresh_url(&rt)).await;
@@ -369,10 +374,10 @@ async fn rediss_with_a_private_ca_and_a_password_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_or_erroring_redis_falls_back_at_once() {
+async fn with_local_and_no_failover_wait_slow_or_erroring_redis_falls_back_at_once() {
     let redis = RedisServer::start_with(vec!["--enable-debug-command".into(), "yes".into()]).await;
     let standin = start_standin(standin_config()).await;
-    let replicas = on_redis(&standin, &redis, 1, "").await;
+    let replicas = on_redis(&standin, &redis, 1, &format!("{LOCAL}failover_wait = \"0s\"\n")).await;
     let replica = &replicas[0];
 
     // Slow: Redis stalls for 3 s; the refresh is answered through the in-process flight.

@@ -18,11 +18,13 @@ use tokio::net::TcpListener;
 mod certs;
 mod process;
 mod raw;
+mod redis_sentinel;
 mod redis_server;
 
 pub use certs::*;
 pub use process::*;
 pub use raw::*;
+pub use redis_sentinel::*;
 pub use redis_server::*;
 
 pub const ID: &str = "legacy-client";

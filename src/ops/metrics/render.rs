@@ -5,11 +5,12 @@
 use std::collections::HashSet;
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::redis::RedisStats;
+use crate::redis::{RedisStats, Refusal};
 use crate::refresh::RefreshStats;
 
 /// The exposition format a scrape asked for.
@@ -64,6 +65,25 @@ pub(super) fn exposition(
             ConstCounter::new(state.fallbacks),
         );
         shared.register("outages", "Redis outages seen (each logged once)", ConstCounter::new(state.outages));
+        shared.register(
+            "ack_failures",
+            "Writes (a flight's lock, its answer) fewer than replicas_ack Redis replicas acknowledged in time",
+            ConstCounter::new(state.ack_failures),
+        );
+        shared.register(
+            "failovers",
+            "Redis failovers followed: a new master named by the sentinels",
+            ConstCounter::new(state.failovers),
+        );
+        let refusals = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        for reason in Refusal::ALL {
+            refusals.get_or_create(&[("reason", reason.as_str())]).inc_by(state.refusals[reason as usize]);
+        }
+        shared.register(
+            "refusals",
+            "Refreshes refused (503) because no Redis master answered within failover_wait, by reason",
+            refusals,
+        );
         let up = Gauge::<i64>::default();
         up.set(i64::from(state.up));
         shared.register("redis_up", "1 while Redis is used, 0 while this replica falls back", up);

@@ -1,6 +1,7 @@
 //! The shared backend's flight: callers in this process coalesce on a local flight, whose
 //! leader serves a stored answer, leads the upstream call under the Redis lock, or waits for
-//! another replica's flight; and falls back to an in-process cache when Redis fails.
+//! another replica's flight; and, when Redis fails for longer than `failover_wait`, refuses or
+//! uses an in-process flight as the provider's `when_unavailable` says.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,11 +9,14 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 
+use tokio::time::Instant;
+
 use super::portable::{Portable, PortableFailure};
 use super::store::{Keys, LOCK_MARGIN, keep};
+use crate::config::WhenUnavailable;
 use crate::crypto::KeySet;
 use crate::redis::lock::Looked;
-use crate::redis::{Redis, Unavailable};
+use crate::redis::{Redis, Refusal, Unavailable};
 use crate::refresh::cache::RefreshCache;
 use crate::refresh::entries::Key;
 use crate::refresh::types::{RefreshFailure, RefreshStats, Refreshed, Served, Source};
@@ -108,6 +112,7 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefresh<V, E> {
     pub(crate) async fn get_or_refresh<F, Fut>(
         &self,
         scope: &[&str],
+        policy: WhenUnavailable,
         refresh_token: &str,
         upstream_deadline: Duration,
         fetch: F,
@@ -128,7 +133,13 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefresh<V, E> {
                 let fallback = inner.fallback.key(scope, refresh_token);
                 let upstream = fetch();
                 let lock_ttl = upstream_deadline + LOCK_MARGIN;
-                Box::pin(async move { inner.flight(hash, lock_ttl, fallback, upstream).await })
+                let outage = Outage {
+                    policy,
+                    no_ack: false,
+                    deadline: Instant::now() + upstream_deadline,
+                    until: None,
+                };
+                Box::pin(async move { inner.flight(hash, lock_ttl, fallback, outage, upstream).await })
             })
             .await?;
         let Served { value: answer, age, source } = served;
@@ -171,12 +182,38 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefresh<V, E> {
 /// the refused one, so a second refusal means someone keeps writing them) before it gives up.
 const LOOKS: usize = 3;
 
+/// What a flight does when Redis fails: wait for it at most `failover_wait` from the first
+/// failure (and never past the token call's deadline), then follow `policy`.
+struct Outage {
+    policy: WhenUnavailable,
+    /// Whether too few replicas acknowledged a lock this flight took.
+    no_ack: bool,
+    /// The token call's deadline, from when the flight started.
+    deadline: Instant,
+    /// Set at the first failure: until when this flight waits for Redis.
+    until: Option<Instant>,
+}
+
+impl Outage {
+    /// What a refusal is counted as: too few acknowledgements, or the outage's own reason.
+    fn refusal(&self) -> Option<Refusal> {
+        self.no_ack.then_some(Refusal::NoReplicaAck)
+    }
+
+    /// Wait for Redis to answer again; `false` when it did not in time.
+    async fn wait(&mut self, redis: &Redis) -> bool {
+        let until = *self.until.get_or_insert_with(|| redis.failover_deadline().min(self.deadline));
+        Instant::now() < until && redis.wait_up(until).await
+    }
+}
+
 impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
     async fn flight<Fut>(
         self: Arc<Self>,
         hash: [u8; 32],
         lock_ttl: Duration,
         fallback: Key,
+        mut outage: Outage,
         upstream: Fut,
     ) -> Result<Answer<V>, E>
     where
@@ -187,16 +224,23 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
             self.redis.fell_back();
             return Ok(Answer { value: served.value.0, age: served.age, source: Source::Cache });
         }
-        if !self.redis.is_up() {
-            return self.fall_back(fallback, upstream).await;
-        }
         let keys = Keys::new(&self.redis, hash, lock_ttl, self.ttl);
         // Listening before the first look: a message published after it cannot be missed.
         let events = self.redis.events();
         let mut refused = None;
-        for _ in 0..LOOKS {
-            match keys.get_or_lock(&self.redis, None, refused.as_deref()).await {
-                Err(Unavailable) => return self.fall_back(fallback, upstream).await,
+        let mut looks = 0;
+        loop {
+            let looked = keys.get_or_lock(&self.redis, None, refused.as_deref()).await;
+            // Taken, or taken by a look whose answer was lost (Redis slow or restarting: nobody
+            // else holds it, and nothing was sent upstream yet).
+            let ours = match &looked {
+                Ok(Looked::Acquired) => true,
+                Ok(Looked::Busy(holder, _)) => holder[..] == keys.lock.token()[..],
+                _ => false,
+            };
+            match looked {
+                Err(Unavailable) if outage.wait(&self.redis).await => {}
+                Err(Unavailable) => return self.unavailable(&outage, fallback, upstream).await,
                 Ok(Looked::Found(stored)) => match keys.open::<V, E>(&self.keys, &stored, None) {
                     Some(Ok((value, age))) => {
                         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -204,22 +248,49 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
                     }
                     // Unreadable (altered) or stale: the next look deletes it and takes the lock,
                     // or finds the flight that did.
-                    _ => refused = Some(stored),
+                    _ => {
+                        looks += 1;
+                        if looks == LOOKS {
+                            tracing::warn!(
+                                "state: refused refresh answers keep coming back in Redis; the refresh is refused"
+                            );
+                            return Err(E::internal());
+                        }
+                        refused = Some(stored);
+                    }
                 },
-                Ok(Looked::Acquired) => {
-                    return self.lead(&keys, fallback, upstream).await;
-                }
-                Ok(Looked::Busy(flight)) => {
+                Ok(Looked::Busy(flight, left)) if !ours => {
                     self.waited.fetch_add(1, Ordering::Relaxed);
-                    return self.wait(keys, flight, events, fallback, upstream).await;
+                    let leader_done = Instant::now() + left;
+                    return self.wait(keys, (flight, leader_done), events, fallback, outage, upstream).await;
                 }
+                Ok(_) if self.acked(&keys, &mut outage).await => {
+                    return self.lead(keys, fallback, upstream).await;
+                }
+                // Too few replicas have the lock: as on an outage.
+                Ok(_) if outage.wait(&self.redis).await => {}
+                Ok(_) => return self.unavailable(&outage, fallback, upstream).await,
             }
         }
-        tracing::warn!("state: refused refresh answers keep coming back in Redis; the refresh is refused");
-        Err(E::internal())
     }
 
-    async fn lead<Fut>(&self, keys: &Keys, fallback: Key, upstream: Fut) -> Result<Answer<V>, E>
+    /// Whether `replicas_ack` replicas have the lock this flight took (always, with none asked
+    /// for). When not, the lock is let go, so that nobody waits on a flight that is not made.
+    async fn acked(&self, keys: &Keys, outage: &mut Outage) -> bool {
+        if self.redis.replicas_ack() == 0 {
+            return true;
+        }
+        let wait = self.redis.wait_cmd();
+        let acked = self.redis.run(|mut c| async move { wait.query_async::<i64>(&mut c).await }).await;
+        if acked.is_ok_and(|n| self.redis.enough_acks(n)) {
+            return true;
+        }
+        outage.no_ack = true;
+        let _ = keys.lock.release(&self.redis, b"").await;
+        false
+    }
+
+    async fn lead<Fut>(&self, keys: Keys, fallback: Key, upstream: Fut) -> Result<Answer<V>, E>
     where
         Fut: Future<Output = Result<V, E>>,
     {
@@ -237,26 +308,33 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
             }
         };
         if keys.finish(&self.redis, &stored, keep).await.is_err() {
-            // The caller still gets its answer; waiters elsewhere fall back on their own.
-            self.redis.fell_back();
+            // The caller gets its answer now; the answer is stored (and the waiters woken) as
+            // soon as Redis is back, while this flight's lease lasts, so nobody spends the
+            // refresh token again after its lock lapses.
+            tokio::spawn(store_later(self.redis.clone(), keys, stored, keep));
         }
         result.map(|value| Answer { value, age: Duration::ZERO, source: Source::Upstream })
     }
 
+    /// Wait for the flight `leader` (its lock token, and when its lease ends) to answer.
     async fn wait<Fut>(
         &self,
         keys: Keys,
-        mut flight: Vec<u8>,
+        leader: (Vec<u8>, Instant),
         mut events: tokio::sync::broadcast::Receiver<bytes::Bytes>,
         fallback: Key,
+        mut outage: Outage,
         upstream: Fut,
     ) -> Result<Answer<V>, E>
     where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
+        let (mut flight, mut leader_done) = leader;
         // The running leader answers or its lock expires within `lock_ttl`; after that a
         // re-read takes the lock. This bound only stops a wait that somehow outlives both.
-        let deadline = tokio::time::Instant::now() + 2 * keys.lock.lease();
+        let deadline = Instant::now() + 2 * keys.lock.lease();
+        // Whether this waiter holds the lock while the leader's lease still runs.
+        let mut holding = false;
         let mut listening = true;
         // A record the last look refused: looked at again at once, and deleted if still there.
         let mut refused: Option<Vec<u8>> = None;
@@ -270,7 +348,7 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
                                 && msg[..32] == keys.hash
                                 && let Some(outcome) = keys.open_published(&self.keys, &msg[32..], &flight)
                             {
-                                return self.answer_waiter(outcome);
+                                return self.answer_waiter(&keys, holding, outcome).await;
                             }
                             continue;
                         }
@@ -280,30 +358,69 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
                     () = recheck => {}
                     () = tokio::time::sleep_until(deadline) => return Err(E::timed_out()),
                 }
-            } else if tokio::time::Instant::now() >= deadline {
+            } else if Instant::now() >= deadline {
                 return Err(E::timed_out());
             }
             let looked = keys.get_or_lock(&self.redis, Some(&flight), refused.as_deref()).await;
             refused = None;
+            let ours = match &looked {
+                Ok(Looked::Acquired) => true,
+                Ok(Looked::Busy(holder, _)) => holder[..] == keys.lock.token()[..],
+                _ => false,
+            };
             match looked {
-                Err(Unavailable) => return self.fall_back(fallback, upstream).await,
+                // Redis back within `failover_wait`: look again (the stored answer first).
+                Err(Unavailable) if outage.wait(&self.redis).await => {}
+                Err(Unavailable) => return self.unavailable(&outage, fallback, upstream).await,
                 Ok(Looked::Found(stored)) => match keys.open(&self.keys, &stored, Some(&flight)) {
-                    Some(outcome) => return self.answer_waiter(outcome),
+                    Some(outcome) => return self.answer_waiter(&keys, holding, outcome).await,
                     None => refused = Some(stored),
                 },
-                Ok(Looked::Acquired) => {
+                // The lock is free although the leader's lease still runs, and no answer is
+                // stored: Redis lost the lock (a restart, a failover), not the leader, whose
+                // answer may still come. Hold the lock until that lease ends, and keep waiting;
+                // the looks then serve the answer, else this waiter leads.
+                Ok(Looked::Busy(current, left)) if !ours => {
+                    (flight, leader_done) = (current, Instant::now() + left);
+                }
+                Ok(_) if Instant::now() < leader_done => holding = true,
+                Ok(_) if self.acked(&keys, &mut outage).await => {
                     tracing::info!(
                         "state: a refresh's leader did not finish in time; this replica takes over"
                     );
-                    return self.lead(&keys, fallback, upstream).await;
+                    return self.lead(keys, fallback, upstream).await;
                 }
-                Ok(Looked::Busy(current)) => flight = current,
+                Ok(_) if outage.wait(&self.redis).await => holding = false,
+                Ok(_) => return self.unavailable(&outage, fallback, upstream).await,
             }
         }
     }
 
-    fn answer_waiter(&self, outcome: Result<(V, Duration), E>) -> Result<Answer<V>, E> {
+    /// A waiter's answer; a lock it held for the leader is released.
+    async fn answer_waiter(
+        &self,
+        keys: &Keys,
+        holding: bool,
+        outcome: Result<(V, Duration), E>,
+    ) -> Result<Answer<V>, E> {
+        if holding {
+            let _ = keys.lock.release(&self.redis, b"").await;
+        }
         outcome.map(|(value, age)| Answer { value, age, source: Source::Coalesced })
+    }
+
+    /// No Redis master answered within `failover_wait`: refuse, or run this replica's own flight.
+    async fn unavailable<Fut>(&self, outage: &Outage, fallback: Key, upstream: Fut) -> Result<Answer<V>, E>
+    where
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        match outage.policy {
+            WhenUnavailable::Refuse => {
+                self.redis.refused(outage.refusal());
+                Err(E::unavailable())
+            }
+            WhenUnavailable::Local => self.fall_back(fallback, upstream).await,
+        }
     }
 
     async fn fall_back<Fut>(&self, fallback: Key, upstream: Fut) -> Result<Answer<V>, E>
@@ -315,6 +432,22 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
         let served = self.fallback.serve(fallback, move || held).await?;
         Ok(Answer { value: served.value.0, age: served.age, source: served.source })
     }
+}
+
+/// Store a flight's outcome that Redis did not take when the flight ended: retried whenever
+/// Redis is back, until the flight's lease ends (after that, another flight may hold the key).
+async fn store_later(redis: Redis, keys: Keys, stored: Vec<u8>, keep: Duration) {
+    let lease_end = Instant::now() + keys.lock.lease();
+    while redis.wait_up(lease_end).await {
+        if keys.finish(&redis, &stored, keep).await.is_ok() {
+            tracing::info!("state: a refresh answer Redis missed is stored now");
+            return;
+        }
+        if Instant::now() >= lease_end {
+            break;
+        }
+    }
+    tracing::warn!("state: a refresh answer could not be stored in Redis before its lock lapsed");
 }
 
 /// Shows configuration and counters only.

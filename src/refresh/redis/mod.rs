@@ -31,10 +31,21 @@
 //!
 //! # When Redis fails
 //!
-//! Any failed or slow command makes this replica fall back at once to an in-process
-//! [`RefreshCache`](super::RefreshCache) (cache and single flight, as with the memory
-//! backend), counted in [`RedisStats::fallbacks`](crate::redis::RedisStats). While Redis is down, concurrent
-//! refreshes of one token on different replicas are not coalesced with each other.
+//! A failed or slow command makes the flight wait for Redis, at most `[state] failover_wait`
+//! from the outage's start (and never past the token call's deadline), then look again: a look
+//! whose answer was lost may have taken the lock, which the flight then recognises by its token.
+//! When Redis is not back in time, the provider's `when_unavailable` decides: refuse
+//! ([`PortableFailure::unavailable`], counted in
+//! [`RedisStats::refusals`](crate::redis::RedisStats)) or run an in-process
+//! [`RefreshCache`](super::RefreshCache) (cache and single flight, as with the memory backend,
+//! counted in [`RedisStats::fallbacks`](crate::redis::RedisStats); concurrent refreshes of one
+//! token on different replicas are then not coalesced with each other).
+//!
+//! A leader whose store fails keeps its answer, and stores it (publishing it to the waiters)
+//! whenever Redis is back, while its lease lasts. A waiter that finds the lock free before the
+//! lease of the leader it waited on has run out, and no answer stored, takes the lock but does
+//! not call upstream: Redis lost the lock (a restart, a failover), not necessarily the leader.
+//! It waits for the leader's answer until that lease ends, then leads.
 //!
 //! [`Refresher`](super::Refresher) picks the backend, [`flight`] runs the steps above, [`store`] is how a flight's
 //! lock and outcome are kept in Redis, and [`portable`] is what a value must be to cross replicas.

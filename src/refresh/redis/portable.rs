@@ -13,4 +13,7 @@ pub trait Portable: Sized {
 pub trait PortableFailure: RefreshFailure + Portable {
     /// What a waiter gets when the flight it waited on neither answered nor let go in time.
     fn timed_out() -> Self;
+    /// What a caller gets when its refresh is refused because no Redis master answered
+    /// (`when_unavailable = "refuse"`): nothing was sent upstream, it may retry.
+    fn unavailable() -> Self;
 }

@@ -169,8 +169,9 @@ impl Keys {
     }
 
     /// One pipelined round trip at the end of a flight: keep `stored` for `keep` (or, for a
-    /// zero `keep`, drop any stale record), release the lock if this flight still holds it,
-    /// and publish `stored` to the waiters (the lock's wake-up).
+    /// zero `keep`, drop any stale record), wait for `replicas_ack` replicas to have it (if
+    /// any; too few is an `Err`), release the lock if this flight still holds it, and publish
+    /// `stored` to the waiters (the lock's wake-up).
     pub(super) async fn finish(
         &self,
         redis: &Redis,
@@ -187,8 +188,16 @@ impl Keys {
             // Not cached: the success is only published; drop any stale marker.
             pipe.cmd("DEL").arg(&self.value).ignore();
         }
+        if redis.replicas_ack() == 0 {
+            pipe.add_command(self.lock.release_cmd(redis, &message)).ignore();
+            return redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await;
+        }
+        // Replication is in order: a release the replicas lack comes after an answer they lack,
+        // so on a promoted replica the lock is still held, and this flight stores again there.
+        pipe.add_command(redis.wait_cmd());
         pipe.add_command(self.lock.release_cmd(redis, &message)).ignore();
-        redis.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await
+        let (acked,): (i64,) = redis.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        if redis.enough_acks(acked) { Ok(()) } else { Err(Unavailable) }
     }
 }
 
