@@ -3,7 +3,8 @@
 //! accept loop ([`accept`], which the v2 stand-in uses too).
 //!
 //! `listen.rs` binds and drains, `conn.rs` drives one proxy connection, `activity.rs` is what
-//! its idle watchdog reads, `future.rs` the per-request future hyper holds, `sweeper.rs` the
+//! its idle watchdog reads, `park.rs` parks an idle HTTP/1.1 connection without its buffers,
+//! `future.rs` the per-request future hyper holds, `sweeper.rs` the
 //! continuity sweeper started beside the listeners.
 
 pub(crate) mod accept;
@@ -11,6 +12,7 @@ mod activity;
 mod conn;
 mod future;
 mod listen;
+mod park;
 mod sweeper;
 
 pub use listen::{Running, start_on};

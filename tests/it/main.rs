@@ -20,6 +20,7 @@ mod minted;
 mod observability;
 mod one_flight;
 mod operator;
+mod park;
 mod passthrough;
 mod pool;
 mod properties;

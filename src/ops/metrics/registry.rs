@@ -51,6 +51,7 @@ pub struct Metrics {
     durations: RequestDurations,
     in_flight: Gauge,
     connections: Gauge,
+    parked: Gauge,
     reloads: Family<ReloadLabels, Counter>,
     reload_ok: Gauge,
     reload_time: Gauge<f64, AtomicU64>,
@@ -76,6 +77,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let in_flight = Gauge::default();
         let connections = Gauge::default();
+        let parked = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let reload_ok = Gauge::default();
         let generation = Gauge::default();
@@ -122,6 +124,11 @@ impl Metrics {
         );
         r.register("in_flight_requests", "Requests being handled now", in_flight.clone());
         r.register("open_connections", "Client connections open on the proxy port", connections.clone());
+        r.register(
+            "parked_connections",
+            "Idle HTTP/1.1 client connections parked without buffers (server.park_after)",
+            parked.clone(),
+        );
         r.register("config_reloads", "Config reload attempts, by result", reloads.clone());
         r.register(
             "config_last_reload_success",
@@ -176,6 +183,7 @@ impl Metrics {
             durations,
             in_flight,
             connections,
+            parked,
             reloads,
             reload_ok,
             reload_time,
@@ -297,6 +305,16 @@ impl Metrics {
     /// Hold the returned guard while a client connection is open.
     pub(crate) fn connection_opened(&self) -> GaugeGuard {
         GaugeGuard::new(&self.connections)
+    }
+
+    /// Client connections parked now.
+    pub fn parked_now(&self) -> i64 {
+        self.parked.get()
+    }
+
+    /// Hold the returned guard while a client connection is parked.
+    pub(crate) fn connection_parked(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.parked)
     }
 
     pub(crate) fn reloaded(&self, ok: bool, generation: u64) {
