@@ -162,8 +162,14 @@ impl Conn {
             let conn = Box::new(self.protocols.h1.serve_connection(io, svc));
             let Some(parts) = self.drive_h1(conn, activity, idle).await else { return };
             let (socket, read) = parts.io.into_parts();
-            // What hyper read and had not parsed yet, then what the `Io` had not handed on.
-            ahead = if read.is_empty() { parts.read_buf } else { [parts.read_buf, read].concat().into() };
+            // What hyper read and had not parsed yet, then what the `Io` had not handed on,
+            // copied out: hyper's `read_buf` is a view of its whole read buffer, which it would
+            // keep alive (even when empty) for as long as the connection is parked.
+            ahead = match (parts.read_buf.is_empty(), read.is_empty()) {
+                (true, _) => read,
+                (false, true) => Bytes::copy_from_slice(&parts.read_buf),
+                (false, false) => [&parts.read_buf[..], &read[..]].concat().into(),
+            };
             (stream, svc) = (socket, parts.service);
             if ahead.is_empty() && !self.wait_parked(&stream, activity, idle).await {
                 return;
@@ -365,6 +371,36 @@ mod tests {
         let n = if writes.is_empty() { 0 } else { server.try_read(&mut buf).unwrap() };
         assert_eq!(n, writes.iter().map(|w| w.len()).sum::<usize>().min(64));
         sniffed
+    }
+
+    /// The connection task's future, which tokio allocates for the connection's whole life:
+    /// what a parked connection costs beside its socket.
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        use crate::config::Config;
+        use crate::snapshot::Snapshot;
+        let mut config = Config::default();
+        config.provider.api_base = Some("http://127.0.0.1:9".into());
+        config.provider.token_url = Some("http://127.0.0.1:9/oauth/v2/token".into());
+        config.provider.authorize_url = Some("http://127.0.0.1:9/oauth/v2/authorize".into());
+        let app = App::new(Snapshot::new(config.validated().unwrap()).unwrap());
+        let (_drain_tx, drain) = watch::channel(false);
+        let conn = Conn {
+            protocols: Arc::new(Protocols::new(&app.snapshot().config.server)),
+            first_request_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            park_after: Duration::ZERO,
+            drain,
+            _permit: None,
+            _open: app.state().ops.metrics.connection_opened(),
+            app,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let size = std::mem::size_of_val(&conn.run(server, peer));
+        println!("connection task {size} bytes");
+        assert!(size <= 4096, "connection task is {size} bytes");
     }
 
     #[tokio::test]
