@@ -25,6 +25,11 @@ pub struct ServerConfig {
     /// `header_read_timeout`, so idle HTTP/1.1 connections close after the smaller of the two.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// An HTTP/1.1 keep-alive connection with no request in flight for this long gives back its
+    /// read and write buffers until the client sends again (it is *parked*: only its socket
+    /// waits). `0s` parks it as soon as it is idle.
+    #[serde(with = "humantime_serde")]
+    pub park_after: Duration,
     /// Concurrent client connections; further connections wait in the accept queue.
     pub max_connections: usize,
     /// Largest request head (request line and headers; HTTP/2: decoded header list) accepted;
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            park_after: Duration::from_millis(100),
             max_connections: 10_000,
             max_header_bytes: 16 * 1024,
             max_uri_bytes: 8 * 1024,

@@ -3,7 +3,7 @@
 //! earliest moment the connection could be idle for the limit and checks again then.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -16,6 +16,11 @@ pub(super) struct Activity {
     finished: AtomicU64,
     /// Nanoseconds after `opened` when the last response body finished.
     last_done: AtomicU64,
+    /// Whether the socket has not yet taken everything hyper wrote (HTTP/1.1; see `park.rs`).
+    pub(super) unflushed: AtomicBool,
+    /// Whether bytes have been read since the last request started: part of a next request
+    /// hyper holds (HTTP/1.1; see `park.rs`).
+    pub(super) reading: AtomicBool,
 }
 
 impl Activity {
@@ -25,7 +30,14 @@ impl Activity {
             started: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             last_done: AtomicU64::new(0),
+            unflushed: AtomicBool::new(false),
+            reading: AtomicBool::new(false),
         }
+    }
+
+    /// Requests finished so far.
+    pub(super) fn finished(&self) -> u64 {
+        self.finished.load(Ordering::SeqCst)
     }
 
     fn since_opened(&self) -> u64 {
@@ -57,11 +69,26 @@ pub(super) fn idle_deadline(activity: &Activity, first: Duration, idle: Duration
     Some(deadline.min(now + idle))
 }
 
+/// When an HTTP/1.1 connection may be parked: `park_after` after its last response finished,
+/// once it has served a request, has none in flight, holds no part of a next one and has
+/// written everything out; `None` while it may not.
+pub(super) fn park_deadline(activity: &Activity, park_after: Duration) -> Option<Instant> {
+    let finished = activity.finished.load(Ordering::SeqCst);
+    let started = activity.started.load(Ordering::SeqCst);
+    let busy = activity.unflushed.load(Ordering::Relaxed) || activity.reading.load(Ordering::Relaxed);
+    if started == 0 || started > finished || busy {
+        return None;
+    }
+    let since = Duration::from_nanos(activity.last_done.load(Ordering::SeqCst));
+    Some(activity.opened + since + park_after)
+}
+
 /// Counts one request as in flight until its response body is finished or dropped.
 pub(super) struct InFlight(Arc<Activity>);
 
 impl InFlight {
     pub(super) fn start(activity: Arc<Activity>) -> Self {
+        activity.reading.store(false, Ordering::Relaxed);
         activity.started.fetch_add(1, Ordering::SeqCst);
         Self(activity)
     }

@@ -6,6 +6,7 @@
 //! flight, counted from when the last response body finished. hyper enforces the head-size
 //! limit (431/414).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,17 +14,19 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
+use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
-use super::activity::{Activity, InFlight, idle_deadline};
-use super::future::Respond;
+use super::activity::{Activity, InFlight, idle_deadline, park_deadline};
+use super::future::{Respond, Tracked};
+use super::park;
 use crate::app::App;
 use crate::config::ServerConfig;
 
@@ -100,6 +103,8 @@ pub(super) struct Conn {
     pub(super) protocols: Arc<Protocols>,
     pub(super) first_request_timeout: Duration,
     pub(super) idle_timeout: Duration,
+    /// An HTTP/1.1 connection idle this long is parked (see `park.rs`).
+    pub(super) park_after: Duration,
     pub(super) drain: watch::Receiver<bool>,
     /// Released when the connection ends, admitting the next one.
     pub(super) _permit: Option<OwnedSemaphorePermit>,
@@ -121,24 +126,151 @@ impl Conn {
             Respond { handling: app.handle(req, peer), guard: Some(guard) }
         });
         let first = self.first_request_timeout;
-        let (conn, idle, h1): (Pin<Box<dyn Served>>, _, _) = match sniff_h2(&stream, first).await {
+        let (conn, idle): (Pin<Box<dyn Served>>, _) = match sniff_h2(&stream, first).await {
             // Nothing (or not even a preface) within the first-request deadline: close.
             None => return,
             // HTTP/1.1 between requests: the next head must be complete within
             // header_read_timeout (a slow head and an idle connection look the same from here,
             // and hyper's own header timer would close both), so the smaller limit applies.
-            Some(false) => (
-                Box::pin(self.protocols.h1.serve_connection(TokioIo::new(stream), svc)),
-                self.idle_timeout.min(first),
-                true,
-            ),
-            Some(true) => (
-                Box::pin(self.protocols.h2.serve_connection(TokioIo::new(stream), svc)),
-                self.idle_timeout,
-                false,
-            ),
+            Some(false) => {
+                let idle = self.idle_timeout.min(first);
+                return self.serve_h1(stream, svc, &activity, idle).await;
+            }
+            Some(true) => {
+                (Box::pin(self.protocols.h2.serve_connection(TokioIo::new(stream), svc)), self.idle_timeout)
+            }
         };
-        self.drive(conn, &activity, idle, h1).await;
+        self.drive(conn, &activity, idle, false).await;
+    }
+
+    /// HTTP/1.1: hyper serves the connection; whenever it has been idle for `park_after`, it is
+    /// parked (see `park.rs`) until the client sends again, within the idle limit and until a
+    /// drain.
+    async fn serve_h1<S>(
+        &mut self,
+        mut stream: TcpStream,
+        mut svc: S,
+        activity: &Arc<Activity>,
+        idle: Duration,
+    ) where
+        S: HttpService<Incoming, ResBody = Tracked, Error = Infallible> + Unpin + Send,
+        S::Future: Unpin + Send + 'static,
+    {
+        let mut ahead = Bytes::new();
+        loop {
+            let io = park::Io::new(stream, ahead, Arc::clone(activity));
+            let conn = Box::new(self.protocols.h1.serve_connection(io, svc));
+            let Some(parts) = self.drive_h1(conn, activity, idle).await else { return };
+            let (socket, read) = parts.io.into_parts();
+            // What hyper read and had not parsed yet, then what the `Io` had not handed on,
+            // copied out: hyper's `read_buf` is a view of its whole read buffer, which it would
+            // keep alive (even when empty) for as long as the connection is parked.
+            ahead = match (parts.read_buf.is_empty(), read.is_empty()) {
+                (true, _) => read,
+                (false, true) => Bytes::copy_from_slice(&parts.read_buf),
+                (false, false) => [&parts.read_buf[..], &read[..]].concat().into(),
+            };
+            (stream, svc) = (socket, parts.service);
+            if ahead.is_empty() && !self.wait_parked(&stream, activity, idle).await {
+                return;
+            }
+        }
+    }
+
+    /// Run an HTTP/1.1 connection until it ends (`None`) or is parked: then its parts, with
+    /// hyper's buffers gone once they are dropped.
+    async fn drive_h1<S>(
+        &mut self,
+        mut conn: Box<http1::Connection<park::Io, S>>,
+        activity: &Activity,
+        idle: Duration,
+    ) -> Option<http1::Parts<park::Io, S>>
+    where
+        S: HttpService<Incoming, ResBody = Tracked, Error = Infallible> + Unpin,
+        S::Future: Unpin + 'static,
+    {
+        let first = self.first_request_timeout;
+        let park_after = self.park_after;
+        let mut probe = self.drain.clone();
+        let mut drain = std::pin::pin!(self.drain.wait_for(|d| *d));
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let (mut drain_polled, mut timer_polled) = (false, false);
+        let mut seen_finished = 0;
+        // Set once the connection is told to stop: `Some(true)` to park, `Some(false)` to close.
+        let mut stopping: Option<bool> = None;
+        let parked = std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(res) = conn.poll_without_shutdown(cx) {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                        return Poll::Ready(false);
+                    }
+                    return Poll::Ready(stopping == Some(true));
+                }
+                if stopping.is_some() {
+                    return Poll::Pending;
+                }
+                if !drain_polled || probe.has_changed().unwrap_or(true) {
+                    drain_polled = true;
+                    probe.borrow_and_update();
+                    if drain.as_mut().poll(cx).is_ready() {
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        stopping = Some(false);
+                        continue;
+                    }
+                }
+                // The deadlines are looked at again when the timer fires, and when a response
+                // finishes if the park it makes due comes before the timer (once per
+                // `park_after` on a busy connection: later parks wait for the timer).
+                let finished = activity.finished();
+                if timer_polled && !timer.is_elapsed() {
+                    let sooner = finished != seen_finished
+                        && park_deadline(activity, park_after).is_some_and(|at| at < timer.deadline());
+                    seen_finished = finished;
+                    if !sooner {
+                        return Poll::Pending;
+                    }
+                }
+                seen_finished = finished;
+                let Some(close_at) = idle_deadline(activity, first, idle) else {
+                    // Nothing in flight for the idle limit: closed (see `drive`).
+                    tracing::debug!("closing idle connection");
+                    return Poll::Ready(false);
+                };
+                match park_deadline(activity, park_after) {
+                    Some(at) if at <= tokio::time::Instant::now() => {
+                        // hyper is between requests: closing it now answers nothing with
+                        // `Connection: close`, and hands back what it read of the next one.
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        stopping = Some(true);
+                        continue;
+                    }
+                    Some(at) => timer.as_mut().reset(at.min(close_at)),
+                    None => timer.as_mut().reset(close_at),
+                }
+                timer_polled = true;
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await;
+        parked.then(|| conn.into_parts())
+    }
+
+    /// Wait, holding no buffer, until a parked connection's client sends again (`true`), or
+    /// until the idle limit passes or the server drains (`false`: close it).
+    async fn wait_parked(&mut self, stream: &TcpStream, activity: &Activity, idle: Duration) -> bool {
+        let Some(close_at) = idle_deadline(activity, self.first_request_timeout, idle) else { return false };
+        let _parked = self.app.state().ops.metrics.connection_parked();
+        tokio::select! {
+            ready = stream.readable() => ready.is_ok(),
+            () = tokio::time::sleep_until(close_at) => {
+                tracing::debug!("closing idle connection");
+                false
+            }
+            _ = self.drain.wait_for(|d| *d) => false,
+        }
     }
 
     /// Run a connection until it ends, closing it gracefully on drain or when idle.
@@ -245,6 +377,36 @@ mod tests {
         let n = if writes.is_empty() { 0 } else { server.try_read(&mut buf).unwrap() };
         assert_eq!(n, writes.iter().map(|w| w.len()).sum::<usize>().min(64));
         sniffed
+    }
+
+    /// The connection task's future, which tokio allocates for the connection's whole life:
+    /// what a parked connection costs beside its socket.
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        use crate::config::Config;
+        use crate::snapshot::Snapshot;
+        let mut config = Config::default();
+        config.provider.api_base = Some("http://127.0.0.1:9".into());
+        config.provider.token_url = Some("http://127.0.0.1:9/oauth/v2/token".into());
+        config.provider.authorize_url = Some("http://127.0.0.1:9/oauth/v2/authorize".into());
+        let app = App::new(Snapshot::new(config.validated().unwrap()).unwrap());
+        let (_drain_tx, drain) = watch::channel(false);
+        let conn = Conn {
+            protocols: Arc::new(Protocols::new(&app.snapshot().config.server)),
+            first_request_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            park_after: Duration::ZERO,
+            drain,
+            _permit: None,
+            _open: app.state().ops.metrics.connection_opened(),
+            app,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let size = std::mem::size_of_val(&conn.run(server, peer));
+        println!("connection task {size} bytes");
+        assert!(size <= 4096, "connection task is {size} bytes");
     }
 
     #[tokio::test]

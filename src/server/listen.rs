@@ -125,6 +125,7 @@ async fn serve_proxy(listener: TcpListener, app: App, mut shutdown: watch::Recei
             protocols: protocols.clone(),
             first_request_timeout: cfg.header_read_timeout,
             idle_timeout: cfg.idle_timeout,
+            park_after: cfg.park_after,
             drain: drain_rx.clone(),
             _permit: permit,
             _open: app.state().ops.metrics.connection_opened(),

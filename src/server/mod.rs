@@ -3,15 +3,17 @@
 //! accept loop ([`accept`], which the v2 stand-in uses too).
 //!
 //! `listen.rs` binds and drains, `conn.rs` drives one proxy connection, `activity.rs` is what
-//! its idle watchdog reads, `future.rs` the per-request future hyper holds, `sweeper.rs` the
-//! continuity sweeper started beside the listeners, `tls.rs` the TLS handshake of either
-//! listener when `[server.tls]` or `[admin.tls]` is set.
+//! its idle watchdog reads, `park.rs` parks an idle HTTP/1.1 connection without its buffers,
+//! `future.rs` the per-request future hyper holds, `sweeper.rs` the continuity sweeper started
+//! beside the listeners, `tls.rs` the TLS handshake of either listener when `[server.tls]` or
+//! `[admin.tls]` is set.
 
 pub(crate) mod accept;
 mod activity;
 mod conn;
 mod future;
 mod listen;
+mod park;
 mod sweeper;
 mod tls;
 

@@ -23,6 +23,7 @@ mod monitoring;
 mod observability;
 mod one_flight;
 mod operator;
+mod park;
 mod passthrough;
 mod pool;
 mod properties;

@@ -51,6 +51,7 @@ pub struct Metrics {
     durations: RequestDurations,
     in_flight: Gauge,
     connections: Gauge,
+    parked: Gauge,
     reloads: Family<ReloadLabels, Counter>,
     reload_ok: Gauge,
     reload_time: Gauge<f64, AtomicU64>,
@@ -77,6 +78,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let in_flight = Gauge::default();
         let connections = Gauge::default();
+        let parked = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let reload_ok = Gauge::default();
         let generation = Gauge::default();
@@ -124,6 +126,11 @@ impl Metrics {
         );
         r.register("in_flight_requests", "Requests being handled now", in_flight.clone());
         r.register("open_connections", "Client connections open on the proxy port", connections.clone());
+        r.register(
+            "parked_connections",
+            "Idle HTTP/1.1 client connections parked without buffers (server.park_after)",
+            parked.clone(),
+        );
         r.register("config_reloads", "Config reload attempts, by result", reloads.clone());
         r.register(
             "config_last_reload_success",
@@ -183,6 +190,7 @@ impl Metrics {
             durations,
             in_flight,
             connections,
+            parked,
             reloads,
             reload_ok,
             reload_time,
@@ -310,6 +318,16 @@ impl Metrics {
     /// The end of validity of the certificate `listener` (`proxy`, `admin`) now serves.
     pub(crate) fn tls_cert(&self, listener: &'static str, not_after: i64) {
         self.tls_not_after.get_or_create(&ListenerLabels { listener }).set(not_after);
+    }
+
+    /// Client connections parked now.
+    pub fn parked_now(&self) -> i64 {
+        self.parked.get()
+    }
+
+    /// Hold the returned guard while a client connection is parked.
+    pub(crate) fn connection_parked(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.parked)
     }
 
     pub(crate) fn reloaded(&self, ok: bool, generation: u64) {
