@@ -54,6 +54,8 @@ authorize_url = "http://127.0.0.1:$UP/oauth/v2/authorize"
 api_base = "http://127.0.0.1:$UP"
 [refresh_cache]
 ttl = "$2"
+[migration]
+dir = "$W/migration-$1"
 [log]
 level = "warn"
 [[clients]]

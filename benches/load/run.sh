@@ -229,6 +229,8 @@ authorize_url = "http://127.0.0.1:$UP_PORT/oauth/v2/authorize"
 api_base = "http://127.0.0.1:$UP_PORT"
 [refresh_cache]
 ttl = "$2"
+[migration]
+dir = "$WORK/migration-$1"
 [log]
 level = "warn"
 [[clients]]
