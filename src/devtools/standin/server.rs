@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http::{Request, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -158,6 +159,31 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Core>, stop: watch::Rece
     .await;
 }
 
+/// Requests kept for [`Standin::requests`]; older ones are forgotten first, so a long-running
+/// `oauth-shim dev` does not grow without bound.
+const MAX_RECORDED: usize = 10_000;
+
+fn record(shared: &Core, request: Recorded) {
+    let mut requests = lock(&shared.requests);
+    if requests.len() >= MAX_RECORDED {
+        requests.drain(..MAX_RECORDED / 10);
+    }
+    requests.push(request);
+}
+
+/// `headers` with their own copies of the values: hyper's values are views of its read buffer,
+/// and a recorded view would keep that whole buffer (8 KiB) alive for as long as the record.
+fn owned(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut v = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        v.set_sensitive(value.is_sensitive());
+        copy.append(name.clone(), v);
+    }
+    copy
+}
+
 /// Returning `Err` makes hyper drop the connection without a response (used by `Fault::Close`).
 async fn handle(shared: Arc<Core>, req: Request<Incoming>) -> std::io::Result<Resp> {
     let (parts, body) = req.into_parts();
@@ -165,13 +191,16 @@ async fn handle(shared: Arc<Core>, req: Request<Incoming>) -> std::io::Result<Re
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) => Err(e.downcast_ref::<LengthLimitError>().is_some()),
     };
-    lock(&shared.requests).push(Recorded {
-        method: parts.method.clone(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts.headers.clone(),
-        body: body.clone().unwrap_or_default(),
-    });
+    record(
+        &shared,
+        Recorded {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: owned(&parts.headers),
+            body: body.as_ref().map(|b| Bytes::copy_from_slice(b)).unwrap_or_default(),
+        },
+    );
     let body = match body {
         Ok(body) => body,
         Err(true) => return Ok(oauth_error(OAuthError::too_large())),
