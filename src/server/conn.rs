@@ -113,66 +113,68 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
-        let activity = Arc::new(Activity::new());
-        let app = self.app.clone();
-        let counted = activity.clone();
-        // The request's handling is boxed (once, by the app): hyper's HTTP/1 dispatcher keeps a
-        // slot the size of the service's future for the connection's whole life, and unboxed
-        // (~4 KiB) that costs every idle keep-alive connection its size (+35 MiB for 5,000 held
-        // connections in the load bench). `Respond` is that box and the in-flight guard.
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let guard = InFlight::start(counted.clone());
-            Respond { handling: app.handle(req, peer), guard: Some(guard) }
-        });
-        let first = self.first_request_timeout;
-        let (conn, idle): (Pin<Box<dyn Served>>, _) = match sniff_h2(&stream, first).await {
-            // Nothing (or not even a preface) within the first-request deadline: close.
-            None => return,
-            // HTTP/1.1 between requests: the next head must be complete within
-            // header_read_timeout (a slow head and an idle connection look the same from here,
-            // and hyper's own header timer would close both), so the smaller limit applies.
-            Some(false) => {
-                let idle = self.idle_timeout.min(first);
-                return self.serve_h1(stream, svc, &activity, idle).await;
-            }
-            Some(true) => {
-                (Box::pin(self.protocols.h2.serve_connection(TokioIo::new(stream), svc)), self.idle_timeout)
-            }
-        };
-        self.drive(conn, &activity, idle, false).await;
+    /// Serve the connection to its end. An async block, not an `async fn`: an async fn's state
+    /// keeps its arguments twice (rust-lang/rust#62958), and this state is what every parked
+    /// connection costs.
+    pub(super) fn run(mut self, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send {
+        async move {
+            let activity = Arc::new(Activity::new());
+            let app = self.app.clone();
+            let counted = activity.clone();
+            // The request's handling is boxed (once, by the app): hyper's HTTP/1 dispatcher keeps a
+            // slot the size of the service's future for the connection's whole life, and unboxed
+            // (~4 KiB) that costs every idle keep-alive connection its size (+35 MiB for 5,000 held
+            // connections in the load bench). `Respond` is that box and the in-flight guard.
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let guard = InFlight::start(counted.clone());
+                Respond { handling: app.handle(req, peer), guard: Some(guard) }
+            });
+            let first = self.first_request_timeout;
+            let (conn, idle): (Pin<Box<dyn Served>>, _) = match sniff_h2(&stream, first).await {
+                // Nothing (or not even a preface) within the first-request deadline: close.
+                None => return,
+                // HTTP/1.1 between requests: the next head must be complete within
+                // header_read_timeout (a slow head and an idle connection look the same from here,
+                // and hyper's own header timer would close both), so the smaller limit applies.
+                Some(false) => {
+                    let idle = self.idle_timeout.min(first);
+                    return self.serve_h1(stream, svc, &activity, idle).await;
+                }
+                Some(true) => (
+                    Box::pin(self.protocols.h2.serve_connection(TokioIo::new(stream), svc)),
+                    self.idle_timeout,
+                ),
+            };
+            self.drive(conn, &activity, idle, false).await;
+        }
     }
 
     /// HTTP/1.1: hyper serves the connection; whenever it has been idle for `park_after`, it is
     /// parked (see `park.rs`) until the client sends again, within the idle limit and until a
-    /// drain.
-    async fn serve_h1<S>(
-        &mut self,
+    /// drain. (An async block for the reason `run` is one.)
+    fn serve_h1<'a, S>(
+        &'a mut self,
         mut stream: TcpStream,
         mut svc: S,
-        activity: &Arc<Activity>,
+        activity: &'a Arc<Activity>,
         idle: Duration,
-    ) where
-        S: HttpService<Incoming, ResBody = Tracked, Error = Infallible> + Unpin + Send,
+    ) -> impl Future<Output = ()> + Send + 'a
+    where
+        S: HttpService<Incoming, ResBody = Tracked, Error = Infallible> + Unpin + Send + 'a,
         S::Future: Unpin + Send + 'static,
     {
-        let mut ahead = Bytes::new();
-        loop {
-            let io = park::Io::new(stream, ahead, Arc::clone(activity));
-            let conn = Box::new(self.protocols.h1.serve_connection(io, svc));
-            let Some(parts) = self.drive_h1(conn, activity, idle).await else { return };
-            let (socket, read) = parts.io.into_parts();
-            // What hyper read and had not parsed yet, then what the `Io` had not handed on,
-            // copied out: hyper's `read_buf` is a view of its whole read buffer, which it would
-            // keep alive (even when empty) for as long as the connection is parked.
-            ahead = match (parts.read_buf.is_empty(), read.is_empty()) {
-                (true, _) => read,
-                (false, true) => Bytes::copy_from_slice(&parts.read_buf),
-                (false, false) => [&parts.read_buf[..], &read[..]].concat().into(),
-            };
-            (stream, svc) = (socket, parts.service);
-            if ahead.is_empty() && !self.wait_parked(&stream, activity, idle).await {
-                return;
+        async move {
+            let mut ahead = Bytes::new();
+            loop {
+                let io = park::Io::new(stream, ahead, Arc::clone(activity));
+                let conn = Box::new(self.protocols.h1.serve_connection(io, svc));
+                // Boxed: its state (the pinned timer and the drain future) is held only while
+                // the connection is served, not while it is parked.
+                let Some(parts) = Box::pin(self.drive_h1(conn, activity, idle)).await else { return };
+                (stream, svc, ahead) = take_apart(parts);
+                if ahead.is_empty() && !self.wait_parked(&stream, activity, idle).await {
+                    return;
+                }
             }
         }
     }
@@ -263,14 +265,24 @@ impl Conn {
     async fn wait_parked(&mut self, stream: &TcpStream, activity: &Activity, idle: Duration) -> bool {
         let Some(close_at) = idle_deadline(activity, self.first_request_timeout, idle) else { return false };
         let _parked = self.app.state().ops.metrics.connection_parked();
-        tokio::select! {
-            ready = stream.readable() => ready.is_ok(),
-            () = tokio::time::sleep_until(close_at) => {
-                tracing::debug!("closing idle connection");
-                false
+        // Polled by hand: readiness needs no future of its own (`readable()` is 152 bytes of
+        // every parked connection's state).
+        let mut close = std::pin::pin!(tokio::time::sleep_until(close_at));
+        let mut drain = std::pin::pin!(self.drain.wait_for(|d| *d));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                return Poll::Ready(ready.is_ok());
             }
-            _ = self.drain.wait_for(|d| *d) => false,
-        }
+            if drain.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            if close.as_mut().poll(cx).is_ready() {
+                tracing::debug!("closing idle connection");
+                return Poll::Ready(false);
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Run a connection until it ends, closing it gracefully on drain or when idle.
@@ -343,6 +355,21 @@ impl Conn {
     }
 }
 
+/// A parked connection's parts: its socket and service, and what hyper read and had not parsed
+/// yet followed by what the `Io` had not handed on, copied out. hyper's `read_buf` is a view of
+/// its whole read buffer, which it would keep alive (even when empty) for as long as the
+/// connection is parked; it is dropped here.
+fn take_apart<S>(parts: http1::Parts<park::Io, S>) -> (TcpStream, S, Bytes) {
+    let http1::Parts { io, read_buf, service, .. } = parts;
+    let (socket, read) = io.into_parts();
+    let ahead = match (read_buf.is_empty(), read.is_empty()) {
+        (true, _) => read,
+        (false, true) => Bytes::copy_from_slice(&read_buf),
+        (false, false) => [&read_buf[..], &read[..]].concat().into(),
+    };
+    (socket, service, ahead)
+}
+
 /// An HTTP/1 or HTTP/2 server connection, as one type.
 pub(super) trait Served: Future<Output = Result<(), hyper::Error>> + Send {
     fn graceful_shutdown(self: Pin<&mut Self>);
@@ -406,7 +433,7 @@ mod tests {
         let (server, peer) = listener.accept().await.unwrap();
         let size = std::mem::size_of_val(&conn.run(server, peer));
         println!("connection task {size} bytes");
-        assert!(size <= 4096, "connection task is {size} bytes");
+        assert!(size <= 1024, "connection task is {size} bytes");
     }
 
     #[tokio::test]
