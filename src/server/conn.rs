@@ -116,6 +116,7 @@ impl Conn {
     /// Serve the connection to its end. An async block, not an `async fn`: an async fn's state
     /// keeps its arguments twice (rust-lang/rust#62958), and this state is what every parked
     /// connection costs.
+    #[allow(clippy::manual_async_fn)]
     pub(super) fn run(mut self, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send {
         async move {
             let activity = Arc::new(Activity::new());
@@ -152,6 +153,7 @@ impl Conn {
     /// HTTP/1.1: hyper serves the connection; whenever it has been idle for `park_after`, it is
     /// parked (see `park.rs`) until the client sends again, within the idle limit and until a
     /// drain. (An async block for the reason `run` is one.)
+    #[allow(clippy::manual_async_fn)]
     fn serve_h1<'a, S>(
         &'a mut self,
         mut stream: TcpStream,
