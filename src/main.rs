@@ -2,6 +2,11 @@
 //! 64 (EX_USAGE) before any port is bound.
 #![forbid(unsafe_code)]
 
+/// The allocator (feature `mimalloc`, on by default): BENCHMARKS.md has the figures it won on.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     oauth_shim::cli::main()
 }
