@@ -118,8 +118,11 @@ return 0
 #[derive(Clone)]
 pub(crate) struct RedisSessions {
     redis: Redis,
-    /// `[state] key_prefix`.
-    prefix: String,
+    /// What every key starts with: `[state] key_prefix` and `cont:`; in a cluster `{cont}:`, a
+    /// hash tag that puts every key in one slot, as the scripts and transactions that write a
+    /// session, its anchor, index and owner sets together need. Only a cluster has it: sessions
+    /// kept by a standalone or Sentinel Redis keep their names.
+    base: String,
 }
 
 fn unavailable(_: crate::redis::Unavailable) -> StoreError {
@@ -128,35 +131,42 @@ fn unavailable(_: crate::redis::Unavailable) -> StoreError {
 
 impl RedisSessions {
     pub(crate) fn new(redis: Redis, prefix: &str) -> Self {
-        Self { redis, prefix: prefix.to_owned() }
+        let base = if redis.is_cluster() { format!("{prefix}{{cont}}:") } else { format!("{prefix}cont:") };
+        Self { redis, base }
     }
 
     fn session_key(&self, id: &SessionId) -> String {
-        format!("{}cont:ses:{}", self.prefix, id.hex())
+        format!("{}ses:{}", self.base, id.hex())
     }
 
     fn token_key(&self, hash: &[u8; 32]) -> String {
-        self.redis.key("cont:tok", hash)
+        self.hashed("tok:", hash)
     }
 
     fn anchors_key(&self) -> String {
-        format!("{}cont:anchors", self.prefix)
+        format!("{}anchors", self.base)
     }
 
     fn index_key(&self) -> String {
-        format!("{}cont:index", self.prefix)
+        format!("{}index", self.base)
     }
 
     fn revoked_key(&self) -> String {
-        format!("{}cont:revoked", self.prefix)
+        format!("{}revoked", self.base)
     }
 
     fn owner_key(&self, owner: &[u8; 32]) -> String {
-        self.redis.key("cont:own", owner)
+        self.hashed("own:", owner)
     }
 
     fn lock_key(&self, id: &SessionId) -> String {
-        format!("{}cont:lock:{}", self.prefix, id.hex())
+        format!("{}lock:{}", self.base, id.hex())
+    }
+
+    fn hashed(&self, kind: &str, hash: &[u8; 32]) -> String {
+        let mut key = format!("{}{kind}", self.base);
+        crate::redis::connection::push_hex(&mut key, hash);
+        key
     }
 
     /// The current, live session a minted token's hash indexes.
