@@ -17,6 +17,9 @@ use super::connection::{Conn, Node, PROBE_MAX, PROBE_MIN, RedisCore, Refusal};
 use super::sentinel::{Sentinels, Topology, data_client};
 use crate::config::ConfigError;
 
+/// A cluster's masters before they were read.
+const UNKNOWN: &str = "unknown";
+
 impl RedisCore {
     pub(super) fn node(&self) -> Option<Node> {
         self.node.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -59,7 +62,7 @@ impl RedisCore {
             _ => {
                 let connect = tokio::time::timeout(self.cfg.connect_timeout + limit, cluster.connect());
                 let conn = connect.await.map_err(|_| "timed out".to_owned())?.map_err(|e| e.to_string())?;
-                let addr = self.cfg.cluster_nodes.join(",");
+                let addr = format!("{UNKNOWN} (nodes {})", self.cfg.cluster_nodes.join(","));
                 *self.node.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(Node { addr, client: None, conn: Conn::Cluster(conn.clone()) });
                 conn
@@ -80,7 +83,7 @@ impl RedisCore {
         let mut node = self.node.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(node) = node.as_mut() else { return Ok(()) };
         if node.addr != now {
-            if node.addr.split(',').eq(self.cfg.cluster_nodes.iter().map(String::as_str)) {
+            if node.addr.starts_with(UNKNOWN) {
                 tracing::info!(masters = %now, "state: redis cluster masters found");
             } else {
                 self.failovers.fetch_add(1, Ordering::Relaxed);

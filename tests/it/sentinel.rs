@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::support::*;
 
 /// `n` concurrent refreshes of `rt` over `replicas`: (status, body, how long the caller waited).
-fn spawn_burst(
+pub(crate) fn spawn_burst(
     replicas: &[Harness],
     rt: &str,
     n: usize,
@@ -30,7 +30,9 @@ fn spawn_burst(
         .collect()
 }
 
-async fn collect(tasks: Vec<tokio::task::JoinHandle<(u16, Value, Duration)>>) -> Vec<(u16, Value, Duration)> {
+pub(crate) async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<(u16, Value, Duration)>>,
+) -> Vec<(u16, Value, Duration)> {
     let mut out = Vec::new();
     for t in tasks {
         out.push(t.await.unwrap());
@@ -39,7 +41,7 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<(u16, Value, Duration)>>) ->
 }
 
 /// Every caller got 200 and the same tokens.
-fn one_answer(answers: &[(u16, Value, Duration)]) {
+pub(crate) fn one_answer(answers: &[(u16, Value, Duration)]) {
     let first = &answers[0].1;
     for (status, body, _) in answers {
         assert_eq!(*status, 200, "{body}");
@@ -48,7 +50,7 @@ fn one_answer(answers: &[(u16, Value, Duration)]) {
     }
 }
 
-fn joined(replicas: &[Harness]) -> u64 {
+pub(crate) fn joined(replicas: &[Harness]) -> u64 {
     replicas.iter().map(|r| r.app.state().refresh.stats()).map(|s| s.misses + s.coalesced + s.hits).sum()
 }
 

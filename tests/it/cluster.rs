@@ -1,0 +1,68 @@
+//! Redis Cluster (docs/deployment.md#redis-cluster): 3 masters and 3 replicas, real
+//! `redis-server` processes on free loopback ports, and 3 oauth-shim replicas against a
+//! stand-in that rotates refresh tokens and revokes the grant on reuse. Bursts coalesce, and
+//! the master of a flight's slot killed while its leader calls the upstream logs nobody out.
+
+use std::time::Duration;
+
+use crate::sentinel::{collect, joined, one_answer, spawn_burst};
+use crate::support::*;
+
+/// The Redis key of the lock of [`ID`]'s refresh of `rt` (default provider).
+fn lock_key(rt: &str) -> String {
+    let keys = oauth_shim::crypto::KeySet::parse(STATE_KEY).unwrap();
+    let hash = keys.hash("refresh", &[b"default", ID.as_bytes(), rt.as_bytes()]);
+    format!("oauth-shim:refresh-lock:{{{}}}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_master_killed_mid_refresh_fails_over_and_logs_nobody_out() {
+    let mut setup = ClusterSetup::start().await;
+    let standin = start_standin(rotating(1500)).await;
+    let mut config = shim_config(&standin, &setup.state_toml());
+    // Room for a failover (failover_wait 8 s) inside the token call's deadline.
+    config.upstream.request_timeout = Duration::from_secs(12);
+    let replicas = replicas(&standin, &config, 3).await;
+    let ready = get_text(replicas[0].admin_url("/readyz")).await;
+    assert!(ready.contains("redis: cluster, masters 127.0.0.1:"), "{ready}");
+
+    // Through the cluster, 300 refreshes reach the upstream once.
+    let rt = grant(&replicas[0]).await;
+    standin.clear_requests();
+    one_answer(&collect(spawn_burst(&replicas, &rt, 300)).await);
+    assert_eq!(standin.token_calls(), 1);
+
+    // The master of the flight's slot dies while the leader's upstream call is in flight.
+    let rt = grant(&replicas[1]).await;
+    let doomed = setup.master_of(&lock_key(&rt)).await;
+    standin.clear_requests();
+    let burst = spawn_burst(&replicas, &rt, 300);
+    eventually("every caller to join the flight", async || joined(&replicas) == 600).await;
+    eventually("the leader's call to reach the upstream", async || standin.token_calls() == 1).await;
+    setup.node(doomed).stop();
+    let answers = collect(burst).await;
+    one_answer(&answers);
+    assert_eq!(standin.token_calls(), 1, "the burst reached the upstream once");
+    assert_eq!(standin.revoked_grants(), 0);
+
+    // Its replica took over the slot, and the replicas saw the failover.
+    assert_ne!(setup.master_of(&lock_key(&rt)).await, doomed);
+    for r in &replicas {
+        eventually("the replica to see the failover", async || {
+            let metrics = get_text(r.admin_url("/metrics")).await;
+            metrics.contains("oauth_shim_state_failovers_total 1")
+        })
+        .await;
+        let ready = get_text(r.admin_url("/readyz")).await;
+        assert!(!ready.contains(&format!("127.0.0.1:{doomed}")), "{ready}");
+    }
+
+    // The killed master comes back as its successor's replica (so that slot's locks can be
+    // acknowledged again), and a new burst coalesces to one call.
+    setup.node(doomed).restart().await;
+    eventually("the old master to rejoin as a replica", async || setup.ready().await).await;
+    let rt = grant(&replicas[2]).await;
+    standin.clear_requests();
+    one_answer(&collect(spawn_burst(&replicas, &rt, 300)).await);
+    assert_eq!(standin.token_calls(), 1);
+}
