@@ -78,8 +78,12 @@ pub struct RedisStats {
     pub refusals: [u64; 3],
     /// `WAIT`s that fewer than `replicas_ack` replicas acknowledged in time.
     pub ack_failures: u64,
-    /// Failovers followed: a new master named by the sentinels.
+    /// Failovers followed: a new master named by the sentinels, or new masters serving a
+    /// cluster's slots.
     pub failovers: u64,
+    /// Waits for a master to answer again (within `failover_wait`), and their total length.
+    pub master_waits: u64,
+    pub master_wait_micros: u64,
 }
 
 /// A cheap-to-clone handle. The background tasks end when the last handle is dropped.
@@ -157,6 +161,8 @@ pub(super) struct RedisCore {
     pub(super) outages: AtomicU64,
     pub(super) refusals: [AtomicU64; 3],
     pub(super) ack_failures: AtomicU64,
+    pub(super) master_waits: AtomicU64,
+    pub(super) master_wait_micros: AtomicU64,
     /// `[state] replicas_ack`.
     pub(super) replicas_ack: u32,
     /// Wakes the probe task when a command fails.
@@ -212,6 +218,8 @@ impl Redis {
             outages: AtomicU64::new(0),
             refusals: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             ack_failures: AtomicU64::new(0),
+            master_waits: AtomicU64::new(0),
+            master_wait_micros: AtomicU64::new(0),
             replicas_ack: cfg.replicas_ack(),
             failed: Arc::new(Notify::new()),
             events,
@@ -300,6 +308,17 @@ impl Redis {
         matches!(tokio::time::timeout_at(until, changes.wait_for(|up| *up)).await, Ok(Ok(_)))
     }
 
+    /// [`Redis::wait_up`] for a caller that cannot go on without a master: the time it waited
+    /// is counted (`oauth_shim_state_master_wait_seconds_total`).
+    pub async fn wait_master(&self, until: tokio::time::Instant) -> bool {
+        let started = tokio::time::Instant::now();
+        let up = self.wait_up(until).await;
+        let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.inner.master_waits.fetch_add(1, Ordering::Relaxed);
+        self.inner.master_wait_micros.fetch_add(waited, Ordering::Relaxed);
+        up
+    }
+
     /// Until when a caller that found Redis unavailable waits for it: `failover_wait` into the
     /// current outage (in the past for an older outage: decided at once).
     pub fn failover_deadline(&self) -> tokio::time::Instant {
@@ -380,6 +399,8 @@ impl Redis {
             refusals: self.inner.refusals.each_ref().map(|r| r.load(Ordering::Relaxed)),
             failovers: self.inner.failovers.load(Ordering::Relaxed),
             ack_failures: self.inner.ack_failures.load(Ordering::Relaxed),
+            master_waits: self.inner.master_waits.load(Ordering::Relaxed),
+            master_wait_micros: self.inner.master_wait_micros.load(Ordering::Relaxed),
         }
     }
 

@@ -203,7 +203,7 @@ impl Outage {
     /// Wait for Redis to answer again; `false` when it did not in time.
     async fn wait(&mut self, redis: &Redis) -> bool {
         let until = *self.until.get_or_insert_with(|| redis.failover_deadline().min(self.deadline));
-        Instant::now() < until && redis.wait_up(until).await
+        Instant::now() < until && redis.wait_master(until).await
     }
 }
 

@@ -41,7 +41,7 @@ impl ClusterSetup {
     }
 
     /// Every node says `cluster_state:ok`, and every master has a connected replica.
-    pub async fn ready(&self) -> bool {
+    async fn ready(&self) -> bool {
         let mut masters = 0;
         for node in &self.nodes {
             let Some(info) = info(node, &["CLUSTER", "INFO"]).await else { return false };
