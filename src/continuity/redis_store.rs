@@ -121,10 +121,9 @@ return 0
 #[derive(Clone)]
 pub(crate) struct RedisSessions {
     redis: Redis,
-    /// What every key starts with: `[state] key_prefix` and `cont:`; in a cluster `{cont}:`, a
-    /// hash tag that puts every key in one slot, as the scripts and transactions that write a
-    /// session, its anchor, index and owner sets together need. Only a cluster has it: sessions
-    /// kept by a standalone or Sentinel Redis keep their names.
+    /// What every key starts with: [`Redis::group`] `cont` (in a cluster `{cont}:`, one slot, as
+    /// the scripts and transactions that write a session, its anchor, index and owner sets
+    /// together need).
     base: String,
 }
 
@@ -133,9 +132,8 @@ fn unavailable(_: crate::redis::Unavailable) -> StoreError {
 }
 
 impl RedisSessions {
-    pub(crate) fn new(redis: Redis, prefix: &str) -> Self {
-        let base = if redis.is_cluster() { format!("{prefix}{{cont}}:") } else { format!("{prefix}cont:") };
-        Self { redis, base }
+    pub(crate) fn new(redis: Redis) -> Self {
+        Self { base: redis.group("cont"), redis }
     }
 
     fn session_key(&self, id: &SessionId) -> String {

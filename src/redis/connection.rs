@@ -263,6 +263,15 @@ impl Redis {
         format!("{}{name}", self.inner.prefix)
     }
 
+    /// The start of the keys of `group` (keys that scripts and transactions use together):
+    /// `key_prefix`, `group` and `:`; in a cluster `{group}:`, a hash tag that keeps them in one
+    /// slot. Only a cluster has the tag, so what a standalone or Sentinel Redis holds keeps its
+    /// name.
+    pub fn group(&self, group: &str) -> String {
+        let prefix = &self.inner.prefix;
+        if self.is_cluster() { format!("{prefix}{{{group}}}:") } else { format!("{prefix}{group}:") }
+    }
+
     /// The channel whose messages [`Redis::events`] delivers.
     pub fn events_channel(&self) -> &str {
         &self.inner.events_channel

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use tokio::sync::{Notify, watch};
 
 use super::cluster::{Cluster, masters};
@@ -68,18 +68,33 @@ impl RedisCore {
                 conn
             }
         };
-        let all =
-            RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
-        let checked = async {
-            conn.route_command(redis::cmd("PING"), all).await?;
-            masters(&mut conn).await
-        };
-        let now = match tokio::time::timeout(limit, checked).await {
-            Ok(Ok(now)) if !now.is_empty() => now.join(","),
+        // Every master the slot map names answers, on a connection of its own, that the
+        // cluster is ok; then through the client's own routing (by one of its slots), so that a
+        // stale route fails here, and makes the client read the slot map again.
+        let limit = self.cfg.connect_timeout + 2 * limit;
+        let masters = match tokio::time::timeout(limit, masters(&mut conn)).await {
+            Ok(Ok(masters)) if !masters.is_empty() => masters,
             Ok(Ok(_)) => return Err("the cluster serves no slot".into()),
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err("timed out".into()),
         };
+        for (addr, _) in &masters {
+            cluster.node_ok(addr).await?;
+        }
+        let routed = async {
+            for (_, slot) in &masters {
+                let route = Route::new(*slot, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                conn.route_command(redis::cmd("PING"), routing).await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        match tokio::time::timeout(limit, routed).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("timed out".into()),
+        }
+        let now = masters.into_iter().map(|(addr, _)| addr).collect::<Vec<_>>().join(",");
         let mut node = self.node.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(node) = node.as_mut() else { return Ok(()) };
         if node.addr != now {

@@ -22,6 +22,16 @@ async fn a_cluster_master_killed_mid_refresh_fails_over_and_logs_nobody_out() {
     let mut config = shim_config(&standin, &setup.state_toml());
     // Room for a failover (failover_wait 8 s) inside the token call's deadline.
     config.upstream.request_timeout = Duration::from_secs(12);
+
+    // A continuity session (its keys share one slot) written through one replica serves another.
+    let mut continuity = config.clone();
+    continuity.clients[0].continuity = true;
+    let sessions = replicas(&standin, &continuity, 2).await;
+    let legacy = crate::continuity::password_grant(&sessions[0]).await;
+    let access = legacy["access_token"].as_str().unwrap();
+    assert_eq!(crate::continuity::api(&sessions[1], access).await.status(), 200);
+    drop(sessions);
+
     let replicas = replicas(&standin, &config, 3).await;
     let ready = get_text(replicas[0].admin_url("/readyz")).await;
     assert!(ready.contains("redis: cluster, masters 127.0.0.1:"), "{ready}");
@@ -63,11 +73,14 @@ async fn a_cluster_master_killed_mid_refresh_fails_over_and_logs_nobody_out() {
     eventually("a replica to take over the slot", async || setup.master_of(&lock_key(&rt)).await != doomed)
         .await;
     for r in &replicas {
-        eventually("the replica to see the failover", async || {
+        let seen = poll_until(async || {
             let metrics = get_text(r.admin_url("/metrics")).await;
             metrics.contains("oauth_shim_state_failovers_total 1")
         })
         .await;
+        let metrics = get_text(r.admin_url("/metrics")).await;
+        let state: Vec<&str> = metrics.lines().filter(|l| l.starts_with("oauth_shim_state")).collect();
+        assert!(seen, "{state:#?}\n{}", get_text(r.admin_url("/readyz")).await);
         let ready = get_text(r.admin_url("/readyz")).await;
         assert!(!ready.contains(&format!("127.0.0.1:{doomed}")), "{ready}");
     }

@@ -40,7 +40,7 @@ impl ClusterSetup {
         setup
     }
 
-    /// Every node says `cluster_state:ok`, and every master has a connected replica.
+    /// Every node says `cluster_state:ok`, and every master has a replica online.
     async fn ready(&self) -> bool {
         let mut masters = 0;
         for node in &self.nodes {
@@ -50,7 +50,9 @@ impl ClusterSetup {
             }
             let Some(replication) = info_replication(node).await else { return false };
             if replication.contains("role:master") {
-                if !replication.contains("connected_slaves:1") {
+                // Online: its first sync is done (a master delays it, `repl-diskless-sync-delay`),
+                // so it acknowledges writes (`WAIT`).
+                if !replication.contains("connected_slaves:1") || !replication.contains("state=online") {
                     return false;
                 }
                 masters += 1;
