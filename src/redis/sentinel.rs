@@ -9,27 +9,6 @@ use redis::IntoConnectionInfo;
 
 use crate::config::{ConfigError, StateConfig};
 
-/// How oauth-shim finds the master.
-pub(crate) enum Topology {
-    /// The one node of `url`.
-    Standalone,
-    /// Asked of the sentinels.
-    Sentinel(Sentinels),
-    /// A Redis Cluster: each key's master is its slot's, which redis-rs's cluster client
-    /// follows.
-    Cluster(Box<super::cluster::Cluster>),
-}
-
-impl Topology {
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Self::Standalone => "standalone",
-            Self::Sentinel(_) => "sentinel",
-            Self::Cluster(_) => "cluster",
-        }
-    }
-}
-
 /// The sentinels of one master.
 pub(crate) struct Sentinels {
     clients: Vec<redis::Client>,

@@ -13,8 +13,8 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use tokio::sync::{Notify, watch};
 
 use super::cluster::{Cluster, masters};
-use super::connection::{Conn, Node, PROBE_MAX, PROBE_MIN, RedisCore, Refusal};
-use super::sentinel::{Sentinels, Topology, data_client};
+use super::sentinel::{Sentinels, data_client};
+use super::state::{Conn, Node, PROBE_MAX, PROBE_MIN, RedisCore, Refusal, Topology};
 use crate::config::ConfigError;
 
 /// A cluster's masters before they were read.
