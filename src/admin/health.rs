@@ -32,12 +32,15 @@ pub(crate) async fn handle<B>(app: &App, req: Request<B>, at: Arrival) -> Respon
         // full one.
         (&Method::GET, "/readyz") if let Some(redis) = &app.state().redis => {
             let (topology, master) = redis.topology();
-            let master = master.as_deref().unwrap_or("unknown");
+            let master = match (topology, master.as_deref()) {
+                ("cluster", Some(masters)) => format!("masters {masters}"),
+                (_, master) => format!("master {}", master.unwrap_or("unknown")),
+            };
             let text = if redis.is_up() {
-                format!("ready\nredis: {topology}, master {master}\n")
+                format!("ready\nredis: {topology}, {master}\n")
             } else {
                 format!(
-                    "ready, degraded: redis unavailable, refreshes follow when_unavailable (refused, or in-process)\nredis: {topology}, master {master}\n"
+                    "ready, degraded: redis unavailable, refreshes follow when_unavailable (refused, or in-process)\nredis: {topology}, {master}\n"
                 )
             };
             return text_response(StatusCode::OK, Bytes::from(text));

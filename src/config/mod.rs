@@ -16,6 +16,8 @@ mod validate;
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests;
+#[cfg(test)]
+mod topology_tests;
 
 pub use clients::ContinuityConfig;
 pub(crate) use clients::DEFAULT_PROVIDER;

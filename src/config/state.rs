@@ -86,8 +86,14 @@ pub struct StateConfig {
     /// PEM file of the CA certificates the sentinels' TLS certificates must chain to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel_ca_file: Option<PathBuf>,
+    /// Cluster: some of the Redis Cluster's nodes, each `host:port` (or `redis://host:port`,
+    /// `rediss://[user@]host:port` for TLS, all with one scheme); the rest are discovered. Not
+    /// with `url` or `sentinels`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_nodes: Vec<String>,
     /// How many replicas must acknowledge (`WAIT`) a flight's lock before its leader calls the
-    /// upstream, and its answer before the lock is released (unset: 1 with `sentinels`, else 0).
+    /// upstream, and its answer before the lock is released (unset: 1 with `sentinels` or
+    /// `cluster_nodes`, else 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas_ack: Option<u32>,
     /// The outage policy of every provider that sets none (unset: `refuse`, or `local` for a
@@ -138,6 +144,7 @@ impl Default for StateConfig {
             sentinel_password_file: None,
             sentinel_tls: false,
             sentinel_ca_file: None,
+            cluster_nodes: Vec::new(),
             replicas_ack: None,
             when_unavailable: None,
             failover_wait: Duration::from_secs(2),
@@ -168,7 +175,57 @@ impl StateConfig {
 
     /// The replicas that must acknowledge a lock and an answer.
     pub(crate) fn replicas_ack(&self) -> u32 {
-        self.replicas_ack.unwrap_or(u32::from(!self.sentinels.is_empty()))
+        self.replicas_ack.unwrap_or(u32::from(!self.sentinels.is_empty() || !self.cluster_nodes.is_empty()))
+    }
+
+    /// The cluster nodes as URLs (`host:port` becomes `redis://host:port`); validated at load.
+    pub(crate) fn cluster_urls(&self) -> Vec<String> {
+        self.cluster_nodes
+            .iter()
+            .map(|n| if n.contains("://") { n.clone() } else { format!("redis://{n}") })
+            .collect()
+    }
+
+    /// The Cluster key: not with `url` or `sentinels`; each node a `host:port` or a URL without
+    /// password, path or query, all with one scheme.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        if self.cluster_nodes.is_empty() {
+            return Ok(());
+        }
+        if self.url.is_some() || !self.sentinels.is_empty() {
+            return Err(ConfigError(
+                "state.cluster_nodes is not used with state.url or state.sentinels".into(),
+            ));
+        }
+        let mut schemes = std::collections::BTreeSet::new();
+        for (i, node) in self.cluster_urls().iter().enumerate() {
+            // The node is not echoed: it may carry a user name.
+            let bad =
+                || ConfigError(format!("state.cluster_nodes[{i}] is not host:port or redis[s]://host:port"));
+            let parsed = Url::parse(node).map_err(|_| bad())?;
+            if parsed.password().is_some() {
+                return Err(ConfigError(format!(
+                    "state.cluster_nodes[{i}] must not contain a password; use state.password_env or state.password_file"
+                )));
+            }
+            let plain = matches!(parsed.scheme(), "redis" | "rediss")
+                && parsed.host_str().is_some_and(|h| !h.is_empty())
+                && parsed.port().is_some()
+                && matches!(parsed.path(), "" | "/")
+                && parsed.query().is_none();
+            if !plain {
+                return Err(bad());
+            }
+            schemes.insert(parsed.scheme().to_owned());
+        }
+        if schemes.len() > 1 {
+            return Err(ConfigError("state.cluster_nodes mixes redis:// and rediss://".into()));
+        }
+        if self.ca_file.is_some() && !schemes.contains("rediss") {
+            return Err(ConfigError("state.ca_file needs rediss:// cluster nodes".into()));
+        }
+        self.ca_pem()?;
+        Ok(())
     }
 
     /// The CA certificates of `sentinel_ca_file`, as PEM text, if set.
@@ -233,8 +290,16 @@ impl StateConfig {
             return Ok(());
         }
         self.validate_sentinels()?;
+        self.validate_cluster()?;
         if self.replicas_ack() > 16 {
             return Err(ConfigError("state.replicas_ack must be at most 16".into()));
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            // A brace would move the hash tag that keeps a lock and its answer in one slot.
+            return Err(ConfigError("state.key_prefix must not contain { or }".into()));
+        }
+        if !self.cluster_nodes.is_empty() {
+            return self.validate_common();
         }
         let url = match (&self.url, self.sentinels.is_empty()) {
             (Some(url), _) => url.as_str(),
@@ -242,7 +307,7 @@ impl StateConfig {
             (None, false) => "redis://sentinel-master",
             (None, true) => {
                 return Err(ConfigError(
-                    "state.url is required with state.backend = \"redis\" (or state.sentinels)".into(),
+                    "state.url is required with state.backend = \"redis\" (or state.sentinels, state.cluster_nodes)".into(),
                 ));
             }
         };
@@ -261,14 +326,19 @@ impl StateConfig {
         }
         redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| ConfigError(format!("state.url is not a usable Redis URL: {}", e.category())))?;
+        if self.ca_file.is_some() && parsed.scheme() != "rediss" {
+            return Err(ConfigError("state.ca_file needs a rediss:// url".into()));
+        }
+        self.validate_common()
+    }
+
+    /// What every topology needs: the key material, a readable CA, non-zero timeouts.
+    fn validate_common(&self) -> Result<(), ConfigError> {
         if self.encryption_keys.is_none() {
             return Err(ConfigError(
                 "state.backend = \"redis\" needs state.encryption_key_env or state.encryption_key_file"
                     .into(),
             ));
-        }
-        if self.ca_file.is_some() && parsed.scheme() != "rediss" {
-            return Err(ConfigError("state.ca_file needs a rediss:// url".into()));
         }
         self.ca_pem()?;
         for (key, value) in

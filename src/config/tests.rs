@@ -289,7 +289,7 @@ fn an_admin_listener_beyond_loopback_without_a_token_is_warned_about() {
     assert!(open.len() == 1 && open[0].contains("without a token"), "{open:?}");
 }
 
-fn load_toml(toml: &str) -> Result<ValidConfig, ConfigError> {
+pub(super) fn load_toml(toml: &str) -> Result<ValidConfig, ConfigError> {
     let mut out = None;
     Jail::expect_with(|jail| {
         jail.create_file("shim.toml", toml)?;
@@ -299,7 +299,7 @@ fn load_toml(toml: &str) -> Result<ValidConfig, ConfigError> {
     out.expect("the jail ran")
 }
 
-const CLIENT: &str = "[[clients]]\nid = \"a\"\nsecret = \"x\"\n";
+pub(super) const CLIENT: &str = "[[clients]]\nid = \"a\"\nsecret = \"x\"\n";
 
 /// The default provider's keys, as `[upstream]` held them and as `[provider]` holds them.
 const PROVIDER_KEYS: &str = r#"
@@ -481,33 +481,4 @@ fn the_outage_policy_is_refuse_unless_a_goto_preset_or_the_config_says_local() {
     let state = "[state]\nwhen_unavailable = \"local\"\nfailover_wait = \"0s\"\n";
     assert_eq!(policy(&format!("{state}{other}when_unavailable = \"refuse\"\n")), [Local, Refuse]);
     assert!(load_toml(&format!("{CLIENT}[state]\nwhen_unavailable = \"fallback\"\n")).is_err());
-}
-
-#[test]
-fn sentinel_keys_come_together_and_replace_the_url() {
-    let redis = |keys: &str| {
-        let file = std::env::temp_dir().join(format!("oauth-shim-cfg-state-keys-{}", std::process::id()));
-        std::fs::write(&file, "ab".repeat(32)).unwrap();
-        let toml = format!(
-            "{CLIENT}[state]\nbackend = \"redis\"\nencryption_key_file = \"{}\"\n{keys}",
-            file.display()
-        );
-        load_toml(&toml).map(|_| ()).map_err(|e| e.to_string())
-    };
-    redis("sentinels = [\"10.0.0.1:26379\", \"s2:26379\"]\nmaster_name = \"m\"\n").expect("no url needed");
-    let with_url = "url = \"rediss://user@ignored:1/2\"\nsentinels = [\"s:26379\"]\nmaster_name = \"m\"\n";
-    redis(&format!("{with_url}sentinel_tls = true\n")).expect("url gives scheme, user, db");
-    for (keys, needle) in [
-        ("sentinels = [\"s:26379\"]\n", "needs state.master_name"),
-        ("sentinels = [\"s\"]\nmaster_name = \"m\"\n", "is not host:port"),
-        ("url = \"redis://r:6379\"\nmaster_name = \"m\"\n", "need state.sentinels"),
-        (
-            "sentinels = [\"s:1\"]\nmaster_name = \"m\"\nsentinel_ca_file = \"/x\"\n",
-            "needs state.sentinel_tls",
-        ),
-        ("", "state.url is required"),
-    ] {
-        let err = redis(keys).expect_err(keys);
-        assert!(err.contains(needle), "{keys}: {err}");
-    }
 }

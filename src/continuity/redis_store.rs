@@ -16,6 +16,9 @@
 //!   holder only); a release is announced on the `[state]` events channel, so a replica waiting
 //!   for the lock wakes at once.
 //!
+//! With `[state] replicas_ack`, a session's writes and its refresh lock are acknowledged by that
+//! many replicas (`WAIT`) before they count as done, as a refresh flight's are.
+//!
 //! A record and its anchor are written together by one script that first checks the anchor is the
 //! one the writer read, and read together in one transaction, so a session read is always a
 //! consistent one. No token is ever a key or a value in the clear. Redis unreachable:
@@ -118,8 +121,10 @@ return 0
 #[derive(Clone)]
 pub(crate) struct RedisSessions {
     redis: Redis,
-    /// `[state] key_prefix`.
-    prefix: String,
+    /// What every key starts with: [`Redis::group`] `cont` (in a cluster `{cont}:`, one slot, as
+    /// the scripts and transactions that write a session, its anchor, index and owner sets
+    /// together need).
+    base: String,
 }
 
 fn unavailable(_: crate::redis::Unavailable) -> StoreError {
@@ -127,36 +132,42 @@ fn unavailable(_: crate::redis::Unavailable) -> StoreError {
 }
 
 impl RedisSessions {
-    pub(crate) fn new(redis: Redis, prefix: &str) -> Self {
-        Self { redis, prefix: prefix.to_owned() }
+    pub(crate) fn new(redis: Redis) -> Self {
+        Self { base: redis.group("cont"), redis }
     }
 
     fn session_key(&self, id: &SessionId) -> String {
-        format!("{}cont:ses:{}", self.prefix, id.hex())
+        format!("{}ses:{}", self.base, id.hex())
     }
 
     fn token_key(&self, hash: &[u8; 32]) -> String {
-        self.redis.key("cont:tok", hash)
+        self.hashed("tok:", hash)
     }
 
     fn anchors_key(&self) -> String {
-        format!("{}cont:anchors", self.prefix)
+        format!("{}anchors", self.base)
     }
 
     fn index_key(&self) -> String {
-        format!("{}cont:index", self.prefix)
+        format!("{}index", self.base)
     }
 
     fn revoked_key(&self) -> String {
-        format!("{}cont:revoked", self.prefix)
+        format!("{}revoked", self.base)
     }
 
     fn owner_key(&self, owner: &[u8; 32]) -> String {
-        self.redis.key("cont:own", owner)
+        self.hashed("own:", owner)
     }
 
     fn lock_key(&self, id: &SessionId) -> String {
-        format!("{}cont:lock:{}", self.prefix, id.hex())
+        format!("{}lock:{}", self.base, id.hex())
+    }
+
+    fn hashed(&self, kind: &str, hash: &[u8; 32]) -> String {
+        let mut key = format!("{}{kind}", self.base);
+        crate::redis::connection::push_hex(&mut key, hash);
+        key
     }
 
     /// The current, live session a minted token's hash indexes.
@@ -226,7 +237,25 @@ impl RedisSessions {
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await
             .map_err(unavailable)?;
+        if written == 1 {
+            self.acknowledged(&self.session_key(&id)).await?;
+        }
         Ok(written == 1)
+    }
+
+    /// Whether `[state] replicas_ack` replicas have the writes made so far to the master of
+    /// `key` (all continuity keys share one), so that a failover right after them keeps them:
+    /// `Err` when too few acknowledged (counted), and the caller gets a retryable error.
+    async fn acknowledged(&self, key: &str) -> Result<(), StoreError> {
+        if self.redis.replicas_ack() == 0 {
+            return Ok(());
+        }
+        let acked = self.redis.acks(key).await.map_err(unavailable)?;
+        if self.redis.enough_acks(acked) {
+            Ok(())
+        } else {
+            Err(StoreError("too few redis replicas acknowledged a session write".into()))
+        }
     }
 
     /// Revoke sessions, in one transaction: each anchor becomes a tombstone that outlives every
@@ -256,6 +285,7 @@ impl RedisSessions {
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await
             .map_err(unavailable)?;
+        self.acknowledged(&self.anchors_key()).await?;
         Ok(deleted.iter().filter(|n| **n > 0).count())
     }
 
@@ -376,6 +406,12 @@ impl RedisSessions {
     ) -> Result<RemoteLock<'_>, StoreError> {
         let lock = Lock::new(self.lock_key(&id), hold);
         if lock.acquire(&self.redis, wait, &released(&id)).await.map_err(unavailable)? {
+            // A lock the promoted replica lacks after a failover would let another replica
+            // refresh the session with the same upstream refresh token.
+            if let Err(e) = self.acknowledged(lock.key()).await {
+                let _ = lock.release(&self.redis, &released(&id)).await;
+                return Err(e);
+            }
             Ok(RemoteLock { store: self, lock, id })
         } else {
             Err(StoreError("timed out waiting for another replica's session refresh".into()))

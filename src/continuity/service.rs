@@ -69,9 +69,7 @@ impl Continuity {
     /// handle) with `[state] backend = "redis"`.
     pub fn open(config: &Config, redis: Option<Redis>, metrics: Metrics) -> Result<Self, StoreError> {
         let store = match (config.state.backend, redis) {
-            (StateBackend::Redis, Some(redis)) => {
-                Backend::Redis(RedisSessions::new(redis, &config.state.key_prefix))
-            }
+            (StateBackend::Redis, Some(redis)) => Backend::Redis(RedisSessions::new(redis)),
             (StateBackend::Redis, None) => {
                 return Err(StoreError("[state] backend is redis, but redis could not be set up".into()));
             }

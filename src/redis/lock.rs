@@ -45,14 +45,16 @@ return 0
 ";
 
 /// Delete the lock only while `ARGV[1]` holds it; then publish `ARGV[2]` (if any) on the events
-/// channel (`KEYS[2]`), whoever held it: a holder whose lease ran out still wakes its waiters.
+/// channel (`ARGV[3]`), whoever held it: a holder whose lease ran out still wakes its waiters.
+/// The channel is no key: in a cluster, a script's keys share the lock's slot, and a `PUBLISH`
+/// reaches every node.
 const RELEASE: &str = r"
 local released = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   released = redis.call('DEL', KEYS[1])
 end
 if ARGV[2] ~= '' then
-  redis.call('PUBLISH', KEYS[2], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
 end
 return released
 ";
@@ -106,6 +108,21 @@ impl Lock {
 
     pub(crate) fn token(&self) -> &Token {
         &self.token
+    }
+
+    /// The lock's key (prefixed).
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether `looked` says this holder holds the lock: it took it, or a look whose answer was
+    /// lost took it (Redis slow or restarting) and the next look found its own token.
+    pub(crate) fn ours(&self, looked: &Result<Looked, Unavailable>) -> bool {
+        match looked {
+            Ok(Looked::Acquired) => true,
+            Ok(Looked::Busy(holder, _)) => holder[..] == self.token[..],
+            _ => false,
+        }
     }
 
     pub(crate) fn lease(&self) -> Duration {
@@ -218,7 +235,7 @@ impl Lock {
     /// [`Lock::release`] as a command, for a pipeline that ends the holder's work.
     pub(crate) fn release_cmd(&self, redis: &Redis, wake: &[u8]) -> redis::Cmd {
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RELEASE).arg(2).arg(&self.key).arg(redis.events_channel()).arg(&self.token[..]).arg(wake);
+        cmd.arg(RELEASE).arg(1).arg(&self.key).arg(&self.token[..]).arg(wake).arg(redis.events_channel());
         cmd
     }
 }

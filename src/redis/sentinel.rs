@@ -9,23 +9,6 @@ use redis::IntoConnectionInfo;
 
 use crate::config::{ConfigError, StateConfig};
 
-/// How oauth-shim finds the master.
-pub(crate) enum Topology {
-    /// The one node of `url`.
-    Standalone,
-    /// Asked of the sentinels.
-    Sentinel(Sentinels),
-}
-
-impl Topology {
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Self::Standalone => "standalone",
-            Self::Sentinel(_) => "sentinel",
-        }
-    }
-}
-
 /// The sentinels of one master.
 pub(crate) struct Sentinels {
     clients: Vec<redis::Client>,
@@ -87,7 +70,6 @@ impl Sentinels {
 /// The client of the data node at `addr` (`host:port`; `None`: `url`'s own), with `url`'s
 /// scheme, user name and database, the password and the CA of `[state]`.
 pub(crate) fn data_client(cfg: &StateConfig, addr: Option<&str>) -> Result<redis::Client, ConfigError> {
-    let bad = |e: redis::RedisError| ConfigError(format!("state.url: {}", e.category()));
     let url = match (cfg.url.as_deref(), addr) {
         (Some(url), None) => url.to_owned(),
         (template, Some(addr)) => {
@@ -100,7 +82,13 @@ pub(crate) fn data_client(cfg: &StateConfig, addr: Option<&str>) -> Result<redis
         }
         (None, None) => return Err(ConfigError("state.url is required".into())),
     };
-    let mut info = url.as_str().into_connection_info().map_err(bad)?;
+    node_client(cfg, &url)
+}
+
+/// The client of the data node at `url`, with the password and the CA of `[state]`.
+pub(crate) fn node_client(cfg: &StateConfig, url: &str) -> Result<redis::Client, ConfigError> {
+    let bad = |e: redis::RedisError| ConfigError(format!("state.url: {}", e.category()));
+    let mut info = url.into_connection_info().map_err(bad)?;
     if let Some(password) = &cfg.password {
         let settings = info.redis_settings().clone().set_password(password.expose());
         info = info.set_redis_settings(settings);

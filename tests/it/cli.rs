@@ -290,10 +290,19 @@ fn example_configs_are_valid() {
     )
     .replace("/run/secrets/oauth-shim", secrets.to_str().unwrap())
     .replace("/run/tls/oauth-shim", crate::support::mounted_tls_secret(1).0.to_str().unwrap());
+    // Its commented-out Redis Cluster alternative, taken instead of the url.
+    let k8s_cluster = k8s_shared
+        .replace("url = \"redis://oauth-shim-redis:6379/0\"\n", "")
+        .replace("# cluster_nodes = ", "cluster_nodes = ");
+    assert!(k8s_cluster.contains("\ncluster_nodes = ") && !k8s_cluster.contains("\nurl = "));
     let providers = std::fs::read_to_string(format!("{root}/config/examples/providers.toml")).unwrap();
-    for (name, text) in
-        [("shared", shared), ("sidecar", sidecar), ("k8s-shared", k8s_shared), ("providers", providers)]
-    {
+    for (name, text) in [
+        ("shared", shared),
+        ("sidecar", sidecar),
+        ("k8s-shared", k8s_shared),
+        ("k8s-shared-cluster", k8s_cluster),
+        ("providers", providers),
+    ] {
         assert!(text.contains("[[clients]]"), "{name}");
         let path = write(&format!("example-{name}"), &text);
         let out = bin()

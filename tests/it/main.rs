@@ -7,6 +7,7 @@ mod admin;
 mod authorize;
 mod canary;
 mod cli;
+mod cluster;
 mod continuity;
 mod dev;
 mod docs;

@@ -264,7 +264,7 @@ async fn shared_refresh(redis: &RedisServer, extra: &str) -> (Harness, Harness) 
 fn answer_key(rt: &str) -> String {
     let keys = oauth_shim::crypto::KeySet::parse(STATE_KEY).unwrap();
     let hash = keys.hash("refresh", &[b"default", ID.as_bytes(), rt.as_bytes()]);
-    format!("oauth-shim:refresh:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("oauth-shim:refresh:{{{}}}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// A refresh of `rt` by [`ID`] from the oauth-shim at `base`, through the legacy route, or

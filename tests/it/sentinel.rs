@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::support::*;
 
 /// `n` concurrent refreshes of `rt` over `replicas`: (status, body, how long the caller waited).
-fn spawn_burst(
+pub(crate) fn spawn_burst(
     replicas: &[Harness],
     rt: &str,
     n: usize,
@@ -30,7 +30,9 @@ fn spawn_burst(
         .collect()
 }
 
-async fn collect(tasks: Vec<tokio::task::JoinHandle<(u16, Value, Duration)>>) -> Vec<(u16, Value, Duration)> {
+pub(crate) async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<(u16, Value, Duration)>>,
+) -> Vec<(u16, Value, Duration)> {
     let mut out = Vec::new();
     for t in tasks {
         out.push(t.await.unwrap());
@@ -39,7 +41,7 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<(u16, Value, Duration)>>) ->
 }
 
 /// Every caller got 200 and the same tokens.
-fn one_answer(answers: &[(u16, Value, Duration)]) {
+pub(crate) fn one_answer(answers: &[(u16, Value, Duration)]) {
     let first = &answers[0].1;
     for (status, body, _) in answers {
         assert_eq!(*status, 200, "{body}");
@@ -48,7 +50,7 @@ fn one_answer(answers: &[(u16, Value, Duration)]) {
     }
 }
 
-fn joined(replicas: &[Harness]) -> u64 {
+pub(crate) fn joined(replicas: &[Harness]) -> u64 {
     replicas.iter().map(|r| r.app.state().refresh.stats()).map(|s| s.misses + s.coalesced + s.hits).sum()
 }
 
@@ -155,7 +157,7 @@ async fn a_continuity_session_written_before_a_failover_works_after_it() {
     let legacy = password_grant(&replicas[0]).await;
     let access = legacy["access_token"].as_str().unwrap().to_owned();
     assert_eq!(api(&replicas[1], &access).await.status(), 200);
-    // The replicas have the session (continuity's writes are not WAITed for).
+    // The replicas have the session (acknowledged by one, `replicas_ack`, before the answer).
     let keys = async |node: &RedisServer| -> i64 {
         let mut conn = node.client().get_multiplexed_async_connection().await.unwrap();
         redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap()
@@ -171,4 +173,37 @@ async fn a_continuity_session_written_before_a_failover_works_after_it() {
         .await;
     }
     assert_ne!(setup.master_port().await, Some(first_master));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuity_session_no_replica_acknowledges_is_refused_not_kept_quietly() {
+    let master = RedisServer::start().await;
+    let standin = start_standin(standin_config()).await;
+    let state = format!("{}replicas_ack = 1\n", redis_state_toml(&master));
+    let mut config = shim_config(&standin, &state);
+    config.clients[0].continuity = true;
+    let replicas = replicas(&standin, &config, 1).await;
+
+    // No replica: the session a login writes is not acknowledged, so the login gets a
+    // retryable error (its tokens could be lost with the master), and the failure is counted.
+    let resp = http().get(replicas[0].password_url()).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    let metrics = get_text(replicas[0].admin_url("/metrics")).await;
+    assert!(!metrics.contains("oauth_shim_state_ack_failures_total 0"), "{metrics}");
+
+    // A replica acknowledges: the login works, and so does its minted token.
+    let replica_of = vec!["--replicaof".to_owned(), "127.0.0.1".to_owned(), master.port.to_string()];
+    let _replica = RedisServer::start_with(replica_of).await;
+    eventually("the replica to sync", async || {
+        let mut conn = master.client().get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap();
+        info.contains("connected_slaves:1")
+    })
+    .await;
+    let legacy = crate::continuity::password_grant(&replicas[0]).await;
+    let access = legacy["access_token"].as_str().unwrap();
+    assert_eq!(crate::continuity::api(&replicas[0], access).await.status(), 200);
 }

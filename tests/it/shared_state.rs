@@ -125,8 +125,10 @@ async fn a_dead_leaders_lock_expires_and_a_waiter_takes_over() {
     // A leader on some replica took the lock and died: only its lock is left.
     let keys = oauth_shim::crypto::KeySet::parse(STATE_KEY).unwrap();
     let hash = keys.hash("refresh", &[b"default", ID.as_bytes(), rt.as_bytes()]);
-    let lock: String =
-        format!("oauth-shim:refresh-lock:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let lock: String = format!(
+        "oauth-shim:refresh-lock:{{{}}}",
+        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
     let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("SET")
         .arg(&lock)

@@ -18,12 +18,14 @@ use tokio::net::TcpListener;
 mod certs;
 mod process;
 mod raw;
+mod redis_cluster;
 mod redis_sentinel;
 mod redis_server;
 
 pub use certs::*;
 pub use process::*;
 pub use raw::*;
+pub use redis_cluster::*;
 pub use redis_sentinel::*;
 pub use redis_server::*;
 

@@ -72,8 +72,20 @@ pub(super) fn exposition(
         );
         shared.register(
             "failovers",
-            "Redis failovers followed: a new master named by the sentinels",
+            "Redis failovers followed: a new master named by the sentinels, or new masters serving a cluster's slots",
             ConstCounter::new(state.failovers),
+        );
+        shared.register(
+            "master_waits",
+            "Refreshes that waited for a Redis master to answer again (within failover_wait)",
+            ConstCounter::new(state.master_waits),
+        );
+        #[expect(clippy::cast_precision_loss, reason = "microseconds far below 2^52")]
+        let waited = state.master_wait_micros as f64 / 1e6;
+        shared.register(
+            "master_wait_seconds",
+            "Time refreshes spent waiting for a Redis master to answer again (within failover_wait)",
+            ConstCounter::new(waited),
         );
         let refusals = Family::<[(&'static str, &'static str); 1], Counter>::default();
         for reason in Refusal::ALL {

@@ -103,7 +103,7 @@ impl SharedRecord {
     }
 
     fn day_key(&self, day: u32) -> String {
-        self.redis.prefixed(&format!("mig:day:{day}"))
+        format!("{}day:{day}", self.redis.group("mig"))
     }
 
     pub(crate) async fn add(
@@ -114,7 +114,9 @@ impl SharedRecord {
     ) -> Result<(), StoreError> {
         if !deltas.is_empty() {
             let mut invocation = add_script().prepare_invoke();
-            invocation.key(self.redis.prefixed("mig:seen")).key(self.redis.prefixed("mig:sampled"));
+            invocation
+                .key(format!("{}seen", self.redis.group("mig")))
+                .key(format!("{}sampled", self.redis.group("mig")));
             let mut keys: Vec<u32> = Vec::new();
             invocation.arg(cfg.max_unknown_ids);
             for d in deltas {
@@ -151,8 +153,8 @@ impl SharedRecord {
         if self.pruned.swap(oldest, Ordering::Relaxed) != oldest {
             let mut invocation = prune_script().prepare_invoke();
             invocation
-                .key(self.redis.prefixed("mig:seen"))
-                .key(self.redis.prefixed("mig:sampled"))
+                .key(format!("{}seen", self.redis.group("mig")))
+                .key(format!("{}sampled", self.redis.group("mig")))
                 .arg(u64::from(oldest) * DAY);
             self.redis
                 .run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
@@ -165,7 +167,7 @@ impl SharedRecord {
     /// The record from day `since` to day `today`.
     pub(crate) async fn read(&self, since: u32, today: u32) -> Result<View, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.cmd("HGETALL").arg(self.redis.prefixed("mig:seen"));
+        pipe.cmd("HGETALL").arg(format!("{}seen", self.redis.group("mig")));
         for day in since..=today {
             pipe.cmd("HGETALL").arg(self.day_key(day));
         }

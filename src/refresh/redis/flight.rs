@@ -203,7 +203,7 @@ impl Outage {
     /// Wait for Redis to answer again; `false` when it did not in time.
     async fn wait(&mut self, redis: &Redis) -> bool {
         let until = *self.until.get_or_insert_with(|| redis.failover_deadline().min(self.deadline));
-        Instant::now() < until && redis.wait_up(until).await
+        Instant::now() < until && redis.wait_master(until).await
     }
 }
 
@@ -231,13 +231,9 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
         let mut looks = 0;
         loop {
             let looked = keys.get_or_lock(&self.redis, None, refused.as_deref()).await;
-            // Taken, or taken by a look whose answer was lost (Redis slow or restarting: nobody
-            // else holds it, and nothing was sent upstream yet).
-            let ours = match &looked {
-                Ok(Looked::Acquired) => true,
-                Ok(Looked::Busy(holder, _)) => holder[..] == keys.lock.token()[..],
-                _ => false,
-            };
+            // Taken, or taken by a look whose answer was lost (nobody else holds it, and nothing
+            // was sent upstream yet).
+            let ours = keys.lock.ours(&looked);
             match looked {
                 Err(Unavailable) if outage.wait(&self.redis).await => {}
                 Err(Unavailable) => return self.unavailable(&outage, fallback, upstream).await,
@@ -280,8 +276,7 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
         if self.redis.replicas_ack() == 0 {
             return true;
         }
-        let wait = self.redis.wait_cmd();
-        let acked = self.redis.run(|mut c| async move { wait.query_async::<i64>(&mut c).await }).await;
+        let acked = self.redis.acks(keys.lock.key()).await;
         if acked.is_ok_and(|n| self.redis.enough_acks(n)) {
             return true;
         }
@@ -363,11 +358,7 @@ impl<V: Refreshed + Portable, E: PortableFailure> RedisRefreshCore<V, E> {
             }
             let looked = keys.get_or_lock(&self.redis, Some(&flight), refused.as_deref()).await;
             refused = None;
-            let ours = match &looked {
-                Ok(Looked::Acquired) => true,
-                Ok(Looked::Busy(holder, _)) => holder[..] == keys.lock.token()[..],
-                _ => false,
-            };
+            let ours = keys.lock.ours(&looked);
             match looked {
                 // Redis back within `failover_wait`: look again (the stored answer first).
                 Err(Unavailable) if outage.wait(&self.redis).await => {}
