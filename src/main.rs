@@ -2,10 +2,10 @@
 //! 64 (EX_USAGE) before any port is bound.
 #![forbid(unsafe_code)]
 
-/// The allocator (feature `mimalloc`, on by default): BENCHMARKS.md has the figures it won on.
-#[cfg(feature = "mimalloc")]
+/// The allocator (feature `jemalloc`, on by default): BENCHMARKS.md has the figures it won on.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     oauth_shim::cli::main()
