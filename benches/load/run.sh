@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Load bench for oauth-shim against nginx as the peer (issue #6). Loopback only, bounded in time:
-# about (WARMUP + REPS * DURATION) * 8 targets + ~15 s for the memory probe, plus the release build.
+# Load bench for oauth-shim against nginx and HAProxy as the peers. Loopback only, bounded in time:
+# about (WARMUP + REPS * DURATION) * 9 targets + ~15 s for the memory probe, plus the release build.
 #
 #   benches/load/run.sh                       # defaults: 10 s per run, 64 connections, 3 reps
 #   DURATION=5 REPS=1 benches/load/run.sh     # a quick look
@@ -10,7 +10,8 @@
 #
 # Targets, interleaved within each repetition:
 #   direct      wrk -> upstream nginx                       (the physical limit)
-#   nginx       wrk -> nginx proxy_pass (keepalive pool) -> upstream   (the peer)
+#   nginx       wrk -> nginx proxy_pass (keepalive pool) -> upstream   (a peer)
+#   haproxy     wrk -> HAProxy, one thread, http-reuse always -> upstream (the other peer)
 #   shim-pass   wrk -> oauth-shim pass-through -> upstream
 #   shim-token  wrk -> oauth-shim legacy GET /oauth/access_token, refresh cache off and a new
 #               refresh token per request (so nothing coalesces) -> upstream
@@ -30,6 +31,9 @@
 #                   request (session caches and tickets off), so req/s is handshakes per second
 #   shim-tls-new    the same against oauth-shim
 # and the memory probe holds idle TLS keep-alive connections against both for RSS per connection.
+# Pass-through ratios are against the better of nginx and haproxy in the same run (lower CPU per
+# request, higher req/s, lower p99), and the report names which one that was. The memory probe
+# holds each HOLDS count of idle keep-alive connections against oauth-shim, nginx and HAProxy.
 # TARGETS picks targets or groups (default: all). The load tool runs on LOAD_CPU, every server on SERVER_CPU (taskset). Prints a markdown table.
 set -euo pipefail
 
@@ -60,7 +64,8 @@ COAL_PORT=$((BASE_PORT + 8))
 NGX_TLS_PORT=$((BASE_PORT + 9))
 SHIM_TLS_PORT=$((BASE_PORT + 10))
 SHIM_TLS_MEM_PORT=$((BASE_PORT + 11))
-read -r -a TARGETS <<<"${TARGETS:-direct nginx shim-pass shim-token shim-cached shim-token-redis tls}"
+HAP_PORT=$((BASE_PORT + 12))
+read -r -a TARGETS <<<"${TARGETS:-direct nginx haproxy shim-pass shim-token shim-cached shim-token-redis tls}"
 read -r -a TARGETS <<<"$(for t in "${TARGETS[@]}"; do
   case $t in
     shim-token-redis) echo shim-cached shim-redis-cached shim-coalesced shim-redis-coalesced ;;
@@ -82,6 +87,7 @@ command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
   SUDO=""
@@ -90,6 +96,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 CLK_TCK=$(getconf CLK_TCK)
 ncpu=$(nproc --all)
 if [ "$ncpu" -le "$SERVER_CPU" ] || [ "$ncpu" -le "$LOAD_CPU" ]; then
@@ -174,6 +181,35 @@ http {
   }
 }
 EOF
+
+# HAProxy, the second pass-through peer: one thread on the server core, no logging, keep-alive on
+# both sides, idle upstream connections shared between client connections (`http-reuse always`)
+# and no per-connection request cap. maxconn 50000 as the memory probe's oauth-shim; HAProxy wants
+# two descriptors per connection and, with `no strict-limits`, only warns where the hard limit
+# is lower (idle client connections need one each, so the probe's counts still fit).
+cat >"$WORK/hap.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 50000
+  no strict-limits
+defaults
+  mode http
+  maxconn 50000
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 75s
+  timeout server 75s
+  timeout http-keep-alive 75s
+frontend api
+  bind 127.0.0.1:$HAP_PORT
+  default_backend up
+backend up
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  server up 127.0.0.1:$UP_PORT
+EOF
+"$HAPROXY" -c -q -f "$WORK/hap.cfg"
 
 # One certificate for both TLS servers: ECDSA P-256, self-signed for 127.0.0.1 (wrk does not
 # verify it).
@@ -291,6 +327,7 @@ wait_port() {
 
 start up "$NGINX" -p "$WORK/up" -e "$WORK/up-error.log" -c "$WORK/up.conf"
 start ngx "$NGINX" -p "$WORK/ngx" -e "$WORK/ngx-error.log" -c "$WORK/ngx.conf"
+start hap "$HAPROXY" -db -f "$WORK/hap.cfg"
 start shim "$SHIM_BIN" serve --config "$WORK/shim.toml"
 start shim-cached "$SHIM_BIN" serve --config "$WORK/shim-cached.toml"
 start shim-coalesced "$SHIM_BIN" serve --config "$WORK/shim-coalesced.toml"
@@ -300,7 +337,7 @@ start shim-redis-cached "$SHIM_BIN" serve --config "$WORK/shim-redis-cached.toml
 start shim-redis-coalesced "$SHIM_BIN" serve --config "$WORK/shim-redis-coalesced.toml"
 start ngx-tls "$NGINX" -p "$WORK/ngx-tls" -e "$WORK/ngx-tls-error.log" -c "$WORK/ngx-tls.conf"
 start shim-tls "$SHIM_BIN" serve --config "$WORK/shim-tls.toml"
-for p in "$UP_PORT" "$NGX_PORT" "$SHIM_PORT" "$CACHED_PORT" "$COAL_PORT" "$REDIS_CACHED_PORT" \
+for p in "$UP_PORT" "$NGX_PORT" "$HAP_PORT" "$SHIM_PORT" "$CACHED_PORT" "$COAL_PORT" "$REDIS_CACHED_PORT" \
   "$REDIS_COAL_PORT" "$NGX_TLS_PORT" "$SHIM_TLS_PORT"; do
   wait_port "$p"
 done
@@ -313,6 +350,7 @@ NGX_TLS_WORKERS=$(children "$PID_ngx_tls")
 declare -A URL PROXY
 URL[direct]="http://127.0.0.1:$UP_PORT$API_PATH";         PROXY[direct]=""
 URL[nginx]="http://127.0.0.1:$NGX_PORT$API_PATH";         PROXY[nginx]="$NGX_WORKERS"
+URL[haproxy]="http://127.0.0.1:$HAP_PORT$API_PATH";         PROXY[haproxy]="$PID_hap"
 URL[shim-pass]="http://127.0.0.1:$SHIM_PORT$API_PATH";    PROXY[shim-pass]="$PID_shim"
 URL[shim-token]="http://127.0.0.1:$SHIM_PORT$TOKEN_PATH"; PROXY[shim-token]="$PID_shim"
 URL[shim-cached]="http://127.0.0.1:$CACHED_PORT$TOKEN_PATH"; PROXY[shim-cached]="$PID_shim_cached"
@@ -388,14 +426,14 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- memory ------------------------------------------------------------------------------------
-kill "$PID_shim" "$PID_shim_cached" "$PID_ngx" "$PID_shim_coalesced" "$PID_shim_redis_cached" \
+kill "$PID_shim" "$PID_shim_cached" "$PID_ngx" "$PID_hap" "$PID_shim_coalesced" "$PID_shim_redis_cached" \
   "$PID_shim_redis_coalesced" "$PID_redis" "$PID_shim_tls" 2>/dev/null || true
 MEM=$WORK/memory.txt
 : >"$MEM"
 if wants shim-pass; then
   # Each proxy freshly started, alone on the server CPU, idle and then holding N idle
   # keep-alive connections (each made one pass-through request); nginx's figure is its master's
-  # and worker's RSS together.
+  # and worker's RSS together, HAProxy's its one process's.
   for n in $HOLDS; do
     start shim-mem "$SHIM_BIN" serve --config "$WORK/shim-mem.toml"
     wait_port "$MEM_PORT"
@@ -410,6 +448,12 @@ if wants shim-pass; then
     # shellcheck disable=SC2046
     echo "nginx $n $(python3 "$HERE/hold_conns.py" "$NGX_PORT" "$API_PATH" "$n" "$PID_ngx_mem" $(children "$PID_ngx_mem") | grep '^RSS')" >>"$MEM"
     kill "$PID_ngx_mem"; wait "$PID_ngx_mem" 2>/dev/null || true
+    start hap-mem "$HAPROXY" -db -f "$WORK/hap.cfg"
+    wait_port "$HAP_PORT"
+    sleep 1
+    log "memory: haproxy idle, then $n idle keep-alive connections"
+    echo "haproxy $n $(python3 "$HERE/hold_conns.py" "$HAP_PORT" "$API_PATH" "$n" "$PID_hap_mem" | grep '^RSS')" >>"$MEM"
+    kill "$PID_hap_mem"; wait "$PID_hap_mem" 2>/dev/null || true
   done
 fi
 # RSS per idle TLS keep-alive connection: nginx (master and worker) and oauth-shim, each holding
