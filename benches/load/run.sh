@@ -35,6 +35,8 @@
 # request, higher req/s, lower p99), and the report names which one that was. The memory probe
 # holds each HOLDS count of idle keep-alive connections against oauth-shim, nginx and HAProxy.
 # TARGETS picks targets or groups (default: all). The load tool runs on LOAD_CPU, every server on SERVER_CPU (taskset). Prints a markdown table.
+# start() sets each PID_<name> with eval, which shellcheck cannot follow.
+# shellcheck disable=SC2154
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -316,8 +318,7 @@ ticks() { # utime+stime of the given pids, in clock ticks
   echo "$total"
 }
 wait_port() {
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done
@@ -368,6 +369,7 @@ redis_commands() { # commands Redis has processed so far
 }
 
 # Every target must answer 200 with the expected body before it is measured.
+# shellcheck disable=SC2046
 python3 - $(for t in "${TARGETS[@]}"; do echo "${URL[$t]}"; done) <<'EOF'
 import json, ssl, sys, urllib.request
 unverified = ssl.create_default_context()
@@ -391,17 +393,24 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 run_one() { # target duration -> one TSV line
   local t=$1 d=$2 p0 p1 u0 u1 out line unique r0=
   [[ $t == shim-redis-* ]] && r0=$(redis_commands)
-  p0=-; [ -n "${PROXY[$t]}" ] && p0=$(ticks ${PROXY[$t]})
+  # PROXY and UP_WORKERS are lists of pids, split on purpose.
+  p0=-
+  # shellcheck disable=SC2086
+  if [ -n "${PROXY[$t]}" ]; then p0=$(ticks ${PROXY[$t]}); fi
+  # shellcheck disable=SC2086
   u0=$(ticks $UP_WORKERS)
   unique=0; [ "$t" = shim-token ] && unique=1
   local close=()
   [[ $t == *-tls-new ]] && close=(-H "Connection: close")
   out=$(UNIQUE_TOKENS=$unique taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${d}s" --timeout 2s "${close[@]}" \
     -s "$HERE/report.lua" "${URL[$t]}")
-  u1=$(ticks $UP_WORKERS)
-  p1=-; [ -n "${PROXY[$t]}" ] && p1=$(ticks ${PROXY[$t]})
-  line=$(grep '^RESULT' <<<"$out")
   # shellcheck disable=SC2086
+  u1=$(ticks $UP_WORKERS)
+  p1=-
+  # shellcheck disable=SC2086
+  if [ -n "${PROXY[$t]}" ]; then p1=$(ticks ${PROXY[$t]}); fi
+  line=$(grep '^RESULT' <<<"$out")
+  # shellcheck disable=SC2046,SC2001
   set -- $(sed 's/[a-z_0-9]*=//g' <<<"${line#RESULT }")
   local errors=$(($6 + $7 + $8 + $9 + ${10}))
   # Redis commands per request (a pipeline of three is one round trip), printed under the table.
@@ -461,7 +470,7 @@ fi
 MEM_TLS_SHIM=
 MEM_TLS_NGINX=
 if wants shim-tls; then
-  [ -n "${PID_shim_mem:-}" ] && kill "$PID_shim_mem" 2>/dev/null || true
+  if [ -n "${PID_shim_mem:-}" ]; then kill "$PID_shim_mem" 2>/dev/null || true; fi
   log "memory: $HOLD idle TLS keep-alive connections, nginx then oauth-shim"
   # shellcheck disable=SC2086
   MEM_TLS_NGINX=$(HOLD_TLS=1 python3 "$HERE/hold_conns.py" "$NGX_TLS_PORT" "$API_PATH" "$HOLD" \
