@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Turn the raw results of benches/load/run.sh into the markdown table and the bar checks.
 
-Usage: report.py RESULTS_TSV CLK_TCK [MEMORY_FILE [TLS_MEMORY_SHIM TLS_MEMORY_NGINX]]
+Usage: report.py RESULTS_TSV CLK_TCK [MEMORY_FILE [TLS_MEMORY_SHIM TLS_MEMORY_NGINX [CHURN_FILE]]]
 MEMORY_FILE lines (proxy is oauth-shim, nginx or haproxy): proxy connections RSS idle_kib=... held_kib=... open=... closed=...
+CHURN_FILE lines: proxy CHURN start_kib=... peak_kib=... end_kib=... n=... errors=...
 RESULTS_TSV columns: rep target requests duration_us p50_us p99_us p999_us errors
                      proxy_ticks upstream_ticks   (ticks are "-" where there is no such process)
 """
@@ -67,10 +68,33 @@ def print_memory(path):
     print()
 
 
+def print_churn(path):
+    rows = []
+    for line in open(path) if path else []:
+        cols = line.split()
+        if len(cols) < 3 or cols[1] != "CHURN":
+            continue
+        rows.append((cols[0], {k: int(v) for k, v in (p.split("=") for p in cols[2:])}))
+    if not rows:
+        return
+    print("Memory under churn: RSS of each proxy freshly started, idle after a warm-up, at the peak "
+          "while connections came and went (one request each, at most 500 open), and ~3 s after:")
+    print()
+    print("| proxy | connections | errors | start | peak | end | end vs start |")
+    print("|---|---|---|---|---|---|---|")
+    for proxy, kv in rows:
+        mib = lambda k: f"{kv[k] / 1024:.1f} MiB"  # noqa: E731
+        growth = (kv["end_kib"] - kv["start_kib"]) / kv["start_kib"] * 100 if kv["start_kib"] else 0.0
+        print(f"| {proxy} | {kv['n']:,} | {kv['errors']} | {mib('start_kib')} | {mib('peak_kib')} "
+              f"| {mib('end_kib')} | {growth:+.1f}% |")
+    print()
+
+
 def main():
     path, clk_tck = sys.argv[1], int(sys.argv[2])
     memory = sys.argv[3] if len(sys.argv) > 3 else ""
     tls_memory = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 and sys.argv[4] and sys.argv[5] else None
+    churn = sys.argv[6] if len(sys.argv) > 6 else ""
     runs = {t: [] for t in TARGETS}
     for line in open(path):
         cols = line.split()
@@ -160,6 +184,7 @@ def main():
         print("\n".join(pairs))
         print()
     print_memory(memory)
+    print_churn(churn)
 
     checks = []
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Load bench for oauth-shim against nginx and HAProxy as the peers. Loopback only, bounded in time:
-# about (WARMUP + REPS * DURATION) * 9 targets + ~15 s for the memory probe, plus the release build.
+# about (WARMUP + REPS * DURATION) * 9 targets + ~15 s for the memory probe + ~2 min for the churn
+# probe, plus the release build.
 #
 #   benches/load/run.sh                       # defaults: 10 s per run, 64 connections, 3 reps
 #   DURATION=5 REPS=1 benches/load/run.sh     # a quick look
 #   SHIM_BIN=/path/to/oauth-shim benches/load/run.sh   # measure another build (e.g. a baseline)
 #   TARGETS=shim-token-redis benches/load/run.sh       # only the Redis backend beside memory
 #   HOLDS="5000" benches/load/run.sh                   # the memory probe's connection counts
+#   CHURN=20000 benches/load/run.sh                    # the churn probe's connections (0: skip)
 #
 # Targets, interleaved within each repetition:
 #   direct      wrk -> upstream nginx                       (the physical limit)
@@ -34,6 +36,9 @@
 # Pass-through ratios are against the better of nginx and haproxy in the same run (lower CPU per
 # request, higher req/s, lower p99), and the report names which one that was. The memory probe
 # holds each HOLDS count of idle keep-alive connections against oauth-shim, nginx and HAProxy.
+# The churn probe (churn_conns.py) then opens and closes CHURN connections (default 100000, one
+# request each, at most 500 open at once) against a freshly started oauth-shim and nginx and
+# reports RSS idle before, at the peak and ~3 s after; CHURN=0 skips it.
 # TARGETS picks targets or groups (default: all). The load tool runs on LOAD_CPU, every server on SERVER_CPU (taskset). Prints a markdown table.
 # start() sets each PID_<name> with eval, which shellcheck cannot follow.
 # shellcheck disable=SC2154
@@ -50,6 +55,8 @@ SERVER_CPU=${SERVER_CPU:-1}
 HOLDS=${HOLDS:-5000 $( [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -gt 20100 ] && echo 20000 || echo 19500)}
 # The TLS memory probe's connections.
 HOLD=${HOLD:-5000}
+# Connections opened and closed one after another by the churn probe (0 skips it).
+CHURN=${CHURN:-100000}
 BASE_PORT=${BASE_PORT:-18080}
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -465,6 +472,25 @@ if wants shim-pass; then
     kill "$PID_hap_mem"; wait "$PID_hap_mem" 2>/dev/null || true
   done
 fi
+# Memory under churn: oauth-shim and nginx, each freshly started, idle (after a warm-up), at the
+# peak and ~3 s after CHURN short connections (one request each, at most 500 open at once).
+CHURN_FILE=$WORK/churn.txt
+: >"$CHURN_FILE"
+if wants shim-pass && [ "$CHURN" -gt 0 ]; then
+  start shim-mem "$SHIM_BIN" serve --config "$WORK/shim-mem.toml"
+  wait_port "$MEM_PORT"
+  sleep 1
+  log "churn: oauth-shim, $CHURN connections opened and closed"
+  echo "oauth-shim $(python3 "$HERE/churn_conns.py" "$MEM_PORT" "$API_PATH" "$CHURN" "$PID_shim_mem" | grep '^CHURN')" >>"$CHURN_FILE"
+  kill "$PID_shim_mem"; wait "$PID_shim_mem" 2>/dev/null || true
+  start ngx-mem "$NGINX" -p "$WORK/ngx" -e "$WORK/ngx-error.log" -c "$WORK/ngx.conf"
+  wait_port "$NGX_PORT"
+  sleep 1
+  log "churn: nginx, $CHURN connections opened and closed"
+  # shellcheck disable=SC2046
+  echo "nginx $(python3 "$HERE/churn_conns.py" "$NGX_PORT" "$API_PATH" "$CHURN" "$PID_ngx_mem" $(children "$PID_ngx_mem") | grep '^CHURN')" >>"$CHURN_FILE"
+  kill "$PID_ngx_mem"; wait "$PID_ngx_mem" 2>/dev/null || true
+fi
 # RSS per idle TLS keep-alive connection: nginx (master and worker) and oauth-shim, each holding
 # HOLD connections that completed one request over TLS.
 MEM_TLS_SHIM=
@@ -489,7 +515,7 @@ echo
 machine
 echo "- load average before / after the runs: $LOAD_BEFORE / $LOAD_AFTER"
 echo
-python3 "$HERE/report.py" "$RESULTS" "$CLK_TCK" "$MEM" "$MEM_TLS_SHIM" "$MEM_TLS_NGINX"
+python3 "$HERE/report.py" "$RESULTS" "$CLK_TCK" "$MEM" "$MEM_TLS_SHIM" "$MEM_TLS_NGINX" "$CHURN_FILE"
 if [ -s "$WORK/redis.tsv" ]; then
   echo
   awk -F'\t' '{ req[$1] += $2; cmd[$1] += $3 }
@@ -500,4 +526,8 @@ if [ -s "$MEM" ]; then
   echo "The memory probe's oauth-shim has header_read_timeout 60s and max_connections 50000."
   echo "Raw probe lines:"
   sed 's/^/    /' "$MEM"
+fi
+if [ -s "$CHURN_FILE" ]; then
+  echo "Raw churn lines:"
+  sed 's/^/    /' "$CHURN_FILE"
 fi
