@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Turn the raw results of benches/load/run.sh into the markdown table and the bar checks.
 
-Usage: report.py RESULTS_TSV CLK_TCK [MEMORY_FILE [TLS_MEMORY_SHIM TLS_MEMORY_NGINX]]
-MEMORY_FILE lines: proxy connections RSS idle_kib=... held_kib=... open=... closed=...
+Usage: report.py RESULTS_TSV CLK_TCK [MEMORY_FILE [TLS_MEMORY_SHIM TLS_MEMORY_NGINX [CHURN_FILE]]]
+MEMORY_FILE lines (proxy is oauth-shim, nginx or haproxy): proxy connections RSS idle_kib=... held_kib=... open=... closed=...
+CHURN_FILE lines: proxy CHURN start_kib=... peak_kib=... end_kib=... n=... errors=...
 RESULTS_TSV columns: rep target requests duration_us p50_us p99_us p999_us errors
                      proxy_ticks upstream_ticks   (ticks are "-" where there is no such process)
 """
@@ -10,10 +11,12 @@ RESULTS_TSV columns: rep target requests duration_us p50_us p99_us p999_us error
 import statistics
 import sys
 
-TARGETS = ["direct", "nginx", "shim-pass", "shim-token", "shim-cached", "shim-coalesced",
+TARGETS = ["direct", "nginx", "haproxy", "shim-pass", "shim-token", "shim-cached", "shim-coalesced",
            "shim-redis-cached", "shim-redis-coalesced",
            "nginx-tls", "shim-tls", "nginx-tls-new", "shim-tls-new"]
-# The TLS targets are compared with nginx on TLS in the same mode, the others with plain nginx.
+# The TLS targets are compared with nginx on TLS in the same mode, the others with the better of
+# plain nginx and HAProxy in the same run, per measure.
+PASS_PEERS = ["nginx", "haproxy"]
 PEER = {"nginx-tls": "nginx-tls", "shim-tls": "nginx-tls",
         "nginx-tls-new": "nginx-tls-new", "shim-tls-new": "nginx-tls-new"}
 # The Redis backend's targets and their memory twins (shim-token-redis).
@@ -52,14 +55,38 @@ def print_memory(path):
         return
     print("Memory: RSS added by idle keep-alive connections, each proxy freshly started:")
     print()
-    print("| connections | oauth-shim | per connection | nginx | per connection | oauth-shim ÷ nginx |")
-    print("|---|---|---|---|---|---|")
+    print("| connections | oauth-shim | per connection | nginx | per connection | haproxy "
+          "| per connection | oauth-shim ÷ nginx | oauth-shim ÷ haproxy |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in sorted({r[1] for r in rows}):
-        shim = next((r for r in rows if r[0] == "oauth-shim" and r[1] == n), None)
-        ngx = next((r for r in rows if r[0] == "nginx" and r[1] == n), None)
-        cell = lambda r: (f"+{r[2]:.1f} MiB", f"{r[3]:.2f} KB") if r else ("–", "–")
-        ratio = f"{shim[3] / ngx[3]:.2f}×" if shim and ngx and ngx[3] > 0 else "–"
-        print(f"| {n:,} | {cell(shim)[0]} | {cell(shim)[1]} | {cell(ngx)[0]} | {cell(ngx)[1]} | {ratio} |")
+        shim, ngx, hap = (next((r for r in rows if r[0] == proxy and r[1] == n), None)
+                          for proxy in ("oauth-shim", "nginx", "haproxy"))
+        cell = lambda r: (f"+{r[2]:.1f} MiB", f"{r[3]:.2f} KB") if r else ("–", "–")  # noqa: E731
+        ratio = lambda peer: f"{shim[3] / peer[3]:.2f}×" if shim and peer and peer[3] > 0 else "–"  # noqa: E731
+        print(f"| {n:,} | {' | '.join(cell(shim))} | {' | '.join(cell(ngx))} | {' | '.join(cell(hap))} "
+              f"| {ratio(ngx)} | {ratio(hap)} |")
+    print()
+
+
+def print_churn(path):
+    rows = []
+    for line in open(path) if path else []:
+        cols = line.split()
+        if len(cols) < 3 or cols[1] != "CHURN":
+            continue
+        rows.append((cols[0], {k: int(v) for k, v in (p.split("=") for p in cols[2:])}))
+    if not rows:
+        return
+    print("Memory under churn: RSS of each proxy freshly started, idle after a warm-up, at the peak "
+          "while connections came and went (one request each, at most 500 open), and ~3 s after:")
+    print()
+    print("| proxy | connections | errors | start | peak | end | end vs start |")
+    print("|---|---|---|---|---|---|---|")
+    for proxy, kv in rows:
+        mib = lambda k: f"{kv[k] / 1024:.1f} MiB"  # noqa: E731
+        growth = (kv["end_kib"] - kv["start_kib"]) / kv["start_kib"] * 100 if kv["start_kib"] else 0.0
+        print(f"| {proxy} | {kv['n']:,} | {kv['errors']} | {mib('start_kib')} | {mib('peak_kib')} "
+              f"| {mib('end_kib')} | {growth:+.1f}% |")
     print()
 
 
@@ -67,6 +94,7 @@ def main():
     path, clk_tck = sys.argv[1], int(sys.argv[2])
     memory = sys.argv[3] if len(sys.argv) > 3 else ""
     tls_memory = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 and sys.argv[4] and sys.argv[5] else None
+    churn = sys.argv[6] if len(sys.argv) > 6 else ""
     runs = {t: [] for t in TARGETS}
     for line in open(path):
         cols = line.split()
@@ -90,14 +118,25 @@ def main():
         vals = [r[key] for r in runs[target] if r[key] is not None]
         return statistics.median(vals) if vals else None
 
-    def ratio(target, key):
-        a, b = med(target, key), med(PEER.get(target, "nginx"), key)
+    def best(key):
+        """The better pass-through peer for one measure: more req/s, less p99 and CPU per request."""
+        measured = [(med(p, key), p) for p in PASS_PEERS if med(p, key) is not None]
+        if not measured:
+            return "nginx"
+        pick = max if key == "rps" else min
+        return pick(measured)[1]
+
+    def ratio_to(target, peer, key):
+        a, b = med(target, key), med(peer, key)
         if a is None or b is None or b == 0:
             return "–"
         return f"{a / b:.2f}×"
 
+    def ratio(target, key):
+        return ratio_to(target, PEER.get(target, best(key)), key)
+
     print("| target | req/s | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/req | upstream CPU µs/req "
-          "| req/s ÷ nginx | p99 ÷ nginx | proxy CPU ÷ nginx | errors |")
+          f"| req/s ÷ {best('rps')} | p99 ÷ {best('p99')} | proxy CPU ÷ {best('pcpu')} | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for t in TARGETS:
         rs = runs[t]
@@ -108,10 +147,28 @@ def main():
               f"| {col('pcpu', 1)} | {col('ucpu', 1)} | {ratio(t, 'rps')} | {ratio(t, 'p99')} "
               f"| {ratio(t, 'pcpu')} | {sum(r['errors'] for r in rs)} |")
     print()
-    print("Medians over the repetitions, (min–max) in brackets; ratios are median ÷ nginx median "
-          "from this run (TLS targets ÷ nginx-tls or nginx-tls-new). CPU is user+system time of the proxy "
-          "process(es) from /proc/PID/stat.")
+    print("Medians over the repetitions, (min–max) in brackets; ratios are median ÷ the median of the "
+          "better pass-through peer in this run for that measure (named in the header: more req/s, less "
+          "p99, less CPU per request; TLS targets ÷ nginx-tls or nginx-tls-new). CPU is user+system time "
+          "of the proxy process(es) from /proc/PID/stat.")
     print()
+    peers = [f"{what} {best(k)}" for what, k in (("req/s", "rps"), ("p99", "p99"), ("CPU per request", "pcpu"))
+             if any(med(p, k) is not None for p in PASS_PEERS)]
+    if any(runs[p] for p in PASS_PEERS):
+        print(f"The better pass-through peer in this run: {'; '.join(peers)}.")
+        print()
+    if all(runs[p] for p in PASS_PEERS):
+        print("Against each pass-through peer (medians of this run):")
+        print()
+        print("| target | req/s ÷ nginx | req/s ÷ haproxy | p99 ÷ nginx | p99 ÷ haproxy "
+              "| proxy CPU ÷ nginx | proxy CPU ÷ haproxy |")
+        print("|---|---|---|---|---|---|---|")
+        for t in TARGETS:
+            if not runs[t] or t in PEER or t == "direct":
+                continue
+            cells = " | ".join(ratio_to(t, p, k) for k in ("rps", "p99", "pcpu") for p in PASS_PEERS)
+            print(f"| {t} | {cells} |")
+        print()
 
     pairs = []
     for name, redis, memory_twin in REDIS_PAIRS:
@@ -127,6 +184,7 @@ def main():
         print("\n".join(pairs))
         print()
     print_memory(memory)
+    print_churn(churn)
 
     checks = []
 
@@ -139,7 +197,7 @@ def main():
                       f"{'' if ok else '  **NOT MET**'}")
 
     def r(t, k):
-        a, b = med(t, k), med("nginx", k)
+        a, b = med(t, k), med(best(k), k)
         return None if a is None or b is None or b == 0 else a / b
 
     def rss(line):
@@ -166,12 +224,13 @@ def main():
         print("\n".join(tls_lines))
         print()
 
-    if not runs["nginx"]:
+    if not any(runs[p] for p in PASS_PEERS):
         return
-    bar("shim-pass proxy CPU/req ÷ nginx", r("shim-pass", "pcpu"), "<=", 1.0)
-    bar("shim-pass p99 ÷ nginx", r("shim-pass", "p99"), "<=", 1.1)
-    bar("shim-token proxy CPU/req ÷ nginx pass-through", r("shim-token", "pcpu"), "<=", 1.3)
-    bar("shim-cached req/s ÷ nginx pass-through", r("shim-cached", "rps"), ">=", 2.0)
+    cpu_peer, p99_peer, rps_peer = best("pcpu"), best("p99"), best("rps")
+    bar(f"shim-pass proxy CPU/req ÷ {cpu_peer}", r("shim-pass", "pcpu"), "<=", 1.0)
+    bar(f"shim-pass p99 ÷ {p99_peer}", r("shim-pass", "p99"), "<=", 1.1)
+    bar(f"shim-token proxy CPU/req ÷ {cpu_peer} pass-through", r("shim-token", "pcpu"), "<=", 1.3)
+    bar(f"shim-cached req/s ÷ {rps_peer} pass-through", r("shim-cached", "rps"), ">=", 2.0)
     for proxy, n, added, per_conn, open_, closed in memory_rows(memory):
         if proxy == "oauth-shim":
             bar(f"RSS per idle keep-alive connection, {n:,} held ({open_} open, {closed} closed early)",

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Load bench for oauth-shim against nginx as the peer (issue #6). Loopback only, bounded in time:
-# about (WARMUP + REPS * DURATION) * 8 targets + ~15 s for the memory probe, plus the release build.
+# Load bench for oauth-shim against nginx and HAProxy as the peers. Loopback only, bounded in time:
+# about (WARMUP + REPS * DURATION) * 9 targets + ~15 s for the memory probe + ~2 min for the churn
+# probe, plus the release build.
 #
 #   benches/load/run.sh                       # defaults: 10 s per run, 64 connections, 3 reps
 #   DURATION=5 REPS=1 benches/load/run.sh     # a quick look
 #   SHIM_BIN=/path/to/oauth-shim benches/load/run.sh   # measure another build (e.g. a baseline)
 #   TARGETS=shim-token-redis benches/load/run.sh       # only the Redis backend beside memory
 #   HOLDS="5000" benches/load/run.sh                   # the memory probe's connection counts
+#   CHURN=20000 benches/load/run.sh                    # the churn probe's connections (0: skip)
 #
 # Targets, interleaved within each repetition:
 #   direct      wrk -> upstream nginx                       (the physical limit)
-#   nginx       wrk -> nginx proxy_pass (keepalive pool) -> upstream   (the peer)
+#   nginx       wrk -> nginx proxy_pass (keepalive pool) -> upstream   (a peer)
+#   haproxy     wrk -> HAProxy, one thread, http-reuse always -> upstream (the other peer)
 #   shim-pass   wrk -> oauth-shim pass-through -> upstream
 #   shim-token  wrk -> oauth-shim legacy GET /oauth/access_token, refresh cache off and a new
 #               refresh token per request (so nothing coalesces) -> upstream
@@ -30,7 +33,15 @@
 #                   request (session caches and tickets off), so req/s is handshakes per second
 #   shim-tls-new    the same against oauth-shim
 # and the memory probe holds idle TLS keep-alive connections against both for RSS per connection.
+# Pass-through ratios are against the better of nginx and haproxy in the same run (lower CPU per
+# request, higher req/s, lower p99), and the report names which one that was. The memory probe
+# holds each HOLDS count of idle keep-alive connections against oauth-shim, nginx and HAProxy.
+# The churn probe (churn_conns.py) then opens and closes CHURN connections (default 100000, one
+# request each, at most 500 open at once) against a freshly started oauth-shim and nginx and
+# reports RSS idle before, at the peak and ~3 s after; CHURN=0 skips it.
 # TARGETS picks targets or groups (default: all). The load tool runs on LOAD_CPU, every server on SERVER_CPU (taskset). Prints a markdown table.
+# start() sets each PID_<name> with eval, which shellcheck cannot follow.
+# shellcheck disable=SC2154
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -44,6 +55,8 @@ SERVER_CPU=${SERVER_CPU:-1}
 HOLDS=${HOLDS:-5000 $( [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -gt 20100 ] && echo 20000 || echo 19500)}
 # The TLS memory probe's connections.
 HOLD=${HOLD:-5000}
+# Connections opened and closed one after another by the churn probe (0 skips it).
+CHURN=${CHURN:-100000}
 BASE_PORT=${BASE_PORT:-18080}
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -60,7 +73,8 @@ COAL_PORT=$((BASE_PORT + 8))
 NGX_TLS_PORT=$((BASE_PORT + 9))
 SHIM_TLS_PORT=$((BASE_PORT + 10))
 SHIM_TLS_MEM_PORT=$((BASE_PORT + 11))
-read -r -a TARGETS <<<"${TARGETS:-direct nginx shim-pass shim-token shim-cached shim-token-redis tls}"
+HAP_PORT=$((BASE_PORT + 12))
+read -r -a TARGETS <<<"${TARGETS:-direct nginx haproxy shim-pass shim-token shim-cached shim-token-redis tls}"
 read -r -a TARGETS <<<"$(for t in "${TARGETS[@]}"; do
   case $t in
     shim-token-redis) echo shim-cached shim-redis-cached shim-coalesced shim-redis-coalesced ;;
@@ -82,6 +96,7 @@ command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
   SUDO=""
@@ -90,6 +105,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 CLK_TCK=$(getconf CLK_TCK)
 ncpu=$(nproc --all)
 if [ "$ncpu" -le "$SERVER_CPU" ] || [ "$ncpu" -le "$LOAD_CPU" ]; then
@@ -174,6 +190,35 @@ http {
   }
 }
 EOF
+
+# HAProxy, the second pass-through peer: one thread on the server core, no logging, keep-alive on
+# both sides, idle upstream connections shared between client connections (`http-reuse always`)
+# and no per-connection request cap. maxconn 50000 as the memory probe's oauth-shim; HAProxy wants
+# two descriptors per connection and, with `no strict-limits`, only warns where the hard limit
+# is lower (idle client connections need one each, so the probe's counts still fit).
+cat >"$WORK/hap.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 50000
+  no strict-limits
+defaults
+  mode http
+  maxconn 50000
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 75s
+  timeout server 75s
+  timeout http-keep-alive 75s
+frontend api
+  bind 127.0.0.1:$HAP_PORT
+  default_backend up
+backend up
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  server up 127.0.0.1:$UP_PORT
+EOF
+"$HAPROXY" -c -q -f "$WORK/hap.cfg"
 
 # One certificate for both TLS servers: ECDSA P-256, self-signed for 127.0.0.1 (wrk does not
 # verify it).
@@ -280,8 +325,7 @@ ticks() { # utime+stime of the given pids, in clock ticks
   echo "$total"
 }
 wait_port() {
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done
@@ -291,6 +335,7 @@ wait_port() {
 
 start up "$NGINX" -p "$WORK/up" -e "$WORK/up-error.log" -c "$WORK/up.conf"
 start ngx "$NGINX" -p "$WORK/ngx" -e "$WORK/ngx-error.log" -c "$WORK/ngx.conf"
+start hap "$HAPROXY" -db -f "$WORK/hap.cfg"
 start shim "$SHIM_BIN" serve --config "$WORK/shim.toml"
 start shim-cached "$SHIM_BIN" serve --config "$WORK/shim-cached.toml"
 start shim-coalesced "$SHIM_BIN" serve --config "$WORK/shim-coalesced.toml"
@@ -300,7 +345,7 @@ start shim-redis-cached "$SHIM_BIN" serve --config "$WORK/shim-redis-cached.toml
 start shim-redis-coalesced "$SHIM_BIN" serve --config "$WORK/shim-redis-coalesced.toml"
 start ngx-tls "$NGINX" -p "$WORK/ngx-tls" -e "$WORK/ngx-tls-error.log" -c "$WORK/ngx-tls.conf"
 start shim-tls "$SHIM_BIN" serve --config "$WORK/shim-tls.toml"
-for p in "$UP_PORT" "$NGX_PORT" "$SHIM_PORT" "$CACHED_PORT" "$COAL_PORT" "$REDIS_CACHED_PORT" \
+for p in "$UP_PORT" "$NGX_PORT" "$HAP_PORT" "$SHIM_PORT" "$CACHED_PORT" "$COAL_PORT" "$REDIS_CACHED_PORT" \
   "$REDIS_COAL_PORT" "$NGX_TLS_PORT" "$SHIM_TLS_PORT"; do
   wait_port "$p"
 done
@@ -313,6 +358,7 @@ NGX_TLS_WORKERS=$(children "$PID_ngx_tls")
 declare -A URL PROXY
 URL[direct]="http://127.0.0.1:$UP_PORT$API_PATH";         PROXY[direct]=""
 URL[nginx]="http://127.0.0.1:$NGX_PORT$API_PATH";         PROXY[nginx]="$NGX_WORKERS"
+URL[haproxy]="http://127.0.0.1:$HAP_PORT$API_PATH";         PROXY[haproxy]="$PID_hap"
 URL[shim-pass]="http://127.0.0.1:$SHIM_PORT$API_PATH";    PROXY[shim-pass]="$PID_shim"
 URL[shim-token]="http://127.0.0.1:$SHIM_PORT$TOKEN_PATH"; PROXY[shim-token]="$PID_shim"
 URL[shim-cached]="http://127.0.0.1:$CACHED_PORT$TOKEN_PATH"; PROXY[shim-cached]="$PID_shim_cached"
@@ -330,6 +376,7 @@ redis_commands() { # commands Redis has processed so far
 }
 
 # Every target must answer 200 with the expected body before it is measured.
+# shellcheck disable=SC2046
 python3 - $(for t in "${TARGETS[@]}"; do echo "${URL[$t]}"; done) <<'EOF'
 import json, ssl, sys, urllib.request
 unverified = ssl.create_default_context()
@@ -353,17 +400,24 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 run_one() { # target duration -> one TSV line
   local t=$1 d=$2 p0 p1 u0 u1 out line unique r0=
   [[ $t == shim-redis-* ]] && r0=$(redis_commands)
-  p0=-; [ -n "${PROXY[$t]}" ] && p0=$(ticks ${PROXY[$t]})
+  # PROXY and UP_WORKERS are lists of pids, split on purpose.
+  p0=-
+  # shellcheck disable=SC2086
+  if [ -n "${PROXY[$t]}" ]; then p0=$(ticks ${PROXY[$t]}); fi
+  # shellcheck disable=SC2086
   u0=$(ticks $UP_WORKERS)
   unique=0; [ "$t" = shim-token ] && unique=1
   local close=()
   [[ $t == *-tls-new ]] && close=(-H "Connection: close")
   out=$(UNIQUE_TOKENS=$unique taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${d}s" --timeout 2s "${close[@]}" \
     -s "$HERE/report.lua" "${URL[$t]}")
-  u1=$(ticks $UP_WORKERS)
-  p1=-; [ -n "${PROXY[$t]}" ] && p1=$(ticks ${PROXY[$t]})
-  line=$(grep '^RESULT' <<<"$out")
   # shellcheck disable=SC2086
+  u1=$(ticks $UP_WORKERS)
+  p1=-
+  # shellcheck disable=SC2086
+  if [ -n "${PROXY[$t]}" ]; then p1=$(ticks ${PROXY[$t]}); fi
+  line=$(grep '^RESULT' <<<"$out")
+  # shellcheck disable=SC2046,SC2001
   set -- $(sed 's/[a-z_0-9]*=//g' <<<"${line#RESULT }")
   local errors=$(($6 + $7 + $8 + $9 + ${10}))
   # Redis commands per request (a pipeline of three is one round trip), printed under the table.
@@ -388,14 +442,14 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- memory ------------------------------------------------------------------------------------
-kill "$PID_shim" "$PID_shim_cached" "$PID_ngx" "$PID_shim_coalesced" "$PID_shim_redis_cached" \
+kill "$PID_shim" "$PID_shim_cached" "$PID_ngx" "$PID_hap" "$PID_shim_coalesced" "$PID_shim_redis_cached" \
   "$PID_shim_redis_coalesced" "$PID_redis" "$PID_shim_tls" 2>/dev/null || true
 MEM=$WORK/memory.txt
 : >"$MEM"
 if wants shim-pass; then
   # Each proxy freshly started, alone on the server CPU, idle and then holding N idle
   # keep-alive connections (each made one pass-through request); nginx's figure is its master's
-  # and worker's RSS together.
+  # and worker's RSS together, HAProxy's its one process's.
   for n in $HOLDS; do
     start shim-mem "$SHIM_BIN" serve --config "$WORK/shim-mem.toml"
     wait_port "$MEM_PORT"
@@ -410,14 +464,39 @@ if wants shim-pass; then
     # shellcheck disable=SC2046
     echo "nginx $n $(python3 "$HERE/hold_conns.py" "$NGX_PORT" "$API_PATH" "$n" "$PID_ngx_mem" $(children "$PID_ngx_mem") | grep '^RSS')" >>"$MEM"
     kill "$PID_ngx_mem"; wait "$PID_ngx_mem" 2>/dev/null || true
+    start hap-mem "$HAPROXY" -db -f "$WORK/hap.cfg"
+    wait_port "$HAP_PORT"
+    sleep 1
+    log "memory: haproxy idle, then $n idle keep-alive connections"
+    echo "haproxy $n $(python3 "$HERE/hold_conns.py" "$HAP_PORT" "$API_PATH" "$n" "$PID_hap_mem" | grep '^RSS')" >>"$MEM"
+    kill "$PID_hap_mem"; wait "$PID_hap_mem" 2>/dev/null || true
   done
+fi
+# Memory under churn: oauth-shim and nginx, each freshly started, idle (after a warm-up), at the
+# peak and ~3 s after CHURN short connections (one request each, at most 500 open at once).
+CHURN_FILE=$WORK/churn.txt
+: >"$CHURN_FILE"
+if wants shim-pass && [ "$CHURN" -gt 0 ]; then
+  start shim-mem "$SHIM_BIN" serve --config "$WORK/shim-mem.toml"
+  wait_port "$MEM_PORT"
+  sleep 1
+  log "churn: oauth-shim, $CHURN connections opened and closed"
+  echo "oauth-shim $(python3 "$HERE/churn_conns.py" "$MEM_PORT" "$API_PATH" "$CHURN" "$PID_shim_mem" | grep '^CHURN')" >>"$CHURN_FILE"
+  kill "$PID_shim_mem"; wait "$PID_shim_mem" 2>/dev/null || true
+  start ngx-mem "$NGINX" -p "$WORK/ngx" -e "$WORK/ngx-error.log" -c "$WORK/ngx.conf"
+  wait_port "$NGX_PORT"
+  sleep 1
+  log "churn: nginx, $CHURN connections opened and closed"
+  # shellcheck disable=SC2046
+  echo "nginx $(python3 "$HERE/churn_conns.py" "$NGX_PORT" "$API_PATH" "$CHURN" "$PID_ngx_mem" $(children "$PID_ngx_mem") | grep '^CHURN')" >>"$CHURN_FILE"
+  kill "$PID_ngx_mem"; wait "$PID_ngx_mem" 2>/dev/null || true
 fi
 # RSS per idle TLS keep-alive connection: nginx (master and worker) and oauth-shim, each holding
 # HOLD connections that completed one request over TLS.
 MEM_TLS_SHIM=
 MEM_TLS_NGINX=
 if wants shim-tls; then
-  [ -n "${PID_shim_mem:-}" ] && kill "$PID_shim_mem" 2>/dev/null || true
+  if [ -n "${PID_shim_mem:-}" ]; then kill "$PID_shim_mem" 2>/dev/null || true; fi
   log "memory: $HOLD idle TLS keep-alive connections, nginx then oauth-shim"
   # shellcheck disable=SC2086
   MEM_TLS_NGINX=$(HOLD_TLS=1 python3 "$HERE/hold_conns.py" "$NGX_TLS_PORT" "$API_PATH" "$HOLD" \
@@ -436,7 +515,7 @@ echo
 machine
 echo "- load average before / after the runs: $LOAD_BEFORE / $LOAD_AFTER"
 echo
-python3 "$HERE/report.py" "$RESULTS" "$CLK_TCK" "$MEM" "$MEM_TLS_SHIM" "$MEM_TLS_NGINX"
+python3 "$HERE/report.py" "$RESULTS" "$CLK_TCK" "$MEM" "$MEM_TLS_SHIM" "$MEM_TLS_NGINX" "$CHURN_FILE"
 if [ -s "$WORK/redis.tsv" ]; then
   echo
   awk -F'\t' '{ req[$1] += $2; cmd[$1] += $3 }
@@ -447,4 +526,8 @@ if [ -s "$MEM" ]; then
   echo "The memory probe's oauth-shim has header_read_timeout 60s and max_connections 50000."
   echo "Raw probe lines:"
   sed 's/^/    /' "$MEM"
+fi
+if [ -s "$CHURN_FILE" ]; then
+  echo "Raw churn lines:"
+  sed 's/^/    /' "$CHURN_FILE"
 fi
