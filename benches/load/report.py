@@ -12,7 +12,7 @@ import statistics
 import sys
 
 TARGETS = ["direct", "nginx", "haproxy", "shim-pass", "shim-token", "shim-cached", "shim-coalesced",
-           "shim-redis-cached", "shim-redis-coalesced",
+           "shim-redis-cached", "shim-redis-coalesced", "shim-redis-coalesced-ack",
            "nginx-tls", "shim-tls", "nginx-tls-new", "shim-tls-new"]
 # The TLS targets are compared with nginx on TLS in the same mode, the others with the better of
 # plain nginx and HAProxy in the same run, per measure.
@@ -21,7 +21,9 @@ PEER = {"nginx-tls": "nginx-tls", "shim-tls": "nginx-tls",
         "nginx-tls-new": "nginx-tls-new", "shim-tls-new": "nginx-tls-new"}
 # The Redis backend's targets and their memory twins (shim-token-redis).
 REDIS_PAIRS = [("cached refresh", "shim-redis-cached", "shim-cached"),
-               ("coalesced refresh", "shim-redis-coalesced", "shim-coalesced")]
+               ("coalesced refresh", "shim-redis-coalesced", "shim-coalesced"),
+               ("coalesced refresh, acknowledged lock", "shim-redis-coalesced-ack",
+                "shim-redis-coalesced")]
 
 
 def fmt(values, scale=1.0, digits=0):
@@ -180,7 +182,7 @@ def main():
                      f"{cpu / cpu_m:.2f}×, p99 {med(redis, 'p99') / med(memory_twin, 'p99'):.2f}× "
                      f"({redis} ÷ {memory_twin})")
     if pairs:
-        print("Redis backend ÷ memory backend, medians of this run:")
+        print("Redis backend ÷ memory backend (the acknowledged lock ÷ the plain one), medians of this run:")
         print("\n".join(pairs))
         print()
     print_memory(memory)

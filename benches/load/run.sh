@@ -25,6 +25,9 @@
 #   shim-coalesced        one refresh token, cache off: concurrent requests join the running
 #                         refresh, the others start the next one (memory backend)
 #   shim-redis-coalesced  the same with the Redis backend (lock, upstream call, publish)
+#   shim-redis-coalesced-ack  the same with the lock and the answer acknowledged by a replica
+#                         ([state] replicas_ack = 1: WAIT; a second redis-server, replicaof
+#                         the first, also on the server CPU and counted as the proxy's)
 # and the group tls: the proxy port on TLS (the same ECDSA P-256 certificate, made here with
 # openssl, for both; TLS 1.2 and 1.3; wrk speaks HTTP/1.1), each beside nginx with `ssl`:
 #   nginx-tls       wrk -> nginx ssl proxy_pass -> upstream, keep-alive
@@ -74,10 +77,12 @@ NGX_TLS_PORT=$((BASE_PORT + 9))
 SHIM_TLS_PORT=$((BASE_PORT + 10))
 SHIM_TLS_MEM_PORT=$((BASE_PORT + 11))
 HAP_PORT=$((BASE_PORT + 12))
+REDIS_REPLICA_PORT=$((BASE_PORT + 13))
+REDIS_ACK_PORT=$((BASE_PORT + 14))
 read -r -a TARGETS <<<"${TARGETS:-direct nginx haproxy shim-pass shim-token shim-cached shim-token-redis tls}"
 read -r -a TARGETS <<<"$(for t in "${TARGETS[@]}"; do
   case $t in
-    shim-token-redis) echo shim-cached shim-redis-cached shim-coalesced shim-redis-coalesced ;;
+    shim-token-redis) echo shim-cached shim-redis-cached shim-coalesced shim-redis-coalesced shim-redis-coalesced-ack ;;
     tls) echo nginx-tls shim-tls nginx-tls-new shim-tls-new ;;
     *) echo "$t" ;;
   esac
@@ -282,9 +287,12 @@ level = "warn"
 id = "bench-client"
 secret = "bench-secret"
 EOF
-  if [ "${4:-}" = redis ]; then
+  if [ "${4:-}" = redis ] || [ "${4:-}" = redis-ack ]; then
     printf '[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s"\nencryption_key_file = "%s"\n' \
       "$REDIS_PORT" "$STATE_KEY_FILE"
+  fi
+  if [ "${4:-}" = redis-ack ]; then
+    printf 'replicas_ack = 1\n'
   fi
   if [ "${4:-}" = tls ]; then
     printf '[server.tls]\ncert_file = "%s"\nkey_file = "%s"\nmax_handshakes = 1024\n' \
@@ -300,6 +308,7 @@ shim_conf "$CACHED_PORT" 30s 10s >"$WORK/shim-cached.toml"
 shim_conf "$COAL_PORT" 0s 10s >"$WORK/shim-coalesced.toml"
 shim_conf "$REDIS_CACHED_PORT" 30s 10s redis >"$WORK/shim-redis-cached.toml"
 shim_conf "$REDIS_COAL_PORT" 0s 10s redis >"$WORK/shim-redis-coalesced.toml"
+shim_conf "$REDIS_ACK_PORT" 0s 10s redis-ack >"$WORK/shim-redis-coalesced-ack.toml"
 shim_conf "$SHIM_TLS_PORT" 0s 10s tls >"$WORK/shim-tls.toml"
 shim_conf "$SHIM_TLS_MEM_PORT" 0s 60s tls >"$WORK/shim-tls-mem.toml"
 
@@ -341,12 +350,21 @@ start shim-cached "$SHIM_BIN" serve --config "$WORK/shim-cached.toml"
 start shim-coalesced "$SHIM_BIN" serve --config "$WORK/shim-coalesced.toml"
 start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
 wait_port "$REDIS_PORT"
+start redis-replica redis-server --port "$REDIS_REPLICA_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+  --replicaof 127.0.0.1 "$REDIS_PORT"
+wait_port "$REDIS_REPLICA_PORT"
+# The acknowledged lock needs the replica in sync: until then WAIT counts no replica.
+for _ in $(seq 1 100); do
+  redis-cli -p "$REDIS_REPLICA_PORT" INFO replication | grep -q '^master_link_status:up' && break
+  sleep 0.1
+done
 start shim-redis-cached "$SHIM_BIN" serve --config "$WORK/shim-redis-cached.toml"
 start shim-redis-coalesced "$SHIM_BIN" serve --config "$WORK/shim-redis-coalesced.toml"
+start shim-redis-coalesced-ack "$SHIM_BIN" serve --config "$WORK/shim-redis-coalesced-ack.toml"
 start ngx-tls "$NGINX" -p "$WORK/ngx-tls" -e "$WORK/ngx-tls-error.log" -c "$WORK/ngx-tls.conf"
 start shim-tls "$SHIM_BIN" serve --config "$WORK/shim-tls.toml"
 for p in "$UP_PORT" "$NGX_PORT" "$HAP_PORT" "$SHIM_PORT" "$CACHED_PORT" "$COAL_PORT" "$REDIS_CACHED_PORT" \
-  "$REDIS_COAL_PORT" "$NGX_TLS_PORT" "$SHIM_TLS_PORT"; do
+  "$REDIS_COAL_PORT" "$REDIS_ACK_PORT" "$NGX_TLS_PORT" "$SHIM_TLS_PORT"; do
   wait_port "$p"
 done
 # A Redis-backed replica serves from memory until its first PING to Redis has answered.
@@ -367,6 +385,8 @@ URL[shim-redis-cached]="http://127.0.0.1:$REDIS_CACHED_PORT$TOKEN_PATH"
 PROXY[shim-redis-cached]="$PID_shim_redis_cached $PID_redis"
 URL[shim-redis-coalesced]="http://127.0.0.1:$REDIS_COAL_PORT$TOKEN_PATH"
 PROXY[shim-redis-coalesced]="$PID_shim_redis_coalesced $PID_redis"
+URL[shim-redis-coalesced-ack]="http://127.0.0.1:$REDIS_ACK_PORT$TOKEN_PATH"
+PROXY[shim-redis-coalesced-ack]="$PID_shim_redis_coalesced_ack $PID_redis $PID_redis_replica"
 URL[nginx-tls]="https://127.0.0.1:$NGX_TLS_PORT$API_PATH";     PROXY[nginx-tls]="$NGX_TLS_WORKERS"
 URL[shim-tls]="https://127.0.0.1:$SHIM_TLS_PORT$API_PATH";     PROXY[shim-tls]="$PID_shim_tls"
 URL[nginx-tls-new]=${URL[nginx-tls]};                          PROXY[nginx-tls-new]="$NGX_TLS_WORKERS"
@@ -443,7 +463,8 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- memory ------------------------------------------------------------------------------------
 kill "$PID_shim" "$PID_shim_cached" "$PID_ngx" "$PID_hap" "$PID_shim_coalesced" "$PID_shim_redis_cached" \
-  "$PID_shim_redis_coalesced" "$PID_redis" "$PID_shim_tls" 2>/dev/null || true
+  "$PID_shim_redis_coalesced" "$PID_shim_redis_coalesced_ack" "$PID_redis" "$PID_redis_replica" "$PID_shim_tls" \
+  2>/dev/null || true
 MEM=$WORK/memory.txt
 : >"$MEM"
 if wants shim-pass; then
