@@ -54,6 +54,14 @@ async fn a_cluster_master_killed_mid_refresh_fails_over_and_logs_nobody_out() {
     one_answer(&answers);
     assert_eq!(standin.token_calls(), 1, "the burst reached the upstream once");
     assert_eq!(standin.revoked_grants(), 0);
+    let mut waited: Vec<Duration> = answers.iter().map(|a| a.2).collect();
+    waited.sort();
+    eprintln!(
+        "failover seen by callers: p50 {:?}, p99 {:?}, max {:?}",
+        waited[waited.len() / 2],
+        waited[waited.len() * 99 / 100],
+        waited[waited.len() - 1]
+    );
     let mut waits = 0.0;
     for r in &replicas {
         let metrics = get_text(r.admin_url("/metrics")).await;
