@@ -7,6 +7,8 @@ ARG BUILD_IMAGE=docker.io/library/rust:1.95.0-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${BUILD_IMAGE} AS build
+# jemalloc (the allocator) is compiled from C: the slim image has gcc, not make.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
