@@ -118,14 +118,20 @@ async fn a_lock_no_replica_acknowledges_is_not_led() {
     let replica_of = vec!["--replicaof".to_owned(), "127.0.0.1".to_owned(), master.port.to_string()];
     let mut replica = RedisServer::start_with(replica_of).await;
     let standin = start_standin(rotating(100)).await;
-    let state = format!("{}replicas_ack = 1\nfailover_wait = \"300ms\"\n", redis_state_toml(&master));
+    // A starved machine's replica may take longer than `WAIT`'s share (half of
+    // `command_timeout`) to acknowledge: 2 s, so only a missing replica fails to.
+    let state = format!(
+        "{}replicas_ack = 1\nfailover_wait = \"300ms\"\n",
+        redis_state_toml_timing_out(&master, "2s")
+    );
     let replicas = replicas(&standin, &shim_config(&standin, &state), 3).await;
     let rt = grant(&replicas[0]).await;
     standin.clear_requests();
     eventually("the replica to sync", async || {
         let mut conn = master.client().get_multiplexed_async_connection().await.unwrap();
         let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap();
-        info.contains("connected_slaves:1")
+        // Connected is not enough: WAIT counts a replica once its first sync is done.
+        info.contains("connected_slaves:1") && info.contains("state=online")
     })
     .await;
     one_answer(&collect(spawn_burst(&replicas, &rt, 30)).await);
@@ -151,7 +157,9 @@ async fn a_continuity_session_written_before_a_failover_works_after_it() {
     let mut setup = SentinelSetup::start().await;
     let first_master = setup.nodes[0].port;
     let standin = start_standin(standin_config()).await;
-    let mut config = shim_config(&standin, &setup.state_toml());
+    // 2 s for a starved machine's replicas to acknowledge the session (see above).
+    let state = setup.state_toml().replace("command_timeout = \"500ms\"", "command_timeout = \"2s\"");
+    let mut config = shim_config(&standin, &state);
     config.clients[0].continuity = true;
     let replicas = replicas(&standin, &config, 2).await;
     let legacy = password_grant(&replicas[0]).await;
@@ -179,7 +187,8 @@ async fn a_continuity_session_written_before_a_failover_works_after_it() {
 async fn a_continuity_session_no_replica_acknowledges_is_refused_not_kept_quietly() {
     let master = RedisServer::start().await;
     let standin = start_standin(standin_config()).await;
-    let state = format!("{}replicas_ack = 1\n", redis_state_toml(&master));
+    // As above: 2 s for a starved machine's replica to acknowledge.
+    let state = format!("{}replicas_ack = 1\n", redis_state_toml_timing_out(&master, "2s"));
     let mut config = shim_config(&standin, &state);
     config.clients[0].continuity = true;
     let replicas = replicas(&standin, &config, 1).await;
@@ -200,7 +209,8 @@ async fn a_continuity_session_no_replica_acknowledges_is_refused_not_kept_quietl
     eventually("the replica to sync", async || {
         let mut conn = master.client().get_multiplexed_async_connection().await.unwrap();
         let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap();
-        info.contains("connected_slaves:1")
+        // Connected is not enough: WAIT counts a replica once its first sync is done.
+        info.contains("connected_slaves:1") && info.contains("state=online")
     })
     .await;
     let legacy = crate::continuity::password_grant(&replicas[0]).await;

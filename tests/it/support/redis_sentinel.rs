@@ -53,7 +53,7 @@ impl SentinelSetup {
         setup
     }
 
-    /// Both replicas connected to the master, and every sentinel knows the 2 replicas and the
+    /// Both replicas connected to the master and synced, and every sentinel knows the 2 replicas and the
     /// 2 other sentinels.
     async fn ready(&self) -> bool {
         let Ok(mut conn) = self.nodes[0].client().get_multiplexed_async_connection().await else {
@@ -64,7 +64,8 @@ impl SentinelSetup {
         else {
             return false;
         };
-        if !info.contains("connected_slaves:2") {
+        // Both synced (`state=online`): until then WAIT does not count a replica.
+        if !info.contains("connected_slaves:2") || info.matches("state=online").count() != 2 {
             return false;
         }
         for (port, _) in &self.sentinels {
