@@ -17,20 +17,12 @@ import sys
 import threading
 import time
 
+from hold_conns import rss_kib
+
 WARMUP = int(os.environ.get("CHURN_WARMUP", "300"))
 CONCURRENCY = int(os.environ.get("CHURN_CONCURRENCY", "500"))
 DEADLINE = float(os.environ.get("CHURN_DEADLINE", "300"))
 TIMEOUT = 5.0
-
-
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
 
 
 class Peak(threading.Thread):

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::sentinel::{collect, joined, one_answer, spawn_burst};
+use crate::sentinel::{collect, joined, one_answer, print_failover_times, spawn_burst};
 use crate::support::*;
 
 /// The Redis key of the lock of [`ID`]'s refresh of `rt` (default provider).
@@ -54,14 +54,7 @@ async fn a_cluster_master_killed_mid_refresh_fails_over_and_logs_nobody_out() {
     one_answer(&answers);
     assert_eq!(standin.token_calls(), 1, "the burst reached the upstream once");
     assert_eq!(standin.revoked_grants(), 0);
-    let mut waited: Vec<Duration> = answers.iter().map(|a| a.2).collect();
-    waited.sort();
-    eprintln!(
-        "failover seen by callers: p50 {:?}, p99 {:?}, max {:?}",
-        waited[waited.len() / 2],
-        waited[waited.len() * 99 / 100],
-        waited[waited.len() - 1]
-    );
+    print_failover_times(&answers);
     let mut waits = 0.0;
     for r in &replicas {
         let metrics = get_text(r.admin_url("/metrics")).await;

@@ -40,6 +40,18 @@ pub(crate) async fn collect(
     out
 }
 
+/// Print how long the callers of a burst waited (p50, p99, max), for BENCHMARKS.md.
+pub(crate) fn print_failover_times(answers: &[(u16, Value, Duration)]) {
+    let mut waited: Vec<Duration> = answers.iter().map(|a| a.2).collect();
+    waited.sort();
+    eprintln!(
+        "failover seen by callers: p50 {:?}, p99 {:?}, max {:?}",
+        waited[waited.len() / 2],
+        waited[waited.len() * 99 / 100],
+        waited[waited.len() - 1]
+    );
+}
+
 /// Every caller got 200 and the same tokens.
 pub(crate) fn one_answer(answers: &[(u16, Value, Duration)]) {
     let first = &answers[0].1;
@@ -83,14 +95,7 @@ async fn a_master_killed_mid_refresh_fails_over_and_logs_nobody_out() {
     one_answer(&answers);
     assert_eq!(standin.token_calls(), 1, "the burst reached the upstream once");
     assert_eq!(standin.revoked_grants(), 0);
-    let mut waited: Vec<Duration> = answers.iter().map(|a| a.2).collect();
-    waited.sort();
-    eprintln!(
-        "failover seen by callers: p50 {:?}, p99 {:?}, max {:?}",
-        waited[waited.len() / 2],
-        waited[waited.len() * 99 / 100],
-        waited[waited.len() - 1]
-    );
+    print_failover_times(&answers);
 
     // The sentinels promoted a replica, and every oauth-shim replica uses it.
     let new_master = setup.master_port().await.expect("a master");
